@@ -1,0 +1,557 @@
+//! Alerts: rule results → alert instances with Prometheus semantics, in event time.
+//!
+//! Identity = rule id + the `labels_from` values of a result row. An instance goes
+//! inactive → pending → firing → resolved, with `for` (how long the condition must hold)
+//! and `keep_firing_for` (how long it keeps firing once the condition clears), measured
+//! in window end times, never the wall clock. Its id is a hash of the rule id, the sorted
+//! labels and `starts_at`, so a replay of the same records gives the same ids; each
+//! notification is identified by (id, state).
+//!
+//! Delivery lives in the receiver modules (`stdout`, `jsonl`); this module decides what
+//! to say, not where.
+
+pub mod jsonl;
+pub mod stdout;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use datafusion::arrow::compute::kernels::cmp::eq;
+use datafusion::arrow::compute::{cast, filter};
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::rules::{Rule, Severity, hex};
+use crate::window::ClosedWindow;
+
+/// `alerts:` in the config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Print one line per state change on standard output.
+    #[serde(default = "yes")]
+    pub stdout: bool,
+    /// Append one JSON object per state change to this file.
+    #[serde(default)]
+    pub jsonl: Option<PathBuf>,
+    /// Alert instances tracked per rule; result rows beyond it are counted and logged.
+    #[serde(default = "default_max_alerts")]
+    pub max_alerts_per_rule: usize,
+    /// Request ids of matching records kept as evidence.
+    #[serde(default = "default_samples")]
+    pub sample_request_ids: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_max_alerts() -> usize {
+    1000
+}
+fn default_samples() -> usize {
+    5
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            stdout: true,
+            jsonl: None,
+            max_alerts_per_rule: default_max_alerts(),
+            sample_request_ids: default_samples(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Pending,
+    Firing,
+    Resolved,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Firing => "firing",
+            State::Resolved => "resolved",
+        }
+    }
+}
+
+/// Why an alert is raised: values and where they came from.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Evidence {
+    /// The result row's columns.
+    pub values: serde_json::Map<String, Value>,
+    /// A few request ids of the window's records that match the alert's labels (the
+    /// smallest ones, so the choice does not depend on arrival order).
+    pub sample_request_ids: Vec<String>,
+    pub window_records: u64,
+    pub window_bad_records: u64,
+    pub window_late_records: u64,
+    /// Per source partition, the range of positions the window's rows came from.
+    pub sources: Vec<SourceRange>,
+    /// On `resolved`: whether the alert had fired (a pending alert that cleared did not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fired: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SourceRange {
+    pub source: String,
+    pub first: u64,
+    pub last: u64,
+}
+
+/// One state change of one alert: what every receiver gets.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Notification {
+    pub id: String,
+    /// Idempotency key: `id:state`.
+    pub notification_id: String,
+    pub rule_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub state: State,
+    pub severity: Severity,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub window_start: String,
+    pub window_end: String,
+    pub starts_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<String>,
+    pub evidence: Evidence,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, Vec<String>>,
+    /// Window end in epoch milliseconds (event time of the evaluation).
+    #[serde(skip)]
+    pub at_ms: i64,
+}
+
+/// An alert instance that is pending or firing.
+#[derive(Debug, Clone)]
+struct Active {
+    labels: BTreeMap<String, String>,
+    state: State,
+    active_at: i64,
+    keep_firing_since: Option<i64>,
+    values: serde_json::Map<String, Value>,
+}
+
+#[derive(Default)]
+struct RuleState {
+    active: HashMap<Vec<String>, Active>,
+    error: Option<Active>,
+}
+
+/// Alert state of every rule.
+pub struct AlertBook {
+    rules: Vec<RuleState>,
+    max_per_rule: usize,
+    samples: usize,
+    /// Result rows beyond `max_alerts_per_rule`, over the run.
+    pub dropped_rows: u64,
+}
+
+/// The rule id under which failing rules raise alerts.
+pub const RULE_ERROR_ID: &str = "driftwatch.rule_error";
+
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// Deterministic alert id: rule id, sorted labels and the start (event) time.
+pub fn alert_id(rule_id: &str, labels: &BTreeMap<String, String>, starts_at_ms: i64) -> String {
+    let mut h = Sha256::new();
+    h.update(rule_id.as_bytes());
+    for (k, v) in labels {
+        h.update([0u8]);
+        h.update(k.as_bytes());
+        h.update([1u8]);
+        h.update(v.as_bytes());
+    }
+    h.update([2u8]);
+    h.update(starts_at_ms.to_be_bytes());
+    hex(&h.finalize()[..16])
+}
+
+/// Context shared by the notifications of one rule evaluation.
+struct Eval<'a> {
+    rule: &'a Rule,
+    window: &'a ClosedWindow,
+    sources: &'a [String],
+    samples: usize,
+}
+
+impl Eval<'_> {
+    fn notify(&self, rule_id: &str, a: &Active, state: State) -> Notification {
+        let id = alert_id(rule_id, &a.labels, a.active_at);
+        let w = self.window;
+        let is_error = rule_id == RULE_ERROR_ID;
+        let annotations = if is_error {
+            a.values
+                .get("error")
+                .map(|e| BTreeMap::from([("summary".to_owned(), display(e))]))
+                .unwrap_or_default()
+        } else {
+            render_annotations(&self.rule.def.annotations, &a.values)
+        };
+        Notification {
+            notification_id: format!("{id}:{}", state.as_str()),
+            id,
+            rule_id: rule_id.to_owned(),
+            name: if is_error {
+                Some("A detection rule failed".into())
+            } else {
+                self.rule.def.name.clone()
+            },
+            state,
+            severity: if is_error { Severity::High } else { self.rule.def.severity },
+            labels: a.labels.clone(),
+            annotations,
+            window_start: rfc3339(w.start_ms),
+            window_end: rfc3339(w.end_ms),
+            starts_at: rfc3339(a.active_at),
+            ends_at: (state == State::Resolved).then(|| rfc3339(w.end_ms)),
+            evidence: Evidence {
+                values: a.values.clone(),
+                sample_request_ids: if is_error || state == State::Resolved {
+                    Vec::new()
+                } else {
+                    sample_request_ids(w, &a.labels, self.samples)
+                },
+                window_records: w.stats.records,
+                window_bad_records: w.stats.bad,
+                window_late_records: w.stats.late,
+                sources: w
+                    .ranges
+                    .iter()
+                    .map(|(&pid, &(first, last))| SourceRange {
+                        source: self.sources.get(pid).cloned().unwrap_or_else(|| pid.to_string()),
+                        first,
+                        last,
+                    })
+                    .collect(),
+                fired: None,
+            },
+            tags: if is_error { BTreeMap::new() } else { self.rule.def.tags.clone() },
+            at_ms: w.end_ms,
+        }
+    }
+}
+
+impl AlertBook {
+    pub fn new(rules: usize, config: &AlertsConfig) -> Self {
+        Self {
+            rules: (0..rules).map(|_| RuleState::default()).collect(),
+            max_per_rule: config.max_alerts_per_rule.max(1),
+            samples: config.sample_request_ids,
+            dropped_rows: 0,
+        }
+    }
+
+    /// Applies one evaluation of rule `idx` at the window's end; returns the state
+    /// changes.
+    pub fn evaluate(
+        &mut self,
+        idx: usize,
+        rule: &Rule,
+        window: &ClosedWindow,
+        sources: &[String],
+        result: Result<&[RecordBatch], &str>,
+    ) -> Vec<Notification> {
+        let ev = Eval {
+            rule,
+            window,
+            sources,
+            samples: self.samples,
+        };
+        let t = window.end_ms;
+        let mut out = Vec::new();
+        let state = &mut self.rules[idx];
+        let rows = match result {
+            Err(e) => {
+                let mut values = serde_json::Map::new();
+                values.insert("error".into(), Value::String(e.to_owned()));
+                if state.error.is_none() {
+                    let a = Active {
+                        labels: BTreeMap::from([("rule_id".to_owned(), rule.def.id.clone())]),
+                        state: State::Firing,
+                        active_at: t,
+                        keep_firing_since: None,
+                        values,
+                    };
+                    out.push(ev.notify(RULE_ERROR_ID, &a, State::Firing));
+                    state.error = Some(a);
+                }
+                return out;
+            }
+            Ok(batches) => rows_of(batches),
+        };
+        if let Some(a) = state.error.take() {
+            out.push(ev.notify(RULE_ERROR_ID, &a, State::Resolved));
+        }
+        let mut seen: BTreeMap<Vec<String>, serde_json::Map<String, Value>> = BTreeMap::new();
+        for row in rows {
+            let key: Vec<String> = rule
+                .def
+                .labels_from
+                .iter()
+                .map(|c| row.get(c).map(display).unwrap_or_default())
+                .collect();
+            seen.entry(key).or_insert(row);
+        }
+        if seen.len() > self.max_per_rule {
+            let extra = seen.len() - self.max_per_rule;
+            self.dropped_rows += extra as u64;
+            tracing::warn!(rule = %rule.def.id, extra, "rule returned more rows than alerts.max_alerts_per_rule; the rest are not tracked");
+            while seen.len() > self.max_per_rule {
+                seen.pop_last();
+            }
+        }
+        let (for_ms, keep_ms) = (rule.for_ms(), rule.keep_firing_ms());
+        for (key, values) in &seen {
+            match state.active.get_mut(key) {
+                Some(a) => {
+                    a.values = values.clone();
+                    a.keep_firing_since = None;
+                    if a.state == State::Pending && t - a.active_at >= for_ms {
+                        a.state = State::Firing;
+                        out.push(ev.notify(&rule.def.id, a, State::Firing));
+                    }
+                }
+                None => {
+                    let labels = rule.def.labels_from.iter().cloned().zip(key.iter().cloned()).collect();
+                    let initial = if for_ms == 0 { State::Firing } else { State::Pending };
+                    let a = Active {
+                        labels,
+                        state: initial,
+                        active_at: t,
+                        keep_firing_since: None,
+                        values: values.clone(),
+                    };
+                    out.push(ev.notify(&rule.def.id, &a, initial));
+                    state.active.insert(key.clone(), a);
+                }
+            }
+        }
+        let mut gone: Vec<Vec<String>> = Vec::new();
+        for (key, a) in state.active.iter_mut() {
+            if seen.contains_key(key) {
+                continue;
+            }
+            let since = *a.keep_firing_since.get_or_insert(t);
+            if a.state == State::Pending || t - since >= keep_ms {
+                gone.push(key.clone());
+            }
+        }
+        gone.sort();
+        for key in gone {
+            let a = state.active.remove(&key).expect("key came from the map");
+            let mut n = ev.notify(&rule.def.id, &a, State::Resolved);
+            n.evidence.fired = Some(a.state == State::Firing);
+            out.push(n);
+        }
+        out
+    }
+
+    /// Alerts currently pending or firing, per rule index.
+    pub fn active_count(&self) -> usize {
+        self.rules.iter().map(|r| r.active.len() + usize::from(r.error.is_some())).sum()
+    }
+}
+
+/// Every result row as column name → JSON value.
+fn rows_of(batches: &[RecordBatch]) -> Vec<serde_json::Map<String, Value>> {
+    let mut rows = Vec::new();
+    for b in batches {
+        let schema = b.schema();
+        let columns: Vec<Vec<Value>> = b.columns().iter().map(column_values).collect();
+        for r in 0..b.num_rows() {
+            let mut row = serde_json::Map::new();
+            for (f, col) in schema.fields().iter().zip(&columns) {
+                row.insert(f.name().clone(), col[r].clone());
+            }
+            rows.push(row);
+        }
+    }
+    rows
+}
+
+fn column_values(array: &ArrayRef) -> Vec<Value> {
+    let dt = array.data_type();
+    let json_number = |x: f64| {
+        serde_json::Number::from_f64(x)
+            .map(Value::Number)
+            .unwrap_or_else(|| Value::String(x.to_string()))
+    };
+    let values: Vec<Value> = if dt.is_signed_integer() {
+        let a = cast(array, &DataType::Int64).expect("integers widen to Int64");
+        a.as_primitive::<Int64Type>().iter().map(|v| v.map_or(Value::Null, Value::from)).collect()
+    } else if dt.is_unsigned_integer() {
+        let a = cast(array, &DataType::UInt64).expect("unsigned integers widen to UInt64");
+        a.as_primitive::<UInt64Type>().iter().map(|v| v.map_or(Value::Null, Value::from)).collect()
+    } else if dt.is_floating() || matches!(dt, DataType::Decimal128(..) | DataType::Decimal256(..)) {
+        let a = cast(array, &DataType::Float64).expect("numbers cast to Float64");
+        a.as_primitive::<Float64Type>().iter().map(|v| v.map_or(Value::Null, json_number)).collect()
+    } else if *dt == DataType::Boolean {
+        array.as_boolean().iter().map(|v| v.map_or(Value::Null, Value::Bool)).collect()
+    } else {
+        let options = FormatOptions::default();
+        match ArrayFormatter::try_new(array.as_ref(), &options) {
+            Ok(f) => (0..array.len())
+                .map(|i| {
+                    if array.is_null(i) {
+                        Value::Null
+                    } else {
+                        Value::String(f.value(i).to_string())
+                    }
+                })
+                .collect(),
+            Err(_) => vec![Value::Null; array.len()],
+        }
+    };
+    values
+}
+
+/// A value as people read it: strings as they are, whole numbers without decimals,
+/// others with at most four decimals.
+pub fn display(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => i.to_string(),
+            (_, Some(u), _) => u.to_string(),
+            (_, _, Some(f)) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{f:.0}"),
+            (_, _, Some(f)) => {
+                let s = format!("{f:.4}");
+                s.trim_end_matches('0').trim_end_matches('.').to_owned()
+            }
+            _ => n.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// The column names a template refers to (`{{ name }}`).
+pub fn template_names(template: &str) -> Result<Vec<String>, String> {
+    let mut names = Vec::new();
+    let mut rest = template;
+    while let Some(i) = rest.find("{{") {
+        let after = &rest[i + 2..];
+        let end = after
+            .find("}}")
+            .ok_or_else(|| format!("unclosed {{{{ in {template:?}"))?;
+        let name = after[..end].trim();
+        if name.is_empty() {
+            return Err(format!("empty {{{{ }}}} in {template:?}"));
+        }
+        names.push(name.to_owned());
+        rest = &after[end + 2..];
+    }
+    Ok(names)
+}
+
+/// Fills `{{ column }}` with the row's values in one pass: a value that itself contains
+/// `{{ ... }}` is inserted as text, never expanded.
+pub fn render(template: &str, values: &serde_json::Map<String, Value>) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(i) = rest.find("{{") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let Some(end) = after.find("}}") else {
+            out.push_str(&rest[i..]);
+            return out;
+        };
+        let name = after[..end].trim();
+        out.push_str(&values.get(name).map(display).unwrap_or_default());
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn render_annotations(
+    templates: &BTreeMap<String, String>,
+    values: &serde_json::Map<String, Value>,
+) -> BTreeMap<String, String> {
+    templates
+        .iter()
+        .map(|(k, t)| (k.clone(), render(t, values)))
+        .collect()
+}
+
+/// The `n` smallest request ids among the window's records whose string columns equal
+/// the alert's labels (labels that are not `events` columns are ignored).
+fn sample_request_ids(w: &ClosedWindow, labels: &BTreeMap<String, String>, n: usize) -> Vec<String> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut ids: Vec<String> = Vec::new();
+    for batch in &w.batches {
+        let Some(request_ids) = batch.column_by_name("request_id") else { continue };
+        let mut mask: Option<datafusion::arrow::array::BooleanArray> = None;
+        for (k, v) in labels {
+            let Some(col) = batch.column_by_name(k) else { continue };
+            if col.data_type() != &DataType::Utf8 {
+                continue;
+            }
+            let Ok(m) = eq(col, &StringArray::new_scalar(v.as_str())) else { continue };
+            mask = Some(match mask {
+                Some(prev) => datafusion::arrow::compute::and(&prev, &m).unwrap_or(m),
+                None => m,
+            });
+        }
+        let Some(mask) = mask else { return Vec::new() };
+        let Ok(matched) = filter(request_ids, &mask) else { continue };
+        for id in matched.as_string::<i32>().iter().flatten() {
+            ids.push(id.to_owned());
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids.truncate(n);
+    }
+    ids
+}
+
+/// Untrusted text for a terminal line: control characters (newlines, escapes) are shown
+/// escaped so traffic cannot forge log lines or move the cursor.
+pub fn escape_control(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Where notifications go.
+pub trait Receiver: Send {
+    fn name(&self) -> &str;
+    fn send(&mut self, n: &Notification) -> std::io::Result<()>;
+    /// Makes what was sent durable (end of a window's evaluation).
+    fn flush(&mut self) -> std::io::Result<()>;
+    /// A durable receiver's failure stops the run (its file is the record of what was
+    /// said); others are counted and logged.
+    fn durable(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,306 @@
+//! The command line: `run`, `replay`, `gen`, `rules check`, `rules test`. Exit codes: 0
+//! success, 1 runtime failure, 2 bad usage, config or rules — always with a one-line
+//! reason on standard error.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+use crate::scenario::{GenOptions, Scenario};
+use crate::pipeline::{Pipeline, PipelineError, RunOptions, Summary};
+use crate::rules::engine::{Engine, EventsTable, PipelineStatsTable, WindowTable};
+use crate::rules::{load_rules, testing};
+use crate::source::SourceConfig;
+use crate::source::file::FileSourceConfig;
+
+#[derive(Parser, Debug)]
+#[command(name = "driftwatch", version, about = "Watches ML inference traffic for attacks and decay with SQL detection rules.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// The main job: read the configured source, evaluate rules, send alerts.
+    Run(RunArgs),
+    /// The same pipeline over JSONL(.gz) files, to their end, then a summary.
+    Replay(ReplayArgs),
+    /// Write deterministic synthetic traffic with planted episodes.
+    Gen(GenArgs),
+    /// Validate or test detection rules.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct Common {
+    /// Configuration file (YAML, or TOML by extension).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Rule folder (replaces `queries` of the config).
+    #[arg(long)]
+    pub queries: Option<PathBuf>,
+    /// Append alert state changes as JSON lines to this file.
+    #[arg(long)]
+    pub alerts_out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Exit 0 after this many seconds with no new records (tests, demos).
+    #[arg(long, value_name = "SECS")]
+    pub until_idle: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Input files (JSONL, plain or .gz), read side by side like partitions.
+    #[arg(long, num_args = 1.., required = true)]
+    pub input: Vec<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct GenArgs {
+    #[arg(long, value_enum)]
+    pub scenario: Scenario,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[arg(long)]
+    pub events: u64,
+    /// Output file (.gz is compressed).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Where to write the planted episodes (JSON lines).
+    #[arg(long)]
+    pub truth: Option<PathBuf>,
+    /// Honest records per second of event time.
+    #[arg(long, default_value_t = crate::source::generator::default_rate())]
+    pub rate: f64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RulesCommand {
+    /// Check rule files and their SQL without running anything.
+    Check {
+        /// Config whose `decode.features` define the feature columns of `events`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Rule files or folders (default: queries).
+        paths: Vec<PathBuf>,
+    },
+    /// Run rule test files.
+    Test {
+        /// Test files or folders (default: tests/rules).
+        paths: Vec<PathBuf>,
+    },
+}
+
+/// An error with its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Self {
+        Self {
+            code: 2,
+            message: message.into(),
+        }
+    }
+    fn runtime(message: impl Into<String>) -> Self {
+        Self {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<PipelineError> for Failure {
+    fn from(e: PipelineError) -> Self {
+        Self {
+            code: if e.is_usage() { 2 } else { 1 },
+            message: e.to_string(),
+        }
+    }
+}
+
+pub async fn main(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Run(args) => run(args).await,
+        Command::Replay(args) => replay(args).await,
+        Command::Gen(args) => gen_cmd(args),
+        Command::Rules(RulesCommand::Check { config, paths }) => rules_check(config, paths).await,
+        Command::Rules(RulesCommand::Test { paths }) => rules_test(paths).await,
+    }
+}
+
+fn load(common: &Common) -> Result<Config, Failure> {
+    let mut config = Config::load(&common.config).map_err(|e| Failure::usage(e.to_string()))?;
+    if let Some(q) = &common.queries {
+        config.queries = q.clone();
+    }
+    if let Some(a) = &common.alerts_out {
+        config.alerts.jsonl = Some(a.clone());
+    }
+    Ok(config)
+}
+
+async fn pipeline(config: &Config) -> Result<Pipeline, Failure> {
+    let rules = load_rules(std::slice::from_ref(&config.queries)).map_err(|e| Failure::usage(e.to_string()))?;
+    tracing::info!(rules = rules.len(), folder = %config.queries.display(), "rules loaded");
+    Ok(Pipeline::build(config, rules, Vec::new()).await?)
+}
+
+async fn run(args: RunArgs) -> Result<(), Failure> {
+    let config = load(&args.common)?;
+    let pipeline = pipeline(&config).await?;
+    let source = config
+        .source
+        .build(config.decode.max_record_bytes)
+        .map_err(|e| Failure::from(PipelineError::from(e)))?;
+    let opts = RunOptions {
+        progress: false,
+        until_idle: args.until_idle.map(Duration::from_secs),
+    };
+    let summary = pipeline.run(source, opts).await?;
+    eprintln!("{}", summary_table(&summary));
+    Ok(())
+}
+
+async fn replay(args: ReplayArgs) -> Result<(), Failure> {
+    let mut config = load(&args.common)?;
+    let mut file = match &config.source {
+        SourceConfig::File(f) => f.clone(),
+        _ => FileSourceConfig::replay(Vec::new()),
+    };
+    file.paths = args.input.clone();
+    file.follow = false;
+    config.source = SourceConfig::File(file);
+    let pipeline = pipeline(&config).await?;
+    let source = config
+        .source
+        .build(config.decode.max_record_bytes)
+        .map_err(|e| Failure::from(PipelineError::from(e)))?;
+    let opts = RunOptions {
+        progress: !args.no_progress,
+        until_idle: None,
+    };
+    let summary = pipeline.run(source, opts).await?;
+    println!("{}", summary_table(&summary));
+    Ok(())
+}
+
+fn gen_cmd(args: GenArgs) -> Result<(), Failure> {
+    let opts = GenOptions {
+        scenario: args.scenario,
+        seed: args.seed,
+        events: args.events,
+        rate: args.rate,
+    };
+    crate::scenario::Generator::new(opts.clone()).map_err(Failure::usage)?;
+    let episodes = crate::scenario::write_scenario(opts, &args.out)
+        .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", args.out.display())))?;
+    if let Some(truth) = &args.truth {
+        let mut text = String::new();
+        for e in &episodes {
+            text.push_str(&serde_json::to_string(e).expect("episodes serialize"));
+            text.push('\n');
+        }
+        std::fs::write(truth, text)
+            .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", truth.display())))?;
+    }
+    eprintln!(
+        "wrote {} records to {} ({} planted episodes)",
+        args.events,
+        args.out.display(),
+        episodes.len()
+    );
+    Ok(())
+}
+
+async fn rules_check(config: Option<PathBuf>, paths: Vec<PathBuf>) -> Result<(), Failure> {
+    let decode = match &config {
+        Some(c) => Config::load(c).map_err(|e| Failure::usage(e.to_string()))?.decode,
+        None => Default::default(),
+    };
+    let paths = if paths.is_empty() { vec![PathBuf::from("queries")] } else { paths };
+    let rules = load_rules(&paths).map_err(|e| Failure::usage(e.to_string()))?;
+    let n = rules.len();
+    let decoder = crate::decode::BatchDecoder::new(&decode).map_err(Failure::usage)?;
+    let tables: Vec<std::sync::Arc<dyn WindowTable>> = vec![
+        std::sync::Arc::new(EventsTable::new(decoder.events_schema())),
+        std::sync::Arc::new(PipelineStatsTable::default()),
+    ];
+    Engine::new(rules, tables, &Default::default())
+        .await
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    println!("{n} rules OK");
+    Ok(())
+}
+
+async fn rules_test(paths: Vec<PathBuf>) -> Result<(), Failure> {
+    let paths = if paths.is_empty() { vec![PathBuf::from("tests/rules")] } else { paths };
+    let files = testing::test_files(&paths).map_err(|e| Failure::usage(e.to_string()))?;
+    let (mut passed, mut failed) = (0, 0);
+    for file in files {
+        let results = testing::run_file(&file).await.map_err(|e| Failure::usage(e.to_string()))?;
+        for r in results {
+            match &r.failure {
+                None => {
+                    passed += 1;
+                    println!("PASS {}: {}", r.file.display(), r.name);
+                }
+                Some(why) => {
+                    failed += 1;
+                    println!("FAIL {}: {}\n     {}", r.file.display(), r.name, why);
+                }
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        return Err(Failure::runtime(format!("{failed} rule test(s) failed")));
+    }
+    Ok(())
+}
+
+/// The end-of-run report.
+pub fn summary_table(s: &Summary) -> String {
+    let mut out = String::new();
+    let row = |out: &mut String, k: &str, v: String| out.push_str(&format!("  {k:<18}{v:>14}\n"));
+    out.push_str("driftwatch summary\n");
+    row(&mut out, "records read", s.records_read.to_string());
+    row(&mut out, "good", s.good.to_string());
+    row(&mut out, "bad (dead letter)", s.bad.to_string());
+    row(&mut out, "late (dead letter)", s.late.to_string());
+    row(&mut out, "windows closed", s.windows_closed.to_string());
+    row(&mut out, "rule runs", s.rule_runs.to_string());
+    row(&mut out, "rule errors", s.rule_errors.to_string());
+    row(&mut out, "alerts active", s.alerts_active_at_end.to_string());
+    row(&mut out, "elapsed", format!("{:.2} s", s.elapsed.as_secs_f64()));
+    row(&mut out, "throughput", format!("{:.0} rec/s", s.records_per_second()));
+    if let Some(kib) = s.peak_rss_kib {
+        row(&mut out, "peak memory", format!("{} MiB", kib / 1024));
+    }
+    if s.alerts.is_empty() {
+        out.push_str("  no alerts\n");
+    } else {
+        out.push_str(&format!("  {:<32}{:>9}{:>9}{:>9}\n", "alerts per rule", "pending", "firing", "resolved"));
+        for (rule, [p, f, r]) in &s.alerts {
+            out.push_str(&format!("  {rule:<32}{p:>9}{f:>9}{r:>9}\n"));
+        }
+    }
+    out.trim_end().to_owned()
+}

@@ -1,0 +1,222 @@
+//! The configuration file: one YAML or TOML document, `${ENV}` interpolated, every
+//! section `deny_unknown_fields` so that a typo is an error that names the field.
+//!
+//! Each stage's own settings live next to its code (`source::SourceConfig`,
+//! `decode::DecodeConfig`, ...); this module only assembles them and loads the file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::alert::AlertsConfig;
+use crate::decode::DecodeConfig;
+use crate::rules::engine::EngineConfig;
+use crate::source::SourceConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: environment variable ${{{var}}} is not set (set it, or write ${{{var}:-default}})")]
+    MissingEnv { path: PathBuf, var: String },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// The whole configuration of a driftwatch job.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where records come from.
+    pub source: SourceConfig,
+    /// How records map to the `events` table.
+    #[serde(default)]
+    pub decode: DecodeConfig,
+    /// Event-time settings shared by every window.
+    #[serde(default)]
+    pub time: TimeConfig,
+    /// Folder of rule files (`*.yaml`), relative to the config file. Default `queries`.
+    #[serde(default = "default_queries")]
+    pub queries: PathBuf,
+    /// Where undecodable and late records go.
+    #[serde(default)]
+    pub dead_letter: DeadLetterConfig,
+    /// Alert receivers.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+    /// Limits for each rule's query.
+    #[serde(default)]
+    pub engine: EngineConfig,
+}
+
+fn default_queries() -> PathBuf {
+    PathBuf::from("queries")
+}
+
+/// Event time: the watermark trails the newest event time by `allowed_lateness`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeConfig {
+    /// How far behind the newest event time a record may arrive and still count.
+    #[serde(with = "humantime_serde", default = "default_lateness")]
+    pub allowed_lateness: Duration,
+    /// A partition (file or Kafka partition) with no records for this long (wall clock)
+    /// stops holding the watermark back.
+    #[serde(with = "humantime_serde", default = "default_idle")]
+    pub idle_timeout: Duration,
+    /// Runs of empty windows longer than this are skipped (a gap of days in the data
+    /// would otherwise mean evaluating thousands of empty windows).
+    #[serde(default = "default_max_empty")]
+    pub max_empty_windows: u32,
+}
+
+fn default_lateness() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_idle() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_empty() -> u32 {
+    60
+}
+
+impl Default for TimeConfig {
+    fn default() -> Self {
+        Self {
+            allowed_lateness: default_lateness(),
+            idle_timeout: default_idle(),
+            max_empty_windows: default_max_empty(),
+        }
+    }
+}
+
+/// Dead letters: records that could not be decoded, or came late.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    /// JSONL file, one object per dead record: reason, source, position, raw text.
+    /// Without it dead letters are only counted and logged.
+    pub path: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads, interpolates and parses a config file; relative paths in it are resolved
+    /// against the file's folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let text = interpolate_env(&text, |v| std::env::var(v).ok()).map_err(|var| {
+            ConfigError::MissingEnv {
+                path: path.to_owned(),
+                var,
+            }
+        })?;
+        let mut config = Self::parse(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let is_toml = path.extension().is_some_and(|e| e == "toml");
+        let parsed = if is_toml {
+            toml::from_str(text).map_err(|e| e.to_string())
+        } else {
+            serde_yaml::from_str(text).map_err(|e| e.to_string())
+        };
+        parsed.map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.queries);
+        if let Some(p) = self.dead_letter.path.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.alerts.jsonl.as_mut() {
+            fix(p);
+        }
+        self.source.resolve_paths(base);
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        self.decode.validate()
+    }
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}`; `$$` is a literal `$`. Returns the name of
+/// the first variable that is unset and has no default.
+pub fn interpolate_env(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(stripped) = after.strip_prefix('$') {
+            out.push('$');
+            rest = stripped;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let Some(end) = body.find('}') else {
+                out.push('$');
+                rest = after;
+                continue;
+            };
+            let expr = &body[..end];
+            let (name, default) = match expr.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (expr, None),
+            };
+            match (lookup(name), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => return Err(name.to_owned()),
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interpolates_set_default_and_escaped_variables() {
+        let env = |v: &str| (v == "BROKERS").then(|| "127.0.0.1:9092".to_owned());
+        let got = interpolate_env("a: ${BROKERS}\nb: ${TOPIC:-logs}\nc: $$5 $x", env).unwrap();
+        assert_eq!(got, "a: 127.0.0.1:9092\nb: logs\nc: $5 $x");
+    }
+
+    #[test]
+    fn unset_variable_without_default_is_named() {
+        let err = interpolate_env("a: ${NOPE}", |_| None).unwrap_err();
+        assert_eq!(err, "NOPE");
+    }
+}

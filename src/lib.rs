@@ -1,0 +1,16 @@
+//! driftwatch: watches machine-learning inference traffic for attacks and decay.
+//!
+//! Records flow `source` → `decode` → `window` → `rules` → `alert`; `pipeline` wires the
+//! stages together and `cli` is the command line. See DESIGN.md for the product's shape.
+
+pub mod alert;
+pub mod cli;
+pub mod config;
+pub mod deadletter;
+pub mod decode;
+pub mod scenario;
+pub mod pipeline;
+pub mod rules;
+pub mod source;
+pub mod telemetry;
+pub mod window;

@@ -1,0 +1,559 @@
+//! The rule engine: DataFusion plans prepared once per rule, run on every closed window.
+//!
+//! Each window table (`events`, `pipeline_stats`, and later the drift and client tables)
+//! is a [`WindowTable`] that computes its rows from a [`ClosedWindow`]; the engine puts
+//! those rows in a shared slot that the table's provider reads at scan time, so a plan
+//! made once keeps working for every window. Tables are computed once per window, only
+//! when some rule of that window spec reads them.
+//!
+//! Rules are read-only: DDL, DML, `COPY`, `SET` and the like are refused by
+//! [`SQLOptions`], and a rule may read only the registered window tables (no files, no
+//! URLs, no table functions such as `generate_series` that allocate without bound). Each
+//! rule has its own memory pool and a time limit.
+
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Float64Array, RecordBatch, TimestampMillisecondArray, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::Session;
+use datafusion::common::ScalarValue;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::TableProvider;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::execution::context::SQLOptions;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::{Expr, LogicalPlan, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use serde::Deserialize;
+
+use super::{Rule, RuleError};
+use crate::decode::ts_type;
+use crate::window::ClosedWindow;
+
+/// `engine:` in the config: limits for each rule's query.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Memory one rule's query may use (bytes).
+    #[serde(default = "default_memory")]
+    pub rule_memory_limit: usize,
+    /// Wall-clock time one rule's query may take.
+    #[serde(with = "humantime_serde", default = "default_timeout")]
+    pub rule_timeout: Duration,
+}
+
+fn default_memory() -> usize {
+    256 << 20
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            rule_memory_limit: default_memory(),
+            rule_timeout: default_timeout(),
+        }
+    }
+}
+
+/// A table whose rows are computed for each closed window.
+pub trait WindowTable: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn schema(&self) -> SchemaRef;
+    fn compute(&self, window: &ClosedWindow) -> Result<Vec<RecordBatch>, String>;
+}
+
+/// `events`: the window's decoded records.
+pub struct EventsTable {
+    schema: SchemaRef,
+}
+
+impl EventsTable {
+    pub fn new(schema: SchemaRef) -> Self {
+        Self { schema }
+    }
+}
+
+impl WindowTable for EventsTable {
+    fn name(&self) -> &'static str {
+        "events"
+    }
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+    fn compute(&self, window: &ClosedWindow) -> Result<Vec<RecordBatch>, String> {
+        Ok(window.batches.clone())
+    }
+}
+
+/// `pipeline_stats`: one row per window with the counts of good, bad and late records,
+/// for data-quality rules.
+pub struct PipelineStatsTable {
+    schema: SchemaRef,
+}
+
+impl Default for PipelineStatsTable {
+    fn default() -> Self {
+        let u = DataType::UInt64;
+        let f = DataType::Float64;
+        Self {
+            schema: Arc::new(Schema::new(vec![
+                Field::new("window_start", ts_type(), false),
+                Field::new("window_end", ts_type(), false),
+                Field::new("records", u.clone(), false),
+                Field::new("bad_records", u.clone(), false),
+                Field::new("late_records", u, false),
+                Field::new("bad_share", f.clone(), false),
+                Field::new("late_share", f, false),
+            ])),
+        }
+    }
+}
+
+impl WindowTable for PipelineStatsTable {
+    fn name(&self) -> &'static str {
+        "pipeline_stats"
+    }
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+    fn compute(&self, w: &ClosedWindow) -> Result<Vec<RecordBatch>, String> {
+        let s = w.stats;
+        let total = (s.records + s.bad + s.late).max(1) as f64;
+        let ts = |v: i64| Arc::new(TimestampMillisecondArray::from(vec![v]).with_timezone("UTC"));
+        let batch = RecordBatch::try_new(
+            self.schema.clone(),
+            vec![
+                ts(w.start_ms),
+                ts(w.end_ms),
+                Arc::new(UInt64Array::from(vec![s.records])),
+                Arc::new(UInt64Array::from(vec![s.bad])),
+                Arc::new(UInt64Array::from(vec![s.late])),
+                Arc::new(Float64Array::from(vec![s.bad as f64 / total])),
+                Arc::new(Float64Array::from(vec![s.late as f64 / total])),
+            ],
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(vec![batch])
+    }
+}
+
+type Slot = Arc<RwLock<Vec<RecordBatch>>>;
+
+/// A table provider that serves whatever batches its slot holds at scan time.
+#[derive(Debug)]
+struct SlotTable {
+    schema: SchemaRef,
+    slot: Slot,
+}
+
+#[async_trait]
+impl TableProvider for SlotTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let batches = self.slot.read().expect("slot lock").clone();
+        Ok(MemorySourceConfig::try_new_exec(
+            &[batches],
+            self.schema.clone(),
+            projection.cloned(),
+        )?)
+    }
+}
+
+struct Registered {
+    table: Arc<dyn WindowTable>,
+    slot: Slot,
+}
+
+/// A rule with its plan, ready to run on any window.
+pub struct PreparedRule {
+    pub rule: Rule,
+    ctx: SessionContext,
+    plan: LogicalPlan,
+    /// Columns of the rule's result.
+    pub output: SchemaRef,
+    /// Indices (in the engine's table list) of the tables the rule reads.
+    uses: Vec<usize>,
+    has_params: bool,
+}
+
+pub struct Engine {
+    tables: Vec<Registered>,
+    rules: Vec<PreparedRule>,
+    timeout: Duration,
+}
+
+/// The outcome of one rule on one window.
+pub struct RuleRun {
+    pub rule: usize,
+    pub result: Result<Vec<RecordBatch>, String>,
+}
+
+impl Engine {
+    /// Plans every rule against the given tables; reports every rule that fails.
+    pub async fn new(
+        rules: Vec<Rule>,
+        tables: Vec<Arc<dyn WindowTable>>,
+        config: &EngineConfig,
+    ) -> Result<Engine, RuleError> {
+        let tables: Vec<Registered> = tables
+            .into_iter()
+            .map(|table| Registered {
+                table,
+                slot: Arc::new(RwLock::new(Vec::new())),
+            })
+            .collect();
+        let mut prepared = Vec::new();
+        let mut problems = Vec::new();
+        for rule in rules {
+            match prepare(rule, &tables, config).await {
+                Ok(p) => prepared.push(p),
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(RuleError::Many(problems.join("\n")));
+        }
+        Ok(Engine {
+            tables,
+            rules: prepared,
+            timeout: config.rule_timeout,
+        })
+    }
+
+    pub fn rules(&self) -> &[PreparedRule] {
+        &self.rules
+    }
+
+    /// Runs every rule of the window's spec, in rule order. A failing table or rule
+    /// fails only the rules concerned.
+    pub async fn evaluate(&self, window: &ClosedWindow) -> Vec<RuleRun> {
+        let due: Vec<usize> = (0..self.rules.len())
+            .filter(|&i| self.rules[i].rule.spec == window.spec)
+            .collect();
+        let needed: BTreeSet<usize> = due.iter().flat_map(|&i| self.rules[i].uses.clone()).collect();
+        let mut table_errors: HashMap<usize, String> = HashMap::new();
+        for &t in &needed {
+            let reg = &self.tables[t];
+            match reg.table.compute(window) {
+                Ok(rows) => *reg.slot.write().expect("slot lock") = rows,
+                Err(e) => {
+                    table_errors.insert(t, format!("table {}: {e}", reg.table.name()));
+                }
+            }
+        }
+        let mut runs = Vec::with_capacity(due.len());
+        for i in due {
+            let r = &self.rules[i];
+            let failed_table = r.uses.iter().find_map(|t| table_errors.get(t).cloned());
+            let result = match failed_table {
+                Some(e) => Err(e),
+                None => self.run(r, window).await,
+            };
+            runs.push(RuleRun { rule: i, result });
+        }
+        for &t in &needed {
+            self.tables[t].slot.write().expect("slot lock").clear();
+        }
+        runs
+    }
+
+    async fn run(&self, r: &PreparedRule, w: &ClosedWindow) -> Result<Vec<RecordBatch>, String> {
+        let mut plan = r.plan.clone();
+        if r.has_params {
+            let ts = |v| ScalarValue::TimestampMillisecond(Some(v), Some("UTC".into()));
+            let params: HashMap<&str, ScalarValue> =
+                HashMap::from([("window_start", ts(w.start_ms)), ("window_end", ts(w.end_ms))]);
+            plan = plan.with_param_values(params).map_err(|e| e.to_string())?;
+        }
+        let query = async {
+            let df = r.ctx.execute_logical_plan(plan).await?;
+            df.collect().await
+        };
+        match tokio::time::timeout(self.timeout, query).await {
+            Ok(Ok(batches)) => Ok(batches),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "query took longer than the rule timeout ({})",
+                humantime::format_duration(self.timeout)
+            )),
+        }
+    }
+}
+
+async fn prepare(
+    rule: Rule,
+    tables: &[Registered],
+    config: &EngineConfig,
+) -> Result<PreparedRule, RuleError> {
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(config.rule_memory_limit, 1.0)
+        .build_arc()
+        .map_err(|e| RuleError::invalid(&rule, e.to_string()))?;
+    let session = SessionConfig::new()
+        .with_target_partitions(1)
+        .with_information_schema(false);
+    let ctx = SessionContext::new_with_config_rt(session, runtime);
+    for reg in tables {
+        let provider = SlotTable {
+            schema: reg.table.schema(),
+            slot: reg.slot.clone(),
+        };
+        ctx.register_table(reg.table.name(), Arc::new(provider))
+            .map_err(|e| RuleError::invalid(&rule, e.to_string()))?;
+    }
+    let plan = ctx
+        .state()
+        .create_logical_plan(&rule.def.sql)
+        .await
+        .map_err(|e| sql_error(&rule, &e.to_string()))?;
+    let options = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    options
+        .verify_plan(&plan)
+        .map_err(|e| RuleError::invalid(&rule, format!("rules are read-only: {e}")))?;
+    let uses = check_reads(&rule, &plan, tables)?;
+    let output: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+    check_output(&rule, &output)?;
+    let has_params = !plan
+        .get_parameter_names()
+        .map_err(|e| RuleError::invalid(&rule, e.to_string()))?
+        .is_empty();
+    if has_params {
+        let names = plan.get_parameter_names().unwrap_or_default();
+        if let Some(bad) = names.iter().find(|n| !matches!(n.as_str(), "$window_start" | "$window_end")) {
+            return Err(RuleError::invalid(
+                &rule,
+                format!("unknown parameter {bad}: only $window_start and $window_end exist"),
+            ));
+        }
+    }
+    Ok(PreparedRule {
+        rule,
+        ctx,
+        plan,
+        output,
+        uses,
+        has_params,
+    })
+}
+
+/// Allows only queries, reading only the window tables.
+fn check_reads(rule: &Rule, plan: &LogicalPlan, tables: &[Registered]) -> Result<Vec<usize>, RuleError> {
+    if matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) | LogicalPlan::DescribeTable(_)) {
+        return Err(RuleError::invalid(rule, "a rule must be a query (SELECT or WITH ... SELECT)"));
+    }
+    let mut uses = BTreeSet::new();
+    let mut problem = None;
+    plan.apply_with_subqueries(|node| {
+        match node {
+            LogicalPlan::TableScan(scan) => {
+                let name = scan.table_name.table();
+                match tables.iter().position(|t| t.table.name() == name && scan.table_name.schema().is_none_or(|s| s == "public")) {
+                    Some(i) => {
+                        uses.insert(i);
+                    }
+                    None => {
+                        problem = Some(format!(
+                            "reads {}, which is not a window table (allowed: {})",
+                            scan.table_name,
+                            tables.iter().map(|t| t.table.name()).collect::<Vec<_>>().join(", ")
+                        ));
+                        return Ok(TreeNodeRecursion::Stop);
+                    }
+                }
+            }
+            LogicalPlan::Extension(_) | LogicalPlan::Copy(_) | LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) => {
+                problem = Some("rules are read-only".to_owned());
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            _ => {}
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .map_err(|e| RuleError::invalid(rule, e.to_string()))?;
+    match problem {
+        Some(p) => Err(RuleError::invalid(rule, p)),
+        None => Ok(uses.into_iter().collect()),
+    }
+}
+
+/// `labels_from` and annotation templates may name only result columns.
+fn check_output(rule: &Rule, output: &Schema) -> Result<(), RuleError> {
+    let has = |c: &str| output.field_with_name(c).is_ok();
+    let columns = || {
+        output
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(missing) = rule.def.labels_from.iter().find(|c| !has(c)) {
+        return Err(RuleError::invalid(
+            rule,
+            format!("labels_from names {missing:?}, which the query does not return (it returns: {})", columns()),
+        ));
+    }
+    for (key, template) in &rule.def.annotations {
+        for name in crate::alert::template_names(template).map_err(|e| RuleError::invalid(rule, format!("annotation {key}: {e}")))? {
+            if !has(&name) {
+                return Err(RuleError::invalid(
+                    rule,
+                    format!("annotation {key} uses {{{{ {name} }}}}, which the query does not return (it returns: {})", columns()),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Points SQL errors at the file line: the parser reports lines within the SQL text.
+fn sql_error(rule: &Rule, message: &str) -> RuleError {
+    let sql_line = message
+        .split("Line: ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<usize>().ok());
+    RuleError::Invalid {
+        file: rule.file.clone(),
+        line: sql_line.map_or(rule.sql_line, |l| rule.sql_line + l - 1),
+        message: format!("rule {}: SQL error: {message}", rule.def.id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{DecodeConfig, FeatureDecl, FeatureKind};
+    use crate::rules::parse_rules;
+    use crate::window::{WindowSpec, WindowStats};
+    use datafusion::arrow::array::{AsArray, StringArray};
+    use datafusion::arrow::datatypes::Int64Type;
+    use std::path::Path;
+
+    fn tables() -> Vec<Arc<dyn WindowTable>> {
+        let decode = DecodeConfig {
+            features: vec![FeatureDecl {
+                name: "amount".into(),
+                kind: FeatureKind::Numerical,
+            }],
+            ..Default::default()
+        };
+        vec![
+            Arc::new(EventsTable::new(decode.events_schema())),
+            Arc::new(PipelineStatsTable::default()),
+        ]
+    }
+
+    async fn engine(sql: &str, extra: &str) -> Result<Engine, String> {
+        let yaml = format!(
+            "- id: r\n  severity: low\n  window: {{size: 1m}}\n  sql: |\n    {}\n{extra}",
+            sql.replace('\n', "\n    ")
+        );
+        let rules = parse_rules(&yaml, Path::new("q.yaml")).map_err(|e| e.to_string())?;
+        Engine::new(rules, tables(), &EngineConfig::default())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    #[tokio::test]
+    async fn writes_ddl_files_and_table_functions_are_refused_at_load() {
+        for (sql, why) in [
+            ("CREATE TABLE t AS SELECT 1", "read-only"),
+            ("INSERT INTO events SELECT * FROM events", "read-only"),
+            ("COPY events TO '/tmp/x.csv'", "read-only"),
+            ("SET datafusion.execution.batch_size = 1", "read-only"),
+            ("SELECT * FROM '/etc/passwd'", "/etc/passwd"),
+            ("SELECT * FROM generate_series(1, 100000000000)", "not a window table"),
+            ("SELECT * FROM range(1, 100000000000)", "not a window table"),
+            ("EXPLAIN SELECT * FROM events", "must be a query"),
+            ("DROP TABLE events", "read-only"),
+        ] {
+            let err = engine(sql, "").await.err().unwrap_or_else(|| panic!("{sql} was accepted"));
+            assert!(err.contains("q.yaml:"), "{sql}: {err}");
+            assert!(err.contains("rule r"), "{sql}: {err}");
+            assert!(err.contains(why), "{sql}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_columns_and_labels_are_errors_with_the_line() {
+        let err = engine("SELECT client_id,\n  no_such_column\nFROM events", "").await.err().unwrap();
+        assert!(err.contains("q.yaml:5") && err.contains("no_such_column"), "{err}");
+        let err = engine("SELECT client_id FROM events", "  labels_from: [model]\n").await.err().unwrap();
+        assert!(err.contains("labels_from") && err.contains("model"), "{err}");
+        let err = engine("SELECT client_id FROM events", "  annotations: {summary: '{{ nope }}'}\n")
+            .await
+            .err()
+            .unwrap();
+        assert!(err.contains("nope"), "{err}");
+        let err = engine("SELEC client_id FROM events", "").await.err().unwrap();
+        assert!(err.contains("q.yaml:5") && err.contains("SQL error"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_plan_made_once_runs_on_each_window_with_its_bounds() {
+        let e = engine(
+            "SELECT client_id, count(*) AS n, min(amount) AS lo FROM events \
+             WHERE ts >= $window_start AND ts < $window_end GROUP BY client_id",
+            "",
+        )
+        .await
+        .unwrap();
+        let schema = e.tables[0].table.schema();
+        let window = |start: i64, clients: Vec<&str>| {
+            let n = clients.len();
+            let ts = TimestampMillisecondArray::from(vec![start + 1; n]).with_timezone("UTC");
+            let mut cols: Vec<datafusion::arrow::array::ArrayRef> = Vec::new();
+            for f in schema.fields() {
+                cols.push(match f.name().as_str() {
+                    "ts" => Arc::new(ts.clone()),
+                    "client_id" => Arc::new(StringArray::from(clients.clone())),
+                    "amount" => Arc::new(Float64Array::from(vec![2.5; n])),
+                    _ => datafusion::arrow::array::new_null_array(f.data_type(), n),
+                });
+            }
+            ClosedWindow {
+                spec: WindowSpec {
+                    size_ms: 60_000,
+                    slide_ms: 60_000,
+                    grace_ms: 0,
+                },
+                start_ms: start,
+                end_ms: start + 60_000,
+                batches: vec![RecordBatch::try_new(schema.clone(), cols).unwrap()],
+                stats: WindowStats::default(),
+                ranges: Default::default(),
+            }
+        };
+        for (start, clients, want) in [(0, vec!["a", "a", "b"], 2), (60_000, vec!["c"], 1)] {
+            let runs = e.evaluate(&window(start, clients)).await;
+            let batches = runs[0].result.as_ref().unwrap();
+            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+            assert_eq!(rows, want);
+            let n = batches[0].column(1).as_primitive::<Int64Type>();
+            assert!(n.value(0) >= 1);
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! Counters of what the pipeline did, as typed events: each thing worth counting is one
+//! function here that bumps its counter and logs, so metric names live in one place.
+//! The Prometheus endpoint and OTLP metrics (later issues) read these counters.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub records_read: AtomicU64,
+    pub records_bad: AtomicU64,
+    pub records_late: AtomicU64,
+    pub windows_closed: AtomicU64,
+    pub rule_runs: AtomicU64,
+    pub rule_errors: AtomicU64,
+    pub notifications: AtomicU64,
+    pub receiver_errors: AtomicU64,
+}
+
+impl Counters {
+    pub fn records_read(&self, n: u64) {
+        self.records_read.fetch_add(n, Relaxed);
+    }
+
+    pub fn record_bad(&self, source: &str, position: u64, reason: &str) {
+        self.records_bad.fetch_add(1, Relaxed);
+        tracing::debug!(source, position, reason, "dead letter: bad record");
+    }
+
+    pub fn record_late(&self, source: &str, position: u64) {
+        self.records_late.fetch_add(1, Relaxed);
+        tracing::debug!(source, position, "dead letter: late record");
+    }
+
+    pub fn window_closed(&self, start: &str, end: &str, records: u64) {
+        self.windows_closed.fetch_add(1, Relaxed);
+        tracing::debug!(start, end, records, "window closed");
+    }
+
+    pub fn rule_run(&self, rule: &str, error: Option<&str>) {
+        self.rule_runs.fetch_add(1, Relaxed);
+        if let Some(error) = error {
+            self.rule_errors.fetch_add(1, Relaxed);
+            tracing::warn!(rule, error, "rule failed");
+        }
+    }
+
+    pub fn notification(&self) {
+        self.notifications.fetch_add(1, Relaxed);
+    }
+
+    pub fn receiver_error(&self, receiver: &str, error: &str) {
+        self.receiver_errors.fetch_add(1, Relaxed);
+        tracing::error!(receiver, error, "receiver failed");
+    }
+
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Relaxed)
+    }
+}

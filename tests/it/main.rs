@@ -1,0 +1,4 @@
+//! One integration-test binary (each test binary links the whole tree).
+
+mod cli;
+mod rule_files;
