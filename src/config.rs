@@ -21,7 +21,9 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: environment variable ${{{var}}} is not set (set it, or write ${{{var}:-default}})")]
+    #[error(
+        "{path}: environment variable ${{{var}}} is not set (set it, or write ${{{var}:-default}})"
+    )]
     MissingEnv { path: PathBuf, var: String },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },

@@ -158,7 +158,11 @@ impl Pipeline {
     }
 
     /// Runs the source to its end (or until idle), then closes every window.
-    pub async fn run(mut self, mut source: Box<dyn Source>, opts: RunOptions) -> Result<Summary, PipelineError> {
+    pub async fn run(
+        mut self,
+        mut source: Box<dyn Source>,
+        opts: RunOptions,
+    ) -> Result<Summary, PipelineError> {
         let started = Instant::now();
         self.sources = source.partitions();
         for pid in 0..self.sources.len() {
@@ -191,7 +195,10 @@ impl Pipeline {
                 Msg::Idle => {
                     let quiet = last_data.elapsed();
                     if opts.until_idle.is_some_and(|d| quiet >= d) {
-                        tracing::info!(seconds = quiet.as_secs(), "no new records: stopping (--until-idle)");
+                        tracing::info!(
+                            seconds = quiet.as_secs(),
+                            "no new records: stopping (--until-idle)"
+                        );
                         break;
                     }
                     if !idle_marked && quiet >= self.time.idle_timeout {
@@ -256,7 +263,11 @@ impl Pipeline {
             self.windows.count_bad(pid, decoded.dead.len() as u64);
             return Ok(());
         };
-        let positions: Vec<u64> = decoded.rows.iter().map(|&i| raw.positions[i as usize]).collect();
+        let positions: Vec<u64> = decoded
+            .rows
+            .iter()
+            .map(|&i| raw.positions[i as usize])
+            .collect();
         let bad: Vec<u64> = decoded.dead.iter().map(|d| d.position).collect();
         let ingested = self.windows.ingest(pid, &events, &positions, &bad);
         for &row in &ingested.late_rows {
@@ -275,11 +286,18 @@ impl Pipeline {
         Ok(())
     }
 
-    fn dead_letter(&mut self, kind: DeadKind, source: &str, rec: &crate::decode::DeadRecord) -> Result<(), PipelineError> {
-        self.dead.write(kind, source, rec).map_err(|source| PipelineError::Io {
-            what: "cannot write dead letter".into(),
-            source,
-        })
+    fn dead_letter(
+        &mut self,
+        kind: DeadKind,
+        source: &str,
+        rec: &crate::decode::DeadRecord,
+    ) -> Result<(), PipelineError> {
+        self.dead
+            .write(kind, source, rec)
+            .map_err(|source| PipelineError::Io {
+                what: "cannot write dead letter".into(),
+                source,
+            })
     }
 
     /// Runs the rules of each closed window and delivers the state changes.
@@ -305,7 +323,10 @@ impl Pipeline {
                     self.summary.rule_errors += 1;
                 }
                 let result = run.result.as_deref().map_err(String::as_str);
-                notes.extend(self.book.evaluate(run.rule, rule, &window, &self.sources, result));
+                notes.extend(
+                    self.book
+                        .evaluate(run.rule, rule, &window, &self.sources, result),
+                );
             }
             self.deliver(&notes)?;
         }
@@ -329,7 +350,10 @@ impl Pipeline {
             }] += 1;
         }
         for r in &mut self.receivers {
-            let sent = notes.iter().try_for_each(|n| r.send(n)).and_then(|_| r.flush());
+            let sent = notes
+                .iter()
+                .try_for_each(|n| r.send(n))
+                .and_then(|_| r.flush());
             if let Err(e) = sent {
                 if r.durable() {
                     return Err(PipelineError::Io {

@@ -38,8 +38,9 @@ impl Receiver for JsonlReceiver {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.out.flush()?;
-        self.out.get_ref().sync_data().map_err(|e| {
-            std::io::Error::new(e.kind(), format!("{}: {e}", self.path.display()))
-        })
+        self.out
+            .get_ref()
+            .sync_data()
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))
     }
 }

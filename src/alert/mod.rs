@@ -216,7 +216,11 @@ impl Eval<'_> {
                 self.rule.def.name.clone()
             },
             state,
-            severity: if is_error { Severity::High } else { self.rule.def.severity },
+            severity: if is_error {
+                Severity::High
+            } else {
+                self.rule.def.severity
+            },
             labels: a.labels.clone(),
             annotations,
             window_start: rfc3339(w.start_ms),
@@ -237,14 +241,22 @@ impl Eval<'_> {
                     .ranges
                     .iter()
                     .map(|(&pid, &(first, last))| SourceRange {
-                        source: self.sources.get(pid).cloned().unwrap_or_else(|| pid.to_string()),
+                        source: self
+                            .sources
+                            .get(pid)
+                            .cloned()
+                            .unwrap_or_else(|| pid.to_string()),
                         first,
                         last,
                     })
                     .collect(),
                 fired: None,
             },
-            tags: if is_error { BTreeMap::new() } else { self.rule.def.tags.clone() },
+            tags: if is_error {
+                BTreeMap::new()
+            } else {
+                self.rule.def.tags.clone()
+            },
             at_ms: w.end_ms,
         }
     }
@@ -331,8 +343,18 @@ impl AlertBook {
                     }
                 }
                 None => {
-                    let labels = rule.def.labels_from.iter().cloned().zip(key.iter().cloned()).collect();
-                    let initial = if for_ms == 0 { State::Firing } else { State::Pending };
+                    let labels = rule
+                        .def
+                        .labels_from
+                        .iter()
+                        .cloned()
+                        .zip(key.iter().cloned())
+                        .collect();
+                    let initial = if for_ms == 0 {
+                        State::Firing
+                    } else {
+                        State::Pending
+                    };
                     let a = Active {
                         labels,
                         state: initial,
@@ -367,7 +389,10 @@ impl AlertBook {
 
     /// Alerts currently pending or firing, per rule index.
     pub fn active_count(&self) -> usize {
-        self.rules.iter().map(|r| r.active.len() + usize::from(r.error.is_some())).sum()
+        self.rules
+            .iter()
+            .map(|r| r.active.len() + usize::from(r.error.is_some()))
+            .sum()
     }
 }
 
@@ -397,15 +422,29 @@ fn column_values(array: &ArrayRef) -> Vec<Value> {
     };
     let values: Vec<Value> = if dt.is_signed_integer() {
         let a = cast(array, &DataType::Int64).expect("integers widen to Int64");
-        a.as_primitive::<Int64Type>().iter().map(|v| v.map_or(Value::Null, Value::from)).collect()
+        a.as_primitive::<Int64Type>()
+            .iter()
+            .map(|v| v.map_or(Value::Null, Value::from))
+            .collect()
     } else if dt.is_unsigned_integer() {
         let a = cast(array, &DataType::UInt64).expect("unsigned integers widen to UInt64");
-        a.as_primitive::<UInt64Type>().iter().map(|v| v.map_or(Value::Null, Value::from)).collect()
-    } else if dt.is_floating() || matches!(dt, DataType::Decimal128(..) | DataType::Decimal256(..)) {
+        a.as_primitive::<UInt64Type>()
+            .iter()
+            .map(|v| v.map_or(Value::Null, Value::from))
+            .collect()
+    } else if dt.is_floating() || matches!(dt, DataType::Decimal128(..) | DataType::Decimal256(..))
+    {
         let a = cast(array, &DataType::Float64).expect("numbers cast to Float64");
-        a.as_primitive::<Float64Type>().iter().map(|v| v.map_or(Value::Null, json_number)).collect()
+        a.as_primitive::<Float64Type>()
+            .iter()
+            .map(|v| v.map_or(Value::Null, json_number))
+            .collect()
     } else if *dt == DataType::Boolean {
-        array.as_boolean().iter().map(|v| v.map_or(Value::Null, Value::Bool)).collect()
+        array
+            .as_boolean()
+            .iter()
+            .map(|v| v.map_or(Value::Null, Value::Bool))
+            .collect()
     } else {
         let options = FormatOptions::default();
         match ArrayFormatter::try_new(array.as_ref(), &options) {
@@ -495,27 +534,39 @@ fn render_annotations(
 
 /// The `n` smallest request ids among the window's records whose string columns equal
 /// the alert's labels (labels that are not `events` columns are ignored).
-fn sample_request_ids(w: &ClosedWindow, labels: &BTreeMap<String, String>, n: usize) -> Vec<String> {
+fn sample_request_ids(
+    w: &ClosedWindow,
+    labels: &BTreeMap<String, String>,
+    n: usize,
+) -> Vec<String> {
     if n == 0 {
         return Vec::new();
     }
     let mut ids: Vec<String> = Vec::new();
     for batch in &w.batches {
-        let Some(request_ids) = batch.column_by_name("request_id") else { continue };
+        let Some(request_ids) = batch.column_by_name("request_id") else {
+            continue;
+        };
         let mut mask: Option<datafusion::arrow::array::BooleanArray> = None;
         for (k, v) in labels {
-            let Some(col) = batch.column_by_name(k) else { continue };
+            let Some(col) = batch.column_by_name(k) else {
+                continue;
+            };
             if col.data_type() != &DataType::Utf8 {
                 continue;
             }
-            let Ok(m) = eq(col, &StringArray::new_scalar(v.as_str())) else { continue };
+            let Ok(m) = eq(col, &StringArray::new_scalar(v.as_str())) else {
+                continue;
+            };
             mask = Some(match mask {
                 Some(prev) => datafusion::arrow::compute::and(&prev, &m).unwrap_or(m),
                 None => m,
             });
         }
         let Some(mask) = mask else { return Vec::new() };
-        let Ok(matched) = filter(request_ids, &mask) else { continue };
+        let Ok(matched) = filter(request_ids, &mask) else {
+            continue;
+        };
         for id in matched.as_string::<i32>().iter().flatten() {
             ids.push(id.to_owned());
         }

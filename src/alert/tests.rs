@@ -68,7 +68,10 @@ fn without_for_an_alert_fires_at_once_and_resolves_when_gone() {
     let got = run(&r, &[&["a"], &["a"], &[]]);
     assert_eq!(
         got,
-        vec![(1, "a".into(), State::Firing), (3, "a".into(), State::Resolved)]
+        vec![
+            (1, "a".into(), State::Firing),
+            (3, "a".into(), State::Resolved)
+        ]
     );
 }
 
@@ -93,7 +96,10 @@ fn keep_firing_for_holds_a_cleared_alert() {
     let got = run(&r, &[&["a"], &[], &["a"], &[], &[], &[]]);
     assert_eq!(
         got,
-        vec![(1, "a".into(), State::Firing), (6, "a".into(), State::Resolved)]
+        vec![
+            (1, "a".into(), State::Firing),
+            (6, "a".into(), State::Resolved)
+        ]
     );
 }
 
@@ -108,9 +114,19 @@ fn ids_are_deterministic_and_change_per_episode() {
             ids.push((n.id.clone(), n.notification_id.clone()));
         }
     }
-    assert_eq!(ids[0].0, ids[1].0, "firing and resolved of one episode share the id");
+    assert_eq!(
+        ids[0].0, ids[1].0,
+        "firing and resolved of one episode share the id"
+    );
     assert_ne!(ids[0].0, ids[2].0, "a new episode gets a new id");
-    assert_eq!(ids[0].0, alert_id("t.rule", &BTreeMap::from([("client_id".into(), "a".into())]), 60_000));
+    assert_eq!(
+        ids[0].0,
+        alert_id(
+            "t.rule",
+            &BTreeMap::from([("client_id".into(), "a".into())]),
+            60_000
+        )
+    );
     assert!(ids[0].1.ends_with(":firing"));
 }
 
@@ -130,11 +146,20 @@ fn a_failing_rule_raises_and_resolves_an_error_alert() {
     let r = rule("");
     let mut book = AlertBook::new(1, &AlertsConfig::default());
     let n = book.evaluate(0, &r, &window(1), &[], Err("boom"));
-    assert_eq!((n[0].rule_id.as_str(), n[0].state), (RULE_ERROR_ID, State::Firing));
-    assert!(book.evaluate(0, &r, &window(2), &[], Err("boom")).is_empty());
+    assert_eq!(
+        (n[0].rule_id.as_str(), n[0].state),
+        (RULE_ERROR_ID, State::Firing)
+    );
+    assert!(
+        book.evaluate(0, &r, &window(2), &[], Err("boom"))
+            .is_empty()
+    );
     let ok = result(&[]);
     let n = book.evaluate(0, &r, &window(3), &[], Ok(&ok));
-    assert_eq!((n[0].rule_id.as_str(), n[0].state), (RULE_ERROR_ID, State::Resolved));
+    assert_eq!(
+        (n[0].rule_id.as_str(), n[0].state),
+        (RULE_ERROR_ID, State::Resolved)
+    );
 }
 
 #[test]

@@ -8,15 +8,19 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
-use crate::scenario::{GenOptions, Scenario};
 use crate::pipeline::{Pipeline, PipelineError, RunOptions, Summary};
 use crate::rules::engine::{Engine, EventsTable, PipelineStatsTable, WindowTable};
 use crate::rules::{load_rules, testing};
+use crate::scenario::{GenOptions, Scenario};
 use crate::source::SourceConfig;
 use crate::source::file::FileSourceConfig;
 
 #[derive(Parser, Debug)]
-#[command(name = "driftwatch", version, about = "Watches ML inference traffic for attacks and decay with SQL detection rules.")]
+#[command(
+    name = "driftwatch",
+    version,
+    about = "Watches ML inference traffic for attacks and decay with SQL detection rules."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -158,7 +162,8 @@ fn load(common: &Common) -> Result<Config, Failure> {
 }
 
 async fn pipeline(config: &Config) -> Result<Pipeline, Failure> {
-    let rules = load_rules(std::slice::from_ref(&config.queries)).map_err(|e| Failure::usage(e.to_string()))?;
+    let rules = load_rules(std::slice::from_ref(&config.queries))
+        .map_err(|e| Failure::usage(e.to_string()))?;
     tracing::info!(rules = rules.len(), folder = %config.queries.display(), "rules loaded");
     Ok(Pipeline::build(config, rules, Vec::new()).await?)
 }
@@ -232,10 +237,18 @@ fn gen_cmd(args: GenArgs) -> Result<(), Failure> {
 
 async fn rules_check(config: Option<PathBuf>, paths: Vec<PathBuf>) -> Result<(), Failure> {
     let decode = match &config {
-        Some(c) => Config::load(c).map_err(|e| Failure::usage(e.to_string()))?.decode,
+        Some(c) => {
+            Config::load(c)
+                .map_err(|e| Failure::usage(e.to_string()))?
+                .decode
+        }
         None => Default::default(),
     };
-    let paths = if paths.is_empty() { vec![PathBuf::from("queries")] } else { paths };
+    let paths = if paths.is_empty() {
+        vec![PathBuf::from("queries")]
+    } else {
+        paths
+    };
     let rules = load_rules(&paths).map_err(|e| Failure::usage(e.to_string()))?;
     let n = rules.len();
     let decoder = crate::decode::BatchDecoder::new(&decode).map_err(Failure::usage)?;
@@ -251,11 +264,17 @@ async fn rules_check(config: Option<PathBuf>, paths: Vec<PathBuf>) -> Result<(),
 }
 
 async fn rules_test(paths: Vec<PathBuf>) -> Result<(), Failure> {
-    let paths = if paths.is_empty() { vec![PathBuf::from("tests/rules")] } else { paths };
+    let paths = if paths.is_empty() {
+        vec![PathBuf::from("tests/rules")]
+    } else {
+        paths
+    };
     let files = testing::test_files(&paths).map_err(|e| Failure::usage(e.to_string()))?;
     let (mut passed, mut failed) = (0, 0);
     for file in files {
-        let results = testing::run_file(&file).await.map_err(|e| Failure::usage(e.to_string()))?;
+        let results = testing::run_file(&file)
+            .await
+            .map_err(|e| Failure::usage(e.to_string()))?;
         for r in results {
             match &r.failure {
                 None => {
@@ -288,16 +307,31 @@ pub fn summary_table(s: &Summary) -> String {
     row(&mut out, "windows closed", s.windows_closed.to_string());
     row(&mut out, "rule runs", s.rule_runs.to_string());
     row(&mut out, "rule errors", s.rule_errors.to_string());
-    row(&mut out, "alerts active", s.alerts_active_at_end.to_string());
-    row(&mut out, "elapsed", format!("{:.2} s", s.elapsed.as_secs_f64()));
-    row(&mut out, "throughput", format!("{:.0} rec/s", s.records_per_second()));
+    row(
+        &mut out,
+        "alerts active",
+        s.alerts_active_at_end.to_string(),
+    );
+    row(
+        &mut out,
+        "elapsed",
+        format!("{:.2} s", s.elapsed.as_secs_f64()),
+    );
+    row(
+        &mut out,
+        "throughput",
+        format!("{:.0} rec/s", s.records_per_second()),
+    );
     if let Some(kib) = s.peak_rss_kib {
         row(&mut out, "peak memory", format!("{} MiB", kib / 1024));
     }
     if s.alerts.is_empty() {
         out.push_str("  no alerts\n");
     } else {
-        out.push_str(&format!("  {:<32}{:>9}{:>9}{:>9}\n", "alerts per rule", "pending", "firing", "resolved"));
+        out.push_str(&format!(
+            "  {:<32}{:>9}{:>9}{:>9}\n",
+            "alerts per rule", "pending", "firing", "resolved"
+        ));
         for (rule, [p, f, r]) in &s.alerts {
             out.push_str(&format!("  {rule:<32}{p:>9}{f:>9}{r:>9}\n"));
         }

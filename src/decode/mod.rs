@@ -13,9 +13,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, make_array,
-};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, make_array};
 use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::{concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
@@ -132,7 +130,10 @@ impl DecodeConfig {
                 ));
             }
             if !seen.insert(&f.name) {
-                return Err(format!("decode.features: feature {:?} is declared twice", f.name));
+                return Err(format!(
+                    "decode.features: feature {:?} is declared twice",
+                    f.name
+                ));
             }
         }
         if self.max_record_bytes == 0 {
@@ -302,7 +303,9 @@ impl Decoders {
                     nulls = NullBuffer::union(nulls.as_ref(), child.logical_nulls().as_ref());
                     array = child;
                 }
-                if nulls.as_ref().map(|n| n.null_count()) != array.logical_nulls().map(|n| n.null_count()) {
+                if nulls.as_ref().map(|n| n.null_count())
+                    != array.logical_nulls().map(|n| n.null_count())
+                {
                     let data = array.to_data().into_builder().nulls(nulls).build();
                     array = make_array(data.map_err(|e| e.to_string())?);
                 }
@@ -346,7 +349,9 @@ impl Node {
             .iter()
             .map(|(name, node)| match node {
                 Node::Leaf(n, dt) => Field::new(n, dt.clone(), true),
-                Node::Branch(c) => Field::new(name, DataType::Struct(Fields::from(Node::fields(c))), true),
+                Node::Branch(c) => {
+                    Field::new(name, DataType::Struct(Fields::from(Node::fields(c))), true)
+                }
             })
             .collect()
     }
@@ -527,8 +532,11 @@ impl BatchDecoder {
     }
 
     fn with_strict_schema(&self, batch: RecordBatch) -> RecordBatch {
-        RecordBatch::try_new(self.decoders.events_schema.clone(), batch.columns().to_vec())
-            .expect("required columns have no nulls after filtering")
+        RecordBatch::try_new(
+            self.decoders.events_schema.clone(),
+            batch.columns().to_vec(),
+        )
+        .expect("required columns have no nulls after filtering")
     }
 }
 
@@ -585,7 +593,11 @@ mod tests {
         assert!(out.dead.is_empty(), "{:?}", out.dead);
         let b = out.events.unwrap();
         assert_eq!(b.num_rows(), 2);
-        let ts = b.column(0).as_any().downcast_ref::<TimestampMillisecondArray>().unwrap();
+        let ts = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<TimestampMillisecondArray>()
+            .unwrap();
         assert_eq!(ts.value(0), 1_795_255_200_123);
         assert_eq!(ts.value(1), 1_795_255_200_000);
         let client = b.column(2).as_any().downcast_ref::<StringArray>().unwrap();
@@ -595,7 +607,14 @@ mod tests {
         assert_eq!(score.value(0), 0.93);
         assert!(score.is_null(1));
         let amount = b.column_by_name("amount").unwrap();
-        assert_eq!(amount.as_any().downcast_ref::<Float64Array>().unwrap().value(0), 12.5);
+        assert_eq!(
+            amount
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .unwrap()
+                .value(0),
+            12.5
+        );
         assert_eq!(out.rows, vec![0, 1]);
     }
 
@@ -618,10 +637,17 @@ mod tests {
         ];
         let out = d.decode(&raw(&input));
         assert_eq!(out.rows, vec![0, 3, 11]);
-        let reasons: Vec<(u64, &str)> = out.dead.iter().map(|d| (d.position, d.reason.as_str())).collect();
+        let reasons: Vec<(u64, &str)> = out
+            .dead
+            .iter()
+            .map(|d| (d.position, d.reason.as_str()))
+            .collect();
         assert_eq!(reasons.len(), 9, "{reasons:?}");
         assert!(reasons[0].1.starts_with("wrong type"), "{reasons:?}");
-        assert!(reasons[0].1.contains("lots") || reasons[0].1.contains("amount"), "{reasons:?}");
+        assert!(
+            reasons[0].1.contains("lots") || reasons[0].1.contains("amount"),
+            "{reasons:?}"
+        );
         assert!(reasons[1].1.contains("truncated"), "{reasons:?}");
         assert!(reasons[4].1.contains("no client id"), "{reasons:?}");
         assert!(reasons[5].1.contains("no event time"), "{reasons:?}");
@@ -635,7 +661,10 @@ mod tests {
         c.fields.client_id = "meta.caller".into();
         c.fields.ts = "time".into();
         let d = BatchDecoder::new(&c).unwrap();
-        let out = d.decode(&raw(&[br#"{"time":5,"meta":{"caller":"k"}}"#, br#"{"time":6,"meta":null}"#]));
+        let out = d.decode(&raw(&[
+            br#"{"time":5,"meta":{"caller":"k"}}"#,
+            br#"{"time":6,"meta":null}"#,
+        ]));
         assert_eq!(out.rows, vec![0]);
         assert!(out.dead[0].reason.contains("meta.caller"));
     }

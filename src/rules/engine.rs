@@ -11,7 +11,6 @@
 //! URLs, no table functions such as `generate_series` that allocate without bound). Each
 //! rule has its own memory pool and a time limit.
 
-
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -249,7 +248,10 @@ impl Engine {
         let due: Vec<usize> = (0..self.rules.len())
             .filter(|&i| self.rules[i].rule.spec == window.spec)
             .collect();
-        let needed: BTreeSet<usize> = due.iter().flat_map(|&i| self.rules[i].uses.clone()).collect();
+        let needed: BTreeSet<usize> = due
+            .iter()
+            .flat_map(|&i| self.rules[i].uses.clone())
+            .collect();
         let mut table_errors: HashMap<usize, String> = HashMap::new();
         for &t in &needed {
             let reg = &self.tables[t];
@@ -280,8 +282,10 @@ impl Engine {
         let mut plan = r.plan.clone();
         if r.has_params {
             let ts = |v| ScalarValue::TimestampMillisecond(Some(v), Some("UTC".into()));
-            let params: HashMap<&str, ScalarValue> =
-                HashMap::from([("window_start", ts(w.start_ms)), ("window_end", ts(w.end_ms))]);
+            let params: HashMap<&str, ScalarValue> = HashMap::from([
+                ("window_start", ts(w.start_ms)),
+                ("window_end", ts(w.end_ms)),
+            ]);
             plan = plan.with_param_values(params).map_err(|e| e.to_string())?;
         }
         let query = async {
@@ -331,7 +335,7 @@ async fn prepare(
         .with_allow_statements(false);
     options
         .verify_plan(&plan)
-        .map_err(|e| RuleError::invalid(&rule, format!("rules are read-only: {e}")))?;
+        .map_err(|e| sql_invalid(&rule, format!("rules are read-only: {e}")))?;
     let uses = check_reads(&rule, &plan, tables)?;
     let output: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
     check_output(&rule, &output)?;
@@ -341,7 +345,10 @@ async fn prepare(
         .is_empty();
     if has_params {
         let names = plan.get_parameter_names().unwrap_or_default();
-        if let Some(bad) = names.iter().find(|n| !matches!(n.as_str(), "$window_start" | "$window_end")) {
+        if let Some(bad) = names
+            .iter()
+            .find(|n| !matches!(n.as_str(), "$window_start" | "$window_end"))
+        {
             return Err(RuleError::invalid(
                 &rule,
                 format!("unknown parameter {bad}: only $window_start and $window_end exist"),
@@ -359,9 +366,19 @@ async fn prepare(
 }
 
 /// Allows only queries, reading only the window tables.
-fn check_reads(rule: &Rule, plan: &LogicalPlan, tables: &[Registered]) -> Result<Vec<usize>, RuleError> {
-    if matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) | LogicalPlan::DescribeTable(_)) {
-        return Err(RuleError::invalid(rule, "a rule must be a query (SELECT or WITH ... SELECT)"));
+fn check_reads(
+    rule: &Rule,
+    plan: &LogicalPlan,
+    tables: &[Registered],
+) -> Result<Vec<usize>, RuleError> {
+    if matches!(
+        plan,
+        LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) | LogicalPlan::DescribeTable(_)
+    ) {
+        return Err(sql_invalid(
+            rule,
+            "a rule must be a query (SELECT or WITH ... SELECT)",
+        ));
     }
     let mut uses = BTreeSet::new();
     let mut problem = None;
@@ -369,7 +386,9 @@ fn check_reads(rule: &Rule, plan: &LogicalPlan, tables: &[Registered]) -> Result
         match node {
             LogicalPlan::TableScan(scan) => {
                 let name = scan.table_name.table();
-                match tables.iter().position(|t| t.table.name() == name && scan.table_name.schema().is_none_or(|s| s == "public")) {
+                match tables.iter().position(|t| {
+                    t.table.name() == name && scan.table_name.schema().is_none_or(|s| s == "public")
+                }) {
                     Some(i) => {
                         uses.insert(i);
                     }
@@ -377,13 +396,20 @@ fn check_reads(rule: &Rule, plan: &LogicalPlan, tables: &[Registered]) -> Result
                         problem = Some(format!(
                             "reads {}, which is not a window table (allowed: {})",
                             scan.table_name,
-                            tables.iter().map(|t| t.table.name()).collect::<Vec<_>>().join(", ")
+                            tables
+                                .iter()
+                                .map(|t| t.table.name())
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ));
                         return Ok(TreeNodeRecursion::Stop);
                     }
                 }
             }
-            LogicalPlan::Extension(_) | LogicalPlan::Copy(_) | LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) => {
+            LogicalPlan::Extension(_)
+            | LogicalPlan::Copy(_)
+            | LogicalPlan::Dml(_)
+            | LogicalPlan::Ddl(_) => {
                 problem = Some("rules are read-only".to_owned());
                 return Ok(TreeNodeRecursion::Stop);
             }
@@ -391,9 +417,9 @@ fn check_reads(rule: &Rule, plan: &LogicalPlan, tables: &[Registered]) -> Result
         }
         Ok(TreeNodeRecursion::Continue)
     })
-    .map_err(|e| RuleError::invalid(rule, e.to_string()))?;
+    .map_err(|e| sql_invalid(rule, e.to_string()))?;
     match problem {
-        Some(p) => Err(RuleError::invalid(rule, p)),
+        Some(p) => Err(sql_invalid(rule, p)),
         None => Ok(uses.into_iter().collect()),
     }
 }
@@ -412,20 +438,37 @@ fn check_output(rule: &Rule, output: &Schema) -> Result<(), RuleError> {
     if let Some(missing) = rule.def.labels_from.iter().find(|c| !has(c)) {
         return Err(RuleError::invalid(
             rule,
-            format!("labels_from names {missing:?}, which the query does not return (it returns: {})", columns()),
+            format!(
+                "labels_from names {missing:?}, which the query does not return (it returns: {})",
+                columns()
+            ),
         ));
     }
     for (key, template) in &rule.def.annotations {
-        for name in crate::alert::template_names(template).map_err(|e| RuleError::invalid(rule, format!("annotation {key}: {e}")))? {
+        for name in crate::alert::template_names(template)
+            .map_err(|e| RuleError::invalid(rule, format!("annotation {key}: {e}")))?
+        {
             if !has(&name) {
                 return Err(RuleError::invalid(
                     rule,
-                    format!("annotation {key} uses {{{{ {name} }}}}, which the query does not return (it returns: {})", columns()),
+                    format!(
+                        "annotation {key} uses {{{{ {name} }}}}, which the query does not return (it returns: {})",
+                        columns()
+                    ),
                 ));
             }
         }
     }
     Ok(())
+}
+
+/// A problem with a rule's SQL as a whole, reported at the line where the SQL starts.
+fn sql_invalid(rule: &Rule, message: impl Into<String>) -> RuleError {
+    RuleError::Invalid {
+        file: rule.file.clone(),
+        line: rule.sql_line,
+        message: format!("rule {}: {}", rule.def.id, message.into()),
+    }
 }
 
 /// Points SQL errors at the file line: the parser reports lines within the SQL text.
@@ -485,12 +528,18 @@ mod tests {
             ("COPY events TO '/tmp/x.csv'", "read-only"),
             ("SET datafusion.execution.batch_size = 1", "read-only"),
             ("SELECT * FROM '/etc/passwd'", "/etc/passwd"),
-            ("SELECT * FROM generate_series(1, 100000000000)", "not a window table"),
+            (
+                "SELECT * FROM generate_series(1, 100000000000)",
+                "not a window table",
+            ),
             ("SELECT * FROM range(1, 100000000000)", "not a window table"),
             ("EXPLAIN SELECT * FROM events", "must be a query"),
             ("DROP TABLE events", "read-only"),
         ] {
-            let err = engine(sql, "").await.err().unwrap_or_else(|| panic!("{sql} was accepted"));
+            let err = engine(sql, "")
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("{sql} was accepted"));
             assert!(err.contains("q.yaml:"), "{sql}: {err}");
             assert!(err.contains("rule r"), "{sql}: {err}");
             assert!(err.contains(why), "{sql}: {err}");
@@ -499,17 +548,38 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_columns_and_labels_are_errors_with_the_line() {
-        let err = engine("SELECT client_id,\n  no_such_column\nFROM events", "").await.err().unwrap();
-        assert!(err.contains("q.yaml:5") && err.contains("no_such_column"), "{err}");
-        let err = engine("SELECT client_id FROM events", "  labels_from: [model]\n").await.err().unwrap();
-        assert!(err.contains("labels_from") && err.contains("model"), "{err}");
-        let err = engine("SELECT client_id FROM events", "  annotations: {summary: '{{ nope }}'}\n")
+        let err = engine("SELECT client_id,\n  no_such_column\nFROM events", "")
             .await
             .err()
             .unwrap();
+        assert!(
+            err.contains("q.yaml:5") && err.contains("no_such_column"),
+            "{err}"
+        );
+        let err = engine("SELECT client_id FROM events", "  labels_from: [model]\n")
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            err.contains("labels_from") && err.contains("model"),
+            "{err}"
+        );
+        let err = engine(
+            "SELECT client_id FROM events",
+            "  annotations: {summary: '{{ nope }}'}\n",
+        )
+        .await
+        .err()
+        .unwrap();
         assert!(err.contains("nope"), "{err}");
-        let err = engine("SELEC client_id FROM events", "").await.err().unwrap();
-        assert!(err.contains("q.yaml:5") && err.contains("SQL error"), "{err}");
+        let err = engine("SELEC client_id FROM events", "")
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            err.contains("q.yaml:5") && err.contains("SQL error"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

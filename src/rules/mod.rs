@@ -102,7 +102,12 @@ impl Rule {
     }
     /// `file:line: rule id` prefix for messages.
     pub fn at(&self) -> String {
-        format!("{}:{}: rule {}", self.file.display(), self.line, self.def.id)
+        format!(
+            "{}:{}: rule {}",
+            self.file.display(),
+            self.line,
+            self.def.id
+        )
     }
 }
 
@@ -181,8 +186,13 @@ pub fn load_rules(paths: &[PathBuf]) -> Result<Vec<Rule>, RuleError> {
     }
     let mut seen: HashMap<String, String> = HashMap::new();
     for r in &rules {
-        if let Some(first) = seen.insert(r.def.id.clone(), format!("{}:{}", r.file.display(), r.line)) {
-            problems.push(format!("{}: duplicate rule id (first defined at {first})", r.at()));
+        if let Some(first) =
+            seen.insert(r.def.id.clone(), format!("{}:{}", r.file.display(), r.line))
+        {
+            problems.push(format!(
+                "{}: duplicate rule id (first defined at {first})",
+                r.at()
+            ));
         }
     }
     match problems.len() {
@@ -253,7 +263,10 @@ fn check(mut rule: Rule) -> Result<Rule, RuleError> {
         ));
     }
     if id.starts_with("driftwatch.") {
-        return Err(RuleError::invalid(&rule, "ids starting with 'driftwatch.' are reserved"));
+        return Err(RuleError::invalid(
+            &rule,
+            "ids starting with 'driftwatch.' are reserved",
+        ));
     }
     rule.spec = rule
         .def
@@ -266,7 +279,10 @@ fn check(mut rule: Rule) -> Result<Rule, RuleError> {
     let mut labels = rule.def.labels_from.clone();
     labels.sort();
     if labels.windows(2).any(|w| w[0] == w[1]) {
-        return Err(RuleError::invalid(&rule, "labels_from names a column twice"));
+        return Err(RuleError::invalid(
+            &rule,
+            "labels_from names a column twice",
+        ));
     }
     Ok(rule)
 }
@@ -373,14 +389,18 @@ mod tests {
             "- id: a.one\n  severity: high\n  window: {size: 1m}\n  sql: SELECT 1\n\
              - id: b.slide\n  severity: high\n  window: {size: 1m, slide: 2m}\n  sql: SELECT 1\n",
         );
-        let err = load_rules(&[dir.path().to_owned()]).unwrap_err().to_string();
+        let err = load_rules(&[dir.path().to_owned()])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("duplicate rule id"), "{err}");
         assert!(err.contains("b.yaml:5: rule b.slide: window"), "{err}");
     }
 
     #[test]
     fn missing_folder_is_an_error_naming_it() {
-        let err = load_rules(&["/nonexistent/queries".into()]).unwrap_err().to_string();
+        let err = load_rules(&["/nonexistent/queries".into()])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/nonexistent/queries"), "{err}");
     }
 }

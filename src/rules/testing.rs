@@ -203,7 +203,11 @@ async fn run_case(
         .map_err(|e| e.to_string())?;
     let raw = input_batch(&case.input, base)?;
     pipeline.feed(&raw).await.map_err(|e| e.to_string())?;
-    if case.expect.iter().any(|e| e.at.is_none() && !e.alerts.is_empty()) {
+    if case
+        .expect
+        .iter()
+        .any(|e| e.at.is_none() && !e.alerts.is_empty())
+    {
         return Err("an expectation without `at` must have `alerts: []` (never any alert)".into());
     }
     let last = case.expect.iter().filter_map(|e| e.at.map(ms)).max();
@@ -248,7 +252,10 @@ fn input_batch(inputs: &[Input], base: &Path) -> Result<RawBatch, String> {
                         let ts = start + (i as i64) * every.as_millis() as i64;
                         o.insert("ts".into(), crate::alert::rfc3339(ts).into());
                     }
-                    push(&mut raw, &serde_json::to_vec(&r).map_err(|e| e.to_string())?);
+                    push(
+                        &mut raw,
+                        &serde_json::to_vec(&r).map_err(|e| e.to_string())?,
+                    );
                 }
             }
             Input::Raw { raw: lines } => {
@@ -276,14 +283,20 @@ fn substitute(v: &serde_json::Value, i: u64) -> serde_json::Value {
         Value::String(s) => {
             let mut out = s.replace("{i}", &i.to_string());
             while let Some(start) = out.find("{i%") {
-                let Some(len) = out[start..].find('}') else { break };
+                let Some(len) = out[start..].find('}') else {
+                    break;
+                };
                 let m: u64 = out[start + 3..start + len].parse().unwrap_or(1).max(1);
                 out.replace_range(start..start + len + 1, &(i % m).to_string());
             }
             Value::String(out)
         }
         Value::Array(a) => Value::Array(a.iter().map(|x| substitute(x, i)).collect()),
-        Value::Object(o) => Value::Object(o.iter().map(|(k, x)| (k.clone(), substitute(x, i))).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, x)| (k.clone(), substitute(x, i)))
+                .collect(),
+        ),
         other => other.clone(),
     }
 }
@@ -299,11 +312,18 @@ fn check(e: &Expect, notes: &[Notification]) -> Result<(), String> {
             .collect();
         return match raised.is_empty() {
             true => Ok(()),
-            false => Err(format!("rule {}: expected no alert ever, got: [{}]", e.rule, raised.join("; "))),
+            false => Err(format!(
+                "rule {}: expected no alert ever, got: [{}]",
+                e.rule,
+                raised.join("; ")
+            )),
         };
     };
     let mut active: HashMap<String, &Notification> = HashMap::new();
-    for n in notes.iter().filter(|n| n.at_ms <= at && n.rule_id == e.rule) {
+    for n in notes
+        .iter()
+        .filter(|n| n.at_ms <= at && n.rule_id == e.rule)
+    {
         match n.state {
             State::Resolved => {
                 active.remove(&n.id);
@@ -326,7 +346,10 @@ fn check(e: &Expect, notes: &[Notification]) -> Result<(), String> {
         let pos = unmatched.iter().position(|n| {
             n.labels == want.labels
                 && n.state == want.state
-                && want.annotations.iter().all(|(k, v)| n.annotations.get(k) == Some(v))
+                && want
+                    .annotations
+                    .iter()
+                    .all(|(k, v)| n.annotations.get(k) == Some(v))
         });
         match pos {
             Some(p) => {

@@ -201,11 +201,7 @@ impl Generator {
             .map(|p| {
                 let (episode, rule, client) = match p.kind {
                     Kind::Flood => ("flood", "flood.client_rate", Some(p.client.clone())),
-                    Kind::Probing => (
-                        "probing",
-                        "probing.low_confidence",
-                        Some(p.client.clone()),
-                    ),
+                    Kind::Probing => ("probing", "probing.low_confidence", Some(p.client.clone())),
                     Kind::Extraction => (
                         "extraction",
                         "extraction.label_entropy",
@@ -261,7 +257,10 @@ impl Generator {
             .sample(&mut self.rng)
             * 1000.0;
         let u: f64 = self.rng.random();
-        let c = self.cumulative.partition_point(|&w| w < u).min(self.clients.len() - 1);
+        let c = self
+            .cumulative
+            .partition_point(|&w| w < u)
+            .min(self.clients.len() - 1);
         let r: f64 = self.rng.random();
         let x = match self.clients[c].history.len() {
             n if n > 0 && r < 0.08 => self.clients[c].history[self.rng.random_range(0..n)],
@@ -321,7 +320,10 @@ impl Generator {
 
     fn attack_record(&mut self, i: usize, ts: f64, out: &mut Vec<u8>) {
         let p = self.planned[i].clone();
-        self.next_attack[i] += Exp::new(p.rate).expect("positive rate").sample(&mut self.rng) * 1000.0;
+        self.next_attack[i] += Exp::new(p.rate)
+            .expect("positive rate")
+            .sample(&mut self.rng)
+            * 1000.0;
         let x = match p.kind {
             Kind::Flood => self.fresh_input(),
             Kind::Probing => {
@@ -446,7 +448,12 @@ fn plan(opts: &GenOptions, rng: &mut ChaCha8Rng) -> Result<Vec<Planned>, String>
         Probing => &[Kind::Probing],
         Flood => &[Kind::Flood],
         Malformed => &[Kind::Malformed],
-        Mixed => &[Kind::Flood, Kind::Probing, Kind::Extraction, Kind::Malformed],
+        Mixed => &[
+            Kind::Flood,
+            Kind::Probing,
+            Kind::Extraction,
+            Kind::Malformed,
+        ],
     };
     let minute = 60_000.0;
     let spec = |k: Kind| -> (f64, f64) {
@@ -508,8 +515,8 @@ fn plan(opts: &GenOptions, rng: &mut ChaCha8Rng) -> Result<Vec<Planned>, String>
 /// Writes a whole scenario as JSONL (gzip when the name ends in `.gz`) and returns its
 /// episodes.
 pub fn write_scenario(opts: GenOptions, out: &std::path::Path) -> std::io::Result<Vec<Episode>> {
-    let mut generator =
-        Generator::new(opts).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut generator = Generator::new(opts)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let file = std::fs::File::create(out)?;
     let mut w: Box<dyn Write> = if out.extension().is_some_and(|e| e == "gz") {
         Box::new(flate2::write::GzEncoder::new(
@@ -553,8 +560,14 @@ mod tests {
 
     #[test]
     fn same_seed_same_traffic_other_seed_other_traffic() {
-        assert_eq!(lines(Scenario::Benign, 7, 500), lines(Scenario::Benign, 7, 500));
-        assert_ne!(lines(Scenario::Benign, 7, 500), lines(Scenario::Benign, 8, 500));
+        assert_eq!(
+            lines(Scenario::Benign, 7, 500),
+            lines(Scenario::Benign, 7, 500)
+        );
+        assert_ne!(
+            lines(Scenario::Benign, 7, 500),
+            lines(Scenario::Benign, 8, 500)
+        );
     }
 
     #[test]

@@ -375,7 +375,9 @@ impl Windows {
             let next = match self.specs[si].next_start {
                 Some(n) => n,
                 None => {
-                    let Some((&first, _)) = self.panes.iter().next() else { return };
+                    let Some((&first, _)) = self.panes.iter().next() else {
+                        return;
+                    };
                     let t = first * self.pane_ms;
                     (t - spec.size_ms).div_euclid(spec.slide_ms) * spec.slide_ms + spec.slide_ms
                 }
@@ -406,9 +408,14 @@ impl Windows {
     fn skip_gap(&mut self, si: usize, wm: i64) {
         let spec = self.specs[si].spec;
         let next = self.specs[si].next_start.expect("set by the caller");
-        let ahead = self.panes.range(next.div_euclid(self.pane_ms)..).next().map(|(&p, _)| p * self.pane_ms);
+        let ahead = self
+            .panes
+            .range(next.div_euclid(self.pane_ms)..)
+            .next()
+            .map(|(&p, _)| p * self.pane_ms);
         let target = ahead.unwrap_or(wm.saturating_sub(spec.grace_ms));
-        let first_containing = (target - spec.size_ms).div_euclid(spec.slide_ms) * spec.slide_ms + spec.slide_ms;
+        let first_containing =
+            (target - spec.size_ms).div_euclid(spec.slide_ms) * spec.slide_ms + spec.slide_ms;
         self.specs[si].next_start = Some(first_containing.max(next));
     }
 
@@ -469,7 +476,9 @@ mod tests {
     }
 
     fn bounds(ws: &[ClosedWindow]) -> Vec<(i64, i64, u64)> {
-        ws.iter().map(|w| (w.start_ms, w.end_ms, w.stats.records)).collect()
+        ws.iter()
+            .map(|w| (w.start_ms, w.end_ms, w.stats.records))
+            .collect()
     }
 
     #[test]
@@ -512,10 +521,17 @@ mod tests {
         assert!(w.close_ready().is_empty());
         feed(&mut w, 1, &[5]);
         assert_eq!(w.watermark(), Some(5));
-        assert!(feed(&mut w, 1, &[3]).len() == 1, "late in its own partition");
+        assert!(
+            feed(&mut w, 1, &[3]).len() == 1,
+            "late in its own partition"
+        );
         w.set_idle(1, true);
         assert_eq!(w.watermark(), Some(50));
-        assert_eq!(feed(&mut w, 1, &[8]), vec![0], "behind the pipeline's watermark");
+        assert_eq!(
+            feed(&mut w, 1, &[8]),
+            vec![0],
+            "behind the pipeline's watermark"
+        );
         w.partition_done(0);
         w.partition_done(1);
         assert_eq!(bounds(&w.close_all())[0], (0, 10, 1));

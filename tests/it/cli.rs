@@ -37,13 +37,30 @@ fn jsonl(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-fn generate(dir: &Path, scenario: &str, seed: u64, events: u64, rate: &str) -> (PathBuf, Vec<Value>) {
+fn generate(
+    dir: &Path,
+    scenario: &str,
+    seed: u64,
+    events: u64,
+    rate: &str,
+) -> (PathBuf, Vec<Value>) {
     let input = dir.join(format!("{scenario}-{seed}.jsonl"));
     let truth = dir.join(format!("{scenario}-{seed}.truth.jsonl"));
     let o = driftwatch(
         &[
-            "gen", "--scenario", scenario, "--seed", &seed.to_string(), "--events", &events.to_string(),
-            "--rate", rate, "--out", input.to_str().unwrap(), "--truth", truth.to_str().unwrap(),
+            "gen",
+            "--scenario",
+            scenario,
+            "--seed",
+            &seed.to_string(),
+            "--events",
+            &events.to_string(),
+            "--rate",
+            rate,
+            "--out",
+            input.to_str().unwrap(),
+            "--truth",
+            truth.to_str().unwrap(),
         ],
         dir,
     );
@@ -52,7 +69,13 @@ fn generate(dir: &Path, scenario: &str, seed: u64, events: u64, rate: &str) -> (
 }
 
 fn replay(dir: &Path, inputs: &[&Path], alerts: &Path) -> Output {
-    let mut args = vec!["replay", "--config", "examples/replay.yaml", "--no-progress", "--alerts-out"];
+    let mut args = vec![
+        "replay",
+        "--config",
+        "examples/replay.yaml",
+        "--no-progress",
+        "--alerts-out",
+    ];
     args.push(alerts.to_str().unwrap());
     args.push("--input");
     for i in inputs {
@@ -74,7 +97,11 @@ fn summary(stdout: &[u8]) -> BTreeMap<String, u64> {
 
 fn assert_counts_add_up(s: &BTreeMap<String, u64>, lines: u64) {
     assert_eq!(s["records read"], lines, "{s:?}");
-    assert_eq!(s["good"] + s["bad (dead letter)"] + s["late (dead letter)"], lines, "{s:?}");
+    assert_eq!(
+        s["good"] + s["bad (dead letter)"] + s["late (dead letter)"],
+        lines,
+        "{s:?}"
+    );
 }
 
 #[test]
@@ -91,25 +118,46 @@ fn mixed_scenario_flags_every_planted_episode_and_no_honest_client() {
     for episode in &truth {
         let hit = firing.iter().find(|a| {
             a["rule_id"] == episode["rule"]
-                && (episode["client_id"].is_null() || a["labels"]["client_id"] == episode["client_id"])
+                && (episode["client_id"].is_null()
+                    || a["labels"]["client_id"] == episode["client_id"])
                 && a["window_end"].as_str() > episode["start"].as_str()
         });
-        assert!(hit.is_some(), "episode {episode} was not flagged; firing: {firing:#?}");
+        assert!(
+            hit.is_some(),
+            "episode {episode} was not flagged; firing: {firing:#?}"
+        );
     }
-    let attackers: BTreeSet<&str> = truth.iter().filter_map(|e| e["client_id"].as_str()).collect();
+    let attackers: BTreeSet<&str> = truth
+        .iter()
+        .filter_map(|e| e["client_id"].as_str())
+        .collect();
     for a in &firing {
         if let Some(c) = a["labels"]["client_id"].as_str() {
             assert!(attackers.contains(c), "honest client {c} flagged: {a}");
         }
     }
     for a in &alerts {
-        for key in ["id", "rule_id", "state", "severity", "labels", "annotations", "window_start", "window_end", "starts_at", "evidence"] {
+        for key in [
+            "id",
+            "rule_id",
+            "state",
+            "severity",
+            "labels",
+            "annotations",
+            "window_start",
+            "window_end",
+            "starts_at",
+            "evidence",
+        ] {
             assert!(!a[key].is_null(), "alert lacks {key}: {a}");
         }
     }
     let dead = jsonl(&dir.path().join("dead-letters.jsonl"));
     let s = summary(&o.stdout);
-    assert_eq!(dead.len() as u64, s["bad (dead letter)"] + s["late (dead letter)"]);
+    assert_eq!(
+        dead.len() as u64,
+        s["bad (dead letter)"] + s["late (dead letter)"]
+    );
 }
 
 #[test]
@@ -122,19 +170,28 @@ fn benign_traffic_raises_no_alert() {
     assert!(o.status.success(), "{}", text(&o));
     assert_counts_add_up(&summary(&o.stdout), 1_000_000);
     let alerts = jsonl(&alerts_path);
-    assert!(alerts.is_empty(), "{} alerts on benign traffic: {:#?}", alerts.len(), &alerts[..alerts.len().min(5)]);
+    assert!(
+        alerts.is_empty(),
+        "{} alerts on benign traffic: {:#?}",
+        alerts.len(),
+        &alerts[..alerts.len().min(5)]
+    );
 }
 
 #[test]
 fn files_replayed_side_by_side_give_the_same_alert_ids_as_one_file() {
     let dir = tempfile::tempdir().unwrap();
     let (input, _) = generate(dir.path(), "mixed", 11, 160_000, "50");
-    let text_in = std::fs::read_to_string(&input).unwrap();
-    let (mut a, mut b) = (String::new(), String::new());
-    for (i, line) in text_in.lines().enumerate() {
+    let bytes = std::fs::read(&input).unwrap();
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for (i, line) in bytes
+        .split(|&c| c == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+    {
         let out = if i % 3 == 0 { &mut a } else { &mut b };
-        out.push_str(line);
-        out.push('\n');
+        out.extend_from_slice(line);
+        out.push(b'\n');
     }
     let (pa, pb) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
     std::fs::write(&pa, a).unwrap();
@@ -158,7 +215,10 @@ fn files_replayed_side_by_side_give_the_same_alert_ids_as_one_file() {
 fn malformed_input_is_dead_lettered_never_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let good = r#"{"ts":"2026-11-21T10:00:00Z","client_id":"k","model":"fraud","features":{"amount":1.5}}"#;
-    let huge = format!(r#"{{"ts":"2026-11-21T10:00:01Z","client_id":"{}"}}"#, "x".repeat(5 << 20));
+    let huge = format!(
+        r#"{{"ts":"2026-11-21T10:00:01Z","client_id":"{}"}}"#,
+        "x".repeat(5 << 20)
+    );
     let mut bytes = Vec::new();
     for line in [
         good,
@@ -182,20 +242,37 @@ fn malformed_input_is_dead_lettered_never_a_panic() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"));
     let s = summary(&o.stdout);
-    assert_eq!((s["records read"], s["good"], s["bad (dead letter)"]), (8, 3, 5), "{}", text(&o));
+    assert_eq!(
+        (s["records read"], s["good"], s["bad (dead letter)"]),
+        (8, 3, 5),
+        "{}",
+        text(&o)
+    );
     let dead = jsonl(&dir.path().join("dead-letters.jsonl"));
     let reasons: Vec<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
     assert_eq!(dead.len(), 5, "{reasons:?}");
-    assert!(reasons.iter().any(|r| r.contains("over max_record_bytes")), "{reasons:?}");
-    assert!(reasons.iter().any(|r| r.contains("wrong type")), "{reasons:?}");
-    assert!(dead.iter().any(|d| d["raw_base64"].is_string()), "binary garbage keeps its bytes");
+    assert!(
+        reasons.iter().any(|r| r.contains("over max_record_bytes")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("wrong type")),
+        "{reasons:?}"
+    );
+    assert!(
+        dead.iter().any(|d| d["raw_base64"].is_string()),
+        "binary garbage keeps its bytes"
+    );
     assert!(dead.iter().all(|d| d["source"].as_str().unwrap().ends_with("bad.jsonl") && d["position"].is_u64()));
 
     let missing = dir.path().join("missing.jsonl");
     let o = replay(dir.path(), &[&missing], &alerts);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("missing.jsonl") && err.lines().count() == 1, "{err}");
+    assert!(
+        err.contains("missing.jsonl") && err.lines().count() == 1,
+        "{err}"
+    );
 }
 
 #[test]
@@ -204,20 +281,40 @@ fn bad_config_and_bad_rules_exit_2_with_a_reason() {
     let cfg = dir.path().join("c.yaml");
     let run = |cfg_text: &str, extra: &[&str]| {
         std::fs::write(&cfg, cfg_text).unwrap();
-        let mut args = vec!["replay", "--config", cfg.to_str().unwrap(), "--input", "README.md"];
+        let mut args = vec![
+            "replay",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--input",
+            "README.md",
+        ];
         args.extend_from_slice(extra);
         driftwatch(&args, dir.path())
     };
     let queries = root().join("queries");
-    let base = format!("source: {{type: file, paths: []}}\nqueries: {}\n", queries.display());
+    let base = format!(
+        "source: {{type: file, paths: []}}\nqueries: {}\n",
+        queries.display()
+    );
 
     let o = run(&format!("{base}alerts: {{stdot: true}}\n"), &[]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("stdot"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("stdot"),
+        "{}",
+        text(&o)
+    );
 
-    let o = run(&format!("{base}dead_letter: {{path: ${{NO_SUCH_VAR}}}}\n"), &[]);
+    let o = run(
+        &format!("{base}dead_letter: {{path: ${{NO_SUCH_VAR}}}}\n"),
+        &[],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("NO_SUCH_VAR"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("NO_SUCH_VAR"),
+        "{}",
+        text(&o)
+    );
 
     let rules = dir.path().join("rules");
     std::fs::create_dir(&rules).unwrap();
@@ -229,17 +326,33 @@ fn bad_config_and_bad_rules_exit_2_with_a_reason() {
     let o = run(&base, &["--queries", rules.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("evil.yaml:4") && err.contains("evil.copy") && err.contains("read-only"), "{err}");
+    assert!(
+        err.contains("evil.yaml:4") && err.contains("evil.copy") && err.contains("read-only"),
+        "{err}"
+    );
 }
 
 #[test]
 fn rules_check_and_rules_test_commands() {
     let dir = tempfile::tempdir().unwrap();
-    let o = driftwatch(&["rules", "check", "--config", "examples/replay.yaml", "queries"], dir.path());
+    let o = driftwatch(
+        &[
+            "rules",
+            "check",
+            "--config",
+            "examples/replay.yaml",
+            "queries",
+        ],
+        dir.path(),
+    );
     assert!(o.status.success(), "{}", text(&o));
     let o = driftwatch(&["rules", "test", "tests/rules"], dir.path());
     assert!(o.status.success(), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).contains(" passed, 0 failed"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(" passed, 0 failed"),
+        "{}",
+        text(&o)
+    );
 
     let failing = dir.path().join("failing.yaml");
     std::fs::write(
@@ -252,5 +365,9 @@ fn rules_check_and_rules_test_commands() {
     .unwrap();
     let o = driftwatch(&["rules", "test", failing.to_str().unwrap()], dir.path());
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("FAIL"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("FAIL"),
+        "{}",
+        text(&o)
+    );
 }

@@ -20,7 +20,12 @@ async fn every_rule_test_file_passes() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {cases} rule tests failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {cases} rule tests failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// Every default rule has a test file with at least one case where it fires and one
@@ -36,7 +41,10 @@ fn every_default_rule_has_firing_and_silent_cases() {
     for r in rules {
         let id = r.id();
         let mentions = tests.matches(&format!("rule: {id}\n")).count();
-        assert!(mentions >= 2, "rule {id} is named in {mentions} expectations");
+        assert!(
+            mentions >= 2,
+            "rule {id} is named in {mentions} expectations"
+        );
         let silent = tests.contains(&format!("- rule: {id}\n        alerts: []"));
         assert!(silent, "rule {id} has no case that must stay silent");
     }
