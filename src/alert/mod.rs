@@ -126,7 +126,7 @@ pub struct Notification {
     pub window_start: String,
     pub window_end: String,
     pub starts_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Set on `resolved`; null before.
     pub ends_at: Option<String>,
     pub evidence: Evidence,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]

@@ -384,17 +384,21 @@ impl BatchDecoder {
                 raw: o.head.clone(),
             })
             .collect();
-        let good = self.scan(raw, &mut dead);
+        let (good, mut decoder) = self.scan(raw, &mut dead);
         let mut parts = Vec::new();
-        self.decode_rows(raw, &good, &mut parts, &mut dead);
+        match decoder.flush() {
+            Ok(Some(batch)) if batch.num_rows() == good.len() => parts.push((batch, good)),
+            Ok(None) if good.is_empty() => {}
+            _ => self.decode_rows(raw, &good, &mut parts, &mut dead),
+        }
         let (events, rows) = self.finish(raw, parts, &mut dead);
         dead.sort_by_key(|d| d.position);
         Decoded { events, rows, dead }
     }
 
     /// Feeds records one by one, dead-lettering those that are not exactly one complete
-    /// JSON value. Returns the indices of the rest.
-    fn scan(&self, raw: &RawBatch, dead: &mut Vec<DeadRecord>) -> Vec<usize> {
+    /// JSON value. Returns the indices of the rest, and the decoder holding them.
+    fn scan(&self, raw: &RawBatch, dead: &mut Vec<DeadRecord>) -> (Vec<usize>, Decoder) {
         let mut decoder = self.decoders.decoder(raw.len());
         let mut good = Vec::with_capacity(raw.len());
         for i in 0..raw.len() {
@@ -424,7 +428,7 @@ impl BatchDecoder {
                 }
             }
         }
-        good
+        (good, decoder)
     }
 
     /// Decodes `rows` (syntactically valid records); on a type error, splits them into

@@ -285,6 +285,34 @@ mod tests {
     }
 
     #[test]
+    fn follow_mode_picks_up_appended_lines_and_completes_cut_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("live.jsonl");
+        std::fs::write(&path, "{\"a\":1}\n{\"a\":").unwrap();
+        let cfg = FileSourceConfig {
+            paths: vec![path.clone()],
+            follow: true,
+            batch_records: 100,
+        };
+        let mut src = FileSource::open(&cfg, 1000).unwrap();
+        let Poll::Batch(b) = src.poll().unwrap() else {
+            panic!("expected a batch")
+        };
+        assert_eq!(b.len(), 1, "the cut line waits for its end");
+        assert!(matches!(src.poll().unwrap(), Poll::Idle));
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"2}\n{\"a\":3}\n").unwrap();
+        let Poll::Batch(b) = src.poll().unwrap() else {
+            panic!("expected a batch")
+        };
+        assert_eq!((b.record(0), b.positions[0]), (&b"{\"a\":2}"[..], 8));
+        assert_eq!(b.record(1), b"{\"a\":3}");
+    }
+
+    #[test]
     fn missing_file_names_the_path() {
         let cfg = FileSourceConfig::replay(vec!["/nonexistent/x.jsonl".into()]);
         let err = FileSource::open(&cfg, 10).err().unwrap();

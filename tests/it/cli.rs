@@ -371,3 +371,42 @@ fn rules_check_and_rules_test_commands() {
         text(&o)
     );
 }
+
+#[test]
+fn run_follows_a_file_and_stops_when_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = generate(dir.path(), "flood", 5, 40_000, "20");
+    let cfg = dir.path().join("follow.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source: {{type: file, paths: [{}], follow: true}}\nqueries: {}\ntime: {{idle_timeout: 1s}}\n",
+            input.display(),
+            root().join("queries").display()
+        ),
+    )
+    .unwrap();
+    let alerts = dir.path().join("alerts.jsonl");
+    let o = driftwatch(
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--until-idle",
+            "2",
+            "--alerts-out",
+            alerts.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let firing: Vec<Value> = jsonl(&alerts)
+        .into_iter()
+        .filter(|a| a["state"] == "firing")
+        .collect();
+    assert!(
+        firing.iter().any(|a| a["rule_id"] == "flood.client_rate"),
+        "{}",
+        text(&o)
+    );
+}
