@@ -161,25 +161,26 @@ fn load(common: &Common) -> Result<Config, Failure> {
     Ok(config)
 }
 
-async fn pipeline(config: &Config) -> Result<Pipeline, Failure> {
+/// Loads the rules, builds the pipeline and the source, and runs to the end.
+async fn run_pipeline(config: &Config, opts: RunOptions) -> Result<Summary, Failure> {
     let rules = load_rules(std::slice::from_ref(&config.queries))
         .map_err(|e| Failure::usage(e.to_string()))?;
     tracing::info!(rules = rules.len(), folder = %config.queries.display(), "rules loaded");
-    Ok(Pipeline::build(config, rules, Vec::new()).await?)
-}
-
-async fn run(args: RunArgs) -> Result<(), Failure> {
-    let config = load(&args.common)?;
-    let pipeline = pipeline(&config).await?;
+    let pipeline = Pipeline::build(config, rules, Vec::new()).await?;
     let source = config
         .source
         .build(config.decode.max_record_bytes)
         .map_err(|e| Failure::from(PipelineError::from(e)))?;
+    Ok(pipeline.run(source, opts).await?)
+}
+
+async fn run(args: RunArgs) -> Result<(), Failure> {
+    let config = load(&args.common)?;
     let opts = RunOptions {
         progress: false,
         until_idle: args.until_idle.map(Duration::from_secs),
     };
-    let summary = pipeline.run(source, opts).await?;
+    let summary = run_pipeline(&config, opts).await?;
     eprintln!("{}", summary_table(&summary));
     Ok(())
 }
@@ -193,16 +194,11 @@ async fn replay(args: ReplayArgs) -> Result<(), Failure> {
     file.paths = args.input.clone();
     file.follow = false;
     config.source = SourceConfig::File(file);
-    let pipeline = pipeline(&config).await?;
-    let source = config
-        .source
-        .build(config.decode.max_record_bytes)
-        .map_err(|e| Failure::from(PipelineError::from(e)))?;
     let opts = RunOptions {
         progress: !args.no_progress,
         until_idle: None,
     };
-    let summary = pipeline.run(source, opts).await?;
+    let summary = run_pipeline(&config, opts).await?;
     println!("{}", summary_table(&summary));
     Ok(())
 }

@@ -384,27 +384,28 @@ impl BatchDecoder {
                 raw: o.head.clone(),
             })
             .collect();
-        let (good, mut decoder) = self.scan(raw, &mut dead);
         let mut parts = Vec::new();
-        match decoder.flush() {
-            Ok(Some(batch)) if batch.num_rows() == good.len() => parts.push((batch, good)),
-            Ok(None) if good.is_empty() => {}
-            _ => self.decode_rows(raw, &good, &mut parts, &mut dead),
-        }
+        self.scan(raw, &mut parts, &mut dead);
         let (events, rows) = self.finish(raw, parts, &mut dead);
         dead.sort_by_key(|d| d.position);
         Decoded { events, rows, dead }
     }
 
     /// Feeds records one by one, dead-lettering those that are not exactly one complete
-    /// JSON value. Returns the indices of the rest, and the decoder holding them.
-    fn scan(&self, raw: &RawBatch, dead: &mut Vec<DeadRecord>) -> (Vec<usize>, Decoder) {
+    /// JSON value. A bad record leaves the decoder broken, so the good records before it
+    /// (a contiguous run) are decoded again in one call and flushed; each good record is
+    /// decoded at most twice, whatever the share of bad ones.
+    fn scan(
+        &self,
+        raw: &RawBatch,
+        parts: &mut Vec<(RecordBatch, Vec<usize>)>,
+        dead: &mut Vec<DeadRecord>,
+    ) {
         let mut decoder = self.decoders.decoder(raw.len());
-        let mut good = Vec::with_capacity(raw.len());
+        let mut run: Vec<usize> = Vec::with_capacity(raw.len());
         for i in 0..raw.len() {
-            let record = raw.record(i);
             let before = decoder.len();
-            let problem = match decoder.decode(record) {
+            let problem = match decoder.decode(raw.record(i)) {
                 Err(e) => Some(format!("invalid JSON: {}", strip_prefix(&e.to_string()))),
                 Ok(_) if decoder.has_partial_record() => {
                     Some("invalid JSON: record ends inside a value (truncated?)".to_owned())
@@ -415,20 +416,40 @@ impl BatchDecoder {
                 )),
                 Ok(_) => None,
             };
-            match problem {
-                None => good.push(i),
-                Some(reason) => {
-                    dead.push(dead_record(raw, i, reason));
-                    decoder = self.decoders.decoder(raw.len());
-                    for &g in &good {
-                        decoder
-                            .decode(raw.record(g))
-                            .expect("a record that decoded before decodes again");
-                    }
+            let Some(reason) = problem else {
+                run.push(i);
+                continue;
+            };
+            dead.push(dead_record(raw, i, reason));
+            if let (Some(&first), Some(&last)) = (run.first(), run.last()) {
+                let mut fresh = self.decoders.decoder(run.len());
+                let bytes = &raw.buf[raw.start(first)..raw.ends[last]];
+                match fresh.decode(bytes) {
+                    Ok(_) => self.flush_run(raw, fresh, std::mem::take(&mut run), parts, dead),
+                    Err(_) => self.decode_rows(raw, &std::mem::take(&mut run), parts, dead),
                 }
             }
+            decoder = self.decoders.decoder(raw.len() - i);
         }
-        (good, decoder)
+        self.flush_run(raw, decoder, run, parts, dead);
+    }
+
+    /// Flushes a decoder holding the records `rows`; on a type error, isolates it.
+    fn flush_run(
+        &self,
+        raw: &RawBatch,
+        mut decoder: Decoder,
+        rows: Vec<usize>,
+        parts: &mut Vec<(RecordBatch, Vec<usize>)>,
+        dead: &mut Vec<DeadRecord>,
+    ) {
+        if rows.is_empty() {
+            return;
+        }
+        match decoder.flush() {
+            Ok(Some(batch)) if batch.num_rows() == rows.len() => parts.push((batch, rows)),
+            _ => self.decode_rows(raw, &rows, parts, dead),
+        }
     }
 
     /// Decodes `rows` (syntactically valid records); on a type error, splits them into

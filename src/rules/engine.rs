@@ -583,6 +583,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_rule_over_its_memory_limit_fails_alone() {
+        let yaml = "- id: big\n  severity: low\n  window: {size: 1m}\n  sql: |\n    \
+                    SELECT a.client_id, count(*) AS n FROM events a JOIN events b \
+                    ON a.model = b.model GROUP BY a.client_id ORDER BY n\n\
+                    - id: small\n  severity: low\n  window: {size: 1m}\n  sql: SELECT count(*) AS n FROM events\n";
+        let rules = parse_rules(yaml, Path::new("q.yaml")).unwrap();
+        let config = EngineConfig {
+            rule_memory_limit: 64 << 10,
+            ..EngineConfig::default()
+        };
+        let e = Engine::new(rules, tables(), &config).await.unwrap();
+        let clients: Vec<String> = (0..20_000).map(|i| format!("client-{i}")).collect();
+        let w = window_of(&e, 0, clients.iter().map(String::as_str).collect());
+        let runs = e.evaluate(&w).await;
+        let err = runs[0]
+            .result
+            .as_ref()
+            .expect_err("the join cannot fit in 64 KiB");
+        assert!(err.contains("Resources exhausted"), "{err}");
+        assert!(runs[1].result.is_ok());
+    }
+
+    fn window_of(e: &Engine, start: i64, clients: Vec<&str>) -> ClosedWindow {
+        let schema = e.tables[0].table.schema();
+        let n = clients.len();
+        let ts = TimestampMillisecondArray::from(vec![start + 1; n]).with_timezone("UTC");
+        let mut cols: Vec<datafusion::arrow::array::ArrayRef> = Vec::new();
+        for f in schema.fields() {
+            cols.push(match f.name().as_str() {
+                "ts" => Arc::new(ts.clone()),
+                "client_id" => Arc::new(StringArray::from(clients.clone())),
+                "model" => Arc::new(StringArray::from(vec!["m"; n])),
+                "amount" => Arc::new(Float64Array::from(vec![2.5; n])),
+                _ => datafusion::arrow::array::new_null_array(f.data_type(), n),
+            });
+        }
+        ClosedWindow {
+            spec: WindowSpec {
+                size_ms: 60_000,
+                slide_ms: 60_000,
+                grace_ms: 0,
+            },
+            start_ms: start,
+            end_ms: start + 60_000,
+            batches: vec![RecordBatch::try_new(schema, cols).unwrap()],
+            stats: WindowStats::default(),
+            ranges: Default::default(),
+        }
+    }
+
+    #[tokio::test]
     async fn a_plan_made_once_runs_on_each_window_with_its_bounds() {
         let e = engine(
             "SELECT client_id, count(*) AS n, min(amount) AS lo FROM events \
@@ -591,34 +642,8 @@ mod tests {
         )
         .await
         .unwrap();
-        let schema = e.tables[0].table.schema();
-        let window = |start: i64, clients: Vec<&str>| {
-            let n = clients.len();
-            let ts = TimestampMillisecondArray::from(vec![start + 1; n]).with_timezone("UTC");
-            let mut cols: Vec<datafusion::arrow::array::ArrayRef> = Vec::new();
-            for f in schema.fields() {
-                cols.push(match f.name().as_str() {
-                    "ts" => Arc::new(ts.clone()),
-                    "client_id" => Arc::new(StringArray::from(clients.clone())),
-                    "amount" => Arc::new(Float64Array::from(vec![2.5; n])),
-                    _ => datafusion::arrow::array::new_null_array(f.data_type(), n),
-                });
-            }
-            ClosedWindow {
-                spec: WindowSpec {
-                    size_ms: 60_000,
-                    slide_ms: 60_000,
-                    grace_ms: 0,
-                },
-                start_ms: start,
-                end_ms: start + 60_000,
-                batches: vec![RecordBatch::try_new(schema.clone(), cols).unwrap()],
-                stats: WindowStats::default(),
-                ranges: Default::default(),
-            }
-        };
         for (start, clients, want) in [(0, vec!["a", "a", "b"], 2), (60_000, vec!["c"], 1)] {
-            let runs = e.evaluate(&window(start, clients)).await;
+            let runs = e.evaluate(&window_of(&e, start, clients)).await;
             let batches = runs[0].result.as_ref().unwrap();
             let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
             assert_eq!(rows, want);

@@ -61,8 +61,12 @@ impl RawBatch {
     }
 
     pub fn record(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] + 1 };
-        &self.buf[start..self.ends[i]]
+        &self.buf[self.start(i)..self.ends[i]]
+    }
+
+    /// Offset in `buf` where record `i` starts.
+    pub fn start(&self, i: usize) -> usize {
+        if i == 0 { 0 } else { self.ends[i - 1] + 1 }
     }
 
     /// Appends one record; `bytes` must not contain a newline.

@@ -36,7 +36,9 @@ fn every_default_rule_has_firing_and_silent_cases() {
     let rules = driftwatch::rules::load_rules(&[root.join("queries")]).unwrap();
     let tests: String = std::fs::read_dir(root.join("tests/rules"))
         .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| std::fs::read_to_string(p).unwrap())
         .collect();
     for r in rules {
         let id = r.id();
