@@ -55,6 +55,19 @@ pub struct Config {
     /// Limits for each rule's query.
     #[serde(default)]
     pub engine: EngineConfig,
+    /// Keep checkpoints here and resume from the newest on start (`--state-dir`).
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// How often (wall clock) a checkpoint is written; also at the end and on SIGTERM.
+    #[serde(with = "humantime_serde", default = "default_checkpoint_interval")]
+    pub checkpoint_interval: Duration,
+    /// Discard the state directory's checkpoint instead of resuming (`--reset-state`).
+    #[serde(skip)]
+    pub reset_state: bool,
+}
+
+fn default_checkpoint_interval() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_queries() -> PathBuf {
@@ -155,6 +168,9 @@ impl Config {
             fix(p);
         }
         if let Some(p) = self.alerts.jsonl.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.state_dir.as_mut() {
             fix(p);
         }
         self.source.resolve_paths(base);

@@ -72,6 +72,26 @@ impl DeadLetters {
         out.write_all(b"\n")
     }
 
+    /// Length of the file (for checkpoints); None without a file.
+    pub fn cursor(&mut self) -> std::io::Result<Option<u64>> {
+        match self.out.as_mut() {
+            Some((_, out)) => {
+                out.flush()?;
+                Ok(Some(out.get_ref().metadata()?.len()))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Drops what was written after `cursor` (a restart writes it again).
+    pub fn rewind(&mut self, cursor: u64) -> std::io::Result<()> {
+        if let Some((_, out)) = self.out.as_mut() {
+            out.flush()?;
+            out.get_ref().set_len(cursor)?;
+        }
+        Ok(())
+    }
+
     pub fn flush(&mut self) -> std::io::Result<()> {
         match self.out.as_mut() {
             Some((path, out)) => {

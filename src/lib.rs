@@ -12,5 +12,6 @@ pub mod pipeline;
 pub mod rules;
 pub mod scenario;
 pub mod source;
+pub mod state;
 pub mod telemetry;
 pub mod window;

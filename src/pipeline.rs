@@ -6,10 +6,14 @@
 //! order of events, and therefore every alert, depends only on the records.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use datafusion::arrow::datatypes::SchemaRef;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::alert::jsonl::JsonlReceiver;
 use crate::alert::stdout::StdoutReceiver;
@@ -20,6 +24,7 @@ use crate::decode::{BatchDecoder, Decoded};
 use crate::rules::engine::{Engine, EventsTable, PipelineStatsTable, WindowTable};
 use crate::rules::{Rule, RuleError};
 use crate::source::{Poll, RawBatch, Source, SourceError};
+use crate::state::{self, Checkpoint, StateError};
 use crate::telemetry::Counters;
 use crate::window::{ClosedWindow, Windows};
 
@@ -36,6 +41,8 @@ pub enum PipelineError {
         what: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    State(#[from] StateError),
 }
 
 impl PipelineError {
@@ -45,12 +52,13 @@ impl PipelineError {
             PipelineError::Rules(_) | PipelineError::Config(_) => true,
             PipelineError::Source(e) => e.is_usage(),
             PipelineError::Io { .. } => false,
+            PipelineError::State(e) => matches!(e, StateError::Incompatible { .. }),
         }
     }
 }
 
-/// Counts for the end-of-run summary.
-#[derive(Debug, Default, Clone)]
+/// Counts for the end-of-run summary; a checkpoint carries them across restarts.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Summary {
     pub records_read: u64,
     pub good: u64,
@@ -62,9 +70,26 @@ pub struct Summary {
     /// Per rule id: notifications per state.
     pub alerts: BTreeMap<String, [u64; 3]>,
     pub alerts_active_at_end: usize,
+    #[serde(skip)]
     pub elapsed: Duration,
     /// Peak resident memory of the process (Linux), in KiB.
+    #[serde(skip)]
     pub peak_rss_kib: Option<u64>,
+    /// What the start restored, in words.
+    #[serde(skip)]
+    pub restored: Option<String>,
+    #[serde(skip)]
+    pub last_checkpoint: Option<CheckpointInfo>,
+}
+
+/// A checkpoint that was written.
+#[derive(Debug, Clone)]
+pub struct CheckpointInfo {
+    /// Wall-clock time it was taken.
+    pub written_at: String,
+    pub bytes: u64,
+    /// Time to encode and write it, off the pipeline's thread.
+    pub millis: f64,
 }
 
 impl Summary {
@@ -93,6 +118,14 @@ pub struct Pipeline {
     time: TimeConfig,
     counters: Arc<Counters>,
     summary: Summary,
+    schema: SchemaRef,
+    /// Per partition name, where to resume after the last ingested batch.
+    positions: BTreeMap<String, u64>,
+    state_dir: Option<PathBuf>,
+    reset_state: bool,
+    checkpoint_interval: Duration,
+    last_checkpoint: Instant,
+    writing: Option<JoinHandle<Result<CheckpointInfo, StateError>>>,
 }
 
 enum Msg {
@@ -140,6 +173,13 @@ impl Pipeline {
             }
         })?;
         Ok(Self {
+            schema: decoder.events_schema(),
+            positions: BTreeMap::new(),
+            state_dir: config.state_dir.clone(),
+            reset_state: config.reset_state,
+            checkpoint_interval: config.checkpoint_interval,
+            last_checkpoint: Instant::now(),
+            writing: None,
             book: AlertBook::new(engine.rules().len(), &config.alerts),
             engine,
             windows,
@@ -157,7 +197,9 @@ impl Pipeline {
         self.counters.clone()
     }
 
-    /// Runs the source to its end (or until idle), then closes every window.
+    /// Runs the source to its end (or until idle), then closes every window. With a
+    /// state directory, resumes from its checkpoint and writes checkpoints as it goes;
+    /// SIGTERM or Ctrl-C stops reading and writes a final checkpoint, windows still open.
     pub async fn run(
         mut self,
         mut source: Box<dyn Source>,
@@ -167,6 +209,9 @@ impl Pipeline {
         self.sources = source.partitions();
         for pid in 0..self.sources.len() {
             self.windows.ensure_partition(pid);
+        }
+        if let Some(positions) = self.restore()? {
+            source.resume(&positions)?;
         }
         let progress = progress_bar(opts.progress, source.total_bytes());
         let decoder = self.decoder.take().expect("a pipeline runs once");
@@ -180,7 +225,17 @@ impl Pipeline {
             })?;
         let mut last_data = Instant::now();
         let mut idle_marked = false;
-        while let Some(msg) = rx.recv().await {
+        let mut shutdown = std::pin::pin!(shutdown_signal());
+        let mut interrupted = false;
+        loop {
+            let msg = tokio::select! {
+                m = rx.recv() => m,
+                _ = &mut shutdown => {
+                    interrupted = true;
+                    None
+                }
+            };
+            let Some(msg) = msg else { break };
             match msg {
                 Msg::Batch(raw, decoded, bytes) => {
                     last_data = Instant::now();
@@ -218,16 +273,169 @@ impl Pipeline {
                 Msg::End => break,
                 Msg::Failed(e) => return Err(e.into()),
             }
+            self.maybe_checkpoint().await?;
         }
         drop(rx);
         let _ = reader.join();
-        let closed = self.windows.close_all();
-        self.evaluate(closed).await?;
+        if interrupted {
+            tracing::info!("stopping on signal: windows stay open in the checkpoint");
+        } else {
+            let closed = self.windows.close_all();
+            self.evaluate(closed).await?;
+        }
+        self.checkpoint_now().await?;
         if let Some(p) = progress {
             p.finish_and_clear();
         }
         self.summary.elapsed = started.elapsed();
         Ok(self.finish())
+    }
+
+    /// Loads the state directory's checkpoint, if any; returns the source positions to
+    /// resume from.
+    fn restore(&mut self) -> Result<Option<BTreeMap<String, u64>>, PipelineError> {
+        let Some(dir) = self.state_dir.clone() else {
+            return Ok(None);
+        };
+        if self.reset_state {
+            tracing::warn!(dir = %dir.display(), "--reset-state: starting without the saved state");
+            return Ok(None);
+        }
+        let Some((cp, path, warning)) = state::load(&dir)? else {
+            tracing::info!(dir = %dir.display(), "no checkpoint yet: starting fresh");
+            return Ok(None);
+        };
+        if let Some(w) = warning {
+            tracing::warn!("{w}");
+        }
+        let incompatible = |why: String| StateError::Incompatible {
+            path: path.clone(),
+            why,
+        };
+        if cp.events_schema != state::schema_fingerprint(&self.schema) {
+            return Err(incompatible(
+                "the checkpoint was written with other decode fields or features".into(),
+            )
+            .into());
+        }
+        let rows: usize = cp.rows.iter().map(|b| b.num_rows()).sum();
+        self.windows
+            .restore(cp.windows, cp.rows, &self.sources)
+            .map_err(|why| incompatible(format!("{why} (a different rule set)")))?;
+        let rules: Vec<&Rule> = self.engine.rules().iter().map(|p| &p.rule).collect();
+        let (kept, alerts) = self.book.restore(cp.alerts, &rules);
+        for r in &mut self.receivers {
+            if let Some(&c) = cp.cursors.get(r.name()) {
+                r.rewind(c).map_err(|source| PipelineError::Io {
+                    what: format!("cannot rewind receiver {}", r.name()),
+                    source,
+                })?;
+            }
+        }
+        if let Some(&c) = cp.cursors.get(DEAD_LETTERS) {
+            self.dead.rewind(c).map_err(|source| PipelineError::Io {
+                what: "cannot rewind the dead-letter file".into(),
+                source,
+            })?;
+        }
+        self.summary = cp.summary;
+        self.positions = cp.positions.clone();
+        let restored = format!(
+            "{} (written {}): {} records read before, {} open panes with {} rows, alert state of {} of {} rules ({} alerts)",
+            path.display(),
+            cp.written_at,
+            self.summary.records_read,
+            self.windows.open_panes(),
+            rows,
+            kept,
+            rules.len(),
+            alerts
+        );
+        tracing::info!("restored {restored}");
+        self.summary.restored = Some(restored);
+        Ok(Some(cp.positions))
+    }
+
+    /// Everything a restart needs, taken between batches so it is never half updated.
+    fn snapshot(&mut self) -> Result<Checkpoint, PipelineError> {
+        let io = |what: &str| {
+            let what = what.to_owned();
+            move |source| PipelineError::Io { what, source }
+        };
+        let mut cursors = BTreeMap::new();
+        for r in &mut self.receivers {
+            if let Some(c) = r.cursor().map_err(io("cannot flush a receiver"))? {
+                cursors.insert(r.name().to_owned(), c);
+            }
+        }
+        if let Some(c) = self
+            .dead
+            .cursor()
+            .map_err(io("cannot flush dead letters"))?
+        {
+            cursors.insert(DEAD_LETTERS.to_owned(), c);
+        }
+        let (windows, rows) = self.windows.snapshot(&self.sources);
+        let rules: Vec<&Rule> = self.engine.rules().iter().map(|p| &p.rule).collect();
+        Ok(Checkpoint {
+            driftwatch: env!("CARGO_PKG_VERSION").to_owned(),
+            written_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            events_schema: state::schema_fingerprint(&self.schema),
+            positions: self.positions.clone(),
+            windows,
+            alerts: self.book.snapshot(&rules),
+            summary: self.summary.clone(),
+            cursors,
+            rows,
+        })
+    }
+
+    /// Starts writing a checkpoint in the background when one is due and the previous
+    /// write has finished; the pipeline goes on meanwhile.
+    async fn maybe_checkpoint(&mut self) -> Result<(), PipelineError> {
+        if self.state_dir.is_none() || self.last_checkpoint.elapsed() < self.checkpoint_interval {
+            return Ok(());
+        }
+        if self.writing.as_ref().is_some_and(|w| !w.is_finished()) {
+            return Ok(());
+        }
+        self.finish_write().await?;
+        let cp = self.snapshot()?;
+        self.last_checkpoint = Instant::now();
+        let (dir, schema) = (
+            self.state_dir.clone().expect("checked above"),
+            self.schema.clone(),
+        );
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            write_checkpoint(&dir, &cp, &schema)
+        }));
+        Ok(())
+    }
+
+    async fn finish_write(&mut self) -> Result<(), PipelineError> {
+        if let Some(w) = self.writing.take() {
+            let info = w
+                .await
+                .map_err(|e| PipelineError::Config(format!("checkpoint writer: {e}")))??;
+            tracing::info!(bytes = info.bytes, ms = info.millis, "checkpoint written");
+            self.summary.last_checkpoint = Some(info);
+        }
+        Ok(())
+    }
+
+    /// Writes a checkpoint now (end of run, shutdown).
+    async fn checkpoint_now(&mut self) -> Result<(), PipelineError> {
+        self.finish_write().await?;
+        let Some(dir) = self.state_dir.clone() else {
+            return Ok(());
+        };
+        let cp = self.snapshot()?;
+        let schema = self.schema.clone();
+        let info = tokio::task::spawn_blocking(move || write_checkpoint(&dir, &cp, &schema))
+            .await
+            .map_err(|e| PipelineError::Config(format!("checkpoint writer: {e}")))??;
+        self.summary.last_checkpoint = Some(info);
+        Ok(())
     }
 
     /// Decodes and ingests records given directly (rule tests).
@@ -251,6 +459,7 @@ impl Pipeline {
     fn ingest(&mut self, raw: &RawBatch, decoded: Decoded) -> Result<(), PipelineError> {
         let pid = raw.partition;
         let source = self.sources.get(pid).cloned().unwrap_or_default();
+        self.positions.insert(source.clone(), raw.resume_at);
         let read = raw.records_read() as u64;
         self.counters.records_read(read);
         self.summary.records_read += read;
@@ -384,6 +593,40 @@ impl Pipeline {
 
     pub fn summary(&self) -> &Summary {
         &self.summary
+    }
+}
+
+/// Cursor name of the dead-letter file in a checkpoint.
+const DEAD_LETTERS: &str = "dead_letters";
+
+fn write_checkpoint(
+    dir: &std::path::Path,
+    cp: &Checkpoint,
+    schema: &SchemaRef,
+) -> Result<CheckpointInfo, StateError> {
+    let started = Instant::now();
+    let bytes = state::encode(cp, schema).map_err(|why| StateError::Corrupt {
+        path: dir.to_owned(),
+        why: format!("cannot encode the checkpoint: {why}"),
+    })?;
+    state::write(dir, &bytes)?;
+    Ok(CheckpointInfo {
+        written_at: cp.written_at.clone(),
+        bytes: bytes.len() as u64,
+        millis: started.elapsed().as_secs_f64() * 1000.0,
+    })
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
     }
 }
 

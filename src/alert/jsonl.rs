@@ -36,6 +36,15 @@ impl Receiver for JsonlReceiver {
     fn durable(&self) -> bool {
         true
     }
+    fn cursor(&mut self) -> std::io::Result<Option<u64>> {
+        self.out.flush()?;
+        Ok(Some(self.out.get_ref().metadata()?.len()))
+    }
+    fn rewind(&mut self, cursor: u64) -> std::io::Result<()> {
+        self.out.flush()?;
+        self.out.get_ref().set_len(cursor)?;
+        self.out.get_ref().sync_data()
+    }
     fn flush(&mut self) -> std::io::Result<()> {
         self.out.flush()?;
         self.out

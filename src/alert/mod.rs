@@ -137,7 +137,7 @@ pub struct Notification {
 }
 
 /// An alert instance that is pending or firing.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Active {
     labels: BTreeMap<String, String>,
     state: State,
@@ -146,10 +146,43 @@ struct Active {
     values: serde_json::Map<String, Value>,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct RuleState {
+    #[serde(with = "keyed")]
     active: HashMap<Vec<String>, Active>,
     error: Option<Active>,
+}
+
+/// JSON maps need string keys: the label-value keys are stored as a list of pairs.
+mod keyed {
+    use super::Active;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::HashMap;
+
+    pub fn serialize<S: Serializer>(
+        m: &HashMap<Vec<String>, Active>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut pairs: Vec<(&Vec<String>, &Active)> = m.iter().collect();
+        pairs.sort_by(|a, b| a.0.cmp(b.0));
+        pairs.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<HashMap<Vec<String>, Active>, D::Error> {
+        Ok(Vec::<(Vec<String>, Active)>::deserialize(d)?
+            .into_iter()
+            .collect())
+    }
+}
+
+/// Alert state of one rule in a checkpoint, tied to the rule's text.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuleAlertsState {
+    rule_id: String,
+    fingerprint: String,
+    state: RuleState,
 }
 
 /// Alert state of every rule.
@@ -387,6 +420,36 @@ impl AlertBook {
         out
     }
 
+    /// Alert state of every rule, for a checkpoint.
+    pub fn snapshot(&self, rules: &[&Rule]) -> Vec<RuleAlertsState> {
+        rules
+            .iter()
+            .zip(&self.rules)
+            .map(|(r, state)| RuleAlertsState {
+                rule_id: r.def.id.clone(),
+                fingerprint: r.fingerprint.clone(),
+                state: state.clone(),
+            })
+            .collect()
+    }
+
+    /// Loads the state of rules whose text is unchanged; returns how many rules kept
+    /// their state and how many alerts that is. New or changed rules start fresh.
+    pub fn restore(&mut self, saved: Vec<RuleAlertsState>, rules: &[&Rule]) -> (usize, usize) {
+        let (mut kept, mut alerts) = (0, 0);
+        for s in saved {
+            let found = rules
+                .iter()
+                .position(|r| r.def.id == s.rule_id && r.fingerprint == s.fingerprint);
+            if let Some(i) = found {
+                kept += 1;
+                alerts += s.state.active.len() + usize::from(s.state.error.is_some());
+                self.rules[i] = s.state;
+            }
+        }
+        (kept, alerts)
+    }
+
     /// Alerts currently pending or firing, per rule index.
     pub fn active_count(&self) -> usize {
         self.rules
@@ -601,6 +664,14 @@ pub trait Receiver: Send {
     /// said); others are counted and logged.
     fn durable(&self) -> bool {
         false
+    }
+    /// Length of what a durable receiver has written (for checkpoints).
+    fn cursor(&mut self) -> std::io::Result<Option<u64>> {
+        Ok(None)
+    }
+    /// Drops what was written after `cursor` (a restart writes it again).
+    fn rewind(&mut self, _cursor: u64) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -50,6 +50,12 @@ pub struct Common {
     /// Append alert state changes as JSON lines to this file.
     #[arg(long)]
     pub alerts_out: Option<PathBuf>,
+    /// Keep checkpoints here; resume from the newest one on start.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Ignore (and later overwrite) the checkpoint in the state directory.
+    #[arg(long)]
+    pub reset_state: bool,
 }
 
 #[derive(Args, Debug)]
@@ -158,6 +164,10 @@ fn load(common: &Common) -> Result<Config, Failure> {
     if let Some(a) = &common.alerts_out {
         config.alerts.jsonl = Some(a.clone());
     }
+    if let Some(d) = &common.state_dir {
+        config.state_dir = Some(d.clone());
+    }
+    config.reset_state = common.reset_state;
     Ok(config)
 }
 
@@ -320,6 +330,15 @@ pub fn summary_table(s: &Summary) -> String {
     );
     if let Some(kib) = s.peak_rss_kib {
         row(&mut out, "peak memory", format!("{} MiB", kib / 1024));
+    }
+    if let Some(c) = &s.last_checkpoint {
+        out.push_str(&format!(
+            "  last checkpoint   {}, {} bytes, written in {:.1} ms\n",
+            c.written_at, c.bytes, c.millis
+        ));
+    }
+    if let Some(r) = &s.restored {
+        out.push_str(&format!("  restored from     {r}\n"));
     }
     if s.alerts.is_empty() {
         out.push_str("  no alerts\n");

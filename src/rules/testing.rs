@@ -196,6 +196,9 @@ async fn run_case(
             ..AlertsConfig::default()
         },
         engine: EngineConfig::default(),
+        state_dir: None,
+        checkpoint_interval: Duration::from_secs(10),
+        reset_state: false,
     };
     let collector = Collector::default();
     let mut pipeline = Pipeline::build(&config, rules, vec![Box::new(collector.clone())])

@@ -124,6 +124,35 @@ impl LineReader {
         Ok(false)
     }
 
+    /// The position of the first byte not yet handed out in a record.
+    fn resume_at(&self) -> u64 {
+        if self.pending_len > 0 {
+            self.pending_start
+        } else {
+            self.position
+        }
+    }
+
+    /// Skips to `position` (a line start recorded by a checkpoint).
+    fn skip_to(&mut self, position: u64) -> Result<(), SourceError> {
+        let want = position.saturating_sub(self.position);
+        let skipped = std::io::copy(&mut (&mut self.reader).take(want), &mut std::io::sink())
+            .map_err(|source| SourceError::Read {
+                path: self.path.clone(),
+                position: self.position,
+                source,
+            })?;
+        self.position += skipped;
+        if skipped < want {
+            return Err(SourceError::Resume(format!(
+                "{} is shorter ({} bytes) than the checkpoint's position {position}: was it replaced?",
+                self.path.display(),
+                self.position
+            )));
+        }
+        Ok(())
+    }
+
     fn finish_line(&mut self, batch: &mut RawBatch, max_bytes: usize) {
         let mut line = &self.pending[..];
         if line.last() == Some(&b'\r') && self.pending_len <= max_bytes + 1 {
@@ -204,6 +233,7 @@ impl Source for FileSource {
                 self.max_record_bytes,
                 self.follow,
             )?;
+            batch.resume_at = reader.resume_at();
             if !batch.is_empty() {
                 return Ok(Poll::Batch(batch));
             }
@@ -225,6 +255,18 @@ impl Source for FileSource {
 
     fn bytes_read(&self) -> u64 {
         self.readers.iter().map(|r| r.position).sum()
+    }
+
+    fn resume(
+        &mut self,
+        positions: &std::collections::BTreeMap<String, u64>,
+    ) -> Result<(), SourceError> {
+        for r in &mut self.readers {
+            if let Some(&p) = positions.get(&r.path.display().to_string()) {
+                r.skip_to(p)?;
+            }
+        }
+        Ok(())
     }
 }
 

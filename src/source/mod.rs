@@ -29,6 +29,9 @@ pub struct RawBatch {
     pub positions: Vec<u64>,
     /// Records refused for their size before they were buffered.
     pub oversized: Vec<Oversized>,
+    /// Where to resume this partition once the batch is processed (a checkpoint
+    /// stores it).
+    pub resume_at: u64,
 }
 
 /// A record longer than `max_record_bytes`: only its head is kept, for the dead letter.
@@ -107,12 +110,17 @@ pub enum SourceError {
     },
     #[error("generator: {0}")]
     Generator(String),
+    #[error("cannot resume from the checkpoint: {0}")]
+    Resume(String),
 }
 
 impl SourceError {
     /// Errors a user fixes in the command line or config (exit code 2).
     pub fn is_usage(&self) -> bool {
-        matches!(self, SourceError::Open { .. } | SourceError::Generator(_))
+        matches!(
+            self,
+            SourceError::Open { .. } | SourceError::Generator(_) | SourceError::Resume(_)
+        )
     }
 }
 
@@ -130,6 +138,12 @@ pub trait Source: Send {
     fn bytes_read(&self) -> u64 {
         0
     }
+    /// Moves partitions (by name) to the positions a checkpoint recorded, before the
+    /// first poll.
+    fn resume(
+        &mut self,
+        positions: &std::collections::BTreeMap<String, u64>,
+    ) -> Result<(), SourceError>;
 }
 
 /// `source:` in the config file.

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::source::PartitionId;
 
 /// Size, slide and grace of a window, in milliseconds of event time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct WindowSpec {
     pub size_ms: i64,
     pub slide_ms: i64,
@@ -80,7 +80,7 @@ pub struct ClosedWindow {
 
 /// Counts of what arrived during a window (bad and late records are attributed to the
 /// window of their partition's newest event time when they arrived).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowStats {
     pub records: u64,
     pub bad: u64,
@@ -94,7 +94,7 @@ struct Pane {
     ranges: BTreeMap<PartitionId, (u64, u64)>,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 struct PartitionState {
     max_ts: Option<i64>,
     done: bool,
@@ -108,6 +108,23 @@ struct SpecState {
     spec: WindowSpec,
     /// Start of the next window to close; None until the first one closes.
     next_start: Option<i64>,
+}
+
+/// Everything of [`Windows`] but the rows, as stored in a checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WindowsState {
+    pane_ms: i64,
+    specs: Vec<(WindowSpec, Option<i64>)>,
+    partitions: Vec<(String, PartitionState)>,
+    panes: Vec<PaneState>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PaneState {
+    index: i64,
+    batches: usize,
+    stats: WindowStats,
+    ranges: Vec<(String, u64, u64)>,
 }
 
 /// What `ingest` did with a batch.
@@ -440,6 +457,95 @@ impl Windows {
             }
         }
         w
+    }
+
+    /// The open state, for a checkpoint: everything but the rows, and the rows (pane by
+    /// pane, in order). Partitions are named so a restart may list them differently.
+    pub fn snapshot(&self, names: &[String]) -> (WindowsState, Vec<RecordBatch>) {
+        let name = |pid: usize| names.get(pid).cloned().unwrap_or_else(|| pid.to_string());
+        let mut batches = Vec::new();
+        let panes = self
+            .panes
+            .iter()
+            .map(|(&index, p)| {
+                batches.extend(p.batches.iter().cloned());
+                PaneState {
+                    index,
+                    batches: p.batches.len(),
+                    stats: p.stats,
+                    ranges: p
+                        .ranges
+                        .iter()
+                        .map(|(&pid, &(lo, hi))| (name(pid), lo, hi))
+                        .collect(),
+                }
+            })
+            .collect();
+        let state = WindowsState {
+            pane_ms: self.pane_ms,
+            specs: self.specs.iter().map(|s| (s.spec, s.next_start)).collect(),
+            partitions: self
+                .partitions
+                .iter()
+                .enumerate()
+                .map(|(pid, p)| (name(pid), *p))
+                .collect(),
+            panes,
+        };
+        (state, batches)
+    }
+
+    /// Loads a snapshot; fails when it was made for other window specs.
+    pub fn restore(
+        &mut self,
+        state: WindowsState,
+        batches: Vec<RecordBatch>,
+        names: &[String],
+    ) -> Result<(), String> {
+        let mine: Vec<WindowSpec> = self.specs();
+        let theirs: Vec<WindowSpec> = state.specs.iter().map(|s| s.0).collect();
+        if state.pane_ms != self.pane_ms || mine != theirs {
+            return Err(format!(
+                "the checkpoint holds windows {theirs:?}, the rules now use {mine:?}"
+            ));
+        }
+        let pid_of = |n: &str| names.iter().position(|x| x == n);
+        for (spec, (_, next)) in self.specs.iter_mut().zip(&state.specs) {
+            spec.next_start = *next;
+        }
+        for (name, p) in &state.partitions {
+            if let Some(pid) = pid_of(name) {
+                self.ensure_partition(pid);
+                self.partitions[pid] = PartitionState { idle: false, ..*p };
+            }
+        }
+        let mut rows = batches.into_iter();
+        self.panes.clear();
+        for pane in state.panes {
+            let batches: Vec<RecordBatch> = rows.by_ref().take(pane.batches).collect();
+            if batches.len() != pane.batches {
+                return Err("the checkpoint lists more rows than it holds".into());
+            }
+            let ranges = pane
+                .ranges
+                .iter()
+                .filter_map(|(n, lo, hi)| Some((pid_of(n)?, (*lo, *hi))))
+                .collect();
+            self.panes.insert(
+                pane.index,
+                Pane {
+                    batches,
+                    stats: pane.stats,
+                    ranges,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Open panes (for the operator's view of a checkpoint).
+    pub fn open_panes(&self) -> usize {
+        self.panes.len()
     }
 
     /// Rows held in open panes (for memory reporting).

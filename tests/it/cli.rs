@@ -7,11 +7,11 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn driftwatch(args: &[&str], out_dir: &Path) -> Output {
+pub(crate) fn driftwatch(args: &[&str], out_dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_driftwatch"))
         .args(args)
         .current_dir(root())
@@ -20,7 +20,7 @@ fn driftwatch(args: &[&str], out_dir: &Path) -> Output {
         .expect("the binary runs")
 }
 
-fn text(o: &Output) -> String {
+pub(crate) fn text(o: &Output) -> String {
     format!(
         "status {:?}\nstdout:\n{}\nstderr:\n{}",
         o.status.code(),
@@ -29,7 +29,7 @@ fn text(o: &Output) -> String {
     )
 }
 
-fn jsonl(path: &Path) -> Vec<Value> {
+pub(crate) fn jsonl(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -37,7 +37,7 @@ fn jsonl(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-fn generate(
+pub(crate) fn generate(
     dir: &Path,
     scenario: &str,
     seed: u64,
@@ -85,7 +85,7 @@ fn replay(dir: &Path, inputs: &[&Path], alerts: &Path) -> Output {
 }
 
 /// `records read`, `good`, ... from the summary table.
-fn summary(stdout: &[u8]) -> BTreeMap<String, u64> {
+pub(crate) fn summary(stdout: &[u8]) -> BTreeMap<String, u64> {
     String::from_utf8_lossy(stdout)
         .lines()
         .filter_map(|l| {

@@ -1,4 +1,5 @@
 //! One integration-test binary (each test binary links the whole tree).
 
+mod checkpoint;
 mod cli;
 mod rule_files;

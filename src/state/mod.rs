@@ -1,0 +1,268 @@
+//! Checkpoints: all state of a run in one file, so a restart loses and repeats nothing.
+//!
+//! A checkpoint holds the source positions and everything those records built: open
+//! windows (their rows as Arrow IPC), alert states with their `for` and
+//! `keep_firing_for` progress, the summary counts, and the length of each durable
+//! output (alerts file, dead letters) at that moment, so that a restart truncates what
+//! was written after it and writes it again, identically, instead of twice.
+//!
+//! File layout (version 1): `DWCKPT\r\n`, format version (u32 LE), metadata length
+//! (u64 LE), metadata (JSON), rows length (u64 LE), rows (Arrow IPC stream of every open
+//! pane's batches, in order), SHA-256 of everything before it. Written to a temporary
+//! file, fsynced, then renamed over `checkpoint.bin`; the one it replaces is kept as
+//! `checkpoint.prev.bin`, the fallback when the newest is truncated or corrupt.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Cursor, Write};
+use std::path::{Path, PathBuf};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::alert::RuleAlertsState;
+use crate::pipeline::Summary;
+use crate::window::WindowsState;
+
+const MAGIC: &[u8; 8] = b"DWCKPT\r\n";
+/// Bumped whenever the layout or the meaning of a field changes.
+pub const FORMAT: u32 = 1;
+const CURRENT: &str = "checkpoint.bin";
+const PREVIOUS: &str = "checkpoint.prev.bin";
+const TEMP: &str = "checkpoint.tmp";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: checkpoint is damaged: {why}")]
+    Corrupt { path: PathBuf, why: String },
+    #[error(
+        "{path}: {why}; start with --reset-state to discard it (alert and window state is lost)"
+    )]
+    Incompatible { path: PathBuf, why: String },
+}
+
+/// Everything a restart needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub driftwatch: String,
+    /// Wall-clock time of writing (for people; nothing depends on it).
+    pub written_at: String,
+    /// Fingerprint of the `events` schema the rows were decoded with.
+    pub events_schema: String,
+    /// Per source partition (by name), where to resume.
+    pub positions: BTreeMap<String, u64>,
+    pub windows: WindowsState,
+    pub alerts: Vec<RuleAlertsState>,
+    pub summary: Summary,
+    /// Length of each durable output when the checkpoint was taken.
+    pub cursors: BTreeMap<String, u64>,
+    #[serde(skip)]
+    pub rows: Vec<RecordBatch>,
+}
+
+pub fn schema_fingerprint(schema: &SchemaRef) -> String {
+    let mut h = Sha256::new();
+    h.update(format!("{:?}", schema.fields()).as_bytes());
+    crate::rules::hex(&h.finalize()[..8])
+}
+
+/// Serializes a checkpoint (off the hot path: the rows are shared, not copied, until
+/// here).
+pub fn encode(cp: &Checkpoint, schema: &SchemaRef) -> Result<Vec<u8>, String> {
+    let meta = serde_json::to_vec(cp).map_err(|e| e.to_string())?;
+    let mut rows = Vec::new();
+    {
+        let mut w = StreamWriter::try_new(&mut rows, schema).map_err(|e| e.to_string())?;
+        for b in &cp.rows {
+            w.write(b).map_err(|e| e.to_string())?;
+        }
+        w.finish().map_err(|e| e.to_string())?;
+    }
+    let mut out = Vec::with_capacity(meta.len() + rows.len() + 64);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT.to_le_bytes());
+    out.extend_from_slice(&(meta.len() as u64).to_le_bytes());
+    out.extend_from_slice(&meta);
+    out.extend_from_slice(&(rows.len() as u64).to_le_bytes());
+    out.extend_from_slice(&rows);
+    let sum = Sha256::digest(&out);
+    out.extend_from_slice(&sum);
+    Ok(out)
+}
+
+/// Parses a checkpoint, checking its checksum and version.
+pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, StateError> {
+    let corrupt = |why: &str| StateError::Corrupt {
+        path: path.to_owned(),
+        why: why.to_owned(),
+    };
+    if bytes.len() < MAGIC.len() + 4 + 32 || &bytes[..MAGIC.len()] != MAGIC {
+        return Err(corrupt("not a driftwatch checkpoint, or truncated"));
+    }
+    let (body, sum) = bytes.split_at(bytes.len() - 32);
+    if Sha256::digest(body).as_slice() != sum {
+        return Err(corrupt("checksum mismatch (truncated or altered)"));
+    }
+    let mut at = MAGIC.len();
+    let mut take = |n: usize| -> Result<&[u8], StateError> {
+        let s = body
+            .get(at..at + n)
+            .ok_or_else(|| corrupt("shorter than its lengths say"))?;
+        at += n;
+        Ok(s)
+    };
+    let format = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes"));
+    if format != FORMAT {
+        return Err(StateError::Incompatible {
+            path: path.to_owned(),
+            why: format!("checkpoint format {format}, this driftwatch reads format {FORMAT}"),
+        });
+    }
+    let meta_len = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes")) as usize;
+    let meta = take(meta_len)?;
+    let mut cp: Checkpoint =
+        serde_json::from_slice(meta).map_err(|e| corrupt(&format!("metadata: {e}")))?;
+    let rows_len = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes")) as usize;
+    let rows = take(rows_len)?;
+    let reader = StreamReader::try_new(Cursor::new(rows), None)
+        .map_err(|e| corrupt(&format!("rows: {e}")))?;
+    cp.rows = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| corrupt(&format!("rows: {e}")))?;
+    Ok(cp)
+}
+
+/// Writes `bytes` as the newest checkpoint in `dir`, keeping the previous one.
+pub fn write(dir: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| StateError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let temp = dir.join(TEMP);
+    let mut f = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&temp)
+        .map_err(io(&temp))?;
+    f.write_all(bytes).map_err(io(&temp))?;
+    f.sync_all().map_err(io(&temp))?;
+    drop(f);
+    let current = dir.join(CURRENT);
+    if current.exists() {
+        std::fs::rename(&current, dir.join(PREVIOUS)).map_err(io(&current))?;
+    }
+    std::fs::rename(&temp, &current).map_err(io(&temp))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+/// The newest valid checkpoint in `dir`, with a warning when the newest file was
+/// damaged and the previous one is used. None when there is none.
+pub fn load(dir: &Path) -> Result<Option<(Checkpoint, PathBuf, Option<String>)>, StateError> {
+    let mut warning = None;
+    for name in [CURRENT, PREVIOUS] {
+        let path = dir.join(name);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(StateError::Io { path, source }),
+        };
+        match decode(&bytes, &path) {
+            Ok(cp) => return Ok(Some((cp, path, warning))),
+            Err(e @ StateError::Corrupt { .. }) => {
+                warning = Some(format!("{e}; using the previous checkpoint"));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    match warning {
+        // Every checkpoint there is damaged: starting empty would repeat everything.
+        Some(w) => Err(StateError::Incompatible {
+            path: dir.to_owned(),
+            why: w.replace(
+                "; using the previous checkpoint",
+                " and no usable previous checkpoint",
+            ),
+        }),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> (Checkpoint, SchemaRef) {
+        let decode = crate::decode::DecodeConfig::default();
+        let schema = decode.events_schema();
+        let windows = crate::window::Windows::new(&[], 1, std::time::Duration::ZERO, 1);
+        let (state, rows) = windows.snapshot(&["a.jsonl".into()]);
+        let cp = Checkpoint {
+            driftwatch: "test".into(),
+            written_at: "now".into(),
+            events_schema: schema_fingerprint(&schema),
+            positions: BTreeMap::from([("a.jsonl".into(), 42)]),
+            windows: state,
+            alerts: Vec::new(),
+            summary: Summary::default(),
+            cursors: BTreeMap::new(),
+            rows,
+        };
+        (cp, schema)
+    }
+
+    #[test]
+    fn round_trip_and_fallback_to_the_previous_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut cp, schema) = sample();
+        write(dir.path(), &encode(&cp, &schema).unwrap()).unwrap();
+        cp.positions.insert("a.jsonl".into(), 99);
+        write(dir.path(), &encode(&cp, &schema).unwrap()).unwrap();
+        let (got, _, warning) = load(dir.path()).unwrap().unwrap();
+        assert_eq!(got.positions["a.jsonl"], 99);
+        assert!(warning.is_none());
+
+        // A flipped byte in the newest: the previous one is used, with a warning.
+        let current = dir.path().join(CURRENT);
+        let mut bytes = std::fs::read(&current).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x40;
+        std::fs::write(&current, &bytes).unwrap();
+        let (got, path, warning) = load(dir.path()).unwrap().unwrap();
+        assert_eq!(got.positions["a.jsonl"], 42);
+        assert!(path.ends_with(PREVIOUS));
+        assert!(warning.unwrap().contains("checksum"));
+
+        // Truncated as well: both damaged is an error, not a silent fresh start.
+        std::fs::write(dir.path().join(PREVIOUS), &bytes[..20]).unwrap();
+        let err = load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("--reset-state"), "{err}");
+    }
+
+    #[test]
+    fn another_format_version_is_incompatible() {
+        let (cp, schema) = sample();
+        let mut bytes = encode(&cp, &schema).unwrap();
+        bytes[MAGIC.len()] = 7;
+        let body_len = bytes.len() - 32;
+        let sum = Sha256::digest(&bytes[..body_len]);
+        bytes[body_len..].copy_from_slice(&sum);
+        let err = decode(&bytes, Path::new("x")).unwrap_err();
+        assert!(matches!(err, StateError::Incompatible { .. }), "{err}");
+    }
+
+    #[test]
+    fn no_directory_means_no_checkpoint() {
+        assert!(load(Path::new("/nonexistent/state")).unwrap().is_none());
+    }
+}

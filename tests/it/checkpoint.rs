@@ -1,0 +1,264 @@
+//! Restarts: SIGKILL at random points, SIGTERM, damaged or foreign checkpoints. The
+//! binary is killed for real and started again on the same state directory.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::cli::{driftwatch, generate, jsonl, root, summary, text};
+
+/// A replay config with frequent checkpoints, so kills land between them.
+fn config(dir: &Path, queries: &Path) -> PathBuf {
+    let path = dir.join("checkpointed.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "source: {{type: file, paths: []}}\n\
+             decode:\n  features:\n    - {{name: amount, type: numerical}}\n    - {{name: country, type: categorical}}\n\
+             queries: {}\n\
+             dead_letter: {{path: {}}}\n\
+             alerts: {{stdout: false}}\n\
+             checkpoint_interval: 50ms\n",
+            queries.display(),
+            dir.join("dead.jsonl").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn replay_args<'a>(
+    cfg: &'a Path,
+    input: &'a Path,
+    alerts: &'a Path,
+    state: Option<&'a Path>,
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "replay",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--no-progress",
+        "--alerts-out",
+        alerts.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ];
+    if let Some(s) = state {
+        args.extend(["--state-dir", s.to_str().unwrap()]);
+    }
+    args
+}
+
+fn notifications(path: &Path) -> Vec<String> {
+    jsonl(path)
+        .iter()
+        .map(|a| format!("{} {}", a["id"], a["state"]))
+        .collect()
+}
+
+const COUNTS: [&str; 6] = [
+    "records read",
+    "good",
+    "bad (dead letter)",
+    "late (dead letter)",
+    "windows closed",
+    "rule runs",
+];
+
+#[test]
+fn sigkill_at_random_points_repeats_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &root().join("queries"));
+    for seed in [21u64, 22] {
+        let (input, _) = generate(dir.path(), "mixed", seed, 160_000, "50");
+        let reference_alerts = dir.path().join(format!("reference-{seed}.jsonl"));
+        let o = driftwatch(
+            &replay_args(&cfg, &input, &reference_alerts, None),
+            dir.path(),
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let reference: BTreeSet<String> = notifications(&reference_alerts).into_iter().collect();
+        let reference_counts = summary(&o.stdout);
+        assert!(reference.len() >= 8, "{reference:?}");
+
+        let state = dir.path().join(format!("state-{seed}"));
+        let alerts = dir.path().join(format!("killed-{seed}.jsonl"));
+        let mut rng = seed;
+        let (mut kills, mut last) = (0, None);
+        while last.is_none() {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+                .args(replay_args(&cfg, &input, &alerts, Some(&state)))
+                .current_dir(root())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let delay = Duration::from_millis(150 + (rng >> 33) % 700);
+            let started = Instant::now();
+            while started.elapsed() < delay && child.try_wait().unwrap().is_none() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if kills < 6 && child.try_wait().unwrap().is_none() {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                kills += 1;
+                continue;
+            }
+            let o = child.wait_with_output().unwrap();
+            assert!(o.status.success(), "{}", text(&o));
+            last = Some(o);
+        }
+        assert!(kills >= 1, "seed {seed}: the run ended before any kill");
+        let got = notifications(&alerts);
+        let unique: BTreeSet<String> = got.iter().cloned().collect();
+        assert_eq!(
+            unique.len(),
+            got.len(),
+            "seed {seed}: an (id, state) was written twice after {kills} kills"
+        );
+        assert_eq!(
+            unique, reference,
+            "seed {seed}: alerts differ after {kills} kills"
+        );
+        let last = last.unwrap();
+        assert!(
+            String::from_utf8_lossy(&last.stdout).contains("restored from"),
+            "{}",
+            text(&last)
+        );
+        let counts = summary(&last.stdout);
+        for k in COUNTS {
+            assert_eq!(
+                counts[k], reference_counts[k],
+                "seed {seed}: {k} after {kills} kills"
+            );
+        }
+    }
+}
+
+#[test]
+fn sigterm_writes_a_final_checkpoint_and_the_restart_rereads_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = generate(dir.path(), "flood", 5, 40_000, "20");
+    let cfg = dir.path().join("follow.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source: {{type: file, paths: [{}], follow: true}}\nqueries: {}\nalerts: {{stdout: false}}\n",
+            input.display(),
+            root().join("queries").display()
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let alerts = dir.path().join("alerts.jsonl");
+    let args = [
+        "run",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--alerts-out",
+        alerts.to_str().unwrap(),
+    ];
+    let child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args(args)
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let first = summary(&o.stderr);
+    assert_eq!(first["records read"], 40_000, "{}", text(&o));
+    assert!(state.join("checkpoint.bin").exists());
+    let before = notifications(&alerts);
+
+    let mut again: Vec<&str> = args.to_vec();
+    again.extend(["--until-idle", "1"]);
+    let o = driftwatch(&again, dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let second = summary(&o.stderr);
+    assert_eq!(
+        second["records read"],
+        40_000,
+        "nothing re-read: {}",
+        text(&o)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("restored from"),
+        "{}",
+        text(&o)
+    );
+    let after = notifications(&alerts);
+    assert_eq!(after[..before.len()], before[..]);
+    let unique: BTreeSet<&String> = after.iter().collect();
+    assert_eq!(unique.len(), after.len());
+}
+
+#[test]
+fn foreign_or_damaged_checkpoints_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = generate(dir.path(), "benign", 9, 20_000, "50");
+    let cfg = config(dir.path(), &root().join("queries"));
+    let state = dir.path().join("no/such/dir/yet");
+    let alerts = dir.path().join("alerts.jsonl");
+    let o = driftwatch(
+        &replay_args(&cfg, &input, &alerts, Some(&state)),
+        dir.path(),
+    );
+    assert!(
+        o.status.success(),
+        "a missing state directory is created: {}",
+        text(&o)
+    );
+    assert!(state.join("checkpoint.bin").exists());
+
+    // Other windows: the open windows cannot be reused.
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(
+        rules.join("r.yaml"),
+        "- id: five.minutes\n  severity: low\n  window: {size: 5m}\n  sql: SELECT count(*) AS n FROM events\n",
+    )
+    .unwrap();
+    let other = config(dir.path(), &rules);
+    let o = driftwatch(
+        &replay_args(&other, &input, &alerts, Some(&state)),
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--reset-state") && err.contains("checkpoint.bin"),
+        "{err}"
+    );
+    let mut reset = replay_args(&other, &input, &alerts, Some(&state));
+    reset.push("--reset-state");
+    let o = driftwatch(&reset, dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+
+    // Both checkpoint files damaged: an error, never a silent fresh start.
+    for name in ["checkpoint.bin", "checkpoint.prev.bin"] {
+        let p = state.join(name);
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    }
+    let o = driftwatch(
+        &replay_args(&other, &input, &alerts, Some(&state)),
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"));
+}
