@@ -80,6 +80,27 @@ pub struct Summary {
     pub restored: Option<String>,
     #[serde(skip)]
     pub last_checkpoint: Option<CheckpointInfo>,
+    #[serde(skip)]
+    pub checkpoints: CheckpointStats,
+}
+
+/// Checkpoints written by this process.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckpointStats {
+    pub written: u64,
+    /// Longest time taking a snapshot held up the pipeline.
+    pub max_pause_ms: f64,
+    pub max_bytes: u64,
+    /// Longest encode + write, on another thread.
+    pub max_write_ms: f64,
+}
+
+impl CheckpointStats {
+    fn add(&mut self, info: &CheckpointInfo) {
+        self.written += 1;
+        self.max_bytes = self.max_bytes.max(info.bytes);
+        self.max_write_ms = self.max_write_ms.max(info.millis);
+    }
 }
 
 /// A checkpoint that was written.
@@ -400,7 +421,7 @@ impl Pipeline {
             return Ok(());
         }
         self.finish_write().await?;
-        let cp = self.snapshot()?;
+        let cp = self.timed_snapshot()?;
         self.last_checkpoint = Instant::now();
         let (dir, schema) = (
             self.state_dir.clone().expect("checked above"),
@@ -418,6 +439,7 @@ impl Pipeline {
                 .await
                 .map_err(|e| PipelineError::Config(format!("checkpoint writer: {e}")))??;
             tracing::info!(bytes = info.bytes, ms = info.millis, "checkpoint written");
+            self.summary.checkpoints.add(&info);
             self.summary.last_checkpoint = Some(info);
         }
         Ok(())
@@ -429,13 +451,24 @@ impl Pipeline {
         let Some(dir) = self.state_dir.clone() else {
             return Ok(());
         };
-        let cp = self.snapshot()?;
+        let cp = self.timed_snapshot()?;
         let schema = self.schema.clone();
         let info = tokio::task::spawn_blocking(move || write_checkpoint(&dir, &cp, &schema))
             .await
             .map_err(|e| PipelineError::Config(format!("checkpoint writer: {e}")))??;
+        self.summary.checkpoints.add(&info);
         self.summary.last_checkpoint = Some(info);
         Ok(())
+    }
+
+    /// A snapshot, counting how long it held up the pipeline.
+    fn timed_snapshot(&mut self) -> Result<Checkpoint, PipelineError> {
+        let started = Instant::now();
+        let cp = self.snapshot()?;
+        let pause = started.elapsed().as_secs_f64() * 1000.0;
+        let stats = &mut self.summary.checkpoints;
+        stats.max_pause_ms = stats.max_pause_ms.max(pause);
+        Ok(cp)
     }
 
     /// Decodes and ingests records given directly (rule tests).

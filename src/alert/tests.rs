@@ -169,3 +169,26 @@ fn display_formats_numbers_for_people() {
     assert_eq!(display(&serde_json::json!(0.5)), "0.5");
     assert_eq!(display(&serde_json::json!("x")), "x");
 }
+
+#[test]
+fn restored_state_is_kept_for_unchanged_rules_only() {
+    let r = rule("  for: 5m\n");
+    let mut book = AlertBook::new(1, &AlertsConfig::default());
+    let b = result(&["a"]);
+    book.evaluate(0, &r, &window(1), &[], Ok(&b));
+    let saved = book.snapshot(&[&r]);
+
+    // Same rule text: the pending alert goes on and fires on time, with its first id.
+    let mut same = AlertBook::new(1, &AlertsConfig::default());
+    assert_eq!(same.restore(saved.clone(), &[&r]), (1, 1));
+    let n = same.evaluate(0, &r, &window(6), &[], Ok(&b));
+    assert_eq!(n[0].state, State::Firing);
+    assert_eq!(n[0].starts_at, rfc3339(60_000));
+
+    // Changed text: the rule starts fresh.
+    let changed = rule("  for: 4m\n");
+    let mut fresh = AlertBook::new(1, &AlertsConfig::default());
+    assert_eq!(fresh.restore(saved, &[&changed]), (0, 0));
+    let n = fresh.evaluate(0, &changed, &window(6), &[], Ok(&b));
+    assert_eq!(n[0].state, State::Pending);
+}

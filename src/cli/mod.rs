@@ -336,6 +336,19 @@ pub fn summary_table(s: &Summary) -> String {
             "  last checkpoint   {}, {} bytes, written in {:.1} ms\n",
             c.written_at, c.bytes, c.millis
         ));
+        let c = &s.checkpoints;
+        row(&mut out, "checkpoints", c.written.to_string());
+        row(&mut out, "largest (bytes)", c.max_bytes.to_string());
+        row(
+            &mut out,
+            "slowest write (ms)",
+            format!("{:.1}", c.max_write_ms),
+        );
+        row(
+            &mut out,
+            "longest pause (ms)",
+            format!("{:.2}", c.max_pause_ms),
+        );
     }
     if let Some(r) = &s.restored {
         out.push_str(&format!("  restored from     {r}\n"));

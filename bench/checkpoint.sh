@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Cost of checkpoints: replay throughput with checkpoints off, every 10 s and every
+# 100 ms (a stress setting), with the size of a checkpoint, its write time (off the
+# pipeline's thread) and the longest pause of the pipeline while its state was taken.
+#
+#   bench/checkpoint.sh [EVENTS] [RATE]    default: 2000000 records at 200 records/s
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/driftwatch/target}"
+if command -v mold >/dev/null 2>&1; then
+  export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C link-arg=-fuse-ld=mold"
+fi
+cargo build --release --locked --bin driftwatch >&2
+bin="$CARGO_TARGET_DIR/release/driftwatch"
+events=${1:-2000000}
+rate=${2:-200}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+export DRIFTWATCH_OUT="$work"
+"$bin" gen --scenario benign --seed 1 --events "$events" --rate "$rate" --out "$work/in.jsonl" 2>/dev/null
+
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -m); $(date -u +%F); $events records at $rate records/s of event time"
+echo
+echo "| checkpoints | records/s | written | largest (bytes) | slowest write (ms) | longest pause (ms) |"
+echo "|---|---:|---:|---:|---:|---:|"
+for mode in off 10s 100ms off 10s 100ms; do
+  cfg="$work/cfg.yaml"
+  cp examples/replay.yaml "$cfg"
+  sed -i "s|queries: ../queries|queries: $PWD/queries|" "$cfg"
+  args=()
+  if [ "$mode" != off ]; then
+    echo "checkpoint_interval: $mode" >>"$cfg"
+    rm -rf "$work/state"
+    args=(--state-dir "$work/state")
+  fi
+  "$bin" replay --config "$cfg" --input "$work/in.jsonl" --no-progress "${args[@]}" >"$work/summary"
+  awk -v mode="$mode" '
+    /throughput/ { rps = $2 }
+    /^  checkpoints / { n = $2 }
+    /largest \(bytes\)/ { size = $NF }
+    /slowest write/ { ms = $NF }
+    /longest pause/ { pause = $NF }
+    END { printf "| %s | %s | %s | %s | %s | %s |\n", mode, rps, (n == "" ? "-" : n), (size == "" ? "-" : size), (ms == "" ? "-" : ms), (pause == "" ? "-" : pause) }
+  ' "$work/summary"
+done
