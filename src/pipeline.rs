@@ -111,7 +111,12 @@ pub struct CheckpointInfo {
     pub bytes: u64,
     /// Time to encode and write it, off the pipeline's thread.
     pub millis: f64,
+    /// The source positions it covers: safe to commit (Kafka offsets).
+    pub positions: BTreeMap<String, u64>,
 }
+
+/// Positions covered by the newest written checkpoint, handed to the source thread.
+type Committable = Arc<std::sync::Mutex<Option<BTreeMap<String, u64>>>>;
 
 impl Summary {
     pub fn records_per_second(&self) -> f64 {
@@ -147,6 +152,7 @@ pub struct Pipeline {
     checkpoint_interval: Duration,
     last_checkpoint: Instant,
     writing: Option<JoinHandle<Result<CheckpointInfo, StateError>>>,
+    committable: Committable,
 }
 
 enum Msg {
@@ -201,6 +207,7 @@ impl Pipeline {
             checkpoint_interval: config.checkpoint_interval,
             last_checkpoint: Instant::now(),
             writing: None,
+            committable: Arc::default(),
             book: AlertBook::new(engine.rules().len(), &config.alerts),
             engine,
             windows,
@@ -237,9 +244,13 @@ impl Pipeline {
         let progress = progress_bar(opts.progress, source.total_bytes());
         let decoder = self.decoder.take().expect("a pipeline runs once");
         let (tx, mut rx) = mpsc::channel::<Msg>(4);
+        let committable = self.committable.clone();
         let reader = std::thread::Builder::new()
             .name("driftwatch-source".into())
-            .spawn(move || read_loop(source.as_mut(), &decoder, &tx))
+            .spawn(move || {
+                read_loop(source.as_mut(), &decoder, &tx, &committable);
+                source
+            })
             .map_err(|source| PipelineError::Io {
                 what: "cannot start the source thread".into(),
                 source,
@@ -297,7 +308,9 @@ impl Pipeline {
             self.maybe_checkpoint().await?;
         }
         drop(rx);
-        let _ = reader.join();
+        let mut source = reader
+            .join()
+            .map_err(|_| PipelineError::Config("the source thread panicked".into()))?;
         if interrupted {
             tracing::info!("stopping on signal: windows stay open in the checkpoint");
         } else {
@@ -305,6 +318,9 @@ impl Pipeline {
             self.evaluate(closed).await?;
         }
         self.checkpoint_now().await?;
+        if let Some(positions) = self.committable.lock().expect("committable lock").take() {
+            source.checkpointed(&positions);
+        }
         if let Some(p) = progress {
             p.finish_and_clear();
         }
@@ -439,10 +455,16 @@ impl Pipeline {
                 .await
                 .map_err(|e| PipelineError::Config(format!("checkpoint writer: {e}")))??;
             tracing::info!(bytes = info.bytes, ms = info.millis, "checkpoint written");
-            self.summary.checkpoints.add(&info);
-            self.summary.last_checkpoint = Some(info);
+            self.written(info);
         }
         Ok(())
+    }
+
+    /// Records a written checkpoint and offers its positions to the source.
+    fn written(&mut self, info: CheckpointInfo) {
+        self.summary.checkpoints.add(&info);
+        *self.committable.lock().expect("committable lock") = Some(info.positions.clone());
+        self.summary.last_checkpoint = Some(info);
     }
 
     /// Writes a checkpoint now (end of run, shutdown).
@@ -456,8 +478,7 @@ impl Pipeline {
         let info = tokio::task::spawn_blocking(move || write_checkpoint(&dir, &cp, &schema))
             .await
             .map_err(|e| PipelineError::Config(format!("checkpoint writer: {e}")))??;
-        self.summary.checkpoints.add(&info);
-        self.summary.last_checkpoint = Some(info);
+        self.written(info);
         Ok(())
     }
 
@@ -647,6 +668,7 @@ fn write_checkpoint(
         written_at: cp.written_at.clone(),
         bytes: bytes.len() as u64,
         millis: started.elapsed().as_secs_f64() * 1000.0,
+        positions: cp.positions.clone(),
     })
 }
 
@@ -670,8 +692,16 @@ fn peak_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn read_loop(source: &mut dyn Source, decoder: &BatchDecoder, tx: &mpsc::Sender<Msg>) {
+fn read_loop(
+    source: &mut dyn Source,
+    decoder: &BatchDecoder,
+    tx: &mpsc::Sender<Msg>,
+    committable: &Committable,
+) {
     loop {
+        if let Some(positions) = committable.lock().expect("committable lock").take() {
+            source.checkpointed(&positions);
+        }
         let msg = match source.poll() {
             Ok(Poll::Batch(raw)) => {
                 let decoded = decoder.decode(&raw);
@@ -707,4 +737,79 @@ fn progress_bar(enabled: bool, total: Option<u64>) -> Option<indicatif::Progress
     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
     bar.set_style(style);
     Some(bar)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A source of 1,000 records in batches of 100 that records what it may commit.
+    struct Recording {
+        next: u64,
+        committed: Arc<Mutex<Vec<u64>>>,
+    }
+
+    impl Source for Recording {
+        fn partitions(&self) -> Vec<String> {
+            vec!["mem".into()]
+        }
+        fn poll(&mut self) -> Result<Poll, SourceError> {
+            if self.next >= 1000 {
+                return Ok(Poll::End);
+            }
+            let mut b = RawBatch::new(0);
+            for _ in 0..100 {
+                let ts = 1_795_255_200_000 + self.next as i64 * 100;
+                b.push(
+                    format!(r#"{{"ts":{ts},"client_id":"c"}}"#).as_bytes(),
+                    self.next,
+                );
+                self.next += 1;
+            }
+            b.resume_at = self.next;
+            Ok(Poll::Batch(b))
+        }
+        fn resume(&mut self, _: &BTreeMap<String, u64>) -> Result<(), SourceError> {
+            Ok(())
+        }
+        fn checkpointed(&mut self, positions: &BTreeMap<String, u64>) {
+            self.committed.lock().unwrap().push(positions["mem"]);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_source_commits_only_positions_of_written_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config: Config = serde_yaml::from_str("source: {type: file, paths: []}").unwrap();
+        config.state_dir = Some(dir.path().to_owned());
+        config.checkpoint_interval = Duration::ZERO;
+        config.alerts.stdout = false;
+        let pipeline = Pipeline::build(&config, Vec::new(), Vec::new())
+            .await
+            .unwrap();
+        let committed = Arc::new(Mutex::new(Vec::new()));
+        let source = Recording {
+            next: 0,
+            committed: committed.clone(),
+        };
+        let summary = pipeline
+            .run(Box::new(source), RunOptions::default())
+            .await
+            .unwrap();
+        let committed = committed.lock().unwrap().clone();
+        assert!(
+            summary.checkpoints.written >= 2,
+            "{:?}",
+            summary.checkpoints
+        );
+        assert_eq!(committed.last(), Some(&1000), "{committed:?}");
+        assert!(committed.windows(2).all(|w| w[0] <= w[1]), "{committed:?}");
+        assert!(
+            committed.iter().all(|p| p % 100 == 0),
+            "only batch ends: {committed:?}"
+        );
+        let (cp, _, _) = crate::state::load(dir.path()).unwrap().unwrap();
+        assert_eq!(cp.positions["mem"], 1000);
+    }
 }

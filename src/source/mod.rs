@@ -144,6 +144,10 @@ pub trait Source: Send {
         &mut self,
         positions: &std::collections::BTreeMap<String, u64>,
     ) -> Result<(), SourceError>;
+    /// A checkpoint covering these positions is on disk: a source with an upstream
+    /// cursor (Kafka's consumer-group offsets) may commit them now, and never anything
+    /// newer, so a restart re-reads at most one checkpoint interval.
+    fn checkpointed(&mut self, _positions: &std::collections::BTreeMap<String, u64>) {}
 }
 
 /// `source:` in the config file.
