@@ -5,21 +5,12 @@
 #
 #   bench/checkpoint.sh [EVENTS] [RATE]    default: 2000000 records at 200 records/s
 set -euo pipefail
-cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/driftwatch/target}"
-if command -v mold >/dev/null 2>&1; then
-  export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C link-arg=-fuse-ld=mold"
-fi
-cargo build --release --locked --bin driftwatch >&2
-bin="$CARGO_TARGET_DIR/release/driftwatch"
+source "$(dirname "$0")/common.sh"
 events=${1:-2000000}
 rate=${2:-200}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-export DRIFTWATCH_OUT="$work"
 "$bin" gen --scenario benign --seed 1 --events "$events" --rate "$rate" --out "$work/in.jsonl" 2>/dev/null
 
-echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -m); $(date -u +%F); $events records at $rate records/s of event time"
+echo "$(machine); $events records at $rate records/s of event time"
 echo
 echo "| checkpoints | records/s | written | largest (bytes) | slowest write (ms) | longest pause (ms) |"
 echo "|---|---:|---:|---:|---:|---:|"

@@ -7,16 +7,7 @@
 # records spread evenly, the worst case an attacker can force on the decoder), replays
 # each file, and prints a Markdown table: records, seconds, records/s, peak RSS.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/driftwatch/target}"
-if command -v mold >/dev/null 2>&1; then
-  export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C link-arg=-fuse-ld=mold"
-fi
-cargo build --release --locked --bin driftwatch >&2
-bin="$CARGO_TARGET_DIR/release/driftwatch"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-export DRIFTWATCH_OUT="$work"
+source "$(dirname "$0")/common.sh"
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(1000000 5000000)
 
@@ -32,7 +23,7 @@ measure() { # name file records
     'BEGIN { printf "| %s | %d | %d | %.2f | %.0f | %.0f |\n", name, n, bad, s, n / s, kb / 1024 }'
 }
 
-echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -m); $(date -u +%F)"
+machine
 echo
 echo "| input | records | bad | seconds | records/s | peak RSS (MiB) |"
 echo "|---|---:|---:|---:|---:|---:|"

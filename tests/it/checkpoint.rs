@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::cli::{driftwatch, generate, jsonl, root, summary, text};
+use crate::cli::{driftwatch, follow_flood, generate, jsonl, root, summary, text};
 
 /// A replay config with frequent checkpoints, so kills land between them.
 fn config(dir: &Path, queries: &Path) -> PathBuf {
@@ -143,17 +143,7 @@ fn sigkill_at_random_points_repeats_and_loses_nothing() {
 #[test]
 fn sigterm_writes_a_final_checkpoint_and_the_restart_rereads_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (input, _) = generate(dir.path(), "flood", 5, 40_000, "20");
-    let cfg = dir.path().join("follow.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "source: {{type: file, paths: [{}], follow: true}}\nqueries: {}\nalerts: {{stdout: false}}\n",
-            input.display(),
-            root().join("queries").display()
-        ),
-    )
-    .unwrap();
+    let cfg = follow_flood(dir.path());
     let state = dir.path().join("state");
     let alerts = dir.path().join("alerts.jsonl");
     let args = [

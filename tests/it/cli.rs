@@ -372,20 +372,27 @@ fn rules_check_and_rules_test_commands() {
     );
 }
 
-#[test]
-fn run_follows_a_file_and_stops_when_idle() {
-    let dir = tempfile::tempdir().unwrap();
-    let (input, _) = generate(dir.path(), "flood", 5, 40_000, "20");
-    let cfg = dir.path().join("follow.yaml");
+/// A flood scenario and a config that follows its file with the default rules.
+pub(crate) fn follow_flood(dir: &Path) -> PathBuf {
+    let (input, _) = generate(dir, "flood", 5, 40_000, "20");
+    let cfg = dir.join("follow.yaml");
     std::fs::write(
         &cfg,
         format!(
-            "source: {{type: file, paths: [{}], follow: true}}\nqueries: {}\ntime: {{idle_timeout: 1s}}\n",
+            "source: {{type: file, paths: [{}], follow: true}}\nqueries: {}\n\
+             time: {{idle_timeout: 1s}}\nalerts: {{stdout: false}}\n",
             input.display(),
             root().join("queries").display()
         ),
     )
     .unwrap();
+    cfg
+}
+
+#[test]
+fn run_follows_a_file_and_stops_when_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = follow_flood(dir.path());
     let alerts = dir.path().join("alerts.jsonl");
     let o = driftwatch(
         &[

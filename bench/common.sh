@@ -1,0 +1,13 @@
+# Shared by the bench scripts: build the release binary, make a scratch folder.
+# Sets: bin (the binary), work (a folder removed on exit).
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/driftwatch/target}"
+if command -v mold >/dev/null 2>&1; then
+  export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C link-arg=-fuse-ld=mold"
+fi
+cargo build --release --locked --bin driftwatch >&2
+bin="$CARGO_TARGET_DIR/release/driftwatch"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+export DRIFTWATCH_OUT="$work"
+machine() { echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -m); $(date -u +%F)"; }
