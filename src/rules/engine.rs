@@ -288,17 +288,25 @@ impl Engine {
             ]);
             plan = plan.with_param_values(params).map_err(|e| e.to_string())?;
         }
-        let query = async {
-            let df = r.ctx.execute_logical_plan(plan).await?;
+        // The query runs as its own task: a CPU-bound operator that never yields would
+        // keep a timeout in the same task from ever firing.
+        let ctx = r.ctx.clone();
+        let mut task = tokio::spawn(async move {
+            let df = ctx.execute_logical_plan(plan).await?;
             df.collect().await
-        };
-        match tokio::time::timeout(self.timeout, query).await {
-            Ok(Ok(batches)) => Ok(batches),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!(
-                "query took longer than the rule timeout ({})",
-                humantime::format_duration(self.timeout)
-            )),
+        });
+        match tokio::time::timeout(self.timeout, &mut task).await {
+            Ok(Ok(Ok(batches))) => Ok(batches),
+            Ok(Ok(Err(e))) => Err(e.to_string()),
+            Ok(Err(e)) => Err(format!("the query's task failed: {e}")),
+            Err(_) => {
+                // Stops at the query's next yield point; its result is never read.
+                task.abort();
+                Err(format!(
+                    "query took longer than the rule timeout ({})",
+                    humantime::format_duration(self.timeout)
+                ))
+            }
         }
     }
 }
@@ -602,6 +610,29 @@ mod tests {
             .as_ref()
             .expect_err("the join cannot fit in 64 KiB");
         assert!(err.contains("Resources exhausted"), "{err}");
+        assert!(runs[1].result.is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rule_over_its_time_limit_fails_alone_and_nothing_hangs() {
+        let yaml = "- id: slow\n  severity: low\n  window: {size: 1m}\n  sql: |\n    \
+                    SELECT count(*) AS n FROM events a, events b \
+                    WHERE a.client_id <> concat(b.client_id, 'x')\n\
+                    - id: quick\n  severity: low\n  window: {size: 1m}\n  sql: SELECT count(*) AS n FROM events\n";
+        let rules = parse_rules(yaml, Path::new("q.yaml")).unwrap();
+        let config = EngineConfig {
+            rule_timeout: Duration::from_millis(20),
+            ..EngineConfig::default()
+        };
+        let e = Engine::new(rules, tables(), &config).await.unwrap();
+        let clients: Vec<String> = (0..4000).map(|i| format!("client-{i}")).collect();
+        let w = window_of(&e, 0, clients.iter().map(String::as_str).collect());
+        let runs = e.evaluate(&w).await;
+        let err = runs[0]
+            .result
+            .as_ref()
+            .expect_err("16 million string comparisons take longer than 20 ms");
+        assert!(err.contains("rule timeout"), "{err}");
         assert!(runs[1].result.is_ok());
     }
 
