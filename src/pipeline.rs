@@ -158,6 +158,8 @@ pub struct Pipeline {
 enum Msg {
     Batch(RawBatch, Decoded, u64),
     Idle,
+    Added(usize, String),
+    Removed(usize),
     PartitionDone(usize),
     End,
     Failed(SourceError),
@@ -297,7 +299,14 @@ impl Pipeline {
                         self.evaluate(closed).await?;
                     }
                 }
-                Msg::PartitionDone(pid) => {
+                Msg::Added(pid, name) => {
+                    if self.sources.len() <= pid {
+                        self.sources.resize(pid + 1, String::new());
+                    }
+                    self.windows.add_partition(pid, &name);
+                    self.sources[pid] = name;
+                }
+                Msg::Removed(pid) | Msg::PartitionDone(pid) => {
                     self.windows.partition_done(pid);
                     let closed = self.windows.close_ready();
                     self.evaluate(closed).await?;
@@ -711,6 +720,8 @@ fn read_loop(
                 std::thread::sleep(Duration::from_millis(100));
                 Msg::Idle
             }
+            Ok(Poll::Added(pid, name)) => Msg::Added(pid, name),
+            Ok(Poll::Removed(pid)) => Msg::Removed(pid),
             Ok(Poll::PartitionDone(pid)) => Msg::PartitionDone(pid),
             Ok(Poll::End) => Msg::End,
             Err(e) => Msg::Failed(e),
@@ -811,5 +822,73 @@ mod tests {
         );
         let (cp, _, _) = crate::state::load(dir.path()).unwrap().unwrap();
         assert_eq!(cp.positions["mem"], 1000);
+    }
+}
+
+#[cfg(test)]
+mod partition_tests {
+    use super::*;
+
+    /// Plays a fixed list of polls: partitions that come and go, as Kafka assigns them.
+    struct Scripted(std::collections::VecDeque<Poll>);
+
+    fn batch(pid: usize, from_s: i64, n: u64) -> Poll {
+        let mut b = RawBatch::new(pid);
+        for i in 0..n {
+            let ts = 1_795_255_200_000 + (from_s + i as i64) * 1000;
+            b.push(
+                format!(r#"{{"ts":{ts},"client_id":"c{pid}"}}"#).as_bytes(),
+                i,
+            );
+        }
+        b.resume_at = n;
+        Poll::Batch(b)
+    }
+
+    impl Source for Scripted {
+        fn partitions(&self) -> Vec<String> {
+            vec!["t/0".into()]
+        }
+        fn poll(&mut self) -> Result<Poll, SourceError> {
+            Ok(self.0.pop_front().unwrap_or(Poll::End))
+        }
+        fn resume(&mut self, _: &BTreeMap<String, u64>) -> Result<(), SourceError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn assigned_partitions_hold_the_watermark_until_they_send_and_revoked_ones_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config: Config = serde_yaml::from_str("source: {type: file, paths: []}").unwrap();
+        config.state_dir = Some(dir.path().to_owned());
+        config.alerts.stdout = false;
+        let rules = crate::rules::parse_rules(
+            "- id: r\n  severity: low\n  window: {size: 1m}\n  sql: SELECT count(*) AS n FROM events\n",
+            std::path::Path::new("r.yaml"),
+        )
+        .unwrap();
+        let pipeline = Pipeline::build(&config, rules, Vec::new()).await.unwrap();
+        let script = Scripted(
+            [
+                batch(0, 0, 60),
+                Poll::Added(1, "t/1".into()),
+                // Partition 0 runs ten minutes ahead; 1 has sent nothing, so no window
+                // may close and 1's first minute must not be late.
+                batch(0, 60, 600),
+                batch(1, 0, 30),
+                Poll::Removed(1),
+                batch(0, 660, 60),
+            ]
+            .into(),
+        );
+        let summary = pipeline
+            .run(Box::new(script), RunOptions::default())
+            .await
+            .unwrap();
+        assert_eq!((summary.good, summary.late), (750, 0));
+        assert_eq!(summary.records_read, 750);
+        let (cp, _, _) = crate::state::load(dir.path()).unwrap().unwrap();
+        assert_eq!(cp.positions.get("t/1"), Some(&30));
     }
 }

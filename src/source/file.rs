@@ -287,7 +287,7 @@ mod tests {
             match src.poll().unwrap() {
                 Poll::Batch(b) => out.push(b),
                 Poll::End => return out,
-                Poll::Idle | Poll::PartitionDone(_) => {}
+                _ => {}
             }
         }
     }

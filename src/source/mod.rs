@@ -89,6 +89,12 @@ pub enum Poll {
     Batch(RawBatch),
     /// Nothing new right now (follow mode, quiet topic).
     Idle,
+    /// A partition joined after the start (a Kafka assignment). Ids are never reused:
+    /// a partition assigned again later gets a new id under the same name.
+    Added(PartitionId, String),
+    /// A partition was taken away (a Kafka revocation): it stops holding the watermark;
+    /// what it already delivered stays in its windows.
+    Removed(PartitionId),
     /// This partition has no more records (end of a replay file).
     PartitionDone(PartitionId),
     /// Every partition is done.
@@ -127,7 +133,8 @@ impl SourceError {
 /// A stream of raw records split in partitions. `poll` may block briefly on I/O; the
 /// pipeline runs sources on their own thread.
 pub trait Source: Send {
-    /// A name for each partition, indexed by [`PartitionId`].
+    /// A name for each partition known at the start, indexed by [`PartitionId`];
+    /// later ones are announced with [`Poll::Added`].
     fn partitions(&self) -> Vec<String>;
     fn poll(&mut self) -> Result<Poll, SourceError>;
     /// Total input size in bytes when known (for a progress bar).

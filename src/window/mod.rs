@@ -141,6 +141,8 @@ pub struct Windows {
     specs: Vec<SpecState>,
     panes: BTreeMap<i64, Pane>,
     partitions: Vec<PartitionState>,
+    /// Restored state of partitions not yet present (Kafka assigns them after start).
+    parked: std::collections::HashMap<String, PartitionState>,
 }
 
 fn gcd(a: i64, b: i64) -> i64 {
@@ -174,6 +176,7 @@ impl Windows {
                 .collect(),
             panes: BTreeMap::new(),
             partitions: vec![PartitionState::default(); partitions],
+            parked: Default::default(),
         }
     }
 
@@ -186,6 +189,13 @@ impl Windows {
         if pid >= self.partitions.len() {
             self.partitions.resize(pid + 1, PartitionState::default());
         }
+    }
+
+    /// A partition that joined after the start; takes over the state a checkpoint
+    /// saved under its name.
+    pub fn add_partition(&mut self, pid: PartitionId, name: &str) {
+        self.ensure_partition(pid);
+        self.partitions[pid] = self.parked.remove(name).unwrap_or_default();
     }
 
     /// The pipeline's watermark: None while some active partition has sent nothing.
@@ -514,9 +524,15 @@ impl Windows {
             spec.next_start = *next;
         }
         for (name, p) in &state.partitions {
-            if let Some(pid) = pid_of(name) {
-                self.ensure_partition(pid);
-                self.partitions[pid] = PartitionState { idle: false, ..*p };
+            let p = PartitionState { idle: false, ..*p };
+            match pid_of(name) {
+                Some(pid) => {
+                    self.ensure_partition(pid);
+                    self.partitions[pid] = p;
+                }
+                None => {
+                    self.parked.insert(name.clone(), p);
+                }
             }
         }
         let mut rows = batches.into_iter();
