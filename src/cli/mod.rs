@@ -88,8 +88,14 @@ pub struct GenArgs {
     #[arg(long)]
     pub events: u64,
     /// Output file (.gz is compressed).
+    #[arg(long, required_unless_present = "kafka", conflicts_with = "kafka")]
+    pub out: Option<PathBuf>,
+    /// Produce to Kafka instead (bootstrap servers), keyed by client id.
+    #[arg(long, requires = "topic")]
+    pub kafka: Option<String>,
+    /// Topic for --kafka.
     #[arg(long)]
-    pub out: PathBuf,
+    pub topic: Option<String>,
     /// Where to write the planted episodes (JSON lines).
     #[arg(long)]
     pub truth: Option<PathBuf>,
@@ -220,9 +226,21 @@ fn gen_cmd(args: GenArgs) -> Result<(), Failure> {
         events: args.events,
         rate: args.rate,
     };
-    crate::scenario::Generator::new(opts.clone()).map_err(Failure::usage)?;
-    let episodes = crate::scenario::write_scenario(opts, &args.out)
-        .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", args.out.display())))?;
+    let mut generator = crate::scenario::Generator::new(opts.clone()).map_err(Failure::usage)?;
+    let episodes = match (&args.out, &args.kafka, &args.topic) {
+        (Some(out), _, _) => crate::scenario::write_scenario(opts, out)
+            .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", out.display())))?,
+        (None, Some(brokers), Some(topic)) => {
+            crate::source::kafka::produce(brokers, topic, &mut generator)
+                .map_err(Failure::runtime)?;
+            generator.episodes()
+        }
+        _ => {
+            return Err(Failure::usage(
+                "give --out FILE, or --kafka BROKERS --topic T",
+            ));
+        }
+    };
     if let Some(truth) = &args.truth {
         let mut text = String::new();
         for e in &episodes {
@@ -232,10 +250,14 @@ fn gen_cmd(args: GenArgs) -> Result<(), Failure> {
         std::fs::write(truth, text)
             .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", truth.display())))?;
     }
+    let target = match (&args.out, &args.topic) {
+        (Some(out), _) => out.display().to_string(),
+        (None, Some(t)) => format!("topic {t}"),
+        _ => String::new(),
+    };
     eprintln!(
-        "wrote {} records to {} ({} planted episodes)",
+        "wrote {} records to {target} ({} planted episodes)",
         args.events,
-        args.out.display(),
         episodes.len()
     );
     Ok(())

@@ -125,6 +125,8 @@ pub struct Generator {
     next_attack: Vec<f64>,
     next_honest: f64,
     written: u64,
+    /// Client id of the record written last (the Kafka message key).
+    last_client: String,
     probe_bases: Vec<Input>,
     amount: LogNormal<f64>,
     age: Normal<f64>,
@@ -187,6 +189,7 @@ impl Generator {
             next_attack,
             next_honest: START_MS as f64,
             written: 0,
+            last_client: String::new(),
             probe_bases,
             amount: LogNormal::new(3.5, 1.0).expect("valid lognormal"),
             age: Normal::new(40.0, 12.0).expect("valid normal"),
@@ -221,6 +224,11 @@ impl Generator {
                 }
             })
             .collect()
+    }
+
+    /// Client id of the last record (the key when producing to Kafka).
+    pub fn last_client(&self) -> &str {
+        &self.last_client
     }
 
     pub fn remaining(&self) -> u64 {
@@ -283,6 +291,7 @@ impl Generator {
             history[slot] = x;
         }
         let client = self.clients[c].id.clone();
+        self.last_client.clone_from(&client);
         if self.malformed_at(ts) {
             self.write_garbage(ts as i64, &client, out);
         } else {
@@ -341,6 +350,7 @@ impl Generator {
             },
             Kind::Malformed | Kind::Drift => unreachable!("not an attacking client"),
         };
+        self.last_client.clone_from(&p.client);
         self.write_record(ts as i64, &p.client, &x, out);
     }
 

@@ -8,6 +8,7 @@
 
 pub mod file;
 pub mod generator;
+pub mod kafka;
 
 use std::path::{Path, PathBuf};
 
@@ -118,6 +119,8 @@ pub enum SourceError {
     Generator(String),
     #[error("cannot resume from the checkpoint: {0}")]
     Resume(String),
+    #[error("kafka: {0}")]
+    Kafka(String),
 }
 
 impl SourceError {
@@ -165,6 +168,8 @@ pub enum SourceConfig {
     File(file::FileSourceConfig),
     /// Deterministic synthetic traffic (the quick start's embedded default).
     Generator(generator::GeneratorSourceConfig),
+    /// A Kafka consumer group.
+    Kafka(kafka::KafkaSourceConfig),
 }
 
 impl SourceConfig {
@@ -183,6 +188,7 @@ impl SourceConfig {
         Ok(match self {
             SourceConfig::File(c) => Box::new(file::FileSource::open(c, max_record_bytes)?),
             SourceConfig::Generator(c) => Box::new(generator::GeneratorSource::new(c)?),
+            SourceConfig::Kafka(c) => Box::new(kafka::KafkaSource::new(c, max_record_bytes)?),
         })
     }
 }

@@ -2,4 +2,5 @@
 
 mod checkpoint;
 mod cli;
+mod kafka;
 mod rule_files;

@@ -1,0 +1,375 @@
+//! Kafka source: a consumer-group member reading one or more topics with `rdkafka`.
+//!
+//! Offsets are never auto-committed: the pipeline tells the source which positions a
+//! written checkpoint covers ([`Source::checkpointed`]) and only those are committed, so
+//! a restart re-reads at most one checkpoint interval. On assignment, a partition whose
+//! position a checkpoint holds starts exactly there (not at the group's offset, which
+//! may lag the checkpoint by one commit). Each assigned partition is a pipeline
+//! partition named `topic/partition`, with its own watermark.
+//!
+//! Config names follow Vector's Kafka source where they overlap.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use serde::Deserialize;
+
+use super::{Oversized, PartitionId, Poll, RawBatch, Source, SourceError};
+
+/// `source: {type: kafka, ...}`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceConfig {
+    /// `host:port,...`
+    pub bootstrap_servers: String,
+    /// Topic names; a name starting with `^` is a regular expression.
+    pub topics: Vec<String>,
+    pub group_id: String,
+    /// Where a partition with no committed offset starts: `earliest` or `latest`.
+    #[serde(default = "earliest")]
+    pub auto_offset_reset: String,
+    #[serde(default)]
+    pub sasl: Option<SaslConfig>,
+    /// Extra librdkafka settings, passed through as they are.
+    #[serde(default)]
+    pub librdkafka_options: BTreeMap<String, String>,
+    /// Records per batch handed to the decoder.
+    #[serde(default = "default_batch")]
+    pub batch_records: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaslConfig {
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub mechanism: String,
+    pub username: String,
+    /// Never printed; use `${ENV}` in the config file.
+    pub password: Secret,
+    /// Use TLS on the connection (`SASL_SSL`) instead of `SASL_PLAINTEXT`.
+    #[serde(default)]
+    pub tls: bool,
+}
+
+/// A string that never shows in `Debug` output or errors.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+fn earliest() -> String {
+    "earliest".into()
+}
+fn default_batch() -> usize {
+    8192
+}
+
+enum Change {
+    Added(String, i32),
+    Removed(String, i32),
+}
+
+/// Applies checkpoint positions on assignment and reports what changed.
+struct Context {
+    resume: Mutex<HashMap<(String, i32), i64>>,
+    changes: Mutex<VecDeque<Change>>,
+}
+
+impl ClientContext for Context {}
+
+impl ConsumerContext for Context {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let mut changes = self.changes.lock().expect("changes lock");
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let resume = self.resume.lock().expect("resume lock");
+                for e in tpl.elements() {
+                    changes.push_back(Change::Added(e.topic().to_owned(), e.partition()));
+                }
+                let starts: Vec<(String, i32, i64)> = tpl
+                    .elements()
+                    .iter()
+                    .filter_map(|e| {
+                        let key = (e.topic().to_owned(), e.partition());
+                        resume.get(&key).map(|&o| (key.0, key.1, o))
+                    })
+                    .collect();
+                for (topic, partition, offset) in starts {
+                    let _ = tpl.set_partition_offset(&topic, partition, Offset::Offset(offset));
+                }
+                if let Err(e) = consumer.assign(tpl) {
+                    tracing::error!(error = %e, "kafka: cannot take the assigned partitions");
+                }
+            }
+            _ => {
+                for e in tpl.elements() {
+                    changes.push_back(Change::Removed(e.topic().to_owned(), e.partition()));
+                }
+                if let Err(e) = consumer.unassign() {
+                    tracing::error!(error = %e, "kafka: cannot give up revoked partitions");
+                }
+            }
+        }
+    }
+}
+
+pub struct KafkaSource {
+    consumer: BaseConsumer<Context>,
+    batch_records: usize,
+    max_record_bytes: usize,
+    parts: Assignments,
+    pending: VecDeque<Poll>,
+    bytes: u64,
+}
+
+/// Partition id of each assigned (topic, partition), and the name of every id.
+#[derive(Default)]
+struct Assignments {
+    ids: HashMap<(String, i32), PartitionId>,
+    names: Vec<String>,
+}
+
+impl Assignments {
+    /// Turns the rebalances the context saw into partition events.
+    fn apply(&mut self, context: &Context, out: &mut VecDeque<Poll>) {
+        let changes: Vec<Change> = context
+            .changes
+            .lock()
+            .expect("changes lock")
+            .drain(..)
+            .collect();
+        for change in changes {
+            match change {
+                Change::Added(topic, p) => {
+                    let pid = self.names.len();
+                    let name = format!("{topic}/{p}");
+                    self.names.push(name.clone());
+                    self.ids.insert((topic, p), pid);
+                    out.push_back(Poll::Added(pid, name));
+                }
+                Change::Removed(topic, p) => {
+                    if let Some(pid) = self.ids.remove(&(topic, p)) {
+                        out.push_back(Poll::Removed(pid));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl KafkaSource {
+    pub fn new(c: &KafkaSourceConfig, max_record_bytes: usize) -> Result<Self, SourceError> {
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", &c.bootstrap_servers)
+            .set("group.id", &c.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", &c.auto_offset_reset)
+            .set("enable.partition.eof", "false")
+            .set(
+                "message.max.bytes",
+                (max_record_bytes.max(1 << 20) + 1024).to_string(),
+            );
+        if let Some(s) = &c.sasl {
+            cfg.set(
+                "security.protocol",
+                if s.tls { "SASL_SSL" } else { "SASL_PLAINTEXT" },
+            )
+            .set("sasl.mechanism", &s.mechanism)
+            .set("sasl.username", &s.username)
+            .set("sasl.password", &s.password.0);
+        }
+        for (k, v) in &c.librdkafka_options {
+            cfg.set(k, v);
+        }
+        let context = Context {
+            resume: Mutex::new(HashMap::new()),
+            changes: Mutex::new(VecDeque::new()),
+        };
+        let consumer: BaseConsumer<Context> = cfg
+            .create_with_context(context)
+            .map_err(|e| SourceError::Kafka(format!("cannot create the consumer: {e}")))?;
+        let topics: Vec<&str> = c.topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|e| SourceError::Kafka(format!("cannot subscribe to {topics:?}: {e}")))?;
+        Ok(Self {
+            consumer,
+            batch_records: c.batch_records.max(1),
+            max_record_bytes,
+            parts: Assignments::default(),
+            pending: VecDeque::new(),
+            bytes: 0,
+        })
+    }
+
+    /// Reads up to one batch of messages, split by partition, into `pending`.
+    fn fetch(&mut self) -> Result<(), SourceError> {
+        let mut batches: BTreeMap<PartitionId, RawBatch> = BTreeMap::new();
+        let mut n = 0;
+        let mut timeout = Duration::from_millis(100);
+        while n < self.batch_records {
+            let Some(result) = self.consumer.poll(timeout) else {
+                break;
+            };
+            timeout = Duration::ZERO;
+            let msg = match result {
+                Ok(m) => m,
+                Err(KafkaError::MessageConsumption(code)) => {
+                    tracing::warn!(%code, "kafka: consume error");
+                    continue;
+                }
+                Err(e) => return Err(classify(e)),
+            };
+            let key = (msg.topic().to_owned(), msg.partition());
+            if !self.parts.ids.contains_key(&key) {
+                self.parts.apply(self.consumer.context(), &mut self.pending);
+            }
+            let Some(&pid) = self.parts.ids.get(&key) else {
+                continue;
+            };
+            let batch = batches.entry(pid).or_insert_with(|| RawBatch::new(pid));
+            let offset = msg.offset().max(0) as u64;
+            let payload = msg.payload().unwrap_or(&[]);
+            self.bytes += payload.len() as u64;
+            if payload.len() > self.max_record_bytes {
+                batch.oversized.push(Oversized {
+                    position: offset,
+                    len: payload.len(),
+                    head: payload[..256.min(payload.len())].to_vec(),
+                });
+            } else {
+                batch.push(payload, offset);
+            }
+            batch.resume_at = offset + 1;
+            n += 1;
+        }
+        self.parts.apply(self.consumer.context(), &mut self.pending);
+        // A partition revoked and assigned back resumes after what was delivered.
+        let mut resume = self.consumer.context().resume.lock().expect("resume lock");
+        for b in batches.values() {
+            if let Some(name) = self.parts.names.get(b.partition)
+                && let Some((topic, p)) = name.rsplit_once('/')
+                && let Ok(p) = p.parse::<i32>()
+            {
+                resume.insert((topic.to_owned(), p), b.resume_at as i64);
+            }
+        }
+        drop(resume);
+        self.pending.extend(batches.into_values().map(Poll::Batch));
+        Ok(())
+    }
+}
+
+/// Errors a user fixes in the config (auth, unknown broker) versus transient ones.
+fn classify(e: KafkaError) -> SourceError {
+    SourceError::Kafka(e.to_string())
+}
+
+impl Source for KafkaSource {
+    fn partitions(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn poll(&mut self) -> Result<Poll, SourceError> {
+        if self.pending.is_empty() {
+            self.parts.apply(self.consumer.context(), &mut self.pending);
+        }
+        if self.pending.is_empty() {
+            self.fetch()?;
+        }
+        Ok(self.pending.pop_front().unwrap_or(Poll::Idle))
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.bytes
+    }
+
+    fn resume(&mut self, positions: &BTreeMap<String, u64>) -> Result<(), SourceError> {
+        let mut resume = self.consumer.context().resume.lock().expect("resume lock");
+        for (name, &pos) in positions {
+            if let Some((topic, p)) = name.rsplit_once('/')
+                && let Ok(p) = p.parse::<i32>()
+            {
+                resume.insert((topic.to_owned(), p), pos as i64);
+            }
+        }
+        Ok(())
+    }
+
+    fn checkpointed(&mut self, positions: &BTreeMap<String, u64>) {
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, p), pid) in &self.parts.ids {
+            if let Some(&pos) = self.parts.names.get(*pid).and_then(|n| positions.get(n)) {
+                let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(pos as i64));
+            }
+        }
+        if tpl.count() > 0
+            && let Err(e) = self.consumer.commit(&tpl, CommitMode::Async)
+        {
+            tracing::warn!(error = %e, "kafka: offset commit failed; the next checkpoint retries");
+        }
+    }
+}
+
+/// Produces generated traffic to `topic`, keyed by client id (so one client's records
+/// stay in one partition, in order). Returns the number of records sent.
+pub fn produce(
+    brokers: &str,
+    topic: &str,
+    generator: &mut crate::scenario::Generator,
+) -> Result<u64, String> {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("enable.idempotence", "true")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "500000")
+        .create()
+        .map_err(|e| format!("cannot create a producer for {brokers}: {e}"))?;
+    let mut line = Vec::with_capacity(512);
+    let mut sent = 0u64;
+    while generator.next_record(&mut line) {
+        let key = generator.last_client().to_owned();
+        loop {
+            match producer.send(BaseRecord::to(topic).payload(&line).key(&key)) {
+                Ok(()) => break,
+                Err((
+                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    _,
+                )) => {
+                    producer.poll(Duration::from_millis(50));
+                }
+                Err((e, _)) => return Err(format!("cannot produce to {topic}: {e}")),
+            }
+        }
+        sent += 1;
+        line.clear();
+        if sent.is_multiple_of(10_000) {
+            producer.poll(Duration::ZERO);
+        }
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .map_err(|e| format!("cannot deliver every record to {topic}: {e}"))?;
+    Ok(sent)
+}
