@@ -82,13 +82,28 @@ enum Change {
     Removed(String, i32),
 }
 
-/// Applies checkpoint positions on assignment and reports what changed.
+/// Applies checkpoint positions on assignment, reports what changed, and keeps
+/// errors that retrying cannot fix (wrong credentials).
 struct Context {
     resume: Mutex<HashMap<(String, i32), i64>>,
     changes: Mutex<VecDeque<Change>>,
+    fatal: Mutex<Option<String>>,
 }
 
-impl ClientContext for Context {}
+impl ClientContext for Context {
+    fn error(&self, error: KafkaError, reason: &str) {
+        use rdkafka::types::RDKafkaErrorCode::{Authentication, SaslAuthenticationFailed};
+        match error.rdkafka_error_code() {
+            Some(Authentication | SaslAuthenticationFailed) => {
+                *self.fatal.lock().expect("fatal lock") = Some(format!(
+                    "authentication failed ({reason}): check sasl.mechanism, username and password"
+                ));
+            }
+            // Brokers that are down or restarting: librdkafka reconnects by itself.
+            _ => tracing::warn!(error = %error, reason, "kafka"),
+        }
+    }
+}
 
 impl ConsumerContext for Context {
     fn rebalance(
@@ -203,6 +218,7 @@ impl KafkaSource {
         let context = Context {
             resume: Mutex::new(HashMap::new()),
             changes: Mutex::new(VecDeque::new()),
+            fatal: Mutex::new(None),
         };
         let consumer: BaseConsumer<Context> = cfg
             .create_with_context(context)
@@ -290,6 +306,16 @@ impl Source for KafkaSource {
     }
 
     fn poll(&mut self) -> Result<Poll, SourceError> {
+        if let Some(why) = self
+            .consumer
+            .context()
+            .fatal
+            .lock()
+            .expect("fatal lock")
+            .take()
+        {
+            return Err(SourceError::KafkaConfig(why));
+        }
         if self.pending.is_empty() {
             self.parts.apply(self.consumer.context(), &mut self.pending);
         }

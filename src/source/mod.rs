@@ -121,6 +121,9 @@ pub enum SourceError {
     Resume(String),
     #[error("kafka: {0}")]
     Kafka(String),
+    /// A Kafka problem only a config change fixes (credentials).
+    #[error("kafka: {0}")]
+    KafkaConfig(String),
 }
 
 impl SourceError {
@@ -128,7 +131,10 @@ impl SourceError {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            SourceError::Open { .. } | SourceError::Generator(_) | SourceError::Resume(_)
+            SourceError::Open { .. }
+                | SourceError::Generator(_)
+                | SourceError::Resume(_)
+                | SourceError::KafkaConfig(_)
         )
     }
 }

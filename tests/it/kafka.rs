@@ -127,3 +127,79 @@ fn a_six_partition_topic_gives_the_same_alerts_as_a_replay_of_its_records() {
     assert!(want.len() >= 6, "{want:?}");
     assert_eq!(keyed(&consumed), want, "{}", text(&o));
 }
+
+#[test]
+fn scram_credentials_from_env_connect_and_wrong_ones_exit_2() {
+    let brokers = brokers();
+    let scram = std::env::var("KAFKA_SCRAM_BROKERS").expect("KAFKA_SCRAM_BROKERS is not set");
+    let dir = tempfile::tempdir().unwrap();
+    let topic = format!("scram-{}", std::process::id());
+    create_topic(&brokers, &topic, 2);
+    let o = driftwatch(
+        &[
+            "gen",
+            "--scenario",
+            "flood",
+            "--seed",
+            "5",
+            "--events",
+            "40000",
+            "--rate",
+            "20",
+            "--kafka",
+            &brokers,
+            "--topic",
+            &topic,
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let cfg = dir.path().join("scram.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source:\n  type: kafka\n  bootstrap_servers: {scram}\n  topics: [{topic}]\n  group_id: g-{topic}\n\
+             \x20 sasl: {{mechanism: SCRAM-SHA-256, username: \"${{KAFKA_SCRAM_USER}}\", password: \"${{KAFKA_SCRAM_PASSWORD}}\"}}\n\
+             time: {{idle_timeout: 2s}}\nqueries: {}\nalerts: {{stdout: false}}\n",
+            root().join("queries").display()
+        ),
+    )
+    .unwrap();
+    let run = |password: &str| {
+        let alerts = dir.path().join(format!("alerts-{}.jsonl", password.len()));
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+            .args([
+                "run",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--until-idle",
+                "4",
+                "--alerts-out",
+                alerts.to_str().unwrap(),
+            ])
+            .env("KAFKA_SCRAM_PASSWORD", password)
+            .output()
+            .unwrap();
+        (o, alerts)
+    };
+    let good = std::env::var("KAFKA_SCRAM_PASSWORD").expect("KAFKA_SCRAM_PASSWORD is not set");
+    let (o, alerts) = run(&good);
+    assert!(o.status.success(), "{}", text(&o));
+    let firing = jsonl(&alerts);
+    assert!(
+        firing
+            .iter()
+            .any(|a| a["rule_id"] == "flood.client_rate" && a["state"] == "firing"),
+        "{}",
+        text(&o)
+    );
+
+    let (o, _) = run("not-the-password");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("authentication failed"), "{err}");
+    assert!(
+        !err.contains("not-the-password"),
+        "the password must not be printed: {err}"
+    );
+}
