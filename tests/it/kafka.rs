@@ -203,3 +203,108 @@ fn scram_credentials_from_env_connect_and_wrong_ones_exit_2() {
         "the password must not be printed: {err}"
     );
 }
+
+#[test]
+fn kill_9_mid_topic_then_restart_delivers_every_alert_once() {
+    let brokers = brokers();
+    let dir = tempfile::tempdir().unwrap();
+    let topic = format!("killed-{}", std::process::id());
+    create_topic(&brokers, &topic, 6);
+    let (input, _) = generate(dir.path(), "mixed", 9, 160_000, "50");
+    let o = driftwatch(
+        &[
+            "gen",
+            "--scenario",
+            "mixed",
+            "--seed",
+            "9",
+            "--events",
+            "160000",
+            "--rate",
+            "50",
+            "--kafka",
+            &brokers,
+            "--topic",
+            &topic,
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let replayed = dir.path().join("replayed.jsonl");
+    let o = driftwatch(
+        &[
+            "replay",
+            "--config",
+            "examples/replay.yaml",
+            "--no-progress",
+            "--input",
+            input.to_str().unwrap(),
+            "--alerts-out",
+            replayed.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+
+    let cfg = kafka_config(dir.path(), &brokers, &topic, &format!("g-{topic}"));
+    // Static membership: a restarted instance takes its partitions back at once.
+    let mut text_cfg = std::fs::read_to_string(&cfg).unwrap();
+    text_cfg = text_cfg.replace(
+        "  group_id:",
+        "  librdkafka_options: {group.instance.id: killed-test, session.timeout.ms: \"6000\"}\n  group_id:",
+    );
+    text_cfg.push_str("checkpoint_interval: 50ms\n");
+    std::fs::write(&cfg, text_cfg).unwrap();
+    let state = dir.path().join("state");
+    let consumed = dir.path().join("consumed.jsonl");
+    let args = [
+        "run",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--until-idle",
+        "4",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--alerts-out",
+        consumed.to_str().unwrap(),
+    ];
+    let mut kills = 0;
+    for delay_ms in [2500u64, 3200] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        child.wait().unwrap();
+    }
+    assert!(kills >= 1, "every run ended before its kill");
+    let o = driftwatch(&args, dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("restored from"),
+        "{}",
+        text(&o)
+    );
+    let lines: Vec<String> = jsonl(&consumed)
+        .iter()
+        .map(|a| format!("{} {}", a["id"], a["state"]))
+        .collect();
+    let unique: BTreeSet<&String> = lines.iter().collect();
+    assert_eq!(
+        unique.len(),
+        lines.len(),
+        "an (id, state) was delivered twice after {kills} kills"
+    );
+    assert_eq!(
+        keyed(&consumed),
+        keyed(&replayed),
+        "after {kills} kills: {}",
+        text(&o)
+    );
+}
