@@ -258,7 +258,9 @@ impl Pipeline {
                 source,
             })?;
         let mut last_data = Instant::now();
-        let mut idle_marked = false;
+        // Wall-clock time each partition last sent records: a partition quiet for
+        // `idle_timeout` stops holding the watermark back.
+        let mut heard: Vec<Instant> = vec![Instant::now(); self.sources.len()];
         let mut shutdown = std::pin::pin!(shutdown_signal());
         let mut interrupted = false;
         loop {
@@ -273,7 +275,9 @@ impl Pipeline {
             match msg {
                 Msg::Batch(raw, decoded, bytes) => {
                     last_data = Instant::now();
-                    idle_marked = false;
+                    if let Some(h) = heard.get_mut(raw.partition) {
+                        *h = last_data;
+                    }
                     if let Some(p) = &progress {
                         p.set_position(bytes);
                     }
@@ -290,19 +294,13 @@ impl Pipeline {
                         );
                         break;
                     }
-                    if !idle_marked && quiet >= self.time.idle_timeout {
-                        idle_marked = true;
-                        for pid in 0..self.sources.len() {
-                            self.windows.set_idle(pid, true);
-                        }
-                        let closed = self.windows.close_ready();
-                        self.evaluate(closed).await?;
-                    }
                 }
                 Msg::Added(pid, name) => {
                     if self.sources.len() <= pid {
                         self.sources.resize(pid + 1, String::new());
+                        heard.resize(pid + 1, Instant::now());
                     }
+                    heard[pid] = Instant::now();
                     self.windows.add_partition(pid, &name);
                     self.sources[pid] = name;
                 }
@@ -314,6 +312,7 @@ impl Pipeline {
                 Msg::End => break,
                 Msg::Failed(e) => return Err(e.into()),
             }
+            self.mark_idle(&heard).await?;
             self.maybe_checkpoint().await?;
         }
         drop(rx);
@@ -335,6 +334,24 @@ impl Pipeline {
         }
         self.summary.elapsed = started.elapsed();
         Ok(self.finish())
+    }
+
+    /// Marks partitions that sent nothing for `idle_timeout` as idle, and closes the
+    /// windows they were holding back.
+    async fn mark_idle(&mut self, heard: &[Instant]) -> Result<(), PipelineError> {
+        let mut changed = false;
+        for (pid, at) in heard.iter().enumerate() {
+            if at.elapsed() >= self.time.idle_timeout && !self.windows.is_idle(pid) {
+                tracing::info!(partition = %self.sources[pid], "partition idle: it no longer holds the watermark");
+                self.windows.set_idle(pid, true);
+                changed = true;
+            }
+        }
+        if changed {
+            let closed = self.windows.close_ready();
+            self.evaluate(closed).await?;
+        }
+        Ok(())
     }
 
     /// Loads the state directory's checkpoint, if any; returns the source positions to
@@ -890,5 +907,38 @@ mod partition_tests {
         assert_eq!(summary.records_read, 750);
         let (cp, _, _) = crate::state::load(dir.path()).unwrap().unwrap();
         assert_eq!(cp.positions.get("t/1"), Some(&30));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_quiet_partition_stops_holding_the_watermark_after_the_idle_timeout() {
+        let mut config: Config = serde_yaml::from_str("source: {type: file, paths: []}").unwrap();
+        config.alerts.stdout = false;
+        config.time.idle_timeout = Duration::from_millis(100);
+        let rules = crate::rules::parse_rules(
+            "- id: r\n  severity: low\n  window: {size: 1m}\n  sql: SELECT count(*) AS n FROM events\n",
+            std::path::Path::new("r.yaml"),
+        )
+        .unwrap();
+        let pipeline = Pipeline::build(&config, rules, Vec::new()).await.unwrap();
+        let script = Scripted(
+            [
+                Poll::Added(1, "t/1".into()),
+                batch(0, 0, 600),
+                // Partition 1 stays quiet for 300 ms (each idle poll waits 100 ms) ...
+                Poll::Idle,
+                Poll::Idle,
+                Poll::Idle,
+                // ... so the windows partition 0 filled have closed, and what 1 sends
+                // about the past is late.
+                batch(1, 0, 30),
+            ]
+            .into(),
+        );
+        let summary = pipeline
+            .run(Box::new(script), RunOptions::default())
+            .await
+            .unwrap();
+        assert_eq!((summary.good, summary.late), (600, 30));
+        assert!(summary.windows_closed >= 9, "{summary:?}");
     }
 }

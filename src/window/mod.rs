@@ -224,6 +224,11 @@ impl Windows {
         self.partitions[pid].done = true;
     }
 
+    /// Idle, or done: either way it does not hold the watermark.
+    pub fn is_idle(&self, pid: PartitionId) -> bool {
+        self.partitions.get(pid).is_none_or(|p| p.idle || p.done)
+    }
+
     pub fn set_idle(&mut self, pid: PartitionId, idle: bool) {
         self.ensure_partition(pid);
         self.partitions[pid].idle = idle;
