@@ -43,6 +43,9 @@ pub enum PipelineError {
     },
     #[error(transparent)]
     State(#[from] StateError),
+    /// A bug: a thread or task of ours died.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl PipelineError {
@@ -51,7 +54,7 @@ impl PipelineError {
         match self {
             PipelineError::Rules(_) | PipelineError::Config(_) => true,
             PipelineError::Source(e) => e.is_usage(),
-            PipelineError::Io { .. } => false,
+            PipelineError::Io { .. } | PipelineError::Internal(_) => false,
             PipelineError::State(e) => matches!(e, StateError::Incompatible { .. }),
         }
     }
@@ -318,7 +321,7 @@ impl Pipeline {
         drop(rx);
         let mut source = reader
             .join()
-            .map_err(|_| PipelineError::Config("the source thread panicked".into()))?;
+            .map_err(|_| PipelineError::Internal("the source thread panicked".into()))?;
         if interrupted {
             tracing::info!("stopping on signal: windows stay open in the checkpoint");
         } else {
@@ -479,7 +482,7 @@ impl Pipeline {
         if let Some(w) = self.writing.take() {
             let info = w
                 .await
-                .map_err(|e| PipelineError::Config(format!("checkpoint writer: {e}")))??;
+                .map_err(|e| PipelineError::Internal(format!("checkpoint writer: {e}")))??;
             tracing::info!(bytes = info.bytes, ms = info.millis, "checkpoint written");
             self.written(info);
         }
@@ -503,7 +506,7 @@ impl Pipeline {
         let schema = self.schema.clone();
         let info = tokio::task::spawn_blocking(move || write_checkpoint(&dir, &cp, &schema))
             .await
-            .map_err(|e| PipelineError::Config(format!("checkpoint writer: {e}")))??;
+            .map_err(|e| PipelineError::Internal(format!("checkpoint writer: {e}")))??;
         self.written(info);
         Ok(())
     }
@@ -685,10 +688,7 @@ fn write_checkpoint(
     schema: &SchemaRef,
 ) -> Result<CheckpointInfo, StateError> {
     let started = Instant::now();
-    let bytes = state::encode(cp, schema).map_err(|why| StateError::Corrupt {
-        path: dir.to_owned(),
-        why: format!("cannot encode the checkpoint: {why}"),
-    })?;
+    let bytes = state::encode(cp, schema).map_err(StateError::Encode)?;
     state::write(dir, &bytes)?;
     Ok(CheckpointInfo {
         written_at: cp.written_at.clone(),
@@ -874,18 +874,23 @@ mod partition_tests {
         }
     }
 
+    /// A pipeline with one rule on one-minute windows.
+    async fn counting_pipeline(config: &Config) -> Pipeline {
+        let rules = crate::rules::parse_rules(
+            "- id: r\n  severity: low\n  window: {size: 1m}\n  sql: SELECT count(*) AS n FROM events\n",
+            std::path::Path::new("r.yaml"),
+        )
+        .unwrap();
+        Pipeline::build(config, rules, Vec::new()).await.unwrap()
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn assigned_partitions_hold_the_watermark_until_they_send_and_revoked_ones_let_go() {
         let dir = tempfile::tempdir().unwrap();
         let mut config: Config = serde_yaml::from_str("source: {type: file, paths: []}").unwrap();
         config.state_dir = Some(dir.path().to_owned());
         config.alerts.stdout = false;
-        let rules = crate::rules::parse_rules(
-            "- id: r\n  severity: low\n  window: {size: 1m}\n  sql: SELECT count(*) AS n FROM events\n",
-            std::path::Path::new("r.yaml"),
-        )
-        .unwrap();
-        let pipeline = Pipeline::build(&config, rules, Vec::new()).await.unwrap();
+        let pipeline = counting_pipeline(&config).await;
         let script = Scripted(
             [
                 batch(0, 0, 60),
@@ -914,12 +919,7 @@ mod partition_tests {
         let mut config: Config = serde_yaml::from_str("source: {type: file, paths: []}").unwrap();
         config.alerts.stdout = false;
         config.time.idle_timeout = Duration::from_millis(100);
-        let rules = crate::rules::parse_rules(
-            "- id: r\n  severity: low\n  window: {size: 1m}\n  sql: SELECT count(*) AS n FROM events\n",
-            std::path::Path::new("r.yaml"),
-        )
-        .unwrap();
-        let pipeline = Pipeline::build(&config, rules, Vec::new()).await.unwrap();
+        let pipeline = counting_pipeline(&config).await;
         let script = Scripted(
             [
                 Poll::Added(1, "t/1".into()),

@@ -44,6 +44,8 @@ pub enum StateError {
     },
     #[error("{path}: checkpoint is damaged: {why}")]
     Corrupt { path: PathBuf, why: String },
+    #[error("cannot encode a checkpoint: {0}")]
+    Encode(String),
     #[error(
         "{path}: {why}; start with --reset-state to discard it (alert and window state is lost)"
     )]

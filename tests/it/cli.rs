@@ -380,7 +380,7 @@ pub(crate) fn follow_flood(dir: &Path) -> PathBuf {
         &cfg,
         format!(
             "source: {{type: file, paths: [{}], follow: true}}\nqueries: {}\n\
-             time: {{idle_timeout: 1s}}\nalerts: {{stdout: false}}\n",
+             time: {{idle_timeout: 1s}}\nalerts: {{stdout: false}}\ncheckpoint_interval: 500ms\n",
             input.display(),
             root().join("queries").display()
         ),

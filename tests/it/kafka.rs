@@ -65,34 +65,33 @@ fn keyed(path: &Path) -> BTreeSet<String> {
         .collect()
 }
 
-#[test]
-fn a_six_partition_topic_gives_the_same_alerts_as_a_replay_of_its_records() {
-    let brokers = brokers();
-    let dir = tempfile::tempdir().unwrap();
-    let topic = format!("mixed-{}", std::process::id());
-    create_topic(&brokers, &topic, 6);
-    let (input, _) = generate(dir.path(), "mixed", 7, 160_000, "50");
+/// A 6-partition topic holding the `mixed` scenario of `seed`, and the alerts file of a
+/// replay of the same records.
+fn mixed_topic(brokers: &str, dir: &Path, name: &str, seed: u64) -> (String, std::path::PathBuf) {
+    let topic = format!("{name}-{}", std::process::id());
+    create_topic(brokers, &topic, 6);
+    let seed_s = seed.to_string();
+    let (input, _) = generate(dir, "mixed", seed, 160_000, "50");
     let o = driftwatch(
         &[
             "gen",
             "--scenario",
             "mixed",
             "--seed",
-            "7",
+            &seed_s,
             "--events",
             "160000",
             "--rate",
             "50",
             "--kafka",
-            &brokers,
+            brokers,
             "--topic",
             &topic,
         ],
-        dir.path(),
+        dir,
     );
     assert!(o.status.success(), "{}", text(&o));
-
-    let replayed = dir.path().join("replayed.jsonl");
+    let replayed = dir.join(format!("replayed-{seed}.jsonl"));
     let o = driftwatch(
         &[
             "replay",
@@ -104,10 +103,17 @@ fn a_six_partition_topic_gives_the_same_alerts_as_a_replay_of_its_records() {
             "--alerts-out",
             replayed.to_str().unwrap(),
         ],
-        dir.path(),
+        dir,
     );
     assert!(o.status.success(), "{}", text(&o));
+    (topic, replayed)
+}
 
+#[test]
+fn a_six_partition_topic_gives_the_same_alerts_as_a_replay_of_its_records() {
+    let brokers = brokers();
+    let dir = tempfile::tempdir().unwrap();
+    let (topic, replayed) = mixed_topic(&brokers, dir.path(), "mixed", 7);
     let cfg = kafka_config(dir.path(), &brokers, &topic, &format!("g-{topic}"));
     let consumed = dir.path().join("consumed.jsonl");
     let o = driftwatch(
@@ -208,43 +214,7 @@ fn scram_credentials_from_env_connect_and_wrong_ones_exit_2() {
 fn kill_9_mid_topic_then_restart_delivers_every_alert_once() {
     let brokers = brokers();
     let dir = tempfile::tempdir().unwrap();
-    let topic = format!("killed-{}", std::process::id());
-    create_topic(&brokers, &topic, 6);
-    let (input, _) = generate(dir.path(), "mixed", 9, 160_000, "50");
-    let o = driftwatch(
-        &[
-            "gen",
-            "--scenario",
-            "mixed",
-            "--seed",
-            "9",
-            "--events",
-            "160000",
-            "--rate",
-            "50",
-            "--kafka",
-            &brokers,
-            "--topic",
-            &topic,
-        ],
-        dir.path(),
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    let replayed = dir.path().join("replayed.jsonl");
-    let o = driftwatch(
-        &[
-            "replay",
-            "--config",
-            "examples/replay.yaml",
-            "--no-progress",
-            "--input",
-            input.to_str().unwrap(),
-            "--alerts-out",
-            replayed.to_str().unwrap(),
-        ],
-        dir.path(),
-    );
-    assert!(o.status.success(), "{}", text(&o));
+    let (topic, replayed) = mixed_topic(&brokers, dir.path(), "killed", 9);
 
     let cfg = kafka_config(dir.path(), &brokers, &topic, &format!("g-{topic}"));
     // Static membership: a restarted instance takes its partitions back at once.
@@ -269,13 +239,14 @@ fn kill_9_mid_topic_then_restart_delivers_every_alert_once() {
         consumed.to_str().unwrap(),
     ];
     let mut kills = 0;
-    for delay_ms in [2500u64, 3200] {
+    for delay_ms in [100u64, 700] {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_driftwatch"))
             .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
+        crate::checkpoint::wait_for_checkpoint(&state, &mut child);
         std::thread::sleep(Duration::from_millis(delay_ms));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap();
