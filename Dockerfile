@@ -8,6 +8,10 @@ RUN cargo build --release --locked --bin driftwatch
 
 # Runtime stage: a small image, non-root user.
 FROM debian:bookworm-slim
+# librdkafka links OpenSSL (TLS and SASL/SCRAM to Kafka).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libssl3 ca-certificates zlib1g \
+ && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --home /var/lib/driftwatch driftwatch \
  && mkdir -p /var/lib/driftwatch /etc/driftwatch \
  && chown driftwatch /var/lib/driftwatch
