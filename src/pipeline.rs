@@ -304,6 +304,8 @@ impl Pipeline {
                         heard.resize(pid + 1, Instant::now());
                     }
                     heard[pid] = Instant::now();
+                    // A new assignment is activity: --until-idle counts from it.
+                    last_data = Instant::now();
                     self.windows.add_partition(pid, &name);
                     self.sources[pid] = name;
                 }

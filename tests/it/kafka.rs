@@ -279,3 +279,96 @@ fn kill_9_mid_topic_then_restart_delivers_every_alert_once() {
         text(&o)
     );
 }
+
+#[test]
+fn bad_records_on_the_topic_are_dead_lettered_and_the_good_ones_processed() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let brokers = brokers();
+    let dir = tempfile::tempdir().unwrap();
+    let topic = format!("bad-{}", std::process::id());
+    create_topic(&brokers, &topic, 1);
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let good = |i: u32| {
+        format!(
+            r#"{{"ts":"2026-11-21T10:00:{:02}Z","client_id":"c{i}","model":"fraud"}}"#,
+            i % 60
+        )
+    };
+    let huge = format!(
+        r#"{{"ts":"2026-11-21T10:00:00Z","client_id":"{}"}}"#,
+        "x".repeat(5000)
+    );
+    let bad: Vec<Option<Vec<u8>>> = vec![
+        Some(b"\xff\xfe garbage".to_vec()),
+        Some(br#"{"ts":"2026-11-21T10:00:00Z","client_id":"k","latency_ms":"slow"}"#.to_vec()),
+        Some(br#"{"ts":"2026-11-21T10:00:00Z","cli"#.to_vec()),
+        Some(huge.into_bytes()),
+        None, // a tombstone
+    ];
+    let mut sent_good = 0;
+    for (i, b) in bad.iter().enumerate() {
+        for j in 0..10 {
+            let line = good(i as u32 * 10 + j);
+            producer
+                .send(
+                    BaseRecord::<str, _>::to(&topic)
+                        .payload(line.as_bytes())
+                        .key("k"),
+                )
+                .unwrap();
+            sent_good += 1;
+        }
+        let record = BaseRecord::<str, [u8]>::to(&topic).key("k");
+        let record = match b {
+            Some(p) => record.payload(p.as_slice()),
+            None => record,
+        };
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(20)).unwrap();
+
+    let cfg = kafka_config(dir.path(), &brokers, &topic, &format!("g-{topic}"));
+    let mut text_cfg = std::fs::read_to_string(&cfg).unwrap();
+    text_cfg.push_str(&format!(
+        "decode: {{max_record_bytes: 1000}}\ndead_letter: {{path: {}}}\n",
+        dir.path().join("dead.jsonl").display()
+    ));
+    let text_cfg = text_cfg.replacen("decode:\n  features:\n    - {name: amount, type: numerical}\n    - {name: country, type: categorical}\n", "", 1);
+    std::fs::write(&cfg, text_cfg).unwrap();
+    let o = driftwatch(
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--until-idle",
+            "5",
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let s = crate::cli::summary(&o.stderr);
+    assert_eq!(
+        (s["good"], s["bad (dead letter)"]),
+        (sent_good, 5),
+        "{}",
+        text(&o)
+    );
+    let dead = jsonl(&dir.path().join("dead.jsonl"));
+    let reasons: Vec<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
+    assert_eq!(dead.len(), 5, "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("over max_record_bytes")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("wrong type")),
+        "{reasons:?}"
+    );
+    for d in &dead {
+        assert_eq!(d["source"], format!("{topic}/0"), "{d}");
+        assert!(d["position"].is_u64(), "{d}");
+    }
+}
