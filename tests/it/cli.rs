@@ -37,6 +37,25 @@ pub(crate) fn jsonl(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The dead letters in `path`: `n` of them, from `source`, with positions, among them
+/// an oversized record and one of the wrong type.
+pub(crate) fn dead_letters(path: &Path, n: usize, source: &str) -> Vec<Value> {
+    let dead = jsonl(path);
+    let reasons: Vec<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
+    assert_eq!(dead.len(), n, "{reasons:?}");
+    for want in ["over max_record_bytes", "wrong type"] {
+        assert!(
+            reasons.iter().any(|r| r.contains(want)),
+            "no {want:?} in {reasons:?}"
+        );
+    }
+    for d in &dead {
+        assert_eq!(d["source"], source, "{d}");
+        assert!(d["position"].is_u64(), "{d}");
+    }
+    dead
+}
+
 pub(crate) fn generate(
     dir: &Path,
     scenario: &str,
@@ -234,6 +253,7 @@ fn malformed_input_is_dead_lettered_never_a_panic() {
     bytes.extend_from_slice(&[0xff, 0x00, 0xfe, b'{', 0x80, b'\n']);
     bytes.extend_from_slice(good.as_bytes());
     let input = dir.path().join("bad.jsonl");
+    let source = input.display().to_string();
     std::fs::write(&input, bytes).unwrap();
     let empty = dir.path().join("empty.jsonl");
     std::fs::write(&empty, "").unwrap();
@@ -248,22 +268,11 @@ fn malformed_input_is_dead_lettered_never_a_panic() {
         "{}",
         text(&o)
     );
-    let dead = jsonl(&dir.path().join("dead-letters.jsonl"));
-    let reasons: Vec<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
-    assert_eq!(dead.len(), 5, "{reasons:?}");
-    assert!(
-        reasons.iter().any(|r| r.contains("over max_record_bytes")),
-        "{reasons:?}"
-    );
-    assert!(
-        reasons.iter().any(|r| r.contains("wrong type")),
-        "{reasons:?}"
-    );
+    let dead = dead_letters(&dir.path().join("dead-letters.jsonl"), 5, &source);
     assert!(
         dead.iter().any(|d| d["raw_base64"].is_string()),
         "binary garbage keeps its bytes"
     );
-    assert!(dead.iter().all(|d| d["source"].as_str().unwrap().ends_with("bad.jsonl") && d["position"].is_u64()));
 
     let missing = dir.path().join("missing.jsonl");
     let o = replay(dir.path(), &[&missing], &alerts);
