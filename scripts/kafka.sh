@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # A real single-node Apache Kafka broker (KRaft) on 127.0.0.1, for tests and demos.
 #
-#   scripts/kafka.sh start|stop|status|env
+#   scripts/kafka.sh start|stop|resume|status|env
+#   scripts/kafka.sh topic NAME PARTITIONS    (creates a topic if it does not exist)
 #
 # The broker's jars come from Maven Central through scripts/kafka/pom.xml (cached in
 # ~/.m2 and in the jar folder below); it runs on the machine's JDK 17 with its data in
-# a temporary folder that `start` wipes. Listeners:
+# a temporary folder that `start` wipes (`resume` starts it again on the data it has).
+# KAFKA_HOME and the port variables below run a second broker beside the first. Listeners:
 #   PLAINTEXT      127.0.0.1:$KAFKA_PORT        (default 19092)
 #   SASL_PLAINTEXT 127.0.0.1:$KAFKA_SCRAM_PORT  (default 19094), SCRAM-SHA-256/512,
 #                  user $KAFKA_SCRAM_USER / $KAFKA_SCRAM_PASSWORD
@@ -29,6 +31,9 @@ fetch() {
     -DoutputDirectory="$libs" -DincludeScope=runtime
   touch "$libs/.complete"
 }
+
+java=(java -Xms256m -Xmx768m -cp "$libs/*"
+  -Dlog4j2.configurationFile="$here/kafka/log4j2.properties" -Dkafka.logs.file="$home/broker.log")
 
 running() { [ -f "$home/broker.pid" ] && kill -0 "$(cat "$home/broker.pid")" 2>/dev/null; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -66,14 +71,17 @@ start() {
   rm -rf "$home"
   mkdir -p "$home/data"
   config >"$home/server.properties"
-  local java=(java -Xms256m -Xmx768m -cp "$libs/*"
-    -Dlog4j2.configurationFile="$here/kafka/log4j2.properties" -Dkafka.logs.file="$home/broker.log")
   local id
   id=$("${java[@]}" kafka.tools.StorageTool random-uuid)
   "${java[@]}" kafka.tools.StorageTool format -t "$id" -c "$home/server.properties" \
     --add-scram "SCRAM-SHA-256=[name=$user,password=$password]" \
     --add-scram "SCRAM-SHA-512=[name=$user,password=$password]" >"$home/format.log" 2>&1 \
     || { cat "$home/format.log" >&2; exit 1; }
+  launch
+}
+
+# Starts the broker on the data in $home and waits for its listeners.
+launch() {
   nohup "${java[@]}" kafka.Kafka "$home/server.properties" >"$home/stdout.log" 2>&1 &
   echo $! >"$home/broker.pid"
   for _ in $(seq 1 120); do
@@ -88,6 +96,13 @@ start() {
   tail -n 40 "$home/broker.log" "$home/stdout.log" >&2 || true
   stop
   exit 1
+}
+
+resume() {
+  running && return 0
+  [ -f "$home/server.properties" ] || { echo "kafka.sh: nothing to resume in $home: use start" >&2; exit 1; }
+  fetch
+  launch
 }
 
 stop() {
@@ -113,6 +128,12 @@ status() {
   fi
 }
 
+topic() {
+  [ $# -eq 2 ] || { echo "usage: scripts/kafka.sh topic NAME PARTITIONS" >&2; exit 2; }
+  "${java[@]}" org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$port" \
+    --create --if-not-exists --topic "$1" --partitions "$2" --replication-factor 1
+}
+
 env_vars() {
   echo "KAFKA_BROKERS=127.0.0.1:$port"
   echo "KAFKA_SCRAM_BROKERS=127.0.0.1:$scram_port"
@@ -123,7 +144,9 @@ env_vars() {
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
+  resume) resume ;;
+  topic) shift; topic "$@" ;;
   status) status ;;
   env) env_vars ;;
-  *) echo "usage: scripts/kafka.sh start|stop|status|env" >&2; exit 2 ;;
+  *) echo "usage: scripts/kafka.sh start|stop|resume|status|env|topic NAME PARTITIONS" >&2; exit 2 ;;
 esac

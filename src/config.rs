@@ -118,6 +118,10 @@ pub struct DeadLetterConfig {
     /// JSONL file, one object per dead record: reason, source, position, raw text.
     /// Without it dead letters are only counted and logged.
     pub path: Option<PathBuf>,
+    /// Kafka topic for dead letters: the raw bytes as the message; kind, reason, source
+    /// and position (and source_topic, source_partition, source_offset) as headers.
+    #[serde(default)]
+    pub kafka: Option<crate::kafka_out::KafkaOutConfig>,
 }
 
 impl Config {
@@ -137,6 +141,7 @@ impl Config {
         let mut config = Self::parse(&text, path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
+        config.kafka_defaults();
         config.validate().map_err(|message| ConfigError::Invalid {
             path: path.to_owned(),
             message,
@@ -174,6 +179,22 @@ impl Config {
             fix(p);
         }
         self.source.resolve_paths(base);
+    }
+
+    /// Output topics without their own brokers use the Kafka source's brokers and SASL.
+    fn kafka_defaults(&mut self) {
+        let SourceConfig::Kafka(k) = &self.source else {
+            return;
+        };
+        for out in [self.alerts.kafka.as_mut(), self.dead_letter.kafka.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            if out.bootstrap_servers.is_none() {
+                out.bootstrap_servers = Some(k.bootstrap_servers.clone());
+                out.sasl = out.sasl.take().or_else(|| k.sasl.clone());
+            }
+        }
     }
 
     fn validate(&self) -> Result<(), String> {

@@ -1,7 +1,9 @@
 //! The dead-letter sink: every record that could not become a row (undecodable, too
 //! big, no event time or client id) or came too late, with the reason, where it came
-//! from and its raw bytes, as one JSON object per line. Nothing is dropped silently.
+//! from and its raw bytes. To a file (one JSON object per line) and/or a Kafka topic
+//! (the raw bytes as the message, the rest as headers). Nothing is dropped silently.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -10,6 +12,11 @@ use base64::Engine as _;
 use serde::Serialize;
 
 use crate::decode::DeadRecord;
+use crate::kafka_out::{KafkaOut, KafkaOutConfig};
+
+/// Checkpoint cursor name of the dead-letter file; the topic's are `dead_letters_kafka/<p>`.
+const FILE_CURSOR: &str = "dead_letters";
+const TOPIC_CURSOR: &str = "dead_letters_kafka";
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -18,6 +25,15 @@ pub enum DeadKind {
     Bad,
     /// Event time behind the watermark on arrival.
     Late,
+}
+
+impl DeadKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            DeadKind::Bad => "bad",
+            DeadKind::Late => "late",
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -35,11 +51,22 @@ struct Entry<'a> {
 
 pub struct DeadLetters {
     out: Option<(PathBuf, BufWriter<File>)>,
+    topic: Option<KafkaOut>,
 }
 
 impl DeadLetters {
-    /// Appends to `path`; with None, dead letters are only counted.
-    pub fn open(path: Option<&Path>) -> std::io::Result<Self> {
+    /// Appends to `path` and/or sends to a topic; with neither, dead letters are only
+    /// counted.
+    pub fn open(path: Option<&Path>, topic: Option<&KafkaOutConfig>) -> Result<Self, String> {
+        let mut dead =
+            Self::open_file(path).map_err(|e| format!("cannot open the dead-letter file: {e}"))?;
+        if let Some(c) = topic {
+            dead.topic = Some(KafkaOut::open(c).map_err(|e| format!("dead-letter topic: {e}"))?);
+        }
+        Ok(dead)
+    }
+
+    fn open_file(path: Option<&Path>) -> std::io::Result<Self> {
         let out = match path {
             Some(p) => {
                 if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -50,10 +77,31 @@ impl DeadLetters {
             }
             None => None,
         };
-        Ok(Self { out })
+        Ok(Self { out, topic: None })
     }
 
     pub fn write(&mut self, kind: DeadKind, source: &str, rec: &DeadRecord) -> std::io::Result<()> {
+        if let Some(topic) = self.topic.as_mut() {
+            let position = rec.position.to_string();
+            let key = format!("{source}@{position}:{}", kind.as_str());
+            let mut headers = vec![
+                ("kind", kind.as_str()),
+                ("reason", rec.reason.as_str()),
+                ("source", source),
+                ("position", position.as_str()),
+            ];
+            // A Kafka source's partitions are named `topic/partition`.
+            if let Some((t, p)) = source.rsplit_once('/')
+                && p.parse::<i32>().is_ok()
+            {
+                headers.extend([
+                    ("source_topic", t),
+                    ("source_partition", p),
+                    ("source_offset", position.as_str()),
+                ]);
+            }
+            topic.send(None, &rec.raw, &key, &headers)?;
+        }
         let Some((_, out)) = self.out.as_mut() else {
             return Ok(());
         };
@@ -72,27 +120,38 @@ impl DeadLetters {
         out.write_all(b"\n")
     }
 
-    /// Length of the file (for checkpoints); None without a file.
-    pub fn cursor(&mut self) -> std::io::Result<Option<u64>> {
-        match self.out.as_mut() {
-            Some((_, out)) => {
-                out.flush()?;
-                Ok(Some(out.get_ref().metadata()?.len()))
-            }
-            None => Ok(None),
-        }
-    }
-
-    /// Drops what was written after `cursor` (a restart writes it again).
-    pub fn rewind(&mut self, cursor: u64) -> std::io::Result<()> {
+    /// Where the file and the topic end, for a checkpoint (flushes first).
+    pub fn cursor(&mut self) -> std::io::Result<Vec<(String, u64)>> {
+        let mut cursors = Vec::new();
         if let Some((_, out)) = self.out.as_mut() {
             out.flush()?;
+            cursors.push((FILE_CURSOR.to_owned(), out.get_ref().metadata()?.len()));
+        }
+        if let Some(topic) = self.topic.as_mut() {
+            cursors.extend(topic.named_cursor(TOPIC_CURSOR)?);
+        }
+        Ok(cursors)
+    }
+
+    /// Goes back to a checkpoint: truncates the file, and learns which dead letters the
+    /// topic already holds (a restart writes the same ones again).
+    pub fn rewind(&mut self, cursors: &BTreeMap<String, u64>) -> std::io::Result<()> {
+        if let Some((_, out)) = self.out.as_mut()
+            && let Some(&cursor) = cursors.get(FILE_CURSOR)
+        {
+            out.flush()?;
             out.get_ref().set_len(cursor)?;
+        }
+        if let Some(topic) = self.topic.as_mut() {
+            topic.rewind_named(TOPIC_CURSOR, cursors)?;
         }
         Ok(())
     }
 
     pub fn flush(&mut self) -> std::io::Result<()> {
+        if let Some(topic) = self.topic.as_mut() {
+            topic.flush()?;
+        }
         match self.out.as_mut() {
             Some((path, out)) => {
                 out.flush()?;

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod deadletter;
 pub mod decode;
+pub mod kafka_out;
 pub mod pipeline;
 pub mod rules;
 pub mod scenario;

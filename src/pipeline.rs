@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::alert::jsonl::JsonlReceiver;
+use crate::alert::kafka::KafkaReceiver;
 use crate::alert::stdout::StdoutReceiver;
 use crate::alert::{AlertBook, Notification, Receiver, State};
 use crate::config::{Config, TimeConfig};
@@ -75,6 +76,13 @@ pub struct Summary {
     pub alerts_active_at_end: usize,
     #[serde(skip)]
     pub elapsed: Duration,
+    /// From the first record this process read to the end of processing the last one
+    /// (a stream's rate, without joining the group or waiting out `--until-idle`).
+    #[serde(skip)]
+    pub streaming: Duration,
+    /// Records this process read (the checkpointed count includes earlier runs').
+    #[serde(skip)]
+    pub records_this_run: u64,
     /// Peak resident memory of the process (Linux), in KiB.
     #[serde(skip)]
     pub peak_rss_kib: Option<u64>,
@@ -125,6 +133,11 @@ impl Summary {
     pub fn records_per_second(&self) -> f64 {
         self.records_read as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
+
+    /// Records per second between the first and the last record of this run.
+    pub fn streaming_rate(&self) -> f64 {
+        self.records_this_run as f64 / self.streaming.as_secs_f64().max(1e-9)
+    }
 }
 
 /// Options of one run that do not come from the config file.
@@ -161,6 +174,7 @@ pub struct Pipeline {
 enum Msg {
     Batch(RawBatch, Decoded, u64),
     Idle,
+    Waiting(String),
     Added(usize, String),
     Removed(usize),
     PartitionDone(usize),
@@ -198,12 +212,16 @@ impl Pipeline {
             })?;
             receivers.push(Box::new(r));
         }
-        let dead = DeadLetters::open(config.dead_letter.path.as_deref()).map_err(|source| {
-            PipelineError::Io {
-                what: "cannot open dead-letter file".into(),
-                source,
-            }
-        })?;
+        if let Some(c) = &config.alerts.kafka {
+            let r = KafkaReceiver::open(c)
+                .map_err(|e| PipelineError::Config(format!("alerts topic: {e}")))?;
+            receivers.push(Box::new(r));
+        }
+        let dead = DeadLetters::open(
+            config.dead_letter.path.as_deref(),
+            config.dead_letter.kafka.as_ref(),
+        )
+        .map_err(PipelineError::Config)?;
         Ok(Self {
             schema: decoder.events_schema(),
             positions: BTreeMap::new(),
@@ -246,6 +264,7 @@ impl Pipeline {
         if let Some(positions) = self.restore()? {
             source.resume(&positions)?;
         }
+        source.set_counters(self.counters.clone());
         let progress = progress_bar(opts.progress, source.total_bytes());
         let decoder = self.decoder.take().expect("a pipeline runs once");
         let (tx, mut rx) = mpsc::channel::<Msg>(4);
@@ -266,6 +285,8 @@ impl Pipeline {
         let mut heard: Vec<Instant> = vec![Instant::now(); self.sources.len()];
         let mut shutdown = std::pin::pin!(shutdown_signal());
         let mut interrupted = false;
+        let mut waiting = false;
+        let mut first_record: Option<Instant> = None;
         loop {
             let msg = tokio::select! {
                 m = rx.recv() => m,
@@ -277,6 +298,9 @@ impl Pipeline {
             let Some(msg) = msg else { break };
             match msg {
                 Msg::Batch(raw, decoded, bytes) => {
+                    if std::mem::take(&mut waiting) {
+                        tracing::warn!("the input is back");
+                    }
                     last_data = Instant::now();
                     if let Some(h) = heard.get_mut(raw.partition) {
                         *h = last_data;
@@ -284,11 +308,25 @@ impl Pipeline {
                     if let Some(p) = &progress {
                         p.set_position(bytes);
                     }
+                    let first = *first_record.get_or_insert(last_data);
+                    self.summary.records_this_run += raw.records_read() as u64;
                     self.ingest(&raw, decoded)?;
                     let closed = self.windows.close_ready();
                     self.evaluate(closed).await?;
+                    self.summary.streaming = first.elapsed();
+                }
+                Msg::Waiting(why) => {
+                    // Not idle: the input is away. --until-idle counts from its return.
+                    last_data = Instant::now();
+                    if !waiting {
+                        tracing::warn!("waiting for the input: {why}");
+                        waiting = true;
+                    }
                 }
                 Msg::Idle => {
+                    if std::mem::take(&mut waiting) {
+                        tracing::warn!("the input is back");
+                    }
                     let quiet = last_data.elapsed();
                     if opts.until_idle.is_some_and(|d| quiet >= d) {
                         tracing::info!(
@@ -393,19 +431,17 @@ impl Pipeline {
         let rules: Vec<&Rule> = self.engine.rules().iter().map(|p| &p.rule).collect();
         let (kept, alerts) = self.book.restore(cp.alerts, &rules);
         for r in &mut self.receivers {
-            if let Some(&c) = cp.cursors.get(r.name()) {
-                r.rewind(c).map_err(|source| PipelineError::Io {
-                    what: format!("cannot rewind receiver {}", r.name()),
-                    source,
-                })?;
-            }
-        }
-        if let Some(&c) = cp.cursors.get(DEAD_LETTERS) {
-            self.dead.rewind(c).map_err(|source| PipelineError::Io {
-                what: "cannot rewind the dead-letter file".into(),
+            r.rewind(&cp.cursors).map_err(|source| PipelineError::Io {
+                what: format!("cannot rewind receiver {}", r.name()),
                 source,
             })?;
         }
+        self.dead
+            .rewind(&cp.cursors)
+            .map_err(|source| PipelineError::Io {
+                what: "cannot rewind the dead letters".into(),
+                source,
+            })?;
         self.summary = cp.summary;
         self.positions = cp.positions.clone();
         let restored = format!(
@@ -432,17 +468,13 @@ impl Pipeline {
         };
         let mut cursors = BTreeMap::new();
         for r in &mut self.receivers {
-            if let Some(c) = r.cursor().map_err(io("cannot flush a receiver"))? {
-                cursors.insert(r.name().to_owned(), c);
-            }
+            cursors.extend(r.cursor().map_err(io("cannot flush a receiver"))?);
         }
-        if let Some(c) = self
-            .dead
-            .cursor()
-            .map_err(io("cannot flush dead letters"))?
-        {
-            cursors.insert(DEAD_LETTERS.to_owned(), c);
-        }
+        cursors.extend(
+            self.dead
+                .cursor()
+                .map_err(io("cannot flush dead letters"))?,
+        );
         let (windows, rows) = self.windows.snapshot(&self.sources);
         let rules: Vec<&Rule> = self.engine.rules().iter().map(|p| &p.rule).collect();
         Ok(Checkpoint {
@@ -546,7 +578,8 @@ impl Pipeline {
         let source = self.sources.get(pid).cloned().unwrap_or_default();
         self.positions.insert(source.clone(), raw.resume_at);
         let read = raw.records_read() as u64;
-        self.counters.records_read(read);
+        let bytes = raw.buf.len() + raw.oversized.iter().map(|o| o.len).sum::<usize>();
+        self.counters.records_read(read, bytes as u64);
         self.summary.records_read += read;
         for d in &decoded.dead {
             self.counters.record_bad(&source, d.position, &d.reason);
@@ -681,9 +714,6 @@ impl Pipeline {
     }
 }
 
-/// Cursor name of the dead-letter file in a checkpoint.
-const DEAD_LETTERS: &str = "dead_letters";
-
 fn write_checkpoint(
     dir: &std::path::Path,
     cp: &Checkpoint,
@@ -738,6 +768,10 @@ fn read_loop(
             Ok(Poll::Idle) => {
                 std::thread::sleep(Duration::from_millis(100));
                 Msg::Idle
+            }
+            Ok(Poll::Waiting(why)) => {
+                std::thread::sleep(Duration::from_millis(100));
+                Msg::Waiting(why)
             }
             Ok(Poll::Added(pid, name)) => Msg::Added(pid, name),
             Ok(Poll::Removed(pid)) => Msg::Removed(pid),

@@ -2,6 +2,8 @@
 //! function here that bumps its counter and logs, so metric names live in one place.
 //! The Prometheus endpoint and OTLP metrics (later issues) read these counters.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 #[derive(Debug, Default)]
@@ -14,11 +16,49 @@ pub struct Counters {
     pub rule_errors: AtomicU64,
     pub notifications: AtomicU64,
     pub receiver_errors: AtomicU64,
+    /// Bytes of records read from the source (throughput with `records_read`).
+    pub bytes_read: AtomicU64,
+    /// Per Kafka partition (`topic/partition`): its lag, from librdkafka's statistics.
+    pub lag: Mutex<BTreeMap<String, Lag>>,
+    /// Kafka brokers the consumer is connected to.
+    pub brokers_up: AtomicU64,
+}
+
+/// How far behind the end of a Kafka partition driftwatch is, in records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lag {
+    /// End of the partition minus the next record driftwatch will read.
+    pub read: i64,
+    /// End of the partition minus the group's committed offset (what a restart re-reads
+    /// plus what is not read yet; `kafka-consumer-groups.sh` shows this one).
+    pub committed: i64,
 }
 
 impl Counters {
-    pub fn records_read(&self, n: u64) {
+    pub fn records_read(&self, n: u64, bytes: u64) {
         self.records_read.fetch_add(n, Relaxed);
+        self.bytes_read.fetch_add(bytes, Relaxed);
+    }
+
+    /// Replaces the lag of every assigned Kafka partition (a statistics report).
+    pub fn kafka_lag(&self, lag: BTreeMap<String, Lag>, brokers_up: u64) {
+        self.brokers_up.store(brokers_up, Relaxed);
+        tracing::debug!(
+            brokers_up,
+            partitions = lag.len(),
+            total_read_lag = lag.values().map(|l| l.read).sum::<i64>(),
+            "kafka statistics"
+        );
+        *self.lag.lock().expect("lag lock") = lag;
+    }
+
+    /// Sum over partitions.
+    pub fn total_lag(&self) -> Lag {
+        let lag = self.lag.lock().expect("lag lock");
+        lag.values().fold(Lag::default(), |a, l| Lag {
+            read: a.read + l.read,
+            committed: a.committed + l.committed,
+        })
     }
 
     pub fn record_bad(&self, source: &str, position: u64, reason: &str) {

@@ -1,6 +1,7 @@
 //! Receiver that appends one JSON object per state change to a file, fsynced after each
 //! window's notifications. The fields are part of the command contract (DESIGN.md).
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -36,11 +37,17 @@ impl Receiver for JsonlReceiver {
     fn durable(&self) -> bool {
         true
     }
-    fn cursor(&mut self) -> std::io::Result<Option<u64>> {
+    fn cursor(&mut self) -> std::io::Result<Vec<(String, u64)>> {
         self.out.flush()?;
-        Ok(Some(self.out.get_ref().metadata()?.len()))
+        Ok(vec![(
+            self.name().to_owned(),
+            self.out.get_ref().metadata()?.len(),
+        )])
     }
-    fn rewind(&mut self, cursor: u64) -> std::io::Result<()> {
+    fn rewind(&mut self, cursors: &BTreeMap<String, u64>) -> std::io::Result<()> {
+        let Some(&cursor) = cursors.get(self.name()) else {
+            return Ok(());
+        };
         self.out.flush()?;
         self.out.get_ref().set_len(cursor)?;
         self.out.get_ref().sync_data()

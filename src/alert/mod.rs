@@ -11,6 +11,7 @@
 //! to say, not where.
 
 pub mod jsonl;
+pub mod kafka;
 pub mod stdout;
 
 use std::collections::{BTreeMap, HashMap};
@@ -38,6 +39,9 @@ pub struct AlertsConfig {
     /// Append one JSON object per state change to this file.
     #[serde(default)]
     pub jsonl: Option<PathBuf>,
+    /// Send each state change to this Kafka topic, keyed by alert id.
+    #[serde(default)]
+    pub kafka: Option<crate::kafka_out::KafkaOutConfig>,
     /// Alert instances tracked per rule; result rows beyond it are counted and logged.
     #[serde(default = "default_max_alerts")]
     pub max_alerts_per_rule: usize,
@@ -61,6 +65,7 @@ impl Default for AlertsConfig {
         Self {
             stdout: true,
             jsonl: None,
+            kafka: None,
             max_alerts_per_rule: default_max_alerts(),
             sample_request_ids: default_samples(),
         }
@@ -665,12 +670,14 @@ pub trait Receiver: Send {
     fn durable(&self) -> bool {
         false
     }
-    /// Length of what a durable receiver has written (for checkpoints).
-    fn cursor(&mut self) -> std::io::Result<Option<u64>> {
-        Ok(None)
+    /// Where a durable receiver's output ends, as named positions for a checkpoint
+    /// (flushes first). Names start with the receiver's name.
+    fn cursor(&mut self) -> std::io::Result<Vec<(String, u64)>> {
+        Ok(Vec::new())
     }
-    /// Drops what was written after `cursor` (a restart writes it again).
-    fn rewind(&mut self, _cursor: u64) -> std::io::Result<()> {
+    /// Goes back to a checkpoint's positions: drops or skips what was written after
+    /// them, since a restart says it again.
+    fn rewind(&mut self, _cursors: &BTreeMap<String, u64>) -> std::io::Result<()> {
         Ok(())
     }
 }

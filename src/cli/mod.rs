@@ -37,6 +37,10 @@ pub enum Command {
     /// Validate or test detection rules.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Read the configured source without decoding or rules, and print the rate: the
+    /// baseline `bench/kafka.sh` compares `run` with.
+    #[command(hide = true)]
+    Consume(RunArgs),
 }
 
 #[derive(Args, Debug)]
@@ -159,7 +163,47 @@ pub async fn main(cli: Cli) -> Result<(), Failure> {
         Command::Gen(args) => gen_cmd(args),
         Command::Rules(RulesCommand::Check { config, paths }) => rules_check(config, paths).await,
         Command::Rules(RulesCommand::Test { paths }) => rules_test(paths).await,
+        Command::Consume(args) => consume(args),
     }
+}
+
+/// The source's own loop and nothing else, until it ends or is idle.
+fn consume(args: RunArgs) -> Result<(), Failure> {
+    use crate::source::Poll;
+    let config = load(&args.common)?;
+    let mut source = config
+        .source
+        .build(config.decode.max_record_bytes)
+        .map_err(|e| Failure::from(PipelineError::from(e)))?;
+    let idle_limit = Duration::from_secs(args.until_idle.unwrap_or(5));
+    let started = std::time::Instant::now();
+    let (mut records, mut bytes) = (0u64, 0u64);
+    let mut last = std::time::Instant::now();
+    let mut first: Option<std::time::Instant> = None;
+    loop {
+        match source
+            .poll()
+            .map_err(|e| Failure::from(PipelineError::from(e)))?
+        {
+            Poll::Batch(b) => {
+                first.get_or_insert_with(std::time::Instant::now);
+                records += b.records_read() as u64;
+                bytes += b.buf.len() as u64;
+                last = std::time::Instant::now();
+            }
+            Poll::End => break,
+            Poll::Idle | Poll::Waiting(_) if last.elapsed() >= idle_limit => break,
+            _ => {}
+        }
+    }
+    // From the first record to the last: joining the group is not consuming.
+    let secs = first.map_or(0.0, |f| last.duration_since(f).as_secs_f64());
+    eprintln!(
+        "consumed {records} records ({bytes} bytes) in {secs:.2} s ({:.0} records/s); {:.1} s in all",
+        records as f64 / secs.max(1e-9),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn load(common: &Common) -> Result<Config, Failure> {
@@ -350,6 +394,13 @@ pub fn summary_table(s: &Summary) -> String {
         "throughput",
         format!("{:.0} rec/s", s.records_per_second()),
     );
+    if s.records_this_run > 0 {
+        row(
+            &mut out,
+            "streaming rate",
+            format!("{:.0} rec/s", s.streaming_rate()),
+        );
+    }
     if let Some(kib) = s.peak_rss_kib {
         row(&mut out, "peak memory", format!("{} MiB", kib / 1024));
     }

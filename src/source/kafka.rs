@@ -10,7 +10,7 @@
 //! Config names follow Vector's Kafka source where they overlap.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use rdkafka::ClientContext;
@@ -18,9 +18,12 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use serde::Deserialize;
+
+use crate::telemetry::{Counters, Lag};
 
 use super::{Oversized, PartitionId, Poll, RawBatch, Source, SourceError};
 
@@ -88,6 +91,9 @@ struct Context {
     resume: Mutex<HashMap<(String, i32), i64>>,
     changes: Mutex<VecDeque<Change>>,
     fatal: Mutex<Option<String>>,
+    /// Why no broker can be reached, while none can.
+    down: Mutex<Option<String>>,
+    counters: OnceLock<Arc<Counters>>,
 }
 
 impl ClientContext for Context {
@@ -100,8 +106,58 @@ impl ClientContext for Context {
                 ));
             }
             // Brokers that are down or restarting: librdkafka reconnects by itself.
+            Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) => {
+                *self.down.lock().expect("down lock") =
+                    Some(format!("no Kafka broker is reachable ({reason}); retrying"));
+            }
             _ => tracing::warn!(error = %error, reason, "kafka"),
         }
+    }
+
+    /// librdkafka's statistics (every `statistics.interval.ms`): connected brokers and
+    /// each assigned partition's lag.
+    fn stats(&self, s: Statistics) {
+        let up = s
+            .brokers
+            .values()
+            .filter(|b| b.nodeid >= 0 && b.state == "UP")
+            .count() as u64;
+        if up > 0 {
+            *self.down.lock().expect("down lock") = None;
+        }
+        let Some(counters) = self.counters.get() else {
+            return;
+        };
+        let mut lag = BTreeMap::new();
+        for (topic, t) in &s.topics {
+            for p in t.partitions.values() {
+                // -1 = not assigned or not known yet.
+                if p.partition < 0 || p.hi_offset < 0 || p.app_offset < 0 && p.committed_offset < 0
+                {
+                    continue;
+                }
+                let from = |o: i64| {
+                    if o < 0 {
+                        p.hi_offset
+                    } else {
+                        (p.hi_offset - o).max(0)
+                    }
+                };
+                let read = if p.app_offset >= 0 {
+                    from(p.app_offset)
+                } else {
+                    from(p.committed_offset)
+                };
+                lag.insert(
+                    format!("{topic}/{}", p.partition),
+                    Lag {
+                        read,
+                        committed: from(p.committed_offset),
+                    },
+                );
+            }
+        }
+        counters.kafka_lag(lag, up);
     }
 }
 
@@ -192,9 +248,10 @@ impl Assignments {
 
 impl KafkaSource {
     pub fn new(c: &KafkaSourceConfig, max_record_bytes: usize) -> Result<Self, SourceError> {
-        let mut cfg = ClientConfig::new();
-        cfg.set("bootstrap.servers", &c.bootstrap_servers)
-            .set("group.id", &c.group_id)
+        let mut cfg = client_config(&c.bootstrap_servers, c.sasl.as_ref());
+        cfg.set("group.id", &c.group_id)
+            // Lag and broker connectivity come from librdkafka's statistics.
+            .set("statistics.interval.ms", "1000")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", &c.auto_offset_reset)
@@ -203,15 +260,6 @@ impl KafkaSource {
                 "message.max.bytes",
                 (max_record_bytes.max(1 << 20) + 1024).to_string(),
             );
-        if let Some(s) = &c.sasl {
-            cfg.set(
-                "security.protocol",
-                if s.tls { "SASL_SSL" } else { "SASL_PLAINTEXT" },
-            )
-            .set("sasl.mechanism", &s.mechanism)
-            .set("sasl.username", &s.username)
-            .set("sasl.password", &s.password.0);
-        }
         for (k, v) in &c.librdkafka_options {
             cfg.set(k, v);
         }
@@ -219,6 +267,8 @@ impl KafkaSource {
             resume: Mutex::new(HashMap::new()),
             changes: Mutex::new(VecDeque::new()),
             fatal: Mutex::new(None),
+            down: Mutex::new(None),
+            counters: OnceLock::new(),
         };
         let consumer: BaseConsumer<Context> = cfg
             .create_with_context(context)
@@ -295,6 +345,23 @@ impl KafkaSource {
     }
 }
 
+/// Brokers and SASL: what every client driftwatch makes shares. Callers add their own
+/// settings, then the user's `librdkafka_options` (which win).
+pub(crate) fn client_config(brokers: &str, sasl: Option<&SaslConfig>) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", brokers);
+    if let Some(s) = sasl {
+        cfg.set(
+            "security.protocol",
+            if s.tls { "SASL_SSL" } else { "SASL_PLAINTEXT" },
+        )
+        .set("sasl.mechanism", &s.mechanism)
+        .set("sasl.username", &s.username)
+        .set("sasl.password", &s.password.0);
+    }
+    cfg
+}
+
 /// Errors a user fixes in the config (auth, unknown broker) versus transient ones.
 fn classify(e: KafkaError) -> SourceError {
     SourceError::Kafka(e.to_string())
@@ -322,11 +389,28 @@ impl Source for KafkaSource {
         if self.pending.is_empty() {
             self.fetch()?;
         }
-        Ok(self.pending.pop_front().unwrap_or(Poll::Idle))
+        if let Some(p) = self.pending.pop_front() {
+            return Ok(p);
+        }
+        match self
+            .consumer
+            .context()
+            .down
+            .lock()
+            .expect("down lock")
+            .clone()
+        {
+            Some(why) => Ok(Poll::Waiting(why)),
+            None => Ok(Poll::Idle),
+        }
     }
 
     fn bytes_read(&self) -> u64 {
         self.bytes
+    }
+
+    fn set_counters(&mut self, counters: Arc<Counters>) {
+        let _ = self.consumer.context().counters.set(counters);
     }
 
     fn resume(&mut self, positions: &BTreeMap<String, u64>) -> Result<(), SourceError> {

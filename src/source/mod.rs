@@ -90,6 +90,9 @@ pub enum Poll {
     Batch(RawBatch),
     /// Nothing new right now (follow mode, quiet topic).
     Idle,
+    /// The input cannot be reached (every Kafka broker down): nothing new, but not idle
+    /// either, so `--until-idle` does not count this time. Says why.
+    Waiting(String),
     /// A partition joined after the start (a Kafka assignment). Ids are never reused:
     /// a partition assigned again later gets a new id under the same name.
     Added(PartitionId, String),
@@ -164,6 +167,8 @@ pub trait Source: Send {
     /// cursor (Kafka's consumer-group offsets) may commit them now, and never anything
     /// newer, so a restart re-reads at most one checkpoint interval.
     fn checkpointed(&mut self, _positions: &std::collections::BTreeMap<String, u64>) {}
+    /// Where to count what the source sees beyond records (consumer lag).
+    fn set_counters(&mut self, _counters: std::sync::Arc<crate::telemetry::Counters>) {}
 }
 
 /// `source:` in the config file.

@@ -40,7 +40,11 @@ pub(crate) fn jsonl(path: &Path) -> Vec<Value> {
 /// The dead letters in `path`: `n` of them, from `source`, with positions, among them
 /// an oversized record and one of the wrong type.
 pub(crate) fn dead_letters(path: &Path, n: usize, source: &str) -> Vec<Value> {
-    let dead = jsonl(path);
+    check_dead_letters(jsonl(path), n, source)
+}
+
+/// [`dead_letters`] for entries from anywhere (a file, a topic's headers).
+pub(crate) fn check_dead_letters(dead: Vec<Value>, n: usize, source: &str) -> Vec<Value> {
     let reasons: Vec<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
     assert_eq!(dead.len(), n, "{reasons:?}");
     for want in ["over max_record_bytes", "wrong type"] {

@@ -1,7 +1,7 @@
 //! Against the real Apache Kafka broker that `scripts/kafka.sh start` runs
 //! (`scripts/test.sh` and CI start it and set KAFKA_BROKERS). Without it these tests fail.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -11,14 +11,14 @@ use rdkafka::config::ClientConfig;
 
 use crate::cli::{driftwatch, generate, jsonl, root, text};
 
-fn brokers() -> String {
+pub(crate) fn brokers() -> String {
     std::env::var("KAFKA_BROKERS").expect(
         "KAFKA_BROKERS is not set: start the test broker (scripts/kafka.sh start) and run \
          the tests with scripts/test.sh",
     )
 }
 
-fn create_topic(brokers: &str, topic: &str, partitions: i32) {
+pub(crate) fn create_topic(brokers: &str, topic: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
@@ -37,18 +37,112 @@ fn create_topic(brokers: &str, topic: &str, partitions: i32) {
     }
 }
 
-/// Settings a test adds to the common Kafka config.
-#[derive(Default)]
-struct Extra<'a> {
-    /// Lines for the `source:` section (indented by two spaces).
-    source: &'a str,
-    /// `decode.max_record_bytes`; 0 keeps the default.
-    max_record_bytes: usize,
-    /// Top-level lines.
-    top: &'a str,
+/// One message read back from a topic.
+pub(crate) struct Message {
+    pub key: Option<String>,
+    pub headers: BTreeMap<String, String>,
+    payload: Vec<u8>,
 }
 
-fn kafka_config(
+/// Every message of `topic`, partition by partition, from its start to its current end.
+pub(crate) fn read_topic(brokers: &str, topic: &str) -> Vec<Message> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message as _};
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("read-{topic}"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let meta = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let mut left = BTreeMap::new();
+    for p in meta.topics()[0].partitions() {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+            .unwrap();
+        if high > 0 {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .unwrap();
+            left.insert(p.id(), high);
+        }
+    }
+    let mut out = Vec::new();
+    if left.is_empty() {
+        return out;
+    }
+    consumer.assign(&tpl).unwrap();
+    let started = std::time::Instant::now();
+    while !left.is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "cannot read {topic}"
+        );
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m.unwrap();
+        let headers = m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| {
+                        let v = String::from_utf8_lossy(h.value.unwrap_or_default());
+                        (h.key.to_owned(), v.into_owned())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(Message {
+            key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            headers,
+            payload: m.payload().unwrap_or_default().to_vec(),
+        });
+        if left
+            .get(&m.partition())
+            .is_some_and(|&end| m.offset() + 1 >= end)
+        {
+            left.remove(&m.partition());
+        }
+    }
+    out
+}
+
+/// (id, state) of every alert in the alerts topic, as `keyed` lists them, checking that
+/// each message is keyed by its alert id and carries its idempotency key.
+pub(crate) fn alerts_in_topic(brokers: &str, topic: &str) -> Vec<String> {
+    read_topic(brokers, topic)
+        .iter()
+        .map(|m| {
+            let a: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            assert_eq!(m.key.as_deref(), a["id"].as_str(), "{a}");
+            assert_eq!(
+                m.headers.get("idempotency_key").map(String::as_str),
+                a["notification_id"].as_str(),
+                "{a}"
+            );
+            format!("{} {}", a["id"], a["state"])
+        })
+        .collect()
+}
+
+/// Settings a test adds to the common Kafka config.
+#[derive(Default)]
+pub(crate) struct Extra<'a> {
+    /// Lines for the `source:` section (indented by two spaces).
+    pub source: &'a str,
+    /// `decode.max_record_bytes`; 0 keeps the default.
+    pub max_record_bytes: usize,
+    /// Top-level lines.
+    pub top: &'a str,
+    /// More entries of the `alerts:` map, each starting with ", ".
+    pub alerts: &'a str,
+}
+
+pub(crate) fn kafka_config(
     dir: &Path,
     brokers: &str,
     topic: &str,
@@ -67,9 +161,10 @@ fn kafka_config(
              decode:\n{max}  features:\n    - {{name: amount, type: numerical}}\n    - {{name: country, type: categorical}}\n\
              time: {{idle_timeout: 2s}}\n\
              queries: {}\n\
-             alerts: {{stdout: false}}\n{}",
+             alerts: {{stdout: false{}}}\n{}",
             extra.source,
             root().join("queries").display(),
+            extra.alerts,
             extra.top
         ),
     )
@@ -80,7 +175,7 @@ fn kafka_config(
 /// (id, state) of every notification, leaving out the bad-records rule: malformed
 /// records carry no client id, so they land in any partition and are counted in the
 /// window of that partition's newest event time, which depends on the partitioning.
-fn keyed(path: &Path) -> BTreeSet<String> {
+pub(crate) fn keyed(path: &Path) -> BTreeSet<String> {
     jsonl(path)
         .iter()
         .filter(|a| a["rule_id"] != "ingest.bad_records")
@@ -90,18 +185,28 @@ fn keyed(path: &Path) -> BTreeSet<String> {
 
 /// A 6-partition topic holding the `mixed` scenario of `seed`, and the alerts file of a
 /// replay of the same records.
-fn mixed_topic(brokers: &str, dir: &Path, name: &str, seed: u64) -> (String, std::path::PathBuf) {
+pub(crate) fn mixed_topic(
+    brokers: &str,
+    dir: &Path,
+    name: &str,
+    seed: u64,
+) -> (String, std::path::PathBuf) {
     let topic = format!("{name}-{}", std::process::id());
     create_topic(brokers, &topic, 6);
-    let seed_s = seed.to_string();
-    let (input, _) = generate(dir, "mixed", seed, 160_000, "50");
+    produce_mixed(brokers, dir, &topic, seed);
+    (topic, replay_mixed(dir, seed).1)
+}
+
+/// `driftwatch gen --kafka` of the `mixed` scenario of `seed` (160,000 records).
+pub(crate) fn produce_mixed(brokers: &str, dir: &Path, topic: &str, seed: u64) {
+    let seed = seed.to_string();
     let o = driftwatch(
         &[
             "gen",
             "--scenario",
             "mixed",
             "--seed",
-            &seed_s,
+            &seed,
             "--events",
             "160000",
             "--rate",
@@ -109,11 +214,16 @@ fn mixed_topic(brokers: &str, dir: &Path, name: &str, seed: u64) -> (String, std
             "--kafka",
             brokers,
             "--topic",
-            &topic,
+            topic,
         ],
         dir,
     );
     assert!(o.status.success(), "{}", text(&o));
+}
+
+/// The records `produce_mixed` sends, as a file, and the alerts file of their replay.
+pub(crate) fn replay_mixed(dir: &Path, seed: u64) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (input, _) = generate(dir, "mixed", seed, 160_000, "50");
     let replayed = dir.join(format!("replayed-{seed}.jsonl"));
     let o = driftwatch(
         &[
@@ -129,7 +239,7 @@ fn mixed_topic(brokers: &str, dir: &Path, name: &str, seed: u64) -> (String, std
         dir,
     );
     assert!(o.status.success(), "{}", text(&o));
-    (topic, replayed)
+    (input, replayed)
 }
 
 #[test]
@@ -245,10 +355,14 @@ fn kill_9_mid_topic_then_restart_delivers_every_alert_once() {
     let dir = tempfile::tempdir().unwrap();
     let (topic, replayed) = mixed_topic(&brokers, dir.path(), "killed", 9);
 
+    let alerts_topic = format!("alerts-{topic}");
+    create_topic(&brokers, &alerts_topic, 3);
+    let alerts = format!(", kafka: {{topic: {alerts_topic}}}");
     // Static membership: a restarted instance takes its partitions back at once.
     let extra = Extra {
         source: "  librdkafka_options: {group.instance.id: killed-test, session.timeout.ms: \"6000\"}\n",
         top: "checkpoint_interval: 50ms\n",
+        alerts: &alerts,
         ..Extra::default()
     };
     let cfg = kafka_config(dir.path(), &brokers, &topic, &format!("g-{topic}"), extra);
@@ -305,6 +419,14 @@ fn kill_9_mid_topic_then_restart_delivers_every_alert_once() {
         "after {kills} kills: {}",
         text(&o)
     );
+    let in_topic = alerts_in_topic(&brokers, &alerts_topic);
+    let unique: BTreeSet<&String> = in_topic.iter().collect();
+    assert_eq!(
+        unique.len(),
+        in_topic.len(),
+        "the alerts topic holds an (id, state) twice after {kills} kills"
+    );
+    assert_eq!(unique, lines.iter().collect(), "alerts topic vs file");
 }
 
 #[test]
@@ -358,7 +480,12 @@ fn bad_records_on_the_topic_are_dead_lettered_and_the_good_ones_processed() {
     producer.flush(Duration::from_secs(20)).unwrap();
 
     let dead_path = dir.path().join("dead.jsonl");
-    let top = format!("dead_letter: {{path: {}}}\n", dead_path.display());
+    let dead_topic = format!("dead-{topic}");
+    create_topic(&brokers, &dead_topic, 1);
+    let top = format!(
+        "dead_letter: {{path: {}, kafka: {{topic: {dead_topic}}}}}\n",
+        dead_path.display()
+    );
     let extra = Extra {
         max_record_bytes: 1000,
         top: &top,
@@ -383,5 +510,50 @@ fn bad_records_on_the_topic_are_dead_lettered_and_the_good_ones_processed() {
         "{}",
         text(&o)
     );
-    crate::cli::dead_letters(&dead_path, 5, &format!("{topic}/0"));
+    let source = format!("{topic}/0");
+    let in_file = crate::cli::dead_letters(&dead_path, 5, &source);
+    // The topic holds the same dead letters: raw bytes as they came, the rest in headers.
+    let in_topic: Vec<serde_json::Value> = read_topic(&brokers, &dead_topic)
+        .into_iter()
+        .map(|m| {
+            let h = &m.headers;
+            assert_eq!(h["source_topic"], topic);
+            assert_eq!(h["source_partition"], "0");
+            assert_eq!(h["source_offset"], h["position"]);
+            assert_eq!(h["kind"], "bad");
+            serde_json::json!({
+                "reason": h["reason"],
+                "source": h["source"],
+                "position": h["position"].parse::<u64>().unwrap(),
+                "payload": m.payload,
+            })
+        })
+        .collect();
+    let in_topic = crate::cli::check_dead_letters(in_topic, 5, &source);
+    let mut payloads: Vec<Vec<u8>> = in_topic
+        .iter()
+        .map(|d| serde_json::from_value(d["payload"].clone()).unwrap())
+        .collect();
+    payloads.sort();
+    let mut sent: Vec<Vec<u8>> = bad.into_iter().map(Option::unwrap_or_default).collect();
+    sent.sort();
+    // Raw bytes as they came; of an oversized record, its first 256 bytes.
+    assert_eq!(payloads.len(), sent.len());
+    for (got, want) in payloads.iter().zip(&sent) {
+        let whole = want.len() <= 1000;
+        assert!(
+            if whole {
+                got == want
+            } else {
+                got.len() == 256 && want.starts_with(got)
+            },
+            "{} vs {}",
+            String::from_utf8_lossy(got),
+            String::from_utf8_lossy(want)
+        );
+    }
+    let positions = |d: &[serde_json::Value]| -> Vec<u64> {
+        d.iter().map(|d| d["position"].as_u64().unwrap()).collect()
+    };
+    assert_eq!(positions(&in_topic), positions(&in_file));
 }

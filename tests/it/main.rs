@@ -3,4 +3,5 @@
 mod checkpoint;
 mod cli;
 mod kafka;
+mod kafka_ops;
 mod rule_files;

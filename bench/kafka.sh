@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Kafka end to end: records/s of `driftwatch run` with the default rules, consuming a
+# 6-partition topic from the start, next to the consume-only loop (`driftwatch consume`:
+# the same source code and client settings, no decoding, windows or rules) on the same
+# topic, as a ratio. Both rates run from the first record to the last (joining the
+# group and waiting for the end are not counted).
+#
+#   bench/kafka.sh [EVENTS] [RUNS]     default: 1000000 records, 3 runs
+#
+# Uses the broker at $KAFKA_BROKERS, or starts the test broker (scripts/kafka.sh).
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+events=${1:-1000000}
+runs=${2:-3}
+started=
+if [ -z "${KAFKA_BROKERS:-}" ]; then
+  scripts/kafka.sh start >&2
+  started=1
+  export KAFKA_BROKERS=127.0.0.1:${KAFKA_PORT:-19092}
+fi
+trap '[ -n "$started" ] && scripts/kafka.sh stop >&2; rm -rf "$work"' EXIT
+
+topic=bench-$$
+scripts/kafka.sh topic "$topic" 6 >&2
+"$bin" gen --scenario benign --seed 1 --events "$events" --kafka "$KAFKA_BROKERS" --topic "$topic" >&2
+
+config() { # group
+  sed -e "s|\${KAFKA_BROKERS}|$KAFKA_BROKERS|" -e "s|\${DRIFTWATCH_TOPIC}|$topic|" \
+    -e "s|\${DRIFTWATCH_GROUP:-driftwatch}|$1|" -e "s|\${DRIFTWATCH_OUT:-../out}|$work|" \
+    -e "s|^queries: .*|queries: $PWD/queries|" -e "s|stdout: true|stdout: false|" \
+    examples/kafka.yaml >"$work/$1.yaml"
+  echo "$work/$1.yaml"
+}
+rate() { sed -n "s/.*$1 *\([0-9]*\) rec\/s.*/\1/p; s/.*(\([0-9]*\) records\/s).*/\1/p" "$2" | head -n 1; }
+
+machine
+echo "topic: $topic, 6 partitions, $events benign records"
+echo
+echo "| run | consume-only (records/s) | driftwatch run (records/s) | ratio | peak RSS of run (MiB) |"
+echo "|---|---:|---:|---:|---:|"
+for i in $(seq 1 "$runs"); do
+  "$bin" consume --config "$(config consume-$i)" --until-idle 3 2>"$work/consume.err" \
+    || { cat "$work/consume.err" >&2; exit 1; }
+  raw=$(rate x "$work/consume.err")
+  rm -rf "$work/state"
+  /usr/bin/time -f '%M' -o "$work/time" \
+    "$bin" run --config "$(config run-$i)" --until-idle 3 2>"$work/run.err" \
+    || { cat "$work/run.err" >&2; exit 1; }
+  e2e=$(rate "streaming rate" "$work/run.err")
+  kb=$(cat "$work/time")
+  awk -v i="$i" -v raw="$raw" -v e2e="$e2e" -v kb="$kb" \
+    'BEGIN { printf "| %d | %d | %d | %.2f | %.0f |\n", i, raw, e2e, e2e / raw, kb / 1024 }'
+done
