@@ -202,11 +202,43 @@ impl Config {
     }
 }
 
-/// Replaces `${VAR}` and `${VAR:-default}`; `$$` is a literal `$`. Returns the name of
-/// the first variable that is unset and has no default.
+/// Replaces `${VAR}` and `${VAR:-default}`; `$$` is a literal `$`. Comments (`#` at the
+/// start of a line or after a blank, outside quotes) are left as they are, so a
+/// commented-out setting never needs its variables. Returns the name of the first
+/// variable that is unset and has no default.
 pub fn interpolate_env(
     text: &str,
     lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let (code, comment) = line.split_at(comment_start(line).unwrap_or(line.len()));
+        out.push_str(&interpolate_line(code, &lookup)?);
+        out.push_str(comment);
+    }
+    Ok(out)
+}
+
+/// Byte index of the `#` that starts a YAML/TOML comment in `line`, if any.
+fn comment_start(line: &str) -> Option<usize> {
+    let mut quote: Option<char> = None;
+    let mut prev = ' ';
+    for (i, c) in line.char_indices() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '"' || c == '\'' => quote = Some(c),
+            None if c == '#' && prev.is_whitespace() => return Some(i),
+            None => {}
+        }
+        prev = c;
+    }
+    None
+}
+
+fn interpolate_line(
+    text: &str,
+    lookup: &impl Fn(&str) -> Option<String>,
 ) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -251,6 +283,17 @@ mod tests {
         let env = |v: &str| (v == "BROKERS").then(|| "127.0.0.1:9092".to_owned());
         let got = interpolate_env("a: ${BROKERS}\nb: ${TOPIC:-logs}\nc: $$5 $x", env).unwrap();
         assert_eq!(got, "a: 127.0.0.1:9092\nb: logs\nc: $5 $x");
+    }
+
+    #[test]
+    fn comments_are_not_interpolated() {
+        let env = |v: &str| (v == "SET").then(|| "x".to_owned());
+        let text = "# sasl: ${UNSET}\n  a: ${SET} # ${UNSET}\nb: \"#${SET}\" # ${UNSET}\n";
+        let got = interpolate_env(text, env).unwrap();
+        assert_eq!(
+            got,
+            "# sasl: ${UNSET}\n  a: x # ${UNSET}\nb: \"#x\" # ${UNSET}\n"
+        );
     }
 
     #[test]

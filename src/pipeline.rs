@@ -171,6 +171,40 @@ pub struct Pipeline {
     committable: Committable,
 }
 
+/// How long the source has been waiting for its input; said once at info level, and
+/// as a warning when it lasts (a short wait is joining a group, a long one an outage).
+#[derive(Default)]
+struct Waiting {
+    since: Option<Instant>,
+    warned: bool,
+}
+
+impl Waiting {
+    const WARN_AFTER: Duration = Duration::from_secs(5);
+
+    fn still(&mut self, why: &str) {
+        let since = *self.since.get_or_insert_with(|| {
+            tracing::info!("waiting for the input: {why}");
+            Instant::now()
+        });
+        if !self.warned && since.elapsed() >= Self::WARN_AFTER {
+            tracing::warn!("waiting for the input: {why}");
+            self.warned = true;
+        }
+    }
+
+    fn over(&mut self) {
+        if let Some(since) = self.since.take()
+            && std::mem::take(&mut self.warned)
+        {
+            tracing::warn!(
+                "the input is back after {:.0} s",
+                since.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+
 enum Msg {
     Batch(RawBatch, Decoded, u64),
     Idle,
@@ -285,7 +319,7 @@ impl Pipeline {
         let mut heard: Vec<Instant> = vec![Instant::now(); self.sources.len()];
         let mut shutdown = std::pin::pin!(shutdown_signal());
         let mut interrupted = false;
-        let mut waiting = false;
+        let mut waiting = Waiting::default();
         let mut first_record: Option<Instant> = None;
         loop {
             let msg = tokio::select! {
@@ -298,9 +332,7 @@ impl Pipeline {
             let Some(msg) = msg else { break };
             match msg {
                 Msg::Batch(raw, decoded, bytes) => {
-                    if std::mem::take(&mut waiting) {
-                        tracing::warn!("the input is back");
-                    }
+                    waiting.over();
                     last_data = Instant::now();
                     if let Some(h) = heard.get_mut(raw.partition) {
                         *h = last_data;
@@ -318,15 +350,10 @@ impl Pipeline {
                 Msg::Waiting(why) => {
                     // Not idle: the input is away. --until-idle counts from its return.
                     last_data = Instant::now();
-                    if !waiting {
-                        tracing::warn!("waiting for the input: {why}");
-                        waiting = true;
-                    }
+                    waiting.still(&why);
                 }
                 Msg::Idle => {
-                    if std::mem::take(&mut waiting) {
-                        tracing::warn!("the input is back");
-                    }
+                    waiting.over();
                     let quiet = last_data.elapsed();
                     if opts.until_idle.is_some_and(|d| quiet >= d) {
                         tracing::info!(

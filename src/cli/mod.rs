@@ -192,7 +192,9 @@ fn consume(args: RunArgs) -> Result<(), Failure> {
                 last = std::time::Instant::now();
             }
             Poll::End => break,
-            Poll::Idle | Poll::Waiting(_) if last.elapsed() >= idle_limit => break,
+            // Joining the group or a broker away: not idle.
+            Poll::Waiting(_) => last = std::time::Instant::now(),
+            Poll::Idle if last.elapsed() >= idle_limit => break,
             _ => {}
         }
     }
