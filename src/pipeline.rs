@@ -83,6 +83,9 @@ pub struct Summary {
     /// Records this process read (the checkpointed count includes earlier runs').
     #[serde(skip)]
     pub records_this_run: u64,
+    /// Kafka consumer lag summed over the assigned partitions, from the last statistics.
+    #[serde(skip)]
+    pub kafka_lag: Option<crate::telemetry::Lag>,
     /// Peak resident memory of the process (Linux), in KiB.
     #[serde(skip)]
     pub peak_rss_kib: Option<u64>,
@@ -732,6 +735,9 @@ impl Pipeline {
             let _ = r.flush();
         }
         self.summary.alerts_active_at_end = self.book.active_count();
+        if !self.counters.lag.lock().expect("lag lock").is_empty() {
+            self.summary.kafka_lag = Some(self.counters.total_lag());
+        }
         self.summary.peak_rss_kib = peak_rss_kib();
         self.summary.clone()
     }

@@ -403,6 +403,10 @@ pub fn summary_table(s: &Summary) -> String {
             format!("{:.0} rec/s", s.streaming_rate()),
         );
     }
+    if let Some(lag) = s.kafka_lag {
+        row(&mut out, "kafka read lag", lag.read.to_string());
+        row(&mut out, "kafka commit lag", lag.committed.to_string());
+    }
     if let Some(kib) = s.peak_rss_kib {
         row(&mut out, "peak memory", format!("{} MiB", kib / 1024));
     }
