@@ -14,5 +14,6 @@ pub mod rules;
 pub mod scenario;
 pub mod source;
 pub mod state;
+pub mod stats;
 pub mod telemetry;
 pub mod window;
