@@ -55,6 +55,9 @@ pub struct Config {
     /// Limits for each rule's query.
     #[serde(default)]
     pub engine: EngineConfig,
+    /// Per-client statistics (`client_stats`, `client_profile`).
+    #[serde(default)]
+    pub clients: crate::clients::ClientsConfig,
     /// Keep checkpoints here and resume from the newest on start (`--state-dir`).
     #[serde(default)]
     pub state_dir: Option<PathBuf>,

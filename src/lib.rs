@@ -5,6 +5,7 @@
 
 pub mod alert;
 pub mod cli;
+pub mod clients;
 pub mod config;
 pub mod deadletter;
 pub mod decode;

@@ -22,7 +22,7 @@ use crate::alert::{AlertBook, Notification, Receiver, State};
 use crate::config::{Config, TimeConfig};
 use crate::deadletter::{DeadKind, DeadLetters};
 use crate::decode::{BatchDecoder, Decoded};
-use crate::rules::engine::{Engine, EventsTable, PipelineStatsTable, WindowTable};
+use crate::rules::engine::Engine;
 use crate::rules::{Rule, RuleError};
 use crate::source::{Poll, RawBatch, Source, SourceError};
 use crate::state::{self, Checkpoint, StateError};
@@ -86,6 +86,9 @@ pub struct Summary {
     /// Kafka consumer lag summed over the assigned partitions, from the last statistics.
     #[serde(skip)]
     pub kafka_lag: Option<crate::telemetry::Lag>,
+    /// Client profiles held at the end, their estimated memory, and the evictions.
+    #[serde(skip)]
+    pub clients: crate::clients::ClientsUsage,
     /// Peak resident memory of the process (Linux), in KiB.
     #[serde(skip)]
     pub peak_rss_kib: Option<u64>,
@@ -172,6 +175,7 @@ pub struct Pipeline {
     last_checkpoint: Instant,
     writing: Option<JoinHandle<Result<CheckpointInfo, StateError>>>,
     committable: Committable,
+    clients: Arc<crate::clients::Clients>,
 }
 
 /// How long the source has been waiting for its input; said once at info level, and
@@ -227,10 +231,11 @@ impl Pipeline {
         mut receivers: Vec<Box<dyn Receiver>>,
     ) -> Result<Self, PipelineError> {
         let decoder = BatchDecoder::new(&config.decode).map_err(PipelineError::Config)?;
-        let tables: Vec<Arc<dyn WindowTable>> = vec![
-            Arc::new(EventsTable::new(decoder.events_schema())),
-            Arc::new(PipelineStatsTable::default()),
-        ];
+        let (tables, clients) = crate::rules::engine::standard_tables(
+            decoder.events_schema(),
+            &config.decode,
+            &config.clients,
+        );
         let specs: Vec<_> = rules.iter().map(|r| r.spec).collect();
         let engine = Engine::new(rules, tables, &config.engine).await?;
         let windows = Windows::new(
@@ -268,6 +273,7 @@ impl Pipeline {
             last_checkpoint: Instant::now(),
             writing: None,
             committable: Arc::default(),
+            clients,
             book: AlertBook::new(engine.rules().len(), &config.alerts),
             engine,
             windows,
@@ -472,10 +478,15 @@ impl Pipeline {
                 what: "cannot rewind the dead letters".into(),
                 source,
             })?;
+        let clients = cp.clients.map(|c| {
+            let n = c.clients();
+            self.clients.restore(c);
+            n
+        });
         self.summary = cp.summary;
         self.positions = cp.positions.clone();
         let restored = format!(
-            "{} (written {}): {} records read before, {} open panes with {} rows, alert state of {} of {} rules ({} alerts)",
+            "{} (written {}): {} records read before, {} open panes with {} rows, alert state of {} of {} rules ({} alerts), {} client profiles",
             path.display(),
             cp.written_at,
             self.summary.records_read,
@@ -483,7 +494,8 @@ impl Pipeline {
             rows,
             kept,
             rules.len(),
-            alerts
+            alerts,
+            clients.unwrap_or(0)
         );
         tracing::info!("restored {restored}");
         self.summary.restored = Some(restored);
@@ -516,6 +528,7 @@ impl Pipeline {
             alerts: self.book.snapshot(&rules),
             summary: self.summary.clone(),
             cursors,
+            clients: Some(self.clients.snapshot()),
             rows,
         })
     }
@@ -738,6 +751,7 @@ impl Pipeline {
         if !self.counters.lag.lock().expect("lag lock").is_empty() {
             self.summary.kafka_lag = Some(self.counters.total_lag());
         }
+        self.summary.clients = self.clients.usage();
         self.summary.peak_rss_kib = peak_rss_kib();
         self.summary.clone()
     }

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::pipeline::{Pipeline, PipelineError, RunOptions, Summary};
-use crate::rules::engine::{Engine, EventsTable, PipelineStatsTable, WindowTable};
+use crate::rules::engine::Engine;
 use crate::rules::{load_rules, testing};
 use crate::scenario::{GenOptions, Scenario};
 use crate::source::SourceConfig;
@@ -326,10 +326,11 @@ async fn rules_check(config: Option<PathBuf>, paths: Vec<PathBuf>) -> Result<(),
     let rules = load_rules(&paths).map_err(|e| Failure::usage(e.to_string()))?;
     let n = rules.len();
     let decoder = crate::decode::BatchDecoder::new(&decode).map_err(Failure::usage)?;
-    let tables: Vec<std::sync::Arc<dyn WindowTable>> = vec![
-        std::sync::Arc::new(EventsTable::new(decoder.events_schema())),
-        std::sync::Arc::new(PipelineStatsTable::default()),
-    ];
+    let (tables, _) = crate::rules::engine::standard_tables(
+        decoder.events_schema(),
+        &decode,
+        &Default::default(),
+    );
     Engine::new(rules, tables, &Default::default())
         .await
         .map_err(|e| Failure::usage(e.to_string()))?;
@@ -401,6 +402,24 @@ pub fn summary_table(s: &Summary) -> String {
             &mut out,
             "streaming rate",
             format!("{:.0} rec/s", s.streaming_rate()),
+        );
+    }
+    if s.clients.clients > 0 || s.clients.evicted_idle + s.clients.evicted_memory > 0 {
+        row(&mut out, "client profiles", s.clients.clients.to_string());
+        row(
+            &mut out,
+            "profile memory",
+            format!("{:.1} MiB", s.clients.bytes as f64 / 1048576.0),
+        );
+        row(
+            &mut out,
+            "evicted (idle)",
+            s.clients.evicted_idle.to_string(),
+        );
+        row(
+            &mut out,
+            "evicted (memory)",
+            s.clients.evicted_memory.to_string(),
         );
     }
     if let Some(lag) = s.kafka_lag {

@@ -62,6 +62,22 @@ impl Default for EngineConfig {
     }
 }
 
+/// Every window table rules can read: `events`, `pipeline_stats`, `client_stats`,
+/// `client_profile`. Returns the client state too (for its usage counts).
+pub fn standard_tables(
+    events_schema: SchemaRef,
+    decode: &crate::decode::DecodeConfig,
+    clients: &crate::clients::ClientsConfig,
+) -> (Vec<Arc<dyn WindowTable>>, Arc<crate::clients::Clients>) {
+    let clients = crate::clients::Clients::new(&decode.features, clients);
+    let mut tables: Vec<Arc<dyn WindowTable>> = vec![
+        Arc::new(EventsTable::new(events_schema)),
+        Arc::new(PipelineStatsTable::default()),
+    ];
+    tables.extend(clients.tables());
+    (tables, clients)
+}
+
 /// A table whose rows are computed for each closed window.
 pub trait WindowTable: Send + Sync {
     fn name(&self) -> &'static str;

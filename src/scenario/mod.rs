@@ -45,6 +45,16 @@ pub enum Scenario {
     Malformed,
     /// Every episode that the current rules detect.
     Mixed,
+    /// One client copies the model with Jacobian-based dataset augmentation (Papernot
+    /// et al.): a few natural seeds pushed along the sign of the model's gradient.
+    ExtractionJacobian,
+    /// One client copies the model with natural inputs at a modest rate for an hour.
+    ExtractionNatural,
+    /// One client walks along the decision boundary in small steps (HopSkipJump-like).
+    BoundaryWalk,
+    /// Every per-client attack (flood, near-duplicate probing, boundary walking, uniform,
+    /// Jacobian and natural-data extraction) among honest clients and heavy batch users.
+    Clients,
 }
 
 /// One planted episode, as written to the truth file.
@@ -97,6 +107,9 @@ enum Kind {
     Extraction,
     Malformed,
     Drift,
+    Jacobian,
+    Natural,
+    BoundaryWalk,
 }
 
 #[derive(Debug, Clone)]
@@ -128,6 +141,11 @@ pub struct Generator {
     /// Client id of the record written last (the Kafka message key).
     last_client: String,
     probe_bases: Vec<Input>,
+    /// The Jacobian attacker's growing set of inputs, and the next one to augment.
+    jacobian: Vec<Input>,
+    jacobian_next: usize,
+    /// The boundary walker's current point.
+    walker: Input,
     amount: LogNormal<f64>,
     age: Normal<f64>,
     latency: LogNormal<f64>,
@@ -180,7 +198,13 @@ impl Generator {
             x.merchant_risk = boundary_risk(&x);
             probe_bases.push(x);
         }
+        let jacobian = (0..10).map(|_| honest_input(&mut rng)).collect();
+        let mut walker = honest_input(&mut rng);
+        walker.merchant_risk = boundary_risk(&walker);
         Ok(Self {
+            jacobian,
+            jacobian_next: 0,
+            walker,
             rng,
             opts,
             clients,
@@ -212,6 +236,21 @@ impl Generator {
                     ),
                     Kind::Malformed => ("malformed", "ingest.bad_records", None),
                     Kind::Drift => ("drift", "drift.feature", None),
+                    Kind::Jacobian => (
+                        "extraction_jacobian",
+                        "extraction.synthetic_inputs",
+                        Some(p.client.clone()),
+                    ),
+                    Kind::Natural => (
+                        "extraction_natural",
+                        "extraction.natural_inputs",
+                        Some(p.client.clone()),
+                    ),
+                    Kind::BoundaryWalk => (
+                        "boundary_walk",
+                        "probing.low_confidence",
+                        Some(p.client.clone()),
+                    ),
                 };
                 Episode {
                     episode,
@@ -348,10 +387,70 @@ impl Generator {
                 merchant_risk: self.rng.random(),
                 hour: self.rng.random_range(0..24) as f64,
             },
+            Kind::Natural => self.fresh_input(),
+            Kind::Jacobian => self.jacobian_step(),
+            Kind::BoundaryWalk => self.walk_step(),
             Kind::Malformed | Kind::Drift => unreachable!("not an attacking client"),
         };
         self.last_client.clone_from(&p.client);
         self.write_record(ts as i64, &p.client, &x, out);
+    }
+
+    /// Papernot's augmentation, round by round: each point of the previous rounds is
+    /// moved by λ along the sign of the model's gradient (amount in log space,
+    /// merchant_risk, age) and queried; λ changes sign every three rounds (the periodic
+    /// step of Papernot et al.), so the set spreads on both sides of the boundary.
+    fn jacobian_step(&mut self) -> Input {
+        let k = self.jacobian_next;
+        let x = self.jacobian[k];
+        let round = (self.jacobian.len() as f64 / 10.0).log2().floor() as i32;
+        let lambda: f64 = if (round / 3) % 2 == 0 { 1.0 } else { -1.0 };
+        let f = fraud_score(&x);
+        let sign = |dx: Input| {
+            let d = fraud_score(&dx) - f;
+            if d > 0.0 {
+                1.0
+            } else if d < 0.0 {
+                -1.0
+            } else {
+                0.0
+            }
+        };
+        let h = 1e-4;
+        let g_amount = sign(Input {
+            amount: x.amount * (1.0 + h),
+            ..x
+        });
+        let g_risk = sign(Input {
+            merchant_risk: x.merchant_risk + h,
+            ..x
+        });
+        let g_age = sign(Input {
+            age: x.age + h,
+            ..x
+        });
+        let y = Input {
+            amount: (x.amount * (lambda * 0.15 * g_amount).exp()).max(0.01),
+            merchant_risk: (x.merchant_risk + lambda * 0.04 * g_risk).clamp(0.0, 1.0),
+            age: (x.age + lambda * 3.0 * g_age).clamp(18.0, 90.0),
+            ..x
+        };
+        self.jacobian.push(y);
+        // The next point to augment: the next one of the set as it was, round by round.
+        self.jacobian_next = (k + 1) % self.jacobian.len();
+        y
+    }
+
+    /// A small random step in amount and age, then back onto the decision boundary.
+    fn walk_step(&mut self) -> Input {
+        let mut x = self.walker;
+        x.amount = (x.amount * (1.0 + self.rng.random_range(-0.08..0.08))).clamp(1.0, 5000.0);
+        x.age = (x.age + self.rng.random_range(-2.0..2.0_f64))
+            .clamp(18.0, 90.0)
+            .round();
+        x.merchant_risk = boundary_risk(&x) + self.rng.random_range(-0.01..0.01);
+        self.walker = x;
+        x
     }
 
     fn write_record(&mut self, ts: i64, client: &str, x: &Input, out: &mut Vec<u8>) {
@@ -464,6 +563,17 @@ fn plan(opts: &GenOptions, rng: &mut ChaCha8Rng) -> Result<Vec<Planned>, String>
             Kind::Extraction,
             Kind::Malformed,
         ],
+        ExtractionJacobian => &[Kind::Jacobian],
+        ExtractionNatural => &[Kind::Natural],
+        BoundaryWalk => &[Kind::BoundaryWalk],
+        Clients => &[
+            Kind::Natural,
+            Kind::Flood,
+            Kind::Probing,
+            Kind::Extraction,
+            Kind::Jacobian,
+            Kind::BoundaryWalk,
+        ],
     };
     let minute = 60_000.0;
     let spec = |k: Kind| -> (f64, f64) {
@@ -474,6 +584,9 @@ fn plan(opts: &GenOptions, rng: &mut ChaCha8Rng) -> Result<Vec<Planned>, String>
             Kind::Extraction => (10.0 * minute, 8.0),
             Kind::Malformed => (2.0 * minute, 0.2),
             Kind::Drift => (0.0, 0.0),
+            Kind::Jacobian => (20.0 * minute, 4.0),
+            Kind::Natural => (60.0 * minute, 2.0),
+            Kind::BoundaryWalk => (10.0 * minute, 5.0),
         }
     };
     let extra: f64 = kinds
@@ -506,9 +619,12 @@ fn plan(opts: &GenOptions, rng: &mut ChaCha8Rng) -> Result<Vec<Planned>, String>
             start_ms + duration as i64
         };
         let client = match k {
-            Kind::Flood | Kind::Probing | Kind::Extraction => {
-                format!("key-{}", rng.random_range(5000..9999))
-            }
+            Kind::Flood
+            | Kind::Probing
+            | Kind::Extraction
+            | Kind::Jacobian
+            | Kind::Natural
+            | Kind::BoundaryWalk => format!("key-{}", rng.random_range(5000..9999)),
             _ => String::new(),
         };
         planned.push(Planned {

@@ -67,6 +67,9 @@ pub struct Checkpoint {
     pub summary: Summary,
     /// Length of each durable output when the checkpoint was taken.
     pub cursors: BTreeMap<String, u64>,
+    /// Per-client profiles and the rolling reference (`client_stats`/`client_profile`).
+    #[serde(default)]
+    pub clients: Option<crate::clients::ClientsSnapshot>,
     #[serde(skip)]
     pub rows: Vec<RecordBatch>,
 }
@@ -218,6 +221,7 @@ mod tests {
             alerts: Vec::new(),
             summary: Summary::default(),
             cursors: BTreeMap::new(),
+            clients: None,
             rows,
         };
         (cp, schema)

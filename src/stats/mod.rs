@@ -177,7 +177,12 @@ mod tests {
     fn entropy_agrees_with_scipy() {
         for c in fixtures().entropy {
             let bits = entropy_bits(c.counts.iter().copied());
-            assert!((bits - c.bits).abs() < 1e-12, "{:?}: {bits} vs {}", c.counts, c.bits);
+            assert!(
+                (bits - c.bits).abs() < 1e-12,
+                "{:?}: {bits} vs {}",
+                c.counts,
+                c.bits
+            );
         }
     }
 }

@@ -158,7 +158,7 @@ pub(crate) fn kafka_config(
         &path,
         format!(
             "source:\n  type: kafka\n  bootstrap_servers: {brokers}\n  topics: [{topic}]\n  group_id: {group}\n{}\
-             decode:\n{max}  features:\n    - {{name: amount, type: numerical}}\n    - {{name: country, type: categorical}}\n\
+             decode:\n{max}  features:\n    - {{name: amount, type: numerical}}\n    - {{name: age, type: numerical}}\n    - {{name: country, type: categorical}}\n    - {{name: merchant_risk, type: numerical}}\n    - {{name: hour, type: numerical}}\n\
              time: {{idle_timeout: 2s}}\n\
              queries: {}\n\
              alerts: {{stdout: false{}}}\n{}",

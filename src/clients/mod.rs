@@ -1,0 +1,1179 @@
+//! Per-client query statistics: the `client_stats` table (per window) and the
+//! `client_profile` table (per client over a long horizon), for rules that catch model
+//! extraction, probing and floods without flagging honest heavy users.
+//!
+//! Both are computed once per closed window, in Rust (no SQL), from the window's
+//! `events` rows and a **reference** of natural traffic. Until a training baseline
+//! exists (drift issue), the reference is rolling: a deterministic sample of the records
+//! of the previous `reference_windows` windows (bottom-k by a hash of the request id, so
+//! the sample does not depend on arrival order or partitioning); for the very first
+//! window it is that window itself.
+//!
+//! Definitions (n = the client's queries in the window or horizon):
+//! - `qps` = n / window seconds; `latency_ms_sum` = Σ latency_ms.
+//! - `distinct_input_share` = distinct feature vectors / n (exact equality of every
+//!   declared feature).
+//! - `near_duplicate_share` = share of queries that are not an exact repeat of an earlier
+//!   query of the client but fall in the same cell as one of its last 16 distinct
+//!   inputs, on a grid of `near_duplicate` quantile ranks of the reference per numeric
+//!   feature (categorical features equal). Looking back a fixed 16 inputs keeps the
+//!   share of natural traffic independent of the client's volume (a look-back over all
+//!   earlier inputs would grow with it, as in the birthday problem); the grid is
+//!   rank-based, so a skewed feature (amounts) is gridded as finely where the data is
+//!   dense as where it is sparse. With few features honest clients collide more often:
+//!   the default rule compares each client with the median client.
+//! - `ood_share` = share of queries with a numeric feature outside the reference's
+//!   [0.5 %, 99.5 %] quantile range or a category the reference never saw.
+//! - `coverage_ratio` = distinct input-space cells the client touched / the number of
+//!   distinct cells n natural queries are expected to touch, Σ_c 1 − (1 − p_c)^n, with
+//!   cells = quartile bins of each numeric feature × category, and p_c their shares in
+//!   the reference. Natural traffic ≈ 1; a client confined to a corner (a batch job for
+//!   one merchant) < 1; inputs spread to cover the space (synthetic extraction) > 1.
+//! - `low_confidence_share` = share with top-1 probability < `low_confidence`;
+//!   `boundary_share` = share with top-1 − top-2 probability < `boundary_margin`
+//!   (probabilities from `probs`, or `prediction_score` as P(positive) of two classes).
+//! - `label_entropy` = Shannon entropy (bits) of the labels returned to the client;
+//!   `population_label_entropy` the same over every client of the model.
+//! - `error_share` = share of records without a prediction label.
+//! - `min_dist_w` (profile): PRADA (Juuti et al., EuroS&P 2019). Per client and
+//!   predicted class, each new query's minimum L2 distance (numeric features in reference
+//!   standard deviations, +1 per differing category) to the client's earlier queries of
+//!   that class (the first `prada_points` of them); exact repeats (distance 0) are left
+//!   out; W = Shapiro–Wilk W of the first `prada_distances` distances, null below 20.
+//!
+//! The profile horizon is tumbling per client: it starts at the client's first query
+//! and restarts `horizon` later. Clients idle for `horizon` are evicted; when the
+//! profiles' estimated memory passes `max_memory`, the least recently seen are evicted
+//! (counted, logged). Sets inside a profile are capped (`profile_set_cap`): beyond it
+//! new inputs are still counted, but distinct counts stop growing (stated in the README).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+    UInt64Array,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
+use serde::{Deserialize, Serialize};
+
+use crate::decode::{FeatureDecl, FeatureKind, ts_type};
+use crate::rules::engine::WindowTable;
+use crate::stats::{entropy_bits, shapiro_wilk};
+use crate::window::ClosedWindow;
+
+/// `clients:` in the config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientsConfig {
+    /// Long horizon of `client_profile` (and idle eviction).
+    #[serde(with = "humantime_serde")]
+    pub horizon: Duration,
+    /// Estimated memory of all profiles; beyond it the least recently seen are evicted.
+    pub max_memory: u64,
+    /// Top-1 probability under this is low confidence.
+    pub low_confidence: f64,
+    /// Top-1 minus top-2 probability under this is at the decision boundary.
+    pub boundary_margin: f64,
+    /// Grid size for near-duplicates, in quantile ranks of the reference (0.01 = one
+    /// percentile of each numeric feature).
+    pub near_duplicate: f64,
+    /// Windows of traffic in the rolling reference.
+    pub reference_windows: usize,
+    /// Records sampled into the reference per window.
+    pub reference_sample: usize,
+    /// Earlier queries per client and class that PRADA distances are measured to.
+    pub prada_points: usize,
+    /// Distances per client that W is computed on.
+    pub prada_distances: usize,
+    /// Cap of each distinct-value set in a profile.
+    pub profile_set_cap: usize,
+}
+
+impl Default for ClientsConfig {
+    fn default() -> Self {
+        Self {
+            horizon: Duration::from_secs(3600),
+            max_memory: 1 << 30,
+            low_confidence: 0.6,
+            boundary_margin: 0.1,
+            near_duplicate: 0.01,
+            reference_windows: 30,
+            reference_sample: 1024,
+            prada_points: 64,
+            prada_distances: 2000,
+            profile_set_cap: 4096,
+        }
+    }
+}
+
+/// Counts of the per-client state, for telemetry and the summary.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct ClientsUsage {
+    pub clients: usize,
+    pub bytes: u64,
+    pub evicted_idle: u64,
+    pub evicted_memory: u64,
+}
+
+/// One record, reduced to what the statistics need.
+struct Rec {
+    ts: i64,
+    order: u64,
+    model: u32,
+    client: u32,
+    label: Option<u32>,
+    latency: f64,
+    top1: Option<f64>,
+    margin: Option<f64>,
+    /// Numeric features (NaN = missing), then categorical ones (u32::MAX = missing).
+    num: Vec<f64>,
+    cat: Vec<u32>,
+}
+
+/// Strings seen in a window, interned.
+#[derive(Default)]
+struct Interner {
+    ids: HashMap<String, u32>,
+    names: Vec<String>,
+}
+
+impl Interner {
+    fn get(&mut self, s: &str) -> u32 {
+        if let Some(&i) = self.ids.get(s) {
+            return i;
+        }
+        let i = self.names.len() as u32;
+        self.names.push(s.to_owned());
+        self.ids.insert(s.to_owned(), i);
+        i
+    }
+}
+
+/// A sampled record of the reference.
+#[derive(Clone, Serialize, Deserialize)]
+struct Sample {
+    key: u64,
+    /// NaN (missing) survives a checkpoint as its bits.
+    #[serde(with = "f64_bits")]
+    num: Vec<f64>,
+    cat: Vec<String>,
+}
+
+mod f64_bits {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[f64], s: S) -> Result<S::Ok, S::Error> {
+        v.iter()
+            .map(|x| x.to_bits())
+            .collect::<Vec<u64>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+        Ok(Vec::<u64>::deserialize(d)?
+            .into_iter()
+            .map(f64::from_bits)
+            .collect())
+    }
+}
+
+/// What a window's statistics are measured against.
+struct Reference {
+    mean: Vec<f64>,
+    std: Vec<f64>,
+    lo: Vec<f64>,
+    hi: Vec<f64>,
+    /// Quartile edges per numeric feature.
+    edges: Vec<[f64; 3]>,
+    /// The sample's values per numeric feature, sorted (for quantile ranks).
+    sorted: Vec<Vec<f64>>,
+    /// Known categories per categorical feature, with their index.
+    cats: Vec<HashMap<String, u32>>,
+    /// Share of the reference sample in each cell.
+    cell_p: Vec<f64>,
+}
+
+impl Reference {
+    fn build(samples: &[&Sample], n_num: usize, n_cat: usize) -> Self {
+        let mut r = Reference {
+            mean: vec![0.0; n_num],
+            std: vec![1.0; n_num],
+            lo: vec![f64::NEG_INFINITY; n_num],
+            hi: vec![f64::INFINITY; n_num],
+            edges: vec![[f64::NEG_INFINITY; 3]; n_num],
+            sorted: vec![Vec::new(); n_num],
+            cats: vec![HashMap::new(); n_cat],
+            cell_p: Vec::new(),
+        };
+        for j in 0..n_num {
+            let mut v: Vec<f64> = samples
+                .iter()
+                .map(|s| s.num[j])
+                .filter(|x| x.is_finite())
+                .collect();
+            if v.is_empty() {
+                continue;
+            }
+            v.sort_by(f64::total_cmp);
+            let n = v.len() as f64;
+            let mean = v.iter().sum::<f64>() / n;
+            let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n;
+            r.mean[j] = mean;
+            r.std[j] = if var > 0.0 { var.sqrt() } else { 1.0 };
+            r.lo[j] = quantile(&v, 0.005);
+            r.hi[j] = quantile(&v, 0.995);
+            r.edges[j] = [quantile(&v, 0.25), quantile(&v, 0.5), quantile(&v, 0.75)];
+            r.sorted[j] = v;
+        }
+        for (j, cats) in r.cats.iter_mut().enumerate() {
+            let mut names: Vec<&str> = samples
+                .iter()
+                .map(|s| s.cat[j].as_str())
+                .filter(|c| !c.is_empty())
+                .collect();
+            names.sort_unstable();
+            names.dedup();
+            for (i, c) in names.into_iter().enumerate() {
+                cats.insert(c.to_owned(), i as u32);
+            }
+        }
+        let mut cells: HashMap<u64, u64> = HashMap::new();
+        for s in samples {
+            let cat: Vec<u32> = s
+                .cat
+                .iter()
+                .enumerate()
+                .map(|(j, c)| r.cats[j].get(c).copied().unwrap_or(u32::MAX))
+                .collect();
+            *cells.entry(r.cell(&s.num, &cat)).or_default() += 1;
+        }
+        let total = samples.len().max(1) as f64;
+        r.cell_p = cells.values().map(|&c| c as f64 / total).collect();
+        r
+    }
+
+    /// Coverage cell of a record: quartile bin of each numeric feature × category.
+    fn cell(&self, num: &[f64], cat: &[u32]) -> u64 {
+        let mut h = Fnv::default();
+        for (j, &x) in num.iter().enumerate() {
+            let bin = if x.is_nan() {
+                4u8
+            } else {
+                self.edges[j].iter().filter(|&&e| x > e).count() as u8
+            };
+            h.write_u8(bin);
+        }
+        for &c in cat {
+            h.write_u32(c);
+        }
+        h.finish()
+    }
+
+    /// Expected distinct cells touched by n natural queries.
+    fn expected_cells(&self, n: u64) -> f64 {
+        let n = n as f64;
+        self.cell_p.iter().map(|p| 1.0 - (1.0 - p).powf(n)).sum()
+    }
+
+    fn is_ood(&self, num: &[f64], cat: &[u32]) -> bool {
+        num.iter()
+            .enumerate()
+            .any(|(j, &x)| x.is_finite() && (x < self.lo[j] || x > self.hi[j]))
+            || cat.contains(&u32::MAX)
+    }
+
+    /// Each numeric feature as its quantile rank in the reference (0..1; NaN → −1).
+    fn ranks(&self, num: &[f64]) -> Vec<f64> {
+        num.iter()
+            .enumerate()
+            .map(|(j, &x)| {
+                let v = &self.sorted[j];
+                if x.is_nan() || v.is_empty() {
+                    -1.0
+                } else {
+                    v.partition_point(|&y| y < x) as f64 / v.len() as f64
+                }
+            })
+            .collect()
+    }
+
+    /// The record in reference standard deviations.
+    fn standardize(&self, num: &[f64]) -> Vec<f64> {
+        num.iter()
+            .enumerate()
+            .map(|(j, &x)| {
+                if x.is_nan() {
+                    0.0
+                } else {
+                    (x - self.mean[j]) / self.std[j]
+                }
+            })
+            .collect()
+    }
+}
+
+/// Linear-interpolated quantile of sorted values (NumPy's default).
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let pos = q * (sorted.len() - 1) as f64;
+    let (i, frac) = (pos.floor() as usize, pos - pos.floor());
+    match sorted.get(i + 1) {
+        Some(next) => sorted[i] + frac * (next - sorted[i]),
+        None => sorted[i],
+    }
+}
+
+/// FNV-1a: a stable hash (the same in every process and version), for sampling and
+/// input identity.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        // A final mix so that nearby inputs give unrelated values.
+        let mut x = self.0;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= b as u64;
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+fn hash_of(v: impl Hash) -> u64 {
+    let mut h = Fnv::default();
+    v.hash(&mut h);
+    h.finish()
+}
+
+/// Long-horizon state of one (model, client).
+#[derive(Default, Clone, Serialize, Deserialize)]
+struct Profile {
+    horizon_start: i64,
+    last_seen: i64,
+    queries: u64,
+    repeats: u64,
+    near_dups: u64,
+    ood: u64,
+    boundary: u64,
+    low_conf: u64,
+    inputs: HashSet<u64>,
+    /// Near-duplicate cells of the client's last `RECENT` distinct inputs.
+    recent: VecDeque<u64>,
+    cells: HashSet<u64>,
+    labels: BTreeMap<String, u64>,
+    /// Per predicted class: earlier queries (standardized, then categories).
+    points: HashMap<String, Vec<(Vec<f64>, Vec<u32>)>>,
+    distances: Vec<f64>,
+}
+
+impl Profile {
+    fn bytes(&self, dims: usize) -> u64 {
+        let sets = self.inputs.len() + self.recent.len() + self.cells.len();
+        let points: usize = self.points.values().map(Vec::len).sum();
+        (256 + sets * 16
+            + self.labels.len() * 48
+            + points * (dims * 8 + 64)
+            + self.distances.len() * 8) as u64
+    }
+}
+
+/// What one closed window produced for both tables.
+struct Computed {
+    key: (i64, i64, i64, i64),
+    stats: RecordBatch,
+    profile: RecordBatch,
+}
+
+struct State {
+    /// Per window, its sample; oldest first.
+    windows: VecDeque<Vec<Sample>>,
+    profiles: HashMap<(String, String), Profile>,
+    /// Rows before this event time already went into the profiles and the reference.
+    consumed_until: i64,
+    last: Option<Arc<Computed>>,
+    usage: ClientsUsage,
+}
+
+/// The per-client state a checkpoint carries: the rolling reference, every profile,
+/// and how far the records went into them.
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct ClientsSnapshot {
+    windows: Vec<Vec<Sample>>,
+    profiles: Vec<(String, String, Profile)>,
+    consumed_until: i64,
+    usage: ClientsUsage,
+}
+
+impl std::fmt::Debug for ClientsSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClientsSnapshot({} profiles)", self.profiles.len())
+    }
+}
+
+impl ClientsSnapshot {
+    pub fn clients(&self) -> usize {
+        self.profiles.len()
+    }
+}
+
+/// The shared state behind `client_stats` and `client_profile`.
+pub struct Clients {
+    cfg: ClientsConfig,
+    numeric: Vec<String>,
+    categorical: Vec<String>,
+    stats_schema: SchemaRef,
+    profile_schema: SchemaRef,
+    state: Mutex<State>,
+}
+
+impl Clients {
+    pub fn new(features: &[FeatureDecl], cfg: &ClientsConfig) -> Arc<Self> {
+        let names = |k: FeatureKind| -> Vec<String> {
+            features
+                .iter()
+                .filter(|f| f.kind == k)
+                .map(|f| f.name.clone())
+                .collect()
+        };
+        let u = DataType::UInt64;
+        let f = DataType::Float64;
+        let s = DataType::Utf8;
+        let stats = Schema::new(vec![
+            Field::new("model", s.clone(), true),
+            Field::new("client_id", s.clone(), false),
+            Field::new("queries", u.clone(), false),
+            Field::new("qps", f.clone(), false),
+            Field::new("latency_ms_sum", f.clone(), false),
+            Field::new("distinct_input_share", f.clone(), false),
+            Field::new("near_duplicate_share", f.clone(), false),
+            Field::new("ood_share", f.clone(), false),
+            Field::new("coverage_ratio", f.clone(), true),
+            Field::new("low_confidence_share", f.clone(), false),
+            Field::new("boundary_share", f.clone(), false),
+            Field::new("label_entropy", f.clone(), false),
+            Field::new("population_label_entropy", f.clone(), false),
+            Field::new("error_share", f.clone(), false),
+        ]);
+        let profile = Schema::new(vec![
+            Field::new("model", s.clone(), true),
+            Field::new("client_id", s, false),
+            Field::new("horizon_start", ts_type(), false),
+            Field::new("last_seen", ts_type(), false),
+            Field::new("queries", u.clone(), false),
+            Field::new("distinct_input_share", f.clone(), false),
+            Field::new("near_duplicate_share", f.clone(), false),
+            Field::new("ood_share", f.clone(), false),
+            Field::new("coverage_ratio", f.clone(), true),
+            Field::new("boundary_share", f.clone(), false),
+            Field::new("low_confidence_share", f.clone(), false),
+            Field::new("label_entropy", f.clone(), false),
+            Field::new("min_dist_w", f.clone(), true),
+            Field::new("prada_distances", u, false),
+        ]);
+        Arc::new(Self {
+            cfg: cfg.clone(),
+            numeric: names(FeatureKind::Numerical),
+            categorical: names(FeatureKind::Categorical),
+            stats_schema: Arc::new(stats),
+            profile_schema: Arc::new(profile),
+            state: Mutex::new(State {
+                windows: VecDeque::new(),
+                profiles: HashMap::new(),
+                consumed_until: i64::MIN,
+                last: None,
+                usage: ClientsUsage::default(),
+            }),
+        })
+    }
+
+    /// The two tables to register with the rule engine.
+    pub fn tables(self: &Arc<Self>) -> Vec<Arc<dyn WindowTable>> {
+        vec![
+            Arc::new(ClientStatsTable(self.clone())),
+            Arc::new(ClientProfileTable(self.clone())),
+        ]
+    }
+
+    /// A copy of the state, taken between windows (serialized on the writer thread).
+    pub fn snapshot(&self) -> ClientsSnapshot {
+        let st = self.state.lock().expect("clients lock");
+        let mut profiles: Vec<(String, String, Profile)> = st
+            .profiles
+            .iter()
+            .map(|((m, c), p)| (m.clone(), c.clone(), p.clone()))
+            .collect();
+        profiles.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        ClientsSnapshot {
+            windows: st.windows.iter().cloned().collect(),
+            profiles,
+            consumed_until: st.consumed_until,
+            usage: st.usage,
+        }
+    }
+
+    pub fn restore(&self, snap: ClientsSnapshot) {
+        let mut st = self.state.lock().expect("clients lock");
+        st.windows = snap.windows.into();
+        st.profiles = snap
+            .profiles
+            .into_iter()
+            .map(|(m, c, p)| ((m, c), p))
+            .collect();
+        st.consumed_until = snap.consumed_until;
+        st.usage = snap.usage;
+        st.last = None;
+    }
+
+    pub fn usage(&self) -> ClientsUsage {
+        let st = self.state.lock().expect("clients lock");
+        ClientsUsage {
+            clients: st.profiles.len(),
+            ..st.usage
+        }
+    }
+
+    fn computed(&self, w: &ClosedWindow) -> Result<Arc<Computed>, String> {
+        let key = (w.start_ms, w.end_ms, w.spec.size_ms, w.spec.slide_ms);
+        let mut st = self.state.lock().expect("clients lock");
+        if let Some(c) = st.last.as_ref().filter(|c| c.key == key) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(self.compute(&mut st, w, key)?);
+        st.last = Some(c.clone());
+        Ok(c)
+    }
+
+    fn compute(
+        &self,
+        st: &mut State,
+        w: &ClosedWindow,
+        key: (i64, i64, i64, i64),
+    ) -> Result<Computed, String> {
+        let mut models = Interner::default();
+        let mut clients = Interner::default();
+        let mut labels = Interner::default();
+        let mut cats: Vec<Interner> = (0..self.categorical.len())
+            .map(|_| Interner::default())
+            .collect();
+        let mut recs: Vec<Rec> = Vec::new();
+        let mut samples: Vec<Sample> = Vec::new();
+        for b in &w.batches {
+            self.read_batch(
+                b,
+                &mut models,
+                &mut clients,
+                &mut labels,
+                &mut cats,
+                &mut recs,
+                &mut samples,
+            )?;
+        }
+        // The reference: the previous windows' samples, or this window's at the start.
+        let reference = {
+            let mut pool: Vec<&Sample> = st.windows.iter().flatten().collect();
+            if pool.is_empty() {
+                pool = samples.iter().collect();
+            }
+            Reference::build(&pool, self.numeric.len(), self.categorical.len())
+        };
+        // Category ids of this window → the reference's.
+        let cat_map: Vec<Vec<u32>> = cats
+            .iter()
+            .enumerate()
+            .map(|(j, names)| {
+                names
+                    .names
+                    .iter()
+                    .map(|n| reference.cats[j].get(n).copied().unwrap_or(u32::MAX))
+                    .collect()
+            })
+            .collect();
+        for r in &mut recs {
+            for (j, c) in r.cat.iter_mut().enumerate() {
+                if *c != u32::MAX {
+                    *c = cat_map[j][*c as usize];
+                }
+            }
+        }
+        // Per client, in event-time order (then request id): the same in any partitioning.
+        recs.sort_by(|a, b| {
+            (a.model, a.client, a.ts, a.order).cmp(&(b.model, b.client, b.ts, b.order))
+        });
+        let window_secs = ((w.end_ms - w.start_ms) as f64 / 1000.0).max(1e-9);
+
+        let mut pop_labels: HashMap<u32, HashMap<u32, u64>> = HashMap::new();
+        for r in &recs {
+            if let Some(l) = r.label {
+                *pop_labels.entry(r.model).or_default().entry(l).or_default() += 1;
+            }
+        }
+        let pop_entropy: HashMap<u32, f64> = pop_labels
+            .iter()
+            .map(|(m, c)| (*m, entropy_bits(c.values().copied())))
+            .collect();
+
+        let mut stats = StatsColumns::default();
+        let mut expected_memo: HashMap<u64, f64> = HashMap::new();
+        let mut active: Vec<(String, String)> = Vec::new();
+        let mut i = 0;
+        while i < recs.len() {
+            let (m, c) = (recs[i].model, recs[i].client);
+            let mut j = i;
+            while j < recs.len() && recs[j].model == m && recs[j].client == c {
+                j += 1;
+            }
+            let group = &recs[i..j];
+            let model = &models.names[m as usize];
+            let client = &clients.names[c as usize];
+            self.window_row(
+                group,
+                &reference,
+                window_secs,
+                &labels,
+                &mut expected_memo,
+                &mut stats,
+                model,
+                client,
+                pop_entropy.get(&m).copied().unwrap_or(0.0),
+            );
+            let fresh: Vec<&Rec> = group.iter().filter(|r| r.ts >= st.consumed_until).collect();
+            if !fresh.is_empty() {
+                let p = st
+                    .profiles
+                    .entry((model.clone(), client.clone()))
+                    .or_default();
+                self.update_profile(p, &fresh, &reference, &labels);
+            }
+            active.push((model.clone(), client.clone()));
+            i = j;
+        }
+        // The reference takes this window's records that it has not seen.
+        let fresh_samples: Vec<Sample> = {
+            let mut s: Vec<Sample> = samples.into_iter().collect();
+            s.sort_by_key(|x| x.key);
+            s.truncate(self.cfg.reference_sample);
+            s
+        };
+        if w.end_ms > st.consumed_until {
+            st.windows.push_back(fresh_samples);
+            while st.windows.len() > self.cfg.reference_windows.max(1) {
+                st.windows.pop_front();
+            }
+            st.consumed_until = w.end_ms;
+        }
+        let profile = self.profile_rows(st, &active, &reference, &mut expected_memo)?;
+        self.evict(st, w.end_ms);
+        Ok(Computed {
+            key,
+            stats: stats.finish(self.stats_schema.clone())?,
+            profile,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn read_batch(
+        &self,
+        b: &RecordBatch,
+        models: &mut Interner,
+        clients: &mut Interner,
+        labels: &mut Interner,
+        cats: &mut [Interner],
+        recs: &mut Vec<Rec>,
+        samples: &mut Vec<Sample>,
+    ) -> Result<(), String> {
+        let col = |name: &str| {
+            b.column_by_name(name)
+                .ok_or_else(|| format!("events has no column {name}"))
+        };
+        let ts = col("ts")?
+            .as_any()
+            .downcast_ref::<TimestampMillisecondArray>()
+            .ok_or("ts is not a millisecond timestamp")?;
+        let request = col("request_id")?.as_string::<i32>();
+        let client = col("client_id")?.as_string::<i32>();
+        let model = col("model")?.as_string::<i32>();
+        let latency = col("latency_ms")?.as_primitive::<Float64Type>();
+        let label = col("prediction_label")?.as_string::<i32>();
+        let score = col("prediction_score")?.as_primitive::<Float64Type>();
+        let probs = col("probs")?.as_list::<i32>();
+        let num: Vec<&Float64Array> = self
+            .numeric
+            .iter()
+            .map(|n| col(n).map(|c| c.as_primitive::<Float64Type>()))
+            .collect::<Result<_, _>>()?;
+        let cat: Vec<&StringArray> = self
+            .categorical
+            .iter()
+            .map(|n| col(n).map(|c| c.as_string::<i32>()))
+            .collect::<Result<_, _>>()?;
+        for row in 0..b.num_rows() {
+            let order = if request.is_null(row) {
+                hash_of((ts.value(row), client.value(row), row))
+            } else {
+                hash_of(request.value(row))
+            };
+            let (top1, margin) = confidence(probs, score, row);
+            let nums: Vec<f64> = num
+                .iter()
+                .map(|a| {
+                    if a.is_null(row) {
+                        f64::NAN
+                    } else {
+                        a.value(row)
+                    }
+                })
+                .collect();
+            let cat_names: Vec<&str> = cat
+                .iter()
+                .map(|a| if a.is_null(row) { "" } else { a.value(row) })
+                .collect();
+            let cat_ids: Vec<u32> = cat_names
+                .iter()
+                .enumerate()
+                .map(|(j, n)| {
+                    if n.is_empty() {
+                        u32::MAX
+                    } else {
+                        cats[j].get(n)
+                    }
+                })
+                .collect();
+            let model_name = if model.is_null(row) {
+                ""
+            } else {
+                model.value(row)
+            };
+            samples.push(Sample {
+                key: order,
+                num: nums.clone(),
+                cat: cat_names.iter().map(|s| (*s).to_owned()).collect(),
+            });
+            recs.push(Rec {
+                ts: ts.value(row),
+                order,
+                model: models.get(model_name),
+                client: clients.get(client.value(row)),
+                label: (!label.is_null(row)).then(|| labels.get(label.value(row))),
+                latency: if latency.is_null(row) {
+                    0.0
+                } else {
+                    latency.value(row)
+                },
+                top1,
+                margin,
+                num: nums,
+                cat: cat_ids,
+            });
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn window_row(
+        &self,
+        group: &[Rec],
+        reference: &Reference,
+        window_secs: f64,
+        labels: &Interner,
+        memo: &mut HashMap<u64, f64>,
+        out: &mut StatsColumns,
+        model: &str,
+        client: &str,
+        population_entropy: f64,
+    ) {
+        let n = group.len() as f64;
+        let mut inputs = HashSet::new();
+        let mut recent: VecDeque<u64> = VecDeque::with_capacity(RECENT);
+        let mut cells = HashSet::new();
+        let (mut near_dups, mut ood, mut low, mut boundary, mut errors) =
+            (0u64, 0u64, 0u64, 0u64, 0u64);
+        let mut label_counts: HashMap<u32, u64> = HashMap::new();
+        for r in group {
+            let input = input_key(&r.num, &r.cat);
+            let cell = near_cell(&reference.ranks(&r.num), &r.cat, self.cfg.near_duplicate);
+            let new_input = inputs.insert(input);
+            if new_input {
+                near_dups += recent.contains(&cell) as u64;
+                remember(&mut recent, cell);
+            }
+            cells.insert(reference.cell(&r.num, &r.cat));
+            ood += reference.is_ood(&r.num, &r.cat) as u64;
+            low += r.top1.is_some_and(|t| t < self.cfg.low_confidence) as u64;
+            boundary += r.margin.is_some_and(|m| m < self.cfg.boundary_margin) as u64;
+            match r.label {
+                Some(l) => *label_counts.entry(l).or_default() += 1,
+                None => errors += 1,
+            }
+        }
+        let _ = labels;
+        let distinct = inputs.len() as u64;
+        out.model.push(Some(model.to_owned()));
+        out.client.push(client.to_owned());
+        out.queries.push(group.len() as u64);
+        out.qps.push(n / window_secs);
+        out.latency.push(group.iter().map(|r| r.latency).sum());
+        out.distinct.push(distinct as f64 / n);
+        out.near.push(near_dups as f64 / n);
+        out.ood.push(ood as f64 / n);
+        out.coverage
+            .push(coverage_ratio(cells.len(), distinct, reference, memo));
+        out.low.push(low as f64 / n);
+        out.boundary.push(boundary as f64 / n);
+        out.entropy
+            .push(entropy_bits(label_counts.values().copied()));
+        out.pop_entropy.push(population_entropy);
+        out.errors.push(errors as f64 / n);
+    }
+
+    fn update_profile(
+        &self,
+        p: &mut Profile,
+        recs: &[&Rec],
+        reference: &Reference,
+        labels: &Interner,
+    ) {
+        let cap = self.cfg.profile_set_cap;
+        for r in recs {
+            if p.queries == 0 || r.ts - p.horizon_start >= self.cfg.horizon.as_millis() as i64 {
+                *p = Profile {
+                    horizon_start: r.ts,
+                    ..Profile::default()
+                };
+            }
+            p.last_seen = p.last_seen.max(r.ts);
+            p.queries += 1;
+            let z = reference.standardize(&r.num);
+            let input = input_key(&r.num, &r.cat);
+            let new_input = !p.inputs.contains(&input);
+            if new_input && p.inputs.len() < cap {
+                p.inputs.insert(input);
+            }
+            if !new_input {
+                p.repeats += 1;
+            }
+            if new_input {
+                let cell = near_cell(&reference.ranks(&r.num), &r.cat, self.cfg.near_duplicate);
+                p.near_dups += p.recent.contains(&cell) as u64;
+                remember(&mut p.recent, cell);
+            }
+            let coverage_cell = reference.cell(&r.num, &r.cat);
+            if p.cells.len() < cap {
+                p.cells.insert(coverage_cell);
+            }
+            p.ood += reference.is_ood(&r.num, &r.cat) as u64;
+            p.low_conf += r.top1.is_some_and(|t| t < self.cfg.low_confidence) as u64;
+            p.boundary += r.margin.is_some_and(|m| m < self.cfg.boundary_margin) as u64;
+            let label = r.label.map_or("", |l| labels.names[l as usize].as_str());
+            if p.labels.len() < 64 || p.labels.contains_key(label) {
+                *p.labels.entry(label.to_owned()).or_default() += 1;
+            }
+            // PRADA: distance to the earlier queries of the same predicted class.
+            let points = p.points.entry(label.to_owned()).or_default();
+            if !points.is_empty() && new_input {
+                let d = points
+                    .iter()
+                    .map(|(pz, pc)| distance(&z, &r.cat, pz, pc))
+                    .fold(f64::INFINITY, f64::min);
+                if d > 0.0 && p.distances.len() < self.cfg.prada_distances {
+                    p.distances.push(d);
+                }
+            }
+            if points.len() < self.cfg.prada_points && new_input {
+                points.push((z, r.cat.clone()));
+            }
+        }
+    }
+
+    fn profile_rows(
+        &self,
+        st: &State,
+        active: &[(String, String)],
+        reference: &Reference,
+        memo: &mut HashMap<u64, f64>,
+    ) -> Result<RecordBatch, String> {
+        let mut c = ProfileColumns::default();
+        for key in active {
+            let Some(p) = st.profiles.get(key) else {
+                continue;
+            };
+            let n = p.queries.max(1) as f64;
+            let distinct = p.queries - p.repeats;
+            c.model.push(Some(key.0.clone()));
+            c.client.push(key.1.clone());
+            c.start.push(p.horizon_start);
+            c.last.push(p.last_seen);
+            c.queries.push(p.queries);
+            c.distinct.push(distinct as f64 / n);
+            c.near.push(p.near_dups as f64 / n);
+            c.ood.push(p.ood as f64 / n);
+            c.coverage
+                .push(coverage_ratio(p.cells.len(), distinct, reference, memo));
+            c.boundary.push(p.boundary as f64 / n);
+            c.low.push(p.low_conf as f64 / n);
+            c.entropy.push(entropy_bits(p.labels.values().copied()));
+            c.w.push(if p.distances.len() >= 20 {
+                shapiro_wilk(&p.distances).ok().map(|(w, _)| w)
+            } else {
+                None
+            });
+            c.distances.push(p.distances.len() as u64);
+        }
+        c.finish(self.profile_schema.clone())
+    }
+
+    /// Drops clients idle for a horizon, then the least recently seen while over the
+    /// memory cap.
+    fn evict(&self, st: &mut State, now_ms: i64) {
+        let horizon = self.cfg.horizon.as_millis() as i64;
+        let before = st.profiles.len();
+        st.profiles.retain(|_, p| now_ms - p.last_seen < horizon);
+        let idle = (before - st.profiles.len()) as u64;
+        st.usage.evicted_idle += idle;
+        let dims = self.numeric.len() + self.categorical.len();
+        let mut bytes: u64 = st.profiles.values().map(|p| p.bytes(dims)).sum();
+        if bytes > self.cfg.max_memory {
+            let mut by_age: Vec<((String, String), i64, u64)> = st
+                .profiles
+                .iter()
+                .map(|(k, p)| (k.clone(), p.last_seen, p.bytes(dims)))
+                .collect();
+            by_age.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+            // Down to 90% of the cap, so that eviction does not run on every window.
+            let target = self.cfg.max_memory / 10 * 9;
+            let mut evicted = 0u64;
+            for (k, _, b) in by_age {
+                if bytes <= target {
+                    break;
+                }
+                st.profiles.remove(&k);
+                bytes -= b;
+                evicted += 1;
+            }
+            st.usage.evicted_memory += evicted;
+            tracing::warn!(
+                evicted,
+                cap = self.cfg.max_memory,
+                "client profiles over clients.max_memory: least recently seen evicted"
+            );
+        }
+        st.usage.bytes = bytes;
+    }
+}
+
+/// Top-1 probability and top-1 − top-2 margin of a record.
+fn confidence(
+    probs: &datafusion::arrow::array::ListArray,
+    score: &Float64Array,
+    row: usize,
+) -> (Option<f64>, Option<f64>) {
+    if !probs.is_null(row) {
+        let v = probs.value(row);
+        let v = v.as_primitive::<Float64Type>();
+        let mut top = [f64::NEG_INFINITY; 2];
+        for x in v.iter().flatten() {
+            if x > top[0] {
+                top = [x, top[0]];
+            } else if x > top[1] {
+                top[1] = x;
+            }
+        }
+        if top[0].is_finite() {
+            let second = if top[1].is_finite() {
+                top[1]
+            } else {
+                1.0 - top[0]
+            };
+            return (Some(top[0]), Some(top[0] - second));
+        }
+    }
+    if score.is_null(row) {
+        return (None, None);
+    }
+    let s = score.value(row).clamp(0.0, 1.0);
+    let top = s.max(1.0 - s);
+    (Some(top), Some(2.0 * top - 1.0))
+}
+
+/// Distinct inputs a near-duplicate is looked for among.
+const RECENT: usize = 16;
+
+fn remember(recent: &mut VecDeque<u64>, cell: u64) {
+    if recent.len() == RECENT {
+        recent.pop_front();
+    }
+    recent.push_back(cell);
+}
+
+fn input_key(num: &[f64], cat: &[u32]) -> u64 {
+    let mut h = Fnv::default();
+    for x in num {
+        h.write_u64(x.to_bits());
+    }
+    for c in cat {
+        h.write_u32(*c);
+    }
+    h.finish()
+}
+
+fn near_cell(z: &[f64], cat: &[u32], eps: f64) -> u64 {
+    let mut h = Fnv::default();
+    for x in z {
+        h.write_i64((x / eps).floor() as i64);
+    }
+    for c in cat {
+        h.write_u32(*c);
+    }
+    h.finish()
+}
+
+fn distance(z: &[f64], cat: &[u32], pz: &[f64], pc: &[u32]) -> f64 {
+    let num: f64 = z.iter().zip(pz).map(|(a, b)| (a - b) * (a - b)).sum();
+    let cats = cat.iter().zip(pc).filter(|(a, b)| a != b).count() as f64;
+    (num + cats).sqrt()
+}
+
+fn coverage_ratio(
+    cells: usize,
+    distinct: u64,
+    r: &Reference,
+    memo: &mut HashMap<u64, f64>,
+) -> Option<f64> {
+    if distinct == 0 || r.cell_p.is_empty() {
+        return None;
+    }
+    let expected = *memo
+        .entry(distinct)
+        .or_insert_with(|| r.expected_cells(distinct));
+    Some(cells as f64 / expected.max(1.0))
+}
+
+#[derive(Default)]
+struct StatsColumns {
+    model: Vec<Option<String>>,
+    client: Vec<String>,
+    queries: Vec<u64>,
+    qps: Vec<f64>,
+    latency: Vec<f64>,
+    distinct: Vec<f64>,
+    near: Vec<f64>,
+    ood: Vec<f64>,
+    coverage: Vec<Option<f64>>,
+    low: Vec<f64>,
+    boundary: Vec<f64>,
+    entropy: Vec<f64>,
+    pop_entropy: Vec<f64>,
+    errors: Vec<f64>,
+}
+
+fn f64s(v: Vec<f64>) -> ArrayRef {
+    Arc::new(Float64Array::from(v))
+}
+
+impl StatsColumns {
+    fn finish(self, schema: SchemaRef) -> Result<RecordBatch, String> {
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(self.model)),
+            Arc::new(StringArray::from(self.client)),
+            Arc::new(UInt64Array::from(self.queries)),
+            f64s(self.qps),
+            f64s(self.latency),
+            f64s(self.distinct),
+            f64s(self.near),
+            f64s(self.ood),
+            Arc::new(Float64Array::from(self.coverage)),
+            f64s(self.low),
+            f64s(self.boundary),
+            f64s(self.entropy),
+            f64s(self.pop_entropy),
+            f64s(self.errors),
+        ];
+        RecordBatch::try_new(schema, cols).map_err(|e| e.to_string())
+    }
+}
+
+#[derive(Default)]
+struct ProfileColumns {
+    model: Vec<Option<String>>,
+    client: Vec<String>,
+    start: Vec<i64>,
+    last: Vec<i64>,
+    queries: Vec<u64>,
+    distinct: Vec<f64>,
+    near: Vec<f64>,
+    ood: Vec<f64>,
+    coverage: Vec<Option<f64>>,
+    boundary: Vec<f64>,
+    low: Vec<f64>,
+    entropy: Vec<f64>,
+    w: Vec<Option<f64>>,
+    distances: Vec<u64>,
+}
+
+impl ProfileColumns {
+    fn finish(self, schema: SchemaRef) -> Result<RecordBatch, String> {
+        let ts = |v: Vec<i64>| -> ArrayRef {
+            Arc::new(TimestampMillisecondArray::from(v).with_timezone("UTC"))
+        };
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(self.model)),
+            Arc::new(StringArray::from(self.client)),
+            ts(self.start),
+            ts(self.last),
+            Arc::new(UInt64Array::from(self.queries)),
+            f64s(self.distinct),
+            f64s(self.near),
+            f64s(self.ood),
+            Arc::new(Float64Array::from(self.coverage)),
+            f64s(self.boundary),
+            f64s(self.low),
+            f64s(self.entropy),
+            Arc::new(Float64Array::from(self.w)),
+            Arc::new(UInt64Array::from(self.distances)),
+        ];
+        RecordBatch::try_new(schema, cols).map_err(|e| e.to_string())
+    }
+}
+
+/// `client_stats`: one row per (model, client) of the window.
+pub struct ClientStatsTable(Arc<Clients>);
+
+impl WindowTable for ClientStatsTable {
+    fn name(&self) -> &'static str {
+        "client_stats"
+    }
+    fn schema(&self) -> SchemaRef {
+        self.0.stats_schema.clone()
+    }
+    fn compute(&self, w: &ClosedWindow) -> Result<Vec<RecordBatch>, String> {
+        Ok(vec![self.0.computed(w)?.stats.clone()])
+    }
+}
+
+/// `client_profile`: the long-horizon profile of each (model, client) active in the
+/// window, as of the window's end.
+pub struct ClientProfileTable(Arc<Clients>);
+
+impl WindowTable for ClientProfileTable {
+    fn name(&self) -> &'static str {
+        "client_profile"
+    }
+    fn schema(&self) -> SchemaRef {
+        self.0.profile_schema.clone()
+    }
+    fn compute(&self, w: &ClosedWindow) -> Result<Vec<RecordBatch>, String> {
+        Ok(vec![self.0.computed(w)?.profile.clone()])
+    }
+}
