@@ -212,6 +212,12 @@ impl Waiting {
     }
 }
 
+/// What the source thread sends, with its clock: the time it has spent reading and
+/// decoding so far — not the time it waited for the pipeline to take a message, nor
+/// the time the input was unreachable. Idle partitions are judged on this clock, so a
+/// pipeline that falls behind (or a broker outage) never makes a partition look idle.
+type Clocked = (Duration, Msg);
+
 enum Msg {
     Batch(RawBatch, Decoded, u64),
     Idle,
@@ -310,7 +316,7 @@ impl Pipeline {
         source.set_counters(self.counters.clone());
         let progress = progress_bar(opts.progress, source.total_bytes());
         let decoder = self.decoder.take().expect("a pipeline runs once");
-        let (tx, mut rx) = mpsc::channel::<Msg>(4);
+        let (tx, mut rx) = mpsc::channel::<Clocked>(4);
         let committable = self.committable.clone();
         let reader = std::thread::Builder::new()
             .name("driftwatch-source".into())
@@ -325,7 +331,9 @@ impl Pipeline {
         let mut last_data = Instant::now();
         // Wall-clock time each partition last sent records: a partition quiet for
         // `idle_timeout` stops holding the watermark back.
-        let mut heard: Vec<Instant> = vec![Instant::now(); self.sources.len()];
+        // On the source thread's clock (see `Clocked`).
+        let mut heard: Vec<Duration> = vec![Duration::ZERO; self.sources.len()];
+        let mut source_clock: Duration;
         let mut shutdown = std::pin::pin!(shutdown_signal());
         let mut interrupted = false;
         let mut waiting = Waiting::default();
@@ -338,13 +346,14 @@ impl Pipeline {
                     None
                 }
             };
-            let Some(msg) = msg else { break };
+            let Some((clock, msg)) = msg else { break };
+            source_clock = clock;
             match msg {
                 Msg::Batch(raw, decoded, bytes) => {
                     waiting.over();
                     last_data = Instant::now();
                     if let Some(h) = heard.get_mut(raw.partition) {
-                        *h = last_data;
+                        *h = clock;
                     }
                     if let Some(p) = &progress {
                         p.set_position(bytes);
@@ -375,9 +384,9 @@ impl Pipeline {
                 Msg::Added(pid, name) => {
                     if self.sources.len() <= pid {
                         self.sources.resize(pid + 1, String::new());
-                        heard.resize(pid + 1, Instant::now());
+                        heard.resize(pid + 1, clock);
                     }
-                    heard[pid] = Instant::now();
+                    heard[pid] = clock;
                     // A new assignment is activity: --until-idle counts from it.
                     last_data = Instant::now();
                     self.windows.add_partition(pid, &name);
@@ -391,7 +400,7 @@ impl Pipeline {
                 Msg::End => break,
                 Msg::Failed(e) => return Err(e.into()),
             }
-            self.mark_idle(&heard).await?;
+            self.mark_idle(&heard, source_clock).await?;
             self.maybe_checkpoint().await?;
         }
         drop(rx);
@@ -417,10 +426,10 @@ impl Pipeline {
 
     /// Marks partitions that sent nothing for `idle_timeout` as idle, and closes the
     /// windows they were holding back.
-    async fn mark_idle(&mut self, heard: &[Instant]) -> Result<(), PipelineError> {
+    async fn mark_idle(&mut self, heard: &[Duration], now: Duration) -> Result<(), PipelineError> {
         let mut changed = false;
-        for (pid, at) in heard.iter().enumerate() {
-            if at.elapsed() >= self.time.idle_timeout && !self.windows.is_idle(pid) {
+        for (pid, &at) in heard.iter().enumerate() {
+            if now.saturating_sub(at) >= self.time.idle_timeout && !self.windows.is_idle(pid) {
                 tracing::info!(partition = %self.sources[pid], "partition idle: it no longer holds the watermark");
                 self.windows.set_idle(pid, true);
                 changed = true;
@@ -800,13 +809,16 @@ fn peak_rss_kib() -> Option<u64> {
 fn read_loop(
     source: &mut dyn Source,
     decoder: &BatchDecoder,
-    tx: &mpsc::Sender<Msg>,
+    tx: &mpsc::Sender<Clocked>,
     committable: &Committable,
 ) {
+    let mut clock = Duration::ZERO;
     loop {
         if let Some(positions) = committable.lock().expect("committable lock").take() {
             source.checkpointed(&positions);
         }
+        let started = Instant::now();
+        let mut counts = true;
         let msg = match source.poll() {
             Ok(Poll::Batch(raw)) => {
                 let decoded = decoder.decode(&raw);
@@ -818,6 +830,7 @@ fn read_loop(
             }
             Ok(Poll::Waiting(why)) => {
                 std::thread::sleep(Duration::from_millis(100));
+                counts = false;
                 Msg::Waiting(why)
             }
             Ok(Poll::Added(pid, name)) => Msg::Added(pid, name),
@@ -826,8 +839,11 @@ fn read_loop(
             Ok(Poll::End) => Msg::End,
             Err(e) => Msg::Failed(e),
         };
+        if counts {
+            clock += started.elapsed();
+        }
         let last = matches!(msg, Msg::End | Msg::Failed(_));
-        if tx.blocking_send(msg).is_err() || last {
+        if tx.blocking_send((clock, msg)).is_err() || last {
             return;
         }
     }

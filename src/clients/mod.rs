@@ -358,6 +358,9 @@ fn hash_of(v: impl Hash) -> u64 {
     h.finish()
 }
 
+/// An earlier query for PRADA: numeric features standardized, then categories.
+type Point = (Vec<f64>, Vec<u32>);
+
 /// Long-horizon state of one (model, client).
 #[derive(Default, Clone, Serialize, Deserialize)]
 struct Profile {
@@ -375,7 +378,7 @@ struct Profile {
     cells: HashSet<u64>,
     labels: BTreeMap<String, u64>,
     /// Per predicted class: earlier queries (standardized, then categories).
-    points: HashMap<String, Vec<(Vec<f64>, Vec<u32>)>>,
+    points: HashMap<String, Vec<Point>>,
     distances: Vec<f64>,
 }
 
