@@ -61,7 +61,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::decode::{FeatureDecl, FeatureKind, ts_type};
 use crate::rules::engine::WindowTable;
-use crate::stats::{entropy_bits, shapiro_wilk};
+use crate::stats::{entropy_bits, royston_coefficients, shapiro_wilk_with};
 use crate::window::ClosedWindow;
 
 /// `clients:` in the config.
@@ -102,7 +102,7 @@ impl Default for ClientsConfig {
             near_duplicate: 0.01,
             reference_windows: 30,
             reference_sample: 1024,
-            prada_points: 64,
+            prada_points: 32,
             prada_distances: 2000,
             profile_set_cap: 4096,
         }
@@ -131,6 +131,13 @@ struct Rec {
     /// Numeric features (NaN = missing), then categorical ones (u32::MAX = missing).
     num: Vec<f64>,
     cat: Vec<u32>,
+    /// Against the reference (filled once it is known): standardized values, the
+    /// near-duplicate cell, the coverage cell, out of distribution, the input's identity.
+    z: Vec<f64>,
+    near: u64,
+    cell: u64,
+    ood: bool,
+    input: u64,
 }
 
 /// Strings seen in a window, interned.
@@ -325,6 +332,26 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     }
 }
 
+/// Sets of keys that are hashes already: no second hashing.
+type Set = HashSet<u64, std::hash::BuildHasherDefault<PassThrough>>;
+
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ b as u64;
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
 /// FNV-1a: a stable hash (the same in every process and version), for sampling and
 /// input identity.
 struct Fnv(u64);
@@ -372,14 +399,17 @@ struct Profile {
     ood: u64,
     boundary: u64,
     low_conf: u64,
-    inputs: HashSet<u64>,
+    inputs: Set,
     /// Near-duplicate cells of the client's last `RECENT` distinct inputs.
     recent: VecDeque<u64>,
-    cells: HashSet<u64>,
+    cells: Set,
     labels: BTreeMap<String, u64>,
     /// Per predicted class: earlier queries (standardized, then categories).
     points: HashMap<String, Vec<Point>>,
     distances: Vec<f64>,
+    /// W of the first n distances, for n = the count it was computed at.
+    #[serde(default)]
+    w: Option<(usize, Option<f64>)>,
 }
 
 impl Profile {
@@ -440,6 +470,8 @@ pub struct Clients {
     stats_schema: SchemaRef,
     profile_schema: SchemaRef,
     state: Mutex<State>,
+    /// Shapiro–Wilk coefficients per sample size.
+    coefficients: Mutex<HashMap<usize, Arc<Vec<f64>>>>,
 }
 
 impl Clients {
@@ -492,6 +524,7 @@ impl Clients {
             categorical: names(FeatureKind::Categorical),
             stats_schema: Arc::new(stats),
             profile_schema: Arc::new(profile),
+            coefficients: Mutex::new(HashMap::new()),
             state: Mutex::new(State {
                 windows: VecDeque::new(),
                 profiles: HashMap::new(),
@@ -500,6 +533,14 @@ impl Clients {
                 usage: ClientsUsage::default(),
             }),
         })
+    }
+
+    fn coefficients(&self, n: usize) -> Vec<f64> {
+        let mut memo = self.coefficients.lock().expect("coefficients lock");
+        memo.entry(n)
+            .or_insert_with(|| Arc::new(royston_coefficients(n)))
+            .as_ref()
+            .clone()
     }
 
     /// The two tables to register with the rule engine.
@@ -572,7 +613,6 @@ impl Clients {
             .map(|_| Interner::default())
             .collect();
         let mut recs: Vec<Rec> = Vec::new();
-        let mut samples: Vec<Sample> = Vec::new();
         for b in &w.batches {
             self.read_batch(
                 b,
@@ -581,9 +621,37 @@ impl Clients {
                 &mut labels,
                 &mut cats,
                 &mut recs,
-                &mut samples,
             )?;
         }
+        // This window's sample: the records with the smallest keys (bottom-k by a hash of
+        // the request id), whatever order they came in.
+        let samples: Vec<Sample> = {
+            let mut idx: Vec<usize> = (0..recs.len()).collect();
+            let k = self.cfg.reference_sample.min(idx.len());
+            if k < idx.len() {
+                idx.select_nth_unstable_by_key(k, |&i| (recs[i].order, i));
+                idx.truncate(k);
+            }
+            idx.sort_by_key(|&i| (recs[i].order, i));
+            idx.iter()
+                .map(|&i| Sample {
+                    key: recs[i].order,
+                    num: recs[i].num.clone(),
+                    cat: recs[i]
+                        .cat
+                        .iter()
+                        .enumerate()
+                        .map(|(j, &c)| {
+                            if c == u32::MAX {
+                                String::new()
+                            } else {
+                                cats[j].names[c as usize].clone()
+                            }
+                        })
+                        .collect(),
+                })
+                .collect()
+        };
         // The reference: the previous windows' samples, or this window's at the start.
         let reference = {
             let mut pool: Vec<&Sample> = st.windows.iter().flatten().collect();
@@ -610,6 +678,13 @@ impl Clients {
                     *c = cat_map[j][*c as usize];
                 }
             }
+        }
+        for r in &mut recs {
+            r.z = reference.standardize(&r.num);
+            r.near = near_cell(&reference.ranks(&r.num), &r.cat, self.cfg.near_duplicate);
+            r.cell = reference.cell(&r.num, &r.cat);
+            r.ood = reference.is_ood(&r.num, &r.cat);
+            r.input = input_key(&r.num, &r.cat);
         }
         // Per client, in event-time order (then request id): the same in any partitioning.
         recs.sort_by(|a, b| {
@@ -658,24 +733,31 @@ impl Clients {
                     .profiles
                     .entry((model.clone(), client.clone()))
                     .or_default();
-                self.update_profile(p, &fresh, &reference, &labels);
+                self.update_profile(p, &fresh, &labels);
             }
             active.push((model.clone(), client.clone()));
             i = j;
         }
         // The reference takes this window's records that it has not seen.
-        let fresh_samples: Vec<Sample> = {
-            let mut s: Vec<Sample> = samples.into_iter().collect();
-            s.sort_by_key(|x| x.key);
-            s.truncate(self.cfg.reference_sample);
-            s
-        };
         if w.end_ms > st.consumed_until {
-            st.windows.push_back(fresh_samples);
+            st.windows.push_back(samples);
             while st.windows.len() > self.cfg.reference_windows.max(1) {
                 st.windows.pop_front();
             }
             st.consumed_until = w.end_ms;
+        }
+        // W of the active clients whose distances changed (they stop changing at the cap).
+        for key in &active {
+            if let Some(p) = st.profiles.get_mut(key) {
+                let n = p.distances.len();
+                if p.w.is_none_or(|(m, _)| m != n) {
+                    let w = (n >= 20)
+                        .then(|| shapiro_wilk_with(&p.distances, &|n| self.coefficients(n)).ok())
+                        .flatten()
+                        .map(|(w, _)| w);
+                    p.w = Some((n, w));
+                }
+            }
         }
         let profile = self.profile_rows(st, &active, &reference, &mut expected_memo)?;
         self.evict(st, w.end_ms);
@@ -695,7 +777,6 @@ impl Clients {
         labels: &mut Interner,
         cats: &mut [Interner],
         recs: &mut Vec<Rec>,
-        samples: &mut Vec<Sample>,
     ) -> Result<(), String> {
         let col = |name: &str| {
             b.column_by_name(name)
@@ -759,11 +840,6 @@ impl Clients {
             } else {
                 model.value(row)
             };
-            samples.push(Sample {
-                key: order,
-                num: nums.clone(),
-                cat: cat_names.iter().map(|s| (*s).to_owned()).collect(),
-            });
             recs.push(Rec {
                 ts: ts.value(row),
                 order,
@@ -779,6 +855,11 @@ impl Clients {
                 margin,
                 num: nums,
                 cat: cat_ids,
+                z: Vec::new(),
+                near: 0,
+                cell: 0,
+                ood: false,
+                input: 0,
             });
         }
         Ok(())
@@ -798,22 +879,20 @@ impl Clients {
         population_entropy: f64,
     ) {
         let n = group.len() as f64;
-        let mut inputs = HashSet::new();
+        let mut inputs: Set = HashSet::default();
         let mut recent: VecDeque<u64> = VecDeque::with_capacity(RECENT);
-        let mut cells = HashSet::new();
+        let mut cells: Set = HashSet::default();
         let (mut near_dups, mut ood, mut low, mut boundary, mut errors) =
             (0u64, 0u64, 0u64, 0u64, 0u64);
         let mut label_counts: HashMap<u32, u64> = HashMap::new();
         for r in group {
-            let input = input_key(&r.num, &r.cat);
-            let cell = near_cell(&reference.ranks(&r.num), &r.cat, self.cfg.near_duplicate);
-            let new_input = inputs.insert(input);
+            let new_input = inputs.insert(r.input);
             if new_input {
-                near_dups += recent.contains(&cell) as u64;
-                remember(&mut recent, cell);
+                near_dups += recent.contains(&r.near) as u64;
+                remember(&mut recent, r.near);
             }
-            cells.insert(reference.cell(&r.num, &r.cat));
-            ood += reference.is_ood(&r.num, &r.cat) as u64;
+            cells.insert(r.cell);
+            ood += r.ood as u64;
             low += r.top1.is_some_and(|t| t < self.cfg.low_confidence) as u64;
             boundary += r.margin.is_some_and(|m| m < self.cfg.boundary_margin) as u64;
             match r.label {
@@ -841,13 +920,7 @@ impl Clients {
         out.errors.push(errors as f64 / n);
     }
 
-    fn update_profile(
-        &self,
-        p: &mut Profile,
-        recs: &[&Rec],
-        reference: &Reference,
-        labels: &Interner,
-    ) {
+    fn update_profile(&self, p: &mut Profile, recs: &[&Rec], labels: &Interner) {
         let cap = self.cfg.profile_set_cap;
         for r in recs {
             if p.queries == 0 || r.ts - p.horizon_start >= self.cfg.horizon.as_millis() as i64 {
@@ -858,8 +931,7 @@ impl Clients {
             }
             p.last_seen = p.last_seen.max(r.ts);
             p.queries += 1;
-            let z = reference.standardize(&r.num);
-            let input = input_key(&r.num, &r.cat);
+            let input = r.input;
             let new_input = !p.inputs.contains(&input);
             if new_input && p.inputs.len() < cap {
                 p.inputs.insert(input);
@@ -868,15 +940,13 @@ impl Clients {
                 p.repeats += 1;
             }
             if new_input {
-                let cell = near_cell(&reference.ranks(&r.num), &r.cat, self.cfg.near_duplicate);
-                p.near_dups += p.recent.contains(&cell) as u64;
-                remember(&mut p.recent, cell);
+                p.near_dups += p.recent.contains(&r.near) as u64;
+                remember(&mut p.recent, r.near);
             }
-            let coverage_cell = reference.cell(&r.num, &r.cat);
             if p.cells.len() < cap {
-                p.cells.insert(coverage_cell);
+                p.cells.insert(r.cell);
             }
-            p.ood += reference.is_ood(&r.num, &r.cat) as u64;
+            p.ood += r.ood as u64;
             p.low_conf += r.top1.is_some_and(|t| t < self.cfg.low_confidence) as u64;
             p.boundary += r.margin.is_some_and(|m| m < self.cfg.boundary_margin) as u64;
             let label = r.label.map_or("", |l| labels.names[l as usize].as_str());
@@ -888,14 +958,14 @@ impl Clients {
             if !points.is_empty() && new_input {
                 let d = points
                     .iter()
-                    .map(|(pz, pc)| distance(&z, &r.cat, pz, pc))
+                    .map(|(pz, pc)| distance(&r.z, &r.cat, pz, pc))
                     .fold(f64::INFINITY, f64::min);
                 if d > 0.0 && p.distances.len() < self.cfg.prada_distances {
                     p.distances.push(d);
                 }
             }
             if points.len() < self.cfg.prada_points && new_input {
-                points.push((z, r.cat.clone()));
+                points.push((r.z.clone(), r.cat.clone()));
             }
         }
     }
@@ -927,10 +997,9 @@ impl Clients {
             c.boundary.push(p.boundary as f64 / n);
             c.low.push(p.low_conf as f64 / n);
             c.entropy.push(entropy_bits(p.labels.values().copied()));
-            c.w.push(if p.distances.len() >= 20 {
-                shapiro_wilk(&p.distances).ok().map(|(w, _)| w)
-            } else {
-                None
+            c.w.push(match p.w {
+                Some((n, w)) if n == p.distances.len() => w,
+                _ => None,
             });
             c.distances.push(p.distances.len() as u64);
         }

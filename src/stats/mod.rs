@@ -13,6 +13,15 @@ use statrs::distribution::{ContinuousCDF, Normal};
 ///
 /// Errors: fewer than 3 values, a non-finite value, or all values equal (W undefined).
 pub fn shapiro_wilk(values: &[f64]) -> Result<(f64, f64), &'static str> {
+    shapiro_wilk_with(values, &royston_coefficients)
+}
+
+/// [`shapiro_wilk`] with the coefficients for n from `coefficients` (a cache: they
+/// depend on n only, and cost n/2 normal quantiles).
+pub fn shapiro_wilk_with(
+    values: &[f64],
+    coefficients: &dyn Fn(usize) -> Vec<f64>,
+) -> Result<(f64, f64), &'static str> {
     let n = values.len();
     if n < 3 {
         return Err("at least 3 values are needed");
@@ -25,7 +34,7 @@ pub fn shapiro_wilk(values: &[f64]) -> Result<(f64, f64), &'static str> {
     if x[n - 1] - x[0] <= f64::EPSILON * x[0].abs().max(x[n - 1].abs()).max(1e-300) {
         return Err("all values are equal");
     }
-    let a = royston_coefficients(n);
+    let a = coefficients(n);
     // Centre first: Σ(x − x̄)² and Σ aᵢ x₍ᵢ₎ are unchanged by a shift, and smaller
     // numbers lose less precision.
     let mean = x.iter().sum::<f64>() / n as f64;
@@ -37,7 +46,7 @@ pub fn shapiro_wilk(values: &[f64]) -> Result<(f64, f64), &'static str> {
 }
 
 /// Royston's coefficients a₁ ≥ a₂ ≥ … for the upper half (a₍ₙ₊₁₋ᵢ₎ = −aᵢ).
-fn royston_coefficients(n: usize) -> Vec<f64> {
+pub fn royston_coefficients(n: usize) -> Vec<f64> {
     const C1: [f64; 6] = [0.0, 0.221157, -0.147981, -2.071190, 4.434685, -2.706056];
     const C2: [f64; 6] = [0.0, 0.042981, -0.293762, -1.752461, 5.682633, -3.582633];
     let half = n / 2;
