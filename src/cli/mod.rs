@@ -106,6 +106,9 @@ pub struct GenArgs {
     /// Honest records per second of event time.
     #[arg(long, default_value_t = crate::source::generator::default_rate())]
     pub rate: f64,
+    /// Honest clients (the population; memory benchmarks use 100,000 and more).
+    #[arg(long, default_value_t = crate::scenario::DEFAULT_CLIENTS)]
+    pub clients: usize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -271,6 +274,7 @@ fn gen_cmd(args: GenArgs) -> Result<(), Failure> {
         seed: args.seed,
         events: args.events,
         rate: args.rate,
+        clients: args.clients,
     };
     let mut generator = crate::scenario::Generator::new(opts.clone()).map_err(Failure::usage)?;
     let episodes = match (&args.out, &args.kafka, &args.topic) {

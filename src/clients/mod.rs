@@ -101,7 +101,7 @@ impl Default for ClientsConfig {
             boundary_margin: 0.1,
             near_duplicate: 0.01,
             reference_windows: 30,
-            reference_sample: 1024,
+            reference_sample: 256,
             prada_points: 32,
             prada_distances: 2000,
             profile_set_cap: 4096,
@@ -236,13 +236,13 @@ impl Reference {
             r.sorted[j] = v;
         }
         for (j, cats) in r.cats.iter_mut().enumerate() {
-            let mut names: Vec<&str> = samples
+            let distinct: HashSet<&str> = samples
                 .iter()
                 .map(|s| s.cat[j].as_str())
                 .filter(|c| !c.is_empty())
                 .collect();
+            let mut names: Vec<&str> = distinct.into_iter().collect();
             names.sort_unstable();
-            names.dedup();
             for (i, c) in names.into_iter().enumerate() {
                 cats.insert(c.to_owned(), i as u32);
             }
@@ -391,6 +391,8 @@ type Point = (Vec<f64>, Vec<u32>);
 /// Long-horizon state of one (model, client).
 #[derive(Default, Clone, Serialize, Deserialize)]
 struct Profile {
+    model: String,
+    client: String,
     horizon_start: i64,
     last_seen: i64,
     queries: u64,
@@ -407,6 +409,9 @@ struct Profile {
     /// Per predicted class: earlier queries (standardized, then categories).
     points: HashMap<String, Vec<Point>>,
     distances: Vec<f64>,
+    /// Points stored over all classes (for the memory estimate).
+    #[serde(default)]
+    point_count: usize,
     /// W of the first n distances, for n = the count it was computed at.
     #[serde(default)]
     w: Option<(usize, Option<f64>)>,
@@ -415,7 +420,7 @@ struct Profile {
 impl Profile {
     fn bytes(&self, dims: usize) -> u64 {
         let sets = self.inputs.len() + self.recent.len() + self.cells.len();
-        let points: usize = self.points.values().map(Vec::len).sum();
+        let points = self.point_count;
         (256 + sets * 16
             + self.labels.len() * 48
             + points * (dims * 8 + 64)
@@ -433,7 +438,8 @@ struct Computed {
 struct State {
     /// Per window, its sample; oldest first.
     windows: VecDeque<Vec<Sample>>,
-    profiles: HashMap<(String, String), Profile>,
+    /// By [`client_key`].
+    profiles: HashMap<u64, Profile, std::hash::BuildHasherDefault<PassThrough>>,
     /// Rows before this event time already went into the profiles and the reference.
     consumed_until: i64,
     last: Option<Arc<Computed>>,
@@ -445,7 +451,7 @@ struct State {
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct ClientsSnapshot {
     windows: Vec<Vec<Sample>>,
-    profiles: Vec<(String, String, Profile)>,
+    profiles: Vec<Profile>,
     consumed_until: i64,
     usage: ClientsUsage,
 }
@@ -527,7 +533,7 @@ impl Clients {
             coefficients: Mutex::new(HashMap::new()),
             state: Mutex::new(State {
                 windows: VecDeque::new(),
-                profiles: HashMap::new(),
+                profiles: HashMap::default(),
                 consumed_until: i64::MIN,
                 last: None,
                 usage: ClientsUsage::default(),
@@ -554,12 +560,8 @@ impl Clients {
     /// A copy of the state, taken between windows (serialized on the writer thread).
     pub fn snapshot(&self) -> ClientsSnapshot {
         let st = self.state.lock().expect("clients lock");
-        let mut profiles: Vec<(String, String, Profile)> = st
-            .profiles
-            .iter()
-            .map(|((m, c), p)| (m.clone(), c.clone(), p.clone()))
-            .collect();
-        profiles.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        let mut profiles: Vec<Profile> = st.profiles.values().cloned().collect();
+        profiles.sort_by(|a, b| (&a.model, &a.client).cmp(&(&b.model, &b.client)));
         ClientsSnapshot {
             windows: st.windows.iter().cloned().collect(),
             profiles,
@@ -574,7 +576,7 @@ impl Clients {
         st.profiles = snap
             .profiles
             .into_iter()
-            .map(|(m, c, p)| ((m, c), p))
+            .map(|p| (client_key(&p.model, &p.client), p))
             .collect();
         st.consumed_until = snap.consumed_until;
         st.usage = snap.usage;
@@ -705,7 +707,8 @@ impl Clients {
 
         let mut stats = StatsColumns::default();
         let mut expected_memo: HashMap<u64, f64> = HashMap::new();
-        let mut active: Vec<(String, String)> = Vec::new();
+        let mut active: Vec<u64> = Vec::new();
+        let mut scratch = Scratch::default();
         let mut i = 0;
         while i < recs.len() {
             let (m, c) = (recs[i].model, recs[i].client);
@@ -726,16 +729,19 @@ impl Clients {
                 model,
                 client,
                 pop_entropy.get(&m).copied().unwrap_or(0.0),
+                &mut scratch,
             );
+            let key = client_key(model, client);
             let fresh: Vec<&Rec> = group.iter().filter(|r| r.ts >= st.consumed_until).collect();
             if !fresh.is_empty() {
-                let p = st
-                    .profiles
-                    .entry((model.clone(), client.clone()))
-                    .or_default();
+                let p = st.profiles.entry(key).or_insert_with(|| Profile {
+                    model: model.clone(),
+                    client: client.clone(),
+                    ..Profile::default()
+                });
                 self.update_profile(p, &fresh, &labels);
             }
-            active.push((model.clone(), client.clone()));
+            active.push(key);
             i = j;
         }
         // The reference takes this window's records that it has not seen.
@@ -877,19 +883,26 @@ impl Clients {
         model: &str,
         client: &str,
         population_entropy: f64,
+        scratch: &mut Scratch,
     ) {
         let n = group.len() as f64;
-        let mut inputs: Set = HashSet::default();
-        let mut recent: VecDeque<u64> = VecDeque::with_capacity(RECENT);
-        let mut cells: Set = HashSet::default();
+        let Scratch {
+            inputs,
+            recent,
+            cells,
+            labels: label_counts,
+        } = scratch;
+        inputs.clear();
+        recent.clear();
+        cells.clear();
+        label_counts.clear();
         let (mut near_dups, mut ood, mut low, mut boundary, mut errors) =
             (0u64, 0u64, 0u64, 0u64, 0u64);
-        let mut label_counts: HashMap<u32, u64> = HashMap::new();
         for r in group {
             let new_input = inputs.insert(r.input);
             if new_input {
                 near_dups += recent.contains(&r.near) as u64;
-                remember(&mut recent, r.near);
+                remember(recent, r.near);
             }
             cells.insert(r.cell);
             ood += r.ood as u64;
@@ -925,6 +938,8 @@ impl Clients {
         for r in recs {
             if p.queries == 0 || r.ts - p.horizon_start >= self.cfg.horizon.as_millis() as i64 {
                 *p = Profile {
+                    model: std::mem::take(&mut p.model),
+                    client: std::mem::take(&mut p.client),
                     horizon_start: r.ts,
                     ..Profile::default()
                 };
@@ -966,6 +981,7 @@ impl Clients {
             }
             if points.len() < self.cfg.prada_points && new_input {
                 points.push((r.z.clone(), r.cat.clone()));
+                p.point_count += 1;
             }
         }
     }
@@ -973,7 +989,7 @@ impl Clients {
     fn profile_rows(
         &self,
         st: &State,
-        active: &[(String, String)],
+        active: &[u64],
         reference: &Reference,
         memo: &mut HashMap<u64, f64>,
     ) -> Result<RecordBatch, String> {
@@ -984,8 +1000,8 @@ impl Clients {
             };
             let n = p.queries.max(1) as f64;
             let distinct = p.queries - p.repeats;
-            c.model.push(Some(key.0.clone()));
-            c.client.push(key.1.clone());
+            c.model.push(Some(p.model.clone()));
+            c.client.push(p.client.clone());
             c.start.push(p.horizon_start);
             c.last.push(p.last_seen);
             c.queries.push(p.queries);
@@ -1017,16 +1033,26 @@ impl Clients {
         let dims = self.numeric.len() + self.categorical.len();
         let mut bytes: u64 = st.profiles.values().map(|p| p.bytes(dims)).sum();
         if bytes > self.cfg.max_memory {
-            let mut by_age: Vec<((String, String), i64, u64)> = st
+            let mut by_age: Vec<(i64, &str, &str, u64, u64)> = st
                 .profiles
                 .iter()
-                .map(|(k, p)| (k.clone(), p.last_seen, p.bytes(dims)))
+                .map(|(&k, p)| {
+                    (
+                        p.last_seen,
+                        p.model.as_str(),
+                        p.client.as_str(),
+                        k,
+                        p.bytes(dims),
+                    )
+                })
                 .collect();
-            by_age.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+            by_age.sort_unstable();
+            let by_age: Vec<(u64, u64)> =
+                by_age.into_iter().map(|(_, _, _, k, b)| (k, b)).collect();
             // Down to 90% of the cap, so that eviction does not run on every window.
             let target = self.cfg.max_memory / 10 * 9;
             let mut evicted = 0u64;
-            for (k, _, b) in by_age {
+            for (k, b) in by_age {
                 if bytes <= target {
                     break;
                 }
@@ -1079,6 +1105,15 @@ fn confidence(
     (Some(top), Some(2.0 * top - 1.0))
 }
 
+/// Buffers reused from one client's window statistics to the next.
+#[derive(Default)]
+struct Scratch {
+    inputs: Set,
+    recent: VecDeque<u64>,
+    cells: Set,
+    labels: HashMap<u32, u64>,
+}
+
 /// Distinct inputs a near-duplicate is looked for among.
 const RECENT: usize = 16;
 
@@ -1087,6 +1122,16 @@ fn remember(recent: &mut VecDeque<u64>, cell: u64) {
         recent.pop_front();
     }
     recent.push_back(cell);
+}
+
+/// A profile's key: a hash of model and client id (64 bits: two of a million clients
+/// share one with a probability of about 3·10⁻⁸).
+fn client_key(model: &str, client: &str) -> u64 {
+    let mut h = Fnv::default();
+    h.write(model.as_bytes());
+    h.write_u8(0xff);
+    h.write(client.as_bytes());
+    h.finish()
 }
 
 fn input_key(num: &[f64], cat: &[u32]) -> u64 {

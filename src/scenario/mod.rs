@@ -25,7 +25,8 @@ const COUNTRIES: [(&str, f64); 7] = [
     ("ES", 0.07),
     ("IT", 0.05),
 ];
-const HONEST_CLIENTS: usize = 200;
+/// Honest clients unless `--clients` says otherwise.
+pub const DEFAULT_CLIENTS: usize = 200;
 const BATCH_USERS: usize = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -77,6 +78,8 @@ pub struct GenOptions {
     pub events: u64,
     /// Honest records per second of event time.
     pub rate: f64,
+    /// Honest clients (besides the batch users and attackers).
+    pub clients: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -167,7 +170,10 @@ impl Generator {
         let weight = LogNormal::new(0.0, 0.6).expect("valid lognormal");
         let mut clients = Vec::new();
         let mut weights = Vec::new();
-        for i in 0..HONEST_CLIENTS {
+        if opts.clients == 0 {
+            return Err("--clients must be at least 1".into());
+        }
+        for i in 0..opts.clients {
             clients.push(Client {
                 id: format!("key-{:03}", i),
                 history: Vec::new(),
@@ -322,11 +328,13 @@ impl Generator {
                 x
             }
         };
+        // Fewer remembered inputs per client when there are very many clients.
+        let keep = if self.clients.len() > 10_000 { 4 } else { 32 };
         let history = &mut self.clients[c].history;
-        if history.len() < 32 {
+        if history.len() < keep {
             history.push(x);
         } else {
-            let slot = self.rng.random_range(0..32);
+            let slot = self.rng.random_range(0..keep);
             history[slot] = x;
         }
         let client = self.clients[c].id.clone();
@@ -673,6 +681,7 @@ mod tests {
             seed,
             events,
             rate: 200.0,
+            clients: DEFAULT_CLIENTS,
         })
         .unwrap();
         let mut out = Vec::new();
@@ -716,6 +725,7 @@ mod tests {
             seed: 1,
             events: 1000,
             rate: 200.0,
+            clients: DEFAULT_CLIENTS,
         })
         .err()
         .unwrap();

@@ -17,6 +17,13 @@ pub struct GeneratorSourceConfig {
     /// Honest records per second of event time.
     #[serde(default = "default_rate")]
     pub rate: f64,
+    /// Honest clients.
+    #[serde(default = "default_clients")]
+    pub clients: usize,
+}
+
+fn default_clients() -> usize {
+    crate::scenario::DEFAULT_CLIENTS
 }
 
 pub fn default_rate() -> f64 {
@@ -38,6 +45,7 @@ impl GeneratorSource {
             seed: c.seed,
             events: c.events,
             rate: c.rate,
+            clients: c.clients,
         })
         .map_err(SourceError::Generator)?;
         Ok(Self {
