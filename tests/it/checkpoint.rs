@@ -15,7 +15,7 @@ fn config(dir: &Path, queries: &Path) -> PathBuf {
         &path,
         format!(
             "source: {{type: file, paths: []}}\n\
-             decode:\n  features:\n    - {{name: amount, type: numerical}}\n    - {{name: country, type: categorical}}\n\
+             decode:\n  features:\n    - {{name: amount, type: numerical}}\n    - {{name: age, type: numerical}}\n    - {{name: country, type: categorical}}\n    - {{name: merchant_risk, type: numerical}}\n    - {{name: hour, type: numerical}}\n\
              queries: {}\n\
              dead_letter: {{path: {}}}\n\
              alerts: {{stdout: false}}\n\
@@ -77,81 +77,117 @@ const COUNTS: [&str; 6] = [
     "rule runs",
 ];
 
+/// Replays `input` with `state`, killing it (SIGKILL) up to `max_kills` times at random
+/// moments `delays` ms after a checkpoint exists, then lets it finish; checks that the
+/// alerts and counts are those of an uninterrupted run. Returns the alerts.
+fn killed_replay_matches_uninterrupted(
+    dir: &Path,
+    cfg: &Path,
+    input: &Path,
+    seed: u64,
+    max_kills: u32,
+    delays: (u64, u64),
+) -> BTreeSet<String> {
+    let reference_alerts = dir.join(format!("reference-{seed}.jsonl"));
+    let o = driftwatch(&replay_args(cfg, input, &reference_alerts, None), dir);
+    assert!(o.status.success(), "{}", text(&o));
+    let reference: BTreeSet<String> = notifications(&reference_alerts).into_iter().collect();
+    let reference_counts = summary(&o.stdout);
+
+    let state = dir.join(format!("state-{seed}"));
+    let alerts = dir.join(format!("killed-{seed}.jsonl"));
+    let mut rng = seed;
+    let (mut kills, mut last) = (0, None);
+    while last.is_none() {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+            .args(replay_args(cfg, input, &alerts, Some(&state)))
+            .current_dir(root())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        // Kill only once some checkpoint exists (a slow start under load must not
+        // make every kill land before the first one), then after a random delay.
+        wait_for_checkpoint(&state, &mut child);
+        let delay = Duration::from_millis(delays.0 + (rng >> 33) % (delays.1 - delays.0));
+        let started = Instant::now();
+        while started.elapsed() < delay && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if kills < max_kills && child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            kills += 1;
+            continue;
+        }
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        last = Some(o);
+    }
+    assert!(kills >= 1, "seed {seed}: the run ended before any kill");
+    let got = notifications(&alerts);
+    let unique: BTreeSet<String> = got.iter().cloned().collect();
+    assert_eq!(
+        unique.len(),
+        got.len(),
+        "seed {seed}: an (id, state) was written twice after {kills} kills"
+    );
+    assert_eq!(
+        unique, reference,
+        "seed {seed}: alerts differ after {kills} kills"
+    );
+    let last = last.unwrap();
+    assert!(
+        String::from_utf8_lossy(&last.stdout).contains("restored from"),
+        "{}",
+        text(&last)
+    );
+    let counts = summary(&last.stdout);
+    for k in COUNTS {
+        assert_eq!(
+            counts[k], reference_counts[k],
+            "seed {seed}: {k} after {kills} kills"
+        );
+    }
+    reference
+}
+
 #[test]
 fn sigkill_at_random_points_repeats_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &root().join("queries"));
     for seed in [21u64, 22] {
         let (input, _) = generate(dir.path(), "mixed", seed, 160_000, "50");
-        let reference_alerts = dir.path().join(format!("reference-{seed}.jsonl"));
-        let o = driftwatch(
-            &replay_args(&cfg, &input, &reference_alerts, None),
-            dir.path(),
-        );
-        assert!(o.status.success(), "{}", text(&o));
-        let reference: BTreeSet<String> = notifications(&reference_alerts).into_iter().collect();
-        let reference_counts = summary(&o.stdout);
+        let reference =
+            killed_replay_matches_uninterrupted(dir.path(), &cfg, &input, seed, 6, (20, 620));
         assert!(reference.len() >= 8, "{reference:?}");
-
-        let state = dir.path().join(format!("state-{seed}"));
-        let alerts = dir.path().join(format!("killed-{seed}.jsonl"));
-        let mut rng = seed;
-        let (mut kills, mut last) = (0, None);
-        while last.is_none() {
-            let mut child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
-                .args(replay_args(&cfg, &input, &alerts, Some(&state)))
-                .current_dir(root())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            rng = rng
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            // Kill only once some checkpoint exists (a slow start under load must not
-            // make every kill land before the first one), then after a random delay.
-            wait_for_checkpoint(&state, &mut child);
-            let delay = Duration::from_millis(20 + (rng >> 33) % 600);
-            let started = Instant::now();
-            while started.elapsed() < delay && child.try_wait().unwrap().is_none() {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if kills < 6 && child.try_wait().unwrap().is_none() {
-                child.kill().unwrap();
-                child.wait().unwrap();
-                kills += 1;
-                continue;
-            }
-            let o = child.wait_with_output().unwrap();
-            assert!(o.status.success(), "{}", text(&o));
-            last = Some(o);
-        }
-        assert!(kills >= 1, "seed {seed}: the run ended before any kill");
-        let got = notifications(&alerts);
-        let unique: BTreeSet<String> = got.iter().cloned().collect();
-        assert_eq!(
-            unique.len(),
-            got.len(),
-            "seed {seed}: an (id, state) was written twice after {kills} kills"
-        );
-        assert_eq!(
-            unique, reference,
-            "seed {seed}: alerts differ after {kills} kills"
-        );
-        let last = last.unwrap();
-        assert!(
-            String::from_utf8_lossy(&last.stdout).contains("restored from"),
-            "{}",
-            text(&last)
-        );
-        let counts = summary(&last.stdout);
-        for k in COUNTS {
-            assert_eq!(
-                counts[k], reference_counts[k],
-                "seed {seed}: {k} after {kills} kills"
-            );
-        }
     }
+}
+
+#[test]
+fn an_hour_of_natural_data_extraction_is_caught_across_kills() {
+    // The extractor sends 2 queries a second for an hour: only its long-horizon profile
+    // (which the checkpoints carry) can show it. Kills land while the profile builds.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &root().join("queries"));
+    let (input, truth) = generate(dir.path(), "extraction-natural", 31, 110_000, "20");
+    let attacker = truth[0]["client_id"].as_str().unwrap().to_owned();
+    let reference =
+        killed_replay_matches_uninterrupted(dir.path(), &cfg, &input, 31, 5, (300, 1500));
+    let raised = jsonl(&dir.path().join("reference-31.jsonl"))
+        .iter()
+        .any(|a| {
+            a["rule_id"] == "extraction.natural_inputs"
+                && a["labels"]["client_id"] == attacker.as_str()
+                && a["state"] == "firing"
+        });
+    assert!(
+        raised,
+        "the extractor {attacker} was not caught: {reference:?}"
+    );
 }
 
 #[test]
