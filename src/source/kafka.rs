@@ -212,6 +212,19 @@ pub struct KafkaSource {
     started: std::time::Instant,
     topics: Vec<String>,
     group: String,
+    /// The positions of the last checkpoint, committed once more, synchronously, when
+    /// the source goes away (an asynchronous commit may not have left yet).
+    last_commit: Option<TopicPartitionList>,
+}
+
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        if let Some(tpl) = self.last_commit.take()
+            && let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync)
+        {
+            tracing::warn!(error = %e, "kafka: final offset commit failed; a restart re-reads from the previous one");
+        }
+    }
 }
 
 /// Partition id of each assigned (topic, partition), and the name of every id.
@@ -302,6 +315,7 @@ impl KafkaSource {
             started: std::time::Instant::now(),
             topics: c.topics.clone(),
             group: c.group_id.clone(),
+            last_commit: None,
         })
     }
 
@@ -466,6 +480,9 @@ impl Source for KafkaSource {
             && let Err(e) = self.consumer.commit(&tpl, CommitMode::Async)
         {
             tracing::warn!(error = %e, "kafka: offset commit failed; the next checkpoint retries");
+        }
+        if tpl.count() > 0 {
+            self.last_commit = Some(tpl);
         }
     }
 }

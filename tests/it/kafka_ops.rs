@@ -233,14 +233,26 @@ fn two_instances_in_one_group_split_the_partitions_and_raise_the_same_alerts() {
     let topic = format!("pair-{}", std::process::id());
     create_topic(&brokers, &topic, 6);
     let group = format!("g-{topic}");
-    let cfg = kafka_config(dir.path(), &brokers, &topic, &group, Extra::default());
+    // Checkpoints commit offsets: the instance that finishes first leaves the group, and
+    // the other one takes its partitions from where it stopped, re-reading nothing.
+    let extra = Extra {
+        top: "checkpoint_interval: 200ms\n",
+        ..Extra::default()
+    };
+    let cfg = kafka_config(dir.path(), &brokers, &topic, &group, extra);
     let run = |name: &str| {
         let alerts = dir.path().join(format!("{name}.jsonl"));
         let stderr = dir.path().join(format!("{name}.err"));
+        let state = dir.path().join(format!("state-{name}"));
         let child = spawn_run(
             &cfg,
             "8",
-            &["--alerts-out", alerts.to_str().unwrap()],
+            &[
+                "--alerts-out",
+                alerts.to_str().unwrap(),
+                "--state-dir",
+                state.to_str().unwrap(),
+            ],
             &stderr,
         );
         (child, alerts, stderr)
