@@ -723,7 +723,6 @@ impl Clients {
                 group,
                 &reference,
                 window_secs,
-                &labels,
                 &mut expected_memo,
                 &mut stats,
                 model,
@@ -877,7 +876,6 @@ impl Clients {
         group: &[Rec],
         reference: &Reference,
         window_secs: f64,
-        labels: &Interner,
         memo: &mut HashMap<u64, f64>,
         out: &mut StatsColumns,
         model: &str,
@@ -913,7 +911,6 @@ impl Clients {
                 None => errors += 1,
             }
         }
-        let _ = labels;
         let distinct = inputs.len() as u64;
         out.model.push(Some(model.to_owned()));
         out.client.push(client.to_owned());
@@ -964,13 +961,22 @@ impl Clients {
             p.ood += r.ood as u64;
             p.low_conf += r.top1.is_some_and(|t| t < self.cfg.low_confidence) as u64;
             p.boundary += r.margin.is_some_and(|m| m < self.cfg.boundary_margin) as u64;
+            // Labels are keys of the profile's maps; a key is allocated only when new.
             let label = r.label.map_or("", |l| labels.names[l as usize].as_str());
-            if p.labels.len() < 64 || p.labels.contains_key(label) {
-                *p.labels.entry(label.to_owned()).or_default() += 1;
+            if let Some(n) = p.labels.get_mut(label) {
+                *n += 1;
+            } else if p.labels.len() < 64 {
+                p.labels.insert(label.to_owned(), 1);
+            }
+            if !new_input {
+                continue;
             }
             // PRADA: distance to the earlier queries of the same predicted class.
-            let points = p.points.entry(label.to_owned()).or_default();
-            if !points.is_empty() && new_input {
+            if !p.points.contains_key(label) {
+                p.points.insert(label.to_owned(), Vec::new());
+            }
+            let points = p.points.get_mut(label).expect("inserted above");
+            if !points.is_empty() {
                 let d = points
                     .iter()
                     .map(|(pz, pc)| distance(&r.z, &r.cat, pz, pc))
@@ -979,7 +985,7 @@ impl Clients {
                     p.distances.push(d);
                 }
             }
-            if points.len() < self.cfg.prada_points && new_input {
+            if points.len() < self.cfg.prada_points {
                 points.push((r.z.clone(), r.cat.clone()));
                 p.point_count += 1;
             }
