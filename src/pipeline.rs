@@ -99,6 +99,9 @@ pub struct Summary {
     pub last_checkpoint: Option<CheckpointInfo>,
     #[serde(skip)]
     pub checkpoints: CheckpointStats,
+    /// Time spent per table and per rule in this process, costliest first.
+    #[serde(skip)]
+    pub costs: Vec<(String, Duration)>,
 }
 
 /// Checkpoints written by this process.
@@ -761,6 +764,7 @@ impl Pipeline {
             self.summary.kafka_lag = Some(self.counters.total_lag());
         }
         self.summary.clients = self.clients.usage();
+        self.summary.costs = self.engine.costs();
         self.summary.peak_rss_kib = peak_rss_kib();
         self.summary.clone()
     }

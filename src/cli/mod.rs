@@ -455,6 +455,16 @@ pub fn summary_table(s: &Summary) -> String {
     if let Some(r) = &s.restored {
         out.push_str(&format!("  restored from     {r}\n"));
     }
+    if !s.costs.is_empty() {
+        out.push_str("  time spent (costliest first)\n");
+        for (what, spent) in s.costs.iter().take(10) {
+            let share = 100.0 * spent.as_secs_f64() / s.elapsed.as_secs_f64().max(1e-9);
+            out.push_str(&format!(
+                "    {what:<36}{:>9.2} s{share:>6.1}%\n",
+                spent.as_secs_f64()
+            ));
+        }
+    }
     if s.alerts.is_empty() {
         out.push_str("  no alerts\n");
     } else {

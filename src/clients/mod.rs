@@ -39,7 +39,9 @@
 //!   predicted class, each new query's minimum L2 distance (numeric features in reference
 //!   standard deviations, +1 per differing category) to the client's earlier queries of
 //!   that class (the first `prada_points` of them); exact repeats (distance 0) are left
-//!   out; W = Shapiro–Wilk W of the first `prada_distances` distances, null below 20.
+//!   out; W = Shapiro–Wilk W of the distances (at most the first `prada_distances`),
+//!   null below 20, recomputed each time their count has grown by 5 % (or reached the
+//!   cap) — between, it is the W of the count it was last computed at.
 //!
 //! The profile horizon is tumbling per client: it starts at the client's first query
 //! and restarts `horizon` later. Clients idle for `horizon` are evicted; when the
@@ -128,22 +130,47 @@ struct Rec {
     latency: f64,
     top1: Option<f64>,
     margin: Option<f64>,
-    /// Numeric features (NaN = missing), then categorical ones (u32::MAX = missing).
-    num: Vec<f64>,
-    cat: Vec<u32>,
-    /// Against the reference (filled once it is known): standardized values, the
-    /// near-duplicate cell, the coverage cell, out of distribution, the input's identity.
-    z: Vec<f64>,
+    /// Where its features are in the window's [`Features`].
+    row: usize,
+    /// The input's identity: a hash of every feature's value.
+    input: u64,
+    /// Against the reference (filled once it is known): the near-duplicate cell, the
+    /// coverage cell, out of distribution.
     near: u64,
     cell: u64,
     ood: bool,
-    input: u64,
+}
+
+/// The feature values of a window's records, one flat vector per kind (record `row`'s
+/// numeric features at `row * n_num ..`): no allocation per record.
+#[derive(Default)]
+struct Features {
+    n_num: usize,
+    n_cat: usize,
+    /// Numeric features (NaN = missing).
+    num: Vec<f64>,
+    /// Categorical features as the reference's ids (u32::MAX = missing or unseen).
+    cat: Vec<u32>,
+    /// Numeric features in reference standard deviations.
+    z: Vec<f64>,
+}
+
+impl Features {
+    fn num(&self, row: usize) -> &[f64] {
+        &self.num[row * self.n_num..(row + 1) * self.n_num]
+    }
+    fn cat(&self, row: usize) -> &[u32] {
+        &self.cat[row * self.n_cat..(row + 1) * self.n_cat]
+    }
+    fn z(&self, row: usize) -> &[f64] {
+        &self.z[row * self.n_num..(row + 1) * self.n_num]
+    }
 }
 
 /// Strings seen in a window, interned.
 #[derive(Default)]
 struct Interner {
-    ids: HashMap<String, u32>,
+    ids: HashMap<String, u32, std::hash::BuildHasherDefault<Fnv>>,
     names: Vec<String>,
 }
 
@@ -167,6 +194,26 @@ struct Sample {
     #[serde(with = "f64_bits")]
     num: Vec<f64>,
     cat: Vec<String>,
+}
+
+/// `Vec<Arc<T>>` (de)serialized as `Vec<T>`.
+mod shared {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<T: Serialize, S: Serializer>(v: &[Arc<T>], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|x| x.as_ref()))
+    }
+
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<Arc<T>>, D::Error> {
+        Ok(Vec::<T>::deserialize(d)?
+            .into_iter()
+            .map(Arc::new)
+            .collect())
+    }
 }
 
 mod f64_bits {
@@ -200,7 +247,9 @@ struct Reference {
     /// Known categories per categorical feature, with their index.
     cats: Vec<HashMap<String, u32>>,
     /// Share of the reference sample in each cell.
-    cell_p: Vec<f64>,
+    /// Shares of the reference sample in its cells, as (share, number of cells with
+    /// that share): cells share counts, so this is far shorter than the cell list.
+    cell_p: Vec<(f64, f64)>,
 }
 
 impl Reference {
@@ -258,7 +307,14 @@ impl Reference {
             *cells.entry(r.cell(&s.num, &cat)).or_default() += 1;
         }
         let total = samples.len().max(1) as f64;
-        r.cell_p = cells.values().map(|&c| c as f64 / total).collect();
+        let mut by_count: BTreeMap<u64, u64> = BTreeMap::new();
+        for &c in cells.values() {
+            *by_count.entry(c).or_default() += 1;
+        }
+        r.cell_p = by_count
+            .into_iter()
+            .map(|(c, cells)| (c as f64 / total, cells as f64))
+            .collect();
         r
     }
 
@@ -282,7 +338,10 @@ impl Reference {
     /// Expected distinct cells touched by n natural queries.
     fn expected_cells(&self, n: u64) -> f64 {
         let n = n as f64;
-        self.cell_p.iter().map(|p| 1.0 - (1.0 - p).powf(n)).sum()
+        self.cell_p
+            .iter()
+            .map(|&(p, cells)| cells * (1.0 - (1.0 - p).powf(n)))
+            .sum()
     }
 
     fn is_ood(&self, num: &[f64], cat: &[u32]) -> bool {
@@ -293,32 +352,26 @@ impl Reference {
     }
 
     /// Each numeric feature as its quantile rank in the reference (0..1; NaN → −1).
-    fn ranks(&self, num: &[f64]) -> Vec<f64> {
-        num.iter()
-            .enumerate()
-            .map(|(j, &x)| {
-                let v = &self.sorted[j];
-                if x.is_nan() || v.is_empty() {
-                    -1.0
-                } else {
-                    v.partition_point(|&y| y < x) as f64 / v.len() as f64
-                }
-            })
-            .collect()
+    fn ranks_into(&self, num: &[f64], out: &mut [f64]) {
+        for (j, (&x, rank)) in num.iter().zip(out.iter_mut()).enumerate() {
+            let v = &self.sorted[j];
+            *rank = if x.is_nan() || v.is_empty() {
+                -1.0
+            } else {
+                v.partition_point(|&y| y < x) as f64 / v.len() as f64
+            };
+        }
     }
 
-    /// The record in reference standard deviations.
-    fn standardize(&self, num: &[f64]) -> Vec<f64> {
-        num.iter()
-            .enumerate()
-            .map(|(j, &x)| {
-                if x.is_nan() {
-                    0.0
-                } else {
-                    (x - self.mean[j]) / self.std[j]
-                }
-            })
-            .collect()
+    /// The record in reference standard deviations, appended to `out`.
+    fn standardize_into(&self, num: &[f64], out: &mut Vec<f64>) {
+        out.extend(num.iter().enumerate().map(|(j, &x)| {
+            if x.is_nan() {
+                0.0
+            } else {
+                (x - self.mean[j]) / self.std[j]
+            }
+        }));
     }
 }
 
@@ -437,9 +490,11 @@ struct Computed {
 
 struct State {
     /// Per window, its sample; oldest first.
-    windows: VecDeque<Vec<Sample>>,
+    windows: VecDeque<Arc<Vec<Sample>>>,
     /// By [`client_key`].
-    profiles: HashMap<u64, Profile, std::hash::BuildHasherDefault<PassThrough>>,
+    /// Shared with a snapshot until the writer is done with it: taking a snapshot copies
+    /// pointers, and a profile is copied only when it changes while a snapshot holds it.
+    profiles: HashMap<u64, Arc<Profile>, std::hash::BuildHasherDefault<PassThrough>>,
     /// Rows before this event time already went into the profiles and the reference.
     consumed_until: i64,
     last: Option<Arc<Computed>>,
@@ -450,8 +505,10 @@ struct State {
 /// and how far the records went into them.
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct ClientsSnapshot {
-    windows: Vec<Vec<Sample>>,
-    profiles: Vec<Profile>,
+    #[serde(with = "shared")]
+    windows: Vec<Arc<Vec<Sample>>>,
+    #[serde(with = "shared")]
+    profiles: Vec<Arc<Profile>>,
     consumed_until: i64,
     usage: ClientsUsage,
 }
@@ -560,11 +617,9 @@ impl Clients {
     /// A copy of the state, taken between windows (serialized on the writer thread).
     pub fn snapshot(&self) -> ClientsSnapshot {
         let st = self.state.lock().expect("clients lock");
-        let mut profiles: Vec<Profile> = st.profiles.values().cloned().collect();
-        profiles.sort_by(|a, b| (&a.model, &a.client).cmp(&(&b.model, &b.client)));
         ClientsSnapshot {
             windows: st.windows.iter().cloned().collect(),
-            profiles,
+            profiles: st.profiles.values().cloned().collect(),
             consumed_until: st.consumed_until,
             usage: st.usage,
         }
@@ -615,6 +670,11 @@ impl Clients {
             .map(|_| Interner::default())
             .collect();
         let mut recs: Vec<Rec> = Vec::new();
+        let mut f = Features {
+            n_num: self.numeric.len(),
+            n_cat: self.categorical.len(),
+            ..Features::default()
+        };
         for b in &w.batches {
             self.read_batch(
                 b,
@@ -623,6 +683,7 @@ impl Clients {
                 &mut labels,
                 &mut cats,
                 &mut recs,
+                &mut f,
             )?;
         }
         // This window's sample: the records with the smallest keys (bottom-k by a hash of
@@ -638,9 +699,9 @@ impl Clients {
             idx.iter()
                 .map(|&i| Sample {
                     key: recs[i].order,
-                    num: recs[i].num.clone(),
-                    cat: recs[i]
-                        .cat
+                    num: f.num(recs[i].row).to_vec(),
+                    cat: f
+                        .cat(recs[i].row)
                         .iter()
                         .enumerate()
                         .map(|(j, &c)| {
@@ -656,7 +717,7 @@ impl Clients {
         };
         // The reference: the previous windows' samples, or this window's at the start.
         let reference = {
-            let mut pool: Vec<&Sample> = st.windows.iter().flatten().collect();
+            let mut pool: Vec<&Sample> = st.windows.iter().flat_map(|w| w.iter()).collect();
             if pool.is_empty() {
                 pool = samples.iter().collect();
             }
@@ -674,20 +735,24 @@ impl Clients {
                     .collect()
             })
             .collect();
-        for r in &mut recs {
-            for (j, c) in r.cat.iter_mut().enumerate() {
+        if f.n_cat > 0 {
+            for (i, c) in f.cat.iter_mut().enumerate() {
                 if *c != u32::MAX {
-                    *c = cat_map[j][*c as usize];
+                    *c = cat_map[i % f.n_cat][*c as usize];
                 }
             }
         }
+        let mut z = Vec::with_capacity(f.num.len());
+        let mut ranks = vec![0.0; f.n_num];
         for r in &mut recs {
-            r.z = reference.standardize(&r.num);
-            r.near = near_cell(&reference.ranks(&r.num), &r.cat, self.cfg.near_duplicate);
-            r.cell = reference.cell(&r.num, &r.cat);
-            r.ood = reference.is_ood(&r.num, &r.cat);
-            r.input = input_key(&r.num, &r.cat);
+            let (num, cat) = (f.num(r.row), f.cat(r.row));
+            reference.standardize_into(num, &mut z);
+            reference.ranks_into(num, &mut ranks);
+            r.near = near_cell(&ranks, cat, self.cfg.near_duplicate);
+            r.cell = reference.cell(num, cat);
+            r.ood = reference.is_ood(num, cat);
         }
+        f.z = z;
         // Per client, in event-time order (then request id): the same in any partitioning.
         recs.sort_by(|a, b| {
             (a.model, a.client, a.ts, a.order).cmp(&(b.model, b.client, b.ts, b.order))
@@ -733,34 +798,42 @@ impl Clients {
             let key = client_key(model, client);
             let fresh: Vec<&Rec> = group.iter().filter(|r| r.ts >= st.consumed_until).collect();
             if !fresh.is_empty() {
-                let p = st.profiles.entry(key).or_insert_with(|| Profile {
-                    model: model.clone(),
-                    client: client.clone(),
-                    ..Profile::default()
+                let p = st.profiles.entry(key).or_insert_with(|| {
+                    Arc::new(Profile {
+                        model: model.clone(),
+                        client: client.clone(),
+                        ..Profile::default()
+                    })
                 });
-                self.update_profile(p, &fresh, &labels);
+                self.update_profile(Arc::make_mut(p), &fresh, &labels, &f);
             }
             active.push(key);
             i = j;
         }
         // The reference takes this window's records that it has not seen.
         if w.end_ms > st.consumed_until {
-            st.windows.push_back(samples);
+            st.windows.push_back(Arc::new(samples));
             while st.windows.len() > self.cfg.reference_windows.max(1) {
                 st.windows.pop_front();
             }
             st.consumed_until = w.end_ms;
         }
-        // W of the active clients whose distances changed (they stop changing at the cap).
+        // W of the active clients, recomputed once their distances grew by 5 % or reached
+        // the cap: it is the costliest statistic and moves little in between.
+        let cap = self.cfg.prada_distances;
         for key in &active {
             if let Some(p) = st.profiles.get_mut(key) {
                 let n = p.distances.len();
-                if p.w.is_none_or(|(m, _)| m != n) {
+                let due = match p.w {
+                    None => n >= 20,
+                    Some((m, _)) => n != m && (n >= m + m / 20 || n >= cap),
+                };
+                if due {
                     let w = (n >= 20)
                         .then(|| shapiro_wilk_with(&p.distances, &|n| self.coefficients(n)).ok())
                         .flatten()
                         .map(|(w, _)| w);
-                    p.w = Some((n, w));
+                    Arc::make_mut(p).w = Some((n, w));
                 }
             }
         }
@@ -782,6 +855,7 @@ impl Clients {
         labels: &mut Interner,
         cats: &mut [Interner],
         recs: &mut Vec<Rec>,
+        f: &mut Features,
     ) -> Result<(), String> {
         let col = |name: &str| {
             b.column_by_name(name)
@@ -798,6 +872,10 @@ impl Clients {
         let label = col("prediction_label")?.as_string::<i32>();
         let score = col("prediction_score")?.as_primitive::<Float64Type>();
         let probs = col("probs")?.as_list::<i32>();
+        let prob_values = probs
+            .values()
+            .as_primitive_opt::<Float64Type>()
+            .ok_or("probs is not a list of doubles")?;
         let num: Vec<&Float64Array> = self
             .numeric
             .iter()
@@ -814,32 +892,28 @@ impl Clients {
             } else {
                 hash_of(request.value(row))
             };
-            let (top1, margin) = confidence(probs, score, row);
-            let nums: Vec<f64> = num
-                .iter()
-                .map(|a| {
-                    if a.is_null(row) {
-                        f64::NAN
-                    } else {
-                        a.value(row)
-                    }
-                })
-                .collect();
-            let cat_names: Vec<&str> = cat
-                .iter()
-                .map(|a| if a.is_null(row) { "" } else { a.value(row) })
-                .collect();
-            let cat_ids: Vec<u32> = cat_names
-                .iter()
-                .enumerate()
-                .map(|(j, n)| {
-                    if n.is_empty() {
-                        u32::MAX
-                    } else {
-                        cats[j].get(n)
-                    }
-                })
-                .collect();
+            let (top1, margin) = confidence(probs, prob_values, score, row);
+            // The input's identity: every numeric value's bits and category's text.
+            let mut input = Fnv::default();
+            for a in &num {
+                let x = if a.is_null(row) {
+                    f64::NAN
+                } else {
+                    a.value(row)
+                };
+                input.write_u64(x.to_bits());
+                f.num.push(x);
+            }
+            for (j, a) in cat.iter().enumerate() {
+                let name = if a.is_null(row) { "" } else { a.value(row) };
+                input.write(name.as_bytes());
+                input.write_u8(0xff);
+                f.cat.push(if name.is_empty() {
+                    u32::MAX
+                } else {
+                    cats[j].get(name)
+                });
+            }
             let model_name = if model.is_null(row) {
                 ""
             } else {
@@ -858,13 +932,11 @@ impl Clients {
                 },
                 top1,
                 margin,
-                num: nums,
-                cat: cat_ids,
-                z: Vec::new(),
+                row: recs.len(),
+                input: input.finish(),
                 near: 0,
                 cell: 0,
                 ood: false,
-                input: 0,
             });
         }
         Ok(())
@@ -930,7 +1002,7 @@ impl Clients {
         out.errors.push(errors as f64 / n);
     }
 
-    fn update_profile(&self, p: &mut Profile, recs: &[&Rec], labels: &Interner) {
+    fn update_profile(&self, p: &mut Profile, recs: &[&Rec], labels: &Interner, f: &Features) {
         let cap = self.cfg.profile_set_cap;
         for r in recs {
             if p.queries == 0 || r.ts - p.horizon_start >= self.cfg.horizon.as_millis() as i64 {
@@ -979,14 +1051,14 @@ impl Clients {
             if !points.is_empty() {
                 let d = points
                     .iter()
-                    .map(|(pz, pc)| distance(&r.z, &r.cat, pz, pc))
+                    .map(|(pz, pc)| distance(f.z(r.row), f.cat(r.row), pz, pc))
                     .fold(f64::INFINITY, f64::min);
                 if d > 0.0 && p.distances.len() < self.cfg.prada_distances {
                     p.distances.push(d);
                 }
             }
             if points.len() < self.cfg.prada_points {
-                points.push((r.z.clone(), r.cat.clone()));
+                points.push((f.z(r.row).to_vec(), f.cat(r.row).to_vec()));
                 p.point_count += 1;
             }
         }
@@ -1019,10 +1091,7 @@ impl Clients {
             c.boundary.push(p.boundary as f64 / n);
             c.low.push(p.low_conf as f64 / n);
             c.entropy.push(entropy_bits(p.labels.values().copied()));
-            c.w.push(match p.w {
-                Some((n, w)) if n == p.distances.len() => w,
-                _ => None,
-            });
+            c.w.push(p.w.and_then(|(_, w)| w));
             c.distances.push(p.distances.len() as u64);
         }
         c.finish(self.profile_schema.clone())
@@ -1077,17 +1146,23 @@ impl Clients {
     }
 }
 
-/// Top-1 probability and top-1 − top-2 margin of a record.
+/// Top-1 probability and top-1 − top-2 margin of a record. Reads the list's values
+/// through its offsets (slicing a `ListArray` per row allocates).
 fn confidence(
     probs: &datafusion::arrow::array::ListArray,
+    values: &Float64Array,
     score: &Float64Array,
     row: usize,
 ) -> (Option<f64>, Option<f64>) {
     if !probs.is_null(row) {
-        let v = probs.value(row);
-        let v = v.as_primitive::<Float64Type>();
+        let offsets = probs.value_offsets();
+        let (from, to) = (offsets[row] as usize, offsets[row + 1] as usize);
         let mut top = [f64::NEG_INFINITY; 2];
-        for x in v.iter().flatten() {
+        for i in from..to {
+            if values.is_null(i) {
+                continue;
+            }
+            let x = values.value(i);
             if x > top[0] {
                 top = [x, top[0]];
             } else if x > top[1] {
@@ -1137,17 +1212,6 @@ fn client_key(model: &str, client: &str) -> u64 {
     h.write(model.as_bytes());
     h.write_u8(0xff);
     h.write(client.as_bytes());
-    h.finish()
-}
-
-fn input_key(num: &[f64], cat: &[u32]) -> u64 {
-    let mut h = Fnv::default();
-    for x in num {
-        h.write_u64(x.to_bits());
-    }
-    for c in cat {
-        h.write_u32(*c);
-    }
     h.finish()
 }
 
