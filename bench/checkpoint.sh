@@ -4,17 +4,21 @@
 # pipeline's thread) and the longest pause of the pipeline while its state was taken.
 #
 #   bench/checkpoint.sh [EVENTS] [RATE]    default: 2000000 records at 200 records/s
+#   CLIENTS=100000 MODES="off 10s" bench/checkpoint.sh 4320000 50
+#                                  a day from 100,000 distinct clients, two settings
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 events=${1:-2000000}
 rate=${2:-200}
-"$bin" gen --scenario benign --seed 1 --events "$events" --rate "$rate" --out "$work/in.jsonl" 2>/dev/null
+clients=()
+[ -z "${CLIENTS:-}" ] || clients=(--clients "$CLIENTS")
+"$bin" gen --scenario benign --seed 1 --events "$events" --rate "$rate" "${clients[@]}" --out "$work/in.jsonl" 2>/dev/null
 
-echo "$(machine); $events records at $rate records/s of event time"
+echo "$(machine); $events records at $rate records/s of event time${CLIENTS:+ from $CLIENTS clients}"
 echo
 echo "| checkpoints | records/s | written | largest (bytes) | slowest write (ms) | longest pause (ms) |"
 echo "|---|---:|---:|---:|---:|---:|"
-for mode in off 10s 100ms off 10s 100ms; do
+for mode in ${MODES:-off 10s 100ms off 10s 100ms}; do
   cfg="$work/cfg.yaml"
   cp examples/replay.yaml "$cfg"
   sed -i "s|queries: ../queries|queries: $PWD/queries|" "$cfg"

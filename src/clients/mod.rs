@@ -462,22 +462,49 @@ struct Profile {
     /// Per predicted class: earlier queries (standardized, then categories).
     points: HashMap<String, Vec<Point>>,
     distances: Vec<f64>,
-    /// Points stored over all classes (for the memory estimate).
-    #[serde(default)]
-    point_count: usize,
     /// W of the first n distances, for n = the count it was computed at.
     #[serde(default)]
     w: Option<(usize, Option<f64>)>,
 }
 
 impl Profile {
-    fn bytes(&self, dims: usize) -> u64 {
-        let sets = self.inputs.len() + self.recent.len() + self.cells.len();
-        let points = self.point_count;
-        (256 + sets * 16
-            + self.labels.len() * 48
-            + points * (dims * 8 + 64)
-            + self.distances.len() * 8) as u64
+    /// Estimated heap footprint, from capacities: what the allocator really holds for
+    /// the profile, its map entry and its `Arc`, with 16 bytes of allocator overhead per
+    /// allocation (glibc). Hash sets: one u64 and one control byte per bucket.
+    fn bytes(&self) -> u64 {
+        const ALLOC: usize = 16;
+        let set = |buckets: usize| if buckets == 0 { 0 } else { buckets * 9 + ALLOC };
+        let string = |s: &String| {
+            if s.capacity() == 0 {
+                0
+            } else {
+                s.capacity() + ALLOC
+            }
+        };
+        let point_heap: usize = self
+            .points
+            .values()
+            .flatten()
+            .map(|(z, c)| z.capacity() * 8 + c.capacity() * 4 + 2 * ALLOC)
+            .sum();
+        let class_lists: usize = self
+            .points
+            .iter()
+            .map(|(k, v)| string(k) + v.capacity() * std::mem::size_of::<Point>() + ALLOC)
+            .sum();
+        let bytes = std::mem::size_of::<Profile>() + 16 + ALLOC // the Arc's allocation
+            + 16 // the map's entry (key, pointer)
+            + string(&self.model)
+            + string(&self.client)
+            + set(self.inputs.capacity() * 8 / 7)
+            + set(self.cells.capacity() * 8 / 7)
+            + self.recent.capacity() * 8
+            + self.labels.keys().map(|k| string(k) + 64).sum::<usize>()
+            + set(self.points.capacity() * 8 / 7) * 6 // (String, Vec) buckets: 48 bytes
+            + class_lists
+            + point_heap
+            + self.distances.capacity() * 8;
+        bytes as u64
     }
 }
 
@@ -1059,7 +1086,6 @@ impl Clients {
             }
             if points.len() < self.cfg.prada_points {
                 points.push((f.z(r.row).to_vec(), f.cat(r.row).to_vec()));
-                p.point_count += 1;
             }
         }
     }
@@ -1105,8 +1131,7 @@ impl Clients {
         st.profiles.retain(|_, p| now_ms - p.last_seen < horizon);
         let idle = (before - st.profiles.len()) as u64;
         st.usage.evicted_idle += idle;
-        let dims = self.numeric.len() + self.categorical.len();
-        let mut bytes: u64 = st.profiles.values().map(|p| p.bytes(dims)).sum();
+        let mut bytes: u64 = st.profiles.values().map(|p| p.bytes()).sum();
         if bytes > self.cfg.max_memory {
             let mut by_age: Vec<(i64, &str, &str, u64, u64)> = st
                 .profiles
@@ -1117,7 +1142,7 @@ impl Clients {
                         p.model.as_str(),
                         p.client.as_str(),
                         k,
-                        p.bytes(dims),
+                        p.bytes(),
                     )
                 })
                 .collect();
