@@ -1,6 +1,8 @@
 //! Pure statistics: no I/O, no Arrow, each function checked against SciPy with values
 //! from `scripts/stats_fixtures.py` (`src/stats/fixtures.json`).
 
+pub mod drift;
+
 use statrs::distribution::{ContinuousCDF, Normal};
 
 /// Shapiro–Wilk test of normality, Royston's algorithm (AS R94, 1995) as SciPy's

@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""Reference values for the drift statistics (src/stats/drift.rs) from SciPy: writes
+src/stats/drift_fixtures.json.
+
+    python3 -m venv .venv && .venv/bin/pip install -r scripts/stats_requirements.txt
+    .venv/bin/python scripts/drift_fixtures.py
+
+Samples are drawn here with a fixed seed and rounded to 6 significant digits, so Rust
+reads exactly the numbers SciPy saw. PSI, Jensen-Shannon and Hellinger are computed
+on the binning Evidently uses (equal-width bins over both samples for a numeric column
+with more than 20 distinct reference values, one bin per value otherwise; zero shares
+replaced as Evidently does for PSI), written out here with NumPy/SciPy so the fixtures
+need no Evidently install; the normed Wasserstein distance is Evidently's
+(wasserstein_distance / max(std(reference), 0.001)).
+"""
+import json
+import math
+import pathlib
+
+import numpy as np
+from scipy import stats
+from scipy.spatial import distance
+
+rng = np.random.default_rng(20261124)
+
+
+def r6(x):
+    return [float(f"{v:.6g}") for v in x]
+
+
+ks = []
+
+
+def add_ks(name, a, b):
+    a, b = r6(a), r6(b)
+    res = stats.ks_2samp(a, b)
+    ks.append({"name": name, "a": a, "b": b,
+               "statistic": float(res.statistic), "p": float(res.pvalue)})
+
+
+add_ks("equal_n5", rng.normal(size=5), rng.normal(size=5))
+add_ks("unequal_20_35", rng.normal(size=20), rng.normal(0.5, 1, size=35))
+add_ks("shifted_100_100", rng.normal(size=100), rng.normal(1.0, 1, size=100))
+add_ks("discrete_ties", rng.integers(0, 5, size=60), rng.integers(0, 6, size=45))
+add_ks("identical_constant", [3.0] * 10, [3.0] * 7)
+add_ks("disjoint", rng.uniform(0, 1, size=30), rng.uniform(2, 3, size=40))
+add_ks("n1000_n800", rng.normal(size=1000), rng.normal(0.05, 1, size=800))
+add_ks("n3000_n4000", rng.gamma(2.0, size=3000), rng.gamma(2.1, size=4000))
+add_ks("n9999_n37", rng.normal(size=9999), rng.normal(0.2, 1, size=37))
+# Past 10,000 SciPy switches to the asymptotic distribution.
+add_ks("asymp_n10001_n60", rng.normal(size=10001), rng.normal(0.3, 1, size=60))
+add_ks("asymp_n12000_n500", rng.normal(size=12000), rng.normal(0.05, 1, size=500))
+
+# kstwo.sf(d, n): the distribution the asymptotic branch uses, over its regimes.
+kstwo = []
+for n in (1, 2, 5, 40, 140, 141, 500, 5000, 100000, 100001, 1000000):
+    for d in (0.0, 0.3 / n, 0.7 / n, 1.5 / n, 0.001, 0.01, 0.03, 0.05, 0.1, 0.2, 0.4, 0.6,
+              0.95, 1.0):
+        if 0.0 <= d <= 1.0:
+            kstwo.append({"n": n, "d": d, "sf": float(stats.kstwo.sf(d, n))})
+
+
+def binned(ref, cur, n_bins=10):
+    """Evidently's get_binned_data, for numbers (shares per bin)."""
+    ref, cur = np.asarray(ref), np.asarray(cur)
+    if len(np.unique(ref)) > 20:
+        bins = np.histogram_bin_edges(np.concatenate([ref, cur]), bins=n_bins)
+        return (np.histogram(ref, bins)[0] / len(ref), np.histogram(cur, bins)[0] / len(cur))
+    keys = sorted(set(np.unique(ref)) | set(np.unique(cur)))
+    return (np.array([np.sum(ref == k) / len(ref) for k in keys]),
+            np.array([np.sum(cur == k) / len(cur) for k in keys]))
+
+
+def fill_zeroes(p):
+    p = p.copy()
+    nz = p[p != 0]
+    fill = nz.min() / 10**6 if nz.min() <= 0.0001 else 0.0001
+    p[p == 0] = fill
+    return p
+
+
+dist = []
+
+
+def add_dist(name, ref, cur):
+    ref, cur = r6(ref), r6(cur)
+    p, q = binned(ref, cur)
+    pf, qf = fill_zeroes(p), fill_zeroes(q)
+    psi = float(np.sum((pf - qf) * np.log(pf / qf)))
+    js = float(distance.jensenshannon(p, q))
+    hellinger = float(np.sqrt(np.sum((np.sqrt(p) - np.sqrt(q)) ** 2)) / math.sqrt(2))
+    w = float(stats.wasserstein_distance(ref, cur))
+    dist.append({"name": name, "reference": ref, "current": cur, "psi": psi,
+                 "js_distance": js, "hellinger": hellinger, "wasserstein": w,
+                 "wasserstein_normed": w / max(float(np.std(ref)), 0.001)})
+
+
+add_dist("same_normal", rng.normal(size=500), rng.normal(size=400))
+add_dist("shifted_normal", rng.normal(size=500), rng.normal(0.5, 1, size=400))
+add_dist("scaled_lognormal", rng.lognormal(size=800), rng.lognormal(0, 1.5, size=300))
+add_dist("few_values", rng.integers(0, 4, size=200), rng.integers(1, 6, size=150))
+add_dist("constant_reference", [2.0] * 50, rng.normal(2, 0.01, size=50))
+
+chi = []
+
+
+def add_chi(name, ref_counts, cur_counts):
+    table = np.array([ref_counts, cur_counts])
+    keep = table.sum(axis=0) > 0
+    table = table[:, keep]
+    if table.shape[1] < 2:
+        stat, p = 0.0, 1.0
+    else:
+        res = stats.chi2_contingency(table)
+        stat, p = float(res.statistic), float(res.pvalue)
+    chi.append({"name": name, "reference": ref_counts, "current": cur_counts,
+                "statistic": stat, "p": p})
+
+
+add_chi("same_mix", [500, 300, 200], [260, 140, 100])
+add_chi("moved_mix", [500, 300, 200], [150, 150, 200])
+add_chi("unseen_category", [500, 300, 0], [240, 150, 30])
+add_chi("two_categories_yates", [90, 10], [70, 30])
+add_chi("constant", [100, 0], [40, 0])
+add_chi("empty_category_both", [10, 0, 5], [4, 0, 9])
+
+z = []
+
+
+def add_z(x1, n1, x2, n2):
+    p1, p2 = x1 / n1, x2 / n2
+    pooled = (x1 + x2) / (n1 + n2)
+    if pooled in (0.0, 1.0):
+        zs, p = 0.0, 1.0
+    else:
+        zs = (p1 - p2) / math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+        p = float(2 * stats.norm.sf(abs(zs)))
+    z.append({"x1": x1, "n1": n1, "x2": x2, "n2": n2, "z": zs, "p": p})
+
+
+add_z(50, 1000, 50, 1000)
+add_z(50, 1000, 80, 1000)
+add_z(3, 40, 12, 35)
+add_z(0, 100, 0, 50)
+add_z(999, 1000, 900, 1000)
+
+out = pathlib.Path(__file__).resolve().parent.parent / "src" / "stats" / "drift_fixtures.json"
+out.write_text(json.dumps({"scipy": __import__("scipy").__version__, "ks": ks,
+                           "kstwo": kstwo, "distances": dist, "chi2": chi, "z": z}) + "\n")
+print(f"wrote {out} ({out.stat().st_size} bytes)")
