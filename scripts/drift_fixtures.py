@@ -111,7 +111,7 @@ def add_chi(name, ref_counts, cur_counts):
     if table.shape[1] < 2:
         stat, p = 0.0, 1.0
     else:
-        res = stats.chi2_contingency(table)
+        res = stats.chi2_contingency(table, correction=False)
         stat, p = float(res.statistic), float(res.pvalue)
     chi.append({"name": name, "reference": ref_counts, "current": cur_counts,
                 "statistic": stat, "p": p})
@@ -120,7 +120,7 @@ def add_chi(name, ref_counts, cur_counts):
 add_chi("same_mix", [500, 300, 200], [260, 140, 100])
 add_chi("moved_mix", [500, 300, 200], [150, 150, 200])
 add_chi("unseen_category", [500, 300, 0], [240, 150, 30])
-add_chi("two_categories_yates", [90, 10], [70, 30])
+add_chi("two_categories", [90, 10], [70, 30])
 add_chi("constant", [100, 0], [40, 0])
 add_chi("empty_category_both", [10, 0, 5], [4, 0, 9])
 

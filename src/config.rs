@@ -58,6 +58,9 @@ pub struct Config {
     /// Per-client statistics (`client_stats`, `client_profile`).
     #[serde(default)]
     pub clients: crate::clients::ClientsConfig,
+    /// Data and prediction drift (`feature_drift`, `prediction_drift`).
+    #[serde(default)]
+    pub drift: crate::drift::DriftConfig,
     /// Keep checkpoints here and resume from the newest on start (`--state-dir`).
     #[serde(default)]
     pub state_dir: Option<PathBuf>,

@@ -9,6 +9,7 @@ pub mod clients;
 pub mod config;
 pub mod deadletter;
 pub mod decode;
+pub mod drift;
 pub mod kafka_out;
 pub mod pipeline;
 pub mod rules;

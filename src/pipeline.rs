@@ -179,6 +179,7 @@ pub struct Pipeline {
     writing: Option<JoinHandle<Result<CheckpointInfo, StateError>>>,
     committable: Committable,
     clients: Arc<crate::clients::Clients>,
+    drift: Arc<crate::drift::Drift>,
 }
 
 /// How long the source has been waiting for its input; said once at info level, and
@@ -240,10 +241,15 @@ impl Pipeline {
         mut receivers: Vec<Box<dyn Receiver>>,
     ) -> Result<Self, PipelineError> {
         let decoder = BatchDecoder::new(&config.decode).map_err(PipelineError::Config)?;
-        let (tables, clients) = crate::rules::engine::standard_tables(
+        let crate::rules::engine::StandardTables {
+            tables,
+            clients,
+            drift,
+        } = crate::rules::engine::standard_tables(
             decoder.events_schema(),
             &config.decode,
             &config.clients,
+            &config.drift,
         );
         let specs: Vec<_> = rules.iter().map(|r| r.spec).collect();
         let engine = Engine::new(rules, tables, &config.engine).await?;
@@ -283,6 +289,7 @@ impl Pipeline {
             writing: None,
             committable: Arc::default(),
             clients,
+            drift,
             book: AlertBook::new(engine.rules().len(), &config.alerts),
             engine,
             windows,
@@ -495,6 +502,9 @@ impl Pipeline {
             self.clients.restore(c);
             n
         });
+        if let Some(d) = cp.drift {
+            self.drift.restore(d);
+        }
         self.summary = cp.summary;
         self.positions = cp.positions.clone();
         let restored = format!(
@@ -541,6 +551,7 @@ impl Pipeline {
             summary: self.summary.clone(),
             cursors,
             clients: Some(self.clients.snapshot()),
+            drift: Some(self.drift.snapshot()),
             rows,
         })
     }

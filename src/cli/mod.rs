@@ -330,12 +330,13 @@ async fn rules_check(config: Option<PathBuf>, paths: Vec<PathBuf>) -> Result<(),
     let rules = load_rules(&paths).map_err(|e| Failure::usage(e.to_string()))?;
     let n = rules.len();
     let decoder = crate::decode::BatchDecoder::new(&decode).map_err(Failure::usage)?;
-    let (tables, _) = crate::rules::engine::standard_tables(
+    let standard = crate::rules::engine::standard_tables(
         decoder.events_schema(),
         &decode,
         &Default::default(),
+        &Default::default(),
     );
-    Engine::new(rules, tables, &Default::default())
+    Engine::new(rules, standard.tables, &Default::default())
         .await
         .map_err(|e| Failure::usage(e.to_string()))?;
     println!("{n} rules OK");

@@ -73,20 +73,35 @@ impl Default for EngineConfig {
     }
 }
 
-/// Every window table rules can read: `events`, `pipeline_stats`, `client_stats`,
-/// `client_profile`. Returns the client state too (for its usage counts).
+/// Every window table rules can read, with the stateful parts behind them (their state
+/// goes into checkpoints).
+pub struct StandardTables {
+    pub tables: Vec<Arc<dyn WindowTable>>,
+    pub clients: Arc<crate::clients::Clients>,
+    pub drift: Arc<crate::drift::Drift>,
+}
+
+/// `events`, `pipeline_stats`, `client_stats`, `client_profile`, `feature_drift`,
+/// `prediction_drift`.
 pub fn standard_tables(
     events_schema: SchemaRef,
     decode: &crate::decode::DecodeConfig,
     clients: &crate::clients::ClientsConfig,
-) -> (Vec<Arc<dyn WindowTable>>, Arc<crate::clients::Clients>) {
+    drift: &crate::drift::DriftConfig,
+) -> StandardTables {
     let clients = crate::clients::Clients::new(&decode.features, clients);
+    let drift = crate::drift::Drift::new(&decode.features, drift);
     let mut tables: Vec<Arc<dyn WindowTable>> = vec![
         Arc::new(EventsTable::new(events_schema)),
         Arc::new(PipelineStatsTable::default()),
     ];
     tables.extend(clients.tables());
-    (tables, clients)
+    tables.extend(drift.tables());
+    StandardTables {
+        tables,
+        clients,
+        drift,
+    }
 }
 
 /// A table whose rows are computed for each closed window.
@@ -479,6 +494,9 @@ async fn prepare(
         .optimizer
         .enable_aggregate_dynamic_filter_pushdown = false;
     let ctx = SessionContext::new_with_config_rt(session, runtime);
+    for f in super::functions::drift_functions() {
+        ctx.register_udf(f);
+    }
     for reg in tables {
         let provider = SlotTable {
             schema: reg.table.schema(),

@@ -5,6 +5,7 @@
 //! are in `testing`.
 
 pub mod engine;
+pub mod functions;
 pub mod testing;
 
 use std::collections::{BTreeMap, HashMap};

@@ -57,6 +57,9 @@ struct TestFile {
     /// Per-client statistics settings, as in the config.
     #[serde(default)]
     clients: crate::clients::ClientsConfig,
+    /// Drift settings, as in the config.
+    #[serde(default)]
+    drift: crate::drift::DriftConfig,
     tests: Vec<TestCase>,
 }
 
@@ -203,6 +206,7 @@ async fn run_case(
         },
         engine: EngineConfig::default(),
         clients: file.clients.clone(),
+        drift: file.drift.clone(),
         state_dir: None,
         checkpoint_interval: Duration::from_secs(10),
         reset_state: false,

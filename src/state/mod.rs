@@ -8,13 +8,15 @@
 //!
 //! File layout (version 2): `DWCKPT\r\n`, format version (u32 LE), metadata length
 //! (u64 LE), metadata (JSON), rows length (u64 LE), rows (Arrow IPC stream of every open
-//! pane's batches, in order), client state length (u64 LE), client state (postcard:
-//! compact binary serde, 0 bytes when there is none), SHA-256 of everything before it.
-//! Version 1 (client state inside the JSON metadata, no client section) is still read.
-//! Client profiles are most of a checkpoint's size; as JSON, 75,000 of them took 49 MB
-//! and 0.65 s to encode, which held the copy-on-write profiles shared for that long. Written to a temporary
-//! file, fsynced, then renamed over `checkpoint.bin`; the one it replaces is kept as
+//! pane's batches, in order), state length (u64 LE), the client profiles and the drift
+//! reference (postcard: compact binary serde; 0 bytes when there is neither), SHA-256 of
+//! everything before it. Written to a temporary file, fsynced, then renamed over
+//! `checkpoint.bin`; the one it replaces is kept as
 //! `checkpoint.prev.bin`, the fallback when the newest is truncated or corrupt.
+//!
+//! Version 1 (client state inside the JSON metadata, no binary section) is still read.
+//! Client profiles are most of a checkpoint's size: as JSON, 75,000 of them took 49 MB
+//! and 0.65 s to encode, and the copy-on-write profiles stayed shared for that long.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -75,6 +77,9 @@ pub struct Checkpoint {
     /// a section of its own since format 2, read from the metadata in format 1.
     #[serde(default, skip_serializing)]
     pub clients: Option<crate::clients::ClientsSnapshot>,
+    /// The drift tables' rolling reference (in the binary section).
+    #[serde(skip)]
+    pub drift: Option<crate::drift::DriftSnapshot>,
     #[serde(skip)]
     pub rows: Vec<RecordBatch>,
 }
@@ -97,9 +102,11 @@ pub fn encode(cp: &Checkpoint, schema: &SchemaRef) -> Result<Vec<u8>, String> {
         }
         w.finish().map_err(|e| e.to_string())?;
     }
-    let clients = match &cp.clients {
-        Some(c) => postcard::to_extend(c, Vec::new()).map_err(|e| format!("client state: {e}"))?,
-        None => Vec::new(),
+    let clients = if cp.clients.is_none() && cp.drift.is_none() {
+        Vec::new()
+    } else {
+        postcard::to_extend(&(&cp.clients, &cp.drift), Vec::new())
+            .map_err(|e| format!("client and drift state: {e}"))?
     };
     let mut out = Vec::with_capacity(meta.len() + rows.len() + clients.len() + 64);
     out.extend_from_slice(MAGIC);
@@ -157,14 +164,10 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, StateError> {
     if format >= 2 {
         let clients_len = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes")) as usize;
         let clients = take(clients_len)?;
-        cp.clients = if clients.is_empty() {
-            None
-        } else {
-            Some(
-                postcard::from_bytes(clients)
-                    .map_err(|e| corrupt(&format!("client state: {e}")))?,
-            )
-        };
+        if !clients.is_empty() {
+            (cp.clients, cp.drift) = postcard::from_bytes(clients)
+                .map_err(|e| corrupt(&format!("client and drift state: {e}")))?;
+        }
     }
     Ok(cp)
 }
@@ -245,6 +248,7 @@ mod tests {
             summary: Summary::default(),
             cursors: BTreeMap::new(),
             clients: None,
+            drift: None,
             rows,
         };
         (cp, schema)

@@ -429,10 +429,11 @@ fn pelz_good_cdf(n: u64, d: f64) -> f64 {
 }
 
 /// χ² test of homogeneity of two count vectors over the same categories, as
-/// `scipy.stats.chi2_contingency` on the 2 × k table (with Yates' correction when
-/// k = 2, SciPy's default). Categories empty in both are dropped; a category seen in
-/// only one sample is fine (its expected count comes from both). Fewer than two
-/// categories: statistic 0, p = 1. None when either sample is empty.
+/// `scipy.stats.chi2_contingency(table, correction=False)` on the 2 × k table (DESIGN.md:
+/// no Yates correction, also for two categories). Categories empty in both are
+/// dropped; a category seen in only one sample is fine (its expected count comes from
+/// both). Fewer than two categories: statistic 0, p = 1. None when either sample is
+/// empty.
 pub fn chi2_homogeneity(reference: &[u64], current: &[u64]) -> Option<Test> {
     let pairs: Vec<(f64, f64)> = reference
         .iter()
@@ -454,17 +455,12 @@ pub fn chi2_homogeneity(reference: &[u64], current: &[u64]) -> Option<Test> {
     }
     let total = nr + nc;
     let dof = (pairs.len() - 1) as f64;
-    let yates = pairs.len() == 2;
     let mut stat = 0.0;
     for &(r, c) in &pairs {
         let col = r + c;
         for (obs, row) in [(r, nr), (c, nc)] {
             let exp = row * col / total;
-            let mut diff = (obs - exp).abs();
-            if yates {
-                diff = (diff - 0.5).max(0.0);
-            }
-            stat += diff * diff / exp;
+            stat += (obs - exp) * (obs - exp) / exp;
         }
     }
     let p = ChiSquared::new(dof).ok()?.sf(stat);

@@ -1,0 +1,772 @@
+//! Data and prediction drift: the `feature_drift` and `prediction_drift` tables.
+//!
+//! For each closed window and each model, every declared feature (and the model's
+//! outputs: `label`, `score`) is compared with a **reference** of the same model's
+//! earlier traffic: a deterministic sample of the previous `reference_windows` windows
+//! (bottom-k by a hash of the request id, `reference_sample` per window and model), so
+//! replay and Kafka under any partitioning see the same reference. Bottom-k samples
+//! merge: the sample of a union is the bottom-k of the samples.
+//!
+//! The test per column follows the peers' default (Evidently): with a reference of at
+//! most `small_reference` values, numeric columns with more than 5 distinct reference
+//! values get the two-sample KS test, others χ² (more than 2 categories) or the
+//! two-proportion Z-test (2 categories), drifted when p < `p_value`; with a larger
+//! reference, effect sizes instead of tests (large samples make every p-value tiny):
+//! Wasserstein distance in reference standard deviations for numbers, Jensen–Shannon
+//! distance for categories, drifted at ≥ `distance`. `features:` overrides the test and
+//! threshold per feature. PSI, JS distance and Wasserstein are reported for every row
+//! whatever the test (Wasserstein null for categories).
+//!
+//! A row needs at least `min_current` values in the window and one in the reference;
+//! otherwise there is no row (a quiet model is not a drifting one).
+//!
+//! `label_shares` has, per model and label, its share of the window's labelled
+//! predictions and of the reference's: a collapse of one label's share (the flagged
+//! class vanishing, as when evasion succeeds at scale) shows there even when the
+//! distribution as a whole moves little.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch, StringArray, UInt64Array,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
+use serde::{Deserialize, Serialize};
+
+use crate::decode::{FeatureDecl, FeatureKind};
+use crate::rules::engine::WindowTable;
+use crate::stats::drift as st;
+use crate::window::ClosedWindow;
+
+/// A test a feature can be given in `drift.features`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TestName {
+    Ks,
+    Chi2,
+    Z,
+    Wasserstein,
+    JensenShannon,
+    Psi,
+    Hellinger,
+}
+
+impl TestName {
+    fn as_str(self) -> &'static str {
+        match self {
+            TestName::Ks => "ks",
+            TestName::Chi2 => "chi2",
+            TestName::Z => "z",
+            TestName::Wasserstein => "wasserstein",
+            TestName::JensenShannon => "jensen_shannon",
+            TestName::Psi => "psi",
+            TestName::Hellinger => "hellinger",
+        }
+    }
+    fn is_p_value(self) -> bool {
+        matches!(self, TestName::Ks | TestName::Chi2 | TestName::Z)
+    }
+}
+
+/// Per feature (or output: `label`, `score`): which test, at which threshold.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureDrift {
+    pub test: Option<TestName>,
+    /// p-value below which (tests) or distance from which (distances) it is drifted.
+    pub threshold: Option<f64>,
+}
+
+/// `drift:` in the config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DriftConfig {
+    /// Windows of earlier traffic in the rolling reference.
+    pub reference_windows: usize,
+    /// Records sampled into the reference per window and model.
+    pub reference_sample: usize,
+    /// Up to this many reference values the default is a test, above it a distance.
+    pub small_reference: usize,
+    /// Default p-value threshold of KS, χ² and Z.
+    pub p_value: f64,
+    /// Default threshold of the Wasserstein (normed) and Jensen–Shannon distances.
+    pub distance: f64,
+    /// Fewest values of a column in a window for it to be tested.
+    pub min_current: usize,
+    /// Overrides by feature name (`label`, `score` for the outputs).
+    pub features: BTreeMap<String, FeatureDrift>,
+}
+
+impl Default for DriftConfig {
+    fn default() -> Self {
+        Self {
+            reference_windows: 30,
+            reference_sample: 200,
+            small_reference: 1000,
+            p_value: 0.05,
+            distance: 0.1,
+            min_current: 30,
+            features: BTreeMap::new(),
+        }
+    }
+}
+
+/// One sampled record of the reference: its numeric features (NaN = missing), its
+/// categories (None = missing), its label and score.
+#[derive(Clone, Serialize, Deserialize)]
+struct Sample {
+    key: u64,
+    num: Vec<Option<f64>>,
+    cat: Vec<Option<String>>,
+    label: Option<String>,
+    score: Option<f64>,
+}
+
+/// The reference state a checkpoint carries.
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct DriftSnapshot {
+    /// Per window, per model, its sample; oldest first.
+    windows: Vec<BTreeMap<String, Vec<Sample>>>,
+    consumed_until: i64,
+}
+
+impl std::fmt::Debug for DriftSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DriftSnapshot({} windows)", self.windows.len())
+    }
+}
+
+struct State {
+    windows: VecDeque<Arc<BTreeMap<String, Vec<Sample>>>>,
+    consumed_until: i64,
+    last: Option<(WindowKey, Arc<Computed>)>,
+}
+
+type WindowKey = (i64, i64, i64, i64);
+
+struct Computed {
+    features: RecordBatch,
+    predictions: RecordBatch,
+    shares: RecordBatch,
+}
+
+/// The shared state behind `feature_drift` and `prediction_drift`.
+pub struct Drift {
+    cfg: DriftConfig,
+    numeric: Vec<String>,
+    categorical: Vec<String>,
+    schema: SchemaRef,
+    shares_schema: SchemaRef,
+    state: Mutex<State>,
+}
+
+/// A column of one model in one window, or in the reference.
+#[derive(Default)]
+struct Column {
+    values: Vec<f64>,
+    counts: BTreeMap<String, u64>,
+    nulls: usize,
+}
+
+/// What one model sent in a window.
+#[derive(Default)]
+struct ModelWindow {
+    num: Vec<Column>,
+    cat: Vec<Column>,
+    label: Column,
+    score: Column,
+    samples: Vec<Sample>,
+}
+
+impl Drift {
+    pub fn new(features: &[FeatureDecl], cfg: &DriftConfig) -> Arc<Self> {
+        let names = |k: FeatureKind| -> Vec<String> {
+            features
+                .iter()
+                .filter(|f| f.kind == k)
+                .map(|f| f.name.clone())
+                .collect()
+        };
+        let f = DataType::Float64;
+        let u = DataType::UInt64;
+        let s = DataType::Utf8;
+        let schema = Schema::new(vec![
+            Field::new("model", s.clone(), true),
+            Field::new("feature", s.clone(), false),
+            Field::new("kind", s.clone(), false),
+            Field::new("test", s, false),
+            Field::new("statistic", f.clone(), true),
+            Field::new("p_value", f.clone(), true),
+            Field::new("psi", f.clone(), true),
+            Field::new("js_distance", f.clone(), true),
+            Field::new("wasserstein", f.clone(), true),
+            Field::new("missing_share", f, false),
+            Field::new("n_ref", u.clone(), false),
+            Field::new("n_cur", u, false),
+            Field::new("drifted", DataType::Boolean, false),
+        ]);
+        let shares = Schema::new(vec![
+            Field::new("model", DataType::Utf8, true),
+            Field::new("label", DataType::Utf8, false),
+            Field::new("ref_share", DataType::Float64, false),
+            Field::new("cur_share", DataType::Float64, false),
+            Field::new("n_ref", DataType::UInt64, false),
+            Field::new("n_cur", DataType::UInt64, false),
+        ]);
+        Arc::new(Self {
+            shares_schema: Arc::new(shares),
+            cfg: cfg.clone(),
+            numeric: names(FeatureKind::Numerical),
+            categorical: names(FeatureKind::Categorical),
+            schema: Arc::new(schema),
+            state: Mutex::new(State {
+                windows: VecDeque::new(),
+                consumed_until: i64::MIN,
+                last: None,
+            }),
+        })
+    }
+
+    /// The two tables to register with the rule engine.
+    pub fn tables(self: &Arc<Self>) -> Vec<Arc<dyn WindowTable>> {
+        vec![
+            Arc::new(FeatureDriftTable(self.clone())),
+            Arc::new(PredictionDriftTable(self.clone())),
+            Arc::new(LabelSharesTable(self.clone())),
+        ]
+    }
+
+    pub fn snapshot(&self) -> DriftSnapshot {
+        let st = self.state.lock().expect("drift lock");
+        DriftSnapshot {
+            windows: st.windows.iter().map(|w| w.as_ref().clone()).collect(),
+            consumed_until: st.consumed_until,
+        }
+    }
+
+    pub fn restore(&self, snap: DriftSnapshot) {
+        let mut st = self.state.lock().expect("drift lock");
+        st.windows = snap.windows.into_iter().map(Arc::new).collect();
+        st.consumed_until = snap.consumed_until;
+        st.last = None;
+    }
+
+    fn computed(&self, w: &ClosedWindow) -> Result<Arc<Computed>, String> {
+        let key = (w.start_ms, w.end_ms, w.spec.size_ms, w.spec.slide_ms);
+        let mut st = self.state.lock().expect("drift lock");
+        if let Some((k, c)) = &st.last {
+            if *k == key {
+                return Ok(c.clone());
+            }
+        }
+        let c = Arc::new(self.compute(&mut st, w)?);
+        st.last = Some((key, c.clone()));
+        Ok(c)
+    }
+
+    fn compute(&self, st: &mut State, w: &ClosedWindow) -> Result<Computed, String> {
+        let mut models: BTreeMap<String, ModelWindow> = BTreeMap::new();
+        for b in &w.batches {
+            self.read_batch(b, &mut models)?;
+        }
+        // The reference per model: the earlier windows' samples.
+        let mut reference: BTreeMap<&str, ModelWindow> = BTreeMap::new();
+        for window in &st.windows {
+            for (model, samples) in window.iter() {
+                let r = reference
+                    .entry(model.as_str())
+                    .or_insert_with(|| self.empty_model());
+                for s in samples {
+                    self.add(r, &s.num, &s.cat, s.label.as_deref(), s.score);
+                }
+            }
+        }
+        let mut features = Rows::default();
+        let mut predictions = Rows::default();
+        let mut shares = ShareRows::default();
+        for (model, cur) in &models {
+            let Some(r) = reference.get(model.as_str()) else {
+                continue;
+            };
+            for (j, name) in self.numeric.iter().enumerate() {
+                self.numeric_row(&mut features, model, name, &r.num[j], &cur.num[j]);
+            }
+            for (j, name) in self.categorical.iter().enumerate() {
+                self.categorical_row(&mut features, model, name, &r.cat[j], &cur.cat[j]);
+            }
+            self.categorical_row(&mut predictions, model, "label", &r.label, &cur.label);
+            self.numeric_row(&mut predictions, model, "score", &r.score, &cur.score);
+            let n_ref: u64 = r.label.counts.values().sum();
+            let n_cur: u64 = cur.label.counts.values().sum();
+            if n_ref > 0 && n_cur > 0 {
+                let mut labels: Vec<&String> =
+                    r.label.counts.keys().chain(cur.label.counts.keys()).collect();
+                labels.sort();
+                labels.dedup();
+                for l in labels {
+                    let share = |c: &Column, n: u64| *c.counts.get(l).unwrap_or(&0) as f64 / n as f64;
+                    shares.model.push((!model.is_empty()).then(|| model.clone()));
+                    shares.label.push(l.clone());
+                    shares.ref_share.push(share(&r.label, n_ref));
+                    shares.cur_share.push(share(&cur.label, n_cur));
+                    shares.n_ref.push(n_ref);
+                    shares.n_cur.push(n_cur);
+                }
+            }
+        }
+        // The reference takes this window's sample once.
+        if w.end_ms > st.consumed_until {
+            let k = self.cfg.reference_sample;
+            let sample: BTreeMap<String, Vec<Sample>> = models
+                .into_iter()
+                .map(|(m, mw)| {
+                    let mut s = mw.samples;
+                    if s.len() > k {
+                        s.select_nth_unstable_by_key(k, |x| x.key);
+                        s.truncate(k);
+                    }
+                    s.sort_by_key(|x| x.key);
+                    (m, s)
+                })
+                .collect();
+            st.windows.push_back(Arc::new(sample));
+            while st.windows.len() > self.cfg.reference_windows.max(1) {
+                st.windows.pop_front();
+            }
+            st.consumed_until = w.end_ms;
+        }
+        Ok(Computed {
+            features: features.finish(self.schema.clone())?,
+            predictions: predictions.finish(self.schema.clone())?,
+            shares: shares.finish(self.shares_schema.clone())?,
+        })
+    }
+
+    fn empty_model(&self) -> ModelWindow {
+        ModelWindow {
+            num: (0..self.numeric.len()).map(|_| Column::default()).collect(),
+            cat: (0..self.categorical.len())
+                .map(|_| Column::default())
+                .collect(),
+            ..ModelWindow::default()
+        }
+    }
+
+    fn add(
+        &self,
+        m: &mut ModelWindow,
+        num: &[Option<f64>],
+        cat: &[Option<String>],
+        label: Option<&str>,
+        score: Option<f64>,
+    ) {
+        for (c, v) in m.num.iter_mut().zip(num) {
+            push_number(c, *v);
+        }
+        for (c, v) in m.cat.iter_mut().zip(cat) {
+            push_category(c, v.as_deref());
+        }
+        push_category(&mut m.label, label);
+        push_number(&mut m.score, score);
+    }
+
+    fn read_batch(
+        &self,
+        b: &RecordBatch,
+        models: &mut BTreeMap<String, ModelWindow>,
+    ) -> Result<(), String> {
+        let col = |name: &str| {
+            b.column_by_name(name)
+                .ok_or_else(|| format!("events has no column {name}"))
+        };
+        let request = col("request_id")?.as_string::<i32>();
+        let model = col("model")?.as_string::<i32>();
+        let label = col("prediction_label")?.as_string::<i32>();
+        let score = col("prediction_score")?.as_primitive::<Float64Type>();
+        let num: Vec<&Float64Array> = self
+            .numeric
+            .iter()
+            .map(|n| col(n).map(|c| c.as_primitive::<Float64Type>()))
+            .collect::<Result<_, _>>()?;
+        let cat: Vec<&StringArray> = self
+            .categorical
+            .iter()
+            .map(|n| col(n).map(|c| c.as_string::<i32>()))
+            .collect::<Result<_, _>>()?;
+        for row in 0..b.num_rows() {
+            let name = if model.is_null(row) {
+                ""
+            } else {
+                model.value(row)
+            };
+            if !models.contains_key(name) {
+                models.insert(name.to_owned(), self.empty_model());
+            }
+            let m = models.get_mut(name).expect("inserted above");
+            let nums: Vec<Option<f64>> = num
+                .iter()
+                .map(|a| (!a.is_null(row)).then(|| a.value(row)))
+                .collect();
+            let cats: Vec<Option<String>> = cat
+                .iter()
+                .map(|a| (!a.is_null(row)).then(|| a.value(row).to_owned()))
+                .collect();
+            let l = (!label.is_null(row)).then(|| label.value(row));
+            let s = (!score.is_null(row)).then(|| score.value(row));
+            self.add(m, &nums, &cats, l, s);
+            let key = if request.is_null(row) {
+                hash_of(&(row, name))
+            } else {
+                hash_of(request.value(row))
+            };
+            m.samples.push(Sample {
+                key,
+                num: nums,
+                cat: cats,
+                label: l.map(str::to_owned),
+                score: s,
+            });
+        }
+        Ok(())
+    }
+
+    fn numeric_row(&self, out: &mut Rows, model: &str, name: &str, r: &Column, c: &Column) {
+        let (rv, cv) = (&r.values, &c.values);
+        let (n_ref, n_cur) = (finite(rv), finite(cv));
+        if n_ref == 0 || n_cur < self.cfg.min_current {
+            return;
+        }
+        let over = self.cfg.features.get(name);
+        let test = over.and_then(|o| o.test).unwrap_or_else(|| {
+            let mut distinct: Vec<f64> = rv.iter().copied().filter(|x| x.is_finite()).collect();
+            distinct.sort_by(f64::total_cmp);
+            distinct.dedup();
+            match (n_ref <= self.cfg.small_reference, distinct.len() > 5) {
+                (true, true) => TestName::Ks,
+                (true, false) => TestName::Chi2,
+                (false, true) => TestName::Wasserstein,
+                (false, false) => TestName::JensenShannon,
+            }
+        });
+        let shares = st::binned_shares(rv, cv);
+        let psi = shares.as_ref().map(|(p, q)| st::psi(p, q));
+        let js = shares.as_ref().map(|(p, q)| st::js_distance(p, q));
+        let wasserstein = st::wasserstein_normed(rv, cv);
+        let (statistic, p_value) = match test {
+            TestName::Ks => match st::ks_2samp(rv, cv) {
+                Some((t, _)) => (Some(t.statistic), Some(t.p_value)),
+                None => (None, None),
+            },
+            TestName::Chi2 | TestName::Z => {
+                // Few distinct values: their counts, as categories.
+                let (a, b) = value_counts(rv, cv);
+                let t = if test == TestName::Z && a.len() == 2 {
+                    st::two_proportion_z(a[0], a.iter().sum(), b[0], b.iter().sum())
+                } else {
+                    st::chi2_homogeneity(&a, &b)
+                };
+                (t.map(|t| t.statistic), t.map(|t| t.p_value))
+            }
+            TestName::Wasserstein => (wasserstein, None),
+            TestName::JensenShannon => (js, None),
+            TestName::Psi => (psi, None),
+            TestName::Hellinger => (shares.as_ref().map(|(p, q)| st::hellinger(p, q)), None),
+        };
+        out.push(Row {
+            model,
+            feature: name,
+            kind: "numerical",
+            test,
+            statistic,
+            p_value,
+            psi,
+            js,
+            wasserstein,
+            missing: st::missing_share(cv, c.nulls),
+            n_ref,
+            n_cur,
+            drifted: self.drifted(name, test, statistic, p_value),
+        });
+    }
+
+    fn categorical_row(&self, out: &mut Rows, model: &str, name: &str, r: &Column, c: &Column) {
+        let n_ref: u64 = r.counts.values().sum();
+        let n_cur: u64 = c.counts.values().sum();
+        if n_ref == 0 || (n_cur as usize) < self.cfg.min_current {
+            return;
+        }
+        let keys: Vec<&String> = {
+            let mut k: Vec<&String> = r.counts.keys().chain(c.counts.keys()).collect();
+            k.sort();
+            k.dedup();
+            k
+        };
+        let a: Vec<u64> = keys.iter().map(|k| *r.counts.get(*k).unwrap_or(&0)).collect();
+        let b: Vec<u64> = keys.iter().map(|k| *c.counts.get(*k).unwrap_or(&0)).collect();
+        let p: Vec<f64> = a.iter().map(|&x| x as f64 / n_ref as f64).collect();
+        let q: Vec<f64> = b.iter().map(|&x| x as f64 / n_cur as f64).collect();
+        let over = self.cfg.features.get(name);
+        let test = over.and_then(|o| o.test).unwrap_or({
+            match (n_ref as usize <= self.cfg.small_reference, r.counts.len() > 2) {
+                (true, true) => TestName::Chi2,
+                (true, false) => TestName::Z,
+                (false, _) => TestName::JensenShannon,
+            }
+        });
+        let psi = st::psi(&p, &q);
+        let js = st::js_distance(&p, &q);
+        let (statistic, p_value) = match test {
+            TestName::Z if a.len() == 2 => {
+                let t = st::two_proportion_z(a[0], n_ref, b[0], n_cur);
+                (t.map(|t| t.statistic), t.map(|t| t.p_value))
+            }
+            TestName::Z | TestName::Chi2 | TestName::Ks => {
+                let t = st::chi2_homogeneity(&a, &b);
+                (t.map(|t| t.statistic), t.map(|t| t.p_value))
+            }
+            TestName::Psi => (Some(psi), None),
+            TestName::Hellinger => (Some(st::hellinger(&p, &q)), None),
+            TestName::JensenShannon | TestName::Wasserstein => (Some(js), None),
+        };
+        let test = match test {
+            TestName::Z if a.len() != 2 => TestName::Chi2,
+            TestName::Ks => TestName::Chi2,
+            TestName::Wasserstein => TestName::JensenShannon,
+            t => t,
+        };
+        out.push(Row {
+            model,
+            feature: name,
+            kind: "categorical",
+            test,
+            statistic,
+            p_value,
+            psi: Some(psi),
+            js: Some(js),
+            wasserstein: None,
+            missing: c.nulls as f64 / (n_cur as usize + c.nulls).max(1) as f64,
+            n_ref,
+            n_cur,
+            drifted: self.drifted(name, test, statistic, p_value),
+        });
+    }
+
+    fn drifted(
+        &self,
+        name: &str,
+        test: TestName,
+        statistic: Option<f64>,
+        p_value: Option<f64>,
+    ) -> bool {
+        let threshold = self.cfg.features.get(name).and_then(|o| o.threshold);
+        if test.is_p_value() {
+            p_value.is_some_and(|p| p < threshold.unwrap_or(self.cfg.p_value))
+        } else {
+            statistic.is_some_and(|s| s >= threshold.unwrap_or(self.cfg.distance))
+        }
+    }
+}
+
+fn push_number(c: &mut Column, v: Option<f64>) {
+    match v {
+        Some(x) => c.values.push(x),
+        None => c.nulls += 1,
+    }
+}
+
+fn push_category(c: &mut Column, v: Option<&str>) {
+    match v {
+        Some(s) => match c.counts.get_mut(s) {
+            Some(n) => *n += 1,
+            None => {
+                c.counts.insert(s.to_owned(), 1);
+            }
+        },
+        None => c.nulls += 1,
+    }
+}
+
+fn finite(v: &[f64]) -> u64 {
+    v.iter().filter(|x| x.is_finite()).count() as u64
+}
+
+/// Counts of each distinct finite value in either sample, in value order.
+fn value_counts(a: &[f64], b: &[f64]) -> (Vec<u64>, Vec<u64>) {
+    let mut keys: Vec<f64> = a.iter().chain(b).copied().filter(|x| x.is_finite()).collect();
+    keys.sort_by(f64::total_cmp);
+    keys.dedup();
+    let count = |v: &[f64]| -> Vec<u64> {
+        let mut out = vec![0u64; keys.len()];
+        for x in v.iter().filter(|x| x.is_finite()) {
+            if let Ok(i) = keys.binary_search_by(|k| k.total_cmp(x)) {
+                out[i] += 1;
+            }
+        }
+        out
+    };
+    (count(a), count(b))
+}
+
+fn hash_of(v: impl Hash) -> u64 {
+    // FNV-1a: stable across runs and builds (the sample must not depend on a seed).
+    struct Fnv(u64);
+    impl Hasher for Fnv {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            for b in bytes {
+                self.0 ^= *b as u64;
+                self.0 = self.0.wrapping_mul(0x100000001b3);
+            }
+        }
+    }
+    let mut h = Fnv(0xcbf29ce484222325);
+    v.hash(&mut h);
+    h.finish()
+}
+
+struct Row<'a> {
+    model: &'a str,
+    feature: &'a str,
+    kind: &'static str,
+    test: TestName,
+    statistic: Option<f64>,
+    p_value: Option<f64>,
+    psi: Option<f64>,
+    js: Option<f64>,
+    wasserstein: Option<f64>,
+    missing: f64,
+    n_ref: u64,
+    n_cur: u64,
+    drifted: bool,
+}
+
+#[derive(Default)]
+struct Rows {
+    model: Vec<Option<String>>,
+    feature: Vec<String>,
+    kind: Vec<&'static str>,
+    test: Vec<&'static str>,
+    statistic: Vec<Option<f64>>,
+    p_value: Vec<Option<f64>>,
+    psi: Vec<Option<f64>>,
+    js: Vec<Option<f64>>,
+    wasserstein: Vec<Option<f64>>,
+    missing: Vec<f64>,
+    n_ref: Vec<u64>,
+    n_cur: Vec<u64>,
+    drifted: Vec<bool>,
+}
+
+impl Rows {
+    fn push(&mut self, r: Row<'_>) {
+        // Not-a-number never reaches a rule: a statistic that is not defined is null.
+        let defined = |v: Option<f64>| v.filter(|x| !x.is_nan());
+        self.model
+            .push((!r.model.is_empty()).then(|| r.model.to_owned()));
+        self.feature.push(r.feature.to_owned());
+        self.kind.push(r.kind);
+        self.test.push(r.test.as_str());
+        self.statistic.push(defined(r.statistic));
+        self.p_value.push(defined(r.p_value));
+        self.psi.push(defined(r.psi));
+        self.js.push(defined(r.js));
+        self.wasserstein.push(defined(r.wasserstein));
+        self.missing.push(r.missing);
+        self.n_ref.push(r.n_ref);
+        self.n_cur.push(r.n_cur);
+        self.drifted.push(r.drifted);
+    }
+
+    fn finish(self, schema: SchemaRef) -> Result<RecordBatch, String> {
+        let f = |v: Vec<Option<f64>>| Arc::new(Float64Array::from(v)) as ArrayRef;
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(self.model)),
+            Arc::new(StringArray::from(self.feature)),
+            Arc::new(StringArray::from(self.kind)),
+            Arc::new(StringArray::from(self.test)),
+            f(self.statistic),
+            f(self.p_value),
+            f(self.psi),
+            f(self.js),
+            f(self.wasserstein),
+            Arc::new(Float64Array::from(self.missing)),
+            Arc::new(UInt64Array::from(self.n_ref)),
+            Arc::new(UInt64Array::from(self.n_cur)),
+            Arc::new(BooleanArray::from(self.drifted)),
+        ];
+        RecordBatch::try_new(schema, cols).map_err(|e| e.to_string())
+    }
+}
+
+#[derive(Default)]
+struct ShareRows {
+    model: Vec<Option<String>>,
+    label: Vec<String>,
+    ref_share: Vec<f64>,
+    cur_share: Vec<f64>,
+    n_ref: Vec<u64>,
+    n_cur: Vec<u64>,
+}
+
+impl ShareRows {
+    fn finish(self, schema: SchemaRef) -> Result<RecordBatch, String> {
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(self.model)),
+            Arc::new(StringArray::from(self.label)),
+            Arc::new(Float64Array::from(self.ref_share)),
+            Arc::new(Float64Array::from(self.cur_share)),
+            Arc::new(UInt64Array::from(self.n_ref)),
+            Arc::new(UInt64Array::from(self.n_cur)),
+        ];
+        RecordBatch::try_new(schema, cols).map_err(|e| e.to_string())
+    }
+}
+
+/// `label_shares`: per model and label, its share now and in the reference.
+pub struct LabelSharesTable(Arc<Drift>);
+
+impl WindowTable for LabelSharesTable {
+    fn name(&self) -> &'static str {
+        "label_shares"
+    }
+    fn schema(&self) -> SchemaRef {
+        self.0.shares_schema.clone()
+    }
+    fn compute(&self, w: &ClosedWindow) -> Result<Vec<RecordBatch>, String> {
+        Ok(vec![self.0.computed(w)?.shares.clone()])
+    }
+}
+
+/// `feature_drift`: one row per model and declared feature with a reference.
+pub struct FeatureDriftTable(Arc<Drift>);
+
+impl WindowTable for FeatureDriftTable {
+    fn name(&self) -> &'static str {
+        "feature_drift"
+    }
+    fn schema(&self) -> SchemaRef {
+        self.0.schema.clone()
+    }
+    fn compute(&self, w: &ClosedWindow) -> Result<Vec<RecordBatch>, String> {
+        Ok(vec![self.0.computed(w)?.features.clone()])
+    }
+}
+
+/// `prediction_drift`: one row per model and output (`label`, `score`).
+pub struct PredictionDriftTable(Arc<Drift>);
+
+impl WindowTable for PredictionDriftTable {
+    fn name(&self) -> &'static str {
+        "prediction_drift"
+    }
+    fn schema(&self) -> SchemaRef {
+        self.0.schema.clone()
+    }
+    fn compute(&self, w: &ClosedWindow) -> Result<Vec<RecordBatch>, String> {
+        Ok(vec![self.0.computed(w)?.predictions.clone()])
+    }
+}
