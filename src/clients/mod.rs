@@ -1055,6 +1055,8 @@ impl Clients {
                     model: std::mem::take(&mut p.model),
                     client: std::mem::take(&mut p.client),
                     horizon_start: r.ts,
+                    // Still counted in the total until the next update replaces it.
+                    est: p.est,
                     ..Profile::default()
                 };
             }
@@ -1184,6 +1186,11 @@ impl Clients {
             );
         }
         st.usage.bytes = bytes;
+        debug_assert_eq!(
+            bytes,
+            st.profiles.values().map(|p| p.est).sum::<u64>(),
+            "the running memory estimate drifted from the profiles'"
+        );
     }
 }
 
