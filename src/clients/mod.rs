@@ -465,6 +465,10 @@ struct Profile {
     /// W of the first n distances, for n = the count it was computed at.
     #[serde(default)]
     w: Option<(usize, Option<f64>)>,
+    /// [`Profile::bytes`] as of its last update (the total is kept up to date from it,
+    /// not recomputed over every profile each window).
+    #[serde(skip)]
+    est: u64,
 }
 
 impl Profile {
@@ -658,10 +662,14 @@ impl Clients {
         st.profiles = snap
             .profiles
             .into_iter()
-            .map(|p| (client_key(&p.model, &p.client), p))
+            .map(|mut p| {
+                Arc::make_mut(&mut p).est = p.bytes();
+                (client_key(&p.model, &p.client), p)
+            })
             .collect();
         st.consumed_until = snap.consumed_until;
         st.usage = snap.usage;
+        st.usage.bytes = st.profiles.values().map(|p| p.est).sum();
         st.last = None;
     }
 
@@ -864,6 +872,16 @@ impl Clients {
                 }
             }
         }
+        // The memory estimate follows the profiles that changed.
+        for key in &active {
+            if let Some(p) = st.profiles.get_mut(key) {
+                let new = p.bytes();
+                if new != p.est {
+                    st.usage.bytes = (st.usage.bytes + new).saturating_sub(p.est);
+                    Arc::make_mut(p).est = new;
+                }
+            }
+        }
         let profile = self.profile_rows(st, &active, &reference, &mut expected_memo)?;
         self.evict(st, w.end_ms);
         Ok(Computed {
@@ -1037,6 +1055,8 @@ impl Clients {
                     model: std::mem::take(&mut p.model),
                     client: std::mem::take(&mut p.client),
                     horizon_start: r.ts,
+                    // Still counted in the total until the next update replaces it.
+                    est: p.est,
                     ..Profile::default()
                 };
             }
@@ -1127,24 +1147,22 @@ impl Clients {
     /// memory cap.
     fn evict(&self, st: &mut State, now_ms: i64) {
         let horizon = self.cfg.horizon.as_millis() as i64;
-        let before = st.profiles.len();
-        st.profiles.retain(|_, p| now_ms - p.last_seen < horizon);
-        let idle = (before - st.profiles.len()) as u64;
+        let (mut idle, mut freed) = (0u64, 0u64);
+        st.profiles.retain(|_, p| {
+            let keep = now_ms - p.last_seen < horizon;
+            if !keep {
+                idle += 1;
+                freed += p.est;
+            }
+            keep
+        });
         st.usage.evicted_idle += idle;
-        let mut bytes: u64 = st.profiles.values().map(|p| p.bytes()).sum();
+        let mut bytes: u64 = st.usage.bytes.saturating_sub(freed);
         if bytes > self.cfg.max_memory {
             let mut by_age: Vec<(i64, &str, &str, u64, u64)> = st
                 .profiles
                 .iter()
-                .map(|(&k, p)| {
-                    (
-                        p.last_seen,
-                        p.model.as_str(),
-                        p.client.as_str(),
-                        k,
-                        p.bytes(),
-                    )
-                })
+                .map(|(&k, p)| (p.last_seen, p.model.as_str(), p.client.as_str(), k, p.est))
                 .collect();
             by_age.sort_unstable();
             let by_age: Vec<(u64, u64)> =
@@ -1168,6 +1186,11 @@ impl Clients {
             );
         }
         st.usage.bytes = bytes;
+        debug_assert_eq!(
+            bytes,
+            st.profiles.values().map(|p| p.est).sum::<u64>(),
+            "the running memory estimate drifted from the profiles'"
+        );
     }
 }
 
