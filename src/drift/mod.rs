@@ -25,7 +25,7 @@
 //! class vanishing, as when evasion succeeds at scale) shows there even when the
 //! distribution as a whole moves little.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
@@ -177,7 +177,9 @@ struct ModelWindow {
     cat: Vec<Column>,
     label: Column,
     score: Column,
-    samples: Vec<Sample>,
+    /// (sampling key, batch, row) of every record: the sample is built from the
+    /// bottom k only.
+    candidates: Vec<(u64, usize, usize)>,
 }
 
 impl Drift {
@@ -256,10 +258,8 @@ impl Drift {
     fn computed(&self, w: &ClosedWindow) -> Result<Arc<Computed>, String> {
         let key = (w.start_ms, w.end_ms, w.spec.size_ms, w.spec.slide_ms);
         let mut st = self.state.lock().expect("drift lock");
-        if let Some((k, c)) = &st.last {
-            if *k == key {
-                return Ok(c.clone());
-            }
+        if let Some((_, c)) = st.last.as_ref().filter(|(k, _)| *k == key) {
+            return Ok(c.clone());
         }
         let c = Arc::new(self.compute(&mut st, w)?);
         st.last = Some((key, c.clone()));
@@ -268,8 +268,8 @@ impl Drift {
 
     fn compute(&self, st: &mut State, w: &ClosedWindow) -> Result<Computed, String> {
         let mut models: BTreeMap<String, ModelWindow> = BTreeMap::new();
-        for b in &w.batches {
-            self.read_batch(b, &mut models)?;
+        for (i, b) in w.batches.iter().enumerate() {
+            self.read_batch(i, b, &mut models)?;
         }
         // The reference per model: the earlier windows' samples.
         let mut reference: BTreeMap<&str, ModelWindow> = BTreeMap::new();
@@ -301,13 +301,20 @@ impl Drift {
             let n_ref: u64 = r.label.counts.values().sum();
             let n_cur: u64 = cur.label.counts.values().sum();
             if n_ref > 0 && n_cur > 0 {
-                let mut labels: Vec<&String> =
-                    r.label.counts.keys().chain(cur.label.counts.keys()).collect();
+                let mut labels: Vec<&String> = r
+                    .label
+                    .counts
+                    .keys()
+                    .chain(cur.label.counts.keys())
+                    .collect();
                 labels.sort();
                 labels.dedup();
                 for l in labels {
-                    let share = |c: &Column, n: u64| *c.counts.get(l).unwrap_or(&0) as f64 / n as f64;
-                    shares.model.push((!model.is_empty()).then(|| model.clone()));
+                    let share =
+                        |c: &Column, n: u64| *c.counts.get(l).unwrap_or(&0) as f64 / n as f64;
+                    shares
+                        .model
+                        .push((!model.is_empty()).then(|| model.clone()));
                     shares.label.push(l.clone());
                     shares.ref_share.push(share(&r.label, n_ref));
                     shares.cur_share.push(share(&cur.label, n_cur));
@@ -322,15 +329,19 @@ impl Drift {
             let sample: BTreeMap<String, Vec<Sample>> = models
                 .into_iter()
                 .map(|(m, mw)| {
-                    let mut s = mw.samples;
-                    if s.len() > k {
-                        s.select_nth_unstable_by_key(k, |x| x.key);
-                        s.truncate(k);
+                    let mut c = mw.candidates;
+                    if c.len() > k {
+                        c.select_nth_unstable(k);
+                        c.truncate(k);
                     }
-                    s.sort_by_key(|x| x.key);
-                    (m, s)
+                    c.sort_unstable();
+                    let s = c
+                        .into_iter()
+                        .map(|(key, bi, row)| self.sample_at(key, &w.batches[bi], row))
+                        .collect::<Result<Vec<_>, _>>();
+                    s.map(|s| (m, s))
                 })
-                .collect();
+                .collect::<Result<_, String>>()?;
             st.windows.push_back(Arc::new(sample));
             while st.windows.len() > self.cfg.reference_windows.max(1) {
                 st.windows.pop_front();
@@ -374,94 +385,96 @@ impl Drift {
 
     fn read_batch(
         &self,
+        batch: usize,
         b: &RecordBatch,
         models: &mut BTreeMap<String, ModelWindow>,
     ) -> Result<(), String> {
-        let col = |name: &str| {
-            b.column_by_name(name)
-                .ok_or_else(|| format!("events has no column {name}"))
-        };
-        let request = col("request_id")?.as_string::<i32>();
-        let model = col("model")?.as_string::<i32>();
-        let label = col("prediction_label")?.as_string::<i32>();
-        let score = col("prediction_score")?.as_primitive::<Float64Type>();
-        let num: Vec<&Float64Array> = self
-            .numeric
-            .iter()
-            .map(|n| col(n).map(|c| c.as_primitive::<Float64Type>()))
-            .collect::<Result<_, _>>()?;
-        let cat: Vec<&StringArray> = self
-            .categorical
-            .iter()
-            .map(|n| col(n).map(|c| c.as_string::<i32>()))
-            .collect::<Result<_, _>>()?;
+        let cols = Columns::of(b, &self.numeric, &self.categorical)?;
         for row in 0..b.num_rows() {
-            let name = if model.is_null(row) {
+            let name = if cols.model.is_null(row) {
                 ""
             } else {
-                model.value(row)
+                cols.model.value(row)
             };
             if !models.contains_key(name) {
                 models.insert(name.to_owned(), self.empty_model());
             }
             let m = models.get_mut(name).expect("inserted above");
-            let nums: Vec<Option<f64>> = num
-                .iter()
-                .map(|a| (!a.is_null(row)).then(|| a.value(row)))
-                .collect();
-            let cats: Vec<Option<String>> = cat
-                .iter()
-                .map(|a| (!a.is_null(row)).then(|| a.value(row).to_owned()))
-                .collect();
-            let l = (!label.is_null(row)).then(|| label.value(row));
-            let s = (!score.is_null(row)).then(|| score.value(row));
-            self.add(m, &nums, &cats, l, s);
-            let key = if request.is_null(row) {
-                hash_of(&(row, name))
+            for (c, a) in m.num.iter_mut().zip(&cols.num) {
+                push_number(c, (!a.is_null(row)).then(|| a.value(row)));
+            }
+            for (c, a) in m.cat.iter_mut().zip(&cols.cat) {
+                push_category(c, (!a.is_null(row)).then(|| a.value(row)));
+            }
+            push_category(
+                &mut m.label,
+                (!cols.label.is_null(row)).then(|| cols.label.value(row)),
+            );
+            push_number(
+                &mut m.score,
+                (!cols.score.is_null(row)).then(|| cols.score.value(row)),
+            );
+            let key = if cols.request.is_null(row) {
+                hash_of((row, name))
             } else {
-                hash_of(request.value(row))
+                hash_of(cols.request.value(row))
             };
-            m.samples.push(Sample {
-                key,
-                num: nums,
-                cat: cats,
-                label: l.map(str::to_owned),
-                score: s,
-            });
+            m.candidates.push((key, batch, row));
         }
         Ok(())
     }
 
+    /// One record of a batch as a reference sample.
+    fn sample_at(&self, key: u64, b: &RecordBatch, row: usize) -> Result<Sample, String> {
+        let cols = Columns::of(b, &self.numeric, &self.categorical)?;
+        Ok(Sample {
+            key,
+            num: cols
+                .num
+                .iter()
+                .map(|a| (!a.is_null(row)).then(|| a.value(row)))
+                .collect(),
+            cat: cols
+                .cat
+                .iter()
+                .map(|a| (!a.is_null(row)).then(|| a.value(row).to_owned()))
+                .collect(),
+            label: (!cols.label.is_null(row)).then(|| cols.label.value(row).to_owned()),
+            score: (!cols.score.is_null(row)).then(|| cols.score.value(row)),
+        })
+    }
+
     fn numeric_row(&self, out: &mut Rows, model: &str, name: &str, r: &Column, c: &Column) {
-        let (rv, cv) = (&r.values, &c.values);
-        let (n_ref, n_cur) = (finite(rv), finite(cv));
-        if n_ref == 0 || n_cur < self.cfg.min_current {
+        // Sorted once; every statistic below reads the sorted finite values.
+        let (rv, cv) = (st::finite_sorted(&r.values), st::finite_sorted(&c.values));
+        let (n_ref, n_cur) = (rv.len() as u64, cv.len() as u64);
+        if n_ref == 0 || n_cur < self.cfg.min_current as u64 {
             return;
         }
         let over = self.cfg.features.get(name);
         let test = over.and_then(|o| o.test).unwrap_or_else(|| {
-            let mut distinct: Vec<f64> = rv.iter().copied().filter(|x| x.is_finite()).collect();
-            distinct.sort_by(f64::total_cmp);
-            distinct.dedup();
-            match (n_ref <= self.cfg.small_reference, distinct.len() > 5) {
+            match (
+                n_ref <= self.cfg.small_reference as u64,
+                st::distinct_sorted(&rv) > 5,
+            ) {
                 (true, true) => TestName::Ks,
                 (true, false) => TestName::Chi2,
                 (false, true) => TestName::Wasserstein,
                 (false, false) => TestName::JensenShannon,
             }
         });
-        let shares = st::binned_shares(rv, cv);
+        let shares = st::binned_shares_sorted(&rv, &cv);
         let psi = shares.as_ref().map(|(p, q)| st::psi(p, q));
         let js = shares.as_ref().map(|(p, q)| st::js_distance(p, q));
-        let wasserstein = st::wasserstein_normed(rv, cv);
+        let wasserstein = st::wasserstein_normed_sorted(&rv, &cv);
         let (statistic, p_value) = match test {
-            TestName::Ks => match st::ks_2samp(rv, cv) {
+            TestName::Ks => match st::ks_2samp_sorted(&rv, &cv) {
                 Some((t, _)) => (Some(t.statistic), Some(t.p_value)),
                 None => (None, None),
             },
             TestName::Chi2 | TestName::Z => {
                 // Few distinct values: their counts, as categories.
-                let (a, b) = value_counts(rv, cv);
+                let (a, b) = value_counts(&rv, &cv);
                 let t = if test == TestName::Z && a.len() == 2 {
                     st::two_proportion_z(a[0], a.iter().sum(), b[0], b.iter().sum())
                 } else {
@@ -484,7 +497,7 @@ impl Drift {
             psi,
             js,
             wasserstein,
-            missing: st::missing_share(cv, c.nulls),
+            missing: st::missing_share(&c.values, c.nulls),
             n_ref,
             n_cur,
             drifted: self.drifted(name, test, statistic, p_value),
@@ -503,13 +516,22 @@ impl Drift {
             k.dedup();
             k
         };
-        let a: Vec<u64> = keys.iter().map(|k| *r.counts.get(*k).unwrap_or(&0)).collect();
-        let b: Vec<u64> = keys.iter().map(|k| *c.counts.get(*k).unwrap_or(&0)).collect();
+        let a: Vec<u64> = keys
+            .iter()
+            .map(|k| *r.counts.get(*k).unwrap_or(&0))
+            .collect();
+        let b: Vec<u64> = keys
+            .iter()
+            .map(|k| *c.counts.get(*k).unwrap_or(&0))
+            .collect();
         let p: Vec<f64> = a.iter().map(|&x| x as f64 / n_ref as f64).collect();
         let q: Vec<f64> = b.iter().map(|&x| x as f64 / n_cur as f64).collect();
         let over = self.cfg.features.get(name);
         let test = over.and_then(|o| o.test).unwrap_or({
-            match (n_ref as usize <= self.cfg.small_reference, r.counts.len() > 2) {
+            match (
+                n_ref as usize <= self.cfg.small_reference,
+                r.counts.len() > 2,
+            ) {
                 (true, true) => TestName::Chi2,
                 (true, false) => TestName::Z,
                 (false, _) => TestName::JensenShannon,
@@ -569,6 +591,39 @@ impl Drift {
     }
 }
 
+/// The `events` columns the drift tables read.
+struct Columns<'a> {
+    request: &'a StringArray,
+    model: &'a StringArray,
+    label: &'a StringArray,
+    score: &'a Float64Array,
+    num: Vec<&'a Float64Array>,
+    cat: Vec<&'a StringArray>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(b: &'a RecordBatch, numeric: &[String], categorical: &[String]) -> Result<Self, String> {
+        let col = |name: &str| {
+            b.column_by_name(name)
+                .ok_or_else(|| format!("events has no column {name}"))
+        };
+        Ok(Self {
+            request: col("request_id")?.as_string::<i32>(),
+            model: col("model")?.as_string::<i32>(),
+            label: col("prediction_label")?.as_string::<i32>(),
+            score: col("prediction_score")?.as_primitive::<Float64Type>(),
+            num: numeric
+                .iter()
+                .map(|n| col(n).map(|c| c.as_primitive::<Float64Type>()))
+                .collect::<Result<_, _>>()?,
+            cat: categorical
+                .iter()
+                .map(|n| col(n).map(|c| c.as_string::<i32>()))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
 fn push_number(c: &mut Column, v: Option<f64>) {
     match v {
         Some(x) => c.values.push(x),
@@ -588,13 +643,14 @@ fn push_category(c: &mut Column, v: Option<&str>) {
     }
 }
 
-fn finite(v: &[f64]) -> u64 {
-    v.iter().filter(|x| x.is_finite()).count() as u64
-}
-
 /// Counts of each distinct finite value in either sample, in value order.
 fn value_counts(a: &[f64], b: &[f64]) -> (Vec<u64>, Vec<u64>) {
-    let mut keys: Vec<f64> = a.iter().chain(b).copied().filter(|x| x.is_finite()).collect();
+    let mut keys: Vec<f64> = a
+        .iter()
+        .chain(b)
+        .copied()
+        .filter(|x| x.is_finite())
+        .collect();
     keys.sort_by(f64::total_cmp);
     keys.dedup();
     let count = |v: &[f64]| -> Vec<u64> {

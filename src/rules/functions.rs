@@ -192,23 +192,42 @@ mod tests {
         }
         for c in f.ks.iter().filter(|c| c.a.len() + c.b.len() < 200) {
             let (a, b) = (array(&c.a), array(&c.b));
-            let d = one(&ctx, &format!("SELECT ks_stat({a}, {b})")).await.unwrap();
-            let p = one(&ctx, &format!("SELECT ks_pvalue({a}, {b})")).await.unwrap();
+            let d = one(&ctx, &format!("SELECT ks_stat({a}, {b})"))
+                .await
+                .unwrap();
+            let p = one(&ctx, &format!("SELECT ks_pvalue({a}, {b})"))
+                .await
+                .unwrap();
             assert!((d - c.statistic).abs() < 1e-9, "{}: {d}", c.name);
             assert!((p - c.p).abs() < 1e-6, "{}: {p} vs {}", c.name, c.p);
         }
-        let c = f.distances.iter().find(|c| c.reference.len() <= 500).unwrap();
+        let c = f
+            .distances
+            .iter()
+            .find(|c| c.reference.len() <= 500)
+            .unwrap();
         let (a, b) = (array(&c.reference), array(&c.current));
         let psi = one(&ctx, &format!("SELECT psi({a}, {b})")).await.unwrap();
-        assert!((psi - c.psi).abs() < 1e-9 * c.psi.abs().max(1.0), "{}", c.name);
+        assert!(
+            (psi - c.psi).abs() < 1e-9 * c.psi.abs().max(1.0),
+            "{}",
+            c.name
+        );
         let w = one(&ctx, &format!("SELECT wasserstein_normed({a}, {b})"))
             .await
             .unwrap();
         assert!((w - c.wasserstein_normed).abs() < 1e-9, "{}", c.name);
         // Null and empty arrays: null, not an error.
-        assert_eq!(one(&ctx, "SELECT ks_stat(NULL, make_array(1.0))").await, None);
+        assert_eq!(
+            one(&ctx, "SELECT ks_stat(NULL, make_array(1.0))").await,
+            None
+        );
         // Not an array: a clear error at planning.
-        let err = ctx.sql("SELECT psi(1.0, 2.0)").await.unwrap_err().to_string();
+        let err = ctx
+            .sql("SELECT psi(1.0, 2.0)")
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("two arrays of numbers"), "{err}");
     }
 }

@@ -34,10 +34,18 @@ pub enum KsMethod {
 pub const KS_MAX_EXACT: usize = 10_000;
 
 /// The finite values, sorted.
-fn finite_sorted(x: &[f64]) -> Vec<f64> {
+pub fn finite_sorted(x: &[f64]) -> Vec<f64> {
     let mut v: Vec<f64> = x.iter().copied().filter(|v| v.is_finite()).collect();
     v.sort_by(f64::total_cmp);
     v
+}
+
+/// Distinct values of a sorted sample.
+pub fn distinct_sorted(v: &[f64]) -> usize {
+    if v.is_empty() {
+        return 0;
+    }
+    1 + v.windows(2).filter(|w| w[0] != w[1]).count()
 }
 
 /// Share of values that are missing (NaN) or not finite; 0 for an empty column.
@@ -56,12 +64,16 @@ pub fn missing_share(x: &[f64], nulls: usize) -> f64 {
 /// numerically stable form), else — or when the exact computation is not a probability
 /// — the asymptotic one, `kstwo.sf(D, round(n₁n₂/(n₁+n₂)))`.
 pub fn ks_2samp(a: &[f64], b: &[f64]) -> Option<(Test, KsMethod)> {
-    let (a, b) = (finite_sorted(a), finite_sorted(b));
+    ks_2samp_sorted(&finite_sorted(a), &finite_sorted(b))
+}
+
+/// [`ks_2samp`] of samples that are finite and sorted already.
+pub fn ks_2samp_sorted(a: &[f64], b: &[f64]) -> Option<(Test, KsMethod)> {
     let (n1, n2) = (a.len(), b.len());
     if n1 == 0 || n2 == 0 {
         return None;
     }
-    let d = ks_statistic_sorted(&a, &b);
+    let d = ks_statistic_sorted(a, b);
     let exact = (n1.max(n2) <= KS_MAX_EXACT)
         .then(|| ks_exact(n1 as u64, n2 as u64, d))
         .flatten();
@@ -497,14 +509,16 @@ pub fn two_proportion_z(x1: u64, n1: u64, x2: u64, n2: u64) -> Option<Test> {
 /// numeric column: 10 equal-width bins over both samples' range when the reference
 /// has more than 20 distinct values, else one bin per distinct value of either.
 pub fn binned_shares(reference: &[f64], current: &[f64]) -> Option<(Vec<f64>, Vec<f64>)> {
-    let (r, c) = (finite_sorted(reference), finite_sorted(current));
+    binned_shares_sorted(&finite_sorted(reference), &finite_sorted(current))
+}
+
+/// [`binned_shares`] of samples that are finite and sorted already.
+pub fn binned_shares_sorted(r: &[f64], c: &[f64]) -> Option<(Vec<f64>, Vec<f64>)> {
     if r.is_empty() || c.is_empty() {
         return None;
     }
-    let mut distinct = r.clone();
-    distinct.dedup();
     let (rn, cn) = (r.len() as f64, c.len() as f64);
-    if distinct.len() > 20 {
+    if distinct_sorted(r) > 20 {
         let lo = r[0].min(c[0]);
         let hi = r[r.len() - 1].max(c[c.len() - 1]);
         let edges: Vec<f64> = (0..=10).map(|i| lo + (hi - lo) * i as f64 / 10.0).collect();
@@ -517,12 +531,12 @@ pub fn binned_shares(reference: &[f64], current: &[f64]) -> Option<(Vec<f64>, Ve
             }
             out
         };
-        let (mut pr, mut pc) = (count(&r), count(&c));
+        let (mut pr, mut pc) = (count(r), count(c));
         pr.iter_mut().for_each(|x| *x /= rn);
         pc.iter_mut().for_each(|x| *x /= cn);
         return Some((pr, pc));
     }
-    let mut keys: Vec<f64> = r.iter().chain(&c).copied().collect();
+    let mut keys: Vec<f64> = r.iter().chain(c).copied().collect();
     keys.sort_by(f64::total_cmp);
     keys.dedup();
     let share = |v: &[f64], k: f64, n: f64| {
@@ -531,8 +545,8 @@ pub fn binned_shares(reference: &[f64], current: &[f64]) -> Option<(Vec<f64>, Ve
         (to - from) as f64 / n
     };
     Some((
-        keys.iter().map(|&k| share(&r, k, rn)).collect(),
-        keys.iter().map(|&k| share(&c, k, cn)).collect(),
+        keys.iter().map(|&k| share(r, k, rn)).collect(),
+        keys.iter().map(|&k| share(c, k, cn)).collect(),
     ))
 }
 
@@ -587,13 +601,26 @@ pub fn hellinger(p: &[f64], q: &[f64]) -> f64 {
 /// Wasserstein-1 distance between the two samples' empirical distributions, as
 /// `scipy.stats.wasserstein_distance`: ∫ |F₁ − F₂| dx.
 pub fn wasserstein(reference: &[f64], current: &[f64]) -> Option<f64> {
-    let (a, b) = (finite_sorted(reference), finite_sorted(current));
+    wasserstein_sorted(&finite_sorted(reference), &finite_sorted(current))
+}
+
+/// [`wasserstein`] of samples that are finite and sorted already.
+pub fn wasserstein_sorted(a: &[f64], b: &[f64]) -> Option<f64> {
     if a.is_empty() || b.is_empty() {
         return None;
     }
     let (na, nb) = (a.len() as f64, b.len() as f64);
-    let mut all: Vec<f64> = a.iter().chain(&b).copied().collect();
-    all.sort_by(f64::total_cmp);
+    let mut all: Vec<f64> = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        if j == b.len() || (i < a.len() && a[i] <= b[j]) {
+            all.push(a[i]);
+            i += 1;
+        } else {
+            all.push(b[j]);
+            j += 1;
+        }
+    }
     let (mut i, mut j) = (0, 0);
     let mut total = 0.0;
     for w in all.windows(2) {
@@ -612,8 +639,12 @@ pub fn wasserstein(reference: &[f64], current: &[f64]) -> Option<f64> {
 /// Wasserstein-1 divided by the reference's standard deviation (population), at least
 /// 0.001 — Evidently's `wasserstein` drift score.
 pub fn wasserstein_normed(reference: &[f64], current: &[f64]) -> Option<f64> {
-    let w = wasserstein(reference, current)?;
-    let r = finite_sorted(reference);
+    wasserstein_normed_sorted(&finite_sorted(reference), &finite_sorted(current))
+}
+
+/// [`wasserstein_normed`] of samples that are finite and sorted already.
+pub fn wasserstein_normed_sorted(r: &[f64], c: &[f64]) -> Option<f64> {
+    let w = wasserstein_sorted(r, c)?;
     let n = r.len() as f64;
     let mean = r.iter().sum::<f64>() / n;
     let std = (r.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
