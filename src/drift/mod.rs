@@ -17,8 +17,12 @@
 //! threshold per feature. PSI, JS distance and Wasserstein are reported for every row
 //! whatever the test (Wasserstein null for categories).
 //!
-//! A row needs at least `min_current` values in the window and one in the reference;
-//! otherwise there is no row (a quiet model is not a drifting one).
+//! A row needs at least `min_current` values in the window and `min_reference` in the
+//! reference; otherwise there is no row (a quiet model is not a drifting one, and a
+//! reference of a few hundred values gives a p-value test false alarms at its full
+//! 5 %: with the defaults — 256 records a window, 1,000 needed — the rolling reference
+//! is past `small_reference` when rows start, so the defaults are distances; the
+//! p-value tests serve small references set by `min_reference` or `features:`).
 //!
 //! `label_shares` has, per model and label, its share of the window's labelled
 //! predictions and of the reference's: a collapse of one label's share (the flagged
@@ -95,6 +99,8 @@ pub struct DriftConfig {
     pub distance: f64,
     /// Fewest values of a column in a window for it to be tested.
     pub min_current: usize,
+    /// Fewest values of a column in the reference for it to be tested.
+    pub min_reference: usize,
     /// Overrides by feature name (`label`, `score` for the outputs).
     pub features: BTreeMap<String, FeatureDrift>,
 }
@@ -103,11 +109,12 @@ impl Default for DriftConfig {
     fn default() -> Self {
         Self {
             reference_windows: 30,
-            reference_sample: 200,
+            reference_sample: 256,
             small_reference: 1000,
             p_value: 0.05,
             distance: 0.1,
             min_current: 30,
+            min_reference: 1000,
             features: BTreeMap::new(),
         }
     }
@@ -448,7 +455,7 @@ impl Drift {
         // Sorted once; every statistic below reads the sorted finite values.
         let (rv, cv) = (st::finite_sorted(&r.values), st::finite_sorted(&c.values));
         let (n_ref, n_cur) = (rv.len() as u64, cv.len() as u64);
-        if n_ref == 0 || n_cur < self.cfg.min_current as u64 {
+        if n_ref < self.cfg.min_reference.max(1) as u64 || n_cur < self.cfg.min_current as u64 {
             return;
         }
         let over = self.cfg.features.get(name);
@@ -507,7 +514,9 @@ impl Drift {
     fn categorical_row(&self, out: &mut Rows, model: &str, name: &str, r: &Column, c: &Column) {
         let n_ref: u64 = r.counts.values().sum();
         let n_cur: u64 = c.counts.values().sum();
-        if n_ref == 0 || (n_cur as usize) < self.cfg.min_current {
+        if (n_ref as usize) < self.cfg.min_reference.max(1)
+            || (n_cur as usize) < self.cfg.min_current
+        {
             return;
         }
         let keys: Vec<&String> = {

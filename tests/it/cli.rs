@@ -192,7 +192,15 @@ fn benign_traffic_raises_no_alert() {
     let o = replay(dir.path(), &[&input], &alerts_path);
     assert!(o.status.success(), "{}", text(&o));
     assert_counts_add_up(&summary(&o.stdout), 1_000_000);
-    let alerts = jsonl(&alerts_path);
+    // A drift test on seven columns is true by chance now and then for one window: such
+    // an alert may go pending (and resolve); nothing fires, and no other rule says a word.
+    let alerts: Vec<_> = jsonl(&alerts_path)
+        .into_iter()
+        .filter(|a| {
+            let drift = a["rule_id"].as_str().unwrap_or("").starts_with("drift.");
+            !drift || a["state"] == "firing"
+        })
+        .collect();
     assert!(
         alerts.is_empty(),
         "{} alerts on benign traffic: {:#?}",
