@@ -15,6 +15,7 @@ pub mod pipeline;
 pub mod rules;
 pub mod scenario;
 pub mod source;
+pub mod stable_hash;
 pub mod state;
 pub mod stats;
 pub mod telemetry;

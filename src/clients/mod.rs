@@ -50,7 +50,7 @@
 //! new inputs are still counted, but distinct counts stop growing (stated in the README).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::hash::Hasher;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,7 +62,8 @@ use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaR
 use serde::{Deserialize, Serialize};
 
 use crate::decode::{FeatureDecl, FeatureKind, ts_type};
-use crate::rules::engine::WindowTable;
+use crate::rules::engine::{DerivedTable, WindowTable};
+use crate::stable_hash::{Fnv, hash_of};
 use crate::stats::{entropy_bits, royston_coefficients, shapiro_wilk_with};
 use crate::window::ClosedWindow;
 
@@ -405,39 +406,6 @@ impl Hasher for PassThrough {
     }
 }
 
-/// FNV-1a: a stable hash (the same in every process and version), for sampling and
-/// input identity.
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        // A final mix so that nearby inputs give unrelated values.
-        let mut x = self.0;
-        x ^= x >> 33;
-        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        x ^= x >> 33;
-        x
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= b as u64;
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-}
-
-fn hash_of(v: impl Hash) -> u64 {
-    let mut h = Fnv::default();
-    v.hash(&mut h);
-    h.finish()
-}
-
 /// An earlier query for PRADA: numeric features standardized, then categories.
 type Point = (Vec<f64>, Vec<u32>);
 
@@ -639,9 +607,17 @@ impl Clients {
 
     /// The two tables to register with the rule engine.
     pub fn tables(self: &Arc<Self>) -> Vec<Arc<dyn WindowTable>> {
+        let (stats, profile) = (self.clone(), self.clone());
         vec![
-            Arc::new(ClientStatsTable(self.clone())),
-            Arc::new(ClientProfileTable(self.clone())),
+            // `client_stats`: one row per (model, client) of the window.
+            DerivedTable::shared("client_stats", self.stats_schema.clone(), move |w| {
+                Ok(stats.computed(w)?.stats.clone())
+            }),
+            // `client_profile`: the long-horizon profile of each (model, client) active
+            // in the window, as of the window's end.
+            DerivedTable::shared("client_profile", self.profile_schema.clone(), move |w| {
+                Ok(profile.computed(w)?.profile.clone())
+            }),
         ]
     }
 
@@ -1379,36 +1355,5 @@ impl ProfileColumns {
             Arc::new(UInt64Array::from(self.distances)),
         ];
         RecordBatch::try_new(schema, cols).map_err(|e| e.to_string())
-    }
-}
-
-/// `client_stats`: one row per (model, client) of the window.
-pub struct ClientStatsTable(Arc<Clients>);
-
-impl WindowTable for ClientStatsTable {
-    fn name(&self) -> &'static str {
-        "client_stats"
-    }
-    fn schema(&self) -> SchemaRef {
-        self.0.stats_schema.clone()
-    }
-    fn compute(&self, w: &ClosedWindow) -> Result<Vec<RecordBatch>, String> {
-        Ok(vec![self.0.computed(w)?.stats.clone()])
-    }
-}
-
-/// `client_profile`: the long-horizon profile of each (model, client) active in the
-/// window, as of the window's end.
-pub struct ClientProfileTable(Arc<Clients>);
-
-impl WindowTable for ClientProfileTable {
-    fn name(&self) -> &'static str {
-        "client_profile"
-    }
-    fn schema(&self) -> SchemaRef {
-        self.0.profile_schema.clone()
-    }
-    fn compute(&self, w: &ClosedWindow) -> Result<Vec<RecordBatch>, String> {
-        Ok(vec![self.0.computed(w)?.profile.clone()])
     }
 }

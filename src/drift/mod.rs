@@ -30,7 +30,6 @@
 //! distribution as a whole moves little.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{
@@ -40,7 +39,8 @@ use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaR
 use serde::{Deserialize, Serialize};
 
 use crate::decode::{FeatureDecl, FeatureKind};
-use crate::rules::engine::WindowTable;
+use crate::rules::engine::{DerivedTable, WindowTable};
+use crate::stable_hash::hash_of;
 use crate::stats::drift as st;
 use crate::window::ClosedWindow;
 
@@ -240,10 +240,20 @@ impl Drift {
 
     /// The two tables to register with the rule engine.
     pub fn tables(self: &Arc<Self>) -> Vec<Arc<dyn WindowTable>> {
+        let (f, p, l) = (self.clone(), self.clone(), self.clone());
         vec![
-            Arc::new(FeatureDriftTable(self.clone())),
-            Arc::new(PredictionDriftTable(self.clone())),
-            Arc::new(LabelSharesTable(self.clone())),
+            // One row per model and declared feature with a reference.
+            DerivedTable::shared("feature_drift", self.schema.clone(), move |w| {
+                Ok(f.computed(w)?.features.clone())
+            }),
+            // One row per model and output (`label`, `score`).
+            DerivedTable::shared("prediction_drift", self.schema.clone(), move |w| {
+                Ok(p.computed(w)?.predictions.clone())
+            }),
+            // Per model and label, its share now and in the reference.
+            DerivedTable::shared("label_shares", self.shares_schema.clone(), move |w| {
+                Ok(l.computed(w)?.shares.clone())
+            }),
         ]
     }
 
@@ -674,25 +684,6 @@ fn value_counts(a: &[f64], b: &[f64]) -> (Vec<u64>, Vec<u64>) {
     (count(a), count(b))
 }
 
-fn hash_of(v: impl Hash) -> u64 {
-    // FNV-1a: stable across runs and builds (the sample must not depend on a seed).
-    struct Fnv(u64);
-    impl Hasher for Fnv {
-        fn finish(&self) -> u64 {
-            self.0
-        }
-        fn write(&mut self, bytes: &[u8]) {
-            for b in bytes {
-                self.0 ^= *b as u64;
-                self.0 = self.0.wrapping_mul(0x100000001b3);
-            }
-        }
-    }
-    let mut h = Fnv(0xcbf29ce484222325);
-    v.hash(&mut h);
-    h.finish()
-}
-
 struct Row<'a> {
     model: &'a str,
     feature: &'a str,
@@ -788,50 +779,5 @@ impl ShareRows {
             Arc::new(UInt64Array::from(self.n_cur)),
         ];
         RecordBatch::try_new(schema, cols).map_err(|e| e.to_string())
-    }
-}
-
-/// `label_shares`: per model and label, its share now and in the reference.
-pub struct LabelSharesTable(Arc<Drift>);
-
-impl WindowTable for LabelSharesTable {
-    fn name(&self) -> &'static str {
-        "label_shares"
-    }
-    fn schema(&self) -> SchemaRef {
-        self.0.shares_schema.clone()
-    }
-    fn compute(&self, w: &ClosedWindow) -> Result<Vec<RecordBatch>, String> {
-        Ok(vec![self.0.computed(w)?.shares.clone()])
-    }
-}
-
-/// `feature_drift`: one row per model and declared feature with a reference.
-pub struct FeatureDriftTable(Arc<Drift>);
-
-impl WindowTable for FeatureDriftTable {
-    fn name(&self) -> &'static str {
-        "feature_drift"
-    }
-    fn schema(&self) -> SchemaRef {
-        self.0.schema.clone()
-    }
-    fn compute(&self, w: &ClosedWindow) -> Result<Vec<RecordBatch>, String> {
-        Ok(vec![self.0.computed(w)?.features.clone()])
-    }
-}
-
-/// `prediction_drift`: one row per model and output (`label`, `score`).
-pub struct PredictionDriftTable(Arc<Drift>);
-
-impl WindowTable for PredictionDriftTable {
-    fn name(&self) -> &'static str {
-        "prediction_drift"
-    }
-    fn schema(&self) -> SchemaRef {
-        self.0.schema.clone()
-    }
-    fn compute(&self, w: &ClosedWindow) -> Result<Vec<RecordBatch>, String> {
-        Ok(vec![self.0.computed(w)?.predictions.clone()])
     }
 }

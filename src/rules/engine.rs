@@ -111,6 +111,44 @@ pub trait WindowTable: Send + Sync {
     fn compute(&self, window: &ClosedWindow) -> Result<Vec<RecordBatch>, String>;
 }
 
+/// A table whose one batch per window another part computes (the client and drift
+/// tables: several tables share one computation, cached per window by its owner).
+pub struct DerivedTable {
+    name: &'static str,
+    schema: SchemaRef,
+    rows: Box<RowsFn>,
+}
+
+/// Computes a [`DerivedTable`]'s batch for a window.
+type RowsFn = dyn Fn(&ClosedWindow) -> Result<RecordBatch, String> + Send + Sync;
+
+impl DerivedTable {
+    /// The table, ready to register.
+    pub fn shared(
+        name: &'static str,
+        schema: SchemaRef,
+        rows: impl Fn(&ClosedWindow) -> Result<RecordBatch, String> + Send + Sync + 'static,
+    ) -> Arc<dyn WindowTable> {
+        Arc::new(Self {
+            name,
+            schema,
+            rows: Box::new(rows),
+        })
+    }
+}
+
+impl WindowTable for DerivedTable {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+    fn compute(&self, w: &ClosedWindow) -> Result<Vec<RecordBatch>, String> {
+        Ok(vec![(self.rows)(w)?])
+    }
+}
+
 /// `events`: the window's decoded records.
 pub struct EventsTable {
     schema: SchemaRef,
