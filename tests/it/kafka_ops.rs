@@ -12,7 +12,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use crate::cli::{jsonl, root, summary};
 use crate::kafka::{
-    Extra, brokers, create_topic, kafka_config, keyed, produce_mixed, replay_mixed,
+    Extra, assert_same_alerts, brokers, create_topic, kafka_config, keyed, produce_mixed,
+    replay_mixed,
 };
 
 /// A broker of the test's own (`scripts/kafka.sh` with its own folder and ports), so
@@ -173,8 +174,13 @@ fn a_broker_stopped_for_20_s_is_waited_for_and_nothing_is_lost() {
     let (first, second) = lines.split_at(lines.len() / 2);
     produce_lines(&brokers, topic, first);
 
+    // The partitions sit quiet while the broker is away and come back one after another;
+    // a partition marked idle in between would see its records arrive behind the
+    // watermark of the first one back (late, dead-lettered, alerts differ). Idleness is
+    // the one wall-clock decision (DESIGN.md), so this test keeps it out of the way.
     let extra = Extra {
         top: "checkpoint_interval: 200ms\n",
+        idle_timeout: "10m",
         ..Extra::default()
     };
     let cfg = kafka_config(dir.path(), &brokers, topic, "g-outage", extra);
@@ -214,7 +220,7 @@ fn a_broker_stopped_for_20_s_is_waited_for_and_nothing_is_lost() {
     );
     let want = keyed(&replayed);
     assert!(want.len() >= 6, "{want:?}");
-    assert_eq!(keyed(&consumed), want, "{err}");
+    assert_same_alerts(&keyed(&consumed), &want, &err);
 }
 
 /// (id, state) of the alerts about one client.
