@@ -144,7 +144,44 @@ add_z(3, 40, 12, 35)
 add_z(0, 100, 0, 50)
 add_z(999, 1000, 900, 1000)
 
+# Baseline precision (src/baseline/mod.rs): a 1,000,000-value reference against smaller
+# current samples, exact here; Rust compares its quantile-summary values with these.
+# Values come from SplitMix64 (top 53 bits / 2^53) and arithmetic that rounds the same
+# in NumPy and Rust, so both sides see identical numbers without a data file.
+GOLDEN, M1, M2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+
+
+def uniform(seed, n):
+    with np.errstate(over="ignore"):
+        z = np.uint64(seed) + np.arange(1, n + 1, dtype=np.uint64) * np.uint64(GOLDEN)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(M1)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(M2)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def shaped(kind, u):
+    return {"square": u * u * 10.0, "square_shifted": u * u * 10.0 + 0.3,
+            "linear": u * 10.0, "square_steps": np.floor(u * u * 24.0),
+            "linear_steps": np.floor(u * 24.0)}[kind]
+
+
+sketch = []
+for ref_kind, ref_seed, cur_kind, cur_seed in [
+        ("square", 7, "square", 12), ("square", 7, "square_shifted", 13),
+        ("square", 7, "linear", 14), ("square_steps", 8, "square_steps", 16),
+        ("square_steps", 8, "linear_steps", 15)]:
+    ref = shaped(ref_kind, uniform(ref_seed, 1_000_000))
+    cur = shaped(cur_kind, uniform(cur_seed, 5000))
+    res = stats.ks_2samp(ref, cur)
+    sketch.append({"ref_kind": ref_kind, "ref_seed": ref_seed, "n_ref": len(ref),
+                   "cur_kind": cur_kind, "cur_seed": cur_seed, "n_cur": len(cur),
+                   "statistic": float(res.statistic), "p": float(res.pvalue),
+                   "wasserstein_normed": float(stats.wasserstein_distance(ref, cur)
+                                               / max(np.std(ref), 0.001))})
+
 out = pathlib.Path(__file__).resolve().parent.parent / "src" / "stats" / "drift_fixtures.json"
 out.write_text(json.dumps({"scipy": __import__("scipy").__version__, "ks": ks,
-                           "kstwo": kstwo, "distances": dist, "chi2": chi, "z": z}) + "\n")
+                           "kstwo": kstwo, "distances": dist, "chi2": chi, "z": z,
+                           "sketch": sketch}) + "\n")
 print(f"wrote {out} ({out.stat().st_size} bytes)")

@@ -70,6 +70,13 @@ pub struct Config {
     /// Discard the state directory's checkpoint instead of resuming (`--reset-state`).
     #[serde(skip)]
     pub reset_state: bool,
+    /// Reference profiles from `driftwatch baseline build`, one per model (also
+    /// `--baseline`); relative to the config file.
+    #[serde(default)]
+    pub baselines: Vec<PathBuf>,
+    /// The profiles of `baselines`, loaded and checked by [`Config::load_baselines`].
+    #[serde(skip)]
+    pub baseline_profiles: Vec<std::sync::Arc<crate::baseline::Baseline>>,
 }
 
 fn default_checkpoint_interval() -> Duration {
@@ -184,7 +191,44 @@ impl Config {
         if let Some(p) = self.state_dir.as_mut() {
             fix(p);
         }
+        self.baselines.iter_mut().for_each(fix);
         self.source.resolve_paths(base);
+    }
+
+    /// Loads and checks every baseline (one per model). When the config declares no
+    /// features, the baselines' features are the ones decoded.
+    pub fn load_baselines(&mut self) -> Result<(), String> {
+        let mut profiles: Vec<std::sync::Arc<crate::baseline::Baseline>> = Vec::new();
+        for path in &self.baselines {
+            let b = crate::baseline::Baseline::load(path).map_err(|e| e.to_string())?;
+            if let Some(other) = profiles.iter().find(|p| p.model == b.model) {
+                return Err(format!(
+                    "two baselines for model {:?} ({} and {}): give one per model",
+                    b.model, other.source, b.source
+                ));
+            }
+            tracing::info!(model = %b.model, rows = b.rows, source = %b.source, "baseline loaded");
+            profiles.push(std::sync::Arc::new(b));
+        }
+        if self.decode.features.is_empty() {
+            for b in &profiles {
+                for f in b.feature_decls() {
+                    match self.decode.features.iter().find(|d| d.name == f.name) {
+                        Some(d) if d.kind != f.kind => {
+                            return Err(format!(
+                                "feature {:?} is numerical in one baseline and categorical \
+                                 in another: declare it in decode.features",
+                                f.name
+                            ));
+                        }
+                        Some(_) => {}
+                        None => self.decode.features.push(f),
+                    }
+                }
+            }
+        }
+        self.baseline_profiles = profiles;
+        Ok(())
     }
 
     /// Output topics without their own brokers use the Kafka source's brokers and SASL.

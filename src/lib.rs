@@ -4,6 +4,7 @@
 //! stages together and `cli` is the command line. See DESIGN.md for the product's shape.
 
 pub mod alert;
+pub mod baseline;
 pub mod cli;
 pub mod clients;
 pub mod config;

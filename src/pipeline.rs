@@ -250,6 +250,7 @@ impl Pipeline {
             &config.decode,
             &config.clients,
             &config.drift,
+            &config.baseline_profiles,
         );
         let specs: Vec<_> = rules.iter().map(|r| r.spec).collect();
         let engine = Engine::new(rules, tables, &config.engine).await?;

@@ -37,6 +37,9 @@ pub enum Command {
     /// Validate or test detection rules.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Reference profiles of a model, from its training or reference data.
+    #[command(subcommand)]
+    Baseline(BaselineCommand),
     /// Read the configured source without decoding or rules, and print the rate: the
     /// baseline `bench/kafka.sh` compares `run` with.
     #[command(hide = true)]
@@ -60,6 +63,10 @@ pub struct Common {
     /// Ignore (and later overwrite) the checkpoint in the state directory.
     #[arg(long)]
     pub reset_state: bool,
+    /// A model's reference profile (`driftwatch baseline build`); repeat for each model.
+    /// Added to `baselines` of the config.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -109,6 +116,50 @@ pub struct GenArgs {
     /// Honest clients (the population; memory benchmarks use 100,000 and more).
     #[arg(long, default_value_t = crate::scenario::DEFAULT_CLIENTS)]
     pub clients: usize,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BaselineCommand {
+    /// Profile a Parquet or CSV file (header row): every column but the record fields,
+    /// the label and the score is a feature, numerical or categorical by its type.
+    Build {
+        /// The model the profile is for (the `model` field of its records).
+        #[arg(long)]
+        model: String,
+        /// Training or reference data, `.parquet` or `.csv`.
+        #[arg(long)]
+        input: PathBuf,
+        /// Where to write the profile.
+        #[arg(long)]
+        out: PathBuf,
+        /// Column of the predicted (or true) label.
+        #[arg(long, default_value = "prediction_label")]
+        label_column: String,
+        /// Column of the model's score.
+        #[arg(long, default_value = "prediction_score")]
+        score_column: String,
+    },
+    /// Test a whole Parquet or CSV file of current data against a baseline: one row per
+    /// feature (and label, score) with the test, statistic and verdict the drift tables
+    /// would give, and the share of drifted features.
+    Compare {
+        /// The model's profile (`baseline build`).
+        #[arg(long)]
+        baseline: PathBuf,
+        /// Current data, `.parquet` or `.csv`, with the baseline's column names.
+        #[arg(long)]
+        input: PathBuf,
+        /// Config whose `drift:` section sets tests and thresholds (default: defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "prediction_label")]
+        label_column: String,
+        #[arg(long, default_value = "prediction_score")]
+        score_column: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -167,7 +218,136 @@ pub async fn main(cli: Cli) -> Result<(), Failure> {
         Command::Rules(RulesCommand::Check { config, paths }) => rules_check(config, paths).await,
         Command::Rules(RulesCommand::Test { paths }) => rules_test(paths).await,
         Command::Consume(args) => consume(args),
+        Command::Baseline(BaselineCommand::Build {
+            model,
+            input,
+            out,
+            label_column,
+            score_column,
+        }) => {
+            let opts = crate::baseline::BuildOptions {
+                model,
+                label_column,
+                score_column,
+            };
+            baseline_build(&input, &out, &opts)
+        }
+        Command::Baseline(BaselineCommand::Compare {
+            baseline,
+            input,
+            config,
+            json,
+            label_column,
+            score_column,
+        }) => baseline_compare(
+            &baseline,
+            &input,
+            config.as_deref(),
+            json,
+            (&label_column, &score_column),
+        ),
     }
+}
+
+fn baseline_compare(
+    baseline: &std::path::Path,
+    input: &std::path::Path,
+    config: Option<&std::path::Path>,
+    json: bool,
+    (label_column, score_column): (&str, &str),
+) -> Result<(), Failure> {
+    use datafusion::arrow::array::{AsArray, RecordBatch};
+    let started = std::time::Instant::now();
+    let drift_cfg = match config {
+        Some(p) => {
+            Config::load(p)
+                .map_err(|e| Failure::usage(e.to_string()))?
+                .drift
+        }
+        None => Default::default(),
+    };
+    let b = crate::baseline::Baseline::load(baseline).map_err(|e| Failure::usage(e.to_string()))?;
+    let columns =
+        crate::baseline::read_columns(input).map_err(|e| Failure::usage(e.to_string()))?;
+    let model = b.model.clone();
+    let drift = crate::drift::Drift::new(&b.feature_decls(), &drift_cfg, &[std::sync::Arc::new(b)]);
+    let batch: RecordBatch = drift
+        .compare_columns(&model, &columns, label_column, score_column)
+        .map_err(|message| Failure { code: 1, message })?;
+    let elapsed = started.elapsed();
+    if json {
+        let mut w = datafusion::arrow::json::LineDelimitedWriter::new(std::io::stdout().lock());
+        w.write(&batch)
+            .and_then(|_| w.finish())
+            .map_err(|e| Failure {
+                code: 1,
+                message: e.to_string(),
+            })?;
+    } else {
+        let table =
+            datafusion::arrow::util::pretty::pretty_format_batches(std::slice::from_ref(&batch))
+                .map_err(|e| Failure {
+                    code: 1,
+                    message: e.to_string(),
+                })?;
+        println!("{table}");
+    }
+    let features = batch.column(1).as_string::<i32>();
+    let drifted = batch.column(12).as_boolean();
+    let (mut n, mut d) = (0, 0);
+    for i in 0..batch.num_rows() {
+        if !matches!(features.value(i), "label" | "score") {
+            n += 1;
+            d += usize::from(drifted.value(i));
+        }
+    }
+    eprintln!(
+        "{d} of {n} features drifted ({:.0} %) against the baseline of model {model:?}; {:.2} s",
+        100.0 * d as f64 / n.max(1) as f64,
+        elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn baseline_build(
+    input: &std::path::Path,
+    out: &std::path::Path,
+    opts: &crate::baseline::BuildOptions,
+) -> Result<(), Failure> {
+    use crate::baseline::Summary;
+    let started = std::time::Instant::now();
+    let b =
+        crate::baseline::build_from_file(input, opts).map_err(|e| Failure::usage(e.to_string()))?;
+    b.write(out).map_err(|e| Failure {
+        code: 1,
+        message: e.to_string(),
+    })?;
+    let numeric = b
+        .features
+        .iter()
+        .filter(|f| matches!(f.summary, Summary::Numerical(_)))
+        .count();
+    eprintln!(
+        "baseline of model {:?}: {} rows, {} features ({numeric} numerical, {} categorical), \
+         label {}, score {} -> {} in {:.2} s",
+        b.model,
+        b.rows,
+        b.features.len(),
+        b.features.len() - numeric,
+        if b.label.is_some() {
+            "profiled"
+        } else {
+            "absent"
+        },
+        if b.score.is_some() {
+            "profiled"
+        } else {
+            "absent"
+        },
+        out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// The source's own loop and nothing else, until it ends or is idle.
@@ -223,6 +403,8 @@ fn load(common: &Common) -> Result<Config, Failure> {
         config.state_dir = Some(d.clone());
     }
     config.reset_state = common.reset_state;
+    config.baselines.extend(common.baseline.iter().cloned());
+    config.load_baselines().map_err(Failure::usage)?;
     Ok(config)
 }
 
@@ -335,6 +517,7 @@ async fn rules_check(config: Option<PathBuf>, paths: Vec<PathBuf>) -> Result<(),
         &decode,
         &Default::default(),
         &Default::default(),
+        &[],
     );
     Engine::new(rules, standard.tables, &Default::default())
         .await

@@ -237,6 +237,8 @@ mod f64_bits {
 
 /// What a window's statistics are measured against.
 struct Reference {
+    /// 0 for the rolling reference, i for the i-th baseline.
+    id: usize,
     mean: Vec<f64>,
     std: Vec<f64>,
     lo: Vec<f64>,
@@ -256,6 +258,7 @@ struct Reference {
 impl Reference {
     fn build(samples: &[&Sample], n_num: usize, n_cat: usize) -> Self {
         let mut r = Reference {
+            id: 0,
             mean: vec![0.0; n_num],
             std: vec![1.0; n_num],
             lo: vec![f64::NEG_INFINITY; n_num],
@@ -280,9 +283,13 @@ impl Reference {
             let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n;
             r.mean[j] = mean;
             r.std[j] = if var > 0.0 { var.sqrt() } else { 1.0 };
-            r.lo[j] = quantile(&v, 0.005);
-            r.hi[j] = quantile(&v, 0.995);
-            r.edges[j] = [quantile(&v, 0.25), quantile(&v, 0.5), quantile(&v, 0.75)];
+            r.lo[j] = crate::baseline::quantile(&v, 0.005);
+            r.hi[j] = crate::baseline::quantile(&v, 0.995);
+            r.edges[j] = [
+                crate::baseline::quantile(&v, 0.25),
+                crate::baseline::quantile(&v, 0.5),
+                crate::baseline::quantile(&v, 0.75),
+            ];
             r.sorted[j] = v;
         }
         for (j, cats) in r.cats.iter_mut().enumerate() {
@@ -319,21 +326,71 @@ impl Reference {
         r
     }
 
+    /// The reference a model's baseline gives: its support, quartiles and quantile
+    /// summary per numeric feature, its categories, and its coverage grid — the grid
+    /// only when the baseline profiles the same features in the same order (its cells
+    /// are hashed over them); features the baseline lacks are never out of support.
+    fn from_baseline(
+        b: &crate::baseline::Baseline,
+        numeric: &[String],
+        categorical: &[String],
+        id: usize,
+    ) -> Self {
+        let (n_num, n_cat) = (numeric.len(), categorical.len());
+        let mut r = Reference {
+            id,
+            mean: vec![0.0; n_num],
+            std: vec![1.0; n_num],
+            lo: vec![f64::NEG_INFINITY; n_num],
+            hi: vec![f64::INFINITY; n_num],
+            edges: vec![[f64::NEG_INFINITY; 3]; n_num],
+            sorted: vec![Vec::new(); n_num],
+            cats: vec![HashMap::new(); n_cat],
+            cell_p: Vec::new(),
+        };
+        for (j, name) in numeric.iter().enumerate() {
+            let Some(s) = b.numeric(name).filter(|s| s.count > 0) else {
+                continue;
+            };
+            r.mean[j] = s.mean;
+            r.std[j] = if s.std > 0.0 { s.std } else { 1.0 };
+            r.lo[j] = s.quantiles[0];
+            r.hi[j] = s.quantiles[4];
+            r.edges[j] = [s.quantiles[1], s.quantiles[2], s.quantiles[3]];
+            r.sorted[j] = s.points.clone();
+        }
+        for (j, name) in categorical.iter().enumerate() {
+            if let Some(c) = b.categorical(name) {
+                r.cats[j] = c
+                    .counts
+                    .keys()
+                    .enumerate()
+                    .map(|(i, k)| (k.clone(), i as u32))
+                    .collect();
+            }
+        }
+        let decls = b.feature_decls();
+        let of = |k: FeatureKind| -> Vec<&str> {
+            decls
+                .iter()
+                .filter(|f| f.kind == k)
+                .map(|f| f.name.as_str())
+                .collect()
+        };
+        if of(FeatureKind::Numerical) == numeric.iter().map(String::as_str).collect::<Vec<_>>()
+            && of(FeatureKind::Categorical)
+                == categorical.iter().map(String::as_str).collect::<Vec<_>>()
+        {
+            r.cell_p = b.grid.cells.clone();
+        } else {
+            tracing::warn!(model = %b.model, "the baseline profiles other features than the config declares: coverage_ratio stays null for this model (declare the baseline's features, or none to take them from it)");
+        }
+        r
+    }
+
     /// Coverage cell of a record: quartile bin of each numeric feature × category.
     fn cell(&self, num: &[f64], cat: &[u32]) -> u64 {
-        let mut h = Fnv::default();
-        for (j, &x) in num.iter().enumerate() {
-            let bin = if x.is_nan() {
-                4u8
-            } else {
-                self.edges[j].iter().filter(|&&e| x > e).count() as u8
-            };
-            h.write_u8(bin);
-        }
-        for &c in cat {
-            h.write_u32(c);
-        }
-        h.finish()
+        grid_cell(&self.edges, num, cat)
     }
 
     /// Expected distinct cells touched by n natural queries.
@@ -376,14 +433,23 @@ impl Reference {
     }
 }
 
-/// Linear-interpolated quantile of sorted values (NumPy's default).
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let pos = q * (sorted.len() - 1) as f64;
-    let (i, frac) = (pos.floor() as usize, pos - pos.floor());
-    match sorted.get(i + 1) {
-        Some(next) => sorted[i] + frac * (next - sorted[i]),
-        None => sorted[i],
+/// Coverage cell of a record: its quartile bin (by `edges`) of each numeric feature
+/// (missing: a bin of its own) × its category ids (`u32::MAX`: missing or unseen).
+/// Baselines count their rows' cells with it too.
+pub fn grid_cell(edges: &[[f64; 3]], num: &[f64], cat: &[u32]) -> u64 {
+    let mut h = Fnv::default();
+    for (j, &x) in num.iter().enumerate() {
+        let bin = if x.is_nan() {
+            4u8
+        } else {
+            edges[j].iter().filter(|&&e| x > e).count() as u8
+        };
+        h.write_u8(bin);
     }
+    for &c in cat {
+        h.write_u32(c);
+    }
+    h.finish()
 }
 
 /// Sets of keys that are hashes already: no second hashing.
@@ -527,6 +593,9 @@ impl ClientsSnapshot {
 /// The shared state behind `client_stats` and `client_profile`.
 pub struct Clients {
     cfg: ClientsConfig,
+    /// Per model, the reference from its baseline (`--baseline`); other models use the
+    /// rolling one.
+    baselines: BTreeMap<String, Arc<Reference>>,
     numeric: Vec<String>,
     categorical: Vec<String>,
     stats_schema: SchemaRef,
@@ -537,7 +606,11 @@ pub struct Clients {
 }
 
 impl Clients {
-    pub fn new(features: &[FeatureDecl], cfg: &ClientsConfig) -> Arc<Self> {
+    pub fn new(
+        features: &[FeatureDecl],
+        cfg: &ClientsConfig,
+        baselines: &[Arc<crate::baseline::Baseline>],
+    ) -> Arc<Self> {
         let names = |k: FeatureKind| -> Vec<String> {
             features
                 .iter()
@@ -580,10 +653,23 @@ impl Clients {
             Field::new("min_dist_w", f.clone(), true),
             Field::new("prada_distances", u, false),
         ]);
+        let (numeric, categorical) = (
+            names(FeatureKind::Numerical),
+            names(FeatureKind::Categorical),
+        );
+        let baselines = baselines
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let r = Reference::from_baseline(b, &numeric, &categorical, i + 1);
+                (b.model.clone(), Arc::new(r))
+            })
+            .collect();
         Arc::new(Self {
             cfg: cfg.clone(),
-            numeric: names(FeatureKind::Numerical),
-            categorical: names(FeatureKind::Categorical),
+            baselines,
+            numeric,
+            categorical,
             stats_schema: Arc::new(stats),
             profile_schema: Arc::new(profile),
             coefficients: Mutex::new(HashMap::new()),
@@ -726,36 +812,52 @@ impl Clients {
                 })
                 .collect()
         };
-        // The reference: the previous windows' samples, or this window's at the start.
-        let reference = {
+        // The rolling reference: the previous windows' samples, or this window's at the
+        // start; a model with a baseline is measured against the baseline instead.
+        let rolling = {
             let mut pool: Vec<&Sample> = st.windows.iter().flat_map(|w| w.iter()).collect();
             if pool.is_empty() {
                 pool = samples.iter().collect();
             }
             Reference::build(&pool, self.numeric.len(), self.categorical.len())
         };
-        // Category ids of this window → the reference's.
-        let cat_map: Vec<Vec<u32>> = cats
+        let refs: Vec<&Reference> = models
+            .names
             .iter()
-            .enumerate()
-            .map(|(j, names)| {
-                names
-                    .names
-                    .iter()
-                    .map(|n| reference.cats[j].get(n).copied().unwrap_or(u32::MAX))
-                    .collect()
-            })
+            .map(|m| self.baselines.get(m).map_or(&rolling, |r| r.as_ref()))
             .collect();
-        if f.n_cat > 0 {
-            for (i, c) in f.cat.iter_mut().enumerate() {
-                if *c != u32::MAX {
-                    *c = cat_map[i % f.n_cat][*c as usize];
-                }
-            }
+        // Category ids of this window → each reference's (computed for the references
+        // in use).
+        let mut cat_maps: HashMap<usize, Vec<Vec<u32>>> = HashMap::new();
+        for reference in &refs {
+            cat_maps.entry(reference.id).or_insert_with(|| {
+                cats.iter()
+                    .enumerate()
+                    .map(|(j, names)| {
+                        names
+                            .names
+                            .iter()
+                            .map(|n| reference.cats[j].get(n).copied().unwrap_or(u32::MAX))
+                            .collect()
+                    })
+                    .collect()
+            });
         }
         let mut z = Vec::with_capacity(f.num.len());
         let mut ranks = vec![0.0; f.n_num];
         for r in &mut recs {
+            let reference = refs[r.model as usize];
+            if f.n_cat > 0 {
+                let map = &cat_maps[&reference.id];
+                for (j, c) in f.cat[r.row * f.n_cat..(r.row + 1) * f.n_cat]
+                    .iter_mut()
+                    .enumerate()
+                {
+                    if *c != u32::MAX {
+                        *c = map[j][*c as usize];
+                    }
+                }
+            }
             let (num, cat) = (f.num(r.row), f.cat(r.row));
             reference.standardize_into(num, &mut z);
             reference.ranks_into(num, &mut ranks);
@@ -782,7 +884,7 @@ impl Clients {
             .collect();
 
         let mut stats = StatsColumns::default();
-        let mut expected_memo: HashMap<u64, f64> = HashMap::new();
+        let mut expected_memo: HashMap<(usize, u64), f64> = HashMap::new();
         let mut active: Vec<u64> = Vec::new();
         let mut scratch = Scratch::default();
         let mut i = 0;
@@ -797,7 +899,7 @@ impl Clients {
             let client = &clients.names[c as usize];
             self.window_row(
                 group,
-                &reference,
+                refs[m as usize],
                 window_secs,
                 &mut expected_memo,
                 &mut stats,
@@ -858,7 +960,7 @@ impl Clients {
                 }
             }
         }
-        let profile = self.profile_rows(st, &active, &reference, &mut expected_memo)?;
+        let profile = self.profile_rows(st, &active, &rolling, &mut expected_memo)?;
         self.evict(st, w.end_ms);
         Ok(Computed {
             key,
@@ -969,7 +1071,7 @@ impl Clients {
         group: &[Rec],
         reference: &Reference,
         window_secs: f64,
-        memo: &mut HashMap<u64, f64>,
+        memo: &mut HashMap<(usize, u64), f64>,
         out: &mut StatsColumns,
         model: &str,
         client: &str,
@@ -1090,8 +1192,8 @@ impl Clients {
         &self,
         st: &State,
         active: &[u64],
-        reference: &Reference,
-        memo: &mut HashMap<u64, f64>,
+        rolling: &Reference,
+        memo: &mut HashMap<(usize, u64), f64>,
     ) -> Result<RecordBatch, String> {
         let mut c = ProfileColumns::default();
         for key in active {
@@ -1108,8 +1210,12 @@ impl Clients {
             c.distinct.push(distinct as f64 / n);
             c.near.push(p.near_dups as f64 / n);
             c.ood.push(p.ood as f64 / n);
-            c.coverage
-                .push(coverage_ratio(p.cells.len(), distinct, reference, memo));
+            c.coverage.push(coverage_ratio(
+                p.cells.len(),
+                distinct,
+                self.baselines.get(&p.model).map_or(rolling, |r| r.as_ref()),
+                memo,
+            ));
             c.boundary.push(p.boundary as f64 / n);
             c.low.push(p.low_conf as f64 / n);
             c.entropy.push(entropy_bits(p.labels.values().copied()));
@@ -1260,13 +1366,13 @@ fn coverage_ratio(
     cells: usize,
     distinct: u64,
     r: &Reference,
-    memo: &mut HashMap<u64, f64>,
+    memo: &mut HashMap<(usize, u64), f64>,
 ) -> Option<f64> {
     if distinct == 0 || r.cell_p.is_empty() {
         return None;
     }
     let expected = *memo
-        .entry(distinct)
+        .entry((r.id, distinct))
         .or_insert_with(|| r.expected_cells(distinct));
     Some(cells as f64 / expected.max(1.0))
 }

@@ -162,11 +162,102 @@ struct Computed {
 /// The shared state behind `feature_drift` and `prediction_drift`.
 pub struct Drift {
     cfg: DriftConfig,
+    /// Per model, the reference from its baseline (`--baseline`), used instead of the
+    /// rolling one.
+    baselines: BTreeMap<String, BaseRef>,
     numeric: Vec<String>,
     categorical: Vec<String>,
     schema: SchemaRef,
     shares_schema: SchemaRef,
     state: Mutex<State>,
+}
+
+/// A model's reference from its baseline: per declared feature (None when the
+/// baseline lacks it: no row), and the outputs.
+struct BaseRef {
+    num: Vec<Option<NumRef<'static>>>,
+    cat: Vec<Option<Column>>,
+    label: Option<Column>,
+    score: Option<NumRef<'static>>,
+}
+
+/// A numeric reference column: sorted finite values — the rolling sample, or a
+/// baseline's quantile summary standing for `n` values — with the standard deviation
+/// Wasserstein is normed by, and exact value counts when a baseline has them.
+struct NumRef<'a> {
+    sorted: std::borrow::Cow<'a, [f64]>,
+    n: u64,
+    std: f64,
+    counts: Option<Vec<(f64, u64)>>,
+}
+
+impl NumRef<'static> {
+    fn sample(values: &[f64]) -> Self {
+        let sorted = st::finite_sorted(values);
+        let n = sorted.len();
+        let mean = sorted.iter().sum::<f64>() / n.max(1) as f64;
+        let var = sorted.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n.max(1) as f64;
+        Self {
+            sorted: sorted.into(),
+            n: n as u64,
+            std: var.sqrt(),
+            counts: None,
+        }
+    }
+
+    fn summary(s: &crate::baseline::Numeric) -> Self {
+        Self {
+            sorted: s.points.clone().into(),
+            n: s.count,
+            std: s.std,
+            counts: s.values.clone(),
+        }
+    }
+
+    fn borrowed(&self) -> NumRef<'_> {
+        NumRef {
+            sorted: std::borrow::Cow::Borrowed(&self.sorted),
+            n: self.n,
+            std: self.std,
+            counts: self.counts.clone(),
+        }
+    }
+}
+
+impl BaseRef {
+    fn new(b: &crate::baseline::Baseline, numeric: &[String], categorical: &[String]) -> Self {
+        let cats = |c: &crate::baseline::Categories| {
+            let mut counts = c.counts.clone();
+            if c.other > 0 {
+                counts.insert("(other)".into(), c.other);
+            }
+            Column {
+                values: Vec::new(),
+                counts,
+                nulls: c.missing as usize,
+            }
+        };
+        Self {
+            num: numeric
+                .iter()
+                .map(|n| b.numeric(n).map(NumRef::summary))
+                .collect(),
+            cat: categorical
+                .iter()
+                .map(|n| b.categorical(n).map(cats))
+                .collect(),
+            label: b.label.as_ref().map(cats),
+            score: b.score.as_ref().map(NumRef::summary),
+        }
+    }
+}
+
+/// The three tables' rows of a window.
+#[derive(Default)]
+struct Out {
+    features: Rows,
+    predictions: Rows,
+    shares: ShareRows,
 }
 
 /// A column of one model in one window, or in the reference.
@@ -190,7 +281,11 @@ struct ModelWindow {
 }
 
 impl Drift {
-    pub fn new(features: &[FeatureDecl], cfg: &DriftConfig) -> Arc<Self> {
+    pub fn new(
+        features: &[FeatureDecl],
+        cfg: &DriftConfig,
+        baselines: &[Arc<crate::baseline::Baseline>],
+    ) -> Arc<Self> {
         let names = |k: FeatureKind| -> Vec<String> {
             features
                 .iter()
@@ -224,11 +319,19 @@ impl Drift {
             Field::new("n_ref", DataType::UInt64, false),
             Field::new("n_cur", DataType::UInt64, false),
         ]);
+        let (numeric, categorical) = (
+            names(FeatureKind::Numerical),
+            names(FeatureKind::Categorical),
+        );
         Arc::new(Self {
             shares_schema: Arc::new(shares),
             cfg: cfg.clone(),
-            numeric: names(FeatureKind::Numerical),
-            categorical: names(FeatureKind::Categorical),
+            baselines: baselines
+                .iter()
+                .map(|b| (b.model.clone(), BaseRef::new(b, &numeric, &categorical)))
+                .collect(),
+            numeric,
+            categorical,
             schema: Arc::new(schema),
             state: Mutex::new(State {
                 windows: VecDeque::new(),
@@ -300,45 +403,9 @@ impl Drift {
                 }
             }
         }
-        let mut features = Rows::default();
-        let mut predictions = Rows::default();
-        let mut shares = ShareRows::default();
+        let mut out = Out::default();
         for (model, cur) in &models {
-            let Some(r) = reference.get(model.as_str()) else {
-                continue;
-            };
-            for (j, name) in self.numeric.iter().enumerate() {
-                self.numeric_row(&mut features, model, name, &r.num[j], &cur.num[j]);
-            }
-            for (j, name) in self.categorical.iter().enumerate() {
-                self.categorical_row(&mut features, model, name, &r.cat[j], &cur.cat[j]);
-            }
-            self.categorical_row(&mut predictions, model, "label", &r.label, &cur.label);
-            self.numeric_row(&mut predictions, model, "score", &r.score, &cur.score);
-            let n_ref: u64 = r.label.counts.values().sum();
-            let n_cur: u64 = cur.label.counts.values().sum();
-            if n_ref > 0 && n_cur > 0 {
-                let mut labels: Vec<&String> = r
-                    .label
-                    .counts
-                    .keys()
-                    .chain(cur.label.counts.keys())
-                    .collect();
-                labels.sort();
-                labels.dedup();
-                for l in labels {
-                    let share =
-                        |c: &Column, n: u64| *c.counts.get(l).unwrap_or(&0) as f64 / n as f64;
-                    shares
-                        .model
-                        .push((!model.is_empty()).then(|| model.clone()));
-                    shares.label.push(l.clone());
-                    shares.ref_share.push(share(&r.label, n_ref));
-                    shares.cur_share.push(share(&cur.label, n_cur));
-                    shares.n_ref.push(n_ref);
-                    shares.n_cur.push(n_cur);
-                }
-            }
+            self.model_rows(&mut out, model, cur, reference.get(model.as_str()));
         }
         // The reference takes this window's sample once.
         if w.end_ms > st.consumed_until {
@@ -366,10 +433,122 @@ impl Drift {
             st.consumed_until = w.end_ms;
         }
         Ok(Computed {
-            features: features.finish(self.schema.clone())?,
-            predictions: predictions.finish(self.schema.clone())?,
-            shares: shares.finish(self.shares_schema.clone())?,
+            features: out.features.finish(self.schema.clone())?,
+            predictions: out.predictions.finish(self.schema.clone())?,
+            shares: out.shares.finish(self.shares_schema.clone())?,
         })
+    }
+
+    /// The rows of one model's window against its baseline, or else its rolling
+    /// reference (none without either).
+    fn model_rows(
+        &self,
+        out: &mut Out,
+        model: &str,
+        cur: &ModelWindow,
+        rolling: Option<&ModelWindow>,
+    ) {
+        let empty = Column::default();
+        let (num, cat, label, score): (Vec<Option<NumRef>>, Vec<Option<&Column>>, _, _) =
+            if let Some(b) = self.baselines.get(model) {
+                (
+                    b.num
+                        .iter()
+                        .map(|r| r.as_ref().map(|r| r.borrowed()))
+                        .collect(),
+                    b.cat.iter().map(Option::as_ref).collect(),
+                    b.label.as_ref().unwrap_or(&empty),
+                    b.score.as_ref().map(|r| r.borrowed()),
+                )
+            } else if let Some(r) = rolling {
+                (
+                    r.num
+                        .iter()
+                        .map(|c| Some(NumRef::sample(&c.values)))
+                        .collect(),
+                    r.cat.iter().map(Some).collect(),
+                    &r.label,
+                    Some(NumRef::sample(&r.score.values)),
+                )
+            } else {
+                return;
+            };
+        for (j, name) in self.numeric.iter().enumerate() {
+            if let Some(r) = &num[j] {
+                self.numeric_row(&mut out.features, model, name, r, &cur.num[j]);
+            }
+        }
+        for (j, name) in self.categorical.iter().enumerate() {
+            if let Some(r) = cat[j] {
+                self.categorical_row(&mut out.features, model, name, r, &cur.cat[j]);
+            }
+        }
+        self.categorical_row(&mut out.predictions, model, "label", label, &cur.label);
+        if let Some(r) = &score {
+            self.numeric_row(&mut out.predictions, model, "score", r, &cur.score);
+        }
+        let n_ref: u64 = label.counts.values().sum();
+        let n_cur: u64 = cur.label.counts.values().sum();
+        if n_ref == 0 || n_cur == 0 {
+            return;
+        }
+        let mut labels: Vec<&String> = label.counts.keys().chain(cur.label.counts.keys()).collect();
+        labels.sort();
+        labels.dedup();
+        let shares = &mut out.shares;
+        for l in labels {
+            let share = |c: &Column, n: u64| *c.counts.get(l).unwrap_or(&0) as f64 / n as f64;
+            shares
+                .model
+                .push((!model.is_empty()).then(|| model.to_owned()));
+            shares.label.push(l.clone());
+            shares.ref_share.push(share(label, n_ref));
+            shares.cur_share.push(share(&cur.label, n_cur));
+            shares.n_ref.push(n_ref);
+            shares.n_cur.push(n_cur);
+        }
+    }
+
+    /// `driftwatch baseline compare`: the `feature_drift` and `prediction_drift` rows of
+    /// a whole file's columns (`current`) against the model's baseline, as one batch.
+    pub fn compare_columns(
+        &self,
+        model: &str,
+        current: &[(String, crate::baseline::ColumnData)],
+        label_column: &str,
+        score_column: &str,
+    ) -> Result<RecordBatch, String> {
+        use crate::baseline::ColumnData;
+        let find = |name: &str| current.iter().find(|(n, _)| n == name).map(|(_, c)| c);
+        let fill_num = |c: &mut Column, name: &str| match find(name) {
+            Some(ColumnData::Numbers(v)) => v.iter().for_each(|x| push_number(c, *x)),
+            Some(ColumnData::Strings(v)) => v
+                .iter()
+                .for_each(|x| push_number(c, x.as_deref().and_then(|s| s.parse().ok()))),
+            None => {}
+        };
+        let fill_cat = |c: &mut Column, name: &str| match find(name) {
+            Some(ColumnData::Strings(v)) => v.iter().for_each(|x| push_category(c, x.as_deref())),
+            Some(ColumnData::Numbers(v)) => v
+                .iter()
+                .for_each(|x| push_category(c, x.map(|x| x.to_string()).as_deref())),
+            None => {}
+        };
+        let mut cur = self.empty_model();
+        for (c, name) in cur.num.iter_mut().zip(&self.numeric) {
+            fill_num(c, name);
+        }
+        for (c, name) in cur.cat.iter_mut().zip(&self.categorical) {
+            fill_cat(c, name);
+        }
+        fill_cat(&mut cur.label, label_column);
+        fill_num(&mut cur.score, score_column);
+        let mut out = Out::default();
+        self.model_rows(&mut out, model, &cur, None);
+        let features = out.features.finish(self.schema.clone())?;
+        let predictions = out.predictions.finish(self.schema.clone())?;
+        datafusion::arrow::compute::concat_batches(&self.schema, [&features, &predictions])
+            .map_err(|e| e.to_string())
     }
 
     fn empty_model(&self) -> ModelWindow {
@@ -461,18 +640,21 @@ impl Drift {
         })
     }
 
-    fn numeric_row(&self, out: &mut Rows, model: &str, name: &str, r: &Column, c: &Column) {
+    fn numeric_row(&self, out: &mut Rows, model: &str, name: &str, r: &NumRef, c: &Column) {
         // Sorted once; every statistic below reads the sorted finite values.
-        let (rv, cv) = (st::finite_sorted(&r.values), st::finite_sorted(&c.values));
-        let (n_ref, n_cur) = (rv.len() as u64, cv.len() as u64);
-        if n_ref < self.cfg.min_reference.max(1) as u64 || n_cur < self.cfg.min_current as u64 {
+        let (rv, cv) = (&r.sorted[..], st::finite_sorted(&c.values));
+        let (n_ref, n_cur) = (r.n, cv.len() as u64);
+        if rv.is_empty()
+            || n_ref < self.cfg.min_reference.max(1) as u64
+            || n_cur < self.cfg.min_current as u64
+        {
             return;
         }
         let over = self.cfg.features.get(name);
         let test = over.and_then(|o| o.test).unwrap_or_else(|| {
             match (
                 n_ref <= self.cfg.small_reference as u64,
-                st::distinct_sorted(&rv) > 5,
+                r.counts.as_ref().map_or(st::distinct_sorted(rv), Vec::len) > 5,
             ) {
                 (true, true) => TestName::Ks,
                 (true, false) => TestName::Chi2,
@@ -480,18 +662,21 @@ impl Drift {
                 (false, false) => TestName::JensenShannon,
             }
         });
-        let shares = st::binned_shares_sorted(&rv, &cv);
+        let shares = st::binned_shares_sorted(rv, &cv);
         let psi = shares.as_ref().map(|(p, q)| st::psi(p, q));
         let js = shares.as_ref().map(|(p, q)| st::js_distance(p, q));
-        let wasserstein = st::wasserstein_normed_sorted(&rv, &cv);
+        let wasserstein = st::wasserstein_sorted(rv, &cv).map(|w| w / r.std.max(0.001));
         let (statistic, p_value) = match test {
-            TestName::Ks => match st::ks_2samp_sorted(&rv, &cv) {
+            TestName::Ks => match st::ks_2samp_summary(rv, n_ref, &cv) {
                 Some((t, _)) => (Some(t.statistic), Some(t.p_value)),
                 None => (None, None),
             },
             TestName::Chi2 | TestName::Z => {
                 // Few distinct values: their counts, as categories.
-                let (a, b) = value_counts(&rv, &cv);
+                let (a, b) = match &r.counts {
+                    Some(counts) => counted(counts, &cv),
+                    None => value_counts(rv, &cv),
+                };
                 let t = if test == TestName::Z && a.len() == 2 {
                     st::two_proportion_z(a[0], a.iter().sum(), b[0], b.iter().sum())
                 } else {
@@ -660,6 +845,31 @@ fn push_category(c: &mut Column, v: Option<&str>) {
         },
         None => c.nulls += 1,
     }
+}
+
+/// Counts of each distinct value of a baseline's exact counts or of a sample, in
+/// value order.
+fn counted(reference: &[(f64, u64)], b: &[f64]) -> (Vec<u64>, Vec<u64>) {
+    let mut keys: Vec<f64> = reference
+        .iter()
+        .map(|x| x.0)
+        .chain(b.iter().copied())
+        .collect();
+    keys.sort_by(f64::total_cmp);
+    keys.dedup();
+    let mut a = vec![0u64; keys.len()];
+    for (x, n) in reference {
+        if let Ok(i) = keys.binary_search_by(|k| k.total_cmp(x)) {
+            a[i] = *n;
+        }
+    }
+    let mut c = vec![0u64; keys.len()];
+    for x in b {
+        if let Ok(i) = keys.binary_search_by(|k| k.total_cmp(x)) {
+            c[i] += 1;
+        }
+    }
+    (a, c)
 }
 
 /// Counts of each distinct finite value in either sample, in value order.

@@ -88,9 +88,10 @@ pub fn standard_tables(
     decode: &crate::decode::DecodeConfig,
     clients: &crate::clients::ClientsConfig,
     drift: &crate::drift::DriftConfig,
+    baselines: &[Arc<crate::baseline::Baseline>],
 ) -> StandardTables {
-    let clients = crate::clients::Clients::new(&decode.features, clients);
-    let drift = crate::drift::Drift::new(&decode.features, drift);
+    let clients = crate::clients::Clients::new(&decode.features, clients, baselines);
+    let drift = crate::drift::Drift::new(&decode.features, drift, baselines);
     let mut tables: Vec<Arc<dyn WindowTable>> = vec![
         Arc::new(EventsTable::new(events_schema)),
         Arc::new(PipelineStatsTable::default()),

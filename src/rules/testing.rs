@@ -217,6 +217,8 @@ async fn run_case(
         state_dir: None,
         checkpoint_interval: Duration::from_secs(10),
         reset_state: false,
+        baselines: Vec::new(),
+        baseline_profiles: Vec::new(),
     };
     let collector = Collector::default();
     let mut pipeline = Pipeline::build(&config, rules, vec![Box::new(collector.clone())])

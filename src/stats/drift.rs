@@ -69,33 +69,54 @@ pub fn ks_2samp(a: &[f64], b: &[f64]) -> Option<(Test, KsMethod)> {
 
 /// [`ks_2samp`] of samples that are finite and sorted already.
 pub fn ks_2samp_sorted(a: &[f64], b: &[f64]) -> Option<(Test, KsMethod)> {
-    let (n1, n2) = (a.len(), b.len());
-    if n1 == 0 || n2 == 0 {
+    if a.is_empty() || b.is_empty() {
         return None;
     }
-    let d = ks_statistic_sorted(a, b);
+    Some(ks_test(ks_statistic_sorted(a, b), a.len(), b.len()))
+}
+
+/// KS test of a sample `b` against a reference of `n_ref` values that `points` (a
+/// quantile summary, see `baseline`) stands for: the statistic from the points, the
+/// p-value for the real sizes (asymptotic when the points are fewer than the values).
+pub fn ks_2samp_summary(points: &[f64], n_ref: u64, b: &[f64]) -> Option<(Test, KsMethod)> {
+    if points.is_empty() || b.is_empty() {
+        return None;
+    }
+    let d = ks_statistic_sorted(points, b);
+    if n_ref as usize == points.len() {
+        return Some(ks_test(d, points.len(), b.len()));
+    }
+    Some(ks_asymptotic(d, n_ref as usize, b.len()))
+}
+
+/// The p-value of statistic `d` for samples of n1 and n2 values, as `ks_2samp` picks it.
+fn ks_test(d: f64, n1: usize, n2: usize) -> (Test, KsMethod) {
     let exact = (n1.max(n2) <= KS_MAX_EXACT)
         .then(|| ks_exact(n1 as u64, n2 as u64, d))
         .flatten();
     if let Some((d, p)) = exact {
-        return Some((
+        return (
             Test {
                 statistic: d,
                 p_value: p,
             },
             KsMethod::Exact,
-        ));
+        );
     }
+    ks_asymptotic(d, n1, n2)
+}
+
+fn ks_asymptotic(d: f64, n1: usize, n2: usize) -> (Test, KsMethod) {
     let (m, n) = (n1.max(n2) as f64, n1.min(n2) as f64);
     let en = (m * n / (m + n)).round_ties_even();
     let p = kstwo_sf(en as u64, d).clamp(0.0, 1.0);
-    Some((
+    (
         Test {
             statistic: d,
             p_value: p,
         },
         KsMethod::Asymptotic,
-    ))
+    )
 }
 
 /// sup |F₁ − F₂| of two sorted samples (both ECDFs right-continuous).
