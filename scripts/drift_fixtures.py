@@ -180,8 +180,17 @@ for ref_kind, ref_seed, cur_kind, cur_seed in [
                    "wasserstein_normed": float(stats.wasserstein_distance(ref, cur)
                                                / max(np.std(ref), 0.001))})
 
+# Benjamini-Hochberg adjusted p-values (false-discovery control across the features
+# of a window).
+fdr = []
+for ps in [[0.01, 0.04, 0.03, 0.20, 0.5], [0.001, 0.008, 0.039, 0.041, 0.042, 0.06,
+                                           0.074, 0.205, 0.212, 0.216],
+           [0.9, 0.9, 0.9], [1e-12, 0.049, 0.051], [0.3]]:
+    fdr.append({"p": ps, "q": [float(x) for x in
+                               stats.false_discovery_control(ps, method="bh")]})
+
 out = pathlib.Path(__file__).resolve().parent.parent / "src" / "stats" / "drift_fixtures.json"
 out.write_text(json.dumps({"scipy": __import__("scipy").__version__, "ks": ks,
                            "kstwo": kstwo, "distances": dist, "chi2": chi, "z": z,
-                           "sketch": sketch}) + "\n")
+                           "sketch": sketch, "fdr": fdr}) + "\n")
 print(f"wrote {out} ({out.stat().st_size} bytes)")

@@ -292,8 +292,14 @@ fn baseline_compare(
                 })?;
         println!("{table}");
     }
-    let features = batch.column(1).as_string::<i32>();
-    let drifted = batch.column(12).as_boolean();
+    let column = |name: &str| {
+        batch.column_by_name(name).ok_or_else(|| Failure {
+            code: 1,
+            message: format!("internal: no column {name} in the drift rows"),
+        })
+    };
+    let features = column("feature")?.as_string::<i32>();
+    let drifted = column("drifted")?.as_boolean();
     let (mut n, mut d) = (0, 0);
     for i in 0..batch.num_rows() {
         if !matches!(features.value(i), "label" | "score") {

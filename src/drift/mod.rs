@@ -103,6 +103,10 @@ pub struct DriftConfig {
     pub min_reference: usize,
     /// Overrides by feature name (`label`, `score` for the outputs).
     pub features: BTreeMap<String, FeatureDrift>,
+    /// Control the false-discovery rate of the p-value tests across the features of a
+    /// model's window (Benjamini–Hochberg): a feature is drifted when its adjusted
+    /// p-value (`p_adjusted`) is under its threshold.
+    pub fdr: bool,
 }
 
 impl Default for DriftConfig {
@@ -116,6 +120,7 @@ impl Default for DriftConfig {
             min_current: 30,
             min_reference: 1000,
             features: BTreeMap::new(),
+            fdr: true,
         }
     }
 }
@@ -303,6 +308,7 @@ impl Drift {
             Field::new("test", s, false),
             Field::new("statistic", f.clone(), true),
             Field::new("p_value", f.clone(), true),
+            Field::new("p_adjusted", f.clone(), true),
             Field::new("psi", f.clone(), true),
             Field::new("js_distance", f.clone(), true),
             Field::new("wasserstein", f.clone(), true),
@@ -473,6 +479,7 @@ impl Drift {
             } else {
                 return;
             };
+        let first = out.features.feature.len();
         for (j, name) in self.numeric.iter().enumerate() {
             if let Some(r) = &num[j] {
                 self.numeric_row(&mut out.features, model, name, r, &cur.num[j]);
@@ -482,6 +489,15 @@ impl Drift {
             if let Some(r) = cat[j] {
                 self.categorical_row(&mut out.features, model, name, r, &cur.cat[j]);
             }
+        }
+        if self.cfg.fdr {
+            out.features.control_fdr(first, |name| {
+                self.cfg
+                    .features
+                    .get(name)
+                    .and_then(|o| o.threshold)
+                    .unwrap_or(self.cfg.p_value)
+            });
         }
         self.categorical_row(&mut out.predictions, model, "label", label, &cur.label);
         if let Some(r) = &score {
@@ -918,6 +934,7 @@ struct Rows {
     test: Vec<&'static str>,
     statistic: Vec<Option<f64>>,
     p_value: Vec<Option<f64>>,
+    p_adjusted: Vec<Option<f64>>,
     psi: Vec<Option<f64>>,
     js: Vec<Option<f64>>,
     wasserstein: Vec<Option<f64>>,
@@ -928,6 +945,22 @@ struct Rows {
 }
 
 impl Rows {
+    /// Benjamini–Hochberg over the p-value tests of rows `from..`: each gets its
+    /// adjusted p-value, and is drifted when that is under `threshold(feature)`.
+    fn control_fdr(&mut self, from: usize, threshold: impl Fn(&str) -> f64) {
+        let tested: Vec<usize> = (from..self.feature.len())
+            .filter(|&i| self.p_value[i].is_some())
+            .collect();
+        let p: Vec<f64> = tested
+            .iter()
+            .map(|&i| self.p_value[i].unwrap_or(1.0))
+            .collect();
+        for (&i, q) in tested.iter().zip(st::benjamini_hochberg(&p)) {
+            self.p_adjusted[i] = Some(q);
+            self.drifted[i] = q < threshold(&self.feature[i]);
+        }
+    }
+
     fn push(&mut self, r: Row<'_>) {
         // Not-a-number never reaches a rule: a statistic that is not defined is null.
         let defined = |v: Option<f64>| v.filter(|x| !x.is_nan());
@@ -938,6 +971,7 @@ impl Rows {
         self.test.push(r.test.as_str());
         self.statistic.push(defined(r.statistic));
         self.p_value.push(defined(r.p_value));
+        self.p_adjusted.push(defined(r.p_value));
         self.psi.push(defined(r.psi));
         self.js.push(defined(r.js));
         self.wasserstein.push(defined(r.wasserstein));
@@ -956,6 +990,7 @@ impl Rows {
             Arc::new(StringArray::from(self.test)),
             f(self.statistic),
             f(self.p_value),
+            f(self.p_adjusted),
             f(self.psi),
             f(self.js),
             f(self.wasserstein),
@@ -989,5 +1024,54 @@ impl ShareRows {
             Arc::new(UInt64Array::from(self.n_cur)),
         ];
         RecordBatch::try_new(schema, cols).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row<'a>(feature: &'a str, test: TestName, p: Option<f64>, drifted: bool) -> Row<'a> {
+        Row {
+            model: "m",
+            feature,
+            kind: "numerical",
+            test,
+            statistic: Some(0.2),
+            p_value: p,
+            psi: None,
+            js: None,
+            wasserstein: None,
+            missing: 0.0,
+            n_ref: 500,
+            n_cur: 100,
+            drifted,
+        }
+    }
+
+    #[test]
+    fn false_discovery_control_keeps_chance_findings_among_many_features_quiet() {
+        let mut rows = Rows::default();
+        // Another model's row before: left alone.
+        rows.push(row("other", TestName::Ks, Some(0.01), true));
+        // Raw p under 0.05 for three of five features; a distance row in between.
+        let ps = [0.01, 0.04, 0.03, 0.2, 0.5];
+        let names = ["a", "b", "c", "d", "e"];
+        for (name, p) in names.iter().zip(ps) {
+            rows.push(row(name, TestName::Ks, Some(p), p < 0.05));
+        }
+        rows.push(row("w", TestName::Wasserstein, None, true));
+        rows.control_fdr(1, |_| 0.05);
+        // SciPy's false_discovery_control: [0.05, 0.0667, 0.0667, 0.25, 0.5].
+        assert_eq!(
+            rows.drifted,
+            [true, false, false, false, false, false, true]
+        );
+        assert!((rows.p_adjusted[1].unwrap() - 0.05).abs() < 1e-15);
+        assert_eq!(rows.p_adjusted[0], Some(0.01));
+        assert_eq!(rows.p_adjusted[6], None);
+        // A looser threshold for one feature (drift.features) is its own.
+        rows.control_fdr(1, |f| if f == "a" { 0.1 } else { 0.05 });
+        assert_eq!(rows.drifted[1..6], [true, false, false, false, false]);
     }
 }

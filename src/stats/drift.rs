@@ -619,6 +619,24 @@ pub fn hellinger(p: &[f64], q: &[f64]) -> f64 {
     (s / 2.0).sqrt()
 }
 
+/// Benjamini–Hochberg adjusted p-values (`scipy.stats.false_discovery_control`,
+/// method `bh`): q₍ᵢ₎ = min(1, minⱼ≥ᵢ m·p₍ⱼ₎/j) over the p-values sorted ascending,
+/// returned in the input's order. Rejecting where q < α keeps the expected share of
+/// false discoveries among the rejections at most α (independent or positively
+/// dependent tests). NaN p-values stay NaN and are not counted in m.
+pub fn benjamini_hochberg(p: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..p.len()).filter(|&i| !p[i].is_nan()).collect();
+    order.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
+    let m = order.len() as f64;
+    let mut q = vec![f64::NAN; p.len()];
+    let mut running = 1.0f64;
+    for (rank, &i) in order.iter().enumerate().rev() {
+        running = running.min(p[i] * m / (rank + 1) as f64);
+        q[i] = running;
+    }
+    q
+}
+
 /// Wasserstein-1 distance between the two samples' empirical distributions, as
 /// `scipy.stats.wasserstein_distance`: ∫ |F₁ − F₂| dx.
 pub fn wasserstein(reference: &[f64], current: &[f64]) -> Option<f64> {
@@ -683,6 +701,12 @@ mod tests {
         distances: Vec<DistCase>,
         chi2: Vec<ChiCase>,
         z: Vec<ZCase>,
+        fdr: Vec<FdrCase>,
+    }
+    #[derive(serde::Deserialize)]
+    struct FdrCase {
+        p: Vec<f64>,
+        q: Vec<f64>,
     }
     #[derive(serde::Deserialize)]
     struct KsCase {
@@ -733,6 +757,25 @@ mod tests {
 
     fn close(got: f64, want: f64, rel: f64) -> bool {
         (got - want).abs() <= rel * want.abs().max(1e-300) || (got - want).abs() < 1e-12
+    }
+
+    #[test]
+    fn benjamini_hochberg_agrees_with_scipy() {
+        let f: Fixtures = serde_json::from_str(include_str!("drift_fixtures.json")).unwrap();
+        assert!(f.fdr.len() >= 3);
+        for c in &f.fdr {
+            let q = benjamini_hochberg(&c.p);
+            for (a, b) in q.iter().zip(&c.q) {
+                assert!(
+                    (a - b).abs() <= 1e-12 * b.abs().max(1e-300),
+                    "{q:?} vs {:?}",
+                    c.q
+                );
+            }
+        }
+        assert!(benjamini_hochberg(&[]).is_empty());
+        let q = benjamini_hochberg(&[0.01, f64::NAN, 0.04]);
+        assert!(q[1].is_nan() && q[0] == 0.02 && q[2] == 0.04, "{q:?}");
     }
 
     #[test]
