@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Evidently's data-drift report vs `driftwatch baseline build` + `compare` on the same
-# 1,000,000-row reference and current data (bench/evidently.py says what is timed).
+# 1,000,000-row reference and current data (bench/evidently_compare.py says what is timed).
 #   bench/evidently.sh [ROWS]
 # Builds the release binary and a Python venv with Evidently (PyPI) on first use.
 set -euo pipefail
@@ -13,4 +13,4 @@ if [ ! -x "$venv/bin/python" ]; then
   "$venv/bin/pip" install -q "evidently==0.7.23" "pandas<3" pyarrow
 fi
 machine
-DRIFTWATCH="$bin" "$venv/bin/python" bench/evidently.py "${1:-1000000}"
+DRIFTWATCH="$bin" "$venv/bin/python" bench/evidently_compare.py "${1:-1000000}"

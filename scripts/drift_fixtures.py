@@ -60,11 +60,11 @@ for n in (1, 2, 5, 40, 140, 141, 500, 5000, 100000, 100001, 1000000):
             kstwo.append({"n": n, "d": d, "sf": float(stats.kstwo.sf(d, n))})
 
 
-def binned(ref, cur, n_bins=10):
-    """Evidently's get_binned_data, for numbers (shares per bin)."""
+def binned(ref, cur):
+    """Evidently's get_binned_data (0.7), for numbers (shares per bin): Sturges bins."""
     ref, cur = np.asarray(ref), np.asarray(cur)
     if len(np.unique(ref)) > 20:
-        bins = np.histogram_bin_edges(np.concatenate([ref, cur]), bins=n_bins)
+        bins = np.histogram_bin_edges(np.concatenate([ref, cur]), bins="sturges")
         return (np.histogram(ref, bins)[0] / len(ref), np.histogram(cur, bins)[0] / len(cur))
     keys = sorted(set(np.unique(ref)) | set(np.unique(cur)))
     return (np.array([np.sum(ref == k) / len(ref) for k in keys]),

@@ -112,6 +112,30 @@ pub struct Numeric {
     pub values: Option<Vec<(f64, u64)>>,
 }
 
+impl Numeric {
+    /// The reference sample Wasserstein-1 reads. When the summary stands for more
+    /// values than it has points and the column is continuous (no exact counts), point
+    /// k — the value at rank ⌈k·n/m⌉, the top of its rank interval — is replaced by the
+    /// middle of its interval, (point k−1 + point k)/2 with point 0 = min: the data's
+    /// quantile function lies between the two ends on that interval, so the bound
+    /// (max − min)/m/std holds either way, and for smooth data the error of the
+    /// step summary (always of one sign) mostly cancels. Otherwise the points.
+    pub fn wasserstein_points(&self) -> std::borrow::Cow<'_, [f64]> {
+        if self.values.is_some() || self.count <= self.points.len() as u64 {
+            return std::borrow::Cow::Borrowed(&self.points);
+        }
+        let mut below = self.min;
+        self.points
+            .iter()
+            .map(|&p| {
+                let mid = below + (p - below) / 2.0;
+                below = p;
+                mid
+            })
+            .collect()
+    }
+}
+
 /// A categorical column's profile.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Categories {
@@ -259,56 +283,172 @@ pub fn build_from_file(input: &Path, opts: &BuildOptions) -> Result<Baseline, Ba
     })
 }
 
-/// Reads every column with polars: numbers (integers and floats) as f64, strings and
-/// booleans as text; other types (dates, lists) are left out with a warning.
+/// A Parquet or CSV file read with polars, column by column without copying.
+pub struct Table {
+    df: polars::prelude::DataFrame,
+}
+
+impl Table {
+    /// Reads a Parquet or CSV file (by extension; CSV with a header row).
+    pub fn read(input: &Path) -> Result<Table, BaselineError> {
+        use polars::prelude::*;
+        let bad = |reason: String| BaselineError::Input {
+            path: input.to_owned(),
+            reason,
+        };
+        let ext = input
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        let df = match ext.as_str() {
+            "csv" => CsvReadOptions::default()
+                .with_has_header(true)
+                .with_infer_schema_length(Some(10_000))
+                .try_into_reader_with_file_path(Some(input.to_owned()))
+                .and_then(|r| r.finish()),
+            "parquet" | "pq" => std::fs::File::open(input)
+                .map_err(|e| PolarsError::IO {
+                    error: Arc::new(e),
+                    msg: None,
+                })
+                .and_then(|f| ParquetReader::new(f).finish()),
+            _ => {
+                return Err(bad(
+                    "unknown file type: name it .parquet or .csv (with a header row)".into(),
+                ));
+            }
+        }
+        .map_err(|e| bad(e.to_string()))?;
+        Ok(Table { df })
+    }
+
+    /// The column's kind: numbers (integers and floats), text (strings and booleans),
+    /// or `None` for a column that is absent or of another type (dates, lists).
+    pub fn kind(&self, name: &str) -> Option<ColumnKind> {
+        let dtype = self.df.column(name).ok()?.dtype();
+        if dtype.is_primitive_numeric() {
+            Some(ColumnKind::Numbers)
+        } else if dtype.is_string() || dtype.is_bool() {
+            Some(ColumnKind::Text)
+        } else {
+            None
+        }
+    }
+
+    /// Feeds each value of a column to `f` as a number (text is parsed; what does not
+    /// parse is missing). False if the column is absent or of another type.
+    pub fn numbers(&self, name: &str, mut f: impl FnMut(Option<f64>)) -> Result<bool, String> {
+        match self.kind(name) {
+            Some(ColumnKind::Numbers) => {
+                let c = self.cast(name, &polars::prelude::DataType::Float64)?;
+                let a = c.f64().map_err(|e| format!("column {name}: {e}"))?;
+                for chunk in a.downcast_iter() {
+                    match chunk.validity() {
+                        None => chunk.values().iter().for_each(|x| f(Some(*x))),
+                        Some(_) => chunk.iter().for_each(|x| f(x.copied())),
+                    }
+                }
+                Ok(true)
+            }
+            Some(ColumnKind::Text) => {
+                let c = self.cast(name, &polars::prelude::DataType::String)?;
+                let a = c.str().map_err(|e| format!("column {name}: {e}"))?;
+                a.iter().for_each(|s| f(s.and_then(|s| s.parse().ok())));
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Feeds each value of a column to `f` as text (numbers are formatted). False if
+    /// the column is absent or of another type.
+    pub fn strings(&self, name: &str, mut f: impl FnMut(Option<&str>)) -> Result<bool, String> {
+        match self.kind(name) {
+            Some(ColumnKind::Text) => {
+                let c = self.cast(name, &polars::prelude::DataType::String)?;
+                let a = c.str().map_err(|e| format!("column {name}: {e}"))?;
+                a.iter().for_each(&mut f);
+                Ok(true)
+            }
+            Some(ColumnKind::Numbers) => {
+                let c = self.cast(name, &polars::prelude::DataType::Float64)?;
+                let a = c.f64().map_err(|e| format!("column {name}: {e}"))?;
+                let mut text = String::new();
+                for x in a.iter() {
+                    match x {
+                        Some(x) => {
+                            use std::fmt::Write;
+                            text.clear();
+                            let _ = write!(text, "{x}");
+                            f(Some(&text));
+                        }
+                        None => f(None),
+                    }
+                }
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn cast(
+        &self,
+        name: &str,
+        to: &polars::prelude::DataType,
+    ) -> Result<polars::prelude::Column, String> {
+        let c = self.df.column(name).map_err(|e| e.to_string())?;
+        if c.dtype() == to {
+            Ok(c.clone())
+        } else {
+            c.cast(to).map_err(|e| format!("column {name}: {e}"))
+        }
+    }
+
+    /// Column names in file order.
+    pub fn names(&self) -> Vec<String> {
+        self.df
+            .get_column_names()
+            .into_iter()
+            .map(|n| n.to_string())
+            .collect()
+    }
+}
+
+/// How a file's column is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnKind {
+    Numbers,
+    Text,
+}
+
+/// Reads every column: numbers (integers and floats) as f64, strings and booleans as
+/// text; other types (dates, lists) are left out with a warning.
 pub fn read_columns(input: &Path) -> Result<Vec<(String, ColumnData)>, BaselineError> {
-    use polars::prelude::*;
+    let table = Table::read(input)?;
     let bad = |reason: String| BaselineError::Input {
         path: input.to_owned(),
         reason,
     };
-    let ext = input
-        .extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
-    let df = match ext.as_str() {
-        "csv" => CsvReadOptions::default()
-            .with_has_header(true)
-            .with_infer_schema_length(Some(10_000))
-            .try_into_reader_with_file_path(Some(input.to_owned()))
-            .and_then(|r| r.finish()),
-        "parquet" | "pq" => std::fs::File::open(input)
-            .map_err(|e| PolarsError::IO {
-                error: Arc::new(e),
-                msg: None,
-            })
-            .and_then(|f| ParquetReader::new(f).finish()),
-        _ => {
-            return Err(bad(
-                "unknown file type: name it .parquet or .csv (with a header row)".into(),
-            ));
-        }
-    }
-    .map_err(|e| bad(e.to_string()))?;
     let mut out = Vec::new();
-    for col in df.columns() {
-        let name = col.name().to_string();
-        let dtype = col.dtype();
-        let data = if dtype.is_primitive_numeric() {
-            let c = col
-                .cast(&DataType::Float64)
-                .map_err(|e| bad(format!("column {name}: {e}")))?;
-            let f = c.f64().map_err(|e| bad(format!("column {name}: {e}")))?;
-            ColumnData::Numbers(f.iter().collect())
-        } else if dtype.is_string() || dtype.is_bool() {
-            let c = col
-                .cast(&DataType::String)
-                .map_err(|e| bad(format!("column {name}: {e}")))?;
-            let s = c.str().map_err(|e| bad(format!("column {name}: {e}")))?;
-            ColumnData::Strings(s.iter().map(|v| v.map(str::to_owned)).collect())
-        } else {
-            tracing::warn!(column = %name, dtype = %dtype, "baseline: column type not profiled (numbers, strings and booleans are); left out");
-            continue;
+    for name in table.names() {
+        let data = match table.kind(&name) {
+            Some(ColumnKind::Numbers) => {
+                let mut v = Vec::with_capacity(table.df.height());
+                table.numbers(&name, |x| v.push(x)).map_err(bad)?;
+                ColumnData::Numbers(v)
+            }
+            Some(ColumnKind::Text) => {
+                let mut v = Vec::with_capacity(table.df.height());
+                table
+                    .strings(&name, |x| v.push(x.map(str::to_owned)))
+                    .map_err(bad)?;
+                ColumnData::Strings(v)
+            }
+            None => {
+                let dtype = table.df.column(&name).map(|c| c.dtype().to_string());
+                tracing::warn!(column = %name, dtype = %dtype.unwrap_or_default(), "baseline: column type not profiled (numbers, strings and booleans are); left out");
+                continue;
+            }
         };
         out.push((name, data));
     }
@@ -419,7 +559,7 @@ pub fn numeric(v: &[Option<f64>]) -> Numeric {
         .collect();
     let missing = v.iter().filter(|x| x.is_none_or(|x| x.is_nan())).count() as u64;
     let infinite = v.iter().flatten().filter(|x| x.is_infinite()).count() as u64;
-    finite.sort_by(f64::total_cmp);
+    crate::stats::drift::sort_floats(&mut finite);
     let n = finite.len();
     let (mean, std) = if n == 0 {
         (f64::NAN, f64::NAN)
@@ -734,7 +874,8 @@ mod tests {
                 t.statistic,
                 c.statistic
             );
-            let w = st::wasserstein_sorted(&profile.points, &cur).unwrap() / profile.std;
+            let w =
+                st::wasserstein_sorted(&profile.wasserstein_points(), &cur).unwrap() / profile.std;
             let w_bound = (profile.max - profile.min) / QUANTILE_POINTS as f64 / profile.std;
             assert!(
                 (w - c.wasserstein_normed).abs() <= w_bound,
@@ -743,8 +884,9 @@ mod tests {
             );
             let mut sorted = reference.clone();
             sorted.sort_by(f64::total_cmp);
-            let (exact, _) = st::binned_shares_sorted(&sorted, &cur).unwrap();
-            let (approx, _) = st::binned_shares_sorted(&profile.points, &cur).unwrap();
+            let (exact, _) = st::binned_shares_sorted(&sorted, sorted.len() as u64, &cur).unwrap();
+            let (approx, _) =
+                st::binned_shares_sorted(&profile.points, sorted.len() as u64, &cur).unwrap();
             assert_eq!(exact.len(), approx.len(), "{case}");
             for (e, a) in exact.iter().zip(&approx) {
                 assert!((e - a).abs() <= 2.0 * bound, "{case}: share {a} vs {e}");

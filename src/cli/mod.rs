@@ -267,8 +267,7 @@ fn baseline_compare(
         None => Default::default(),
     };
     let b = crate::baseline::Baseline::load(baseline).map_err(|e| Failure::usage(e.to_string()))?;
-    let columns =
-        crate::baseline::read_columns(input).map_err(|e| Failure::usage(e.to_string()))?;
+    let columns = crate::baseline::Table::read(input).map_err(|e| Failure::usage(e.to_string()))?;
     let model = b.model.clone();
     let drift = crate::drift::Drift::new(&b.feature_decls(), &drift_cfg, &[std::sync::Arc::new(b)]);
     let batch: RecordBatch = drift

@@ -277,7 +277,7 @@ impl Reference {
             if v.is_empty() {
                 continue;
             }
-            v.sort_by(f64::total_cmp);
+            crate::stats::drift::sort_floats(&mut v);
             let n = v.len() as f64;
             let mean = v.iter().sum::<f64>() / n;
             let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n;

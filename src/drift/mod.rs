@@ -191,6 +191,9 @@ struct BaseRef {
 /// Wasserstein is normed by, and exact value counts when a baseline has them.
 struct NumRef<'a> {
     sorted: std::borrow::Cow<'a, [f64]>,
+    /// What Wasserstein reads when it is not `sorted` (a baseline's
+    /// [`crate::baseline::Numeric::wasserstein_points`]).
+    wasserstein: Option<Vec<f64>>,
     n: u64,
     std: f64,
     counts: Option<Vec<(f64, u64)>>,
@@ -204,6 +207,7 @@ impl NumRef<'static> {
         let var = sorted.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n.max(1) as f64;
         Self {
             sorted: sorted.into(),
+            wasserstein: None,
             n: n as u64,
             std: var.sqrt(),
             counts: None,
@@ -213,6 +217,10 @@ impl NumRef<'static> {
     fn summary(s: &crate::baseline::Numeric) -> Self {
         Self {
             sorted: s.points.clone().into(),
+            wasserstein: match s.wasserstein_points() {
+                std::borrow::Cow::Owned(v) => Some(v),
+                std::borrow::Cow::Borrowed(_) => None,
+            },
             n: s.count,
             std: s.std,
             counts: s.values.clone(),
@@ -222,6 +230,7 @@ impl NumRef<'static> {
     fn borrowed(&self) -> NumRef<'_> {
         NumRef {
             sorted: std::borrow::Cow::Borrowed(&self.sorted),
+            wasserstein: self.wasserstein.clone(),
             n: self.n,
             std: self.std,
             counts: self.counts.clone(),
@@ -530,35 +539,19 @@ impl Drift {
     pub fn compare_columns(
         &self,
         model: &str,
-        current: &[(String, crate::baseline::ColumnData)],
+        current: &crate::baseline::Table,
         label_column: &str,
         score_column: &str,
     ) -> Result<RecordBatch, String> {
-        use crate::baseline::ColumnData;
-        let find = |name: &str| current.iter().find(|(n, _)| n == name).map(|(_, c)| c);
-        let fill_num = |c: &mut Column, name: &str| match find(name) {
-            Some(ColumnData::Numbers(v)) => v.iter().for_each(|x| push_number(c, *x)),
-            Some(ColumnData::Strings(v)) => v
-                .iter()
-                .for_each(|x| push_number(c, x.as_deref().and_then(|s| s.parse().ok()))),
-            None => {}
-        };
-        let fill_cat = |c: &mut Column, name: &str| match find(name) {
-            Some(ColumnData::Strings(v)) => v.iter().for_each(|x| push_category(c, x.as_deref())),
-            Some(ColumnData::Numbers(v)) => v
-                .iter()
-                .for_each(|x| push_category(c, x.map(|x| x.to_string()).as_deref())),
-            None => {}
-        };
         let mut cur = self.empty_model();
         for (c, name) in cur.num.iter_mut().zip(&self.numeric) {
-            fill_num(c, name);
+            current.numbers(name, |x| push_number(c, x))?;
         }
         for (c, name) in cur.cat.iter_mut().zip(&self.categorical) {
-            fill_cat(c, name);
+            current.strings(name, |x| push_category(c, x))?;
         }
-        fill_cat(&mut cur.label, label_column);
-        fill_num(&mut cur.score, score_column);
+        current.strings(label_column, |x| push_category(&mut cur.label, x))?;
+        current.numbers(score_column, |x| push_number(&mut cur.score, x))?;
         let mut out = Out::default();
         self.model_rows(&mut out, model, &cur, None);
         let features = out.features.finish(self.schema.clone())?;
@@ -678,10 +671,11 @@ impl Drift {
                 (false, false) => TestName::JensenShannon,
             }
         });
-        let shares = st::binned_shares_sorted(rv, &cv);
+        let shares = st::binned_shares_sorted(rv, n_ref, &cv);
         let psi = shares.as_ref().map(|(p, q)| st::psi(p, q));
         let js = shares.as_ref().map(|(p, q)| st::js_distance(p, q));
-        let wasserstein = st::wasserstein_sorted(rv, &cv).map(|w| w / r.std.max(0.001));
+        let wasserstein = st::wasserstein_sorted(r.wasserstein.as_deref().unwrap_or(rv), &cv)
+            .map(|w| w / r.std.max(0.001));
         let (statistic, p_value) = match test {
             TestName::Ks => match st::ks_2samp_summary(rv, n_ref, &cv) {
                 Some((t, _)) => (Some(t.statistic), Some(t.p_value)),
@@ -744,8 +738,7 @@ impl Drift {
             .iter()
             .map(|k| *c.counts.get(*k).unwrap_or(&0))
             .collect();
-        let p: Vec<f64> = a.iter().map(|&x| x as f64 / n_ref as f64).collect();
-        let q: Vec<f64> = b.iter().map(|&x| x as f64 / n_cur as f64).collect();
+        let (p, q) = st::count_shares(&a, &b);
         let over = self.cfg.features.get(name);
         let test = over.and_then(|o| o.test).unwrap_or({
             match (
