@@ -52,6 +52,12 @@ pub struct Config {
     /// Alert receivers.
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// Email receivers, routing, grouping, inhibition and silences.
+    #[serde(default)]
+    pub notify: crate::notify::NotifyConfig,
+    /// OpenTelemetry export: alert state changes as log records, counters as metrics.
+    #[serde(default)]
+    pub otlp: Option<crate::otlp::OtlpConfig>,
     /// Limits for each rule's query.
     #[serde(default)]
     pub engine: EngineConfig,
@@ -193,6 +199,7 @@ impl Config {
         }
         self.baselines.iter_mut().for_each(fix);
         self.source.resolve_paths(base);
+        self.notify.resolve_paths(base);
     }
 
     /// Loads and checks every baseline (one per model). When the config declares no

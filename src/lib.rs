@@ -12,6 +12,8 @@ pub mod deadletter;
 pub mod decode;
 pub mod drift;
 pub mod kafka_out;
+pub mod notify;
+pub mod otlp;
 pub mod pipeline;
 pub mod rules;
 pub mod scenario;

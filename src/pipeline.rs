@@ -102,6 +102,9 @@ pub struct Summary {
     /// Time spent per table and per rule in this process, costliest first.
     #[serde(skip)]
     pub costs: Vec<(String, Duration)>,
+    /// How notification delivery went, a line per receiver.
+    #[serde(skip)]
+    pub deliveries: Vec<String>,
 }
 
 /// Checkpoints written by this process.
@@ -180,6 +183,8 @@ pub struct Pipeline {
     committable: Committable,
     clients: Arc<crate::clients::Clients>,
     drift: Arc<crate::drift::Drift>,
+    /// OTLP metrics of `counters`, exported in the background.
+    metrics: Option<crate::otlp::Metrics>,
 }
 
 /// How long the source has been waiting for its input; said once at info level, and
@@ -252,6 +257,19 @@ impl Pipeline {
             &config.drift,
             &config.baseline_profiles,
         );
+        config
+            .notify
+            .validate(
+                rules
+                    .iter()
+                    .map(|r| (r.def.id.as_str(), r.def.route.as_slice())),
+            )
+            .map_err(PipelineError::Config)?;
+        let rule_routes: BTreeMap<String, Vec<String>> = rules
+            .iter()
+            .filter(|r| !r.def.route.is_empty())
+            .map(|r| (r.def.id.clone(), r.def.route.clone()))
+            .collect();
         let specs: Vec<_> = rules.iter().map(|r| r.spec).collect();
         let engine = Engine::new(rules, tables, &config.engine).await?;
         let windows = Windows::new(
@@ -275,6 +293,35 @@ impl Pipeline {
                 .map_err(|e| PipelineError::Config(format!("alerts topic: {e}")))?;
             receivers.push(Box::new(r));
         }
+        if let Some(o) = &config.otlp {
+            o.validate().map_err(PipelineError::Config)?;
+        }
+        let otlp_logs = config.otlp.as_ref().filter(|o| o.logs);
+        if !config.notify.receivers.is_empty() || otlp_logs.is_some() {
+            let dir = config
+                .notify
+                .outbox
+                .clone()
+                .or_else(|| config.state_dir.as_ref().map(|d| d.join("outbox")))
+                .ok_or_else(|| {
+                    PipelineError::Config(
+                        "notify.receivers and otlp.logs need a durable outbox: set \
+                         state_dir (or --state-dir), or notify.outbox to a folder"
+                            .into(),
+                    )
+                })?;
+            let r =
+                crate::notify::outbox::Outbox::open(&config.notify, otlp_logs, &dir, rule_routes)
+                    .map_err(PipelineError::Config)?;
+            receivers.push(Box::new(r));
+        }
+        let counters = Arc::new(Counters::default());
+        let metrics = match config.otlp.as_ref().filter(|o| o.metrics) {
+            Some(o) => Some(
+                crate::otlp::Metrics::start(o, counters.clone()).map_err(PipelineError::Config)?,
+            ),
+            None => None,
+        };
         let dead = DeadLetters::open(
             config.dead_letter.path.as_deref(),
             config.dead_letter.kafka.as_ref(),
@@ -299,7 +346,8 @@ impl Pipeline {
             decoder: Some(decoder),
             sources: Vec::new(),
             time: config.time.clone(),
-            counters: Arc::new(Counters::default()),
+            metrics,
+            counters,
             summary: Summary::default(),
         })
     }
@@ -323,6 +371,12 @@ impl Pipeline {
         }
         if let Some(positions) = self.restore()? {
             source.resume(&positions)?;
+        }
+        for r in &mut self.receivers {
+            r.start().map_err(|source| PipelineError::Io {
+                what: format!("cannot start receiver {}", r.name()),
+                source,
+            })?;
         }
         source.set_counters(self.counters.clone());
         let progress = progress_bar(opts.progress, source.total_bytes());
@@ -735,14 +789,18 @@ impl Pipeline {
             return Ok(());
         }
         for n in notes {
-            self.counters.notification();
-            let counts = self.summary.alerts.entry(n.rule_id.clone()).or_default();
-            counts[match n.state {
+            let state = match n.state {
                 State::Pending => 0,
                 State::Firing => 1,
                 State::Resolved => 2,
-            }] += 1;
+            };
+            self.counters.notification(state);
+            self.summary.alerts.entry(n.rule_id.clone()).or_default()[state] += 1;
         }
+        self.counters.alerts_active.store(
+            self.book.active_count() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         for r in &mut self.receivers {
             let sent = notes
                 .iter()
@@ -770,6 +828,12 @@ impl Pipeline {
     fn finish(mut self) -> Summary {
         for r in &mut self.receivers {
             let _ = r.flush();
+        }
+        for r in &mut self.receivers {
+            self.summary.deliveries.extend(r.drain());
+        }
+        if let Some(m) = self.metrics.take() {
+            m.shutdown();
         }
         self.summary.alerts_active_at_end = self.book.active_count();
         if !self.counters.lag.lock().expect("lag lock").is_empty() {

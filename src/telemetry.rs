@@ -22,6 +22,10 @@ pub struct Counters {
     pub lag: Mutex<BTreeMap<String, Lag>>,
     /// Kafka brokers the consumer is connected to.
     pub brokers_up: AtomicU64,
+    /// Alert state changes: pending, firing, resolved.
+    pub alerts_by_state: [AtomicU64; 3],
+    /// Alerts pending or firing after the last evaluation.
+    pub alerts_active: AtomicU64,
 }
 
 /// How far behind the end of a Kafka partition driftwatch is, in records.
@@ -84,8 +88,12 @@ impl Counters {
         }
     }
 
-    pub fn notification(&self) {
+    /// A state change: 0 pending, 1 firing, 2 resolved.
+    pub fn notification(&self, state: usize) {
         self.notifications.fetch_add(1, Relaxed);
+        if let Some(c) = self.alerts_by_state.get(state) {
+            c.fetch_add(1, Relaxed);
+        }
     }
 
     pub fn receiver_error(&self, receiver: &str, error: &str) {

@@ -91,7 +91,7 @@ impl State {
 }
 
 /// Why an alert is raised: values and where they came from.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Evidence {
     /// The result row's columns.
     pub values: serde_json::Map<String, Value>,
@@ -108,7 +108,7 @@ pub struct Evidence {
     pub fired: Option<bool>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SourceRange {
     pub source: String,
     pub first: u64,
@@ -116,7 +116,7 @@ pub struct SourceRange {
 }
 
 /// One state change of one alert: what every receiver gets.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Notification {
     pub id: String,
     /// Idempotency key: `id:state`.
@@ -134,7 +134,7 @@ pub struct Notification {
     /// Set on `resolved`; null before.
     pub ends_at: Option<String>,
     pub evidence: Evidence,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
     pub tags: BTreeMap<String, Vec<String>>,
     /// Window end in epoch milliseconds (event time of the evaluation).
     #[serde(skip)]
@@ -679,6 +679,16 @@ pub trait Receiver: Send {
     /// them, since a restart says it again.
     fn rewind(&mut self, _cursors: &BTreeMap<String, u64>) -> std::io::Result<()> {
         Ok(())
+    }
+    /// Called once the pipeline has restored its checkpoint (and rewound receivers),
+    /// before the first record: a receiver with background delivery starts it here.
+    fn start(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+    /// End of the run: delivers what is queued (within the receiver's own time limit)
+    /// and says how delivery went, a line per destination, for the summary.
+    fn drain(&mut self) -> Vec<String> {
+        Vec::new()
     }
 }
 

@@ -644,6 +644,9 @@ pub fn summary_table(s: &Summary) -> String {
     if let Some(r) = &s.restored {
         out.push_str(&format!("  restored from     {r}\n"));
     }
+    for d in &s.deliveries {
+        out.push_str(&format!("  delivery          {d}\n"));
+    }
     if !s.costs.is_empty() {
         out.push_str("  time spent (costliest first)\n");
         for (what, spent) in s.costs.iter().take(10) {

@@ -71,7 +71,8 @@ pub struct RuleDef {
     /// Re-score the flagged client's inputs with the embedded model (model issue).
     #[serde(default)]
     pub rescore: bool,
-    /// Receivers to notify (routing issue); empty = every receiver.
+    /// `notify.receivers` to send to, instead of what `notify.route` decides (empty: the
+    /// routing tree decides). stdout, the JSONL file and the alerts topic get every alert.
     #[serde(default)]
     pub route: Vec<String>,
 }

@@ -3,6 +3,8 @@
 mod baseline;
 mod checkpoint;
 mod cli;
+mod email;
 mod kafka;
 mod kafka_ops;
+mod otlp;
 mod rule_files;

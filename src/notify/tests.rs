@@ -1,0 +1,403 @@
+use std::collections::BTreeMap;
+
+use super::email::{Content, EmailConfig, EmailSender, Item, Rendered, Templates, escape_html};
+use super::*;
+use crate::alert::{Evidence, Notification, State};
+use crate::rules::Severity;
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+pub(super) fn note(rule: &str, sev: Severity, l: &[(&str, &str)], state: State) -> Notification {
+    let labels = labels(l);
+    let id = crate::alert::alert_id(rule, &labels, 0);
+    Notification {
+        notification_id: format!("{id}:{}", state.as_str()),
+        id,
+        rule_id: rule.to_owned(),
+        name: Some(format!("{rule} name")),
+        state,
+        severity: sev,
+        labels,
+        annotations: BTreeMap::from([("summary".to_owned(), "a summary".to_owned())]),
+        window_start: "2026-01-01T00:00:00.000Z".into(),
+        window_end: "2026-01-01T00:01:00.000Z".into(),
+        starts_at: "2026-01-01T00:01:00.000Z".into(),
+        ends_at: (state == State::Resolved).then(|| "2026-01-01T00:05:00.000Z".into()),
+        evidence: Evidence {
+            values: serde_json::Map::new(),
+            sample_request_ids: vec!["r1".into()],
+            window_records: 10,
+            window_bad_records: 0,
+            window_late_records: 0,
+            sources: Vec::new(),
+            fired: None,
+        },
+        tags: BTreeMap::new(),
+        at_ms: 0,
+    }
+}
+
+fn config(yaml: &str) -> NotifyConfig {
+    serde_yaml::from_str(yaml).unwrap()
+}
+
+const TREE: &str = r#"
+receivers:
+  - {name: team, email: {to: a@example.com, from: d@example.com, smarthost: "127.0.0.1:1", tls: none}}
+  - {name: oncall, email: {to: b@example.com, from: d@example.com, smarthost: "127.0.0.1:1", tls: none}}
+  - {name: audit, email: {to: c@example.com, from: d@example.com, smarthost: "127.0.0.1:1", tls: none}}
+route:
+  receiver: team
+  group_by: [alertname, model]
+  routes:
+    - matchers: ['severity="critical"']
+      receiver: oncall
+      group_wait: 0s
+      continue: true
+    - matchers: ['alertname=~"extraction\..*"']
+      receiver: audit
+inhibit_rules:
+  - source_matchers: ['severity="critical"']
+    target_matchers: ['severity=~"low|medium"']
+    equal: [client_id]
+silences:
+  - matchers: ['client_id="batch-7"']
+    ends_at: "2100-01-01T00:00:00Z"
+  - matchers: ['client_id="old"']
+    ends_at: "2000-01-01T00:00:00Z"
+"#;
+
+#[test]
+fn matchers_parse_as_in_alertmanager() {
+    let l = labels(&[("a", "x1"), ("b", "")]);
+    for (m, want) in [
+        ("a=\"x1\"", true),
+        ("a = x1", true),
+        ("a!=\"x1\"", false),
+        ("a=~\"x[0-9]\"", true),
+        ("a=~\"x\"", false), // anchored
+        ("a!~\"y.*\"", true),
+        ("b=\"\"", true),
+        ("missing=\"\"", true),
+        ("c=\"q\\\"uote\"", false),
+    ] {
+        assert_eq!(Matcher::parse(m).unwrap().matches(&l), want, "{m}");
+    }
+    for bad in ["", "=x", "a", "a==\"x", "a=~\"(\"", "a=\"open"] {
+        assert!(Matcher::parse(bad).is_err(), "{bad} should be rejected");
+    }
+}
+
+#[test]
+fn routes_follow_the_tree_with_continue_and_defaults() {
+    let r = Router::new(&config(TREE)).unwrap();
+    let rx = |l: &BTreeMap<String, String>| -> Vec<String> {
+        r.routes_for(&[], l)
+            .into_iter()
+            .map(|i| r.route(i).receiver.clone())
+            .collect()
+    };
+    let critical_extraction = labels(&[("alertname", "extraction.x"), ("severity", "critical")]);
+    assert_eq!(rx(&critical_extraction), ["oncall", "audit"]);
+    assert_eq!(
+        rx(&labels(&[("alertname", "flood"), ("severity", "critical")])),
+        ["oncall"]
+    );
+    assert_eq!(
+        rx(&labels(&[("alertname", "flood"), ("severity", "low")])),
+        ["team"]
+    );
+    // Inherited settings and the node's own.
+    let oncall = r.routes_for(&[], &critical_extraction)[0];
+    assert_eq!(r.route(oncall).group_wait, Duration::ZERO);
+    assert_eq!(r.route(oncall).group_by, ["alertname", "model"]);
+    assert_eq!(
+        r.route(oncall).repeat_interval,
+        Duration::from_secs(4 * 3600)
+    );
+    // A rule's own route names receivers directly.
+    let direct = r.routes_for(&["audit".into()], &critical_extraction);
+    assert_eq!(direct.len(), 1);
+    assert_eq!(r.route(direct[0]).receiver, "audit");
+}
+
+#[test]
+fn inhibition_needs_a_firing_source_with_equal_labels() {
+    let r = Router::new(&config(TREE)).unwrap();
+    let warn = labels(&[("severity", "medium"), ("client_id", "c1")]);
+    let crit_same = labels(&[("severity", "critical"), ("client_id", "c1")]);
+    let crit_other = labels(&[("severity", "critical"), ("client_id", "c2")]);
+    assert!(r.inhibited(&warn, [&crit_same].into_iter()));
+    assert!(!r.inhibited(&warn, [&crit_other].into_iter()));
+    assert!(!r.inhibited(&crit_same, [&crit_same].into_iter()));
+}
+
+#[test]
+fn silences_match_and_expire() {
+    let r = Router::new(&config(TREE)).unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    assert!(r.silenced(&labels(&[("client_id", "batch-7")]), now));
+    assert!(!r.silenced(&labels(&[("client_id", "old")]), now));
+    assert!(!r.silenced(&labels(&[("client_id", "c1")]), now));
+}
+
+#[test]
+fn bad_routing_config_says_what_to_fix() {
+    let no_root = "receivers: [{name: a, email: {to: a@x.io, from: b@x.io, smarthost: 'h:25'}}]";
+    assert!(
+        config(no_root)
+            .validate(std::iter::empty())
+            .unwrap_err()
+            .contains("notify.route")
+    );
+    let unknown = format!("{no_root}\nroute: {{receiver: zz}}");
+    let e = config(&unknown).validate(std::iter::empty()).unwrap_err();
+    assert!(e.contains("\"zz\"") && e.contains("a"), "{e}");
+    let ok = format!("{no_root}\nroute: {{receiver: a}}");
+    let rule_route = vec!["nope".to_owned()];
+    let e = config(&ok)
+        .validate([("r1", rule_route.as_slice())].into_iter())
+        .unwrap_err();
+    assert!(e.contains("rule r1") && e.contains("nope"), "{e}");
+    let bad_silence = format!("{ok}\nsilences: [{{matchers: ['a=b'], ends_at: tomorrow}}]");
+    let e = config(&bad_silence)
+        .validate(std::iter::empty())
+        .unwrap_err();
+    assert!(e.contains("RFC 3339"), "{e}");
+}
+
+fn sender(extra: &str) -> EmailSender {
+    let c: EmailConfig = serde_yaml::from_str(&format!(
+        "{{to: 'a@example.com, b@example.com', from: d@example.com, smarthost: '127.0.0.1:1', tls: none{extra}}}"
+    ))
+    .unwrap();
+    EmailSender::new("t", &c).unwrap()
+}
+
+fn decoded(p: &super::email::Prepared) -> String {
+    use base64::Engine as _;
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(&p.bytes)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn traffic_text_cannot_inject_headers_html_or_template_code() {
+    let s = sender("");
+    let evil = "c1\r\nBcc: victim@example.com\r\n<script>alert(1)</script>{{ receiver }}";
+    let n = note(
+        "extraction.coverage",
+        Severity::High,
+        &[("client_id", evil)],
+        State::Firing,
+    );
+    let group = labels(&[("client_id", evil)]);
+    let c = Content {
+        receiver: "team",
+        group: &group,
+        items: vec![Item {
+            state: "firing",
+            n: &n,
+            resolved: None,
+        }],
+        message_id: "<m1@driftwatch>".into(),
+        thread_id: "<m1@driftwatch>".into(),
+    };
+    let t = Rendered::load(&Templates::default(), "t").unwrap();
+    let (subject, text, html) = t.render(&c);
+    assert!(
+        !subject.contains('\n') && !subject.contains('\r'),
+        "{subject}"
+    );
+    assert!(subject.starts_with("[driftwatch] FIRING:1 HIGH: extraction.coverage"));
+    assert!(!html.contains("<script>"), "{html}");
+    assert!(html.contains("&lt;script&gt;"));
+    assert!(!text.contains("\r\nBcc"), "{text}");
+    // The value's `{{ receiver }}` is text, not a template.
+    assert!(text.contains("{{ receiver }}"));
+    let raw = decoded(&s.prepare(&c).unwrap());
+    let headers = &raw[..raw.find("\r\n\r\n").unwrap()];
+    assert!(
+        !headers.lines().any(|l| l.starts_with("Bcc")),
+        "injected header in:\n{headers}"
+    );
+    assert!(headers.contains("Message-ID: <m1@driftwatch>"));
+    assert_eq!(
+        escape_html("<a href='x'>&\""),
+        "&lt;a href=&#39;x&#39;&gt;&amp;&quot;"
+    );
+}
+
+#[test]
+fn user_templates_are_checked_for_unknown_names() {
+    let t = Templates {
+        subject: Some("{{ status }} {{ nope }}".into()),
+        ..Templates::default()
+    };
+    let e = Rendered::load(&t, "notify.receivers.x.email").unwrap_err();
+    assert!(e.contains("{{ nope }}") && e.contains("status"), "{e}");
+}
+
+#[test]
+fn passwords_come_from_env_or_file_and_plain_text_is_for_localhost() {
+    let c: EmailConfig = serde_yaml::from_str(
+        "{to: a@x.io, from: b@x.io, smarthost: 'mail.example.com:25', tls: none, username: u, password_env: DW_TEST_UNSET_PASSWORD}",
+    )
+    .unwrap();
+    let e = EmailSender::new("x", &c).err().unwrap();
+    assert!(e.contains("DW_TEST_UNSET_PASSWORD"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "s3cret-value\n").unwrap();
+    let c: EmailConfig = serde_yaml::from_str(&format!(
+        "{{to: a@x.io, from: b@x.io, smarthost: 'mail.example.com:25', tls: none, username: u, password_file: {}}}",
+        pw.display()
+    ))
+    .unwrap();
+    let e = EmailSender::new("x", &c).err().unwrap();
+    assert!(e.contains("clear text") && !e.contains("s3cret"), "{e}");
+}
+
+/// Grouping, resolved notices and what is said when, without a server: the composed
+/// messages are read back from the receiver's queue.
+#[test]
+fn groups_compose_one_message_per_group_and_never_repeat_a_change() {
+    use super::outbox::tests_support::Harness;
+    let mut h = Harness::new(
+        r#"
+receivers:
+  - {name: team, email: {to: a@example.com, from: d@example.com, smarthost: "127.0.0.1:1", tls: none, send_resolved: true}}
+route: {receiver: team, group_by: [alertname], group_wait: 1h}
+inhibit_rules:
+  - source_matchers: ['severity="critical"']
+    target_matchers: ['severity="low"']
+    equal: [client_id]
+silences:
+  - matchers: ['client_id="muted"']
+    ends_at: "2100-01-01T00:00:00Z"
+"#,
+    );
+    let a1 = note(
+        "flood",
+        Severity::High,
+        &[("client_id", "a1")],
+        State::Firing,
+    );
+    let a2 = note(
+        "flood",
+        Severity::High,
+        &[("client_id", "a2")],
+        State::Firing,
+    );
+    let muted = note(
+        "flood",
+        Severity::High,
+        &[("client_id", "muted")],
+        State::Firing,
+    );
+    let b1 = note(
+        "probe",
+        Severity::Low,
+        &[("client_id", "b1")],
+        State::Firing,
+    );
+    let b1_crit = note(
+        "crit",
+        Severity::Critical,
+        &[("client_id", "b1")],
+        State::Firing,
+    );
+    let short = note(
+        "probe",
+        Severity::Low,
+        &[("client_id", "b2")],
+        State::Firing,
+    );
+    let short_end = note(
+        "probe",
+        Severity::Low,
+        &[("client_id", "b2")],
+        State::Resolved,
+    );
+    let pending = note(
+        "probe",
+        Severity::Low,
+        &[("client_id", "b3")],
+        State::Pending,
+    );
+    h.apply(&[
+        &a1, &a2, &muted, &b1, &b1_crit, &short, &short_end, &pending,
+    ]);
+    // group_wait has not passed: nothing yet.
+    assert!(h.compose(false).is_empty());
+    let sent = h.compose(true);
+    let subjects: Vec<String> = sent.iter().map(|m| m.subject.clone()).collect();
+    assert_eq!(sent.len(), 3, "{subjects:?}");
+    let flood = sent.iter().find(|m| m.subject.contains("flood")).unwrap();
+    assert!(flood.subject.contains("FIRING:2"), "{}", flood.subject);
+    let mut ids = flood.notifications.clone();
+    ids.sort();
+    let mut want = vec![a1.notification_id.clone(), a2.notification_id.clone()];
+    want.sort();
+    assert_eq!(ids, want);
+    // b1 (low) is inhibited by the critical alert of the same client; the short alert
+    // that fired and resolved before the send is still reported.
+    let probe = sent.iter().find(|m| m.subject.contains("probe")).unwrap();
+    assert_eq!(probe.items, ["fired and resolved probe client_id=b2"]);
+    assert_eq!(
+        probe.notifications,
+        [
+            short.notification_id.clone(),
+            short_end.notification_id.clone()
+        ]
+    );
+    // The critical alert has its own group.
+    assert!(
+        sent.iter().any(|m| m.subject.contains("CRITICAL: crit")),
+        "{subjects:?}"
+    );
+    // Applying the same lines again (a rewind after a restart) says nothing new.
+    h.apply(&[&a1, &a2, &short, &short_end]);
+    assert!(h.compose(true).is_empty());
+    // Resolution of a notified alert: a resolved notice in the same thread.
+    let a1_end = note(
+        "flood",
+        Severity::High,
+        &[("client_id", "a1")],
+        State::Resolved,
+    );
+    h.apply(&[&a1_end]);
+    let sent2 = h.compose(true);
+    assert_eq!(sent2.len(), 1);
+    assert!(
+        sent2[0].subject.contains("FIRING:1"),
+        "{}",
+        sent2[0].subject
+    );
+    let mut items = sent2[0].items.clone();
+    items.sort();
+    assert_eq!(
+        items,
+        [
+            "resolved flood client_id=a1",
+            "still firing flood client_id=a2"
+        ]
+    );
+    assert_eq!(
+        sent2[0].notifications,
+        std::slice::from_ref(&a1_end.notification_id)
+    );
+    assert_eq!(
+        sent2[0].in_reply_to.as_deref(),
+        Some(flood.message_id.as_str())
+    );
+    assert_ne!(sent2[0].message_id, flood.message_id);
+}
