@@ -827,16 +827,13 @@ pub(crate) mod tests_support {
 
         /// The messages composed now (taken out of the queue, as if sent).
         pub fn compose(&mut self, draining: bool) -> Vec<Prepared> {
+            self.compose_at(now_ms(), draining)
+        }
+
+        /// The messages composed at wall-clock time `now` (epoch ms).
+        pub fn compose_at(&mut self, now: i64, draining: bool) -> Vec<Prepared> {
             let me = self.me();
-            compose(
-                &mut self.st,
-                &self.spec,
-                &me,
-                &self.sender,
-                now_ms(),
-                draining,
-            )
-            .unwrap();
+            compose(&mut self.st, &self.spec, &me, &self.sender, now, draining).unwrap();
             self.st.queue.drain(..).collect()
         }
     }

@@ -401,3 +401,77 @@ silences:
     );
     assert_ne!(sent2[0].message_id, flood.message_id);
 }
+
+/// group_wait, group_interval and repeat_interval on the wall clock, without draining.
+#[test]
+fn timers_decide_when_a_group_is_mailed_again() {
+    use super::outbox::tests_support::Harness;
+    let mut h = Harness::new(
+        r#"
+receivers:
+  - {name: team, email: {to: a@example.com, from: d@example.com, smarthost: "127.0.0.1:1", tls: none}}
+route: {receiver: team, group_by: [alertname], group_wait: 10s, group_interval: 1m, repeat_interval: 1h}
+"#,
+    );
+    let t0 = chrono::Utc::now().timestamp_millis();
+    let s = 1000;
+    let a = note(
+        "flood",
+        Severity::High,
+        &[("client_id", "a")],
+        State::Firing,
+    );
+    h.apply(&[&a]);
+    assert!(
+        h.compose_at(t0 + 5 * s, false).is_empty(),
+        "before group_wait"
+    );
+    let first = h.compose_at(t0 + 11 * s, false);
+    assert_eq!(first.len(), 1);
+    let sent = t0 + 11 * s;
+    // A new alert in the group waits for group_interval after the last message.
+    let b = note(
+        "flood",
+        Severity::High,
+        &[("client_id", "b")],
+        State::Firing,
+    );
+    h.apply(&[&b]);
+    assert!(
+        h.compose_at(sent + 30 * s, false).is_empty(),
+        "within group_interval"
+    );
+    let second = h.compose_at(sent + 61 * s, false);
+    assert_eq!(second.len(), 1);
+    let mut items = second[0].items.clone();
+    items.sort();
+    assert_eq!(
+        items,
+        ["firing flood client_id=b", "still firing flood client_id=a"]
+    );
+    // Nothing new: the still firing alerts again after repeat_interval, not before.
+    let last = sent + 61 * s;
+    assert!(h.compose_at(last + 30 * 60 * s, false).is_empty());
+    let repeat = h.compose_at(last + 3601 * s, false);
+    assert_eq!(repeat.len(), 1);
+    assert!(
+        repeat[0].notifications.is_empty(),
+        "a repeat carries no new change"
+    );
+    assert_eq!(repeat[0].items.len(), 2);
+    // Without send_resolved, a resolution is not mailed and the group ends quietly.
+    let a_end = note(
+        "flood",
+        Severity::High,
+        &[("client_id", "a")],
+        State::Resolved,
+    );
+    let b_end = note(
+        "flood",
+        Severity::High,
+        &[("client_id", "b")],
+        State::Resolved,
+    );
+    h.apply(&[&a_end, &b_end]);
+    assert!(h.compose_at(last + 7200 * s, true).is_empty());
+}

@@ -126,7 +126,7 @@ fn carried(mail: &Value) -> Vec<String> {
 
 /// A replay config with two email receivers on one server: `secops` takes every alert
 /// (grouped by rule), `audit` also gets the extraction rules (`continue`).
-fn config(dir: &Path, port: u16, cert: &Path, extra: &str) -> PathBuf {
+fn config(dir: &Path, port: u16, cert: &Path, group_wait: &str, extra: &str) -> PathBuf {
     let path = dir.join("email.yaml");
     let email = |to: &str| {
         format!(
@@ -151,7 +151,8 @@ fn config(dir: &Path, port: u16, cert: &Path, extra: &str) -> PathBuf {
              \x20 route:\n\
              \x20   receiver: secops\n\
              \x20   group_by: [alertname]\n\
-             \x20   group_wait: 1h\n\
+             \x20   group_wait: {group_wait}\n\
+             \x20   group_interval: {group_wait}\n\
              \x20   routes:\n\
              \x20     - {{matchers: ['alertname=~\"extraction\\\\..*\"'], receiver: audit, continue: true}}\n\
              \x20     - {{matchers: ['alertname=~\".*\"'], receiver: secops}}\n\
@@ -255,7 +256,7 @@ fn mixed_scenario_mails_one_thread_per_group_over_starttls_with_auth() {
     let smtp_dir = d.join("smtp");
     let cert = Smtp::certificate(&smtp_dir);
     let server = Smtp::start(&smtp_dir, port);
-    let cfg = config(d, port, &cert, "");
+    let cfg = config(d, port, &cert, "1h", "");
     let alerts = d.join("alerts.jsonl");
     let o = replay(&cfg, &input, &alerts, &d.join("state"))
         .output()
@@ -316,6 +317,7 @@ fn smtp_outage_delays_mail_and_loses_none() {
         d,
         port,
         &cert,
+        "1h",
         "  retry_initial: 200ms\n  retry_max: 2s\n  drain_timeout: 120s\n",
     );
     let alerts = d.join("alerts.jsonl");
@@ -351,6 +353,7 @@ fn kill_9_with_mail_queued_delivers_it_once_after_restart() {
         d,
         port,
         &cert,
+        "1h",
         "  retry_initial: 200ms\n  retry_max: 1s\n  drain_timeout: 120s\n",
     );
     let alerts = d.join("alerts.jsonl");
@@ -373,4 +376,56 @@ fn kill_9_with_mail_queued_delivers_it_once_after_restart() {
     let mails = server.mails();
     assert!(!mails.is_empty());
     assert_delivered_once(&mails, &expected(&alerts));
+}
+
+#[test]
+fn groups_mailed_as_they_change_thread_their_follow_ups_and_say_resolved() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (input, _) = generate(d, "mixed", 7, 160_000, "50");
+    let port = free_port();
+    let smtp_dir = d.join("smtp");
+    let cert = Smtp::certificate(&smtp_dir);
+    let server = Smtp::start(&smtp_dir, port);
+    // No waiting: each group is mailed as soon as it changes (a replay streams its
+    // windows over seconds, so firing and resolution land in different messages).
+    let cfg = config(d, port, &cert, "0s", "");
+    let alerts = d.join("alerts.jsonl");
+    let o = replay(&cfg, &input, &alerts, &d.join("state"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let mails = server.mails();
+    assert_delivered_once(&mails, &expected(&alerts));
+    let first: BTreeMap<&str, &str> = mails
+        .iter()
+        .filter(|m| header(m, "In-Reply-To").is_none())
+        .map(|m| {
+            (
+                header(m, "Message-ID").unwrap(),
+                header(m, "Subject").unwrap(),
+            )
+        })
+        .collect();
+    let follow_ups: Vec<&Value> = mails
+        .iter()
+        .filter(|m| header(m, "In-Reply-To").is_some())
+        .collect();
+    assert!(!follow_ups.is_empty(), "no group was mailed twice");
+    for m in &follow_ups {
+        let parent = header(m, "In-Reply-To").unwrap();
+        assert_eq!(header(m, "References"), Some(parent));
+        let first_subject = first
+            .get(parent)
+            .unwrap_or_else(|| panic!("follow-up of an unknown message {parent}"));
+        // Same group: same rule in the subject.
+        let rule = |s: &str| s.rsplit_once(": ").unwrap().1.to_owned();
+        assert_eq!(rule(header(m, "Subject").unwrap()), rule(first_subject));
+    }
+    assert!(
+        mails
+            .iter()
+            .any(|m| m["text"].as_str().unwrap().contains("[resolved]")),
+        "no resolved notice"
+    );
 }

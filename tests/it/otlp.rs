@@ -330,13 +330,16 @@ fn collector_outage_delays_http_export_and_loses_nothing() {
     let d = dir.path();
     let (input, _) = generate(d, "mixed", 8, 160_000, "50");
     let port = free_port();
-    let cfg = config(
-        d,
-        &format!("logs: true, protocol: http/protobuf, endpoint: 'http://127.0.0.1:{port}'"),
-    );
+    // Endpoint and protocol from the standard variables this time.
+    let cfg = config(d, "logs: true");
     let alerts = d.join("alerts.jsonl");
     let started = Instant::now();
     let child = replay(&cfg, &input, &alerts, &d.join("state"))
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{port}"),
+        )
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
