@@ -44,7 +44,7 @@ for i in $(seq 1 "$runs"); do
   raw=$(rate x "$work/consume.err")
   rm -rf "$work/state"
   /usr/bin/time -f '%M' -o "$work/time" \
-    "$bin" run --config "$(config run-$i)" --until-idle 3 2>"$work/run.err" \
+    "$bin" run --http off --config "$(config run-$i)" --until-idle 3 2>"$work/run.err" \
     || { cat "$work/run.err" >&2; exit 1; }
   e2e=$(rate "streaming rate" "$work/run.err")
   kb=$(cat "$work/time")

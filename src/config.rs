@@ -55,6 +55,9 @@ pub struct Config {
     /// Email receivers, routing, grouping, inhibition and silences.
     #[serde(default)]
     pub notify: crate::notify::NotifyConfig,
+    /// The HTTP server: health, metrics, alerts, rules, silences.
+    #[serde(default)]
+    pub http: crate::http::HttpConfig,
     /// OpenTelemetry export: alert state changes as log records, counters as metrics.
     #[serde(default)]
     pub otlp: Option<crate::otlp::OtlpConfig>,
@@ -200,6 +203,11 @@ impl Config {
         self.baselines.iter_mut().for_each(fix);
         self.source.resolve_paths(base);
         self.notify.resolve_paths(base);
+        if let Some(p) = self.http.token_file.as_mut()
+            && p.is_relative()
+        {
+            *p = base.join(&*p);
+        }
     }
 
     /// Loads and checks every baseline (one per model). When the config declares no

@@ -11,6 +11,7 @@ pub mod config;
 pub mod deadletter;
 pub mod decode;
 pub mod drift;
+pub mod http;
 pub mod kafka_out;
 pub mod notify;
 pub mod otlp;

@@ -185,6 +185,8 @@ pub struct Pipeline {
     drift: Arc<crate::drift::Drift>,
     /// OTLP metrics of `counters`, exported in the background.
     metrics: Option<crate::otlp::Metrics>,
+    /// What the HTTP server shows.
+    live: Arc<crate::http::Live>,
 }
 
 /// How long the source has been waiting for its input; said once at info level, and
@@ -296,6 +298,12 @@ impl Pipeline {
         if let Some(o) = &config.otlp {
             o.validate().map_err(PipelineError::Config)?;
         }
+        let api_silences = Arc::new(
+            crate::http::silences::Silences::open(
+                config.state_dir.as_ref().map(|d| d.join("silences.json")),
+            )
+            .map_err(PipelineError::Config)?,
+        );
         let otlp_logs = config.otlp.as_ref().filter(|o| o.logs);
         if !config.notify.receivers.is_empty() || otlp_logs.is_some() {
             let dir = config
@@ -310,9 +318,14 @@ impl Pipeline {
                             .into(),
                     )
                 })?;
-            let r =
-                crate::notify::outbox::Outbox::open(&config.notify, otlp_logs, &dir, rule_routes)
-                    .map_err(PipelineError::Config)?;
+            let r = crate::notify::outbox::Outbox::open(
+                &config.notify,
+                otlp_logs,
+                &dir,
+                rule_routes,
+                api_silences.clone(),
+            )
+            .map_err(PipelineError::Config)?;
             receivers.push(Box::new(r));
         }
         let counters = Arc::new(Counters::default());
@@ -327,7 +340,26 @@ impl Pipeline {
             config.dead_letter.kafka.as_ref(),
         )
         .map_err(PipelineError::Config)?;
+        let rule_status = engine
+            .rules()
+            .iter()
+            .map(|p| crate::http::RuleStatus {
+                id: p.rule.def.id.clone(),
+                name: p.rule.def.name.clone(),
+                severity: p.rule.def.severity.as_str().to_owned(),
+                file: p.rule.file.display().to_string(),
+                window: format!("{:?}", p.rule.spec),
+                ..Default::default()
+            })
+            .collect();
+        let live = Arc::new(crate::http::Live::new(
+            counters.clone(),
+            clients.clone(),
+            api_silences,
+            rule_status,
+        ));
         Ok(Self {
+            live,
             schema: decoder.events_schema(),
             positions: BTreeMap::new(),
             state_dir: config.state_dir.clone(),
@@ -356,6 +388,11 @@ impl Pipeline {
         self.counters.clone()
     }
 
+    /// What the HTTP server shows, kept current by the pipeline.
+    pub fn live(&self) -> Arc<crate::http::Live> {
+        self.live.clone()
+    }
+
     /// Runs the source to its end (or until idle), then closes every window. With a
     /// state directory, resumes from its checkpoint and writes checkpoints as it goes;
     /// SIGTERM or Ctrl-C stops reading and writes a final checkpoint, windows still open.
@@ -378,6 +415,11 @@ impl Pipeline {
                 source,
             })?;
         }
+        let live = self.live.clone();
+        let set_ready = |ready: bool| {
+            live.source_ready
+                .store(ready, std::sync::atomic::Ordering::Relaxed)
+        };
         source.set_counters(self.counters.clone());
         let progress = progress_bar(opts.progress, source.total_bytes());
         let decoder = self.decoder.take().expect("a pipeline runs once");
@@ -413,6 +455,7 @@ impl Pipeline {
             };
             let Some((clock, msg)) = msg else { break };
             source_clock = clock;
+            set_ready(!matches!(msg, Msg::Waiting(_)));
             match msg {
                 Msg::Batch(raw, decoded, bytes) => {
                     waiting.over();
@@ -762,11 +805,28 @@ impl Pipeline {
             );
             let runs = self.engine.evaluate(&window).await;
             let mut notes: Vec<Notification> = Vec::new();
+            let wall = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let window_end = crate::alert::rfc3339(window.end_ms);
             for run in runs {
                 let rule = &self.engine.rules()[run.rule].rule;
                 self.summary.rule_runs += 1;
                 let err = run.result.as_ref().err().map(String::as_str);
                 self.counters.rule_run(rule.id(), err);
+                if let Some(st) = self
+                    .live
+                    .rules
+                    .lock()
+                    .expect("rules lock")
+                    .get_mut(run.rule)
+                {
+                    st.evaluations += 1;
+                    st.errors += u64::from(err.is_some());
+                    st.last_window_end = Some(window_end.clone());
+                    st.last_evaluated_at = Some(wall.clone());
+                    st.last_duration_ms = Some(run.elapsed.as_secs_f64() * 1000.0);
+                    st.total_seconds += run.elapsed.as_secs_f64();
+                    st.last_error = err.map(str::to_owned);
+                }
                 if err.is_some() {
                     self.summary.rule_errors += 1;
                 }
@@ -801,6 +861,9 @@ impl Pipeline {
             self.book.active_count() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
+        self.live.alerts_changed(notes);
+        *self.live.receivers.lock().expect("receivers lock") =
+            self.receivers.iter().flat_map(|r| r.status()).collect();
         for r in &mut self.receivers {
             let sent = notes
                 .iter()

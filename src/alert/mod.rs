@@ -685,6 +685,10 @@ pub trait Receiver: Send {
     fn start(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+    /// How delivery goes, a line per destination (readiness, the API).
+    fn status(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// End of the run: delivers what is queued (within the receiver's own time limit)
     /// and says how delivery went, a line per destination, for the summary.
     fn drain(&mut self) -> Vec<String> {

@@ -67,6 +67,10 @@ pub struct Common {
     /// Added to `baselines` of the config.
     #[arg(long, value_name = "FILE")]
     pub baseline: Vec<PathBuf>,
+    /// The HTTP server's address (health, metrics, alerts, rules, silences), or `off`.
+    /// `run` default: `http.listen` of the config, else 127.0.0.1:9797; `replay`: off.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -396,6 +400,16 @@ fn consume(args: RunArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `--http`, else `http.listen`, else the command's default; `off` turns it off.
+fn http_address(common: &Common, config: &Config, default: Option<&str>) -> Option<String> {
+    let a = common
+        .http
+        .clone()
+        .or_else(|| config.http.listen.clone())
+        .or_else(|| default.map(str::to_owned))?;
+    (a != "off").then_some(a)
+}
+
 fn load(common: &Common) -> Result<Config, Failure> {
     let mut config = Config::load(&common.config).map_err(|e| Failure::usage(e.to_string()))?;
     if let Some(q) = &common.queries {
@@ -413,12 +427,22 @@ fn load(common: &Common) -> Result<Config, Failure> {
     Ok(config)
 }
 
-/// Loads the rules, builds the pipeline and the source, and runs to the end.
-async fn run_pipeline(config: &Config, opts: RunOptions) -> Result<Summary, Failure> {
+/// Loads the rules, builds the pipeline and the source, starts the HTTP server on
+/// `http` (if any), and runs to the end.
+async fn run_pipeline(
+    config: &Config,
+    opts: RunOptions,
+    http: Option<&str>,
+) -> Result<Summary, Failure> {
     let rules = load_rules(std::slice::from_ref(&config.queries))
         .map_err(|e| Failure::usage(e.to_string()))?;
     tracing::info!(rules = rules.len(), folder = %config.queries.display(), "rules loaded");
     let pipeline = Pipeline::build(config, rules, Vec::new()).await?;
+    if let Some(addr) = http {
+        crate::http::serve(addr, &config.http, pipeline.live())
+            .await
+            .map_err(Failure::usage)?;
+    }
     let source = config
         .source
         .build(config.decode.max_record_bytes)
@@ -432,7 +456,8 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
         progress: false,
         until_idle: args.until_idle.map(Duration::from_secs),
     };
-    let summary = run_pipeline(&config, opts).await?;
+    let http = http_address(&args.common, &config, Some("127.0.0.1:9797"));
+    let summary = run_pipeline(&config, opts, http.as_deref()).await?;
     eprintln!("{}", summary_table(&summary));
     Ok(())
 }
@@ -450,7 +475,8 @@ async fn replay(args: ReplayArgs) -> Result<(), Failure> {
         progress: !args.no_progress,
         until_idle: None,
     };
-    let summary = run_pipeline(&config, opts).await?;
+    let http = http_address(&args.common, &config, None);
+    let summary = run_pipeline(&config, opts, http.as_deref()).await?;
     println!("{}", summary_table(&summary));
     Ok(())
 }

@@ -252,6 +252,8 @@ pub struct Router {
     direct: BTreeMap<String, usize>,
     inhibit: Vec<(Vec<Matcher>, Vec<Matcher>, Vec<String>)>,
     silences: Vec<(Vec<Matcher>, i64, i64)>,
+    /// Silences made through the HTTP API.
+    api_silences: Option<std::sync::Arc<crate::http::silences::Silences>>,
 }
 
 impl Router {
@@ -343,7 +345,17 @@ impl Router {
             direct,
             inhibit,
             silences,
+            api_silences: None,
         })
+    }
+
+    /// Also mutes what the API's silences match.
+    pub fn with_api_silences(
+        mut self,
+        s: std::sync::Arc<crate::http::silences::Silences>,
+    ) -> Router {
+        self.api_silences = Some(s);
+        self
     }
 
     pub fn route(&self, i: usize) -> &Route {
@@ -390,6 +402,10 @@ impl Router {
         self.silences
             .iter()
             .any(|(ms, start, end)| *start <= now_ms && now_ms < *end && all_match(ms, labels))
+            || self
+                .api_silences
+                .as_ref()
+                .is_some_and(|s| !s.matching(labels, now_ms).is_empty())
     }
 
     /// Whether a firing alert among `firing` inhibits an alert with these labels. An

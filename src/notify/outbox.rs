@@ -89,11 +89,12 @@ impl Outbox {
         otlp: Option<&OtlpConfig>,
         dir: &Path,
         rule_routes: BTreeMap<String, Vec<String>>,
+        api_silences: Arc<crate::http::silences::Silences>,
     ) -> Result<Outbox, String> {
         let router = if c.receivers.is_empty() {
             None
         } else {
-            Some(Router::new(c)?)
+            Some(Router::new(c)?.with_api_silences(api_silences))
         };
         let mut senders = Vec::new();
         for r in &c.receivers {
@@ -215,6 +216,9 @@ impl Receiver for Outbox {
                 .spawn(move || dispatch(spec, senders, otlp, shared, start_len))?,
         );
         Ok(())
+    }
+    fn status(&self) -> Vec<String> {
+        self.status_lines()
     }
     fn drain(&mut self) -> Vec<String> {
         let _ = self.flush();

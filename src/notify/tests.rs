@@ -475,3 +475,26 @@ route: {receiver: team, group_by: [alertname], group_wait: 10s, group_interval: 
     h.apply(&[&a_end, &b_end]);
     assert!(h.compose_at(last + 7200 * s, true).is_empty());
 }
+
+#[test]
+fn api_silences_mute_like_config_silences() {
+    let api = std::sync::Arc::new(crate::http::silences::Silences::default());
+    let r = Router::new(&config(TREE))
+        .unwrap()
+        .with_api_silences(api.clone());
+    let now = chrono::Utc::now().timestamp_millis();
+    let l = labels(&[("client_id", "c9"), ("alertname", "flood")]);
+    assert!(!r.silenced(&l, now));
+    let id = api
+        .create(crate::http::silences::NewSilence {
+            matchers: vec!["client_id=\"c9\"".into()],
+            starts_at: None,
+            ends_at: "2100-01-01T00:00:00Z".into(),
+            comment: String::new(),
+            created_by: String::new(),
+        })
+        .unwrap();
+    assert!(r.silenced(&l, now + 1));
+    assert!(api.expire(&id).unwrap());
+    assert!(!r.silenced(&l, chrono::Utc::now().timestamp_millis() + 1));
+}

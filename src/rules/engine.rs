@@ -360,6 +360,8 @@ pub struct Engine {
 pub struct RuleRun {
     pub rule: usize,
     pub result: Result<Vec<RecordBatch>, String>,
+    /// Time the rule's query took (zero when a table it reads failed).
+    pub elapsed: std::time::Duration,
 }
 
 impl Engine {
@@ -449,16 +451,20 @@ impl Engine {
         for i in due {
             let r = &self.rules[i];
             let failed_table = r.uses.iter().find_map(|t| table_errors.get(t).cloned());
+            let started = std::time::Instant::now();
             let result = match failed_table {
                 Some(e) => Err(e),
                 None => {
-                    let started = std::time::Instant::now();
                     let result = self.run(r, window).await;
                     self.charge(|| format!("rule {}", r.rule.id()), started);
                     result
                 }
             };
-            runs.push(RuleRun { rule: i, result });
+            runs.push(RuleRun {
+                rule: i,
+                result,
+                elapsed: started.elapsed(),
+            });
         }
         for &t in &needed {
             self.tables[t].slot.write().expect("slot lock").clear();

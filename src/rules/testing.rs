@@ -221,6 +221,7 @@ async fn run_case(
         baseline_profiles: Vec::new(),
         notify: Default::default(),
         otlp: None,
+        http: Default::default(),
     };
     // A rule test checks alerts, not delivery: the receivers rules name are not needed.
     let mut rules = rules;

@@ -198,6 +198,8 @@ fn sigterm_writes_a_final_checkpoint_and_the_restart_rereads_nothing() {
     let alerts = dir.path().join("alerts.jsonl");
     let args = [
         "run",
+        "--http",
+        "off",
         "--config",
         cfg.to_str().unwrap(),
         "--state-dir",

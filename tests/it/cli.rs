@@ -418,6 +418,8 @@ fn run_follows_a_file_and_stops_when_idle() {
     let o = driftwatch(
         &[
             "run",
+            "--http",
+            "off",
             "--config",
             cfg.to_str().unwrap(),
             "--until-idle",

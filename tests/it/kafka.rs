@@ -276,6 +276,8 @@ fn a_six_partition_topic_gives_the_same_alerts_as_a_replay_of_its_records() {
     let o = driftwatch(
         &[
             "run",
+            "--http",
+            "off",
             "--config",
             cfg.to_str().unwrap(),
             "--until-idle",
@@ -349,6 +351,8 @@ fn scram_credentials_from_env_connect_and_wrong_ones_exit_2() {
         let o = std::process::Command::new(env!("CARGO_BIN_EXE_driftwatch"))
             .args([
                 "run",
+                "--http",
+                "off",
                 "--config",
                 cfg.to_str().unwrap(),
                 "--until-idle",
@@ -404,6 +408,8 @@ fn kill_9_mid_topic_then_restart_delivers_every_alert_once() {
     let consumed = dir.path().join("consumed.jsonl");
     let args = [
         "run",
+        "--http",
+        "off",
         "--config",
         cfg.to_str().unwrap(),
         "--until-idle",
@@ -529,6 +535,8 @@ fn bad_records_on_the_topic_are_dead_lettered_and_the_good_ones_processed() {
     let o = driftwatch(
         &[
             "run",
+            "--http",
+            "off",
             "--config",
             cfg.to_str().unwrap(),
             "--until-idle",

@@ -89,6 +89,8 @@ fn spawn_run(config: &Path, until_idle: &str, extra: &[&str], stderr: &Path) -> 
     Command::new(env!("CARGO_BIN_EXE_driftwatch"))
         .args([
             "run",
+            "--http",
+            "off",
             "--config",
             config.to_str().unwrap(),
             "--until-idle",

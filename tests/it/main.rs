@@ -1,5 +1,6 @@
 //! One integration-test binary (each test binary links the whole tree).
 
+mod api;
 mod baseline;
 mod checkpoint;
 mod cli;

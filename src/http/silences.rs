@@ -1,0 +1,209 @@
+//! Silences made through the API: label matchers with a start and an end (wall clock),
+//! shared with the notification dispatcher (which mutes matching alerts) and kept in
+//! `<state_dir>/silences.json` so they survive restarts. Silences from the config stay
+//! in the config; these add to them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::RwLock;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::notify::Matcher;
+
+/// The body of `POST /api/v1/silences`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSilence {
+    /// Alertmanager matchers, e.g. `client_id="batch-7"`.
+    pub matchers: Vec<String>,
+    /// RFC 3339; default now.
+    #[serde(default)]
+    pub starts_at: Option<String>,
+    /// RFC 3339, after `starts_at`.
+    pub ends_at: String,
+    #[serde(default)]
+    pub comment: String,
+    #[serde(default)]
+    pub created_by: String,
+}
+
+/// A silence as stored and listed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Silence {
+    pub id: String,
+    pub matchers: Vec<String>,
+    pub starts_at: String,
+    pub ends_at: String,
+    pub comment: String,
+    pub created_by: String,
+    #[serde(skip)]
+    parsed: Vec<Matcher>,
+    #[serde(skip)]
+    start_ms: i64,
+    #[serde(skip)]
+    end_ms: i64,
+}
+
+/// A silence with its status at the time of asking.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listed {
+    #[serde(flatten)]
+    pub silence: Silence,
+    /// `pending` (not started), `active` or `expired`.
+    pub status: &'static str,
+}
+
+#[derive(Debug, Default)]
+pub struct Silences {
+    path: Option<PathBuf>,
+    list: RwLock<Vec<Silence>>,
+}
+
+fn parse_time(what: &str, t: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .map(|d| d.timestamp_millis())
+        .map_err(|e| format!("{what}: {t:?} is not an RFC 3339 time ({e})"))
+}
+
+fn prepare(mut s: Silence) -> Result<Silence, String> {
+    s.parsed = s
+        .matchers
+        .iter()
+        .map(|m| Matcher::parse(m))
+        .collect::<Result<_, _>>()?;
+    s.start_ms = parse_time("starts_at", &s.starts_at)?;
+    s.end_ms = parse_time("ends_at", &s.ends_at)?;
+    Ok(s)
+}
+
+impl Silences {
+    /// Loads `path` when it exists; new silences are written there.
+    pub fn open(path: Option<PathBuf>) -> Result<Silences, String> {
+        let mut list = Vec::new();
+        if let Some(p) = &path {
+            match std::fs::read(p) {
+                Ok(bytes) => {
+                    let saved: Vec<Silence> = serde_json::from_slice(&bytes).map_err(|e| {
+                        format!(
+                            "{} is damaged ({e}); move it away to start without API silences",
+                            p.display()
+                        )
+                    })?;
+                    for s in saved {
+                        list.push(prepare(s).map_err(|e| format!("{}: {e}", p.display()))?);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("cannot read {}: {e}", p.display())),
+            }
+        }
+        Ok(Silences {
+            path,
+            list: RwLock::new(list),
+        })
+    }
+
+    fn save(&self, list: &[Silence]) -> Result<(), String> {
+        let Some(p) = &self.path else { return Ok(()) };
+        let tmp = p.with_extension("json.tmp");
+        let write = || -> std::io::Result<()> {
+            if let Some(d) = p.parent() {
+                std::fs::create_dir_all(d)?;
+            }
+            let f = std::fs::File::create(&tmp)?;
+            serde_json::to_writer_pretty(&f, list)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, p)
+        };
+        write().map_err(|e| format!("cannot write {}: {e}", p.display()))
+    }
+
+    /// Adds a silence; returns its id.
+    pub fn create(&self, req: NewSilence) -> Result<String, String> {
+        if req.matchers.is_empty() {
+            return Err("a silence needs at least one matcher".into());
+        }
+        let now = chrono::Utc::now();
+        let starts_at = req
+            .starts_at
+            .unwrap_or_else(|| now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        let mut h = Sha256::new();
+        for m in &req.matchers {
+            h.update(m.as_bytes());
+            h.update([0]);
+        }
+        h.update(starts_at.as_bytes());
+        h.update(now.timestamp_nanos_opt().unwrap_or_default().to_be_bytes());
+        let s = prepare(Silence {
+            id: crate::rules::hex(&h.finalize()[..8]),
+            matchers: req.matchers,
+            starts_at,
+            ends_at: req.ends_at,
+            comment: req.comment,
+            created_by: req.created_by,
+            parsed: Vec::new(),
+            start_ms: 0,
+            end_ms: 0,
+        })?;
+        if s.end_ms <= s.start_ms {
+            return Err("ends_at must be after starts_at".into());
+        }
+        let id = s.id.clone();
+        let mut list = self.list.write().expect("silences lock");
+        list.push(s);
+        self.save(&list)?;
+        Ok(id)
+    }
+
+    /// Ends a silence now; false when there is no such silence.
+    pub fn expire(&self, id: &str) -> Result<bool, String> {
+        let mut list = self.list.write().expect("silences lock");
+        let Some(s) = list.iter_mut().find(|s| s.id == id) else {
+            return Ok(false);
+        };
+        let now = chrono::Utc::now();
+        if s.end_ms > now.timestamp_millis() {
+            s.end_ms = now.timestamp_millis();
+            s.ends_at = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            if s.start_ms > s.end_ms {
+                s.start_ms = s.end_ms;
+                s.starts_at = s.ends_at.clone();
+            }
+        }
+        self.save(&list)?;
+        Ok(true)
+    }
+
+    pub fn list(&self, now: i64) -> Vec<Listed> {
+        self.list
+            .read()
+            .expect("silences lock")
+            .iter()
+            .map(|s| Listed {
+                status: if now < s.start_ms {
+                    "pending"
+                } else if now < s.end_ms {
+                    "active"
+                } else {
+                    "expired"
+                },
+                silence: s.clone(),
+            })
+            .collect()
+    }
+
+    /// Ids of the silences active at `now` that match these labels.
+    pub fn matching(&self, labels: &BTreeMap<String, String>, now: i64) -> Vec<String> {
+        self.list
+            .read()
+            .expect("silences lock")
+            .iter()
+            .filter(|s| {
+                s.start_ms <= now && now < s.end_ms && s.parsed.iter().all(|m| m.matches(labels))
+            })
+            .map(|s| s.id.clone())
+            .collect()
+    }
+}

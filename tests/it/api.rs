@@ -1,0 +1,319 @@
+//! The HTTP API of a running `run`: auth for changes, silences that match alerts and
+//! expire, malformed requests, metrics and readiness, and a bounded load of 10,000
+//! requests on loopback.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::cli::{generate, root};
+
+const TOKEN: &str = "api-token-for-tests-0123456789";
+
+/// One request with `Connection: close`; returns the status code and the body.
+fn request(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out[9..12].parse().unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_owned();
+    (code, body)
+}
+
+fn get_json(port: u16, path: &str) -> Value {
+    let (code, body) = request(port, "GET", path, None, "");
+    assert_eq!(code, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// `n` GET requests, at most `in_flight` at once; returns how many were not 200.
+fn load(port: u16, n: usize, in_flight: usize) -> usize {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(in_flight));
+        let mut tasks = Vec::with_capacity(n);
+        for i in 0..n {
+            let gate = gate.clone();
+            let path = ["/healthz", "/metrics", "/api/v1/alerts", "/api/v1/rules"][i % 4];
+            tasks.push(tokio::spawn(async move {
+                let _p = gate.acquire().await.unwrap();
+                let go = async {
+                    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+                    s.write_all(
+                        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                            .as_bytes(),
+                    )
+                    .await?;
+                    let mut out = Vec::new();
+                    s.read_to_end(&mut out).await?;
+                    std::io::Result::Ok(out.starts_with(b"HTTP/1.1 200"))
+                };
+                matches!(
+                    tokio::time::timeout(Duration::from_secs(60), go).await,
+                    Ok(Ok(true))
+                )
+            }));
+        }
+        let mut failed = 0;
+        for t in tasks {
+            failed += usize::from(!t.await.unwrap());
+        }
+        failed
+    })
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn api_needs_a_token_for_changes_silences_match_and_expire_and_it_takes_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (full, truth) = generate(d, "flood", 5, 40_000, "20");
+    // The input stops in the middle of the flood, so its alert stays firing.
+    let cut_ms = truth[0]["start_ms"].as_i64().unwrap() + 140_000;
+    let cut = chrono::DateTime::from_timestamp_millis(cut_ms)
+        .unwrap()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string();
+    let input = d.join("input.jsonl");
+    let text = std::fs::read_to_string(&full).unwrap();
+    // Lines start with {"ts":"<24 characters>".
+    let kept: String = text
+        .lines()
+        .filter(|l| l.get(7..31).is_some_and(|ts| ts < cut.as_str()))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(kept.len() > 1000 && kept.len() < text.len());
+    std::fs::write(&input, kept).unwrap();
+    let cfg = d.join("api.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source: {{type: file, paths: [{}], follow: true}}\nqueries: {}\n\
+             time: {{idle_timeout: 1s}}\nalerts: {{stdout: false}}\n\
+             http: {{token_env: DW_API_TOKEN}}\n",
+            input.display(),
+            root().join("queries").display()
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .args([
+            "--http",
+            &format!("127.0.0.1:{port}"),
+            "--until-idle",
+            "600",
+        ])
+        .arg("--state-dir")
+        .arg(d.join("state"))
+        .env("DW_API_TOKEN", TOKEN)
+        .current_dir(root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut run = Running(child);
+    // Wait for a firing alert.
+    let started = Instant::now();
+    let alert = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no alert came"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        if TcpStream::connect(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        let alerts = get_json(port, "/api/v1/alerts");
+        if let Some(a) = alerts["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["state"] == "firing")
+        {
+            break a.clone();
+        }
+    };
+    let rule = alert["rule_id"].as_str().unwrap().to_owned();
+    let (code, body) = request(port, "GET", "/readyz", None, "");
+    assert_eq!(code, 200, "{body}");
+
+    // Changes need the token.
+    let silence = json!({
+        "matchers": [format!("alertname=\"{rule}\"")],
+        "ends_at": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
+        "comment": "test", "created_by": "it"
+    })
+    .to_string();
+    let (code, body) = request(port, "POST", "/api/v1/silences", None, &silence);
+    assert_eq!(code, 401, "{body}");
+    let (code, _) = request(
+        port,
+        "POST",
+        "/api/v1/silences",
+        Some("wrong-token"),
+        &silence,
+    );
+    assert_eq!(code, 401);
+    // Malformed requests: 400 with a reason.
+    let (code, body) = request(port, "POST", "/api/v1/silences", Some(TOKEN), "{not json");
+    assert_eq!(code, 400);
+    assert!(body.contains("bad silence"), "{body}");
+    let (code, body) = request(
+        port,
+        "POST",
+        "/api/v1/silences",
+        Some(TOKEN),
+        r#"{"matchers": ["a=\"b\""], "ends_at": "2100-01-01T00:00:00Z", "colour": "red"}"#,
+    );
+    assert_eq!(code, 400);
+    assert!(body.contains("colour"), "{body}");
+    let (code, body) = request(
+        port,
+        "POST",
+        "/api/v1/silences",
+        Some(TOKEN),
+        r#"{"matchers": ["a=~\"(\""], "ends_at": "2100-01-01T00:00:00Z"}"#,
+    );
+    assert_eq!(code, 400);
+    assert!(body.contains("regular expression"), "{body}");
+
+    // A silence matches the alert, then expires.
+    let (code, body) = request(port, "POST", "/api/v1/silences", Some(TOKEN), &silence);
+    assert_eq!(code, 200, "{body}");
+    let id = serde_json::from_str::<Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let silenced = |port| -> Vec<Value> {
+        get_json(port, "/api/v1/alerts")["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["rule_id"] == rule.as_str())
+            .map(|a| a["silenced_by"].clone())
+            .collect()
+    };
+    let by = silenced(port);
+    assert!(!by.is_empty());
+    assert!(by.iter().all(|s| s == &json!([id])), "{by:?}");
+    let listed = get_json(port, "/api/v1/silences");
+    assert_eq!(listed["silences"][0]["status"], "active");
+    let (code, _) = request(port, "DELETE", "/api/v1/silences/nope", Some(TOKEN), "");
+    assert_eq!(code, 404);
+    let (code, _) = request(port, "DELETE", &format!("/api/v1/silences/{id}"), None, "");
+    assert_eq!(code, 401);
+    let (code, body) = request(
+        port,
+        "DELETE",
+        &format!("/api/v1/silences/{id}"),
+        Some(TOKEN),
+        "",
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(silenced(port).iter().all(|s| s == &json!([])));
+    assert_eq!(
+        get_json(port, "/api/v1/silences")["silences"][0]["status"],
+        "expired"
+    );
+    // Kept in the state directory.
+    let saved = std::fs::read_to_string(d.join("state").join("silences.json")).unwrap();
+    assert!(saved.contains(&id));
+
+    // Rules and metrics.
+    let rules = get_json(port, "/api/v1/rules");
+    let r = rules["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == rule.as_str())
+        .unwrap();
+    assert!(r["evaluations"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["last_window_end"].is_string() && r["last_duration_ms"].is_number());
+    let (code, metrics) = request(port, "GET", "/metrics", None, "");
+    assert_eq!(code, 200);
+    for family in [
+        "driftwatch_records_total{outcome=\"good\"}",
+        "driftwatch_windows_closed_total",
+        &format!("driftwatch_rule_evaluations_total{{rule=\"{rule}\"}}"),
+        &format!("driftwatch_alerts{{rule=\"{rule}\",state=\"firing\"}} 1"),
+        "driftwatch_silences{status=\"expired\"} 1",
+        "driftwatch_client_profiles",
+    ] {
+        assert!(
+            metrics.contains(family),
+            "{family} missing from:\n{metrics}"
+        );
+    }
+    let (code, _) = request(port, "GET", "/nope", None, "");
+    assert_eq!(code, 404);
+
+    // Load: 10,000 requests, 500 at a time; no failure, no memory growth.
+    let pid = run.0.id();
+    assert_eq!(load(port, 2_000, 500), 0, "failures in the warm-up");
+    let before = rss_kib(pid);
+    assert_eq!(load(port, 10_000, 500), 0, "failed requests under load");
+    let after = rss_kib(pid);
+    eprintln!("driftwatch RSS before {before} KiB, after 10,000 requests {after} KiB");
+    assert!(
+        after < before + 32 * 1024,
+        "memory grew from {before} KiB to {after} KiB"
+    );
+
+    // SIGTERM: a clean stop.
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let o = std::mem::replace(&mut run.0, Command::new("true").spawn().unwrap())
+        .wait_with_output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
