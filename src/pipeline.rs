@@ -352,12 +352,10 @@ impl Pipeline {
                 ..Default::default()
             })
             .collect();
-        let live = Arc::new(crate::http::Live::new(
-            counters.clone(),
-            clients.clone(),
-            api_silences,
-            rule_status,
-        ));
+        let mut live =
+            crate::http::Live::new(counters.clone(), clients.clone(), api_silences, rule_status);
+        live.drift = Some(drift.clone());
+        let live = Arc::new(live);
         Ok(Self {
             live,
             schema: decoder.events_schema(),

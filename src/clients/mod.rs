@@ -743,6 +743,12 @@ impl Clients {
         }
     }
 
+    /// The `client_stats` rows of the last window computed (for the metrics endpoint).
+    pub fn latest_stats(&self) -> Option<RecordBatch> {
+        let st = self.state.lock().expect("clients lock");
+        st.last.as_ref().map(|c| c.stats.clone())
+    }
+
     fn computed(&self, w: &ClosedWindow) -> Result<Arc<Computed>, String> {
         let key = (w.start_ms, w.end_ms, w.spec.size_ms, w.spec.slide_ms);
         let mut st = self.state.lock().expect("clients lock");

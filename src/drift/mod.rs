@@ -390,6 +390,12 @@ impl Drift {
         st.last = None;
     }
 
+    /// The `feature_drift` rows of the last window computed (for the metrics endpoint).
+    pub fn latest_features(&self) -> Option<RecordBatch> {
+        let st = self.state.lock().expect("drift lock");
+        st.last.as_ref().map(|(_, c)| c.features.clone())
+    }
+
     fn computed(&self, w: &ClosedWindow) -> Result<Arc<Computed>, String> {
         let key = (w.start_ms, w.end_ms, w.spec.size_ms, w.spec.slide_ms);
         let mut st = self.state.lock().expect("drift lock");

@@ -24,6 +24,8 @@ use axum::routing::{delete, get};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use datafusion::arrow::array::RecordBatch;
+
 use crate::alert::Notification;
 use crate::telemetry::Counters;
 use silences::Silences;
@@ -106,6 +108,7 @@ pub struct Live {
     /// Receiver status lines (outbox), refreshed by the pipeline.
     pub receivers: Mutex<Vec<String>>,
     pub clients: Arc<crate::clients::Clients>,
+    pub drift: Option<Arc<crate::drift::Drift>>,
     pub silences: Arc<Silences>,
 }
 
@@ -123,6 +126,7 @@ impl Live {
             source_ready: AtomicBool::new(false),
             receivers: Mutex::new(Vec::new()),
             clients,
+            drift: None,
             silences,
         }
     }
@@ -525,9 +529,144 @@ pub fn render_metrics(live: &Live) -> String {
     for (s, n) in status {
         t.sample("driftwatch_silences", &[("status", s)], n as f64);
     }
+    if let Some(b) = live.drift.as_ref().and_then(|d| d.latest_features()) {
+        drift_metrics(&mut t, &b);
+    }
+    if let Some(b) = live.clients.latest_stats() {
+        client_metrics(&mut t, &b);
+    }
     t.family("driftwatch_up", "gauge", "1 while the process runs.");
     t.sample("driftwatch_up", &[], 1.0);
     t.0
+}
+
+fn strings(b: &RecordBatch, name: &str) -> Vec<String> {
+    use datafusion::arrow::array::{Array, AsArray};
+    b.column_by_name(name)
+        .and_then(|c| c.as_string_opt::<i32>())
+        .map(|a| {
+            (0..a.len())
+                .map(|i| {
+                    if a.is_null(i) {
+                        String::new()
+                    } else {
+                        a.value(i).to_owned()
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn floats(b: &RecordBatch, name: &str) -> Vec<Option<f64>> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::compute::cast;
+    use datafusion::arrow::datatypes::{DataType, Float64Type};
+    let Some(c) = b.column_by_name(name) else {
+        return Vec::new();
+    };
+    let Ok(c) = cast(c, &DataType::Float64) else {
+        return Vec::new();
+    };
+    let a = c.as_primitive::<Float64Type>();
+    (0..a.len())
+        .map(|i| (!a.is_null(i)).then(|| a.value(i)))
+        .collect()
+}
+
+/// The last window's `feature_drift`: statistic and verdict per model and feature.
+fn drift_metrics(t: &mut Text, b: &RecordBatch) {
+    let (model, feature, test) = (
+        strings(b, "model"),
+        strings(b, "feature"),
+        strings(b, "test"),
+    );
+    let (stat, psi) = (floats(b, "statistic"), floats(b, "psi"));
+    let drifted = floats(b, "drifted");
+    t.family(
+        "driftwatch_feature_drift_statistic",
+        "gauge",
+        "The last window's drift statistic per model and feature (its test in `test`).",
+    );
+    for i in 0..model.len() {
+        if let Some(v) = stat.get(i).copied().flatten() {
+            let l = [
+                ("model", model[i].as_str()),
+                ("feature", feature[i].as_str()),
+                ("test", test[i].as_str()),
+            ];
+            t.sample("driftwatch_feature_drift_statistic", &l, v);
+        }
+    }
+    t.family(
+        "driftwatch_feature_psi",
+        "gauge",
+        "The last window's PSI per model and feature.",
+    );
+    for i in 0..model.len() {
+        if let Some(v) = psi.get(i).copied().flatten() {
+            let l = [
+                ("model", model[i].as_str()),
+                ("feature", feature[i].as_str()),
+            ];
+            t.sample("driftwatch_feature_psi", &l, v);
+        }
+    }
+    t.family(
+        "driftwatch_feature_drifted",
+        "gauge",
+        "1 when the last window's default test says the feature drifted.",
+    );
+    for i in 0..model.len() {
+        let v = drifted.get(i).copied().flatten().unwrap_or(0.0);
+        let l = [
+            ("model", model[i].as_str()),
+            ("feature", feature[i].as_str()),
+        ];
+        t.sample("driftwatch_feature_drifted", &l, v);
+    }
+}
+
+/// Clients shown per statistic: the top of the last window's `client_stats`.
+const TOP_CLIENTS: usize = 10;
+
+/// The last window's `client_stats`, the top clients per statistic only (bounded
+/// cardinality; client ids come from the traffic and are quoted).
+fn client_metrics(t: &mut Text, b: &RecordBatch) {
+    let (model, client) = (strings(b, "model"), strings(b, "client_id"));
+    t.family(
+        "driftwatch_client_stat",
+        "gauge",
+        "The last window's client statistics, top clients per statistic.",
+    );
+    for stat in [
+        "queries",
+        "qps",
+        "latency_ms_sum",
+        "distinct_input_share",
+        "near_duplicate_share",
+        "ood_share",
+        "coverage_ratio",
+        "low_confidence_share",
+        "boundary_share",
+        "label_entropy",
+    ] {
+        let v = floats(b, stat);
+        let mut idx: Vec<usize> = (0..v.len()).filter(|&i| v[i].is_some()).collect();
+        idx.sort_by(|&x, &y| {
+            v[y].partial_cmp(&v[x])
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then_with(|| client[x].cmp(&client[y]))
+        });
+        for &i in idx.iter().take(TOP_CLIENTS) {
+            let l = [
+                ("model", model[i].as_str()),
+                ("client_id", client[i].as_str()),
+                ("stat", stat),
+            ];
+            t.sample("driftwatch_client_stat", &l, v[i].unwrap_or_default());
+        }
+    }
 }
 
 fn app_silence_status(s: &Silences, now: i64) -> Vec<&'static str> {

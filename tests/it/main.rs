@@ -8,4 +8,5 @@ mod email;
 mod kafka;
 mod kafka_ops;
 mod otlp;
+mod prometheus;
 mod rule_files;
