@@ -4,6 +4,7 @@ mod api;
 mod baseline;
 mod checkpoint;
 mod cli;
+mod compose;
 mod email;
 mod kafka;
 mod kafka_ops;
