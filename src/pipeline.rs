@@ -187,6 +187,19 @@ pub struct Pipeline {
     metrics: Option<crate::otlp::Metrics>,
     /// What the HTTP server shows.
     live: Arc<crate::http::Live>,
+    /// Reload requests from the HTTP server (taken by `run`).
+    reload_rx: Option<mpsc::Receiver<crate::http::ReloadReply>>,
+    /// What a rule reload builds from.
+    reloadable: Reloadable,
+}
+
+/// What reloading the rules needs besides the rule files.
+struct Reloadable {
+    tables: Vec<Arc<dyn crate::rules::engine::WindowTable>>,
+    engine: crate::rules::engine::EngineConfig,
+    queries: PathBuf,
+    alerts: crate::alert::AlertsConfig,
+    notify: crate::notify::NotifyConfig,
 }
 
 /// How long the source has been waiting for its input; said once at info level, and
@@ -273,7 +286,7 @@ impl Pipeline {
             .map(|r| (r.def.id.clone(), r.def.route.clone()))
             .collect();
         let specs: Vec<_> = rules.iter().map(|r| r.spec).collect();
-        let engine = Engine::new(rules, tables, &config.engine).await?;
+        let engine = Engine::new(rules, tables.clone(), &config.engine).await?;
         let windows = Windows::new(
             &specs,
             0,
@@ -343,21 +356,24 @@ impl Pipeline {
         let rule_status = engine
             .rules()
             .iter()
-            .map(|p| crate::http::RuleStatus {
-                id: p.rule.def.id.clone(),
-                name: p.rule.def.name.clone(),
-                severity: p.rule.def.severity.as_str().to_owned(),
-                file: p.rule.file.display().to_string(),
-                window: format!("{:?}", p.rule.spec),
-                ..Default::default()
-            })
+            .map(|p| crate::http::RuleStatus::of(&p.rule))
             .collect();
         let mut live =
             crate::http::Live::new(counters.clone(), clients.clone(), api_silences, rule_status);
         live.drift = Some(drift.clone());
+        let (reload_tx, reload_rx) = mpsc::channel(4);
+        live.reload = Some(reload_tx);
         let live = Arc::new(live);
         Ok(Self {
             live,
+            reload_rx: Some(reload_rx),
+            reloadable: Reloadable {
+                tables,
+                engine: config.engine.clone(),
+                queries: config.queries.clone(),
+                alerts: config.alerts.clone(),
+                notify: config.notify.clone(),
+            },
             schema: decoder.events_schema(),
             positions: BTreeMap::new(),
             state_dir: config.state_dir.clone(),
@@ -440,6 +456,9 @@ impl Pipeline {
         let mut heard: Vec<Duration> = vec![Duration::ZERO; self.sources.len()];
         let mut source_clock: Duration;
         let mut shutdown = std::pin::pin!(shutdown_signal());
+        let mut reloads = self.reload_rx.take().expect("a pipeline runs once");
+        let mut hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut interrupted = false;
         let mut waiting = Waiting::default();
         let mut first_record: Option<Instant> = None;
@@ -449,6 +468,20 @@ impl Pipeline {
                 _ = &mut shutdown => {
                     interrupted = true;
                     None
+                }
+                Some(reply) = reloads.recv() => {
+                    let r = self.reload().await;
+                    let _ = reply.send(r);
+                    continue;
+                }
+                Some(()) = async {
+                    match hangup.as_mut() {
+                        Some(h) => h.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let _ = self.reload().await;
+                    continue;
                 }
             };
             let Some((clock, msg)) = msg else { break };
@@ -618,6 +651,83 @@ impl Pipeline {
         tracing::info!("restored {restored}");
         self.summary.restored = Some(restored);
         Ok(Some(cp.positions))
+    }
+
+    /// Reloads the rule folder (SIGHUP, `POST /-/reload`): the new set is checked first
+    /// (rule files, SQL against the tables, receivers named in `route:`, window specs);
+    /// a set that fails is rejected with the reason and the running set stays. Rules
+    /// whose text is unchanged keep their alert state. A rule with a window no running
+    /// rule uses needs a restart (open windows are kept per window spec).
+    async fn reload(&mut self) -> Result<String, String> {
+        let r = &self.reloadable;
+        let result = async {
+            let rules = crate::rules::load_rules(std::slice::from_ref(&r.queries))
+                .map_err(|e| e.to_string())?;
+            r.notify.validate(
+                rules
+                    .iter()
+                    .map(|x| (x.def.id.as_str(), x.def.route.as_slice())),
+            )?;
+            let specs = self.windows.specs();
+            if let Some(x) = rules.iter().find(|x| !specs.contains(&x.spec)) {
+                return Err(format!(
+                    "rule {} uses a window ({:?}) that no running rule uses: adding a window \
+                     size or slide needs a restart",
+                    x.def.id, x.spec
+                ));
+            }
+            Engine::new(rules, r.tables.clone(), &r.engine)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        let engine = match result {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!("rule reload rejected, the running rules stay: {e}");
+                return Err(e);
+            }
+        };
+        let old: Vec<&Rule> = self.engine.rules().iter().map(|p| &p.rule).collect();
+        let saved = self.book.snapshot(&old);
+        let mut book = AlertBook::new(engine.rules().len(), &r.alerts);
+        book.dropped_rows = self.book.dropped_rows;
+        let new: Vec<&Rule> = engine.rules().iter().map(|p| &p.rule).collect();
+        let (kept, alerts) = book.restore(saved, &new);
+        let kept_ids: std::collections::BTreeSet<String> = new
+            .iter()
+            .filter(|n| {
+                old.iter()
+                    .any(|o| o.def.id == n.def.id && o.fingerprint == n.fingerprint)
+            })
+            .map(|n| n.def.id.clone())
+            .collect();
+        let statuses: Vec<crate::http::RuleStatus> = {
+            let before = self.live.rules.lock().expect("rules lock");
+            new.iter()
+                .map(|n| {
+                    before
+                        .iter()
+                        .find(|s| kept_ids.contains(&n.def.id) && s.id == n.def.id)
+                        .cloned()
+                        .unwrap_or_else(|| crate::http::RuleStatus::of(n))
+                })
+                .collect()
+        };
+        let count = new.len();
+        self.engine = engine;
+        self.book = book;
+        *self.live.rules.lock().expect("rules lock") = statuses;
+        self.live
+            .alerts
+            .lock()
+            .expect("alerts lock")
+            .retain(|_, n| kept_ids.contains(&n.rule_id));
+        let msg = format!(
+            "{count} rules loaded; {kept} unchanged rules kept their alert state ({alerts} alerts)"
+        );
+        tracing::info!("rules reloaded: {msg}");
+        Ok(msg)
     }
 
     /// Everything a restart needs, taken between batches so it is never half updated.

@@ -20,7 +20,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -97,6 +97,23 @@ pub struct RuleStatus {
     pub last_error: Option<String>,
 }
 
+impl RuleStatus {
+    /// A rule that has not run yet.
+    pub fn of(r: &crate::rules::Rule) -> RuleStatus {
+        RuleStatus {
+            id: r.def.id.clone(),
+            name: r.def.name.clone(),
+            severity: r.def.severity.as_str().to_owned(),
+            file: r.file.display().to_string(),
+            window: format!("{:?}", r.spec),
+            ..Default::default()
+        }
+    }
+}
+
+/// The answer to a reload request: what was loaded, or why the new set was rejected.
+pub type ReloadReply = tokio::sync::oneshot::Sender<Result<String, String>>;
+
 /// What the pipeline publishes for the server, updated as it goes.
 pub struct Live {
     pub counters: Arc<Counters>,
@@ -110,6 +127,8 @@ pub struct Live {
     pub clients: Arc<crate::clients::Clients>,
     pub drift: Option<Arc<crate::drift::Drift>>,
     pub silences: Arc<Silences>,
+    /// Asks the pipeline to reload its rules.
+    pub reload: Option<tokio::sync::mpsc::Sender<ReloadReply>>,
 }
 
 impl Live {
@@ -128,6 +147,7 @@ impl Live {
             clients,
             drift: None,
             silences,
+            reload: None,
         }
     }
 
@@ -174,6 +194,7 @@ pub async fn serve(addr: &str, c: &HttpConfig, live: Arc<Live>) -> Result<Socket
         .route("/api/v1/rules", get(rules))
         .route("/api/v1/silences", get(list_silences).post(create_silence))
         .route("/api/v1/silences/{id}", delete(expire_silence))
+        .route("/-/reload", post(reload))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(app.clone(), bounded))
         .with_state(app);
@@ -306,6 +327,24 @@ async fn expire_silence(
         Ok(true) => json_body(&json!({ "expired": id })).into_response(),
         Ok(false) => error(StatusCode::NOT_FOUND, &format!("no silence {id}")),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+    }
+}
+
+async fn reload(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Some(r) = refused(&app, &headers) {
+        return r;
+    }
+    let Some(tx) = &app.live.reload else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "no pipeline to reload");
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if tx.send(reply).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the pipeline has stopped");
+    }
+    match answer.await {
+        Ok(Ok(msg)) => json_body(&json!({ "reloaded": true, "message": msg })).into_response(),
+        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, &format!("reload rejected: {e}")),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the pipeline has stopped"),
     }
 }
 

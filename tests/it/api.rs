@@ -317,3 +317,212 @@ fn api_needs_a_token_for_changes_silences_match_and_expire_and_it_takes_load() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// The flood input cut in the middle of its episode (so the flood alert stays firing),
+/// and the lines after the cut up to `more_ms` later.
+fn cut_flood(d: &std::path::Path, more_ms: i64) -> (std::path::PathBuf, String) {
+    let (full, truth) = generate(d, "flood", 5, 40_000, "20");
+    let start = truth[0]["start_ms"].as_i64().unwrap();
+    let at = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap()
+            .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+            .to_string()
+    };
+    let (cut, more) = (at(start + 140_000), at(start + 140_000 + more_ms));
+    let text = std::fs::read_to_string(&full).unwrap();
+    let (mut head, mut tail) = (String::new(), String::new());
+    for l in text.lines() {
+        let ts = &l[7..31];
+        if ts < cut.as_str() {
+            head += l;
+            head.push('\n');
+        } else if ts < more.as_str() {
+            tail += l;
+            tail.push('\n');
+        }
+    }
+    let input = d.join("cut.jsonl");
+    std::fs::write(&input, head).unwrap();
+    (input, tail)
+}
+
+fn rule_ids(port: u16) -> Vec<String> {
+    get_json(port, "/api/v1/rules")["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn hot_reload_applies_a_valid_set_rejects_a_broken_one_and_keeps_firing_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (input, tail) = cut_flood(d, 100_000);
+    let queries = d.join("queries");
+    std::fs::create_dir(&queries).unwrap();
+    for f in std::fs::read_dir(root().join("queries")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, queries.join(f.file_name().unwrap())).unwrap();
+    }
+    let cfg = d.join("reload.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source: {{type: file, paths: [{}], follow: true}}\nqueries: {}\n\
+             time: {{idle_timeout: 1s}}\nalerts: {{stdout: false}}\n\
+             http: {{token_env: DW_API_TOKEN}}\n",
+            input.display(),
+            queries.display()
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let alerts_file = d.join("alerts.jsonl");
+    let child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .args([
+            "--http",
+            &format!("127.0.0.1:{port}"),
+            "--until-idle",
+            "600",
+        ])
+        .arg("--alerts-out")
+        .arg(&alerts_file)
+        .env("DW_API_TOKEN", TOKEN)
+        .current_dir(root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut run = Running(child);
+    let started = Instant::now();
+    let firing = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no alert came"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        if TcpStream::connect(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        let alerts = get_json(port, "/api/v1/alerts");
+        if let Some(a) = alerts["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["state"] == "firing" && a["rule_id"] == "flood.client_rate")
+        {
+            break a["id"].as_str().unwrap().to_owned();
+        }
+    };
+    let before = rule_ids(port);
+
+    // A valid change by SIGHUP: one more rule, on a window the running rules use.
+    std::fs::write(
+        queries.join("extra.yaml"),
+        "- id: extra.busy_window\n  severity: info\n  window: {size: 1m}\n  \
+         sql: SELECT count(*) AS n FROM events HAVING count(*) > 1000000000\n",
+    )
+    .unwrap();
+    let pid = run.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let t = Instant::now();
+    while !rule_ids(port).contains(&"extra.busy_window".to_owned()) {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "SIGHUP did not reload"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(rule_ids(port).len(), before.len() + 1);
+
+    // A broken set is rejected with the reason; the running set stays.
+    std::fs::write(
+        queries.join("broken.yaml"),
+        "- id: broken.sql\n  severity: low\n  window: {size: 1m}\n  sql: SELECT nope FROM nowhere\n",
+    )
+    .unwrap();
+    let (code, _) = request(port, "POST", "/-/reload", None, "");
+    assert_eq!(code, 401, "reload needs the token");
+    let (code, body) = request(port, "POST", "/-/reload", Some(TOKEN), "");
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("broken.sql"), "{body}");
+    assert_eq!(rule_ids(port).len(), before.len() + 1);
+    std::fs::remove_file(queries.join("broken.yaml")).unwrap();
+    // A new window size needs a restart: rejected, with the reason.
+    std::fs::write(
+        queries.join("wide.yaml"),
+        "- id: wide.window\n  severity: low\n  window: {size: 7m}\n  sql: SELECT 1 AS x WHERE false\n",
+    )
+    .unwrap();
+    let (code, body) = request(port, "POST", "/-/reload", Some(TOKEN), "");
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("restart"), "{body}");
+    std::fs::remove_file(queries.join("wide.yaml")).unwrap();
+    let (code, body) = request(port, "POST", "/-/reload", Some(TOKEN), "");
+    assert_eq!(code, 200, "{body}");
+
+    // More of the flood: the old rules still run, and the firing alert of the untouched
+    // flood rule stays the same alert (no new pending).
+    let evaluated = |port| -> u64 {
+        get_json(port, "/api/v1/rules")["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == "flood.client_rate")
+            .unwrap()["evaluations"]
+            .as_u64()
+            .unwrap()
+    };
+    let evaluations = evaluated(port);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&input)
+        .unwrap()
+        .write_all(tail.as_bytes())
+        .unwrap();
+    let t = Instant::now();
+    while evaluated(port) <= evaluations {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the flood rule stopped running"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let _ = run.0.wait();
+    let changes: Vec<Value> = std::fs::read_to_string(&alerts_file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|a: &Value| a["rule_id"] == "flood.client_rate")
+        .collect();
+    // One alert throughout: had the reload dropped its state, the next evaluation would
+    // have started a new one (a new pending with another id).
+    let states: Vec<&str> = changes
+        .iter()
+        .map(|a| a["state"].as_str().unwrap())
+        .collect();
+    assert!(
+        states == ["pending", "firing"] || states == ["pending", "firing", "resolved"],
+        "{states:?}"
+    );
+    assert!(
+        changes.iter().all(|a| a["id"] == firing.as_str()),
+        "{changes:#?}"
+    );
+}
