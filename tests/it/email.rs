@@ -128,6 +128,25 @@ fn carried(mail: &Value) -> Vec<String> {
 /// (grouped by rule), `audit` also gets the extraction rules (`continue`).
 fn config(dir: &Path, port: u16, cert: &Path, group_wait: &str, extra: &str) -> PathBuf {
     let path = dir.join("email.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "source: {{type: file, paths: []}}\n\
+             decode:\n  features:\n    - {{name: amount, type: numerical}}\n    - {{name: age, type: numerical}}\n    - {{name: country, type: categorical}}\n    - {{name: merchant_risk, type: numerical}}\n    - {{name: hour, type: numerical}}\n\
+             queries: {}\n\
+             alerts: {{stdout: false}}\n\
+             checkpoint_interval: 50ms\n{}",
+            root().join("queries").display(),
+            notify_yaml(port, cert, group_wait, extra),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The `notify:` section: two email receivers on one server, `secops` for every alert
+/// (grouped by rule), `audit` also for the extraction rules (`continue`).
+fn notify_yaml(port: u16, cert: &Path, group_wait: &str, extra: &str) -> String {
     let email = |to: &str| {
         format!(
             "{{to: {to}, from: driftwatch@example.com, smarthost: '127.0.0.1:{port}', \
@@ -136,34 +155,23 @@ fn config(dir: &Path, port: u16, cert: &Path, group_wait: &str, extra: &str) -> 
             cert.display()
         )
     };
-    std::fs::write(
-        &path,
-        format!(
-            "source: {{type: file, paths: []}}\n\
-             decode:\n  features:\n    - {{name: amount, type: numerical}}\n    - {{name: age, type: numerical}}\n    - {{name: country, type: categorical}}\n    - {{name: merchant_risk, type: numerical}}\n    - {{name: hour, type: numerical}}\n\
-             queries: {}\n\
-             alerts: {{stdout: false}}\n\
-             checkpoint_interval: 50ms\n\
-             notify:\n\
-             \x20 receivers:\n\
-             \x20   - {{name: secops, email: {}}}\n\
-             \x20   - {{name: audit, email: {}}}\n\
-             \x20 route:\n\
-             \x20   receiver: secops\n\
-             \x20   group_by: [alertname]\n\
-             \x20   group_wait: {group_wait}\n\
-             \x20   group_interval: {group_wait}\n\
-             \x20   routes:\n\
-             \x20     - {{matchers: ['alertname=~\"extraction\\\\..*\"'], receiver: audit, continue: true}}\n\
-             \x20     - {{matchers: ['alertname=~\".*\"'], receiver: secops}}\n\
-             {extra}",
-            root().join("queries").display(),
-            email("secops@example.com"),
-            email("audit@example.com"),
-        ),
+    format!(
+        "notify:\n\
+         \x20 receivers:\n\
+         \x20   - {{name: secops, email: {}}}\n\
+         \x20   - {{name: audit, email: {}}}\n\
+         \x20 route:\n\
+         \x20   receiver: secops\n\
+         \x20   group_by: [alertname]\n\
+         \x20   group_wait: {group_wait}\n\
+         \x20   group_interval: {group_wait}\n\
+         \x20   routes:\n\
+         \x20     - {{matchers: ['alertname=~\"extraction\\\\..*\"'], receiver: audit, continue: true}}\n\
+         \x20     - {{matchers: ['alertname=~\".*\"'], receiver: secops}}\n\
+         {extra}",
+        email("secops@example.com"),
+        email("audit@example.com"),
     )
-    .unwrap();
-    path
 }
 
 fn replay(cfg: &Path, input: &Path, alerts: &Path, state: &Path) -> Command {
@@ -428,4 +436,96 @@ fn groups_mailed_as_they_change_thread_their_follow_ups_and_say_resolved() {
             .any(|m| m["text"].as_str().unwrap().contains("[resolved]")),
         "no resolved notice"
     );
+}
+
+#[test]
+fn sigterm_during_a_kafka_run_exits_0_commits_and_the_restart_mails_nothing_twice() {
+    use crate::kafka::{Extra, brokers, kafka_config, keyed, mixed_topic};
+    let b = brokers();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (topic, replayed) = mixed_topic(&b, d, "sigterm", 12);
+    let port = free_port();
+    let smtp_dir = d.join("smtp");
+    let cert = Smtp::certificate(&smtp_dir);
+    let server = Smtp::start(&smtp_dir, port);
+    let top = format!(
+        "checkpoint_interval: 50ms\n{}",
+        notify_yaml(port, &cert, "0s", "")
+    );
+    let group = format!("g-{topic}");
+    let extra = Extra {
+        source: "  librdkafka_options: {group.instance.id: sigterm-test, session.timeout.ms: \"6000\"}\n",
+        top: &top,
+        ..Extra::default()
+    };
+    let cfg = kafka_config(d, &b, &topic, &group, extra);
+    let state = d.join("sigterm-state");
+    let alerts = d.join("sigterm-alerts.jsonl");
+    let run = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_driftwatch"));
+        c.args(["run", "--http", "off", "--until-idle", "4", "--config"])
+            .arg(&cfg)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--alerts-out")
+            .arg(&alerts)
+            .env("DW_SMTP_PASSWORD", PASSWORD)
+            .current_dir(root());
+        c
+    };
+    let mut child = run()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Stop it once it has raised its first alert (joining the group takes seconds).
+    wait_for("the first alert", Duration::from_secs(120), || {
+        std::fs::metadata(&alerts).is_ok_and(|m| m.len() > 0)
+    });
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run ended before SIGTERM"
+    );
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let o = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "SIGTERM: {log}");
+    // What the stop read is committed to the group.
+    let read: i64 = log
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("records read"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no record count in: {log}"));
+    assert!(
+        read > 0,
+        "read {read}: {log}\nalerts file: {:?}",
+        std::fs::read_to_string(&alerts)
+    );
+    eprintln!("SIGTERM after {read} of 160000 records");
+    let log_path = d.join("stop.log");
+    std::fs::write(&log_path, &log).unwrap();
+    crate::kafka_ops::wait_committed(&b, &group, &topic, 6, read, &log_path);
+    // The restart goes on from there: every alert once, every change mailed once.
+    let o = run().output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let lines: Vec<String> = jsonl(&alerts)
+        .iter()
+        .map(|a| format!("{} {}", a["id"], a["state"]))
+        .collect();
+    let unique: BTreeSet<&String> = lines.iter().collect();
+    assert_eq!(
+        unique.len(),
+        lines.len(),
+        "an (id, state) was written twice"
+    );
+    assert_eq!(keyed(&alerts), keyed(&replayed), "{}", text(&o));
+    assert_delivered_once(&server.mails(), &expected(&alerts));
 }

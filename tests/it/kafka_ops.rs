@@ -123,7 +123,14 @@ fn finish(child: &mut Child, limit: Duration, stderr: &Path) -> std::process::Ex
 }
 
 /// Waits until `group` has committed `n` records of `topic` in all.
-fn wait_committed(brokers: &str, group: &str, topic: &str, partitions: i32, n: i64, log: &Path) {
+pub(crate) fn wait_committed(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+    n: i64,
+    log: &Path,
+) {
     use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
