@@ -83,6 +83,9 @@ pub struct Config {
     /// `--baseline`); relative to the config file.
     #[serde(default)]
     pub baselines: Vec<PathBuf>,
+    /// The file this config was read from (a reload reads it again).
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
     /// The profiles of `baselines`, loaded and checked by [`Config::load_baselines`].
     #[serde(skip)]
     pub baseline_profiles: Vec<std::sync::Arc<crate::baseline::Baseline>>,
@@ -168,6 +171,7 @@ impl Config {
             path: path.to_owned(),
             message,
         })?;
+        config.path = Some(path.to_owned());
         Ok(config)
     }
 

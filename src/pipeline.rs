@@ -200,6 +200,8 @@ struct Reloadable {
     queries: PathBuf,
     alerts: crate::alert::AlertsConfig,
     notify: crate::notify::NotifyConfig,
+    /// Read again for the routing (`notify:`); none: the routing stays.
+    config_path: Option<PathBuf>,
 }
 
 /// How long the source has been waiting for its input; said once at info level, and
@@ -373,6 +375,7 @@ impl Pipeline {
                 queries: config.queries.clone(),
                 alerts: config.alerts.clone(),
                 notify: config.notify.clone(),
+                config_path: config.path.clone(),
             },
             schema: decoder.events_schema(),
             positions: BTreeMap::new(),
@@ -661,13 +664,29 @@ impl Pipeline {
     async fn reload(&mut self) -> Result<String, String> {
         let r = &self.reloadable;
         let result = async {
+            let notify = match &r.config_path {
+                Some(p) => {
+                    crate::config::Config::load(p)
+                        .map_err(|e| e.to_string())?
+                        .notify
+                }
+                None => r.notify.clone(),
+            };
             let rules = crate::rules::load_rules(std::slice::from_ref(&r.queries))
                 .map_err(|e| e.to_string())?;
-            r.notify.validate(
+            notify.validate(
                 rules
                     .iter()
                     .map(|x| (x.def.id.as_str(), x.def.route.as_slice())),
             )?;
+            let rule_routes: BTreeMap<String, Vec<String>> = rules
+                .iter()
+                .filter(|x| !x.def.route.is_empty())
+                .map(|x| (x.def.id.clone(), x.def.route.clone()))
+                .collect();
+            for rx in &mut self.receivers {
+                rx.reroute(&notify, &rule_routes, false)?;
+            }
             let specs = self.windows.specs();
             if let Some(x) = rules.iter().find(|x| !specs.contains(&x.spec)) {
                 return Err(format!(
@@ -676,12 +695,13 @@ impl Pipeline {
                     x.def.id, x.spec
                 ));
             }
-            Engine::new(rules, r.tables.clone(), &r.engine)
+            let engine = Engine::new(rules, r.tables.clone(), &r.engine)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            Ok((engine, notify, rule_routes))
         }
         .await;
-        let engine = match result {
+        let (engine, notify, rule_routes) = match result {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!("rule reload rejected, the running rules stay: {e}");
@@ -715,6 +735,13 @@ impl Pipeline {
                 .collect()
         };
         let count = new.len();
+        for rx in &mut self.receivers {
+            // Checked above; a failure here would be a bug, and the old routing stays.
+            if let Err(e) = rx.reroute(&notify, &rule_routes, true) {
+                tracing::error!("routing reload failed: {e}");
+            }
+        }
+        self.reloadable.notify = notify;
         self.engine = engine;
         self.book = book;
         *self.live.rules.lock().expect("rules lock") = statuses;

@@ -685,6 +685,16 @@ pub trait Receiver: Send {
     fn start(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+    /// A reload's new routing (`apply` false: only check it). Receivers without
+    /// routing accept anything.
+    fn reroute(
+        &mut self,
+        _notify: &crate::notify::NotifyConfig,
+        _rule_routes: &BTreeMap<String, Vec<String>>,
+        _apply: bool,
+    ) -> Result<(), String> {
+        Ok(())
+    }
     /// How delivery goes, a line per destination (readiness, the API).
     fn status(&self) -> Vec<String> {
         Vec::new()

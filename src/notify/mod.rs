@@ -362,6 +362,12 @@ impl Router {
         &self.routes[i]
     }
 
+    /// Route `i`, or the root when there is no such route (a group made before a
+    /// reload changed the tree).
+    pub fn route_or_root(&self, i: usize) -> &Route {
+        self.routes.get(i).unwrap_or(&self.routes[0])
+    }
+
     /// The routes a notification goes to: the rule's `route: [..]` receivers when it
     /// names some, else the tree (first matching child, or several with `continue`; a
     /// node with no matching child takes the alert itself).

@@ -31,6 +31,13 @@ use crate::alert::{Notification, Receiver, State};
 use crate::otlp::{LogSink, OtlpConfig};
 use crate::rules::hex;
 
+/// Where notifications go: the routing tree of the email receivers (none when there are
+/// only OTLP logs) and the receivers rules name in `route:`.
+pub struct Routing {
+    router: Option<Router>,
+    rule_routes: BTreeMap<String, Vec<String>>,
+}
+
 /// Name of the queue file in the outbox folder.
 pub const QUEUE: &str = "notifications.jsonl";
 /// Name of this receiver, and of its checkpoint cursor.
@@ -64,9 +71,8 @@ struct Shared {
 /// What every receiver task needs.
 struct Spec {
     dir: PathBuf,
-    /// The routing of email receivers (none when there are only OTLP logs).
-    router: Option<Router>,
-    rule_routes: BTreeMap<String, Vec<String>>,
+    /// Shared with the `Outbox`, which swaps it on a reload.
+    routing: Arc<std::sync::RwLock<Routing>>,
     retry_initial: Duration,
     retry_max: Duration,
 }
@@ -77,6 +83,10 @@ pub struct Outbox {
     spec: Option<Spec>,
     senders: Vec<(String, EmailSender)>,
     otlp: Option<OtlpConfig>,
+    routing: Arc<std::sync::RwLock<Routing>>,
+    /// The receivers' settings at start: a reload may change routes, not receivers.
+    receivers: String,
+    api_silences: Arc<crate::http::silences::Silences>,
     shared: Arc<Shared>,
     thread: Option<std::thread::JoinHandle<()>>,
     drain_timeout: Duration,
@@ -94,8 +104,12 @@ impl Outbox {
         let router = if c.receivers.is_empty() {
             None
         } else {
-            Some(Router::new(c)?.with_api_silences(api_silences))
+            Some(Router::new(c)?.with_api_silences(api_silences.clone()))
         };
+        let routing = Arc::new(std::sync::RwLock::new(Routing {
+            router,
+            rule_routes,
+        }));
         let mut senders = Vec::new();
         for r in &c.receivers {
             let e = r
@@ -117,13 +131,15 @@ impl Outbox {
             out: BufWriter::new(file),
             spec: Some(Spec {
                 dir: dir.to_owned(),
-                router,
-                rule_routes,
+                routing: routing.clone(),
                 retry_initial: c.retry_initial,
                 retry_max: c.retry_max.max(c.retry_initial),
             }),
             senders,
             otlp: otlp.cloned(),
+            routing,
+            receivers: format!("{:?}", c.receivers),
+            api_silences,
             shared: Arc::new(Shared {
                 draining: AtomicBool::new(false),
                 status: Mutex::new(BTreeMap::new()),
@@ -131,6 +147,13 @@ impl Outbox {
             thread: None,
             drain_timeout: c.drain_timeout,
         })
+    }
+
+    /// The root route now in force (for tests of reloads).
+    #[cfg(test)]
+    pub fn root_route(&self) -> Option<super::Route> {
+        let routing = self.routing.read().expect("routing lock");
+        routing.router.as_ref().map(|r| r.route(0).clone())
     }
 
     fn status_lines(&self) -> Vec<String> {
@@ -219,6 +242,32 @@ impl Receiver for Outbox {
     }
     fn status(&self) -> Vec<String> {
         self.status_lines()
+    }
+    fn reroute(
+        &mut self,
+        c: &NotifyConfig,
+        rule_routes: &BTreeMap<String, Vec<String>>,
+        apply: bool,
+    ) -> Result<(), String> {
+        if format!("{:?}", c.receivers) != self.receivers {
+            return Err(
+                "notify.receivers changed: adding, removing or changing a receiver needs a \
+                 restart (routes, inhibit rules and silences reload)"
+                    .into(),
+            );
+        }
+        let router = if c.receivers.is_empty() {
+            None
+        } else {
+            Some(Router::new(c)?.with_api_silences(self.api_silences.clone()))
+        };
+        if apply {
+            *self.routing.write().expect("routing lock") = Routing {
+                router,
+                rule_routes: rule_routes.clone(),
+            };
+        }
+        Ok(())
     }
     fn drain(&mut self) -> Vec<String> {
         let _ = self.flush();
@@ -565,7 +614,10 @@ fn group_key(route: usize, labels: &BTreeMap<String, String>) -> String {
 }
 
 fn apply(st: &mut ReceiverState, spec: &Spec, me: &str, n: Notification) {
-    let Some(router) = &spec.router else { return };
+    let routing = spec.routing.read().expect("routing lock");
+    let Some(router) = &routing.router else {
+        return;
+    };
     let labels = match_labels(&n);
     match n.state {
         State::Pending => return,
@@ -576,7 +628,7 @@ fn apply(st: &mut ReceiverState, spec: &Spec, me: &str, n: Notification) {
             st.active.remove(&n.id);
         }
     }
-    let rule_route = spec
+    let rule_route = routing
         .rule_routes
         .get(&n.rule_id)
         .map(Vec::as_slice)
@@ -634,7 +686,10 @@ fn muted(
     now: i64,
 ) -> bool {
     let labels = match_labels(&e.firing);
-    spec.router
+    spec.routing
+        .read()
+        .expect("routing lock")
+        .router
         .as_ref()
         .is_some_and(|r| r.silenced(&labels, now) || r.inhibited(&labels, active.values()))
 }
@@ -688,7 +743,16 @@ fn compose(
     let keys: Vec<String> = st.groups.keys().cloned().collect();
     for key in keys {
         let g = &st.groups[&key];
-        let Some(route) = spec.router.as_ref().map(|r| r.route(g.route)) else {
+        // A reload may have changed the tree: a group of a route that is gone keeps the
+        // root's timing until it empties.
+        let Some(route) = spec
+            .routing
+            .read()
+            .expect("routing lock")
+            .router
+            .as_ref()
+            .map(|r| r.route_or_root(g.route).clone())
+        else {
             return Ok(false);
         };
         let (items, news) = plan(g, spec, sender, &st.active, now);
@@ -802,8 +866,10 @@ pub(crate) mod tests_support {
                 sender: EmailSender::new(&r.name, r.email.as_ref().unwrap()).unwrap(),
                 spec: Spec {
                     dir: PathBuf::new(),
-                    router: Some(Router::new(&c).unwrap()),
-                    rule_routes: BTreeMap::new(),
+                    routing: Arc::new(std::sync::RwLock::new(Routing {
+                        router: Some(Router::new(&c).unwrap()),
+                        rule_routes: BTreeMap::new(),
+                    })),
                     retry_initial: c.retry_initial,
                     retry_max: c.retry_max,
                 },
@@ -813,7 +879,8 @@ pub(crate) mod tests_support {
         }
 
         fn me(&self) -> String {
-            self.spec.router.as_ref().unwrap().route(0).receiver.clone()
+            let routing = self.spec.routing.read().unwrap();
+            routing.router.as_ref().unwrap().route(0).receiver.clone()
         }
 
         pub fn apply(&mut self, notes: &[&Notification]) {

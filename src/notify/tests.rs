@@ -498,3 +498,27 @@ fn api_silences_mute_like_config_silences() {
     assert!(api.expire(&id).unwrap());
     assert!(!r.silenced(&l, chrono::Utc::now().timestamp_millis() + 1));
 }
+
+#[test]
+fn a_routing_reload_swaps_the_tree_but_not_the_receivers() {
+    use crate::alert::Receiver as _;
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(TREE);
+    let api = std::sync::Arc::new(crate::http::silences::Silences::default());
+    let mut o = super::outbox::Outbox::open(&c, None, dir.path(), BTreeMap::new(), api).unwrap();
+    let mut wider = c.clone();
+    wider.route.as_mut().unwrap().group_wait = Some(Duration::from_secs(99));
+    o.reroute(&wider, &BTreeMap::new(), false).unwrap();
+    assert_eq!(
+        o.root_route().unwrap().group_wait,
+        Duration::from_secs(30),
+        "a check only"
+    );
+    o.reroute(&wider, &BTreeMap::new(), true).unwrap();
+    assert_eq!(o.root_route().unwrap().group_wait, Duration::from_secs(99));
+    let mut other = c.clone();
+    other.receivers.pop();
+    let e = o.reroute(&other, &BTreeMap::new(), true).unwrap_err();
+    assert!(e.contains("restart"), "{e}");
+    assert_eq!(o.root_route().unwrap().group_wait, Duration::from_secs(99));
+}

@@ -222,6 +222,7 @@ async fn run_case(
         notify: Default::default(),
         otlp: None,
         http: Default::default(),
+        path: None,
     };
     // A rule test checks alerts, not delivery: the receivers rules name are not needed.
     let mut rules = rules;

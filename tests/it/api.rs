@@ -368,17 +368,27 @@ fn hot_reload_applies_a_valid_set_rejects_a_broken_one_and_keeps_firing_alerts()
         std::fs::copy(&f, queries.join(f.file_name().unwrap())).unwrap();
     }
     let cfg = d.join("reload.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "source: {{type: file, paths: [{}], follow: true}}\nqueries: {}\n\
-             time: {{idle_timeout: 1s}}\nalerts: {{stdout: false}}\n\
-             http: {{token_env: DW_API_TOKEN}}\n",
-            input.display(),
-            queries.display()
-        ),
-    )
-    .unwrap();
+    // An email receiver whose server is not there: routing reloads are checked, mail
+    // waits in the outbox.
+    let write_cfg = |to: &str, receiver: &str, group_wait: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "source: {{type: file, paths: [{}], follow: true}}\nqueries: {}\n\
+                 time: {{idle_timeout: 1s}}\nalerts: {{stdout: false}}\n\
+                 http: {{token_env: DW_API_TOKEN}}\n\
+                 state_dir: {}\n\
+                 notify:\n  receivers:\n    - {{name: team, email: {{to: {to}, from: d@example.com, smarthost: '127.0.0.1:9', tls: none}}}}\n\
+                 \x20 route: {{receiver: {receiver}, group_wait: {group_wait}}}\n\
+                 \x20 drain_timeout: 1s\n",
+                input.display(),
+                queries.display(),
+                d.join("state").display(),
+            ),
+        )
+        .unwrap();
+    };
+    write_cfg("a@example.com", "team", "30s");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -473,6 +483,19 @@ fn hot_reload_applies_a_valid_set_rejects_a_broken_one_and_keeps_firing_alerts()
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("restart"), "{body}");
     std::fs::remove_file(queries.join("wide.yaml")).unwrap();
+    let (code, body) = request(port, "POST", "/-/reload", Some(TOKEN), "");
+    assert_eq!(code, 200, "{body}");
+    // Routing: a route to an unknown receiver and a changed receiver are rejected; a
+    // new route setting is taken.
+    write_cfg("a@example.com", "nobody", "30s");
+    let (code, body) = request(port, "POST", "/-/reload", Some(TOKEN), "");
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("nobody"), "{body}");
+    write_cfg("b@example.com", "team", "30s");
+    let (code, body) = request(port, "POST", "/-/reload", Some(TOKEN), "");
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("restart"), "{body}");
+    write_cfg("a@example.com", "team", "5s");
     let (code, body) = request(port, "POST", "/-/reload", Some(TOKEN), "");
     assert_eq!(code, 200, "{body}");
 
