@@ -363,6 +363,10 @@ impl Pipeline {
         let mut live =
             crate::http::Live::new(counters.clone(), clients.clone(), api_silences, rule_status);
         live.drift = Some(drift.clone());
+        live.deliveries = receivers
+            .iter()
+            .filter_map(|r| r.delivery_stats())
+            .collect();
         let (reload_tx, reload_rx) = mpsc::channel(4);
         live.reload = Some(reload_tx);
         let live = Arc::new(live);

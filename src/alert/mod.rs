@@ -659,6 +659,13 @@ pub fn escape_control(s: &str) -> String {
     out
 }
 
+/// One destination's delivery counts: (destination, messages delivered, changes
+/// delivered, failed attempts, messages or records waiting).
+pub type DeliveryStat = (String, u64, u64, u64, u64);
+
+/// Reads the current delivery counts of a receiver's destinations.
+pub type DeliveryStats = std::sync::Arc<dyn Fn() -> Vec<DeliveryStat> + Send + Sync>;
+
 /// Where notifications go.
 pub trait Receiver: Send {
     fn name(&self) -> &str;
@@ -694,6 +701,10 @@ pub trait Receiver: Send {
         _apply: bool,
     ) -> Result<(), String> {
         Ok(())
+    }
+    /// Delivery counts per destination, read when `/metrics` is scraped.
+    fn delivery_stats(&self) -> Option<DeliveryStats> {
+        None
     }
     /// How delivery goes, a line per destination (readiness, the API).
     fn status(&self) -> Vec<String> {

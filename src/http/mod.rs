@@ -129,6 +129,8 @@ pub struct Live {
     pub silences: Arc<Silences>,
     /// Asks the pipeline to reload its rules.
     pub reload: Option<tokio::sync::mpsc::Sender<ReloadReply>>,
+    /// The receivers' delivery counts.
+    pub deliveries: Vec<crate::alert::DeliveryStats>,
 }
 
 impl Live {
@@ -148,6 +150,7 @@ impl Live {
             drift: None,
             silences,
             reload: None,
+            deliveries: Vec::new(),
         }
     }
 
@@ -500,6 +503,55 @@ pub fn render_metrics(live: &Live) -> String {
             "driftwatch_alerts",
             &[("rule", rule), ("state", state)],
             *v as f64,
+        );
+    }
+    let stats: Vec<crate::alert::DeliveryStat> = live.deliveries.iter().flat_map(|f| f()).collect();
+    t.family(
+        "driftwatch_receiver_delivered_total",
+        "counter",
+        "Messages (email) or records (OTLP) a receiver's server accepted.",
+    );
+    for (who, messages, _, _, _) in &stats {
+        t.sample(
+            "driftwatch_receiver_delivered_total",
+            &[("receiver", who)],
+            *messages as f64,
+        );
+    }
+    t.family(
+        "driftwatch_receiver_changes_delivered_total",
+        "counter",
+        "Alert state changes a receiver delivered.",
+    );
+    for (who, _, changes, _, _) in &stats {
+        t.sample(
+            "driftwatch_receiver_changes_delivered_total",
+            &[("receiver", who)],
+            *changes as f64,
+        );
+    }
+    t.family(
+        "driftwatch_receiver_failures_total",
+        "counter",
+        "Failed delivery attempts (retried with backoff).",
+    );
+    for (who, _, _, failures, _) in &stats {
+        t.sample(
+            "driftwatch_receiver_failures_total",
+            &[("receiver", who)],
+            *failures as f64,
+        );
+    }
+    t.family(
+        "driftwatch_receiver_queue",
+        "gauge",
+        "Messages or groups (email) or records (OTLP) waiting in the outbox.",
+    );
+    for (who, _, _, _, queued) in &stats {
+        t.sample(
+            "driftwatch_receiver_queue",
+            &[("receiver", who)],
+            *queued as f64,
         );
     }
     t.family(

@@ -243,6 +243,34 @@ impl Receiver for Outbox {
     fn status(&self) -> Vec<String> {
         self.status_lines()
     }
+    fn delivery_stats(&self) -> Option<crate::alert::DeliveryStats> {
+        let shared = self.shared.clone();
+        Some(Arc::new(move || {
+            let status = shared.status.lock().expect("status lock");
+            status
+                .iter()
+                .map(|(name, s)| {
+                    let who = if name == OTLP {
+                        "otlp".to_owned()
+                    } else {
+                        format!("email:{name}")
+                    };
+                    let messages = if name == OTLP {
+                        s.notifications
+                    } else {
+                        s.emails
+                    };
+                    (
+                        who,
+                        messages,
+                        s.notifications,
+                        s.failures,
+                        (s.queued + s.waiting_groups) as u64,
+                    )
+                })
+                .collect()
+        }))
+    }
     fn reroute(
         &mut self,
         c: &NotifyConfig,

@@ -94,7 +94,16 @@ fn prometheus_scrapes_a_mixed_kafka_run_and_every_dashboard_query_has_data() {
     let topic = "prom-mixed";
     create_topic(&b, topic, 3);
     produce_mixed(&b, d, topic, 21);
-    let cfg = kafka_config(d, &b, topic, "prom-group", Extra::default());
+    // An email receiver whose server is not there: its queue and failures show.
+    let top = format!(
+        "state_dir: {}\nnotify:\n  receivers:\n    - {{name: team, email: {{to: a@example.com, from: d@example.com, smarthost: '127.0.0.1:9', tls: none}}}}\n  route: {{receiver: team, group_wait: 0s}}\n  retry_initial: 100ms\n  drain_timeout: 1s\n",
+        d.join("state").display()
+    );
+    let extra = Extra {
+        top: &top,
+        ..Extra::default()
+    };
+    let cfg = kafka_config(d, &b, topic, "prom-group", extra);
     let http = free_port();
     let run = Killed(
         Command::new(env!("CARGO_BIN_EXE_driftwatch"))
