@@ -2,8 +2,8 @@
 """The test model of the re-scoring issue, and its provenance.
 
 Trains a small classifier (standard scaling + logistic regression) on scikit-learn's
-bundled breast-cancer data set (no download), exports it to ONNX with skl2onnx, and
-writes, next to the model:
+bundled breast-cancer data set (no download), exports it to ONNX, and writes, next to
+the model:
 
     models/breast_cancer_lr.onnx          the model (committed: tests need no Python)
     models/breast_cancer_lr.json          SHA-256, feature order, input/output names,
@@ -12,8 +12,12 @@ writes, next to the model:
                                           the probabilities of scikit-learn and of
                                           onnxruntime for each row
 
-It checks before writing that onnxruntime's probabilities equal scikit-learn's within
-1e-5 on the test split, so the fixture is what the embedded runtime must reproduce.
+The export uses core ONNX operators only (Sub, Div, MatMul, Add, Softmax, ArgMax), built
+from the fitted scaler and coefficients, not skl2onnx's `ai.onnx.ml` operators (Scaler,
+LinearClassifier), which pure-Rust runtimes do not all implement. Softmax over the logits
+[0, z] is exactly [1 - sigmoid(z), sigmoid(z)], scikit-learn's binary probabilities. It
+checks before writing that onnxruntime's probabilities equal scikit-learn's within 1e-5
+on the test split, so the fixture is what the embedded runtime must reproduce.
 
     python3 -m venv ~/.cache/driftwatch/modelenv
     ~/.cache/driftwatch/modelenv/bin/pip install -r scripts/model_requirements.txt
@@ -29,10 +33,8 @@ import pathlib
 import numpy as np
 import onnx
 import onnxruntime
-import skl2onnx
 import sklearn
-from skl2onnx import convert_sklearn
-from skl2onnx.common.data_types import FloatTensorType
+from onnx import TensorProto, helper, numpy_helper
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
@@ -43,6 +45,42 @@ OUT = pathlib.Path(__file__).resolve().parent.parent / "models"
 NAME = "breast_cancer_lr"
 OPSET = 15
 SEED = 0
+
+
+def export(model, n: int) -> onnx.ModelProto:
+    """The pipeline as core ONNX: probabilities = softmax(((x - mean) / scale) @ W + b)."""
+    scale, clf = model.named_steps["scale"], model.named_steps["clf"]
+    w = np.zeros((n, 2), dtype=np.float32)
+    w[:, 1] = clf.coef_[0]
+    b = np.array([0.0, clf.intercept_[0]], dtype=np.float32)
+    init = [
+        numpy_helper.from_array(scale.mean_.astype(np.float32), "mean"),
+        numpy_helper.from_array(scale.scale_.astype(np.float32), "scale"),
+        numpy_helper.from_array(w, "weights"),
+        numpy_helper.from_array(b, "bias"),
+    ]
+    nodes = [
+        helper.make_node("Sub", ["input", "mean"], ["centred"]),
+        helper.make_node("Div", ["centred", "scale"], ["scaled"]),
+        helper.make_node("MatMul", ["scaled", "weights"], ["product"]),
+        helper.make_node("Add", ["product", "bias"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        helper.make_node("ArgMax", ["logits"], ["label"], axis=1, keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        NAME,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, n])],
+        [
+            helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2]),
+        ],
+        init,
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                          producer_name="driftwatch scripts/train_model.py")
+    m.ir_version = 8
+    return m
 
 
 def main():
@@ -61,13 +99,7 @@ def main():
     model.fit(x_train, y_train)
     accuracy = float(model.score(x_test, y_test))
 
-    onx = convert_sklearn(
-        model,
-        name=NAME,
-        initial_types=[("input", FloatTensorType([None, len(features)]))],
-        options={id(model.named_steps["clf"]): {"zipmap": False}},
-        target_opset=OPSET,
-    )
+    onx = export(model, len(features))
     onnx.checker.check_model(onx)
     blob = onx.SerializeToString()
     outputs = [o.name for o in onx.graph.output]
@@ -96,7 +128,6 @@ def main():
         "ort_vs_sklearn_max_abs": worst,
         "versions": {
             "scikit-learn": sklearn.__version__,
-            "skl2onnx": skl2onnx.__version__,
             "onnx": onnx.__version__,
             "onnxruntime": onnxruntime.__version__,
             "numpy": np.__version__,
