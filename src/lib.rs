@@ -16,6 +16,7 @@ pub mod kafka_out;
 pub mod notify;
 pub mod otlp;
 pub mod pipeline;
+pub mod rescore;
 pub mod rules;
 pub mod scenario;
 pub mod source;
