@@ -2,14 +2,16 @@
 //! expire, malformed requests, metrics and readiness, and a bounded load of 10,000
 //! requests on loopback.
 
+use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::cli::{generate, root};
+use crate::cli::{eventually, free_port, generate, root};
 
 const TOKEN: &str = "api-token-for-tests-0123456789";
 
@@ -94,6 +96,45 @@ fn load(port: u16, n: usize, in_flight: usize) -> usize {
     })
 }
 
+/// Starts `run` on `cfg` with the API on a free port (token in `DW_API_TOKEN`) and
+/// `args`, and waits for a firing alert of `rule`; returns the process, its port and
+/// the alert.
+fn run_until_firing(cfg: &Path, args: &[&OsStr], rule: &str) -> (Running, u16, Value) {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args(["run", "--config"])
+        .arg(cfg)
+        .args([
+            "--http",
+            &format!("127.0.0.1:{port}"),
+            "--until-idle",
+            "600",
+        ])
+        .args(args)
+        .env("DW_API_TOKEN", TOKEN)
+        .current_dir(root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut run = Running(child);
+    let mut alert = None;
+    let fired = eventually(Duration::from_secs(120), Some(&mut run.0), || {
+        if TcpStream::connect(("127.0.0.1", port)).is_err() {
+            return false;
+        }
+        alert = get_json(port, "/api/v1/alerts")["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["state"] == "firing" && a["rule_id"] == rule)
+            .cloned();
+        alert.is_some()
+    });
+    assert!(fired, "the run raised no firing {rule} alert");
+    (run, port, alert.unwrap())
+}
+
 struct Running(Child);
 
 impl Drop for Running {
@@ -107,23 +148,7 @@ impl Drop for Running {
 fn api_needs_a_token_for_changes_silences_match_and_expire_and_it_takes_load() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (full, truth) = generate(d, "flood", 5, 40_000, "20");
-    // The input stops in the middle of the flood, so its alert stays firing.
-    let cut_ms = truth[0]["start_ms"].as_i64().unwrap() + 140_000;
-    let cut = chrono::DateTime::from_timestamp_millis(cut_ms)
-        .unwrap()
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string();
-    let input = d.join("input.jsonl");
-    let text = std::fs::read_to_string(&full).unwrap();
-    // Lines start with {"ts":"<24 characters>".
-    let kept: String = text
-        .lines()
-        .filter(|l| l.get(7..31).is_some_and(|ts| ts < cut.as_str()))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    assert!(kept.len() > 1000 && kept.len() < text.len());
-    std::fs::write(&input, kept).unwrap();
+    let (input, _) = cut_flood(d, 0);
     let cfg = d.join("api.yaml");
     std::fs::write(
         &cfg,
@@ -136,50 +161,12 @@ fn api_needs_a_token_for_changes_silences_match_and_expire_and_it_takes_load() {
         ),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .args([
-            "--http",
-            &format!("127.0.0.1:{port}"),
-            "--until-idle",
-            "600",
-        ])
-        .arg("--state-dir")
-        .arg(d.join("state"))
-        .env("DW_API_TOKEN", TOKEN)
-        .current_dir(root())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut run = Running(child);
-    // Wait for a firing alert.
-    let started = Instant::now();
-    let alert = loop {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no alert came"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-        if TcpStream::connect(("127.0.0.1", port)).is_err() {
-            continue;
-        }
-        let alerts = get_json(port, "/api/v1/alerts");
-        if let Some(a) = alerts["alerts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["state"] == "firing")
-        {
-            break a.clone();
-        }
-    };
+    let state = d.join("state");
+    let (mut run, port, alert) = run_until_firing(
+        &cfg,
+        &[OsStr::new("--state-dir"), state.as_os_str()],
+        "flood.client_rate",
+    );
     let rule = alert["rule_id"].as_str().unwrap().to_owned();
     let (code, body) = request(port, "GET", "/readyz", None, "");
     assert_eq!(code, 200, "{body}");
@@ -320,7 +307,7 @@ fn api_needs_a_token_for_changes_silences_match_and_expire_and_it_takes_load() {
 
 /// The flood input cut in the middle of its episode (so the flood alert stays firing),
 /// and the lines after the cut up to `more_ms` later.
-fn cut_flood(d: &std::path::Path, more_ms: i64) -> (std::path::PathBuf, String) {
+fn cut_flood(d: &Path, more_ms: i64) -> (PathBuf, String) {
     let (full, truth) = generate(d, "flood", 5, 40_000, "20");
     let start = truth[0]["start_ms"].as_i64().unwrap();
     let at = |ms: i64| {
@@ -389,50 +376,13 @@ fn hot_reload_applies_a_valid_set_rejects_a_broken_one_and_keeps_firing_alerts()
         .unwrap();
     };
     write_cfg("a@example.com", "team", "30s");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let alerts_file = d.join("alerts.jsonl");
-    let child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .args([
-            "--http",
-            &format!("127.0.0.1:{port}"),
-            "--until-idle",
-            "600",
-        ])
-        .arg("--alerts-out")
-        .arg(&alerts_file)
-        .env("DW_API_TOKEN", TOKEN)
-        .current_dir(root())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut run = Running(child);
-    let started = Instant::now();
-    let firing = loop {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no alert came"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-        if TcpStream::connect(("127.0.0.1", port)).is_err() {
-            continue;
-        }
-        let alerts = get_json(port, "/api/v1/alerts");
-        if let Some(a) = alerts["alerts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["state"] == "firing" && a["rule_id"] == "flood.client_rate")
-        {
-            break a["id"].as_str().unwrap().to_owned();
-        }
-    };
+    let (mut run, port, alert) = run_until_firing(
+        &cfg,
+        &[OsStr::new("--alerts-out"), alerts_file.as_os_str()],
+        "flood.client_rate",
+    );
+    let firing = alert["id"].as_str().unwrap().to_owned();
     let before = rule_ids(port);
 
     // A valid change by SIGHUP: one more rule, on a window the running rules use.
@@ -450,14 +400,10 @@ fn hot_reload_applies_a_valid_set_rejects_a_broken_one_and_keeps_firing_alerts()
             .unwrap()
             .success()
     );
-    let t = Instant::now();
-    while !rule_ids(port).contains(&"extra.busy_window".to_owned()) {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "SIGHUP did not reload"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let reloaded = eventually(Duration::from_secs(30), Some(&mut run.0), || {
+        rule_ids(port).contains(&"extra.busy_window".to_owned())
+    });
+    assert!(reloaded, "SIGHUP did not reload the rules");
     assert_eq!(rule_ids(port).len(), before.len() + 1);
 
     // A broken set is rejected with the reason; the running set stays.
@@ -518,14 +464,10 @@ fn hot_reload_applies_a_valid_set_rejects_a_broken_one_and_keeps_firing_alerts()
         .unwrap()
         .write_all(tail.as_bytes())
         .unwrap();
-    let t = Instant::now();
-    while evaluated(port) <= evaluations {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "the flood rule stopped running"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let ran = eventually(Duration::from_secs(60), Some(&mut run.0), || {
+        evaluated(port) > evaluations
+    });
+    assert!(ran, "the flood rule stopped running after the reloads");
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let _ = run.0.wait();
     let changes: Vec<Value> = std::fs::read_to_string(&alerts_file)

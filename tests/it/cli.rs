@@ -3,7 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -18,6 +19,41 @@ pub(crate) fn driftwatch(args: &[&str], out_dir: &Path) -> Output {
         .env("DRIFTWATCH_OUT", out_dir)
         .output()
         .expect("the binary runs")
+}
+
+/// The features of the generator's records, as a config's `decode:` section.
+pub(crate) const FEATURES: &str = "decode:\n  features:\n    - {name: amount, type: numerical}\n    - {name: age, type: numerical}\n    - {name: country, type: categorical}\n    - {name: merchant_risk, type: numerical}\n    - {name: hour, type: numerical}\n";
+
+/// A port nobody listens on right now.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `holds` until it is true, `child` (when given) has exited, or `patience` has
+/// passed — a guard against a hang, not a speed limit — and says whether it holds, for
+/// the caller to assert the behaviour.
+pub(crate) fn eventually(
+    patience: Duration,
+    mut child: Option<&mut Child>,
+    mut holds: impl FnMut() -> bool,
+) -> bool {
+    let started = Instant::now();
+    loop {
+        if holds() {
+            return true;
+        }
+        let exited = child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+        if exited || started.elapsed() >= patience {
+            return holds();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 pub(crate) fn text(o: &Output) -> String {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::cli::{generate, jsonl, root, text};
+use crate::cli::{FEATURES, eventually, free_port, generate, jsonl, root, text};
 
 const USER: &str = "alerts";
 const PASSWORD: &str = "pw-for-tests-only";
@@ -18,14 +18,6 @@ const PASSWORD: &str = "pw-for-tests-only";
 /// The Debian interpreter, which has `python3-aiosmtpd` (SMTP_PYTHON overrides).
 fn python() -> String {
     std::env::var("SMTP_PYTHON").unwrap_or_else(|_| "/usr/bin/python3".into())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A running `scripts/smtp_server.py`, stopped on drop.
@@ -93,6 +85,13 @@ impl Drop for Smtp {
     }
 }
 
+/// Where a test's SMTP server will listen and keep its mail, with its certificate made.
+fn smtp_site(d: &Path) -> (u16, PathBuf, PathBuf) {
+    let dir = d.join("smtp");
+    let cert = Smtp::certificate(&dir);
+    (free_port(), dir, cert)
+}
+
 fn mails(dir: &Path) -> Vec<Value> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("mail"))
         .map(|d| d.map(|e| e.unwrap().path()).collect())
@@ -132,7 +131,7 @@ fn config(dir: &Path, port: u16, cert: &Path, group_wait: &str, extra: &str) -> 
         &path,
         format!(
             "source: {{type: file, paths: []}}\n\
-             decode:\n  features:\n    - {{name: amount, type: numerical}}\n    - {{name: age, type: numerical}}\n    - {{name: country, type: categorical}}\n    - {{name: merchant_risk, type: numerical}}\n    - {{name: hour, type: numerical}}\n\
+             {FEATURES}\
              queries: {}\n\
              alerts: {{stdout: false}}\n\
              checkpoint_interval: 50ms\n{}",
@@ -247,22 +246,12 @@ fn assert_delivered_once(mails: &[Value], want: &BTreeMap<&'static str, BTreeSet
     assert!(got.is_empty(), "mail for an unexpected receiver: {got:?}");
 }
 
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn mixed_scenario_mails_one_thread_per_group_over_starttls_with_auth() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (input, _) = generate(d, "mixed", 7, 160_000, "50");
-    let port = free_port();
-    let smtp_dir = d.join("smtp");
-    let cert = Smtp::certificate(&smtp_dir);
+    let (port, smtp_dir, cert) = smtp_site(d);
     let server = Smtp::start(&smtp_dir, port);
     let cfg = config(d, port, &cert, "1h", "");
     let alerts = d.join("alerts.jsonl");
@@ -318,9 +307,7 @@ fn smtp_outage_delays_mail_and_loses_none() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (input, _) = generate(d, "mixed", 8, 160_000, "50");
-    let port = free_port();
-    let smtp_dir = d.join("smtp");
-    let cert = Smtp::certificate(&smtp_dir);
+    let (port, smtp_dir, cert) = smtp_site(d);
     let cfg = config(
         d,
         port,
@@ -354,9 +341,7 @@ fn kill_9_with_mail_queued_delivers_it_once_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (input, _) = generate(d, "mixed", 9, 160_000, "50");
-    let port = free_port();
-    let smtp_dir = d.join("smtp");
-    let cert = Smtp::certificate(&smtp_dir);
+    let (port, smtp_dir, cert) = smtp_site(d);
     let cfg = config(
         d,
         port,
@@ -373,9 +358,10 @@ fn kill_9_with_mail_queued_delivers_it_once_after_restart() {
         .spawn()
         .unwrap();
     let secops = state.join("outbox").join("secops.state.json");
-    wait_for("queued mail", Duration::from_secs(120), || {
+    let queued = eventually(Duration::from_secs(120), Some(&mut child), || {
         std::fs::read_to_string(&secops).is_ok_and(|s| s.contains("\"queue\":[{"))
     });
+    assert!(queued, "the run queued no mail while the server was down");
     child.kill().unwrap();
     child.wait().unwrap();
     let server = Smtp::start(&smtp_dir, port);
@@ -391,9 +377,7 @@ fn groups_mailed_as_they_change_thread_their_follow_ups_and_say_resolved() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (input, _) = generate(d, "mixed", 7, 160_000, "50");
-    let port = free_port();
-    let smtp_dir = d.join("smtp");
-    let cert = Smtp::certificate(&smtp_dir);
+    let (port, smtp_dir, cert) = smtp_site(d);
     let server = Smtp::start(&smtp_dir, port);
     // No waiting: each group is mailed as soon as it changes (a replay streams its
     // windows over seconds, so firing and resolution land in different messages).
@@ -445,9 +429,7 @@ fn sigterm_during_a_kafka_run_exits_0_commits_and_the_restart_mails_nothing_twic
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (topic, replayed) = mixed_topic(&b, d, "sigterm", 12);
-    let port = free_port();
-    let smtp_dir = d.join("smtp");
-    let cert = Smtp::certificate(&smtp_dir);
+    let (port, smtp_dir, cert) = smtp_site(d);
     let server = Smtp::start(&smtp_dir, port);
     let top = format!(
         "checkpoint_interval: 50ms\n{}",
@@ -480,9 +462,10 @@ fn sigterm_during_a_kafka_run_exits_0_commits_and_the_restart_mails_nothing_twic
         .spawn()
         .unwrap();
     // Stop it once it has raised its first alert (joining the group takes seconds).
-    wait_for("the first alert", Duration::from_secs(120), || {
+    let alerted = eventually(Duration::from_secs(120), Some(&mut child), || {
         std::fs::metadata(&alerts).is_ok_and(|m| m.len() > 0)
     });
+    assert!(alerted, "the Kafka run raised no alert");
     assert!(
         child.try_wait().unwrap().is_none(),
         "the run ended before SIGTERM"

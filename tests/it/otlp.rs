@@ -26,7 +26,7 @@ use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value as Number;
 use prost::Message as _;
 use serde_json::Value;
 
-use crate::cli::{generate, jsonl, root, summary, text};
+use crate::cli::{FEATURES, free_port, generate, jsonl, root, summary, text};
 
 /// One log record as received, flattened.
 #[derive(Debug, Clone)]
@@ -190,21 +190,13 @@ impl Collector {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn config(dir: &Path, otlp: &str) -> PathBuf {
     let path = dir.join("otlp.yaml");
     std::fs::write(
         &path,
         format!(
             "source: {{type: file, paths: []}}\n\
-             decode:\n  features:\n    - {{name: amount, type: numerical}}\n    - {{name: age, type: numerical}}\n    - {{name: country, type: categorical}}\n    - {{name: merchant_risk, type: numerical}}\n    - {{name: hour, type: numerical}}\n\
+             {FEATURES}\
              queries: {}\n\
              alerts: {{stdout: false}}\n\
              checkpoint_interval: 50ms\n\

@@ -6,20 +6,12 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::cli::root;
+use crate::cli::{eventually, free_port, root};
 use crate::kafka::{Extra, brokers, create_topic, kafka_config, produce_mixed};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn encode(s: &str) -> String {
     s.bytes()
@@ -138,22 +130,14 @@ fn prometheus_scrapes_a_mixed_kafka_run_and_every_dashboard_query_has_data() {
     );
     // Until driftwatch has read the whole topic (as Prometheus saw it), then a few more
     // scrapes so that rates have two samples after the last window.
-    let started = Instant::now();
-    loop {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "Prometheus never saw the whole topic read"
-        );
-        std::thread::sleep(Duration::from_millis(500));
+    let read_all = eventually(Duration::from_secs(120), None, || {
         let total = query(prom_port, "sum(driftwatch_records_total)");
-        let n = total
+        total
             .first()
             .and_then(|r| r["value"][1].as_str()?.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        if n >= 160_000.0 {
-            break;
-        }
-    }
+            .is_some_and(|n| n >= 160_000.0)
+    });
+    assert!(read_all, "Prometheus never saw the whole topic read");
     std::thread::sleep(Duration::from_secs(6));
     let mut empty = Vec::new();
     for (panel, expr) in &exprs {
