@@ -60,7 +60,6 @@ pub struct Status {
     pub queued: usize,
     /// Groups with changes not yet composed into a message.
     pub waiting_groups: usize,
-    pub done: bool,
 }
 
 struct Shared {
@@ -383,7 +382,6 @@ fn stopped(shared: &Shared, name: String, e: String) {
     let mut st = shared.status.lock().expect("status lock");
     let s = st.entry(name).or_default();
     s.last_error = Some(e);
-    s.done = true;
 }
 
 /// One alert in a group.
@@ -551,7 +549,6 @@ async fn run_receiver(
             s.last_error.clone_from(&last_error);
             s.queued = st.queue.len();
             s.waiting_groups = waiting;
-            s.done = done;
         }
         if done {
             if dirty {
@@ -1025,7 +1022,6 @@ async fn run_otlp(
             s.failures = failures;
             s.last_error.clone_from(&last_error);
             s.queued = waiting;
-            s.done = done;
         }
         if done {
             return Ok(());
