@@ -11,6 +11,15 @@ the model:
     models/breast_cancer_lr.fixture.json  the test split: inputs (float32 values), and
                                           the probabilities of scikit-learn and of
                                           onnxruntime for each row
+    models/breast_cancer_train.csv        the training split's inputs (float32 values):
+                                          the benign traffic of `driftwatch gen`, the
+                                          model's baseline and squeezing calibration
+
+The metadata also holds the fitted parameters (scaler mean and scale, coefficients,
+intercept) and those of a second model, trained with far stronger regularization: the
+generator computes honest predictions in float64 from the first (as a serving stack
+would, so re-scoring in float32 differs by rounding only), crafts FGSM inputs from its
+gradient, and forges the predictions of its `tampering` scenario with the second.
 
 The export uses core ONNX operators only (Sub, Div, MatMul, Add, Softmax, ArgMax), built
 from the fitted scaler and coefficients, not skl2onnx's `ai.onnx.ml` operators (Scaler,
@@ -83,6 +92,17 @@ def export(model, n: int) -> onnx.ModelProto:
     return m
 
 
+def linear(model) -> dict:
+    """P(label 1) = sigmoid(((x - mean) / scale) . coef + intercept)."""
+    scale, clf = model.named_steps["scale"], model.named_steps["clf"]
+    return {
+        "mean": [float(v) for v in scale.mean_],
+        "scale": [float(v) for v in scale.scale_],
+        "coef": [float(v) for v in clf.coef_[0]],
+        "intercept": float(clf.intercept_[0]),
+    }
+
+
 def main():
     data = load_breast_cancer()
     features = [n.replace(" ", "_") for n in data.feature_names]
@@ -98,6 +118,12 @@ def main():
     ])
     model.fit(x_train, y_train)
     accuracy = float(model.score(x_test, y_test))
+    # The "other model" of the tampering scenario: same data, 100x the regularization.
+    other = Pipeline([
+        ("scale", StandardScaler()),
+        ("clf", LogisticRegression(C=0.01, max_iter=1000, random_state=SEED)),
+    ])
+    other.fit(x_train, y_train)
 
     onx = export(model, len(features))
     onnx.checker.check_model(onx)
@@ -133,6 +159,9 @@ def main():
             "numpy": np.__version__,
         },
         "data": "sklearn.datasets.load_breast_cancer (bundled with scikit-learn)",
+        "linear": linear(model),
+        "other_model": dict(linear(other), how="LogisticRegression(C=0.01), same data",
+                            test_accuracy=float(other.score(x_test, y_test))),
         "split": {"test_size": 0.25, "random_state": SEED, "stratify": True},
     }
     (OUT / f"{NAME}.json").write_text(json.dumps(meta, indent=1) + "\n")
@@ -146,6 +175,11 @@ def main():
         "labels_true": [labels[int(t)] for t in y_test],
     }
     (OUT / f"{NAME}.fixture.json").write_text(json.dumps(fixture) + "\n")
+    with open(OUT / "breast_cancer_train.csv", "w") as f:
+        f.write(",".join(features) + "\n")
+        for row in x_train:
+            # The shortest decimal that reads back as the same float32.
+            f.write(",".join(str(np.float32(v)) for v in row) + "\n")
     print(f"{NAME}: test accuracy {accuracy:.4f}, onnxruntime vs scikit-learn "
           f"max |diff| {worst:.2e}, sha256 {meta['sha256']}")
 

@@ -70,6 +70,12 @@ pub struct Config {
     /// Data and prediction drift (`feature_drift`, `prediction_drift`).
     #[serde(default)]
     pub drift: crate::drift::DriftConfig,
+    /// Embedded ONNX copies of the monitored models (the `rescored` table).
+    #[serde(default)]
+    pub models: Vec<crate::rescore::ModelConfig>,
+    /// Which records are re-scored, within what budget.
+    #[serde(default)]
+    pub rescore: crate::rescore::rescorer::RescoreConfig,
     /// Keep checkpoints here and resume from the newest on start (`--state-dir`).
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
@@ -205,6 +211,7 @@ impl Config {
             fix(p);
         }
         self.baselines.iter_mut().for_each(fix);
+        self.models.iter_mut().for_each(|m| fix(&mut m.path));
         self.source.resolve_paths(base);
         self.notify.resolve_paths(base);
         if let Some(p) = self.http.token_file.as_mut()
@@ -267,7 +274,8 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
-        self.decode.validate()
+        self.decode.validate()?;
+        self.rescore.validate()
     }
 }
 

@@ -6,7 +6,7 @@
 //! order of events, and therefore every alert, depends only on the records.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -99,6 +99,9 @@ pub struct Summary {
     pub last_checkpoint: Option<CheckpointInfo>,
     #[serde(skip)]
     pub checkpoints: CheckpointStats,
+    /// Re-scoring totals, when a model is configured.
+    #[serde(skip)]
+    pub rescore: Option<crate::rescore::rescorer::Totals>,
     /// Time spent per table and per rule in this process, costliest first.
     #[serde(skip)]
     pub costs: Vec<(String, Duration)>,
@@ -183,6 +186,7 @@ pub struct Pipeline {
     committable: Committable,
     clients: Arc<crate::clients::Clients>,
     drift: Arc<crate::drift::Drift>,
+    rescorer: Arc<crate::rescore::rescorer::Rescorer>,
     /// OTLP metrics of `counters`, exported in the background.
     metrics: Option<crate::otlp::Metrics>,
     /// What the HTTP server shows.
@@ -288,7 +292,41 @@ impl Pipeline {
             .map(|r| (r.def.id.clone(), r.def.route.clone()))
             .collect();
         let specs: Vec<_> = rules.iter().map(|r| r.spec).collect();
+        let served = crate::rescore::serve(
+            &config.models,
+            Path::new("."),
+            &decoder.events_schema(),
+            &config.baseline_profiles,
+        )
+        .map_err(PipelineError::Config)?;
+        for m in &served {
+            if m.squeeze.as_ref().is_some_and(|s| s.threshold.is_none()) {
+                tracing::warn!(
+                    model = %m.model.name,
+                    "squeeze has no threshold: squeeze_score is computed, adversarial stays \
+                     null (driftwatch model calibrate prints one)"
+                );
+            }
+        }
+        let rescorer = crate::rescore::rescorer::Rescorer::with_windows(
+            config.rescore.clone(),
+            served,
+            &specs,
+        );
+        let mut tables = tables;
+        tables.push(rescorer.table());
         let engine = Engine::new(rules, tables.clone(), &config.engine).await?;
+        if !rescorer.is_active()
+            && let Some(r) = engine.rules().iter().find(|p| {
+                p.rule.def.rescore || p.rule.def.sql.contains(crate::rules::engine::RESCORED)
+            })
+        {
+            tracing::warn!(
+                rule = %r.rule.id(),
+                "no models: are configured: rescore: true flags nobody and the rescored table \
+                 stays empty"
+            );
+        }
         let windows = Windows::new(
             &specs,
             0,
@@ -391,6 +429,7 @@ impl Pipeline {
             committable: Arc::default(),
             clients,
             drift,
+            rescorer,
             book: AlertBook::new(engine.rules().len(), &config.alerts),
             engine,
             windows,
@@ -641,6 +680,9 @@ impl Pipeline {
         if let Some(d) = cp.drift {
             self.drift.restore(d);
         }
+        if let Some(r) = cp.rescore {
+            self.rescorer.restore(r);
+        }
         self.summary = cp.summary;
         self.positions = cp.positions.clone();
         let restored = format!(
@@ -789,6 +831,7 @@ impl Pipeline {
             cursors,
             clients: Some(self.clients.snapshot()),
             drift: Some(self.drift.snapshot()),
+            rescore: self.rescorer.is_active().then(|| self.rescorer.snapshot()),
             rows,
         })
     }
@@ -942,7 +985,31 @@ impl Pipeline {
                 &crate::alert::rfc3339(window.end_ms),
                 window.stats.records,
             );
-            let runs = self.engine.evaluate(&window).await;
+            // Rules that do not read `rescored` run first; what their `rescore: true`
+            // rules flag is re-scored before the rules that read it run.
+            let (engine, rescorer) = (&self.engine, &self.rescorer);
+            let flags = |runs: &[crate::rules::engine::RuleRun]| {
+                let mut flags = crate::rescore::rescorer::Flags::default();
+                for run in runs {
+                    if let (true, Ok(rows)) =
+                        (engine.rules()[run.rule].rule.def.rescore, &run.result)
+                    {
+                        flags.add(rows);
+                    }
+                }
+                flags
+            };
+            let runs = engine
+                .evaluate_with(&window, |runs| {
+                    rescorer.flag(&window, flags(runs));
+                    rescorer.score_window(&window)
+                })
+                .await;
+            if self.rescorer.is_active() {
+                // Flags of the rules that read `rescored` count from the next window.
+                self.rescorer.flag(&window, flags(&runs));
+                self.counters.rescored(self.rescorer.totals());
+            }
             let mut notes: Vec<Notification> = Vec::new();
             let wall = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
             let window_end = crate::alert::rfc3339(window.end_ms);
@@ -1043,6 +1110,7 @@ impl Pipeline {
         }
         self.summary.clients = self.clients.usage();
         self.summary.costs = self.engine.costs();
+        self.summary.rescore = self.rescorer.is_active().then(|| self.rescorer.totals());
         self.summary.peak_rss_kib = peak_rss_kib();
         self.summary.clone()
     }

@@ -26,6 +26,8 @@ pub struct Counters {
     pub alerts_by_state: [AtomicU64; 3],
     /// Alerts pending or firing after the last evaluation.
     pub alerts_active: AtomicU64,
+    /// Re-scoring totals (embedded models), refreshed after each window.
+    pub rescore: Mutex<crate::rescore::rescorer::Totals>,
 }
 
 /// How far behind the end of a Kafka partition driftwatch is, in records.
@@ -39,6 +41,11 @@ pub struct Lag {
 }
 
 impl Counters {
+    /// The re-scorer's totals after a window.
+    pub fn rescored(&self, totals: crate::rescore::rescorer::Totals) {
+        *self.rescore.lock().expect("rescore lock") = totals;
+    }
+
     pub fn records_read(&self, n: u64, bytes: u64) {
         self.records_read.fetch_add(n, Relaxed);
         self.bytes_read.fetch_add(bytes, Relaxed);

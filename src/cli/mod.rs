@@ -40,6 +40,9 @@ pub enum Command {
     /// Reference profiles of a model, from its training or reference data.
     #[command(subcommand)]
     Baseline(BaselineCommand),
+    /// Embedded models: calibrate the feature-squeezing threshold.
+    #[command(subcommand)]
+    Model(ModelCommand),
     /// Read the configured source without decoding or rules, and print the rate: the
     /// baseline `bench/kafka.sh` compares `run` with.
     #[command(hide = true)]
@@ -167,6 +170,30 @@ pub enum BaselineCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum ModelCommand {
+    /// Score a file of benign inputs (a column per feature, `.csv` or `.parquet`) with
+    /// a model of the config and its squeezer, and print the squeezing threshold that
+    /// flags `--fpr` of them, for `models[].squeeze.threshold`.
+    Calibrate {
+        /// The config that lists the model (`models:`) and its baseline.
+        #[arg(long)]
+        config: PathBuf,
+        /// The model's name in `models:`.
+        #[arg(long)]
+        model: String,
+        /// Benign inputs: training data or a sample of honest traffic.
+        #[arg(long)]
+        input: PathBuf,
+        /// The share of benign inputs the threshold may flag.
+        #[arg(long, default_value_t = 0.05)]
+        fpr: f64,
+        /// A model's reference profile, added to the config's `baselines`.
+        #[arg(long, value_name = "FILE")]
+        baseline: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum RulesCommand {
     /// Check rule files and their SQL without running anything.
     Check {
@@ -222,6 +249,13 @@ pub async fn main(cli: Cli) -> Result<(), Failure> {
         Command::Rules(RulesCommand::Check { config, paths }) => rules_check(config, paths).await,
         Command::Rules(RulesCommand::Test { paths }) => rules_test(paths).await,
         Command::Consume(args) => consume(args),
+        Command::Model(ModelCommand::Calibrate {
+            config,
+            model,
+            input,
+            fpr,
+            baseline,
+        }) => model_calibrate(&config, &model, &input, fpr, baseline),
         Command::Baseline(BaselineCommand::Build {
             model,
             input,
@@ -251,6 +285,64 @@ pub async fn main(cli: Cli) -> Result<(), Failure> {
             (&label_column, &score_column),
         ),
     }
+}
+
+fn model_calibrate(
+    config: &std::path::Path,
+    name: &str,
+    input: &std::path::Path,
+    fpr: f64,
+    baselines: Vec<PathBuf>,
+) -> Result<(), Failure> {
+    let mut config = Config::load(config).map_err(|e| Failure::usage(e.to_string()))?;
+    config.baselines.extend(baselines);
+    config.load_baselines().map_err(Failure::usage)?;
+    let c = config
+        .models
+        .iter()
+        .find(|m| m.name == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = config.models.iter().map(|m| m.name.as_str()).collect();
+            Failure::usage(format!(
+                "no model {name} under models: in the config (it lists: {})",
+                names.join(", ")
+            ))
+        })?;
+    let model = crate::rescore::EmbeddedModel::load(c).map_err(Failure::usage)?;
+    let default = crate::rescore::squeeze::SqueezeConfig {
+        levels: 16,
+        threshold: None,
+        ranges: Default::default(),
+    };
+    let squeeze_cfg = c.squeeze.clone().unwrap_or(default);
+    let baseline = config
+        .baseline_profiles
+        .iter()
+        .find(|b| b.model == name)
+        .map(|b| &**b);
+    let squeezer =
+        crate::rescore::squeeze::Squeezer::new(&squeeze_cfg, name, &c.features, baseline)
+            .map_err(Failure::usage)?;
+    let table = crate::baseline::Table::read(input).map_err(|e| Failure::usage(e.to_string()))?;
+    let cal = crate::rescore::squeeze::calibrate(&model, &squeezer, &table, fpr)
+        .map_err(Failure::usage)?;
+    let [q50, q90, q95, q99] = cal.quantiles;
+    println!(
+        "model {name}: {} benign rows scored ({} left out for a missing feature), {} levels",
+        cal.rows, cal.skipped, squeeze_cfg.levels
+    );
+    println!("squeezing score quantiles: 50% {q50:.6}  90% {q90:.6}  95% {q95:.6}  99% {q99:.6}");
+    println!(
+        "threshold at {:.1}% false positives: {:.6} (flags {:.2}% of these rows)",
+        100.0 * cal.fpr,
+        cal.threshold,
+        100.0 * cal.flagged
+    );
+    println!(
+        "for the config:\n    squeeze: {{levels: {}, threshold: {:.6}}}",
+        squeeze_cfg.levels, cal.threshold
+    );
+    Ok(())
 }
 
 fn baseline_compare(
@@ -640,6 +732,20 @@ pub fn summary_table(s: &Summary) -> String {
             "evicted (memory)",
             s.clients.evicted_memory.to_string(),
         );
+    }
+    if let Some(r) = s.rescore {
+        row(
+            &mut out,
+            "re-scored",
+            format!(
+                "{} ({} flagged, {} sampled)",
+                r.rescored, r.flagged, r.sampled
+            ),
+        );
+        row(&mut out, "over budget", r.dropped.to_string());
+        row(&mut out, "unscorable", r.unscorable.to_string());
+        row(&mut out, "mismatches", r.mismatches.to_string());
+        row(&mut out, "adversarial", r.adversarial.to_string());
     }
     if let Some(lag) = s.kafka_lag {
         row(&mut out, "kafka read lag", lag.read.to_string());

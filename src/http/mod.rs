@@ -431,6 +431,44 @@ pub fn render_metrics(live: &Live) -> String {
         &[],
         get(&c.windows_closed) as f64,
     );
+    let rs = *c.rescore.lock().expect("rescore lock");
+    t.family(
+        "driftwatch_rescore_records_total",
+        "counter",
+        "Records re-scored by an embedded model, by why (flagged by a rule, or sampled).",
+    );
+    for (why, v) in [("flagged", rs.flagged), ("sample", rs.sampled)] {
+        t.sample(
+            "driftwatch_rescore_records_total",
+            &[("reason", why)],
+            v as f64,
+        );
+    }
+    for (name, help, v) in [
+        (
+            "driftwatch_rescore_dropped_total",
+            "Records that were to be re-scored but did not fit the budget per second.",
+            rs.dropped,
+        ),
+        (
+            "driftwatch_rescore_unscorable_total",
+            "Records to re-score with a feature missing.",
+            rs.unscorable,
+        ),
+        (
+            "driftwatch_rescore_mismatches_total",
+            "Re-scored records whose logged prediction differs from the embedded model's.",
+            rs.mismatches,
+        ),
+        (
+            "driftwatch_rescore_adversarial_total",
+            "Re-scored records whose squeezing score is over the threshold.",
+            rs.adversarial,
+        ),
+    ] {
+        t.family(name, "counter", help);
+        t.sample(name, &[], v as f64);
+    }
     let rules = live.rules.lock().expect("rules lock").clone();
     t.family(
         "driftwatch_rule_evaluations_total",

@@ -3,8 +3,12 @@
 //! byte of it is parsed. A mismatch, a file that does not load, or an input shape that
 //! does not match the declared features is a startup error (exit code 2).
 //!
-//! This is the runtime half of the re-scoring issue; the `rescored` table, the budget
-//! and feature squeezing build on it.
+//! [`rescorer`] picks the records to re-score (flagged clients and a sample, within a
+//! budget per second of event time) and fills the `rescored` table; [`squeeze`] is the
+//! feature-squeezing detector of adversarial inputs.
+
+pub mod rescorer;
+pub mod squeeze;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,6 +34,9 @@ pub struct ModelConfig {
     pub probabilities_output: String,
     /// Label names, in the order of the probability vector.
     pub labels: Vec<String>,
+    /// Feature squeezing (adversarial inputs); without it `squeeze_score` is null.
+    #[serde(default)]
+    pub squeeze: Option<squeeze::SqueezeConfig>,
 }
 
 fn default_probabilities() -> String {
@@ -165,18 +172,35 @@ impl EmbeddedModel {
     }
 }
 
-/// Loads every configured model (relative paths against `base`).
-pub fn load_all(models: &[ModelConfig], base: &Path) -> Result<Vec<EmbeddedModel>, String> {
-    models
-        .iter()
-        .map(|m| {
-            let mut m = m.clone();
-            if m.path.is_relative() {
-                m.path = base.join(&m.path);
-            }
-            EmbeddedModel::load(&m)
-        })
-        .collect()
+/// Loads and checks every configured model (relative paths against `base`), with its
+/// squeezer (ranges from the config or from the model's baseline), against the columns
+/// of `events`.
+pub fn serve(
+    models: &[ModelConfig],
+    base: &Path,
+    events: &datafusion::arrow::datatypes::Schema,
+    baselines: &[Arc<crate::baseline::Baseline>],
+) -> Result<Vec<rescorer::ServedModel>, String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut served = Vec::new();
+    for c in models {
+        if !names.insert(c.name.as_str()) {
+            return Err(format!("models: {} is listed twice", c.name));
+        }
+        let mut c = c.clone();
+        if c.path.is_relative() {
+            c.path = base.join(&c.path);
+        }
+        let model = EmbeddedModel::load(&c)?;
+        let baseline = baselines.iter().find(|b| b.model == c.name).map(|b| &**b);
+        let squeeze = c
+            .squeeze
+            .as_ref()
+            .map(|s| squeeze::Squeezer::new(s, &c.name, &c.features, baseline))
+            .transpose()?;
+        served.push(rescorer::ServedModel::new(model, squeeze, events)?);
+    }
+    Ok(served)
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ fn config() -> ModelConfig {
         features: strings(&m["features"]),
         probabilities_output: "probabilities".into(),
         labels: strings(&m["labels"]),
+        squeeze: None,
     }
 }
 
@@ -102,4 +103,374 @@ fn declared_features_outputs_and_labels_must_fit_the_model() {
     let e = EmbeddedModel::load(&c).err().unwrap();
     let _ = std::fs::remove_file(&junk);
     assert!(e.contains("not a loadable ONNX model"), "{e}");
+}
+
+mod rescoring {
+    use super::*;
+    use crate::rescore::rescorer::{Flags, Reason, RescoreConfig, Rescorer, ServedModel};
+    use crate::rescore::squeeze::{SqueezeConfig, Squeezer};
+    use crate::scenario::cancer::{Cancer, MODEL};
+    use crate::window::{ClosedWindow, WindowSpec, WindowStats};
+
+    fn model_config() -> ModelConfig {
+        ModelConfig {
+            name: MODEL.into(),
+            ..config()
+        }
+    }
+
+    fn baseline() -> crate::baseline::Baseline {
+        crate::baseline::build_from_file(
+            &dir().join("breast_cancer_train.csv"),
+            &crate::baseline::BuildOptions {
+                model: MODEL.into(),
+                label_column: "prediction_label".into(),
+                score_column: "prediction_score".into(),
+            },
+        )
+        .unwrap()
+    }
+
+    fn decode_config() -> crate::decode::DecodeConfig {
+        crate::decode::DecodeConfig {
+            features: Cancer::load()
+                .features
+                .iter()
+                .map(|f| crate::decode::FeatureDecl {
+                    name: f.clone(),
+                    kind: crate::decode::FeatureKind::Numerical,
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn squeezer(levels: u32, threshold: Option<f64>) -> Squeezer {
+        let c = SqueezeConfig {
+            levels,
+            threshold,
+            ranges: Default::default(),
+        };
+        Squeezer::new(&c, MODEL, &model_config().features, Some(&baseline())).unwrap()
+    }
+
+    fn rescorer(cfg: RescoreConfig, squeeze: Option<Squeezer>) -> Arc<Rescorer> {
+        let model = EmbeddedModel::load(&model_config()).unwrap();
+        let decoder = crate::decode::BatchDecoder::new(&decode_config()).unwrap();
+        let served = ServedModel::new(model, squeeze, &decoder.events_schema()).unwrap();
+        let spec = WindowSpec {
+            size_ms: 60_000,
+            slide_ms: 60_000,
+            grace_ms: 0,
+        };
+        Rescorer::with_windows(cfg, vec![served], &[spec])
+    }
+
+    /// One record: event time, client, request id, input, logged probabilities.
+    type Rec = (i64, &'static str, String, Vec<f64>, [f64; 2]);
+
+    fn window(start: i64, records: &[Rec]) -> ClosedWindow {
+        let c = Cancer::load();
+        let mut raw = crate::source::RawBatch::new(0);
+        for (i, (ts, client, id, x, probs)) in records.iter().enumerate() {
+            let mut line = Vec::new();
+            c.write(
+                &mut line,
+                &crate::alert::rfc3339(*ts),
+                id,
+                client,
+                x,
+                *probs,
+                1.0,
+            );
+            raw.push(&line, i as u64);
+        }
+        let decoder = crate::decode::BatchDecoder::new(&decode_config()).unwrap();
+        let decoded = decoder.decode(&raw);
+        assert!(
+            decoded.dead.is_empty(),
+            "{:?}",
+            decoded.dead.first().map(|d| &d.reason)
+        );
+        ClosedWindow {
+            spec: WindowSpec {
+                size_ms: 60_000,
+                slide_ms: 60_000,
+                grace_ms: 0,
+            },
+            start_ms: start,
+            end_ms: start + 60_000,
+            batches: decoded.events.into_iter().collect(),
+            stats: WindowStats::default(),
+            ranges: Default::default(),
+        }
+    }
+
+    fn rng() -> rand_chacha::ChaCha8Rng {
+        rand::SeedableRng::seed_from_u64(7)
+    }
+
+    const T0: i64 = 1_795_255_200_000;
+
+    #[test]
+    fn honest_answers_agree_and_another_models_answers_are_mismatches() {
+        let c = Cancer::load();
+        let mut rng = rng();
+        let mut recs: Vec<Rec> = Vec::new();
+        for i in 0..40 {
+            let x = c.honest(&mut rng);
+            let (client, probs) = if i % 2 == 0 {
+                ("honest", c.model.probs(&x))
+            } else {
+                ("forger", c.other.probs(&x))
+            };
+            recs.push((T0 + i * 1000, client, format!("r{i}"), x, probs));
+        }
+        let cfg = RescoreConfig {
+            sample_rate: 1.0,
+            ..Default::default()
+        };
+        let r = rescorer(cfg, None);
+        let w = window(T0, &recs);
+        r.score_window(&w).unwrap();
+        let rows = r.rows(&w);
+        assert_eq!(rows.len(), 40);
+        for row in &rows {
+            assert_eq!(row.reason, Reason::Sample);
+            assert_eq!(row.model, MODEL);
+            if row.client_id == "honest" {
+                assert_eq!(row.mismatch, Some(false), "{row:?}");
+                assert!(row.prob_diff.unwrap() < 1e-5, "{row:?}");
+                assert_eq!(row.logged_label.as_deref(), Some(row.model_label.as_str()));
+            }
+        }
+        let forged = rows.iter().filter(|r| r.client_id == "forger").count();
+        let caught = rows
+            .iter()
+            .filter(|r| r.client_id == "forger" && r.mismatch == Some(true))
+            .count();
+        assert_eq!(forged, 20);
+        assert!(caught >= 18, "only {caught} of 20 forged answers caught");
+        let t = r.totals();
+        assert_eq!(
+            (t.rescored, t.sampled, t.mismatches),
+            (40, 40, caught as u64)
+        );
+        // The same window again (an overlapping window of another spec): nothing is
+        // re-scored twice.
+        r.score_window(&w).unwrap();
+        assert_eq!(r.totals().rescored, 40);
+        assert_eq!(r.rows(&w).len(), 40);
+    }
+
+    #[test]
+    fn a_label_the_model_does_not_give_is_a_mismatch_without_probabilities() {
+        let c = Cancer::load();
+        let x = c.honest(&mut rng());
+        let p = c.model.probs(&x);
+        // The other label, with its probability: label and score disagree with the model.
+        let flipped = [p[1], p[0]];
+        let recs = vec![(T0, "k", "r1".to_owned(), x, flipped)];
+        let r = rescorer(
+            RescoreConfig {
+                sample_rate: 1.0,
+                ..Default::default()
+            },
+            None,
+        );
+        let w = window(T0, &recs);
+        r.score_window(&w).unwrap();
+        let rows = r.rows(&w);
+        assert_eq!(rows[0].mismatch, Some(true));
+        assert_ne!(
+            rows[0].logged_label.as_deref(),
+            Some(rows[0].model_label.as_str())
+        );
+    }
+
+    #[test]
+    fn the_budget_takes_flagged_clients_first_then_the_sample_by_hash_and_counts_the_rest() {
+        let c = Cancer::load();
+        let mut rng = rng();
+        // 40 records in one second: 10 of a suspect, 30 of others.
+        let mut recs: Vec<Rec> = Vec::new();
+        for i in 0..40 {
+            let x = c.honest(&mut rng);
+            let client = if i % 4 == 0 { "suspect" } else { "other" };
+            recs.push((
+                T0 + 500,
+                client,
+                format!("q{i}"),
+                x.clone(),
+                c.model.probs(&x),
+            ));
+        }
+        let cfg = RescoreConfig {
+            budget_per_second: 12,
+            sample_rate: 0.5,
+            ..Default::default()
+        };
+        let picked = |recs: &[Rec]| {
+            let r = rescorer(cfg.clone(), None);
+            let w = window(T0, recs);
+            r.flag(
+                &w,
+                Flags {
+                    clients: vec![(None, "suspect".into())],
+                    window: false,
+                },
+            );
+            r.score_window(&w).unwrap();
+            let mut ids: Vec<(Reason, String)> = r
+                .rows(&w)
+                .into_iter()
+                .map(|x| (x.reason, x.request_id.unwrap()))
+                .collect();
+            ids.sort();
+            (ids, r.totals())
+        };
+        let (ids, totals) = picked(&recs);
+        assert_eq!(ids.len(), 12);
+        assert_eq!(
+            ids.iter().filter(|(r, _)| *r == Reason::Flagged).count(),
+            10
+        );
+        let sampled_others = recs
+            .iter()
+            .filter(|r| r.1 == "other")
+            .filter(|r| {
+                let h = crate::stable_hash::hash_of(("sample", r.2.as_str()));
+                (h as f64) < 0.5 * u64::MAX as f64
+            })
+            .count();
+        assert!(sampled_others > 2, "the sample should pick more than fit");
+        assert_eq!(totals.dropped, (10 + sampled_others - 12) as u64);
+        assert_eq!((totals.flagged, totals.sampled), (10, 2));
+        // Arrival order does not matter.
+        let mut reversed = recs.clone();
+        reversed.reverse();
+        assert_eq!(picked(&reversed).0, ids);
+    }
+
+    #[test]
+    fn a_suspect_stays_one_for_suspect_for_after_its_window_then_only_the_sample_counts() {
+        let c = Cancer::load();
+        let mut rng = rng();
+        let cfg = RescoreConfig {
+            sample_rate: 0.0,
+            suspect_for: std::time::Duration::from_secs(60),
+            ..Default::default()
+        };
+        let r = rescorer(cfg, None);
+        let mut at = |start: i64| {
+            let x = c.honest(&mut rng);
+            let p = c.model.probs(&x);
+            window(start, &[(start + 10, "s", format!("id{start}"), x, p)])
+        };
+        let (w1, w2, w3) = (at(T0), at(T0 + 60_000), at(T0 + 120_000));
+        r.flag(
+            &w1,
+            Flags {
+                clients: vec![(Some(MODEL.into()), "s".into())],
+                window: false,
+            },
+        );
+        // Each window's rows are read when it closes, as the pipeline does.
+        let mut seen = Vec::new();
+        for w in [&w1, &w2, &w3] {
+            r.score_window(w).unwrap();
+            seen.push(r.rows(w).len());
+        }
+        assert_eq!(seen, [1, 1, 0], "the flagging window, the next one, after suspect_for");
+        assert_eq!(r.totals().flagged, 2);
+    }
+
+    #[test]
+    fn state_survives_a_checkpoint() {
+        let c = Cancer::load();
+        let x = c.honest(&mut rng());
+        let recs = vec![(T0, "k", "r1".to_owned(), x.clone(), c.other.probs(&x))];
+        let cfg = RescoreConfig {
+            sample_rate: 1.0,
+            ..Default::default()
+        };
+        let r = rescorer(cfg.clone(), None);
+        let w = window(T0, &recs);
+        r.score_window(&w).unwrap();
+        let saved = serde_json::to_string(&r.snapshot()).unwrap();
+        let back = rescorer(cfg, None);
+        back.restore(serde_json::from_str(&saved).unwrap());
+        // Floats come back within an ulp (the checkpoint's metadata is JSON).
+        let key = |x: &crate::rescore::rescorer::Rescored| {
+            (x.request_id.clone(), x.mismatch, x.model_label.clone(), x.reason)
+        };
+        let (a, b) = (back.rows(&w), r.rows(&w));
+        assert_eq!(a.iter().map(key).collect::<Vec<_>>(), b.iter().map(key).collect::<Vec<_>>());
+        assert!((a[0].prob_diff.unwrap() - b[0].prob_diff.unwrap()).abs() < 1e-12);
+        assert_eq!(back.totals(), r.totals());
+        back.score_window(&w).unwrap();
+        assert_eq!(back.totals().rescored, 1, "not re-scored after the restore");
+    }
+
+    /// Feature squeezing on the test split: the clean inputs against FGSM inputs made
+    /// from them (each pushed just across the boundary, `margin` logit units beyond),
+    /// the threshold calibrated on the training split at 5 % false positives. Prints
+    /// the README's table (`cargo test squeezing -- --nocapture`).
+    #[test]
+    fn squeezing_tells_fgsm_inputs_from_clean_ones_on_the_test_split() {
+        let c = Cancer::load();
+        let model = EmbeddedModel::load(&model_config()).unwrap();
+        let f: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir().join("breast_cancer_lr.fixture.json")).unwrap(),
+        )
+        .unwrap();
+        let clean: Vec<Vec<f64>> = f["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap())
+                    .collect()
+            })
+            .collect();
+        let train = crate::baseline::Table::read(&dir().join("breast_cancer_train.csv")).unwrap();
+        let f32s = |rows: &[Vec<f64>]| -> Vec<Vec<f32>> {
+            rows.iter()
+                .map(|r| r.iter().map(|v| *v as f32).collect())
+                .collect()
+        };
+        let flagged = |s: &Squeezer, t: f64, rows: &[Vec<f64>]| {
+            let rows = f32s(rows);
+            let probs = model.probabilities(&rows).unwrap();
+            let scores = s.scores(&model, &rows, &probs).unwrap();
+            scores.iter().filter(|x| **x > t).count() as f64 / scores.len() as f64
+        };
+        println!(
+            "| levels | threshold (5% FPR on train) | FPR, clean test inputs | detection, margin 0.1 | margin 0.35 | margin 0.6 | margin 1 | margin 2 |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let mut at_default = (0.0, 0.0);
+        for levels in [4, 8, 16, 32] {
+            let s = squeezer(levels, None);
+            let cal = crate::rescore::squeeze::calibrate(&model, &s, &train, 0.05).unwrap();
+            assert!(cal.flagged <= 0.05 + 1e-12);
+            let fpr = flagged(&s, cal.threshold, &clean);
+            let mut line = format!("| {levels} | {:.4} | {:.1}% |", cal.threshold, 100.0 * fpr);
+            for margin in [0.1, 0.35, 0.6, 1.0, 2.0] {
+                let adv: Vec<Vec<f64>> = clean.iter().map(|x| c.model.fgsm(x, margin)).collect();
+                let d = flagged(&s, cal.threshold, &adv);
+                line += &format!(" {:.1}% |", 100.0 * d);
+                if levels == 16 && margin == 0.35 {
+                    at_default = (fpr, d);
+                }
+            }
+            println!("{line}");
+        }
+        let (fpr, detection) = at_default;
+        assert!(fpr <= 0.12, "false positives on clean test inputs: {fpr}");
+        assert!(detection >= 0.5, "detection at the default: {detection}");
+    }
 }

@@ -73,6 +73,10 @@ impl Default for EngineConfig {
     }
 }
 
+/// The table of re-scored records: rules that read it run after the others of their
+/// window (see [`Engine::evaluate_with`]).
+pub const RESCORED: &str = "rescored";
+
 /// Every window table rules can read, with the stateful parts behind them (their state
 /// goes into checkpoints).
 pub struct StandardTables {
@@ -427,19 +431,61 @@ impl Engine {
     /// Runs every rule of the window's spec, in rule order. A failing table or rule
     /// fails only the rules concerned.
     pub async fn evaluate(&self, window: &ClosedWindow) -> Vec<RuleRun> {
-        let due: Vec<usize> = (0..self.rules.len())
+        self.evaluate_with(window, |_| Ok(())).await
+    }
+
+    /// Same, in two rounds: first the rules that do not read `rescored`, then `between`
+    /// with their results (it re-scores what they flagged), then the rules that read
+    /// `rescored`. When `between` fails, so do the rules of the second round.
+    pub async fn evaluate_with(
+        &self,
+        window: &ClosedWindow,
+        between: impl FnOnce(&[RuleRun]) -> Result<(), String>,
+    ) -> Vec<RuleRun> {
+        let late = self.tables.iter().position(|t| t.table.name() == RESCORED);
+        let (second, first): (Vec<usize>, Vec<usize>) = (0..self.rules.len())
             .filter(|&i| self.rules[i].rule.spec == window.spec)
-            .collect();
+            .partition(|&i| late.is_some_and(|t| self.rules[i].uses.contains(&t)));
+        let mut computed = BTreeSet::new();
+        let mut table_errors: HashMap<usize, String> = HashMap::new();
+        let mut runs = self
+            .run_round(window, &first, &mut computed, &mut table_errors)
+            .await;
+        if !second.is_empty() || !first.is_empty() {
+            if let (Err(e), Some(t)) = (between(&runs), late) {
+                table_errors.insert(t, format!("table {RESCORED}: {e}"));
+            }
+        }
+        runs.extend(
+            self.run_round(window, &second, &mut computed, &mut table_errors)
+                .await,
+        );
+        runs.sort_by_key(|r| r.rule);
+        for &t in &computed {
+            self.tables[t].slot.write().expect("slot lock").clear();
+        }
+        runs
+    }
+
+    /// Computes the tables `due` reads (those not computed yet), then runs `due`.
+    async fn run_round(
+        &self,
+        window: &ClosedWindow,
+        due: &[usize],
+        computed: &mut BTreeSet<usize>,
+        table_errors: &mut HashMap<usize, String>,
+    ) -> Vec<RuleRun> {
         let needed: BTreeSet<usize> = due
             .iter()
             .flat_map(|&i| self.rules[i].uses.clone())
+            .filter(|t| !computed.contains(t) && !table_errors.contains_key(t))
             .collect();
-        let mut table_errors: HashMap<usize, String> = HashMap::new();
         for &t in &needed {
             let reg = &self.tables[t];
             let started = std::time::Instant::now();
             let rows = reg.table.compute(window);
             self.charge(|| format!("table {}", reg.table.name()), started);
+            computed.insert(t);
             match rows {
                 Ok(rows) => *reg.slot.write().expect("slot lock") = rows,
                 Err(e) => {
@@ -448,7 +494,7 @@ impl Engine {
             }
         }
         let mut runs = Vec::with_capacity(due.len());
-        for i in due {
+        for &i in due {
             let r = &self.rules[i];
             let failed_table = r.uses.iter().find_map(|t| table_errors.get(t).cloned());
             let started = std::time::Instant::now();
@@ -465,9 +511,6 @@ impl Engine {
                 result,
                 elapsed: started.elapsed(),
             });
-        }
-        for &t in &needed {
-            self.tables[t].slot.write().expect("slot lock").clear();
         }
         runs
     }

@@ -68,7 +68,8 @@ pub struct RuleDef {
     /// Free-form classification, e.g. `{atlas: [AML.T0024.002], owasp_ml: [ML05]}`.
     #[serde(default)]
     pub tags: BTreeMap<String, Vec<String>>,
-    /// Re-score the flagged client's inputs with the embedded model (model issue).
+    /// Re-score the inputs of the clients this rule returns (a `client_id` column; without
+    /// one, the whole window) with the embedded model, and theirs for `rescore.suspect_for`.
     #[serde(default)]
     pub rescore: bool,
     /// `notify.receivers` to send to, instead of what `notify.route` decides (empty: the

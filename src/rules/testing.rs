@@ -63,6 +63,15 @@ struct TestFile {
     /// Drift settings, as in the config.
     #[serde(default)]
     drift: crate::drift::DriftConfig,
+    /// Reference profiles (relative to the test file), as in the config.
+    #[serde(default)]
+    baselines: Vec<PathBuf>,
+    /// Embedded models (paths relative to the test file), as in the config.
+    #[serde(default)]
+    models: Vec<crate::rescore::ModelConfig>,
+    /// Re-scoring settings, as in the config.
+    #[serde(default)]
+    rescore: crate::rescore::rescorer::RescoreConfig,
     tests: Vec<TestCase>,
 }
 
@@ -198,7 +207,14 @@ async fn run_case(
     base: &Path,
     rules: Vec<super::Rule>,
 ) -> Result<Result<(), String>, String> {
-    let config = Config {
+    let fix = |p: &Path| {
+        if p.is_relative() {
+            base.join(p)
+        } else {
+            p.to_owned()
+        }
+    };
+    let mut config = Config {
         source: crate::source::SourceConfig::File(FileSourceConfig::replay(Vec::new())),
         decode: file.decode.clone(),
         time: TimeConfig {
@@ -217,13 +233,24 @@ async fn run_case(
         state_dir: None,
         checkpoint_interval: Duration::from_secs(10),
         reset_state: false,
-        baselines: Vec::new(),
+        baselines: file.baselines.iter().map(|p| fix(p)).collect(),
         baseline_profiles: Vec::new(),
+        models: file
+            .models
+            .iter()
+            .map(|m| crate::rescore::ModelConfig {
+                path: fix(&m.path),
+                ..m.clone()
+            })
+            .collect(),
+        rescore: file.rescore.clone(),
         notify: Default::default(),
         otlp: None,
         http: Default::default(),
         path: None,
     };
+    config.load_baselines()?;
+    config.rescore.validate()?;
     // A rule test checks alerts, not delivery: the receivers rules name are not needed.
     let mut rules = rules;
     for r in &mut rules {

@@ -6,6 +6,8 @@
 //! inputs, features on different scales. The monitored model is a fixed logistic model
 //! (`fraud`), so predictions are consistent with inputs.
 
+pub mod cancer;
+
 use std::io::Write;
 
 use rand::{Rng, SeedableRng};
@@ -56,6 +58,14 @@ pub enum Scenario {
     /// Every per-client attack (flood, near-duplicate probing, boundary walking, uniform,
     /// Jacobian and natural-data extraction) among honest clients and heavy batch users.
     Clients,
+    /// Traffic of the embedded test model (`breast_cancer_lr`) with one client sending
+    /// adversarial inputs (FGSM, just across the decision boundary).
+    Evasion,
+    /// Traffic of the embedded test model with one client whose logged predictions come
+    /// from another model.
+    Tampering,
+    /// Traffic of the embedded test model, honest only.
+    BenignModel,
 }
 
 /// One planted episode, as written to the truth file.
@@ -113,6 +123,8 @@ enum Kind {
     Jacobian,
     Natural,
     BoundaryWalk,
+    Evasion,
+    Tampering,
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +164,8 @@ pub struct Generator {
     amount: LogNormal<f64>,
     age: Normal<f64>,
     latency: LogNormal<f64>,
+    /// The embedded test model's data and parameters (its scenarios only).
+    cancer: Option<cancer::Cancer>,
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -212,7 +226,6 @@ impl Generator {
             jacobian_next: 0,
             walker,
             rng,
-            opts,
             clients,
             cumulative,
             planned,
@@ -224,6 +237,12 @@ impl Generator {
             amount: LogNormal::new(3.5, 1.0).expect("valid lognormal"),
             age: Normal::new(40.0, 12.0).expect("valid normal"),
             latency: LogNormal::new(1.5, 0.4).expect("valid lognormal"),
+            cancer: matches!(
+                opts.scenario,
+                Scenario::Evasion | Scenario::Tampering | Scenario::BenignModel
+            )
+            .then(cancer::Cancer::load),
+            opts,
         })
     }
 
@@ -255,6 +274,16 @@ impl Generator {
                     Kind::BoundaryWalk => (
                         "boundary_walk",
                         "probing.low_confidence",
+                        Some(p.client.clone()),
+                    ),
+                    Kind::Evasion => (
+                        "evasion",
+                        "evasion.feature_squeezing",
+                        Some(p.client.clone()),
+                    ),
+                    Kind::Tampering => (
+                        "tampering",
+                        "tampering.prediction_mismatch",
                         Some(p.client.clone()),
                     ),
                 };
@@ -314,6 +343,12 @@ impl Generator {
             .cumulative
             .partition_point(|&w| w < u)
             .min(self.clients.len() - 1);
+        if self.cancer.is_some() {
+            let client = self.clients[c].id.clone();
+            self.last_client.clone_from(&client);
+            self.cancer_record(ts as i64, &client, None, out);
+            return;
+        }
         let r: f64 = self.rng.random();
         let x = match self.clients[c].history.len() {
             n if n > 0 && r < 0.08 => self.clients[c].history[self.rng.random_range(0..n)],
@@ -380,6 +415,11 @@ impl Generator {
             .expect("positive rate")
             .sample(&mut self.rng)
             * 1000.0;
+        if matches!(p.kind, Kind::Evasion | Kind::Tampering) {
+            self.last_client.clone_from(&p.client);
+            self.cancer_record(ts as i64, &p.client, Some(p.kind), out);
+            return;
+        }
         let x = match p.kind {
             Kind::Flood => self.fresh_input(),
             Kind::Probing => {
@@ -398,7 +438,9 @@ impl Generator {
             Kind::Natural => self.fresh_input(),
             Kind::Jacobian => self.jacobian_step(),
             Kind::BoundaryWalk => self.walk_step(),
-            Kind::Malformed | Kind::Drift => unreachable!("not an attacking client"),
+            Kind::Malformed | Kind::Drift | Kind::Evasion | Kind::Tampering => {
+                unreachable!("not a client of the fraud model")
+            }
         };
         self.last_client.clone_from(&p.client);
         self.write_record(ts as i64, &p.client, &x, out);
@@ -459,6 +501,26 @@ impl Generator {
         x.merchant_risk = boundary_risk(&x) + self.rng.random_range(-0.01..0.01);
         self.walker = x;
         x
+    }
+
+    /// A record of the embedded test model: honest, or of an evasion or tampering
+    /// episode.
+    fn cancer_record(&mut self, ts: i64, client: &str, kind: Option<Kind>, out: &mut Vec<u8>) {
+        let c = self
+            .cancer
+            .as_ref()
+            .expect("a scenario of the embedded model");
+        let x = match kind {
+            Some(Kind::Evasion) => c.evasive(&mut self.rng),
+            _ => c.honest(&mut self.rng),
+        };
+        let probs = match kind {
+            Some(Kind::Tampering) => c.other.probs(&x),
+            _ => c.model.probs(&x),
+        };
+        let latency = self.latency.sample(&mut self.rng);
+        let request = format!("r-{}-{}", self.opts.seed, self.written);
+        c.write(out, &rfc3339(ts), &request, client, &x, probs, latency);
     }
 
     fn write_record(&mut self, ts: i64, client: &str, x: &Input, out: &mut Vec<u8>) {
@@ -572,6 +634,9 @@ fn plan(opts: &GenOptions, rng: &mut ChaCha8Rng) -> Result<Vec<Planned>, String>
             Kind::Malformed,
         ],
         ExtractionJacobian => &[Kind::Jacobian],
+        Evasion => &[Kind::Evasion],
+        Tampering => &[Kind::Tampering],
+        BenignModel => &[],
         ExtractionNatural => &[Kind::Natural],
         BoundaryWalk => &[Kind::BoundaryWalk],
         Clients => &[
@@ -595,6 +660,8 @@ fn plan(opts: &GenOptions, rng: &mut ChaCha8Rng) -> Result<Vec<Planned>, String>
             Kind::Jacobian => (20.0 * minute, 4.0),
             Kind::Natural => (60.0 * minute, 2.0),
             Kind::BoundaryWalk => (10.0 * minute, 5.0),
+            Kind::Evasion => (10.0 * minute, 1.0),
+            Kind::Tampering => (20.0 * minute, 1.0),
         }
     };
     let extra: f64 = kinds
@@ -632,7 +699,9 @@ fn plan(opts: &GenOptions, rng: &mut ChaCha8Rng) -> Result<Vec<Planned>, String>
             | Kind::Extraction
             | Kind::Jacobian
             | Kind::Natural
-            | Kind::BoundaryWalk => format!("key-{}", rng.random_range(5000..9999)),
+            | Kind::BoundaryWalk
+            | Kind::Evasion
+            | Kind::Tampering => format!("key-{}", rng.random_range(5000..9999)),
             _ => String::new(),
         };
         planned.push(Planned {

@@ -77,6 +77,9 @@ pub struct Checkpoint {
     /// a section of its own since format 2, read from the metadata in format 1.
     #[serde(default, skip_serializing)]
     pub clients: Option<crate::clients::ClientsSnapshot>,
+    /// What the re-scorer keeps: suspects and the results windows may still read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rescore: Option<crate::rescore::rescorer::RescoreState>,
     /// The drift tables' rolling reference (in the binary section).
     #[serde(skip)]
     pub drift: Option<crate::drift::DriftSnapshot>,
@@ -249,6 +252,7 @@ mod tests {
             cursors: BTreeMap::new(),
             clients: None,
             drift: None,
+            rescore: None,
             rows,
         };
         (cp, schema)

@@ -10,4 +10,5 @@ mod kafka;
 mod kafka_ops;
 mod otlp;
 mod prometheus;
+mod rescore;
 mod rule_files;

@@ -1,0 +1,134 @@
+//! Re-scoring with the embedded test model end to end: `gen` writes the evasion,
+//! tampering and honest traffic of `breast_cancer_lr`, `replay` with
+//! `examples/rescore.yaml` re-scores it, and the rules of `queries/rescore.yaml` fire
+//! for the planted client and nobody else.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::cli::{driftwatch, generate, jsonl, summary, text};
+
+fn replay(dir: &Path, input: &Path) -> (std::process::Output, Vec<Value>) {
+    let alerts = dir.join("alerts.jsonl");
+    let o = driftwatch(
+        &[
+            "replay",
+            "--config",
+            "examples/rescore.yaml",
+            "--no-progress",
+            "--alerts-out",
+            alerts.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+        ],
+        dir,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    (o, jsonl(&alerts))
+}
+
+/// The summary's `re-scored N (F flagged, S sampled)` and the counts after it.
+fn rescored(o: &std::process::Output) -> (u64, u64) {
+    let out = String::from_utf8_lossy(&o.stdout);
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("re-scored"))
+        .unwrap_or_else(|| panic!("no re-scoring in the summary:\n{out}"));
+    let n: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (n, summary(&o.stdout)["mismatches"])
+}
+
+/// Firing alerts of `rule`, by client.
+fn firing<'a>(alerts: &'a [Value], rule: &str) -> Vec<&'a Value> {
+    alerts
+        .iter()
+        .filter(|a| a["rule_id"] == rule && a["state"] == "firing")
+        .collect()
+}
+
+fn episode(truth: &[Value]) -> (String, i64, i64) {
+    assert_eq!(truth.len(), 1, "{truth:?}");
+    let e = &truth[0];
+    (
+        e["client_id"].as_str().unwrap().to_owned(),
+        e["start_ms"].as_i64().unwrap(),
+        e["end_ms"].as_i64().unwrap(),
+    )
+}
+
+fn ms(rfc3339: &Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339.as_str().unwrap())
+        .unwrap()
+        .timestamp_millis()
+}
+
+#[test]
+fn the_tampering_scenario_fires_the_tampering_rule_for_its_client_and_time_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, truth) = generate(dir.path(), "tampering", 11, 120_000, "50");
+    let (client, start, end) = episode(&truth);
+    assert_eq!(truth[0]["rule"], "tampering.prediction_mismatch");
+    let (o, alerts) = replay(dir.path(), &input);
+    let fired = firing(&alerts, "tampering.prediction_mismatch");
+    assert!(!fired.is_empty(), "tampering not caught: {}", text(&o));
+    for a in &fired {
+        assert_eq!(a["labels"]["client_id"], client.as_str(), "{a}");
+        assert_eq!(a["labels"]["model"], "breast_cancer_lr", "{a}");
+        // Windows that hold the episode's records: from its start to its end.
+        let (ws, we) = (ms(&a["window_start"]), ms(&a["window_end"]));
+        assert!(we > start && ws < end, "fired outside the episode: {a}");
+    }
+    // Found early: the sample (1 %) finds a forged answer within minutes, then the
+    // client is re-scored in full (rescore: true) until the episode ends.
+    let first = fired.iter().map(|a| ms(&a["window_end"])).min().unwrap();
+    assert!(
+        first - start <= 5 * 60_000,
+        "first caught {} s in",
+        (first - start) / 1000
+    );
+    let (n, mismatches) = rescored(&o);
+    assert!(n > 1_000 && mismatches > 100, "{}", text(&o));
+}
+
+#[test]
+fn the_evasion_scenario_fires_the_squeezing_rule_for_its_client_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, truth) = generate(dir.path(), "evasion", 5, 80_000, "50");
+    let (client, start, end) = episode(&truth);
+    assert_eq!(truth[0]["rule"], "evasion.feature_squeezing");
+    let (o, alerts) = replay(dir.path(), &input);
+    let fired = firing(&alerts, "evasion.feature_squeezing");
+    assert!(!fired.is_empty(), "evasion not caught: {}", text(&o));
+    for a in &fired {
+        assert_eq!(a["labels"]["client_id"], client.as_str(), "{a}");
+        let (ws, we) = (ms(&a["window_start"]), ms(&a["window_end"]));
+        assert!(we > start && ws < end, "fired outside the episode: {a}");
+    }
+    // The honest model served the evader: no answer is a mismatch.
+    assert!(firing(&alerts, "tampering.prediction_mismatch").is_empty());
+    assert_eq!(rescored(&o).1, 0);
+}
+
+/// 1M honest records of the embedded model: the sample re-scores about 1 % of them,
+/// and not one answer is a mismatch, so the tampering rule never fires.
+#[test]
+fn a_million_honest_records_fire_no_tampering_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, truth) = generate(dir.path(), "benign-model", 2, 1_000_000, "200");
+    assert!(truth.is_empty());
+    let (o, alerts) = replay(dir.path(), &input);
+    let s = summary(&o.stdout);
+    assert_eq!(s["good"], 1_000_000, "{}", text(&o));
+    let (n, mismatches) = rescored(&o);
+    assert!(
+        (8_000..=12_000).contains(&n),
+        "{n} re-scored of 1M at a 1 % sample"
+    );
+    assert_eq!(mismatches, 0, "{}", text(&o));
+    let tampering: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| a["rule_id"] == "tampering.prediction_mismatch")
+        .collect();
+    assert!(tampering.is_empty(), "{tampering:#?}");
+}
