@@ -174,15 +174,13 @@ mod rescoring {
         let mut raw = crate::source::RawBatch::new(0);
         for (i, (ts, client, id, x, probs)) in records.iter().enumerate() {
             let mut line = Vec::new();
-            c.write(
-                &mut line,
-                &crate::alert::rfc3339(*ts),
-                id,
+            let call = crate::scenario::cancer::Call {
+                ts: &crate::alert::rfc3339(*ts),
+                request_id: id,
                 client,
-                x,
-                *probs,
-                1.0,
-            );
+                latency: 1.0,
+            };
+            c.write(&mut line, &call, x, *probs);
             raw.push(&line, i as u64);
         }
         let decoder = crate::decode::BatchDecoder::new(&decode_config()).unwrap();
@@ -381,7 +379,11 @@ mod rescoring {
             r.score_window(w).unwrap();
             seen.push(r.rows(w).len());
         }
-        assert_eq!(seen, [1, 1, 0], "the flagging window, the next one, after suspect_for");
+        assert_eq!(
+            seen,
+            [1, 1, 0],
+            "the flagging window, the next one, after suspect_for"
+        );
         assert_eq!(r.totals().flagged, 2);
     }
 
@@ -402,10 +404,18 @@ mod rescoring {
         back.restore(serde_json::from_str(&saved).unwrap());
         // Floats come back within an ulp (the checkpoint's metadata is JSON).
         let key = |x: &crate::rescore::rescorer::Rescored| {
-            (x.request_id.clone(), x.mismatch, x.model_label.clone(), x.reason)
+            (
+                x.request_id.clone(),
+                x.mismatch,
+                x.model_label.clone(),
+                x.reason,
+            )
         };
         let (a, b) = (back.rows(&w), r.rows(&w));
-        assert_eq!(a.iter().map(key).collect::<Vec<_>>(), b.iter().map(key).collect::<Vec<_>>());
+        assert_eq!(
+            a.iter().map(key).collect::<Vec<_>>(),
+            b.iter().map(key).collect::<Vec<_>>()
+        );
         assert!((a[0].prob_diff.unwrap() - b[0].prob_diff.unwrap()).abs() < 1e-12);
         assert_eq!(back.totals(), r.totals());
         back.score_window(&w).unwrap();

@@ -451,10 +451,8 @@ impl Engine {
         let mut runs = self
             .run_round(window, &first, &mut computed, &mut table_errors)
             .await;
-        if !second.is_empty() || !first.is_empty() {
-            if let (Err(e), Some(t)) = (between(&runs), late) {
-                table_errors.insert(t, format!("table {RESCORED}: {e}"));
-            }
+        if let (Err(e), Some(t)) = (between(&runs), late) {
+            table_errors.insert(t, format!("table {RESCORED}: {e}"));
         }
         runs.extend(
             self.run_round(window, &second, &mut computed, &mut table_errors)

@@ -75,6 +75,15 @@ struct Meta {
     other_model: Linear,
 }
 
+/// Who called the model, and when.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    pub ts: &'a str,
+    pub request_id: &'a str,
+    pub client: &'a str,
+    pub latency: f64,
+}
+
 /// The data and both models.
 pub struct Cancer {
     pub features: Vec<String>,
@@ -133,16 +142,13 @@ impl Cancer {
     }
 
     /// One inference record with the given logged probabilities.
-    pub fn write(
-        &self,
-        out: &mut Vec<u8>,
-        ts: &str,
-        request_id: &str,
-        client: &str,
-        x: &[f64],
-        probs: [f64; 2],
-        latency: f64,
-    ) {
+    pub fn write(&self, out: &mut Vec<u8>, call: &Call, x: &[f64], probs: [f64; 2]) {
+        let Call {
+            ts,
+            request_id,
+            client,
+            latency,
+        } = *call;
         let top = usize::from(probs[1] >= 0.5);
         let _ = write!(
             out,

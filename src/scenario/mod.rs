@@ -166,6 +166,8 @@ pub struct Generator {
     latency: LogNormal<f64>,
     /// The embedded test model's data and parameters (its scenarios only).
     cancer: Option<cancer::Cancer>,
+    /// Per client, its recent inputs to the embedded test model.
+    cancer_history: Vec<Vec<Vec<f64>>>,
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -211,6 +213,7 @@ impl Generator {
             })
             .collect();
         let planned = plan(&opts, &mut rng)?;
+        let n_clients = clients.len();
         let next_attack = planned.iter().map(|p| p.start_ms as f64).collect();
         let mut probe_bases = Vec::new();
         for _ in 0..4 {
@@ -242,6 +245,7 @@ impl Generator {
                 Scenario::Evasion | Scenario::Tampering | Scenario::BenignModel
             )
             .then(cancer::Cancer::load),
+            cancer_history: vec![Vec::new(); n_clients],
             opts,
         })
     }
@@ -346,7 +350,8 @@ impl Generator {
         if self.cancer.is_some() {
             let client = self.clients[c].id.clone();
             self.last_client.clone_from(&client);
-            self.cancer_record(ts as i64, &client, None, out);
+            let x = self.cancer_honest(c);
+            self.cancer_record(ts as i64, &client, Some(x), None, out);
             return;
         }
         let r: f64 = self.rng.random();
@@ -417,7 +422,7 @@ impl Generator {
             * 1000.0;
         if matches!(p.kind, Kind::Evasion | Kind::Tampering) {
             self.last_client.clone_from(&p.client);
-            self.cancer_record(ts as i64, &p.client, Some(p.kind), out);
+            self.cancer_record(ts as i64, &p.client, None, Some(p.kind), out);
             return;
         }
         let x = match p.kind {
@@ -505,14 +510,22 @@ impl Generator {
 
     /// A record of the embedded test model: honest, or of an evasion or tampering
     /// episode.
-    fn cancer_record(&mut self, ts: i64, client: &str, kind: Option<Kind>, out: &mut Vec<u8>) {
+    fn cancer_record(
+        &mut self,
+        ts: i64,
+        client: &str,
+        input: Option<Vec<f64>>,
+        kind: Option<Kind>,
+        out: &mut Vec<u8>,
+    ) {
         let c = self
             .cancer
             .as_ref()
             .expect("a scenario of the embedded model");
-        let x = match kind {
-            Some(Kind::Evasion) => c.evasive(&mut self.rng),
-            _ => c.honest(&mut self.rng),
+        let x = match (input, kind) {
+            (Some(x), _) => x,
+            (None, Some(Kind::Evasion)) => c.evasive(&mut self.rng),
+            (None, _) => c.honest(&mut self.rng),
         };
         let probs = match kind {
             Some(Kind::Tampering) => c.other.probs(&x),
@@ -520,7 +533,41 @@ impl Generator {
         };
         let latency = self.latency.sample(&mut self.rng);
         let request = format!("r-{}-{}", self.opts.seed, self.written);
-        c.write(out, &rfc3339(ts), &request, client, &x, probs, latency);
+        let call = cancer::Call {
+            ts: &rfc3339(ts),
+            request_id: &request,
+            client,
+            latency,
+        };
+        c.write(out, &call, &x, probs);
+    }
+
+    /// An honest client's input to the embedded model: as with the fraud model, 8 % are
+    /// exact repeats and 4 % near-duplicates of its earlier inputs.
+    fn cancer_honest(&mut self, client: usize) -> Vec<f64> {
+        let c = self
+            .cancer
+            .as_ref()
+            .expect("a scenario of the embedded model");
+        let history = &mut self.cancer_history[client];
+        let r: f64 = self.rng.random();
+        let n = history.len();
+        let x = if n > 0 && r < 0.08 {
+            history[self.rng.random_range(0..n)].clone()
+        } else if n > 0 && r < 0.12 {
+            let mut x = history[self.rng.random_range(0..n)].clone();
+            x[0] = (x[0] * (1.0 + self.rng.random_range(-0.01..0.01)) * 1e6).round() / 1e6;
+            x
+        } else {
+            c.honest(&mut self.rng)
+        };
+        if n < 32 {
+            history.push(x.clone());
+        } else {
+            let slot = self.rng.random_range(0..32);
+            history[slot] = x.clone();
+        }
+        x
     }
 
     fn write_record(&mut self, ts: i64, client: &str, x: &Input, out: &mut Vec<u8>) {
