@@ -99,9 +99,9 @@ pub struct Summary {
     pub last_checkpoint: Option<CheckpointInfo>,
     #[serde(skip)]
     pub checkpoints: CheckpointStats,
-    /// Re-scoring totals, when a model is configured.
+    /// Re-scoring totals, when a model is configured, and the time it took.
     #[serde(skip)]
-    pub rescore: Option<crate::rescore::rescorer::Totals>,
+    pub rescore: Option<(crate::rescore::rescorer::Totals, Duration)>,
     /// Time spent per table and per rule in this process, costliest first.
     #[serde(skip)]
     pub costs: Vec<(String, Duration)>,

@@ -733,7 +733,7 @@ pub fn summary_table(s: &Summary) -> String {
             s.clients.evicted_memory.to_string(),
         );
     }
-    if let Some(r) = s.rescore {
+    if let Some((r, busy)) = s.rescore {
         row(
             &mut out,
             "re-scored",
@@ -746,6 +746,15 @@ pub fn summary_table(s: &Summary) -> String {
         row(&mut out, "unscorable", r.unscorable.to_string());
         row(&mut out, "mismatches", r.mismatches.to_string());
         row(&mut out, "adversarial", r.adversarial.to_string());
+        let secs = busy.as_secs_f64();
+        row(
+            &mut out,
+            "re-scoring time",
+            format!(
+                "{secs:.2} s ({:.0} rec/s)",
+                r.rescored as f64 / secs.max(1e-9)
+            ),
+        );
     }
     if let Some(lag) = s.kafka_lag {
         row(&mut out, "kafka read lag", lag.read.to_string());

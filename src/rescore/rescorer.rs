@@ -311,6 +311,8 @@ pub struct Rescorer {
     /// Longest window size plus grace among the rules: how long results are kept.
     horizon_ms: i64,
     state: Mutex<RescoreState>,
+    /// Time spent picking and re-scoring records in this process.
+    busy: Mutex<Duration>,
 }
 
 /// One record picked for re-scoring.
@@ -329,6 +331,7 @@ impl Rescorer {
             models,
             horizon_ms: 0,
             state: Mutex::new(RescoreState::default()),
+            busy: Mutex::default(),
         })
     }
 
@@ -348,6 +351,7 @@ impl Rescorer {
             models,
             horizon_ms,
             state: Mutex::new(RescoreState::default()),
+            busy: Mutex::default(),
         })
     }
 
@@ -403,11 +407,23 @@ impl Rescorer {
         }
     }
 
+    /// Time spent picking and re-scoring records in this process.
+    pub fn busy(&self) -> Duration {
+        *self.busy.lock().expect("busy lock")
+    }
+
     /// Re-scores the window's candidates within the budget.
     pub fn score_window(&self, w: &ClosedWindow) -> Result<(), String> {
         if !self.is_active() {
             return Ok(());
         }
+        let started = std::time::Instant::now();
+        let result = self.pick_and_score(w);
+        *self.busy.lock().expect("busy lock") += started.elapsed();
+        result
+    }
+
+    fn pick_and_score(&self, w: &ClosedWindow) -> Result<(), String> {
         let mut st = self.state.lock().expect("rescore lock");
         let mut candidates: BTreeMap<i64, Vec<Pick>> = BTreeMap::new();
         for (bi, b) in w.batches.iter().enumerate() {
