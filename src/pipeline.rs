@@ -1110,7 +1110,10 @@ impl Pipeline {
         }
         self.summary.clients = self.clients.usage();
         self.summary.costs = self.engine.costs();
-        self.summary.rescore = self.rescorer.is_active().then(|| self.rescorer.totals());
+        self.summary.rescore = self
+            .rescorer
+            .is_active()
+            .then(|| (self.rescorer.totals(), self.rescorer.busy()));
         self.summary.peak_rss_kib = peak_rss_kib();
         self.summary.clone()
     }
