@@ -192,13 +192,15 @@ pub fn serve(
             c.path = base.join(&c.path);
         }
         let model = EmbeddedModel::load(&c)?;
+        // Features first: a typo in one is a clearer error than its missing range.
+        let mut model = rescorer::ServedModel::new(model, None, events)?;
         let baseline = baselines.iter().find(|b| b.model == c.name).map(|b| &**b);
-        let squeeze = c
+        model.squeeze = c
             .squeeze
             .as_ref()
             .map(|s| squeeze::Squeezer::new(s, &c.name, &c.features, baseline))
             .transpose()?;
-        served.push(rescorer::ServedModel::new(model, squeeze, events)?);
+        served.push(model);
     }
     Ok(served)
 }

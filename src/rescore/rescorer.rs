@@ -211,7 +211,8 @@ struct Suspicion {
 /// What a checkpoint keeps of the re-scorer.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RescoreState {
-    /// By (model or "" for every model, client).
+    /// By (model or "" for every model, client); a list in JSON (its keys are pairs).
+    #[serde(with = "pairs")]
     suspects: BTreeMap<(String, String), Suspicion>,
     /// Windows flagged as a whole (a `rescore: true` rule without `client_id`).
     windows: Vec<(i64, i64)>,
@@ -260,6 +261,29 @@ impl RescoreState {
         }
         self.suspects.retain(|_, s| s.until_ms > keep_from);
         self.windows.retain(|&(_, b)| b > keep_from);
+    }
+}
+
+/// A map as a list of (key, value) pairs: JSON object keys must be strings.
+mod pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer, K: Serialize, V: Serialize>(
+        m: &BTreeMap<K, V>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter())
+    }
+
+    pub fn deserialize<'de, D, K, V>(d: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        D: Deserializer<'de>,
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
     }
 }
 

@@ -398,6 +398,13 @@ mod rescoring {
         };
         let r = rescorer(cfg.clone(), None);
         let w = window(T0, &recs);
+        r.flag(
+            &w,
+            Flags {
+                clients: vec![(Some(MODEL.into()), "k".into()), (None, "j".into())],
+                window: true,
+            },
+        );
         r.score_window(&w).unwrap();
         let saved = serde_json::to_string(&r.snapshot()).unwrap();
         let back = rescorer(cfg, None);
@@ -418,6 +425,12 @@ mod rescoring {
         );
         assert!((a[0].prob_diff.unwrap() - b[0].prob_diff.unwrap()).abs() < 1e-12);
         assert_eq!(back.totals(), r.totals());
+        let flags = |json: &str| json[..json.find("\"seconds\"").unwrap()].to_owned();
+        assert_eq!(
+            flags(&serde_json::to_string(&back.snapshot()).unwrap()),
+            flags(&saved),
+            "suspects and flagged windows come back"
+        );
         back.score_window(&w).unwrap();
         assert_eq!(back.totals().rescored, 1, "not re-scored after the restore");
     }
@@ -483,4 +496,18 @@ mod rescoring {
         assert!(fpr <= 0.12, "false positives on clean test inputs: {fpr}");
         assert!(detection >= 0.5, "detection at the default: {detection}");
     }
+}
+
+#[test]
+fn the_threshold_flags_at_most_the_chosen_share_of_benign_scores() {
+    use crate::rescore::squeeze::threshold_at;
+    let scores: Vec<f64> = (0..100).map(|i| i as f64 / 100.0).collect();
+    let t = threshold_at(&scores, 0.05).unwrap();
+    assert_eq!(t, 0.94);
+    assert_eq!(scores.iter().filter(|s| **s > t).count(), 5);
+    // Ties at the threshold are not flagged: fewer than the share, never more.
+    let tied = [0.0, 0.0, 0.0, 0.0, 1.0];
+    assert_eq!(threshold_at(&tied, 0.5), Some(0.0));
+    assert_eq!(threshold_at(&[], 0.05), None);
+    assert_eq!(threshold_at(&scores, 1.0), None);
 }

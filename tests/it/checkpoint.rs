@@ -146,7 +146,11 @@ fn killed_replay_matches_uninterrupted(
         text(&last)
     );
     let counts = summary(&last.stdout);
-    for k in COUNTS {
+    // Re-scoring totals (when a model is configured) are in the checkpoints too.
+    let rescoring = ["mismatches", "adversarial", "over budget"]
+        .into_iter()
+        .filter(|k| reference_counts.contains_key(*k));
+    for k in COUNTS.into_iter().chain(rescoring) {
         assert_eq!(
             counts[k], reference_counts[k],
             "seed {seed}: {k} after {kills} kills"
@@ -164,6 +168,35 @@ fn sigkill_at_random_points_repeats_and_loses_nothing() {
         let reference =
             killed_replay_matches_uninterrupted(dir.path(), &cfg, &input, seed, 6, (20, 620));
         assert!(reference.len() >= 8, "{reference:?}");
+    }
+}
+
+#[test]
+fn tampering_and_evasion_are_caught_the_same_across_kills() {
+    // Suspects, re-scored results and budgets live in the checkpoints: a run killed at
+    // random points re-scores the same records and raises the same alerts.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("rescore.yaml");
+    let example = std::fs::read_to_string(root().join("examples/rescore.yaml"))
+        .unwrap()
+        .replace("../", &format!("{}/", root().display()));
+    std::fs::write(&cfg, format!("{example}checkpoint_interval: 50ms\n")).unwrap();
+    for (scenario, seed, rule) in [
+        ("tampering", 41u64, "tampering.prediction_mismatch"),
+        ("evasion", 42, "evasion.feature_squeezing"),
+    ] {
+        let (input, truth) = generate(dir.path(), scenario, seed, 90_000, "50");
+        let reference =
+            killed_replay_matches_uninterrupted(dir.path(), &cfg, &input, seed, 3, (300, 1500));
+        let attacker = truth[0]["client_id"].as_str().unwrap();
+        let caught = jsonl(&dir.path().join(format!("reference-{seed}.jsonl")))
+            .iter()
+            .any(|a| {
+                a["rule_id"] == rule
+                    && a["labels"]["client_id"] == attacker
+                    && a["state"] == "firing"
+            });
+        assert!(caught, "{scenario}: {attacker} not caught: {reference:?}");
     }
 }
 

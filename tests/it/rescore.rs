@@ -132,3 +132,71 @@ fn a_million_honest_records_fire_no_tampering_alert() {
         .collect();
     assert!(tampering.is_empty(), "{tampering:#?}");
 }
+
+/// A model file that is not the pinned one, a feature the traffic does not declare, or
+/// squeezing without ranges: exit 2 before anything is read, with what to fix.
+#[test]
+fn a_model_that_does_not_fit_its_config_is_a_startup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(crate::cli::root().join("examples/rescore.yaml"))
+        .unwrap()
+        .replace("../", &format!("{}/", crate::cli::root().display()));
+    let meta: Value = serde_json::from_str(
+        &std::fs::read_to_string(crate::cli::root().join("models/breast_cancer_lr.json")).unwrap(),
+    )
+    .unwrap();
+    let declared: String = meta["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| format!("    - {{name: {}, type: numerical}}\n", f.as_str().unwrap()))
+        .collect();
+    let input = dir.path().join("none.jsonl");
+    std::fs::write(&input, "").unwrap();
+    let cases = [
+        (
+            example.replace("sha256: 7538", "sha256: 0538"),
+            "refusing to load it",
+        ),
+        (
+            example.replace(
+                "      - worst_symmetry\n",
+                "      - worst_symmetry\n      - tumour_colour\n",
+            ),
+            "31 features declared",
+        ),
+        (
+            example.replace("      - mean_radius\n", "      - mean_radius_typo\n"),
+            "mean_radius_typo is not a declared feature",
+        ),
+        (
+            // Features declared, no baseline: squeezing has no ranges.
+            example.replace("baselines: [", "# baselines: [").replace(
+                "\nmodels:\n",
+                &format!("\ndecode:\n  features:\n{declared}models:\n"),
+            ),
+            "no range for feature mean_radius",
+        ),
+    ];
+    for (i, (config, says)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("c{i}.yaml"));
+        std::fs::write(&path, config).unwrap();
+        let o = driftwatch(
+            &[
+                "replay",
+                "--config",
+                path.to_str().unwrap(),
+                "--no-progress",
+                "--input",
+                input.to_str().unwrap(),
+            ],
+            dir.path(),
+        );
+        assert_eq!(o.status.code(), Some(2), "case {i}: {}", text(&o));
+        assert!(
+            text(&o).contains(says),
+            "case {i} should say {says:?}: {}",
+            text(&o)
+        );
+    }
+}
