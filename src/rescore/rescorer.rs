@@ -211,9 +211,8 @@ struct Suspicion {
 /// What a checkpoint keeps of the re-scorer.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RescoreState {
-    /// By (model or "" for every model, client); a list in JSON (its keys are pairs).
-    #[serde(with = "pairs")]
-    suspects: BTreeMap<(String, String), Suspicion>,
+    /// By client, then model ("" for every model).
+    suspects: BTreeMap<String, BTreeMap<String, Suspicion>>,
     /// Windows flagged as a whole (a `rescore: true` rule without `client_id`).
     windows: Vec<(i64, i64)>,
     seconds: BTreeMap<i64, Second>,
@@ -224,24 +223,42 @@ pub struct RescoreState {
 impl RescoreState {
     fn suspect(&self, model: &str, client: &str, ts: i64) -> bool {
         let covers = |s: Option<&Suspicion>| s.is_some_and(|s| s.from_ms <= ts && ts < s.until_ms);
-        covers(self.suspects.get(&(model.to_owned(), client.to_owned())))
-            || covers(self.suspects.get(&(String::new(), client.to_owned())))
+        self.suspects
+            .get(client)
+            .is_some_and(|by_model| covers(by_model.get(model)) || covers(by_model.get("")))
             || self.windows.iter().any(|&(a, b)| a <= ts && ts < b)
     }
 
-    fn flag(&mut self, key: (String, String), s: Suspicion, cap: usize) {
-        let e = self.suspects.entry(key).or_insert(s);
+    fn suspect_count(&self) -> usize {
+        self.suspects.values().map(BTreeMap::len).sum()
+    }
+
+    fn flag(&mut self, model: String, client: String, s: Suspicion, cap: usize) {
+        let e = self
+            .suspects
+            .entry(client)
+            .or_default()
+            .entry(model)
+            .or_insert(s);
         e.from_ms = e.from_ms.min(s.from_ms);
         e.until_ms = e.until_ms.max(s.until_ms);
-        while self.suspects.len() > cap {
-            let first = self
+        let mut count = self.suspect_count();
+        while count > cap {
+            // The suspicion that ends first goes (ties: by client, then model).
+            let (client, model) = self
                 .suspects
                 .iter()
-                .min_by_key(|(k, s)| (s.until_ms, (*k).clone()))
-                .map(|(k, _)| k.clone())
+                .flat_map(|(c, m)| m.iter().map(move |(m, s)| (s.until_ms, c, m)))
+                .min()
+                .map(|(_, c, m)| (c.clone(), m.clone()))
                 .expect("not empty");
-            self.suspects.remove(&first);
+            let by_model = self.suspects.get_mut(&client).expect("present");
+            by_model.remove(&model);
+            if by_model.is_empty() {
+                self.suspects.remove(&client);
+            }
             self.totals.suspects_evicted += 1;
+            count -= 1;
         }
     }
 
@@ -259,31 +276,11 @@ impl RescoreState {
                 self.totals.dropped += sec.dropped;
             }
         }
-        self.suspects.retain(|_, s| s.until_ms > keep_from);
+        for by_model in self.suspects.values_mut() {
+            by_model.retain(|_, s| s.until_ms > keep_from);
+        }
+        self.suspects.retain(|_, m| !m.is_empty());
         self.windows.retain(|&(_, b)| b > keep_from);
-    }
-}
-
-/// A map as a list of (key, value) pairs: JSON object keys must be strings.
-mod pairs {
-    use std::collections::BTreeMap;
-
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<S: Serializer, K: Serialize, V: Serialize>(
-        m: &BTreeMap<K, V>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.collect_seq(m.iter())
-    }
-
-    pub fn deserialize<'de, D, K, V>(d: D) -> Result<BTreeMap<K, V>, D::Error>
-    where
-        D: Deserializer<'de>,
-        K: Deserialize<'de> + Ord,
-        V: Deserialize<'de>,
-    {
-        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
     }
 }
 
@@ -420,11 +417,7 @@ impl Rescorer {
                 from_ms: w.start_ms,
                 until_ms: until,
             };
-            st.flag(
-                (model.unwrap_or_default(), client),
-                s,
-                self.cfg.max_suspects,
-            );
+            st.flag(model.unwrap_or_default(), client, s, self.cfg.max_suspects);
         }
         if flags.window && !st.windows.contains(&(w.start_ms, w.end_ms)) {
             st.windows.push((w.start_ms, w.end_ms));

@@ -388,6 +388,42 @@ mod rescoring {
     }
 
     #[test]
+    fn past_max_suspects_the_suspicion_that_ends_first_is_dropped_and_counted() {
+        let c = Cancer::load();
+        let mut rng = rng();
+        let cfg = RescoreConfig {
+            sample_rate: 0.0,
+            max_suspects: 2,
+            ..Default::default()
+        };
+        let r = rescorer(cfg, None);
+        let flag = |w: &ClosedWindow, client: &str| {
+            r.flag(
+                w,
+                Flags {
+                    clients: vec![(None, client.into())],
+                    window: false,
+                },
+            )
+        };
+        let mut recs: Vec<Rec> = Vec::new();
+        for (i, client) in ["a", "b", "c"].into_iter().enumerate() {
+            let x = c.honest(&mut rng);
+            let p = c.model.probs(&x);
+            recs.push((T0 + 120_000 + i as i64, client, format!("x{i}"), x, p));
+        }
+        // "a" is flagged first (its suspicion ends first), then "b" and "c" later.
+        flag(&window(T0, &[]), "a");
+        let w = window(T0 + 120_000, &recs);
+        flag(&window(T0 + 60_000, &[]), "b");
+        flag(&w, "c");
+        r.score_window(&w).unwrap();
+        let clients: Vec<String> = r.rows(&w).into_iter().map(|x| x.client_id).collect();
+        assert_eq!(clients, ["b", "c"]);
+        assert_eq!(r.totals().suspects_evicted, 1);
+    }
+
+    #[test]
     fn state_survives_a_checkpoint() {
         let c = Cancer::load();
         let x = c.honest(&mut rng());
