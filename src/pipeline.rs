@@ -267,30 +267,6 @@ impl Pipeline {
         mut receivers: Vec<Box<dyn Receiver>>,
     ) -> Result<Self, PipelineError> {
         let decoder = BatchDecoder::new(&config.decode).map_err(PipelineError::Config)?;
-        let crate::rules::engine::StandardTables {
-            tables,
-            clients,
-            drift,
-        } = crate::rules::engine::standard_tables(
-            decoder.events_schema(),
-            &config.decode,
-            &config.clients,
-            &config.drift,
-            &config.baseline_profiles,
-        );
-        config
-            .notify
-            .validate(
-                rules
-                    .iter()
-                    .map(|r| (r.def.id.as_str(), r.def.route.as_slice())),
-            )
-            .map_err(PipelineError::Config)?;
-        let rule_routes: BTreeMap<String, Vec<String>> = rules
-            .iter()
-            .filter(|r| !r.def.route.is_empty())
-            .map(|r| (r.def.id.clone(), r.def.route.clone()))
-            .collect();
         let specs: Vec<_> = rules.iter().map(|r| r.spec).collect();
         let served = crate::rescore::serve(
             &config.models,
@@ -313,18 +289,41 @@ impl Pipeline {
             served,
             &specs,
         );
-        let mut tables = tables;
-        tables.push(rescorer.table());
+        let crate::rules::engine::StandardTables {
+            tables,
+            clients,
+            drift,
+        } = crate::rules::engine::standard_tables(
+            decoder.events_schema(),
+            &config.decode,
+            &config.clients,
+            &config.drift,
+            &config.baseline_profiles,
+            &rescorer,
+        );
+        config
+            .notify
+            .validate(
+                rules
+                    .iter()
+                    .map(|r| (r.def.id.as_str(), r.def.route.as_slice())),
+            )
+            .map_err(PipelineError::Config)?;
+        let rule_routes: BTreeMap<String, Vec<String>> = rules
+            .iter()
+            .filter(|r| !r.def.route.is_empty())
+            .map(|r| (r.def.id.clone(), r.def.route.clone()))
+            .collect();
         let engine = Engine::new(rules, tables.clone(), &config.engine).await?;
         if !rescorer.is_active()
             && let Some(r) = engine.rules().iter().find(|p| {
                 p.rule.def.rescore || p.rule.def.sql.contains(crate::rules::engine::RESCORED)
             })
         {
-            tracing::warn!(
+            tracing::info!(
                 rule = %r.rule.id(),
-                "no models: are configured: rescore: true flags nobody and the rescored table \
-                 stays empty"
+                "no models are configured: rules with rescore: true flag nobody, and the \
+                 rescored table stays empty"
             );
         }
         let windows = Windows::new(

@@ -641,6 +641,8 @@ async fn rules_check(config: Option<PathBuf>, paths: Vec<PathBuf>) -> Result<(),
         &Default::default(),
         &Default::default(),
         &[],
+        // No model: `rescored` is checked for its columns, never filled.
+        &crate::rescore::rescorer::Rescorer::new(Default::default(), Vec::new()),
     );
     Engine::new(rules, standard.tables, &Default::default())
         .await

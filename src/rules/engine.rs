@@ -86,13 +86,14 @@ pub struct StandardTables {
 }
 
 /// `events`, `pipeline_stats`, `client_stats`, `client_profile`, `feature_drift`,
-/// `prediction_drift`.
+/// `prediction_drift`, `rescored`.
 pub fn standard_tables(
     events_schema: SchemaRef,
     decode: &crate::decode::DecodeConfig,
     clients: &crate::clients::ClientsConfig,
     drift: &crate::drift::DriftConfig,
     baselines: &[Arc<crate::baseline::Baseline>],
+    rescorer: &Arc<crate::rescore::rescorer::Rescorer>,
 ) -> StandardTables {
     let clients = crate::clients::Clients::new(&decode.features, clients, baselines);
     let drift = crate::drift::Drift::new(&decode.features, drift, baselines);
@@ -102,6 +103,7 @@ pub fn standard_tables(
     ];
     tables.extend(clients.tables());
     tables.extend(drift.tables());
+    tables.push(rescorer.table());
     StandardTables {
         tables,
         clients,
