@@ -266,11 +266,12 @@ impl Eval<'_> {
             starts_at: rfc3339(a.active_at),
             ends_at: (state == State::Resolved).then(|| rfc3339(w.end_ms)),
             evidence: Evidence {
-                values: a.values.clone(),
+                values: without_request_ids(&a.values),
                 sample_request_ids: if is_error || state == State::Resolved {
                     Vec::new()
                 } else {
-                    sample_request_ids(w, &a.labels, self.samples)
+                    chosen_request_ids(&a.values, self.samples)
+                        .unwrap_or_else(|| sample_request_ids(w, &a.labels, self.samples))
                 },
                 window_records: w.stats.records,
                 window_bad_records: w.stats.bad,
@@ -507,6 +508,28 @@ fn column_values(array: &ArrayRef) -> Vec<Value> {
             .iter()
             .map(|v| v.map_or(Value::Null, json_number))
             .collect()
+    } else if let DataType::List(item) = dt
+        && matches!(item.data_type(), DataType::Utf8 | DataType::LargeUtf8)
+    {
+        // A list of text (a rule's `request_ids`) stays a list.
+        let lists = array.as_list::<i32>();
+        (0..array.len())
+            .map(|i| {
+                if lists.is_null(i) {
+                    return Value::Null;
+                }
+                let Ok(items) = cast(&lists.value(i), &DataType::Utf8) else {
+                    return Value::Null;
+                };
+                Value::Array(
+                    items
+                        .as_string::<i32>()
+                        .iter()
+                        .map(|v| v.map_or(Value::Null, |t| Value::String(t.to_owned())))
+                        .collect(),
+                )
+            })
+            .collect()
     } else if *dt == DataType::Boolean {
         array
             .as_boolean()
@@ -602,6 +625,35 @@ fn render_annotations(
 
 /// The `n` smallest request ids among the window's records whose string columns equal
 /// the alert's labels (labels that are not `events` columns are ignored).
+/// The column a rule returns to choose its evidence: a list of request ids.
+const REQUEST_IDS: &str = "request_ids";
+
+/// The ids of the rule's `request_ids` column (sorted, at most `n`), if it has one.
+fn chosen_request_ids(values: &serde_json::Map<String, Value>, n: usize) -> Option<Vec<String>> {
+    let Value::Array(items) = values.get(REQUEST_IDS)? else {
+        return None;
+    };
+    let mut ids: Vec<String> = items
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.truncate(n);
+    Some(ids)
+}
+
+/// The row's values as evidence: a `request_ids` list goes to the sample ids instead
+/// (it may hold thousands).
+fn without_request_ids(values: &serde_json::Map<String, Value>) -> serde_json::Map<String, Value> {
+    let mut v = values.clone();
+    if matches!(v.get(REQUEST_IDS), Some(Value::Array(_))) {
+        v.remove(REQUEST_IDS);
+    }
+    v
+}
+
+/// Request ids of the window's records that carry the alert's labels.
 fn sample_request_ids(
     w: &ClosedWindow,
     labels: &BTreeMap<String, String>,

@@ -79,6 +79,34 @@ fn the_tampering_scenario_fires_the_tampering_rule_for_its_client_and_time_only(
         let (ws, we) = (ms(&a["window_start"]), ms(&a["window_end"]));
         assert!(we > start && ws < end, "fired outside the episode: {a}");
     }
+    // The evidence names forged records (the rule's `request_ids`), not just any of the
+    // client's.
+    let needle = format!("\"client_id\":\"{client}\"");
+    let theirs: std::collections::BTreeSet<String> = std::fs::read_to_string(&input)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["request_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    for a in &fired {
+        let ids = a["evidence"]["sample_request_ids"].as_array().unwrap();
+        assert!(!ids.is_empty(), "{a}");
+        for id in ids {
+            assert!(
+                theirs.contains(id.as_str().unwrap()),
+                "{id} is not {client}'s: {a}"
+            );
+        }
+        assert!(a["evidence"]["values"].get("request_ids").is_none(), "{a}");
+        // One id per mismatch, up to alerts.sample_request_ids (5).
+        let mismatches = a["evidence"]["values"]["mismatches"].as_u64().unwrap();
+        assert_eq!(ids.len() as u64, mismatches.min(5), "{a}");
+    }
     // Found early: the sample (1 %) finds a forged answer within minutes, then the
     // client is re-scored in full (rescore: true) until the episode ends.
     let first = fired.iter().map(|a| ms(&a["window_end"])).min().unwrap();
