@@ -439,6 +439,33 @@ fn register(provider: &SdkMeterProvider, c: Arc<Counters>) {
     counter("driftwatch.receiver.errors", "Receiver failures", |c| {
         vec![(Counters::get(&c.receiver_errors), Vec::new())]
     });
+    counter(
+        "driftwatch.rescore.records",
+        "Records re-scored by an embedded model, by reason",
+        |c| {
+            let t = *c.rescore.lock().expect("rescore lock");
+            vec![
+                (t.flagged, vec![KeyValue::new("reason", "flagged")]),
+                (t.sampled, vec![KeyValue::new("reason", "sample")]),
+            ]
+        },
+    );
+    counter(
+        "driftwatch.rescore.outcomes",
+        "Re-scoring findings and what the budget left out, by outcome",
+        |c| {
+            let t = *c.rescore.lock().expect("rescore lock");
+            [
+                ("mismatch", t.mismatches),
+                ("adversarial", t.adversarial),
+                ("over_budget", t.dropped),
+                ("unscorable", t.unscorable),
+            ]
+            .into_iter()
+            .map(|(o, v)| (v, vec![KeyValue::new("outcome", o)]))
+            .collect()
+        },
+    );
     let gauge_c = c.clone();
     meter
         .u64_observable_gauge("driftwatch.alerts.active")
