@@ -440,8 +440,13 @@ impl Rescorer {
         result
     }
 
-    fn pick_and_score(&self, w: &ClosedWindow) -> Result<(), String> {
-        let mut st = self.state.lock().expect("rescore lock");
+    /// The window's records of a configured model that are not re-scored yet and are
+    /// a suspect's or in the sample, by second of event time.
+    fn candidates(
+        &self,
+        st: &RescoreState,
+        w: &ClosedWindow,
+    ) -> Result<BTreeMap<i64, Vec<Pick>>, String> {
         let mut candidates: BTreeMap<i64, Vec<Pick>> = BTreeMap::new();
         for (bi, b) in w.batches.iter().enumerate() {
             let cols = Columns::of(b)?;
@@ -476,6 +481,12 @@ impl Rescorer {
                 });
             }
         }
+        Ok(candidates)
+    }
+
+    fn pick_and_score(&self, w: &ClosedWindow) -> Result<(), String> {
+        let mut st = self.state.lock().expect("rescore lock");
+        let candidates = self.candidates(&st, w)?;
         let mut picked = Vec::new();
         for (sec, mut list) in candidates {
             list.sort_by_key(|p| (p.reason, p.key));
