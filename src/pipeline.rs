@@ -400,6 +400,7 @@ impl Pipeline {
         let mut live =
             crate::http::Live::new(counters.clone(), clients.clone(), api_silences, rule_status);
         live.drift = Some(drift.clone());
+        live.rescorer = Some(rescorer.clone());
         live.deliveries = receivers
             .iter()
             .filter_map(|r| r.delivery_stats())

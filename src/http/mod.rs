@@ -126,6 +126,8 @@ pub struct Live {
     pub receivers: Mutex<Vec<String>>,
     pub clients: Arc<crate::clients::Clients>,
     pub drift: Option<Arc<crate::drift::Drift>>,
+    /// The re-scorer (`/api/v1/rescore`).
+    pub rescorer: Option<Arc<crate::rescore::rescorer::Rescorer>>,
     pub silences: Arc<Silences>,
     /// Asks the pipeline to reload its rules.
     pub reload: Option<tokio::sync::mpsc::Sender<ReloadReply>>,
@@ -148,6 +150,7 @@ impl Live {
             receivers: Mutex::new(Vec::new()),
             clients,
             drift: None,
+            rescorer: None,
             silences,
             reload: None,
             deliveries: Vec::new(),
@@ -195,6 +198,7 @@ pub async fn serve(addr: &str, c: &HttpConfig, live: Arc<Live>) -> Result<Socket
         .route("/metrics", get(metrics))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/rules", get(rules))
+        .route("/api/v1/rescore", get(rescore))
         .route("/api/v1/silences", get(list_silences).post(create_silence))
         .route("/api/v1/silences/{id}", delete(expire_silence))
         .route("/-/reload", post(reload))
@@ -297,6 +301,13 @@ async fn alerts(State(app): State<Arc<App>>) -> Response {
 async fn rules(State(app): State<Arc<App>>) -> Response {
     let rules = app.live.rules.lock().expect("rules lock").clone();
     json_body(&json!({ "rules": rules })).into_response()
+}
+
+async fn rescore(State(app): State<Arc<App>>) -> Response {
+    match &app.live.rescorer {
+        Some(r) => json_body(&r.report(1000)).into_response(),
+        None => json_body(&json!({ "models": [] })).into_response(),
+    }
 }
 
 async fn list_silences(State(app): State<Arc<App>>) -> Response {

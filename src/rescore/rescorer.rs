@@ -424,6 +424,58 @@ impl Rescorer {
         }
     }
 
+    /// What `GET /api/v1/rescore` shows: the models, the settings, the totals, and the
+    /// current suspects (those whose suspicion ends last first, at most `limit`).
+    pub fn report(&self, limit: usize) -> serde_json::Value {
+        let st = self.state.lock().expect("rescore lock");
+        let mut suspects: Vec<(i64, &str, &str, &Suspicion)> = st
+            .suspects
+            .iter()
+            .flat_map(|(c, by)| {
+                by.iter()
+                    .map(move |(m, s)| (s.until_ms, c.as_str(), m.as_str(), s))
+            })
+            .collect();
+        suspects.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)).then(a.2.cmp(b.2)));
+        let rfc = crate::alert::rfc3339;
+        let models: Vec<serde_json::Value> = self
+            .models
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "name": m.model.name,
+                    "features": m.model.features.len(),
+                    "labels": m.model.labels,
+                    "squeeze": m.squeeze.as_ref().map(|s| serde_json::json!({
+                        "levels": s.levels(),
+                        "threshold": s.threshold,
+                    })),
+                })
+            })
+            .collect();
+        let mut totals = st.totals;
+        totals.dropped += st.seconds.values().map(|s| s.dropped).sum::<u64>();
+        serde_json::json!({
+            "models": models,
+            "budget_per_second": self.cfg.budget_per_second,
+            "sample_rate": self.cfg.sample_rate,
+            "suspect_for": humantime::format_duration(self.cfg.suspect_for).to_string(),
+            "tolerance": self.cfg.tolerance,
+            "totals": totals,
+            "suspect_count": suspects.len(),
+            "suspects": suspects.iter().take(limit).map(|(_, c, m, s)| serde_json::json!({
+                "client_id": c,
+                "model": (!m.is_empty()).then_some(m),
+                "from": rfc(s.from_ms),
+                "until": rfc(s.until_ms),
+            })).collect::<Vec<_>>(),
+            "flagged_windows": st.windows.iter().map(|&(a, b)| serde_json::json!({
+                "start": rfc(a),
+                "end": rfc(b),
+            })).collect::<Vec<_>>(),
+        })
+    }
+
     /// Time spent picking and re-scoring records in this process.
     pub fn busy(&self) -> Duration {
         *self.busy.lock().expect("busy lock")

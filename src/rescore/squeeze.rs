@@ -98,6 +98,10 @@ impl Squeezer {
         })
     }
 
+    pub fn levels(&self) -> u32 {
+        self.levels
+    }
+
     /// The row with each feature rounded to its nearest level.
     pub fn squeeze(&self, row: &[f32]) -> Vec<f32> {
         let steps = (self.levels - 1) as f32;

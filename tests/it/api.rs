@@ -491,3 +491,42 @@ fn hot_reload_applies_a_valid_set_rejects_a_broken_one_and_keeps_firing_alerts()
         "{changes:#?}"
     );
 }
+
+/// `GET /api/v1/rescore` on a run of the tampering scenario: the embedded model, the
+/// re-scoring totals, and the tampering client among the suspects (the tampering rule
+/// has `rescore: true`).
+#[test]
+fn the_rescore_endpoint_shows_the_model_the_totals_and_the_suspects() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, truth) = crate::cli::generate(dir.path(), "tampering", 11, 120_000, "50");
+    let client = truth[0]["client_id"].as_str().unwrap();
+    let cfg = dir.path().join("rescore.yaml");
+    let config = std::fs::read_to_string(root().join("examples/rescore.yaml"))
+        .unwrap()
+        .replace("../", &format!("{}/", root().display()))
+        .replace(
+            "  paths: []",
+            &format!("  paths: [{}]\n  follow: true", input.display()),
+        )
+        .replace(
+            "${DRIFTWATCH_OUT:-",
+            &format!("{}/dead.jsonl # ", dir.path().display()),
+        );
+    std::fs::write(&cfg, config).unwrap();
+    let (_run, port, alert) = run_until_firing(&cfg, &[], "tampering.prediction_mismatch");
+    assert_eq!(alert["labels"]["client_id"], client);
+    let r = get_json(port, "/api/v1/rescore");
+    assert_eq!(r["models"][0]["name"], "breast_cancer_lr", "{r}");
+    assert_eq!(r["models"][0]["features"], 30, "{r}");
+    assert_eq!(r["models"][0]["squeeze"]["levels"], 16, "{r}");
+    assert_eq!(r["budget_per_second"], 50, "{r}");
+    assert!(r["totals"]["mismatches"].as_u64().unwrap() >= 1, "{r}");
+    assert!(r["totals"]["rescored"].as_u64().unwrap() >= 1, "{r}");
+    let suspects = r["suspects"].as_array().unwrap();
+    assert!(
+        suspects
+            .iter()
+            .any(|s| s["client_id"] == client && s["model"] == "breast_cancer_lr"),
+        "{r}"
+    );
+}
