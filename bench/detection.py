@@ -15,7 +15,7 @@ truth_path, alerts_path, input_path, seed = sys.argv[1:5]
 truth = [json.loads(line) for line in open(truth_path)]
 alerts = [json.loads(line) for line in open(alerts_path)]
 attackers = {t["client_id"] for t in truth if t["client_id"]}
-PER_CLIENT = ("flood.", "probing.", "extraction.")
+PER_CLIENT = ("flood.", "probing.", "extraction.", "tampering.", "evasion.")
 
 
 def ms(s):
