@@ -8,9 +8,10 @@ the model:
     models/breast_cancer_lr.onnx          the model (committed: tests need no Python)
     models/breast_cancer_lr.json          SHA-256, feature order, input/output names,
                                           label names, versions, accuracy
-    models/breast_cancer_lr.fixture.json  the test split: inputs (float32 values), and
-                                          the probabilities of scikit-learn and of
-                                          onnxruntime for each row
+    models/breast_cancer_lr.fixture.json  the test split: inputs (float32 values), the
+                                          probabilities of scikit-learn and of
+                                          onnxruntime for each row, and each row's
+                                          feature-squeezing score by scikit-learn
     models/breast_cancer_train.csv        the training split's inputs (float32 values):
                                           the benign traffic of `driftwatch gen`, the
                                           model's baseline and squeezing calibration
@@ -54,6 +55,7 @@ OUT = pathlib.Path(__file__).resolve().parent.parent / "models"
 NAME = "breast_cancer_lr"
 OPSET = 15
 SEED = 0
+SQUEEZE_LEVELS = 16
 
 
 def export(model, n: int) -> onnx.ModelProto:
@@ -165,6 +167,14 @@ def main():
         "split": {"test_size": 0.25, "random_state": SEED, "stratify": True},
     }
     (OUT / f"{NAME}.json").write_text(json.dumps(meta, indent=1) + "\n")
+    # Feature squeezing as driftwatch computes it (float32, ranges = the training split's
+    # min and max, 16 levels, rounding half up), scored by scikit-learn: the peer values
+    # the Rust squeezer is tested against.
+    lo, hi = x_train.min(axis=0), x_train.max(axis=0)
+    steps = np.float32(SQUEEZE_LEVELS - 1)
+    t = np.clip((x_test - lo) / (hi - lo), np.float32(0), np.float32(1))
+    squeezed = (lo + np.floor(t * steps + np.float32(0.5)) / steps * (hi - lo)).astype(np.float32)
+    squeeze_scores = np.abs(model.predict_proba(squeezed) - sk_probs).sum(axis=1)
     fixture = {
         "features": features,
         "labels": labels,
@@ -173,6 +183,8 @@ def main():
         "sklearn_probabilities": [[float(p) for p in row] for row in sk_probs],
         "onnxruntime_probabilities": [[float(p) for p in row] for row in ort_probs],
         "labels_true": [labels[int(t)] for t in y_test],
+        "squeeze_levels": SQUEEZE_LEVELS,
+        "squeeze_scores": [float(v) for v in squeeze_scores],
     }
     (OUT / f"{NAME}.fixture.json").write_text(json.dumps(fixture) + "\n")
     with open(OUT / "breast_cancer_train.csv", "w") as f:

@@ -471,6 +471,51 @@ mod rescoring {
         assert_eq!(back.totals().rescored, 1, "not re-scored after the restore");
     }
 
+    /// The squeezer against scikit-learn on the test split: the same rounding
+    /// (float32, the training split's ranges, 16 levels), the probabilities of the
+    /// Python model (scripts/train_model.py writes the scores into the fixture).
+    #[test]
+    fn squeezing_scores_equal_the_python_models_within_1e_5() {
+        let model = EmbeddedModel::load(&model_config()).unwrap();
+        let f: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir().join("breast_cancer_lr.fixture.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(f["squeeze_levels"], 16);
+        let rows: Vec<Vec<f32>> = f["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap() as f32)
+                    .collect()
+            })
+            .collect();
+        let s = squeezer(16, None);
+        let probs = model.probabilities(&rows).unwrap();
+        let got = s.scores(&model, &rows, &probs).unwrap();
+        let want: Vec<f64> = f["squeeze_scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(got.len(), want.len());
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 1e-5, "max |driftwatch - scikit-learn| = {worst}");
+        assert!(
+            want.iter().any(|w| *w > 0.1),
+            "the fixture has squeezed answers that move"
+        );
+    }
+
     /// Feature squeezing on the test split: the clean inputs against FGSM inputs made
     /// from them (each pushed just across the boundary, `margin` logit units beyond),
     /// the threshold calibrated on the training split at 5 % false positives. Prints
