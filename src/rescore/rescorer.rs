@@ -52,6 +52,11 @@ pub struct RescoreConfig {
     /// A logged probability further than this from the embedded model's is a mismatch.
     #[serde(default = "default_tolerance")]
     pub tolerance: f64,
+    /// Mixed into the sample's hash: with a secret here (`${DRIFTWATCH_SAMPLE_SALT}`), a
+    /// client that picks its own request ids cannot pick ones outside the sample. The
+    /// same salt gives the same sample in `run` and `replay`.
+    #[serde(default)]
+    pub sample_salt: Secret,
     /// Suspects tracked at most (those whose suspicion ends first are dropped).
     #[serde(default = "default_max_suspects")]
     pub max_suspects: usize,
@@ -81,7 +86,23 @@ impl Default for RescoreConfig {
             suspect_for: default_suspect_for(),
             tolerance: default_tolerance(),
             max_suspects: default_max_suspects(),
+            sample_salt: Secret::default(),
         }
+    }
+}
+
+/// A setting that is never printed (`Debug` shows whether it is set, not its value).
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "(unset)"
+        } else {
+            "(secret)"
+        })
     }
 }
 
@@ -400,7 +421,7 @@ impl Rescorer {
     }
 
     fn sampled(&self, request_id: Option<&str>, key: u64) -> bool {
-        let h = request_id.map_or(key, |r| hash_of(("sample", r)));
+        let h = request_id.map_or(key, |r| hash_of(("sample", &self.cfg.sample_salt.0, r)));
         (h as f64) < self.cfg.sample_rate * (u64::MAX as f64)
     }
 

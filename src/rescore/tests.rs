@@ -337,7 +337,7 @@ mod rescoring {
             .iter()
             .filter(|r| r.1 == "other")
             .filter(|r| {
-                let h = crate::stable_hash::hash_of(("sample", r.2.as_str()));
+                let h = crate::stable_hash::hash_of(("sample", "", r.2.as_str()));
                 (h as f64) < 0.5 * u64::MAX as f64
             })
             .count();
@@ -348,6 +348,41 @@ mod rescoring {
         let mut reversed = recs.clone();
         reversed.reverse();
         assert_eq!(picked(&reversed).0, ids);
+    }
+
+    #[test]
+    fn a_salt_changes_which_records_the_sample_takes_and_never_prints() {
+        let c = Cancer::load();
+        let mut rng = rng();
+        let recs: Vec<Rec> = (0..200)
+            .map(|i| {
+                let x = c.honest(&mut rng);
+                let p = c.model.probs(&x);
+                (T0 + i * 100, "k", format!("id-{i}"), x, p)
+            })
+            .collect();
+        let sample = |salt: &str| {
+            let cfg: RescoreConfig = serde_json::from_value(
+                serde_json::json!({"sample_rate": 0.1, "sample_salt": salt}),
+            )
+            .unwrap();
+            assert!(!format!("{cfg:?}").contains("pepper"), "{cfg:?}");
+            let r = rescorer(cfg, None);
+            let w = window(T0, &recs);
+            r.score_window(&w).unwrap();
+            r.rows(&w)
+                .into_iter()
+                .map(|x| x.request_id.unwrap())
+                .collect::<Vec<_>>()
+        };
+        let (plain, salted) = (sample(""), sample("pepper-7f3a"));
+        assert!(!plain.is_empty() && !salted.is_empty());
+        assert_ne!(plain, salted);
+        assert_eq!(
+            salted,
+            sample("pepper-7f3a"),
+            "the same salt, the same sample"
+        );
     }
 
     #[test]
