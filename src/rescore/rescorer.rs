@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanBuilder, Float64Array, Float64Builder, ListArray, RecordBatch,
-    StringArray, StringBuilder, TimestampMillisecondArray, TimestampMillisecondBuilder,
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, ListArray, RecordBatch, StringArray,
+    TimestampMillisecondArray,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
@@ -242,6 +242,13 @@ pub struct RescoreState {
 }
 
 impl RescoreState {
+    /// The totals, with what the budget left out of the seconds still kept.
+    fn totals(&self) -> Totals {
+        let mut t = self.totals;
+        t.dropped += self.seconds.values().map(|s| s.dropped).sum::<u64>();
+        t
+    }
+
     fn suspect(&self, model: &str, client: &str, ts: i64) -> bool {
         let covers = |s: Option<&Suspicion>| s.is_some_and(|s| s.from_ms <= ts && ts < s.until_ms);
         self.suspects
@@ -362,22 +369,14 @@ struct Pick {
     sec: i64,
     key: u64,
     reason: Reason,
+    /// Index of its model in `models`.
+    model: usize,
     batch: usize,
     row: usize,
 }
 
 impl Rescorer {
-    pub fn new(cfg: RescoreConfig, models: Vec<ServedModel>) -> Arc<Rescorer> {
-        Arc::new(Rescorer {
-            cfg,
-            models,
-            horizon_ms: 0,
-            state: Mutex::new(RescoreState::default()),
-            busy: Mutex::default(),
-        })
-    }
-
-    /// Same, keeping results as long as a window of `specs` may need them.
+    /// A re-scorer that keeps results as long as a window of `specs` may need them.
     pub fn with_windows(
         cfg: RescoreConfig,
         models: Vec<ServedModel>,
@@ -406,10 +405,7 @@ impl Rescorer {
     }
 
     pub fn totals(&self) -> Totals {
-        let st = self.state.lock().expect("rescore lock");
-        let mut t = st.totals;
-        t.dropped += st.seconds.values().map(|s| s.dropped).sum::<u64>();
-        t
+        self.state.lock().expect("rescore lock").totals()
     }
 
     pub fn snapshot(&self) -> RescoreState {
@@ -474,8 +470,7 @@ impl Rescorer {
                 })
             })
             .collect();
-        let mut totals = st.totals;
-        totals.dropped += st.seconds.values().map(|s| s.dropped).sum::<u64>();
+        let totals = st.totals();
         serde_json::json!({
             "models": models,
             "budget_per_second": self.cfg.budget_per_second,
@@ -515,21 +510,16 @@ impl Rescorer {
 
     /// The window's records of a configured model that are not re-scored yet and are
     /// a suspect's or in the sample, by second of event time.
-    fn candidates(
-        &self,
-        st: &RescoreState,
-        w: &ClosedWindow,
-    ) -> Result<BTreeMap<i64, Vec<Pick>>, String> {
+    fn candidates(&self, st: &RescoreState, columns: &[Columns]) -> BTreeMap<i64, Vec<Pick>> {
         let mut candidates: BTreeMap<i64, Vec<Pick>> = BTreeMap::new();
-        for (bi, b) in w.batches.iter().enumerate() {
-            let cols = Columns::of(b)?;
-            for row in 0..b.num_rows() {
+        for (bi, cols) in columns.iter().enumerate() {
+            for row in 0..cols.ts.len() {
                 let Some(model) = cols.model(row) else {
                     continue;
                 };
-                if !self.models.iter().any(|m| m.model.name == model) {
+                let Some(mi) = self.models.iter().position(|m| m.model.name == model) else {
                     continue;
-                }
+                };
                 let ts = cols.ts.value(row);
                 let client = cols.client.value(row);
                 let request = cols.request(row);
@@ -549,17 +539,23 @@ impl Rescorer {
                     sec,
                     key,
                     reason,
+                    model: mi,
                     batch: bi,
                     row,
                 });
             }
         }
-        Ok(candidates)
+        candidates
     }
 
     fn pick_and_score(&self, w: &ClosedWindow) -> Result<(), String> {
+        let columns = w
+            .batches
+            .iter()
+            .map(Columns::of)
+            .collect::<Result<Vec<_>, _>>()?;
         let mut st = self.state.lock().expect("rescore lock");
-        let candidates = self.candidates(&st, w)?;
+        let candidates = self.candidates(&st, &columns);
         let mut picked = Vec::new();
         for (sec, mut list) in candidates {
             list.sort_by_key(|p| (p.reason, p.key));
@@ -574,7 +570,7 @@ impl Rescorer {
             }
             picked.extend(list);
         }
-        let rows = self.score(w, &picked, &mut st.totals)?;
+        let rows = self.score(w, &columns, &picked, &mut st.totals)?;
         for (sec, row) in rows {
             st.seconds.entry(sec).or_default().rows.push(row);
         }
@@ -587,20 +583,17 @@ impl Rescorer {
     fn score(
         &self,
         w: &ClosedWindow,
+        columns: &[Columns],
         picked: &[Pick],
         totals: &mut Totals,
     ) -> Result<Vec<(i64, Rescored)>, String> {
         let mut out = Vec::with_capacity(picked.len());
-        for served in &self.models {
+        for (mi, served) in self.models.iter().enumerate() {
             let m = &served.model;
             let mut rows: Vec<Vec<f32>> = Vec::new();
             let mut whose: Vec<&Pick> = Vec::new();
-            for p in picked {
-                let b = &w.batches[p.batch];
-                if Columns::of(b)?.model(p.row) != Some(m.name.as_str()) {
-                    continue;
-                }
-                match features(b, &served.columns, p.row) {
+            for p in picked.iter().filter(|p| p.model == mi) {
+                match features(&w.batches[p.batch], &served.columns, p.row) {
                     Some(x) => {
                         rows.push(x);
                         whose.push(p);
@@ -617,11 +610,9 @@ impl Rescorer {
                 None => None,
             };
             for (i, p) in whose.iter().enumerate() {
-                let b = &w.batches[p.batch];
-                let cols = Columns::of(b)?;
                 let r = self.compare(
                     m,
-                    &cols,
+                    &columns[p.batch],
                     p,
                     &probs[i],
                     squeeze.as_ref().map(|s| s[i]),
@@ -755,55 +746,38 @@ pub fn schema() -> SchemaRef {
 }
 
 fn to_batch(rows: &[Rescored]) -> Result<RecordBatch, String> {
-    let n = rows.len();
-    let mut ts = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut text: Vec<StringBuilder> = (0..7).map(|_| StringBuilder::new()).collect();
-    let mut nums: Vec<Float64Builder> = (0..5).map(|_| Float64Builder::new()).collect();
-    let (mut mismatch, mut adversarial) = (BooleanBuilder::new(), BooleanBuilder::new());
-    for r in rows {
-        ts.append_value(r.ts);
-        text[0].append_option(r.request_id.as_deref());
-        text[1].append_value(&r.client_id);
-        text[2].append_value(&r.model);
-        text[3].append_option(r.model_version.as_deref());
-        text[4].append_value(match r.reason {
-            Reason::Flagged => "flagged",
-            Reason::Sample => "sample",
-        });
-        text[5].append_option(r.logged_label.as_deref());
-        text[6].append_value(&r.model_label);
-        nums[0].append_option(r.logged_score);
-        nums[1].append_value(r.model_score);
-        nums[2].append_option(r.prob_diff);
-        mismatch.append_option(r.mismatch);
-        nums[3].append_option(r.squeeze_score);
-        nums[4].append_option(r.squeeze_threshold);
-        adversarial.append_option(r.adversarial);
-    }
-    let mut text = text
-        .into_iter()
-        .map(|mut b| Arc::new(b.finish()) as ArrayRef);
-    let mut nums = nums
-        .into_iter()
-        .map(|mut b| Arc::new(b.finish()) as ArrayRef);
-    let mut next_text = || text.next().expect("7 text columns");
-    let mut next_num = || nums.next().expect("5 number columns");
+    let text = |f: fn(&Rescored) -> Option<&str>| -> ArrayRef {
+        Arc::new(rows.iter().map(f).collect::<StringArray>())
+    };
+    let number = |f: fn(&Rescored) -> Option<f64>| -> ArrayRef {
+        Arc::new(rows.iter().map(f).collect::<Float64Array>())
+    };
+    let flag = |f: fn(&Rescored) -> Option<bool>| -> ArrayRef {
+        Arc::new(rows.iter().map(f).collect::<BooleanArray>())
+    };
+    let ts = TimestampMillisecondArray::from(rows.iter().map(|r| r.ts).collect::<Vec<_>>())
+        .with_timezone("UTC");
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(ts.finish()),
-        next_text(),
-        next_text(),
-        next_text(),
-        next_text(),
-        next_text(),
-        next_text(),
-        next_text(),
-        next_num(),
-        next_num(),
-        next_num(),
-        Arc::new(mismatch.finish()),
-        next_num(),
-        next_num(),
-        Arc::new(adversarial.finish()),
+        Arc::new(ts),
+        text(|r| r.request_id.as_deref()),
+        text(|r| Some(&r.client_id)),
+        text(|r| Some(&r.model)),
+        text(|r| r.model_version.as_deref()),
+        text(|r| {
+            Some(match r.reason {
+                Reason::Flagged => "flagged",
+                Reason::Sample => "sample",
+            })
+        }),
+        text(|r| r.logged_label.as_deref()),
+        text(|r| Some(&r.model_label)),
+        number(|r| r.logged_score),
+        number(|r| Some(r.model_score)),
+        number(|r| r.prob_diff),
+        flag(|r| r.mismatch),
+        number(|r| r.squeeze_score),
+        number(|r| r.squeeze_threshold),
+        flag(|r| r.adversarial),
     ];
     RecordBatch::try_new(schema(), columns).map_err(|e| e.to_string())
 }

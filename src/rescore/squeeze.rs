@@ -35,6 +35,16 @@ fn default_levels() -> u32 {
     16
 }
 
+impl Default for SqueezeConfig {
+    fn default() -> Self {
+        Self {
+            levels: default_levels(),
+            threshold: None,
+            ranges: BTreeMap::new(),
+        }
+    }
+}
+
 /// A model's squeezer, its ranges resolved.
 #[derive(Debug, Clone)]
 pub struct Squeezer {

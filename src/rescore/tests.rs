@@ -8,6 +8,33 @@ fn meta() -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir().join("breast_cancer_lr.json")).unwrap()).unwrap()
 }
 
+/// The fixture of scripts/train_model.py, and its test-split inputs.
+fn fixture() -> (serde_json::Value, Vec<Vec<f64>>) {
+    let f: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir().join("breast_cancer_lr.fixture.json")).unwrap(),
+    )
+    .unwrap();
+    let inputs = f["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect()
+        })
+        .collect();
+    (f, inputs)
+}
+
+fn as_f32(rows: &[Vec<f64>]) -> Vec<Vec<f32>> {
+    rows.iter()
+        .map(|r| r.iter().map(|v| *v as f32).collect())
+        .collect()
+}
+
 fn config() -> ModelConfig {
     let m = meta();
     let strings = |v: &serde_json::Value| -> Vec<String> {
@@ -33,22 +60,8 @@ fn config() -> ModelConfig {
 #[test]
 fn embedded_probabilities_equal_the_python_model_within_1e_5() {
     let model = EmbeddedModel::load(&config()).unwrap();
-    let f: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(dir().join("breast_cancer_lr.fixture.json")).unwrap(),
-    )
-    .unwrap();
-    let rows: Vec<Vec<f32>> = f["inputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap() as f32)
-                .collect()
-        })
-        .collect();
+    let (f, inputs) = fixture();
+    let rows = as_f32(&inputs);
     assert!(rows.len() > 100);
     let got = model.probabilities(&rows).unwrap();
     let want = f["sklearn_probabilities"].as_array().unwrap();
@@ -154,16 +167,17 @@ mod rescoring {
         Squeezer::new(&c, MODEL, &model_config().features, Some(&baseline())).unwrap()
     }
 
+    const MINUTE: WindowSpec = WindowSpec {
+        size_ms: 60_000,
+        slide_ms: 60_000,
+        grace_ms: 0,
+    };
+
     fn rescorer(cfg: RescoreConfig, squeeze: Option<Squeezer>) -> Arc<Rescorer> {
         let model = EmbeddedModel::load(&model_config()).unwrap();
         let decoder = crate::decode::BatchDecoder::new(&decode_config()).unwrap();
         let served = ServedModel::new(model, squeeze, &decoder.events_schema()).unwrap();
-        let spec = WindowSpec {
-            size_ms: 60_000,
-            slide_ms: 60_000,
-            grace_ms: 0,
-        };
-        Rescorer::with_windows(cfg, vec![served], &[spec])
+        Rescorer::with_windows(cfg, vec![served], &[MINUTE])
     }
 
     /// One record: event time, client, request id, input, logged probabilities.
@@ -191,11 +205,7 @@ mod rescoring {
             decoded.dead.first().map(|d| &d.reason)
         );
         ClosedWindow {
-            spec: WindowSpec {
-                size_ms: 60_000,
-                slide_ms: 60_000,
-                grace_ms: 0,
-            },
+            spec: MINUTE,
             start_ms: start,
             end_ms: start + 60_000,
             batches: decoded.events.into_iter().collect(),
@@ -512,23 +522,9 @@ mod rescoring {
     #[test]
     fn squeezing_scores_equal_the_python_models_within_1e_5() {
         let model = EmbeddedModel::load(&model_config()).unwrap();
-        let f: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(dir().join("breast_cancer_lr.fixture.json")).unwrap(),
-        )
-        .unwrap();
+        let (f, inputs) = fixture();
         assert_eq!(f["squeeze_levels"], 16);
-        let rows: Vec<Vec<f32>> = f["inputs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                r.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_f64().unwrap() as f32)
-                    .collect()
-            })
-            .collect();
+        let rows = as_f32(&inputs);
         let s = squeezer(16, None);
         let probs = model.probabilities(&rows).unwrap();
         let got = s.scores(&model, &rows, &probs).unwrap();
@@ -559,30 +555,10 @@ mod rescoring {
     fn squeezing_tells_fgsm_inputs_from_clean_ones_on_the_test_split() {
         let c = Cancer::load();
         let model = EmbeddedModel::load(&model_config()).unwrap();
-        let f: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(dir().join("breast_cancer_lr.fixture.json")).unwrap(),
-        )
-        .unwrap();
-        let clean: Vec<Vec<f64>> = f["inputs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                r.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_f64().unwrap())
-                    .collect()
-            })
-            .collect();
+        let (_, clean) = fixture();
         let train = crate::baseline::Table::read(&dir().join("breast_cancer_train.csv")).unwrap();
-        let f32s = |rows: &[Vec<f64>]| -> Vec<Vec<f32>> {
-            rows.iter()
-                .map(|r| r.iter().map(|v| *v as f32).collect())
-                .collect()
-        };
         let flagged = |s: &Squeezer, t: f64, rows: &[Vec<f64>]| {
-            let rows = f32s(rows);
+            let rows = as_f32(rows);
             let probs = model.probabilities(&rows).unwrap();
             let scores = s.scores(&model, &rows, &probs).unwrap();
             scores.iter().filter(|x| **x > t).count() as f64 / scores.len() as f64
