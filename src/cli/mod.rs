@@ -309,12 +309,7 @@ fn model_calibrate(
             ))
         })?;
     let model = crate::rescore::EmbeddedModel::load(c).map_err(Failure::usage)?;
-    let default = crate::rescore::squeeze::SqueezeConfig {
-        levels: 16,
-        threshold: None,
-        ranges: Default::default(),
-    };
-    let squeeze_cfg = c.squeeze.clone().unwrap_or(default);
+    let squeeze_cfg = c.squeeze.clone().unwrap_or_default();
     let baseline = config
         .baseline_profiles
         .iter()
@@ -602,7 +597,11 @@ fn gen_cmd(args: GenArgs) -> Result<(), Failure> {
             text.push_str(&serde_json::to_string(e).expect("episodes serialize"));
             text.push('\n');
         }
-        std::fs::write(truth, text)
+        truth
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(truth, text))
             .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", truth.display())))?;
     }
     let target = match (&args.out, &args.topic) {
@@ -642,7 +641,7 @@ async fn rules_check(config: Option<PathBuf>, paths: Vec<PathBuf>) -> Result<(),
         &Default::default(),
         &[],
         // No model: `rescored` is checked for its columns, never filled.
-        &crate::rescore::rescorer::Rescorer::new(Default::default(), Vec::new()),
+        &crate::rescore::rescorer::Rescorer::with_windows(Default::default(), Vec::new(), &[]),
     );
     Engine::new(rules, standard.tables, &Default::default())
         .await

@@ -762,11 +762,14 @@ fn plan(opts: &GenOptions, rng: &mut ChaCha8Rng) -> Result<Vec<Planned>, String>
     Ok(planned)
 }
 
-/// Writes a whole scenario as JSONL (gzip when the name ends in `.gz`) and returns its
-/// episodes.
+/// Writes a whole scenario as JSONL (gzip when the name ends in `.gz`; its folder is
+/// made if missing) and returns its episodes.
 pub fn write_scenario(opts: GenOptions, out: &std::path::Path) -> std::io::Result<Vec<Episode>> {
     let mut generator = Generator::new(opts)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
     let file = std::fs::File::create(out)?;
     let mut w: Box<dyn Write> = if out.extension().is_some_and(|e| e == "gz") {
         Box::new(flate2::write::GzEncoder::new(
@@ -819,6 +822,21 @@ mod tests {
             lines(Scenario::Benign, 7, 500),
             lines(Scenario::Benign, 8, 500)
         );
+    }
+
+    #[test]
+    fn the_output_folder_is_made_when_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out/sub/benign.jsonl");
+        let opts = GenOptions {
+            scenario: Scenario::Benign,
+            seed: 1,
+            events: 10,
+            rate: 200.0,
+            clients: DEFAULT_CLIENTS,
+        };
+        write_scenario(opts, &out).unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 10);
     }
 
     #[test]
