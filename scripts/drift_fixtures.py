@@ -11,7 +11,13 @@ on the binning Evidently uses (equal-width bins over both samples for a numeric 
 with more than 20 distinct reference values, one bin per value otherwise; zero shares
 replaced as Evidently does for PSI), written out here with NumPy/SciPy so the fixtures
 need no Evidently install; the normed Wasserstein distance is Evidently's
-(wasserstein_distance / max(std(reference), 0.001)).
+(wasserstein_distance / max(std(reference), 0.001)). These are a second implementation
+of the same rules, not a reference: scripts/evidently_fixtures.py checks PSI,
+Jensen-Shannon, Wasserstein and Hellinger against Evidently's own functions.
+
+The two-proportion Z-test has no SciPy function: z is written out below, and its
+p-value is SciPy's chi2_contingency on the 2 x 2 table (without correction, z^2 is that
+table's chi-square), so the p-value, at least, comes from a library.
 """
 import json
 import math
@@ -134,7 +140,10 @@ def add_z(x1, n1, x2, n2):
         zs, p = 0.0, 1.0
     else:
         zs = (p1 - p2) / math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
-        p = float(2 * stats.norm.sf(abs(zs)))
+        table = [[x1, n1 - x1], [x2, n2 - x2]]
+        res = stats.chi2_contingency(table, correction=False)
+        assert math.isclose(res.statistic, zs * zs, rel_tol=1e-9), (res.statistic, zs)
+        p = float(res.pvalue)
     z.append({"x1": x1, "n1": n1, "x2": x2, "n2": n2, "z": zs, "p": p})
 
 

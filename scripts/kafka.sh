@@ -80,12 +80,21 @@ start() {
   launch
 }
 
-# Starts the broker on the data in $home and waits for its listeners.
+# Starts the broker on the data in $home and waits for its listeners. A port that
+# answers before the broker starts belongs to someone else: fail rather than report
+# another process's listener as this broker's.
 launch() {
+  local p
+  for p in "$port" "$controller_port" "$scram_port"; do
+    if port_open "$p"; then
+      echo "kafka.sh: port $p is in use" >&2
+      exit 1
+    fi
+  done
   nohup "${java[@]}" kafka.Kafka "$home/server.properties" >"$home/stdout.log" 2>&1 &
   echo $! >"$home/broker.pid"
   for _ in $(seq 1 120); do
-    if port_open "$port" && port_open "$scram_port"; then
+    if running && port_open "$port" && port_open "$scram_port"; then
       echo "kafka.sh: broker $version up on 127.0.0.1:$port (SCRAM on $scram_port), data in $home"
       return
     fi
@@ -134,6 +143,13 @@ topic() {
     --create --if-not-exists --topic "$1" --partitions "$2" --replication-factor 1
 }
 
+produce() {
+  [ $# -eq 1 ] || { echo "usage: scripts/kafka.sh produce TOPIC < FILE (one record per line)" >&2; exit 2; }
+  "${java[@]}" org.apache.kafka.tools.ConsoleProducer --bootstrap-server "127.0.0.1:$port" \
+    --topic "$1" --producer-property compression.type=lz4 --producer-property linger.ms=20 \
+    --producer-property batch.size=262144
+}
+
 env_vars() {
   echo "KAFKA_BROKERS=127.0.0.1:$port"
   echo "KAFKA_SCRAM_BROKERS=127.0.0.1:$scram_port"
@@ -146,7 +162,8 @@ case "${1:-}" in
   stop) stop ;;
   resume) resume ;;
   topic) shift; topic "$@" ;;
+  produce) shift; produce "$@" ;;
   status) status ;;
   env) env_vars ;;
-  *) echo "usage: scripts/kafka.sh start|stop|resume|status|env|topic NAME PARTITIONS" >&2; exit 2 ;;
+  *) echo "usage: scripts/kafka.sh start|stop|resume|status|env|topic NAME PARTITIONS|produce TOPIC" >&2; exit 2 ;;
 esac

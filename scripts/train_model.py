@@ -169,7 +169,11 @@ def main():
     (OUT / f"{NAME}.json").write_text(json.dumps(meta, indent=1) + "\n")
     # Feature squeezing as driftwatch computes it (float32, ranges = the training split's
     # min and max, 16 levels, rounding half up), scored by scikit-learn: the peer values
-    # the Rust squeezer is tested against.
+    # the Rust squeezer is tested against. The quantisation is written out here, a second
+    # implementation of the same rule and not an independent reference: no library does
+    # exactly this (ART's FeatureSqueezing, the nearest, takes a bit depth rather than a
+    # number of levels, rounds half to even and does not clip inputs outside the range),
+    # so only the scores come from a library.
     lo, hi = x_train.min(axis=0), x_train.max(axis=0)
     steps = np.float32(SQUEEZE_LEVELS - 1)
     t = np.clip((x_test - lo) / (hi - lo), np.float32(0), np.float32(1))

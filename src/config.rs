@@ -120,6 +120,50 @@ pub struct TimeConfig {
     /// would otherwise mean evaluating thousands of empty windows).
     #[serde(default = "default_max_empty")]
     pub max_empty_windows: u32,
+    /// Event times before this (RFC 3339) are refused as implausible.
+    #[serde(default = "default_min_event_time")]
+    pub min_event_time: String,
+    /// Event times at or after this (RFC 3339) are refused as implausible.
+    #[serde(default = "default_max_event_time")]
+    pub max_event_time: String,
+    /// A record this far past its partition's clock is refused unless the stream confirms
+    /// the jump (see `window::guard`).
+    #[serde(with = "humantime_serde", default = "default_max_ahead")]
+    pub max_ahead: Duration,
+    /// Far-ahead records that confirm a jump of the whole stream (when they also
+    /// outnumber the others since the first of them).
+    #[serde(default = "default_jump_confirmations")]
+    pub jump_confirmations: u32,
+}
+
+impl TimeConfig {
+    /// The event-time guard these settings describe.
+    pub fn guard(&self) -> Result<crate::window::guard::GuardConfig, String> {
+        let at = |key: &str, v: &str| {
+            chrono::DateTime::parse_from_rfc3339(v)
+                .map(|t| t.timestamp_millis())
+                .map_err(|e| format!("time.{key}: {v:?} is not an RFC 3339 time ({e})"))
+        };
+        crate::window::guard::GuardConfig::new(
+            at("min_event_time", &self.min_event_time)?,
+            at("max_event_time", &self.max_event_time)?,
+            self.max_ahead,
+            self.jump_confirmations,
+        )
+    }
+}
+
+fn default_min_event_time() -> String {
+    "2000-01-01T00:00:00Z".into()
+}
+fn default_max_event_time() -> String {
+    "2100-01-01T00:00:00Z".into()
+}
+fn default_max_ahead() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+fn default_jump_confirmations() -> u32 {
+    100
 }
 
 fn default_lateness() -> Duration {
@@ -138,6 +182,10 @@ impl Default for TimeConfig {
             allowed_lateness: default_lateness(),
             idle_timeout: default_idle(),
             max_empty_windows: default_max_empty(),
+            min_event_time: default_min_event_time(),
+            max_event_time: default_max_event_time(),
+            max_ahead: default_max_ahead(),
+            jump_confirmations: default_jump_confirmations(),
         }
     }
 }
@@ -159,23 +207,39 @@ impl Config {
     /// Reads, interpolates and parses a config file; relative paths in it are resolved
     /// against the file's folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with(path, |v| std::env::var(v).ok())
+    }
+
+    /// [`Config::load`] with the environment given by `lookup`. Errors never show a
+    /// value that came from it (a password): each is replaced by its `${VAR}`.
+    fn load_with(
+        path: &Path,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        let text = interpolate_env(&text, |v| std::env::var(v).ok()).map_err(|var| {
+        let mut from_env = Vec::new();
+        let text = interpolate_env_into(&text, lookup, &mut from_env).map_err(|var| {
             ConfigError::MissingEnv {
                 path: path.to_owned(),
                 var,
             }
         })?;
-        let mut config = Self::parse(&text, path)?;
+        let mut config = Self::parse(&text, path).map_err(|e| match e {
+            ConfigError::Parse { path, message } => ConfigError::Parse {
+                path,
+                message: redact(&message, &from_env),
+            },
+            other => other,
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
         config.kafka_defaults();
         config.validate().map_err(|message| ConfigError::Invalid {
             path: path.to_owned(),
-            message,
+            message: redact(&message, &from_env),
         })?;
         config.path = Some(path.to_owned());
         Ok(config)
@@ -275,8 +339,66 @@ impl Config {
 
     fn validate(&self) -> Result<(), String> {
         self.decode.validate()?;
+        self.time.guard()?;
+        if let SourceConfig::Kafka(k) = &self.source {
+            k.validate()?;
+        }
+        if let Some(k) = &self.alerts.kafka {
+            k.validate("alerts.kafka")?;
+        }
+        if let Some(k) = &self.dead_letter.kafka {
+            k.validate("dead_letter.kafka")?;
+        }
         self.rescore.validate()
     }
+}
+
+/// `message` with every value that came from the environment (`from_env`: name and
+/// value) replaced by its `${VAR}`: the value as it is, as serde quotes it (escaped),
+/// and each line of a multi-line value (an error quotes one line of the file). Longer
+/// values go first, so a value inside another is not half-replaced. Locations (`line 3,
+/// column 12`, a quoted line's number) are the parser's own words: kept, so that a
+/// short value such as `1` cannot garble them.
+fn redact(message: &str, from_env: &[(String, String)]) -> String {
+    let mut secrets: Vec<(String, &str)> = Vec::new();
+    for (name, value) in from_env {
+        let quoted = format!("{value:?}");
+        let escaped = &quoted[1..quoted.len() - 1];
+        for form in [value.as_str(), escaped].into_iter().chain(value.lines()) {
+            if !form.trim().is_empty() {
+                secrets.push((form.to_owned(), name));
+            }
+        }
+    }
+    if secrets.is_empty() {
+        return message.to_owned();
+    }
+    secrets.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.cmp(b)));
+    secrets.dedup_by(|a, b| a.0 == b.0);
+    // `line 3, column 12` (TOML), `line 3 column 12` (YAML), and TOML's `3 |` gutter.
+    let location = regex::Regex::new(r"(?m)line \d+,? column \d+|^ *\d+ \|")
+        .expect("a valid pattern");
+    let mut locations = location.find_iter(message).peekable();
+    let mut out = String::with_capacity(message.len());
+    let mut i = 0;
+    while i < message.len() {
+        while locations.next_if(|m| m.end() <= i).is_some() {}
+        if let Some(m) = locations.peek().filter(|m| m.start() == i) {
+            out.push_str(m.as_str());
+            i = m.end();
+            continue;
+        }
+        let rest = &message[i..];
+        if let Some((secret, name)) = secrets.iter().find(|(s, _)| rest.starts_with(s.as_str())) {
+            out.push_str(&format!("${{{name}}}"));
+            i += secret.len();
+            continue;
+        }
+        let c = rest.chars().next().expect("i is on a character boundary");
+        out.push(c);
+        i += c.len_utf8();
+    }
+    out
 }
 
 /// Replaces `${VAR}` and `${VAR:-default}`; `$$` is a literal `$`. Comments (`#` at the
@@ -287,10 +409,20 @@ pub fn interpolate_env(
     text: &str,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<String, String> {
+    interpolate_env_into(text, lookup, &mut Vec::new())
+}
+
+/// [`interpolate_env`], adding to `from_env` the name and value of every variable the
+/// environment gave (defaults are not from it).
+fn interpolate_env_into(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+    from_env: &mut Vec<(String, String)>,
+) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     for line in text.split_inclusive('\n') {
         let (code, comment) = line.split_at(comment_start(line).unwrap_or(line.len()));
-        out.push_str(&interpolate_line(code, &lookup)?);
+        out.push_str(&interpolate_line(code, &lookup, from_env)?);
         out.push_str(comment);
     }
     Ok(out)
@@ -316,6 +448,7 @@ fn comment_start(line: &str) -> Option<usize> {
 fn interpolate_line(
     text: &str,
     lookup: &impl Fn(&str) -> Option<String>,
+    from_env: &mut Vec<(String, String)>,
 ) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -337,7 +470,10 @@ fn interpolate_line(
                 None => (expr, None),
             };
             match (lookup(name), default) {
-                (Some(v), _) => out.push_str(&v),
+                (Some(v), _) => {
+                    out.push_str(&v);
+                    from_env.push((name.to_owned(), v));
+                }
                 (None, Some(d)) => out.push_str(d),
                 (None, None) => return Err(name.to_owned()),
             }
@@ -371,6 +507,123 @@ mod tests {
             got,
             "# sasl: ${UNSET}\n  a: x # ${UNSET}\nb: \"#x\" # ${UNSET}\n"
         );
+    }
+
+    /// Writes `text` as `config.<ext>` in a fresh folder and loads it with `env`.
+    fn load_text(ext: &str, text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("config.{ext}"));
+        std::fs::write(&path, text).unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::load_with(&path, |var| {
+            env.iter().find(|(k, _)| k == var).map(|(_, v)| v.clone())
+        })
+    }
+
+    const SECRET: &str = "hunter2-Zq9/x-s3cret";
+
+    #[test]
+    fn a_toml_syntax_error_on_the_password_line_does_not_show_the_password() {
+        let text = "[source]\ntype = \"kafka\"\nbootstrap_servers = \"127.0.0.1:9092\"\n\
+                    topics = [\"logs\"]\ngroup_id = \"g\"\n[source.sasl]\n\
+                    mechanism = \"SCRAM-SHA-256\"\nusername = \"svc\"\n\
+                    password = \"${SECRET_VAR}\" oops\n";
+        let err = load_text("toml", text, &[("SECRET_VAR", SECRET)])
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        // Still says where and what: the line, with the variable in place of its value.
+        assert!(err.contains("line 9"), "{err}");
+        assert!(err.contains("password = \"${SECRET_VAR}\" oops"), "{err}");
+    }
+
+    #[test]
+    fn a_yaml_type_error_quoting_a_value_from_the_environment_shows_its_name() {
+        let text = "source:\n  type: kafka\n  bootstrap_servers: 127.0.0.1:9092\n  \
+                    topics: [logs]\n  group_id: g\n  batch_records: \"${BATCH}\"\n";
+        let err = load_text("yaml", text, &[("BATCH", SECRET)])
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(err.contains("${BATCH}"), "{err}");
+    }
+
+    #[test]
+    fn a_short_value_does_not_garble_the_location() {
+        let text = "checkpoint_interval = \"${ONE}s\" oops\n";
+        let err = load_text("toml", text, &[("ONE", "1")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 1, column"), "{err}");
+        assert!(
+            err.contains("1 | checkpoint_interval = \"${ONE}s\" oops"),
+            "{err}"
+        );
+    }
+
+    fn kafka_source(options: &str) -> String {
+        format!(
+            "source:\n  type: kafka\n  bootstrap_servers: 127.0.0.1:9092\n  topics: [logs]\n  \
+             group_id: g\n  librdkafka_options: {{{options}}}\n"
+        )
+    }
+
+    #[test]
+    fn consumer_options_that_commit_behind_the_checkpoint_are_refused() {
+        for (option, value) in [
+            ("enable.auto.commit", "true"),
+            ("enable.auto.commit", "1"),
+            ("enable.auto.offset.store", "TRUE"),
+            ("enable.partition.eof", "t"),
+            ("partition.assignment.strategy", "cooperative-sticky"),
+            ("group.protocol", "consumer"),
+        ] {
+            let text = kafka_source(&format!("{option}: \"{value}\""));
+            match load_text("yaml", &text, &[]) {
+                Err(ConfigError::Invalid { message, .. }) => {
+                    assert!(message.contains(option), "{option}: {message}");
+                    assert!(message.contains("remove it"), "{option}: {message}");
+                }
+                other => panic!("{option} = {value}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn consumer_options_that_keep_the_guarantee_are_accepted() {
+        let text = kafka_source(
+            "enable.auto.commit: \"false\", enable.auto.offset.store: \"false\", \
+             auto.commit.interval.ms: \"1000\", partition.assignment.strategy: range, \
+             fetch.min.bytes: \"1\"",
+        );
+        if let Err(e) = load_text("yaml", &text, &[]) {
+            panic!("{e}");
+        }
+    }
+
+    #[test]
+    fn an_output_producer_that_is_not_idempotent_is_refused() {
+        for section in ["dead_letter", "alerts"] {
+            let text = format!(
+                "source: {{type: file, paths: []}}\n{section}:\n  kafka:\n    topic: t\n    \
+                 bootstrap_servers: 127.0.0.1:9092\n    \
+                 librdkafka_options: {{enable.idempotence: \"false\"}}\n"
+            );
+            match load_text("yaml", &text, &[]) {
+                Err(ConfigError::Invalid { message, .. }) => {
+                    assert!(message.contains(&format!("{section}.kafka")), "{message}");
+                    assert!(message.contains("enable.idempotence"), "{message}");
+                }
+                other => panic!("{section}: {other:?}"),
+            }
+            let ok = text.replace("\"false\"", "\"true\"");
+            if let Err(e) = load_text("yaml", &ok, &[]) {
+                panic!("{section}: {e}");
+            }
+        }
     }
 
     #[test]

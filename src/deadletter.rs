@@ -1,18 +1,22 @@
 //! The dead-letter sink: every record that could not become a row (undecodable, too
 //! big, no event time or client id) or came too late, with the reason, where it came
 //! from and its raw bytes. To a file (one JSON object per line) and/or a Kafka topic
-//! (the raw bytes as the message, the rest as headers). Nothing is dropped silently.
+//! (the raw bytes as the message, the rest as headers; one too big for the topic is
+//! sent truncated, with the whole record's size and SHA-256 in headers). Nothing is
+//! dropped silently.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use base64::Engine as _;
 use serde::Serialize;
 
 use crate::decode::DeadRecord;
 use crate::kafka_out::{KafkaOut, KafkaOutConfig};
+use crate::telemetry::Counters;
 
 /// Checkpoint cursor name of the dead-letter file; the topic's are `dead_letters_kafka/<p>`.
 const FILE_CURSOR: &str = "dead_letters";
@@ -56,12 +60,19 @@ pub struct DeadLetters {
 
 impl DeadLetters {
     /// Appends to `path` and/or sends to a topic; with neither, dead letters are only
-    /// counted.
-    pub fn open(path: Option<&Path>, topic: Option<&KafkaOutConfig>) -> Result<Self, String> {
+    /// counted. A dead letter too big for the topic is sent truncated (see `kafka_out`),
+    /// counted in `counters`.
+    pub fn open(
+        path: Option<&Path>,
+        topic: Option<&KafkaOutConfig>,
+        counters: Arc<Counters>,
+    ) -> Result<Self, String> {
         let mut dead =
             Self::open_file(path).map_err(|e| format!("cannot open the dead-letter file: {e}"))?;
         if let Some(c) = topic {
-            dead.topic = Some(KafkaOut::open(c).map_err(|e| format!("dead-letter topic: {e}"))?);
+            dead.topic = Some(
+                KafkaOut::open(c, counters).map_err(|e| format!("dead-letter topic: {e}"))?,
+            );
         }
         Ok(dead)
     }
@@ -131,6 +142,14 @@ impl DeadLetters {
             cursors.extend(topic.named_cursor(TOPIC_CURSOR)?);
         }
         Ok(cursors)
+    }
+
+    /// The file behind the file cursor.
+    pub fn files(&self) -> Vec<(String, PathBuf)> {
+        self.out
+            .iter()
+            .map(|(p, _)| (FILE_CURSOR.to_owned(), p.clone()))
+            .collect()
     }
 
     /// Goes back to a checkpoint: truncates the file, and learns which dead letters the

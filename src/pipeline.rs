@@ -68,6 +68,9 @@ pub struct Summary {
     pub good: u64,
     pub bad: u64,
     pub late: u64,
+    /// Of `bad`, records the event-time guard refused: (out of range, far ahead).
+    #[serde(default)]
+    pub time_refused: [u64; 2],
     pub windows_closed: u64,
     pub rule_runs: u64,
     pub rule_errors: u64,
@@ -89,6 +92,9 @@ pub struct Summary {
     /// Client profiles held at the end, their estimated memory, and the evictions.
     #[serde(skip)]
     pub clients: crate::clients::ClientsUsage,
+    /// Models refused a drift reference over `drift.max_models`, in this process.
+    #[serde(skip)]
+    pub models_refused: u64,
     /// Peak resident memory of the process (Linux), in KiB.
     #[serde(skip)]
     pub peak_rss_kib: Option<u64>,
@@ -289,6 +295,23 @@ impl Pipeline {
             served,
             &specs,
         );
+        // The reference samples hash request ids with a secret of the state directory,
+        // so clients that choose their ids cannot choose what the reference holds.
+        let sample_key = match &config.state_dir {
+            Some(dir) => state::sample_key(dir)?,
+            None => {
+                tracing::warn!(
+                    "no state directory: reference samples use an unkeyed hash of the \
+                     request id (a client choosing its ids can aim at the sample); \
+                     give --state-dir in production"
+                );
+                0
+            }
+        };
+        let mut clients_config = config.clients.clone();
+        clients_config.sample_key = sample_key;
+        let mut drift_config = config.drift.clone();
+        drift_config.sample_key = sample_key;
         let crate::rules::engine::StandardTables {
             tables,
             clients,
@@ -296,8 +319,8 @@ impl Pipeline {
         } = crate::rules::engine::standard_tables(
             decoder.events_schema(),
             &config.decode,
-            &config.clients,
-            &config.drift,
+            &clients_config,
+            &drift_config,
             &config.baseline_profiles,
             &rescorer,
         );
@@ -326,12 +349,14 @@ impl Pipeline {
                  rescored table stays empty"
             );
         }
-        let windows = Windows::new(
+        let mut windows = Windows::new(
             &specs,
             0,
             config.time.allowed_lateness,
             config.time.max_empty_windows,
         );
+        windows.set_guard(config.time.guard().map_err(PipelineError::Config)?);
+        let counters = Arc::new(Counters::default());
         if config.alerts.stdout {
             receivers.insert(0, Box::new(StdoutReceiver::new()));
         }
@@ -343,7 +368,7 @@ impl Pipeline {
             receivers.push(Box::new(r));
         }
         if let Some(c) = &config.alerts.kafka {
-            let r = KafkaReceiver::open(c)
+            let r = KafkaReceiver::open(c, counters.clone())
                 .map_err(|e| PipelineError::Config(format!("alerts topic: {e}")))?;
             receivers.push(Box::new(r));
         }
@@ -380,7 +405,6 @@ impl Pipeline {
             .map_err(PipelineError::Config)?;
             receivers.push(Box::new(r));
         }
-        let counters = Arc::new(Counters::default());
         let metrics = match config.otlp.as_ref().filter(|o| o.metrics) {
             Some(o) => Some(
                 crate::otlp::Metrics::start(o, counters.clone()).map_err(PipelineError::Config)?,
@@ -390,6 +414,7 @@ impl Pipeline {
         let dead = DeadLetters::open(
             config.dead_letter.path.as_deref(),
             config.dead_letter.kafka.as_ref(),
+            counters.clone(),
         )
         .map_err(PipelineError::Config)?;
         let rule_status = engine
@@ -466,14 +491,20 @@ impl Pipeline {
         for pid in 0..self.sources.len() {
             self.windows.ensure_partition(pid);
         }
-        if let Some(positions) = self.restore()? {
-            source.resume(&positions)?;
+        let restored = self.restore()?;
+        if let Some(positions) = &restored {
+            source.resume(positions)?;
         }
         for r in &mut self.receivers {
             r.start().map_err(|source| PipelineError::Io {
                 what: format!("cannot start receiver {}", r.name()),
                 source,
             })?;
+        }
+        if restored.is_none() && self.state_dir.is_some() {
+            // The first checkpoint, before the first record: output written before the
+            // first regular checkpoint is rewound after a crash like any other.
+            self.checkpoint_now().await?;
         }
         let live = self.live.clone();
         let set_ready = |ready: bool| {
@@ -627,6 +658,13 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The durable output files, by cursor name.
+    fn output_files(&self) -> Vec<(String, std::path::PathBuf)> {
+        let mut files: Vec<_> = self.receivers.iter().flat_map(|r| r.files()).collect();
+        files.extend(self.dead.files());
+        files
+    }
+
     /// Loads the state directory's checkpoint, if any; returns the source positions to
     /// resume from.
     fn restore(&mut self) -> Result<Option<BTreeMap<String, u64>>, PipelineError> {
@@ -659,6 +697,13 @@ impl Pipeline {
             .restore(cp.windows, cp.rows, &self.sources)
             .map_err(|why| incompatible(format!("{why} (a different rule set)")))?;
         let rules: Vec<&Rule> = self.engine.rules().iter().map(|p| &p.rule).collect();
+        // Output files are rewound only when they are the files the checkpoint wrote.
+        for (name, file) in self.output_files() {
+            if let Some(&cursor) = cp.cursors.get(&name) {
+                state::output::check(&name, &file, cursor, cp.marks.get(&name))
+                    .map_err(incompatible)?;
+            }
+        }
         let (kept, alerts) = self.book.restore(cp.alerts, &rules);
         for r in &mut self.receivers {
             r.rewind(&cp.cursors).map_err(|source| PipelineError::Io {
@@ -818,6 +863,14 @@ impl Pipeline {
                 .cursor()
                 .map_err(io("cannot flush dead letters"))?,
         );
+        let mut marks = BTreeMap::new();
+        for (name, path) in self.output_files() {
+            if let Some(&len) = cursors.get(&name) {
+                let mark = state::output::mark(&path, len)
+                    .map_err(io(&format!("cannot read {}", path.display())))?;
+                marks.insert(name, mark);
+            }
+        }
         let (windows, rows) = self.windows.snapshot(&self.sources);
         let rules: Vec<&Rule> = self.engine.rules().iter().map(|p| &p.rule).collect();
         Ok(Checkpoint {
@@ -829,6 +882,7 @@ impl Pipeline {
             alerts: self.book.snapshot(&rules),
             summary: self.summary.clone(),
             cursors,
+            marks,
             clients: Some(self.clients.snapshot()),
             drift: Some(self.drift.snapshot()),
             rescore: self.rescorer.is_active().then(|| self.rescorer.snapshot()),
@@ -943,6 +997,18 @@ impl Pipeline {
             .collect();
         let bad: Vec<u64> = decoded.dead.iter().map(|d| d.position).collect();
         let ingested = self.windows.ingest(pid, &events, &positions, &bad);
+        for &(row, why) in &ingested.refused {
+            let index = decoded.rows[row] as usize;
+            let rec = crate::decode::DeadRecord {
+                index,
+                position: raw.positions[index],
+                reason: why.reason(self.windows.guard()),
+                raw: raw.record(index).to_vec(),
+            };
+            self.counters.record_time_refused(&source, rec.position, why.code());
+            self.dead_letter(DeadKind::Bad, &source, &rec)?;
+        }
+        self.summary.bad += ingested.refused.len() as u64;
         for &row in &ingested.late_rows {
             let index = decoded.rows[row] as usize;
             let rec = crate::decode::DeadRecord {
@@ -955,7 +1021,9 @@ impl Pipeline {
             self.dead_letter(DeadKind::Late, &source, &rec)?;
         }
         self.summary.late += ingested.late_rows.len() as u64;
-        self.summary.good += (events.num_rows() - ingested.late_rows.len()) as u64;
+        self.summary.good +=
+            (events.num_rows() - ingested.late_rows.len() - ingested.refused.len()) as u64;
+        self.summary.time_refused = self.windows.refused();
         Ok(())
     }
 
@@ -1109,6 +1177,7 @@ impl Pipeline {
             self.summary.kafka_lag = Some(self.counters.total_lag());
         }
         self.summary.clients = self.clients.usage();
+        self.summary.models_refused = self.drift.models_refused();
         self.summary.costs = self.engine.costs();
         self.summary.rescore = self
             .rescorer

@@ -11,6 +11,8 @@ pub struct Counters {
     pub records_read: AtomicU64,
     pub records_bad: AtomicU64,
     pub records_late: AtomicU64,
+    /// Of the bad records, those the event-time guard refused: out of range, far ahead.
+    pub records_time_refused: [AtomicU64; 2],
     pub windows_closed: AtomicU64,
     pub rule_runs: AtomicU64,
     pub rule_errors: AtomicU64,
@@ -28,6 +30,9 @@ pub struct Counters {
     pub alerts_active: AtomicU64,
     /// Re-scoring totals (embedded models), refreshed after each window.
     pub rescore: Mutex<crate::rescore::rescorer::Totals>,
+    /// Messages sent truncated to an output topic (alerts, dead letters): over the
+    /// producer's `message.max.bytes`.
+    pub kafka_truncated: AtomicU64,
 }
 
 /// How far behind the end of a Kafka partition driftwatch is, in records.
@@ -77,6 +82,21 @@ impl Counters {
         tracing::debug!(source, position, reason, "dead letter: bad record");
     }
 
+    /// A record whose event time the guard refused (`code`: its reason's code).
+    pub fn record_time_refused(&self, source: &str, position: u64, code: &str) {
+        self.records_bad.fetch_add(1, Relaxed);
+        let i = usize::from(code != "time_out_of_range");
+        if self.records_time_refused[i].fetch_add(1, Relaxed) == 0 {
+            tracing::warn!(
+                source,
+                position,
+                reason = code,
+                "event time refused (dead letter): the first of its kind; see time: in the config"
+            );
+        }
+        tracing::debug!(source, position, reason = code, "dead letter: event time refused");
+    }
+
     pub fn record_late(&self, source: &str, position: u64) {
         self.records_late.fetch_add(1, Relaxed);
         tracing::debug!(source, position, "dead letter: late record");
@@ -101,6 +121,12 @@ impl Counters {
         if let Some(c) = self.alerts_by_state.get(state) {
             c.fetch_add(1, Relaxed);
         }
+    }
+
+    /// A message sent truncated to `topic` (the output warns once itself).
+    pub fn kafka_message_truncated(&self, topic: &str) {
+        self.kafka_truncated.fetch_add(1, Relaxed);
+        tracing::debug!(topic, "kafka: message sent truncated");
     }
 
     pub fn receiver_error(&self, receiver: &str, error: &str) {

@@ -44,6 +44,9 @@ impl Receiver for JsonlReceiver {
             self.out.get_ref().metadata()?.len(),
         )])
     }
+    fn files(&self) -> Vec<(String, PathBuf)> {
+        vec![(self.name().to_owned(), self.path.clone())]
+    }
     fn rewind(&mut self, cursors: &BTreeMap<String, u64>) -> std::io::Result<()> {
         let Some(&cursor) = cursors.get(self.name()) else {
             return Ok(());

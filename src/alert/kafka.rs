@@ -2,11 +2,15 @@
 //! JSONL receiver writes, keyed by alert id (so one alert's changes stay in order in one
 //! partition), with headers `idempotency_key` (= `id:state`), `rule_id` and `state`.
 //! A restart never puts the same (id, state) in the topic twice (see `kafka_out`).
+//! A notification too big for the topic (labels from traffic can be long) is sent
+//! truncated, with header `truncated`: its payload is then not a whole JSON object.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::{Notification, Receiver};
 use crate::kafka_out::{KafkaOut, KafkaOutConfig};
+use crate::telemetry::Counters;
 
 /// Name of this receiver, and the prefix of its checkpoint cursors.
 const NAME: &str = "kafka";
@@ -16,9 +20,10 @@ pub struct KafkaReceiver {
 }
 
 impl KafkaReceiver {
-    pub fn open(c: &KafkaOutConfig) -> Result<Self, String> {
+    /// Connects to the topic; truncated notifications are counted in `counters`.
+    pub fn open(c: &KafkaOutConfig, counters: Arc<Counters>) -> Result<Self, String> {
         Ok(Self {
-            out: KafkaOut::open(c)?,
+            out: KafkaOut::open(c, counters)?,
         })
     }
 }

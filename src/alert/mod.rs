@@ -736,6 +736,10 @@ pub trait Receiver: Send {
     }
     /// Goes back to a checkpoint's positions: drops or skips what was written after
     /// them, since a restart says it again.
+    /// The files behind this receiver's cursors, by cursor name.
+    fn files(&self) -> Vec<(String, std::path::PathBuf)> {
+        Vec::new()
+    }
     fn rewind(&mut self, _cursors: &BTreeMap<String, u64>) -> std::io::Result<()> {
         Ok(())
     }

@@ -691,6 +691,16 @@ pub fn summary_table(s: &Summary) -> String {
     row(&mut out, "good", s.good.to_string());
     row(&mut out, "bad (dead letter)", s.bad.to_string());
     row(&mut out, "late (dead letter)", s.late.to_string());
+    if s.time_refused != [0, 0] {
+        row(
+            &mut out,
+            "  of bad: time",
+            format!(
+                "{} out of range, {} ahead",
+                s.time_refused[0], s.time_refused[1]
+            ),
+        );
+    }
     row(&mut out, "windows closed", s.windows_closed.to_string());
     row(&mut out, "rule runs", s.rule_runs.to_string());
     row(&mut out, "rule errors", s.rule_errors.to_string());
@@ -733,6 +743,9 @@ pub fn summary_table(s: &Summary) -> String {
             "evicted (memory)",
             s.clients.evicted_memory.to_string(),
         );
+    }
+    if s.models_refused > 0 {
+        row(&mut out, "models refused", s.models_refused.to_string());
     }
     if let Some((r, busy)) = s.rescore {
         row(

@@ -63,7 +63,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::decode::{FeatureDecl, FeatureKind, ts_type};
 use crate::rules::engine::{DerivedTable, WindowTable};
-use crate::stable_hash::{Fnv, hash_of};
+use crate::stable_hash::{Fnv, bottom_k, hash_of, keyed_hash_of};
 use crate::stats::{entropy_bits, royston_coefficients, shapiro_wilk_with};
 use crate::window::ClosedWindow;
 
@@ -93,6 +93,9 @@ pub struct ClientsConfig {
     pub prada_distances: usize,
     /// Cap of each distinct-value set in a profile.
     pub profile_set_cap: usize,
+    /// Secret key of the sample's hash (from the state directory; 0 without one).
+    #[serde(skip)]
+    pub sample_key: u64,
 }
 
 impl Default for ClientsConfig {
@@ -108,8 +111,15 @@ impl Default for ClientsConfig {
             prada_points: 32,
             prada_distances: 2000,
             profile_set_cap: 4096,
+            sample_key: 0,
         }
     }
+}
+
+/// Most records one client may put in a window's reference sample of `k`: an eighth,
+/// so that no client (and no handful of clients) can fill the reference with its own.
+pub fn per_client_share(k: usize) -> usize {
+    (k / 8).max(1)
 }
 
 /// Counts of the per-client state, for telemetry and the summary.
@@ -791,16 +801,17 @@ impl Clients {
         }
         // This window's sample: the records with the smallest keys (bottom-k by a hash of
         // the request id), whatever order they came in.
+        // A repeated request id counts once, and no client has more than its share.
         let samples: Vec<Sample> = {
-            let mut idx: Vec<usize> = (0..recs.len()).collect();
-            let k = self.cfg.reference_sample.min(idx.len());
-            if k < idx.len() {
-                idx.select_nth_unstable_by_key(k, |&i| (recs[i].order, i));
-                idx.truncate(k);
-            }
-            idx.sort_by_key(|&i| (recs[i].order, i));
-            idx.iter()
-                .map(|&i| Sample {
+            let k = self.cfg.reference_sample;
+            let candidates = recs
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.order, u64::from(r.client), i))
+                .collect();
+            bottom_k(candidates, k, per_client_share(k))
+                .into_iter()
+                .map(|(_, i)| Sample {
                     key: recs[i].order,
                     num: f.num(recs[i].row).to_vec(),
                     cat: f
@@ -1019,7 +1030,7 @@ impl Clients {
             let order = if request.is_null(row) {
                 hash_of((ts.value(row), client.value(row), row))
             } else {
-                hash_of(request.value(row))
+                keyed_hash_of(self.cfg.sample_key, request.value(row))
             };
             let (top1, margin) = confidence(probs, prob_values, score, row);
             // The input's identity: every numeric value's bits and category's text.
@@ -1469,3 +1480,6 @@ impl ProfileColumns {
         RecordBatch::try_new(schema, cols).map_err(|e| e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests;

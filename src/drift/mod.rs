@@ -28,8 +28,13 @@
 //! predictions and of the reference's: a collapse of one label's share (the flagged
 //! class vanishing, as when evasion succeeds at scale) shows there even when the
 //! distribution as a whole moves little.
+//!
+//! Model names come from traffic, so the models with a reference are capped
+//! (`max_models`): a model beyond the cap is still in its windows for every rule, but
+//! gets no reference, no drift rows and no metric series; refusals are counted (summary,
+//! `/metrics`) and the first is logged as a warning.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{
@@ -40,7 +45,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::decode::{FeatureDecl, FeatureKind};
 use crate::rules::engine::{DerivedTable, WindowTable};
-use crate::stable_hash::hash_of;
+use crate::stable_hash::{bottom_k, hash_of, keyed_hash_of};
 use crate::stats::drift as st;
 use crate::window::ClosedWindow;
 
@@ -103,6 +108,13 @@ pub struct DriftConfig {
     pub min_reference: usize,
     /// Overrides by feature name (`label`, `score` for the outputs).
     pub features: BTreeMap<String, FeatureDrift>,
+    /// Most models (without a baseline) with a reference, hence drift rows and metric
+    /// series. Model names come from traffic: beyond this many, a new model's records
+    /// are still windowed and seen by rules, but it gets no reference (counted, logged).
+    pub max_models: usize,
+    /// Secret key of the sample's hash (from the state directory; 0 without one).
+    #[serde(skip)]
+    pub sample_key: u64,
     /// Control the false-discovery rate of the p-value tests across the features of a
     /// model's window (Benjamini–Hochberg): a feature is drifted when its adjusted
     /// p-value (`p_adjusted`) is under its threshold.
@@ -120,6 +132,8 @@ impl Default for DriftConfig {
             min_current: 30,
             min_reference: 1000,
             features: BTreeMap::new(),
+            max_models: 64,
+            sample_key: 0,
             fdr: true,
         }
     }
@@ -154,6 +168,11 @@ struct State {
     windows: VecDeque<Arc<BTreeMap<String, Vec<Sample>>>>,
     consumed_until: i64,
     last: Option<(WindowKey, Arc<Computed>)>,
+    /// Models refused a reference over `max_models`, in this process: each counted once
+    /// per run of consecutive windows it is refused in.
+    refused: u64,
+    /// Hashes of the models refused in the previous window.
+    refused_last: HashSet<u64>,
 }
 
 type WindowKey = (i64, i64, i64, i64);
@@ -291,7 +310,8 @@ struct ModelWindow {
     score: Column,
     /// (sampling key, batch, row) of every record: the sample is built from the
     /// bottom k only.
-    candidates: Vec<(u64, usize, usize)>,
+    /// (sampling key, client, (batch, row)) of every record.
+    candidates: Vec<(u64, u64, (usize, usize))>,
 }
 
 impl Drift {
@@ -352,6 +372,8 @@ impl Drift {
                 windows: VecDeque::new(),
                 consumed_until: i64::MIN,
                 last: None,
+                refused: 0,
+                refused_last: HashSet::new(),
             }),
         })
     }
@@ -430,19 +452,16 @@ impl Drift {
         }
         // The reference takes this window's sample once.
         if w.end_ms > st.consumed_until {
+            self.admit(st, &mut models);
             let k = self.cfg.reference_sample;
             let sample: BTreeMap<String, Vec<Sample>> = models
                 .into_iter()
                 .map(|(m, mw)| {
-                    let mut c = mw.candidates;
-                    if c.len() > k {
-                        c.select_nth_unstable(k);
-                        c.truncate(k);
-                    }
-                    c.sort_unstable();
+                    // A repeated request id counts once; no client has more than its share.
+                    let c = bottom_k(mw.candidates, k, crate::clients::per_client_share(k));
                     let s = c
                         .into_iter()
-                        .map(|(key, bi, row)| self.sample_at(key, &w.batches[bi], row))
+                        .map(|(key, (bi, row))| self.sample_at(key, &w.batches[bi], row))
                         .collect::<Result<Vec<_>, _>>();
                     s.map(|s| (m, s))
                 })
@@ -458,6 +477,57 @@ impl Drift {
             predictions: out.predictions.finish(self.schema.clone())?,
             shares: out.shares.finish(self.shares_schema.clone())?,
         })
+    }
+
+    /// Keeps per-model state (a reference sample, hence drift rows and their metric
+    /// series) to `max_models` models learned from traffic: the models the reference
+    /// holds keep their place, new ones take the places left, busiest first (ties by
+    /// name, so replay and Kafka agree); the others are taken out of `models` and
+    /// counted. Models with a baseline are always kept.
+    fn admit(&self, st: &mut State, models: &mut BTreeMap<String, ModelWindow>) {
+        let learned = |m: &str| !self.baselines.contains_key(m);
+        let known: HashSet<&str> = st
+            .windows
+            .iter()
+            .flat_map(|w| w.keys())
+            .map(String::as_str)
+            .filter(|m| learned(m))
+            .collect();
+        let mut new: Vec<(usize, &str)> = models
+            .iter()
+            .filter(|(m, _)| learned(m) && !known.contains(m.as_str()))
+            .map(|(m, mw)| (mw.candidates.len(), m.as_str()))
+            .collect();
+        let room = self.cfg.max_models.saturating_sub(known.len());
+        if new.len() <= room {
+            st.refused_last.clear();
+            return;
+        }
+        new.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        let refused: Vec<String> = new[room..].iter().map(|(_, m)| (*m).to_owned()).collect();
+        let hashes: HashSet<u64> = refused.iter().map(|m| hash_of(m.as_str())).collect();
+        let fresh = hashes.difference(&st.refused_last).count() as u64;
+        if st.refused == 0 && fresh > 0 {
+            let first: String = refused[0].chars().take(64).collect();
+            tracing::warn!(
+                max_models = self.cfg.max_models,
+                refused = refused.len(),
+                first = ?first,
+                "drift.max_models reached: models beyond it get no drift reference, rows or \
+                 metrics (their records are still windowed and seen by rules); raise \
+                 drift.max_models if they are real models"
+            );
+        }
+        st.refused += fresh;
+        st.refused_last = hashes;
+        for m in &refused {
+            models.remove(m);
+        }
+    }
+
+    /// Models refused a reference over `drift.max_models` (see [`Self::admit`]).
+    pub fn models_refused(&self) -> u64 {
+        self.state.lock().expect("drift lock").refused
     }
 
     /// The rows of one model's window against its baseline, or else its rolling
@@ -628,9 +698,14 @@ impl Drift {
             let key = if cols.request.is_null(row) {
                 hash_of((row, name))
             } else {
-                hash_of(cols.request.value(row))
+                keyed_hash_of(self.cfg.sample_key, cols.request.value(row))
             };
-            m.candidates.push((key, batch, row));
+            let client = if cols.client.is_null(row) {
+                0
+            } else {
+                hash_of(cols.client.value(row))
+            };
+            m.candidates.push((key, client, (batch, row)));
         }
         Ok(())
     }
@@ -813,6 +888,7 @@ impl Drift {
 /// The `events` columns the drift tables read.
 struct Columns<'a> {
     request: &'a StringArray,
+    client: &'a StringArray,
     model: &'a StringArray,
     label: &'a StringArray,
     score: &'a Float64Array,
@@ -828,6 +904,7 @@ impl<'a> Columns<'a> {
         };
         Ok(Self {
             request: col("request_id")?.as_string::<i32>(),
+            client: col("client_id")?.as_string::<i32>(),
             model: col("model")?.as_string::<i32>(),
             label: col("prediction_label")?.as_string::<i32>(),
             score: col("prediction_score")?.as_primitive::<Float64Type>(),
@@ -1027,8 +1104,106 @@ impl ShareRows {
 }
 
 #[cfg(test)]
+mod formula_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
+
+    const MINUTE: i64 = 60_000;
+
+    /// Minute `minute`'s window: one record per model name in `models` (a name repeated
+    /// is a busier model), each with feature `x` and a label.
+    fn window_of_models(minute: i64, models: &[String]) -> ClosedWindow {
+        let config = crate::decode::DecodeConfig {
+            features: vec![FeatureDecl {
+                name: "x".into(),
+                kind: FeatureKind::Numerical,
+            }],
+            ..Default::default()
+        };
+        let decoder = crate::decode::BatchDecoder::new(&config).unwrap();
+        let start = minute * MINUTE;
+        let mut raw = crate::source::RawBatch::new(0);
+        for (i, m) in models.iter().enumerate() {
+            let r = serde_json::json!({
+                "ts": crate::alert::rfc3339(start + (i as i64) % MINUTE),
+                "request_id": format!("{minute}-{i}"), "client_id": "c", "model": m,
+                "features": {"x": i}, "prediction": {"label": "L", "score": 0.5},
+            });
+            raw.push(&serde_json::to_vec(&r).unwrap(), i as u64);
+        }
+        let decoded = decoder.decode(&raw);
+        assert!(decoded.dead.is_empty(), "{:?}", decoded.dead.first());
+        ClosedWindow {
+            spec: crate::window::WindowSpec {
+                size_ms: MINUTE,
+                slide_ms: MINUTE,
+                grace_ms: 0,
+            },
+            start_ms: start,
+            end_ms: start + MINUTE,
+            batches: decoded.events.into_iter().collect(),
+            stats: Default::default(),
+            ranges: BTreeMap::new(),
+        }
+    }
+
+    fn names(prefix: &str, n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("{prefix}{i}")).collect()
+    }
+
+    /// Distinct models in the reference.
+    fn referenced(d: &Drift) -> std::collections::BTreeSet<String> {
+        d.snapshot()
+            .windows
+            .iter()
+            .flat_map(|w| w.keys().cloned())
+            .collect()
+    }
+
+    #[test]
+    fn models_beyond_max_models_get_no_reference_and_each_is_counted_once() {
+        let cfg = DriftConfig {
+            max_models: 8,
+            min_current: 1,
+            min_reference: 1,
+            ..DriftConfig::default()
+        };
+        let features = [FeatureDecl {
+            name: "x".into(),
+            kind: FeatureKind::Numerical,
+        }];
+        let d = Drift::new(&features, &cfg, &[]);
+        // 10,000 models of one record each, and a busy one: the busy one is kept, then
+        // 7 by name.
+        let mut first = names("a", 10_000);
+        first.extend(std::iter::repeat_n("busy".to_owned(), 50));
+        d.computed(&window_of_models(0, &first)).unwrap();
+        let kept = referenced(&d);
+        assert_eq!(kept.len(), 8, "{kept:?}");
+        assert!(kept.contains("busy"), "{kept:?}");
+        assert_eq!(d.models_refused(), 10_000 - 7);
+        // The same models in the next window: the same 8 kept (their rows now), the
+        // others not counted again.
+        let c = d.computed(&window_of_models(1, &first)).unwrap();
+        assert_eq!(referenced(&d), kept);
+        let rows: std::collections::BTreeSet<String> = (0..c.features.num_rows())
+            .map(|i| c.features.column(0).as_string::<i32>().value(i).to_owned())
+            .collect();
+        assert_eq!(rows, kept);
+        assert_eq!(d.models_refused(), 10_000 - 7);
+        // 5,000 new ones: no room left.
+        let mut second = names("b", 5_000);
+        second.push("busy".to_owned());
+        d.computed(&window_of_models(2, &second)).unwrap();
+        assert_eq!(referenced(&d), kept);
+        assert_eq!(d.models_refused(), 10_000 - 7 + 5_000);
+        // Back after a window without them: counted again.
+        d.computed(&window_of_models(3, &first)).unwrap();
+        assert_eq!(d.models_refused(), 2 * (10_000 - 7) + 5_000);
+        assert_eq!(referenced(&d), kept);
+    }
 
     fn row<'a>(feature: &'a str, test: TestName, p: Option<f64>, drifted: bool) -> Row<'a> {
         Row {

@@ -1,12 +1,30 @@
 //! The HTTP server (axum): health and readiness, Prometheus metrics, the current alerts,
 //! the rules with their last evaluation, and silences. Bound to 127.0.0.1 by default;
-//! endpoints that change state need `Authorization: Bearer <token>` and are off without
-//! a configured token. Requests are bounded (`max_in_flight`); the rest wait.
+//! requests that change state need `Authorization: Bearer <token>` and are off without
+//! a configured token. A configured token shorter than 16 bytes stops the start.
+//!
+//! Limits, so that slow or idle clients cannot starve the server:
+//!
+//! - connections: at most `max_connections` at once (the next wait in the kernel's
+//!   accept queue); one that makes no progress for `idle_timeout` outside a request being
+//!   handled is closed, and one older than `max_connection_age` is closed at its next such
+//!   stall (`conn`);
+//! - requests that change state: the token is checked from the head before the body is
+//!   read; the body is read whole, at most 64 KiB (413) within 10 s (408) (`guard`);
+//! - the API endpoints: at most `max_in_flight` handled at once, the rest wait; the probes
+//!   (`/healthz`, `/readyz`, `/metrics`) do not wait for that gate.
+//!
+//! What remains: `max_connections` clients that each trickle a byte every few seconds
+//! hold every connection slot until `max_connection_age`, and meanwhile new connections
+//! (probes too) wait; a client with the token can hold an in-flight slot for as long as
+//! its request is handled (a reload waits for the pipeline).
 //!
 //! The Prometheus text format is written here by hand: the values already live in
 //! `Counters` and `Live`, and the format is a line per sample; a metrics registry crate
 //! would hold a second copy of every counter.
 
+pub mod conn;
+pub mod guard;
 pub mod silences;
 
 use std::collections::BTreeMap;
@@ -14,11 +32,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde::{Deserialize, Serialize};
@@ -28,54 +47,129 @@ use datafusion::arrow::array::RecordBatch;
 
 use crate::alert::Notification;
 use crate::telemetry::Counters;
+use guard::Token;
 use silences::Silences;
 
 /// `http:` in the config.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// Address to listen on (`run` default 127.0.0.1:9797; `replay` default off);
     /// `--http ADDR` or `--http off` override it.
     #[serde(default)]
     pub listen: Option<String>,
-    /// Environment variable holding the bearer token that mutating endpoints require.
+    /// Environment variable holding the bearer token that mutating endpoints require
+    /// (at least 16 bytes).
     #[serde(default)]
     pub token_env: Option<String>,
     /// File whose first line is that token.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
-    /// Requests handled at once; more wait their turn.
+    /// API requests handled at once; more wait their turn (the probes do not wait).
     #[serde(default = "default_in_flight")]
     pub max_in_flight: usize,
+    /// Connections held at once; more wait to be accepted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A connection that reads and writes nothing this long, outside a request being
+    /// handled, is closed.
+    #[serde(with = "humantime_serde", default = "default_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// A connection this old is closed at its next stall outside a request.
+    #[serde(with = "humantime_serde", default = "default_max_connection_age")]
+    pub max_connection_age: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> HttpConfig {
+        HttpConfig {
+            listen: None,
+            token_env: None,
+            token_file: None,
+            max_in_flight: default_in_flight(),
+            max_connections: default_max_connections(),
+            idle_timeout: default_idle_timeout(),
+            max_connection_age: default_max_connection_age(),
+        }
+    }
 }
 
 fn default_in_flight() -> usize {
     256
 }
 
+fn default_max_connections() -> usize {
+    512
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_max_connection_age() -> Duration {
+    Duration::from_secs(600)
+}
+
+/// The shortest token accepted, in bytes.
+const MIN_TOKEN_BYTES: usize = 16;
+
 impl HttpConfig {
-    /// The token, read now; `None` when none is configured (mutations off).
-    pub fn token(&self) -> Result<Option<String>, String> {
+    /// The token, read now; `None` when none is configured (mutations off). A configured
+    /// token that is empty or short is an error: it would open the API to anyone.
+    pub fn token(&self) -> Result<Option<Token>, String> {
         match (&self.token_env, &self.token_file) {
             (Some(_), Some(_)) => Err("http: give token_env or token_file, not both".into()),
-            (Some(var), None) => std::env::var(var)
-                .map(Some)
-                .map_err(|_| format!("http.token_env: environment variable {var} is not set")),
+            (Some(var), None) => {
+                let t = std::env::var(var).map_err(|e| match e {
+                    std::env::VarError::NotPresent => format!(
+                        "http.token_env: environment variable {var} is not set; {}",
+                        how_to_set(var)
+                    ),
+                    std::env::VarError::NotUnicode(_) => format!(
+                        "http.token_env: environment variable {var} is not UTF-8; {}",
+                        how_to_set(var)
+                    ),
+                })?;
+                checked_token(&format!("http.token_env: environment variable {var}"), &t)
+                    .map_err(|e| format!("{e}; {}", how_to_set(var)))
+                    .map(Some)
+            }
             (None, Some(p)) => {
                 let t = std::fs::read_to_string(p)
                     .map_err(|e| format!("http.token_file: cannot read {}: {e}", p.display()))?;
-                let t = t.lines().next().unwrap_or_default().trim().to_owned();
-                if t.len() < 16 {
-                    return Err(format!(
-                        "http.token_file: the token in {} is shorter than 16 characters",
-                        p.display()
-                    ));
-                }
-                Ok(Some(t))
+                let first = t.lines().next().unwrap_or_default();
+                checked_token(&format!("http.token_file: the token in {}", p.display()), first)
+                    .map_err(|e| {
+                        format!(
+                            "{e}; write one with `openssl rand -hex 32 > {}`",
+                            p.display()
+                        )
+                    })
+                    .map(Some)
             }
             (None, None) => Ok(None),
         }
     }
+}
+
+fn how_to_set(var: &str) -> String {
+    format!("set a random one, e.g. `export {var}=$(openssl rand -hex 32)`")
+}
+
+/// The token trimmed, when it is at least [`MIN_TOKEN_BYTES`] long; else what is wrong
+/// with it (`what` names where it came from), never the token itself.
+fn checked_token(what: &str, raw: &str) -> Result<Token, String> {
+    let t = raw.trim();
+    if t.is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    if t.len() < MIN_TOKEN_BYTES {
+        return Err(format!(
+            "{what} is {} bytes, shorter than {MIN_TOKEN_BYTES}",
+            t.len()
+        ));
+    }
+    Ok(Token::new(t.to_owned()))
 }
 
 /// A rule as the API shows it.
@@ -175,7 +269,7 @@ impl Live {
 
 struct App {
     live: Arc<Live>,
-    token: Option<String>,
+    token: Option<Token>,
     gate: tokio::sync::Semaphore,
 }
 
@@ -187,24 +281,20 @@ pub async fn serve(addr: &str, c: &HttpConfig, live: Arc<Live>) -> Result<Socket
         format!("http: cannot listen on {addr}: {e} (pass --http ADDR, or --http off)")
     })?;
     let bound = listener.local_addr().map_err(|e| format!("http: {e}"))?;
+    let listener = conn::Guarded::new(
+        listener,
+        conn::Limits {
+            max_connections: c.max_connections,
+            idle_timeout: c.idle_timeout,
+            max_age: c.max_connection_age,
+        },
+    );
     let app = Arc::new(App {
         live,
         token,
         gate: tokio::sync::Semaphore::new(c.max_in_flight.max(1)),
     });
-    let router = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/alerts", get(alerts))
-        .route("/api/v1/rules", get(rules))
-        .route("/api/v1/rescore", get(rescore))
-        .route("/api/v1/silences", get(list_silences).post(create_silence))
-        .route("/api/v1/silences/{id}", delete(expire_silence))
-        .route("/-/reload", post(reload))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
-        .layer(axum::middleware::from_fn_with_state(app.clone(), bounded))
-        .with_state(app);
+    let router = router(app).into_make_service_with_connect_info::<conn::Conn>();
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!("http server stopped: {e}");
@@ -214,15 +304,31 @@ pub async fn serve(addr: &str, c: &HttpConfig, live: Arc<Live>) -> Result<Socket
     Ok(bound)
 }
 
-async fn bounded(
-    State(app): State<Arc<App>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let Ok(_permit) = app.gate.acquire().await else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
-    };
-    next.run(req).await
+/// The endpoints and their limits (see `guard`): the probes skip the in-flight gate.
+fn router(app: Arc<App>) -> Router {
+    let api = Router::new()
+        .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/rules", get(rules))
+        .route("/api/v1/rescore", get(rescore))
+        .route("/api/v1/silences", get(list_silences).post(create_silence))
+        .route("/api/v1/silences/{id}", delete(expire_silence))
+        .route("/-/reload", post(reload))
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            guard::bounded,
+        ));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(api)
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            guard::changes,
+        ))
+        .layer(axum::middleware::from_fn(guard::track))
+        .with_state(app)
 }
 
 fn error(code: StatusCode, msg: &str) -> Response {
@@ -234,31 +340,6 @@ fn json_body<T: Serialize>(v: &T) -> ([(header::HeaderName, &'static str); 1], S
         [(header::CONTENT_TYPE, "application/json")],
         serde_json::to_string(v).unwrap_or_else(|_| "{}".into()),
     )
-}
-
-/// Checks the bearer token of a mutating request: the refusal, if it is refused.
-fn refused(app: &App, headers: &HeaderMap) -> Option<Response> {
-    let Some(token) = &app.token else {
-        return Some(error(
-            StatusCode::FORBIDDEN,
-            "changes through the API are off: set http.token_env or http.token_file",
-        ));
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    (!constant_time_eq(given.as_bytes(), token.as_bytes())).then(|| {
-        error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token (Authorization: Bearer <token>)",
-        )
-    })
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
@@ -315,10 +396,8 @@ async fn list_silences(State(app): State<Arc<App>>) -> Response {
     json_body(&json!({ "silences": app.live.silences.list(now) })).into_response()
 }
 
-async fn create_silence(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(r) = refused(&app, &headers) {
-        return r;
-    }
+/// The token and the body's limits were checked before (`guard::changes`).
+async fn create_silence(State(app): State<Arc<App>>, body: Bytes) -> Response {
     let req: silences::NewSilence = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("bad silence: {e}")),
@@ -329,14 +408,7 @@ async fn create_silence(State(app): State<Arc<App>>, headers: HeaderMap, body: B
     }
 }
 
-async fn expire_silence(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Some(r) = refused(&app, &headers) {
-        return r;
-    }
+async fn expire_silence(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
     match app.live.silences.expire(&id) {
         Ok(true) => json_body(&json!({ "expired": id })).into_response(),
         Ok(false) => error(StatusCode::NOT_FOUND, &format!("no silence {id}")),
@@ -344,10 +416,7 @@ async fn expire_silence(
     }
 }
 
-async fn reload(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if let Some(r) = refused(&app, &headers) {
-        return r;
-    }
+async fn reload(State(app): State<Arc<App>>) -> Response {
     let Some(tx) = &app.live.reload else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "no pipeline to reload");
     };
@@ -421,6 +490,18 @@ pub fn render_metrics(live: &Live) -> String {
         ("late", late),
     ] {
         t.sample("driftwatch_records_total", &[("outcome", o)], v as f64);
+    }
+    t.family(
+        "driftwatch_records_time_refused_total",
+        "counter",
+        "Records the event-time guard refused (counted in bad too), by reason.",
+    );
+    for (i, reason) in ["time_out_of_range", "time_ahead"].into_iter().enumerate() {
+        t.sample(
+            "driftwatch_records_time_refused_total",
+            &[("reason", reason)],
+            get(&c.records_time_refused[i]) as f64,
+        );
     }
     t.family(
         "driftwatch_input_bytes_total",
@@ -613,6 +694,28 @@ pub fn render_metrics(live: &Live) -> String {
         &[],
         get(&c.receiver_errors) as f64,
     );
+    t.family(
+        "driftwatch_kafka_messages_truncated_total",
+        "counter",
+        "Messages sent truncated to an output topic (over message.max.bytes).",
+    );
+    t.sample(
+        "driftwatch_kafka_messages_truncated_total",
+        &[],
+        get(&c.kafka_truncated) as f64,
+    );
+    if let Some(d) = &live.drift {
+        t.family(
+            "driftwatch_drift_models_refused_total",
+            "counter",
+            "Models refused a drift reference over drift.max_models.",
+        );
+        t.sample(
+            "driftwatch_drift_models_refused_total",
+            &[],
+            d.models_refused() as f64,
+        );
+    }
     let lag = c.lag.lock().map(|l| l.clone()).unwrap_or_default();
     t.family(
         "driftwatch_kafka_lag_records",
@@ -817,36 +920,111 @@ fn app_silence_status(s: &Silences, now: i64) -> Vec<&'static str> {
 mod tests {
     use super::*;
 
-    fn app(token: Option<&str>) -> App {
-        App {
+    fn app(token: Option<&str>, in_flight: usize) -> Arc<App> {
+        Arc::new(App {
             live: Arc::new(Live::new(
                 Arc::new(Counters::default()),
                 crate::clients::Clients::new(&[], &crate::clients::ClientsConfig::default(), &[]),
                 Arc::new(Silences::default()),
                 Vec::new(),
             )),
-            token: token.map(str::to_owned),
-            gate: tokio::sync::Semaphore::new(1),
+            token: token.map(|t| Token::new(t.to_owned())),
+            gate: tokio::sync::Semaphore::new(in_flight),
+        })
+    }
+
+    #[test]
+    fn an_empty_or_blank_token_is_refused() {
+        for raw in ["", "   ", "\t\n"] {
+            let e = checked_token("http.token_env: environment variable T", raw).unwrap_err();
+            assert!(e.contains("environment variable T is empty"), "{e}");
         }
     }
 
     #[test]
-    fn changes_are_off_without_a_token_and_need_the_right_one() {
-        let mut h = HeaderMap::new();
-        let e = refused(&app(None), &h).unwrap();
-        assert_eq!(e.status(), StatusCode::FORBIDDEN);
-        let a = app(Some("sixteen-chars-token"));
-        assert_eq!(refused(&a, &h).unwrap().status(), StatusCode::UNAUTHORIZED);
-        h.insert(
-            header::AUTHORIZATION,
-            "Bearer sixteen-chars-tokeX".parse().unwrap(),
+    fn a_token_under_16_bytes_is_refused_without_printing_it() {
+        let e = checked_token("http.token_env: environment variable T", "  k3Yq9zW1pR7xT0b \n")
+            .unwrap_err();
+        assert!(e.contains("15 bytes, shorter than 16"), "{e}");
+        assert!(!e.contains("k3Yq9"), "{e}");
+        // Bytes, not characters: 8 two-byte characters are 16 bytes.
+        assert!(checked_token("t", "éééééééé").is_ok());
+        assert!(checked_token("t", "ééééééé").is_err());
+    }
+
+    #[test]
+    fn a_token_of_16_bytes_is_taken_trimmed() {
+        let t = checked_token("t", " 0123456789abcdef\r\n").unwrap();
+        assert_eq!(t, Token::new("0123456789abcdef".into()));
+    }
+
+    #[test]
+    fn a_short_token_file_says_how_to_write_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("token");
+        std::fs::write(&p, "secret\n").unwrap();
+        let c = HttpConfig {
+            token_file: Some(p.clone()),
+            ..HttpConfig::default()
+        };
+        let e = c.token().unwrap_err();
+        assert!(e.contains("6 bytes, shorter than 16"), "{e}");
+        assert!(e.contains("openssl rand -hex 32"), "{e}");
+        assert!(!e.contains("secret"), "{e}");
+        std::fs::write(&p, "0123456789abcdef0123\nsecond line\n").unwrap();
+        assert_eq!(
+            c.token().unwrap(),
+            Some(Token::new("0123456789abcdef0123".into()))
         );
-        assert_eq!(refused(&a, &h).unwrap().status(), StatusCode::UNAUTHORIZED);
-        h.insert(
-            header::AUTHORIZATION,
-            "Bearer sixteen-chars-token".parse().unwrap(),
+    }
+
+    #[test]
+    fn an_unset_token_variable_says_how_to_set_one() {
+        let c = HttpConfig {
+            token_env: Some("DRIFTWATCH_TEST_TOKEN_THAT_IS_NEVER_SET".into()),
+            ..HttpConfig::default()
+        };
+        let e = c.token().unwrap_err();
+        assert!(e.contains("is not set"), "{e}");
+        assert!(
+            e.contains("export DRIFTWATCH_TEST_TOKEN_THAT_IS_NEVER_SET=$(openssl rand -hex 32)"),
+            "{e}"
         );
-        assert!(refused(&a, &h).is_none());
+    }
+
+    /// One request on a fresh connection; the status code, `None` if no answer came
+    /// within `patience`.
+    async fn status(addr: SocketAddr, head: &str, patience: Duration) -> Option<u16> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let go = async {
+            let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+            s.write_all(head.as_bytes()).await.ok()?;
+            let mut out = vec![0u8; 12];
+            s.read_exact(&mut out).await.ok()?;
+            std::str::from_utf8(&out[9..12]).ok()?.parse().ok()
+        };
+        tokio::time::timeout(patience, go).await.ok().flatten()
+    }
+
+    #[tokio::test]
+    async fn probes_answer_while_the_gate_is_full_and_mutations_need_the_token_first() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        // No in-flight slot at all: the API waits, the probes must not.
+        let r = router(app(Some("0123456789abcdef"), 0));
+        let server = tokio::spawn(async move { axum::serve(l, r).await });
+        let patience = Duration::from_secs(20);
+        for path in ["/healthz", "/metrics", "/readyz"] {
+            let head = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let code = status(addr, &head, patience).await;
+            assert!(matches!(code, Some(200 | 503)), "{path}: {code:?}");
+        }
+        // The body never comes: only a check before reading it can answer.
+        let post = "POST /api/v1/silences HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n{";
+        assert_eq!(status(addr, post, patience).await, Some(401));
+        let authed = post.replace("Host: x", "Host: x\r\nAuthorization: Bearer 0123456789abcdef");
+        assert_eq!(status(addr, &authed, patience).await, Some(413));
+        server.abort();
     }
 
     #[test]

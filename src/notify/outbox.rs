@@ -211,6 +211,9 @@ impl Receiver for Outbox {
             self.out.get_ref().metadata()?.len(),
         )])
     }
+    fn files(&self) -> Vec<(String, std::path::PathBuf)> {
+        vec![(NAME.to_owned(), self.dir.join(QUEUE))]
+    }
     fn rewind(&mut self, cursors: &BTreeMap<String, u64>) -> std::io::Result<()> {
         let Some(&cursor) = cursors.get(NAME) else {
             return Ok(());

@@ -482,21 +482,35 @@ fn api_silences_mute_like_config_silences() {
     let r = Router::new(&config(TREE))
         .unwrap()
         .with_api_silences(api.clone());
-    let now = chrono::Utc::now().timestamp_millis();
+    // Times are given, not read from the clock between two lines: a loaded machine may
+    // take any time from one line to the next.
+    let at = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .unwrap()
+            .timestamp_millis()
+    };
     let l = labels(&[("client_id", "c9"), ("alertname", "flood")]);
-    assert!(!r.silenced(&l, now));
+    let other = labels(&[("client_id", "c8"), ("alertname", "flood")]);
+    assert!(!r.silenced(&l, at("2050-01-01T00:00:00Z")));
     let id = api
         .create(crate::http::silences::NewSilence {
             matchers: vec!["client_id=\"c9\"".into()],
-            starts_at: None,
+            starts_at: Some("2000-01-01T00:00:00Z".into()),
             ends_at: "2100-01-01T00:00:00Z".into(),
             comment: String::new(),
             created_by: String::new(),
         })
         .unwrap();
-    assert!(r.silenced(&l, now + 1));
+    assert!(!r.silenced(&l, at("1999-12-31T23:59:59.999Z")));
+    assert!(r.silenced(&l, at("2000-01-01T00:00:00Z")));
+    assert!(r.silenced(&l, at("2099-12-31T23:59:59.999Z")));
+    assert!(!r.silenced(&other, at("2050-01-01T00:00:00Z")));
+    assert!(!r.silenced(&l, at("2100-01-01T00:00:00Z")));
+    // Expiring ends it now: silenced no longer from the moment after.
     assert!(api.expire(&id).unwrap());
-    assert!(!r.silenced(&l, chrono::Utc::now().timestamp_millis() + 1));
+    let after = chrono::Utc::now().timestamp_millis();
+    assert!(!r.silenced(&l, after));
+    assert!(r.silenced(&l, at("2000-01-01T00:00:00Z")));
 }
 
 #[test]

@@ -4,6 +4,9 @@
 //! `driftwatch rules test` and `cargo test` (every file under `tests/rules/`) run them.
 //! Consecutive `repeat` blocks are concurrent traffic: their records are interleaved by
 //! event time; everything else is fed in file order (so late records can be tested).
+//! A rule that fails at run time fails the case unless the case expects its
+//! `driftwatch.rule_error` alert, and an expectation must name a rule the file loads:
+//! otherwise `alerts: []` would pass for a rule that never ran.
 //!
 //! ```yaml
 //! rule_files: [../../queries/flood.yaml]
@@ -41,7 +44,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::alert::{AlertsConfig, Notification, Receiver, State};
+use crate::alert::{AlertsConfig, Notification, RULE_ERROR_ID, Receiver, State};
 use crate::config::{Config, DeadLetterConfig, TimeConfig};
 use crate::decode::DecodeConfig;
 use crate::pipeline::Pipeline;
@@ -185,6 +188,7 @@ pub async fn run_file(path: &Path) -> Result<Vec<CaseResult>, TestFileError> {
     let base = path.parent().unwrap_or(Path::new("."));
     let rule_paths: Vec<PathBuf> = file.rule_files.iter().map(|p| base.join(p)).collect();
     let rules = super::load_rules(&rule_paths).map_err(|e| err(e.to_string()))?;
+    check_rule_names(&file, &rules).map_err(err)?;
     let mut results = Vec::new();
     for case in &file.tests {
         let failure = run_case(&file, case, base, rules.clone())
@@ -198,6 +202,91 @@ pub async fn run_file(path: &Path) -> Result<Vec<CaseResult>, TestFileError> {
         });
     }
     Ok(results)
+}
+
+/// What one case expects of one rule, for checks over a whole folder of test files
+/// (every default rule has a case where it fires and one where it stays silent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expectation {
+    pub case: String,
+    pub rule: String,
+    /// Some alert of the rule must be firing at some `at`.
+    pub firing: bool,
+    /// The rule must never raise an alert (no `at`, `alerts: []`), or with
+    /// `ignore_pending` never a firing one.
+    pub silent: bool,
+}
+
+/// The expectations of every case of one test file; an expectation that names a rule
+/// the file does not load is an error (it could never fail).
+pub fn expectations(path: &Path) -> Result<Vec<Expectation>, TestFileError> {
+    let err = |message: String| TestFileError {
+        file: path.to_owned(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let file: TestFile = serde_yaml::from_str(&text).map_err(|e| err(e.to_string()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let rule_paths: Vec<PathBuf> = file.rule_files.iter().map(|p| base.join(p)).collect();
+    let rules = super::load_rules(&rule_paths).map_err(|e| err(e.to_string()))?;
+    check_rule_names(&file, &rules).map_err(err)?;
+    Ok(file
+        .tests
+        .iter()
+        .flat_map(|case| {
+            case.expect.iter().map(|e| Expectation {
+                case: case.name.clone(),
+                rule: e.rule.clone(),
+                firing: e.at.is_some() && e.alerts.iter().any(|a| a.state == State::Firing),
+                silent: e.at.is_none() && e.alerts.is_empty(),
+            })
+        })
+        .collect())
+}
+
+/// Every expectation names a rule of the file's rule files (or the rule-error alert).
+fn check_rule_names(file: &TestFile, rules: &[super::Rule]) -> Result<(), String> {
+    for case in &file.tests {
+        for e in &case.expect {
+            if e.rule != RULE_ERROR_ID && !rules.iter().any(|r| r.id() == e.rule) {
+                return Err(format!(
+                    "case {:?} expects rule {}, which none of its rule files defines",
+                    case.name, e.rule
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rules that failed (a `driftwatch.rule_error` alert) although no expectation of the
+/// case names their error: a rule that fails on every window raises none of its own
+/// alerts, so `alerts: []` would pass.
+fn unexpected_rule_errors(case: &TestCase, notes: &[Notification]) -> Option<String> {
+    let expected: Vec<&str> = case
+        .expect
+        .iter()
+        .filter(|e| e.rule == RULE_ERROR_ID)
+        .flat_map(|e| &e.alerts)
+        .filter_map(|a| a.labels.get("rule_id").map(String::as_str))
+        .collect();
+    let failed: Vec<String> = notes
+        .iter()
+        .filter(|n| n.rule_id == RULE_ERROR_ID && n.state == State::Firing)
+        .filter_map(|n| {
+            let rule = n.labels.get("rule_id")?;
+            (!expected.contains(&rule.as_str())).then(|| {
+                format!(
+                    "rule {rule} failed at {}: {}",
+                    n.window_end,
+                    n.annotations
+                        .get("summary")
+                        .map_or("(no message)", String::as_str)
+                )
+            })
+        })
+        .collect();
+    (!failed.is_empty()).then(|| failed.join("; "))
 }
 
 /// Ok(Err(reason)) is a failed expectation; Err is a broken test file.
@@ -276,6 +365,9 @@ async fn run_case(
     }
     .map_err(|e| e.to_string())?;
     let notes = collector.0.lock().expect("collector lock").clone();
+    if let Some(errors) = unexpected_rule_errors(case, &notes) {
+        return Ok(Err(errors));
+    }
     for e in &case.expect {
         if let Err(reason) = check(e, &notes) {
             return Ok(Err(reason));

@@ -41,7 +41,9 @@ pub struct KafkaSourceConfig {
     pub auto_offset_reset: String,
     #[serde(default)]
     pub sasl: Option<SaslConfig>,
-    /// Extra librdkafka settings, passed through as they are.
+    /// Extra librdkafka settings, passed through as they are, except those that would
+    /// commit offsets behind the checkpoint's back or stop the consumer from taking its
+    /// partitions (see [`KafkaSourceConfig::validate`]).
     #[serde(default)]
     pub librdkafka_options: BTreeMap<String, String>,
     /// Records per batch handed to the decoder.
@@ -70,6 +72,71 @@ pub struct Secret(String);
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("\"***\"")
+    }
+}
+
+/// A librdkafka boolean as librdkafka reads it (`true`, `t`, `1`, `false`, `f`, `0`,
+/// case-insensitive); None for anything else, which librdkafka refuses.
+pub(crate) fn librdkafka_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "t" | "1" => Some(true),
+        "false" | "f" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+impl KafkaSourceConfig {
+    /// Refuses `librdkafka_options` that break the checkpoint guarantee (offsets are
+    /// committed only once a checkpoint covers them) or the consumer itself.
+    /// `auto.commit.interval.ms` and the like are left alone: without auto commit they
+    /// do nothing.
+    pub fn validate(&self) -> Result<(), String> {
+        let opts = &self.librdkafka_options;
+        let refuse = |key: &str, why: &str| {
+            Err(format!(
+                "source.librdkafka_options: {key} = {:?} is refused: {why}; remove it",
+                opts[key]
+            ))
+        };
+        for (key, why) in [
+            (
+                "enable.auto.commit",
+                "librdkafka would commit offsets of records no checkpoint covers yet, so a \
+                 crash would skip them; driftwatch commits after each checkpoint itself",
+            ),
+            (
+                "enable.auto.offset.store",
+                "driftwatch commits the positions of its checkpoints, never the offsets \
+                 librdkafka stores",
+            ),
+            (
+                "enable.partition.eof",
+                "the end of a partition would reach driftwatch as an error and stop the run",
+            ),
+        ] {
+            if opts
+                .get(key)
+                .is_some_and(|v| librdkafka_bool(v) != Some(false))
+            {
+                return refuse(key, why);
+            }
+        }
+        let incremental = "driftwatch takes its partitions with the eager rebalance \
+                           protocol (assign), which librdkafka refuses under this setting, so \
+                           no partition would ever be read";
+        if opts
+            .get("partition.assignment.strategy")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("cooperative"))
+        {
+            return refuse("partition.assignment.strategy", incremental);
+        }
+        if opts
+            .get("group.protocol")
+            .is_some_and(|v| !v.eq_ignore_ascii_case("classic"))
+        {
+            return refuse("group.protocol", incremental);
+        }
+        Ok(())
     }
 }
 

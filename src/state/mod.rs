@@ -14,7 +14,13 @@
 //! `checkpoint.bin`; the one it replaces is kept as
 //! `checkpoint.prev.bin`, the fallback when the newest is truncated or corrupt.
 //!
-//! Version 1 (client state inside the JSON metadata, no binary section) is still read.
+//! Version 3 adds, per output file, its path and a fingerprint (`output::FileMark`), and
+//! the event-time guard's state per partition; versions 2 and 1 (client state inside the
+//! JSON metadata, no binary section) are still read.
+//!
+//! A checkpoint also exists from the first record on: a run with a state directory and
+//! no checkpoint writes one before it reads anything, so output written before the first
+//! regular checkpoint is rewound like any other.
 //! Client profiles are most of a checkpoint's size: as JSON, 75,000 of them took 49 MB
 //! and 0.65 s to encode, and the copy-on-write profiles stayed shared for that long.
 
@@ -34,9 +40,11 @@ use crate::alert::RuleAlertsState;
 use crate::pipeline::Summary;
 use crate::window::WindowsState;
 
+pub mod output;
+
 const MAGIC: &[u8; 8] = b"DWCKPT\r\n";
 /// Bumped whenever the layout or the meaning of a field changes.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 const CURRENT: &str = "checkpoint.bin";
 const PREVIOUS: &str = "checkpoint.prev.bin";
 const TEMP: &str = "checkpoint.tmp";
@@ -73,6 +81,9 @@ pub struct Checkpoint {
     pub summary: Summary,
     /// Length of each durable output when the checkpoint was taken.
     pub cursors: BTreeMap<String, u64>,
+    /// Per output file cursor, which file it belongs to (format 3).
+    #[serde(default)]
+    pub marks: BTreeMap<String, output::FileMark>,
     /// Per-client profiles and the rolling reference (`client_stats`/`client_profile`):
     /// a section of its own since format 2, read from the metadata in format 1.
     #[serde(default, skip_serializing)]
@@ -147,7 +158,7 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, StateError> {
         Ok(s)
     };
     let format = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes"));
-    if format != FORMAT && format != 1 {
+    if !(1..=FORMAT).contains(&format) {
         return Err(StateError::Incompatible {
             path: path.to_owned(),
             why: format!("checkpoint format {format}, this driftwatch reads formats 1 to {FORMAT}"),
@@ -173,6 +184,48 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, StateError> {
         }
     }
     Ok(cp)
+}
+
+/// File of the state directory holding the key of the reference samples' hash.
+const SAMPLE_KEY: &str = "sample.key";
+
+/// The secret key of the reference samples' hash: made once per state directory (from
+/// the OS's random source), then read back, so that a deployment samples the same way
+/// across restarts. Never printed.
+pub fn sample_key(dir: &Path) -> Result<u64, StateError> {
+    let path = dir.join(SAMPLE_KEY);
+    let io = |source| StateError::Io {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read(&path) {
+        Ok(b) => {
+            let bytes: [u8; 8] = b.get(..8).and_then(|s| s.try_into().ok()).ok_or_else(|| {
+                StateError::Corrupt {
+                    path: path.clone(),
+                    why: "shorter than 8 bytes".into(),
+                }
+            })?;
+            Ok(u64::from_le_bytes(bytes))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(io)?;
+            let key: u64 = rand::random();
+            let temp = dir.join("sample.key.tmp");
+            let mut f = {
+                let mut o = OpenOptions::new();
+                o.create(true).write(true).truncate(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+                o.open(&temp).map_err(io)?
+            };
+            f.write_all(&key.to_le_bytes()).map_err(io)?;
+            f.sync_all().map_err(io)?;
+            std::fs::rename(&temp, &path).map_err(io)?;
+            Ok(key)
+        }
+        Err(e) => Err(io(e)),
+    }
 }
 
 /// Writes `bytes` as the newest checkpoint in `dir`, keeping the previous one.
@@ -250,6 +303,7 @@ mod tests {
             alerts: Vec::new(),
             summary: Summary::default(),
             cursors: BTreeMap::new(),
+            marks: BTreeMap::new(),
             clients: None,
             drift: None,
             rescore: None,

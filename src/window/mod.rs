@@ -11,7 +11,12 @@
 //! partition that has sent nothing yet holds it at the start). A record is late when its
 //! event time is below its partition's watermark, or below the pipeline's, on arrival.
 //!
+//! Before a record counts at all, the event-time guard (`guard`) decides whether its
+//! time is plausible: one record cannot move a partition's clock.
+//!
 //! Not for SQL (see `rules`): this module hands out [`ClosedWindow`]s and forgets them.
+
+pub mod guard;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -22,6 +27,7 @@ use datafusion::arrow::datatypes::TimestampMillisecondType;
 use serde::{Deserialize, Serialize};
 
 use crate::source::PartitionId;
+use guard::{GuardConfig, GuardState, Refusal, Verdict};
 
 /// Size, slide and grace of a window, in milliseconds of event time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -94,13 +100,16 @@ struct Pane {
     ranges: BTreeMap<PartitionId, (u64, u64)>,
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct PartitionState {
     max_ts: Option<i64>,
     done: bool,
     idle: bool,
     /// Bad records seen before the partition's first event time.
     unplaced_bad: u64,
+    /// The event-time guard's runs of far-away records.
+    #[serde(default)]
+    guard: GuardState,
 }
 
 #[derive(Debug)]
@@ -132,17 +141,29 @@ struct PaneState {
 pub struct Ingested {
     /// Row indices (in the ingested batch) of late records.
     pub late_rows: Vec<usize>,
+    /// Row indices of records the event-time guard refused, with the reason.
+    pub refused: Vec<(usize, Refusal)>,
 }
 
 pub struct Windows {
     pane_ms: i64,
     lateness_ms: i64,
     max_empty_windows: u32,
+    guard: GuardConfig,
     specs: Vec<SpecState>,
     panes: BTreeMap<i64, Pane>,
     partitions: Vec<PartitionState>,
     /// Restored state of partitions not yet present (Kafka assigns them after start).
     parked: std::collections::HashMap<String, PartitionState>,
+}
+
+/// Start of the first window of `spec` that contains time `t` (saturating at the ends
+/// of time, where event times from traffic may lie).
+fn first_window_containing(t: i64, spec: WindowSpec) -> i64 {
+    t.saturating_sub(spec.size_ms)
+        .div_euclid(spec.slide_ms)
+        .saturating_mul(spec.slide_ms)
+        .saturating_add(spec.slide_ms)
 }
 
 fn gcd(a: i64, b: i64) -> i64 {
@@ -165,8 +186,15 @@ impl Windows {
             .max(1);
         Self {
             pane_ms,
-            lateness_ms: allowed_lateness.as_millis() as i64,
+            lateness_ms: i64::try_from(allowed_lateness.as_millis()).unwrap_or(i64::MAX),
             max_empty_windows: max_empty_windows.max(1),
+            // Off until the pipeline sets the configured guard.
+            guard: GuardConfig {
+                min_ms: i64::MIN,
+                max_ms: i64::MAX,
+                max_ahead_ms: i64::MAX,
+                confirmations: 1,
+            },
             specs: uniq
                 .into_iter()
                 .map(|spec| SpecState {
@@ -178,6 +206,25 @@ impl Windows {
             partitions: vec![PartitionState::default(); partitions],
             parked: Default::default(),
         }
+    }
+
+    /// Sets the event-time guard (`time:` in the config).
+    pub fn set_guard(&mut self, guard: GuardConfig) {
+        self.guard = guard;
+    }
+
+    pub fn guard(&self) -> &GuardConfig {
+        &self.guard
+    }
+
+    /// Records refused by the guard so far, over every partition: (out of range, ahead).
+    pub fn refused(&self) -> [u64; 2] {
+        self.partitions
+            .iter()
+            .chain(self.parked.values())
+            .fold([0, 0], |a, p| {
+                [a[0] + p.guard.refused[0], a[1] + p.guard.refused[1]]
+            })
     }
 
     pub fn specs(&self) -> Vec<WindowSpec> {
@@ -204,7 +251,7 @@ impl Windows {
         let mut any = false;
         for p in self.partitions.iter().filter(|p| !p.done && !p.idle) {
             any = true;
-            let w = p.max_ts? - self.lateness_ms;
+            let w = p.max_ts?.saturating_sub(self.lateness_ms);
             wm = Some(wm.map_or(w, |m: i64| m.min(w)));
         }
         if any {
@@ -215,7 +262,7 @@ impl Windows {
                 .iter()
                 .filter_map(|p| p.max_ts)
                 .max()
-                .map(|t| t - self.lateness_ms)
+                .map(|t| t.saturating_sub(self.lateness_ms))
         }
     }
 
@@ -248,12 +295,22 @@ impl Windows {
         let ts = batch.column(0).as_primitive::<TimestampMillisecondType>();
         let floor = self.watermark().unwrap_or(i64::MIN);
         let mut max_ts = self.partitions[pid].max_ts;
+        // Without a clock of its own, a partition is judged against the newest time of
+        // the others; before any window closed, the clock may still go back.
+        let reference = self.partitions.iter().filter_map(|p| p.max_ts).max();
+        let may_go_back = self.specs.iter().all(|s| s.next_start.is_none());
+        let guard_cfg = self.guard;
+        let mut guard = std::mem::take(&mut self.partitions[pid].guard);
+        let mut refused = Vec::new();
+        let mut jumped_back = false;
+        let pane_ms = self.pane_ms;
+        let lateness_ms = self.lateness_ms;
         let mut late = Vec::new();
         let mut panes: Vec<i64> = Vec::with_capacity(ts.len());
         // (pane or None before the partition's first event time, bad, late)
         let mut counts: Vec<(Option<i64>, u64, u64)> = Vec::new();
         let mut count = |at: Option<i64>, bad: u64, late: u64| {
-            let pane = at.map(|t| t.div_euclid(self.pane_ms));
+            let pane = at.map(|t| t.div_euclid(pane_ms));
             match counts.last_mut() {
                 Some(c) if c.0 == pane => {
                     c.1 += bad;
@@ -268,20 +325,37 @@ impl Windows {
                 count(max_ts, 1, 0);
                 next_bad += 1;
             }
-            let partition_wm = max_ts.map_or(i64::MIN, |m| m - self.lateness_ms);
+            match guard.judge(&guard_cfg, t, max_ts, reference, may_go_back) {
+                Verdict::Admit => {}
+                Verdict::Jump(to) => {
+                    jumped_back |= max_ts.is_some_and(|m| to < m);
+                    max_ts = Some(to);
+                }
+                Verdict::Refuse(why) => {
+                    refused.push((i, why));
+                    panes.push(i64::MIN);
+                    count(max_ts, 1, 0);
+                    continue;
+                }
+            }
+            let partition_wm = max_ts.map_or(i64::MIN, |m| m.saturating_sub(lateness_ms));
+            // A jump back (before any window closed) lowers the partition's clock; the
+            // floor taken before it would still hold the outlier's time.
+            let floor = if jumped_back { i64::MIN } else { floor };
             if t < partition_wm.max(floor) {
                 late.push(i);
                 panes.push(i64::MIN);
                 count(max_ts, 0, 1);
             } else {
                 max_ts = Some(max_ts.map_or(t, |m| m.max(t)));
-                panes.push(t.div_euclid(self.pane_ms));
+                panes.push(t.div_euclid(pane_ms));
             }
         }
         count(max_ts, (bad.len() - next_bad) as u64, 0);
         let state = &mut self.partitions[pid];
         state.max_ts = max_ts;
         state.idle = false;
+        state.guard = guard;
         let unplaced = std::mem::take(&mut state.unplaced_bad);
         if unplaced > 0 {
             counts.push((None, unplaced, 0));
@@ -302,7 +376,10 @@ impl Windows {
             stats.bad += bad;
             stats.late += late;
         }
-        Ingested { late_rows: late }
+        Ingested {
+            late_rows: late,
+            refused,
+        }
     }
 
     /// Counts records of `pid` that could not be decoded.
@@ -410,11 +487,14 @@ impl Windows {
                     let Some((&first, _)) = self.panes.iter().next() else {
                         return;
                     };
-                    let t = first * self.pane_ms;
-                    (t - spec.size_ms).div_euclid(spec.slide_ms) * spec.slide_ms + spec.slide_ms
+                    first_window_containing(first.saturating_mul(self.pane_ms), spec)
                 }
             };
-            let end = next + spec.size_ms;
+            let end = next.saturating_add(spec.size_ms);
+            if end == i64::MAX {
+                // The end of time: no window can close there.
+                return;
+            }
             if end.saturating_add(spec.grace_ms) > wm {
                 return;
             }
@@ -425,7 +505,7 @@ impl Windows {
             let window = self.collect(spec, next, end);
             let empty = window.stats == WindowStats::default();
             empty_run = if empty { empty_run + 1 } else { 0 };
-            self.specs[si].next_start = Some(next + spec.slide_ms);
+            self.specs[si].next_start = Some(next.saturating_add(spec.slide_ms));
             if empty && empty_run > self.max_empty_windows {
                 self.skip_gap(si, wm);
                 empty_run = 0;
@@ -446,8 +526,7 @@ impl Windows {
             .next()
             .map(|(&p, _)| p * self.pane_ms);
         let target = ahead.unwrap_or(wm.saturating_sub(spec.grace_ms));
-        let first_containing =
-            (target - spec.size_ms).div_euclid(spec.slide_ms) * spec.slide_ms + spec.slide_ms;
+        let first_containing = first_window_containing(target, spec);
         self.specs[si].next_start = Some(first_containing.max(next));
     }
 
@@ -460,8 +539,8 @@ impl Windows {
             stats: WindowStats::default(),
             ranges: BTreeMap::new(),
         };
-        let range = start.div_euclid(self.pane_ms)..end.div_euclid(self.pane_ms);
-        for (_, pane) in self.panes.range(range) {
+        let (from, to) = (start.div_euclid(self.pane_ms), end.div_euclid(self.pane_ms));
+        for (_, pane) in self.panes.range(from..to.max(from)) {
             w.batches.extend(pane.batches.iter().cloned());
             w.stats.records += pane.stats.records;
             w.stats.bad += pane.stats.bad;
@@ -503,7 +582,7 @@ impl Windows {
                 .partitions
                 .iter()
                 .enumerate()
-                .map(|(pid, p)| (name(pid), *p))
+                .map(|(pid, p)| (name(pid), p.clone()))
                 .collect(),
             panes,
         };
@@ -529,7 +608,10 @@ impl Windows {
             spec.next_start = *next;
         }
         for (name, p) in &state.partitions {
-            let p = PartitionState { idle: false, ..*p };
+            let p = PartitionState {
+                idle: false,
+                ..p.clone()
+            };
             match pid_of(name) {
                 Some(pid) => {
                     self.ensure_partition(pid);
@@ -686,3 +768,6 @@ mod tests {
         assert!(c.spec().unwrap_err().contains("skipped"));
     }
 }
+
+#[cfg(test)]
+mod hostile_tests;

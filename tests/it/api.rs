@@ -1,13 +1,14 @@
 //! The HTTP API of a running `run`: auth for changes, silences that match alerts and
-//! expire, malformed requests, metrics and readiness, and a bounded load of 10,000
-//! requests on loopback.
+//! expire, malformed requests, metrics and readiness, a bounded load of 10,000
+//! requests on loopback, tokens too short to start with, and slow or silent clients that
+//! must not starve the probes.
 
 use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -17,8 +18,22 @@ const TOKEN: &str = "api-token-for-tests-0123456789";
 
 /// One request with `Connection: close`; returns the status code and the body.
 fn request(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    try_request(port, method, path, token, body, Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("no answer to {method} {path}"))
+}
+
+/// [`request`], `None` when the server does not answer (or not within `patience`).
+fn try_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+    patience: Duration,
+) -> Option<(u16, String)> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, patience).ok()?;
+    s.set_read_timeout(Some(patience)).ok()?;
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
@@ -28,16 +43,16 @@ fn request(port: u16, method: &str, path: &str, token: Option<&str>, body: &str)
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
-    .unwrap();
+    .ok()?;
     let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let code = out[9..12].parse().unwrap();
+    s.read_to_string(&mut out).ok()?;
+    let code = out.get(9..12)?.parse().ok()?;
     let body = out
         .split_once("\r\n\r\n")
         .map(|x| x.1)
         .unwrap_or("")
         .to_owned();
-    (code, body)
+    Some((code, body))
 }
 
 fn get_json(port: u16, path: &str) -> Value {
@@ -529,4 +544,236 @@ fn the_rescore_endpoint_shows_the_model_the_totals_and_the_suspects() {
             .any(|s| s["client_id"] == client && s["model"] == "breast_cancer_lr"),
         "{r}"
     );
+}
+
+/// A config whose input is an empty file that `run` follows (the API stays up and
+/// nothing happens), with `http` as the `http:` section.
+fn quiet_config(d: &Path, http: &str) -> PathBuf {
+    let input = d.join("empty.jsonl");
+    std::fs::write(&input, "").unwrap();
+    let cfg = d.join("quiet.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source: {{type: file, paths: [{}], follow: true}}\nqueries: {}\n\
+             time: {{idle_timeout: 1s}}\nalerts: {{stdout: false}}\nhttp: {http}\n",
+            input.display(),
+            root().join("queries").display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// Starts `run` on `cfg` with the API on `port` and `token` in `DW_API_TOKEN`.
+fn start(cfg: &Path, port: u16, token: &str, stderr: Stdio) -> Running {
+    let child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args(["run", "--config"])
+        .arg(cfg)
+        .args([
+            "--http",
+            &format!("127.0.0.1:{port}"),
+            "--until-idle",
+            "600",
+        ])
+        .env("DW_API_TOKEN", token)
+        .current_dir(root())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    Running(child)
+}
+
+/// Starts `run` on `cfg` and waits until `/healthz` answers; returns it and its port.
+fn start_up(cfg: &Path) -> (Running, u16) {
+    let port = free_port();
+    let mut run = start(cfg, port, TOKEN, Stdio::null());
+    let up = eventually(Duration::from_secs(120), Some(&mut run.0), || {
+        try_request(port, "GET", "/healthz", None, "", Duration::from_secs(5))
+            .is_some_and(|(code, _)| code == 200)
+    });
+    assert!(up, "the API did not come up");
+    (run, port)
+}
+
+/// The status code of the answer on `s`, `None` if none came within `patience`.
+fn status_on(s: &mut TcpStream, patience: Duration) -> Option<u16> {
+    s.set_read_timeout(Some(patience)).ok()?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// A connection that has sent `head` (and nothing more).
+fn sent(port: u16, head: &str) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    s
+}
+
+/// A POST to the silences that announces a 1 MB body.
+fn big_post(token: Option<&str>) -> String {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "POST /api/v1/silences HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n\
+         Content-Length: 1000000\r\n\r\n"
+    )
+}
+
+/// True when the server has closed `s` (end of stream or reset) within `patience`.
+fn closed_by_server(s: &mut TcpStream, patience: Duration) -> bool {
+    s.set_read_timeout(Some(patience)).unwrap();
+    let mut b = [0u8; 64];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                );
+            }
+        }
+    }
+}
+
+/// Open files this process may have (the soft limit).
+fn open_files_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+        })
+        .unwrap_or(1024)
+}
+
+#[test]
+fn an_empty_or_short_api_token_stops_the_start_and_opens_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = quiet_config(dir.path(), "{token_env: DW_API_TOKEN}");
+    let silence = json!({
+        "matchers": ["alertname=~\".*\""],
+        "ends_at": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
+    })
+    .to_string();
+    for token in ["", "k3Yq9"] {
+        let port = free_port();
+        let mut run = start(&cfg, port, token, Stdio::piped());
+        // Until it exits: any change the API takes without a token is a failure.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut opened = Vec::new();
+        let status = loop {
+            for (path, body) in [("/api/v1/silences", silence.as_str()), ("/-/reload", "")] {
+                let patience = Duration::from_secs(5);
+                if opened.contains(&path) {
+                    continue;
+                }
+                if let Some((200, _)) = try_request(port, "POST", path, None, body, patience) {
+                    opened.push(path);
+                }
+            }
+            if let Some(s) = run.0.try_wait().unwrap() {
+                break Some(s);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(
+            opened.is_empty(),
+            "token {token:?}: the API took changes without a token: {opened:?}"
+        );
+        let status = status.unwrap_or_else(|| panic!("token {token:?}: the run did not stop"));
+        let mut stderr = String::new();
+        run.0
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert_eq!(status.code(), Some(2), "token {token:?}: {stderr}");
+        assert!(stderr.contains("DW_API_TOKEN"), "{stderr}");
+        assert!(stderr.contains("openssl rand -hex 32"), "{stderr}");
+        if !token.is_empty() {
+            assert!(!stderr.contains(token), "the token was printed: {stderr}");
+        }
+    }
+}
+
+#[test]
+fn slow_clients_leave_the_probes_answering_and_posts_without_token_get_401_before_the_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = quiet_config(
+        dir.path(),
+        "{token_env: DW_API_TOKEN, max_in_flight: 16}",
+    );
+    let (mut run, port) = start_up(&cfg);
+    // 300 slow POSTs (half with the token), far more than the 16 in-flight slots; both
+    // this process and the server hold a descriptor each, under their limit of open files.
+    let n = 300.min(open_files_limit().saturating_sub(200) / 2);
+    assert!(n > 100, "too few open files allowed for the test: {n}");
+    let mut slow: Vec<(bool, TcpStream)> = (0..n)
+        .map(|i| {
+            let authed = i % 2 == 0;
+            let head = big_post(authed.then_some(TOKEN)) + "{";
+            (authed, sent(port, &head))
+        })
+        .collect();
+
+    let probes = eventually(Duration::from_secs(20), Some(&mut run.0), || {
+        let answered = |path| {
+            try_request(port, "GET", path, None, "", Duration::from_secs(5))
+                .is_some_and(|(code, body)| code == 200 && !body.is_empty())
+        };
+        answered("/healthz") && answered("/metrics")
+    });
+    assert!(probes, "/healthz and /metrics did not answer with {n} slow clients");
+
+    // Without the token: refused from the head; the body is never sent.
+    let mut s = sent(port, &big_post(None));
+    assert_eq!(status_on(&mut s, Duration::from_secs(20)), Some(401));
+    // With it: a body over the limit is refused from its announced length.
+    let mut s = sent(port, &big_post(Some(TOKEN)));
+    assert_eq!(status_on(&mut s, Duration::from_secs(20)), Some(413));
+    // The slow ones: 401 without the token, 408 with it once the body's time is up.
+    for (authed, s) in &mut slow {
+        let want = if *authed { 408 } else { 401 };
+        assert_eq!(status_on(s, Duration::from_secs(30)), Some(want));
+    }
+}
+
+#[test]
+fn connections_over_max_connections_wait_and_silent_ones_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = quiet_config(
+        dir.path(),
+        "{token_env: DW_API_TOKEN, max_connections: 2, idle_timeout: 3s}",
+    );
+    let (_run, port) = start_up(&cfg);
+    // Let the probe connections of the start-up close.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut silent: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    // Accepted in order: this one gets a slot only when a silent one is closed.
+    let answered = try_request(port, "GET", "/healthz", None, "", Duration::from_secs(20));
+    assert_eq!(answered.map(|(code, _)| code), Some(200));
+    // Checked well inside the idle timeout of the silent ones: had /healthz not waited,
+    // they would both still be open.
+    let closed = closed_by_server(&mut silent[0], Duration::from_secs(1))
+        || closed_by_server(&mut silent[1], Duration::from_secs(1));
+    assert!(closed, "/healthz was answered while both silent connections held the slots");
+    for s in &mut silent {
+        assert!(
+            closed_by_server(s, Duration::from_secs(20)),
+            "a silent connection stayed open"
+        );
+    }
 }

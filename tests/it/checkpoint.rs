@@ -10,7 +10,12 @@ use crate::cli::{driftwatch, follow_flood, generate, jsonl, root, summary, text}
 
 /// A replay config with frequent checkpoints, so kills land between them.
 fn config(dir: &Path, queries: &Path) -> PathBuf {
-    let path = dir.join("checkpointed.yaml");
+    config_every(dir, queries, "50ms")
+}
+
+/// A replay config with checkpoints every `interval`.
+fn config_every(dir: &Path, queries: &Path, interval: &str) -> PathBuf {
+    let path = dir.join(format!("checkpointed-{interval}.yaml"));
     std::fs::write(
         &path,
         format!(
@@ -19,7 +24,7 @@ fn config(dir: &Path, queries: &Path) -> PathBuf {
              queries: {}\n\
              dead_letter: {{path: {}}}\n\
              alerts: {{stdout: false}}\n\
-             checkpoint_interval: 50ms\n",
+             checkpoint_interval: {interval}\n",
             queries.display(),
             dir.join("dead.jsonl").display()
         ),
@@ -88,6 +93,20 @@ fn killed_replay_matches_uninterrupted(
     max_kills: u32,
     delays: (u64, u64),
 ) -> BTreeSet<String> {
+    killed_replay(dir, cfg, input, seed, max_kills, delays, true)
+}
+
+/// As [`killed_replay_matches_uninterrupted`]; with `after_checkpoint` false, kills are
+/// timed from the start of the process, whether or not a checkpoint exists yet.
+fn killed_replay(
+    dir: &Path,
+    cfg: &Path,
+    input: &Path,
+    seed: u64,
+    max_kills: u32,
+    delays: (u64, u64),
+    after_checkpoint: bool,
+) -> BTreeSet<String> {
     let reference_alerts = dir.join(format!("reference-{seed}.jsonl"));
     let o = driftwatch(&replay_args(cfg, input, &reference_alerts, None), dir);
     assert!(o.status.success(), "{}", text(&o));
@@ -111,7 +130,9 @@ fn killed_replay_matches_uninterrupted(
             .wrapping_add(1442695040888963407);
         // Kill only once some checkpoint exists (a slow start under load must not
         // make every kill land before the first one), then after a random delay.
-        wait_for_checkpoint(&state, &mut child);
+        if after_checkpoint {
+            wait_for_checkpoint(&state, &mut child);
+        }
         let delay = Duration::from_millis(delays.0 + (rng >> 33) % (delays.1 - delays.0));
         let started = Instant::now();
         while started.elapsed() < delay && child.try_wait().unwrap().is_none() {
@@ -141,7 +162,7 @@ fn killed_replay_matches_uninterrupted(
     );
     let last = last.unwrap();
     assert!(
-        String::from_utf8_lossy(&last.stdout).contains("restored from"),
+        !after_checkpoint || String::from_utf8_lossy(&last.stdout).contains("restored from"),
         "{}",
         text(&last)
     );
@@ -169,6 +190,17 @@ fn sigkill_at_random_points_repeats_and_loses_nothing() {
             killed_replay_matches_uninterrupted(dir.path(), &cfg, &input, seed, 6, (20, 620));
         assert!(reference.len() >= 8, "{reference:?}");
     }
+}
+
+/// Kills 0.2–1.5 s after the start, with the first regular checkpoint an hour away:
+/// what was written before any regular checkpoint is not written twice either.
+#[test]
+fn sigkill_before_the_first_checkpoint_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_every(dir.path(), &root().join("queries"), "1h");
+    let (input, _) = generate(dir.path(), "mixed", 23, 160_000, "50");
+    let reference = killed_replay(dir.path(), &cfg, &input, 23, 5, (200, 1500), false);
+    assert!(reference.len() >= 8, "{reference:?}");
 }
 
 #[test]
@@ -341,4 +373,70 @@ fn foreign_or_damaged_checkpoints_are_clear_errors() {
     );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"));
+}
+
+/// A checkpoint of format 2, kept as a fixture: written by the release before format 3
+/// (`replay --input flood.jsonl --state-dir state --alerts-out alerts.jsonl` of
+/// `gen --scenario flood --seed 5 --events 40000 --rate 20`, killed with SIGKILL after
+/// its first checkpoints; `alerts.jsonl` is what it had written by then). Today's
+/// release restores it, rewinds the alerts file to its cursor and finishes with the
+/// alerts of a run that never stopped.
+#[test]
+fn a_format_2_checkpoint_is_restored_and_the_run_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = root().join("tests/fixtures/checkpoint-v2");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let bytes = std::fs::read(fixture.join("checkpoint.bin")).unwrap();
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 2);
+    std::fs::write(state.join("checkpoint.bin"), bytes).unwrap();
+    std::fs::copy(fixture.join("alerts.jsonl"), dir.path().join("alerts.jsonl")).unwrap();
+    let (input, _) = generate(dir.path(), "flood", 5, 40_000, "20");
+    std::fs::rename(&input, dir.path().join("flood.jsonl")).unwrap();
+    let cfg = dir.path().join("v2.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source: {{type: file, paths: []}}\nqueries: {}\nalerts: {{stdout: false}}\ncheckpoint_interval: 50ms\n",
+            root().join("queries").display()
+        ),
+    )
+    .unwrap();
+    let replay = |state: Option<&str>, alerts: &str| {
+        let mut args = vec![
+            "replay",
+            "--config",
+            "v2.yaml",
+            "--no-progress",
+            "--input",
+            "flood.jsonl",
+            "--alerts-out",
+            alerts,
+        ];
+        if let Some(s) = state {
+            args.extend(["--state-dir", s]);
+        }
+        Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let o = replay(None, "reference.jsonl");
+    assert!(o.status.success(), "{}", text(&o));
+    let reference: BTreeSet<String> = notifications(&dir.path().join("reference.jsonl"))
+        .into_iter()
+        .collect();
+    assert!(!reference.is_empty());
+    let o = replay(Some("state"), "alerts.jsonl");
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("restored from"),
+        "{}",
+        text(&o)
+    );
+    let got = notifications(&dir.path().join("alerts.jsonl"));
+    let unique: BTreeSet<String> = got.iter().cloned().collect();
+    assert_eq!(unique.len(), got.len(), "an (id, state) twice");
+    assert_eq!(unique, reference);
 }

@@ -24,13 +24,27 @@ pub(crate) fn driftwatch(args: &[&str], out_dir: &Path) -> Output {
 /// The features of the generator's records, as a config's `decode:` section.
 pub(crate) const FEATURES: &str = "decode:\n  features:\n    - {name: amount, type: numerical}\n    - {name: age, type: numerical}\n    - {name: country, type: categorical}\n    - {name: merchant_risk, type: numerical}\n    - {name: hour, type: numerical}\n";
 
-/// A port nobody listens on right now.
+/// A port for a server that a test starts in another process (or later, or never, to
+/// be refused), free now. It is drawn at random below the kernel's ephemeral range, so
+/// that no port-0 bind and no outgoing connection is given it in the meantime (a port
+/// from binding port 0 and letting go is, and on a busy machine soon). A server the test
+/// runs in its own process binds port 0 and keeps its listener instead.
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::hash::BuildHasher;
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (lo, hi) = (10_000u16, ephemeral.max(10_001));
+    for _ in 0..1000 {
+        // Each RandomState has keys of its own: a fresh draw every time.
+        let r = std::collections::hash_map::RandomState::new().hash_one(0u8);
+        let port = lo + (r % u64::from(hi - lo)) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {lo}..{hi}");
 }
 
 /// Polls `holds` until it is true, `child` (when given) has exited, or `patience` has
@@ -54,6 +68,34 @@ pub(crate) fn eventually(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Reads `child`'s stderr as it is written. The receiver hears once the first line
+/// holding `needle` is read (and is closed at the end of the output, so a wait on it
+/// never outlasts the child); the thread returns all of it.
+pub(crate) fn watch_stderr(
+    child: &mut Child,
+    needle: &'static str,
+) -> (
+    std::sync::mpsc::Receiver<()>,
+    std::thread::JoinHandle<String>,
+) {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut log = String::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.unwrap_or_default();
+            if line.contains(needle) {
+                let _ = tx.send(());
+            }
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    (rx, reader)
 }
 
 pub(crate) fn text(o: &Output) -> String {
@@ -227,11 +269,19 @@ fn benign_traffic_raises_no_alert() {
     let alerts_path = dir.path().join("alerts.jsonl");
     let o = replay(dir.path(), &[&input], &alerts_path);
     assert!(o.status.success(), "{}", text(&o));
-    assert_counts_add_up(&summary(&o.stdout), 1_000_000);
+    let s = summary(&o.stdout);
+    assert_counts_add_up(&s, 1_000_000);
+    // The rules ran: no alert because none held, not because nothing was evaluated.
+    assert!(s["windows closed"] > 0 && s["rule runs"] > 0, "{}", text(&o));
+    assert_eq!(s["rule errors"], 0, "{}", text(&o));
+    // The alerts file exists (an empty one): a missing file is not "no alerts".
+    let written = std::fs::read_to_string(&alerts_path)
+        .unwrap_or_else(|e| panic!("{}: {e}\n{}", alerts_path.display(), text(&o)));
     // A drift test on seven columns is true by chance now and then for one window: such
     // an alert may go pending (and resolve); nothing fires, and no other rule says a word.
-    let alerts: Vec<_> = jsonl(&alerts_path)
-        .into_iter()
+    let alerts: Vec<Value> = written
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
         .filter(|a| {
             let drift = a["rule_id"].as_str().unwrap_or("").starts_with("drift.");
             !drift || a["state"] == "firing"
@@ -472,6 +522,42 @@ fn run_follows_a_file_and_stops_when_idle() {
         .collect();
     assert!(
         firing.iter().any(|a| a["rule_id"] == "flood.client_rate"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// Model names come from traffic: 10,064 distinct ones in one minute, against the default
+/// `drift.max_models` of 64. The 64 get a drift reference, the other 10,000 are refused
+/// (their records still count as good and are windowed), and the summary says how many.
+#[test]
+fn models_beyond_drift_max_models_are_refused_and_counted_in_the_summary() {
+    const DISTINCT: usize = 10_064;
+    const MAX_MODELS: usize = 64;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("models.jsonl");
+    let mut lines = String::new();
+    for i in 0..DISTINCT {
+        lines.push_str(&format!(
+            "{{\"ts\":\"2026-11-21T10:00:{:02}.{:03}Z\",\"request_id\":\"r{i}\",\
+             \"client_id\":\"c{}\",\"model\":\"m{i:05}\",\"features\":{{\"amount\":{},\
+             \"age\":40,\"country\":\"DE\",\"merchant_risk\":0.2,\"hour\":10}},\
+             \"prediction\":{{\"label\":\"ok\",\"score\":0.1}}}}\n",
+            i * 5 / 1000,
+            i * 5 % 1000,
+            i % 50,
+            i % 100
+        ));
+    }
+    std::fs::write(&input, lines).unwrap();
+    let alerts = dir.path().join("alerts.jsonl");
+    let o = replay(dir.path(), &[&input], &alerts);
+    assert!(o.status.success(), "{}", text(&o));
+    let s = summary(&o.stdout);
+    assert_eq!(s["good"], DISTINCT as u64, "{}", text(&o));
+    assert_eq!(
+        s.get("models refused").copied(),
+        Some((DISTINCT - MAX_MODELS) as u64),
         "{}",
         text(&o)
     );

@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::cli::{FEATURES, eventually, free_port, generate, jsonl, root, text};
+use crate::cli::{FEATURES, eventually, free_port, generate, jsonl, root, text, watch_stderr};
 
 const USER: &str = "alerts";
 const PASSWORD: &str = "pw-for-tests-only";
@@ -316,22 +316,20 @@ fn smtp_outage_delays_mail_and_loses_none() {
         "  retry_initial: 200ms\n  retry_max: 2s\n  drain_timeout: 120s\n",
     );
     let alerts = d.join("alerts.jsonl");
-    let started = Instant::now();
-    let child = replay(&cfg, &input, &alerts, &d.join("state"))
+    let mut child = replay(&cfg, &input, &alerts, &d.join("state"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The server is down for the first 30 s of the run.
-    std::thread::sleep(Duration::from_secs(30).saturating_sub(started.elapsed()));
+    // The server is down until a delivery has failed (mail is sent at the drain, with
+    // group_wait 1h), however long the run takes to get there.
+    let (failed, log) = watch_stderr(&mut child, "email delivery failed");
+    let failed = failed.recv_timeout(Duration::from_secs(300)).is_ok();
     let server = Smtp::start(&smtp_dir, port);
     let o = child.wait_with_output().unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let log = text(&o);
-    assert!(
-        log.contains("email delivery failed"),
-        "no failure was logged: {log}"
-    );
+    let log = format!("{}\n{}", text(&o), log.join().unwrap());
+    assert!(o.status.success(), "{log}");
+    assert!(failed, "no delivery failed while the server was down: {log}");
     assert!(!log.contains(PASSWORD));
     assert_delivered_once(&server.mails(), &expected(&alerts));
 }

@@ -599,3 +599,77 @@ fn bad_records_on_the_topic_are_dead_lettered_and_the_good_ones_processed() {
     };
     assert_eq!(positions(&in_topic), positions(&in_file));
 }
+
+/// A bad record of 1,000,500 bytes: under `decode.max_record_bytes` (1 MiB), over
+/// librdkafka's `message.max.bytes` (1,000,000). Its dead letter goes to the topic
+/// truncated, with the whole record's size and SHA-256 in headers, and the run ends
+/// well (a failed run would fail again on every restart).
+#[test]
+fn a_dead_letter_over_the_producers_limit_is_sent_truncated_with_its_size_and_hash() {
+    let brokers = brokers();
+    let dir = tempfile::tempdir().unwrap();
+    let dead_topic = format!("dead-big-{}", std::process::id());
+    create_topic(&brokers, &dead_topic, 1);
+    // A string where a number belongs: undecodable, and the decoder's reason quotes it.
+    let (head, tail) = (
+        r#"{"ts":"2026-11-21T10:00:00Z","client_id":"k","latency_ms":""#,
+        r#""}"#,
+    );
+    let record = format!(
+        "{head}{}{tail}",
+        "x".repeat(1_000_500 - head.len() - tail.len())
+    );
+    let good = r#"{"ts":"2026-11-21T10:00:01Z","client_id":"c1","model":"fraud"}"#;
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, format!("{good}\n{record}\n{good}\n")).unwrap();
+    // Its size and hash from coreutils, not from driftwatch.
+    let alone = dir.path().join("record");
+    std::fs::write(&alone, &record).unwrap();
+    let sha = std::process::Command::new("sha256sum")
+        .arg(&alone)
+        .output()
+        .unwrap();
+    let sha = String::from_utf8(sha.stdout).unwrap();
+    let sha = sha.split_whitespace().next().unwrap();
+    let size = std::fs::metadata(&alone).unwrap().len();
+    assert_eq!(size, 1_000_500);
+
+    let cfg = dir.path().join("big.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source: {{type: file, paths: [{}]}}\n{}queries: {}\nalerts: {{stdout: false}}\n\
+             dead_letter: {{path: {}, kafka: {{topic: {dead_topic}, bootstrap_servers: {brokers}}}}}\n",
+            input.display(),
+            crate::cli::FEATURES,
+            root().join("queries").display(),
+            dir.path().join("dead.jsonl").display(),
+        ),
+    )
+    .unwrap();
+    let o = driftwatch(
+        &["run", "--http", "off", "--config", cfg.to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let s = crate::cli::summary(&o.stdout);
+    assert_eq!((s["good"], s["bad (dead letter)"]), (2, 1), "{}", text(&o));
+
+    let dead = read_topic(&brokers, &dead_topic);
+    assert_eq!(dead.len(), 1, "{}", text(&o));
+    let m = &dead[0];
+    let h = &m.headers;
+    assert!(
+        h.get("truncated").is_some_and(|t| t.starts_with("payload")),
+        "{h:?}"
+    );
+    assert_eq!(h["original_size"], size.to_string());
+    assert_eq!(h["original_sha256"], sha);
+    assert_eq!(h["kind"], "bad");
+    assert!(h["reason"].starts_with("wrong type"), "{}", h["reason"]);
+    assert!(
+        m.payload.len() < 1_000_000 && record.as_bytes().starts_with(&m.payload),
+        "{} bytes",
+        m.payload.len()
+    );
+}

@@ -6,6 +6,7 @@ mod checkpoint;
 mod cli;
 mod compose;
 mod email;
+mod hostile;
 mod kafka;
 mod kafka_ops;
 mod otlp;

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
     LogsService, LogsServiceServer,
@@ -106,23 +106,33 @@ impl MetricsService for Grpc {
     }
 }
 
-/// A receiver listening on 127.0.0.1:`port`, stopped on drop (with its runtime).
+/// A receiver serving on `listener`, stopped on drop (with its runtime).
 struct Collector {
     sink: Arc<Sink>,
     _rt: tokio::runtime::Runtime,
 }
 
+/// A listener on a port of 127.0.0.1 that the kernel picked, kept open: nobody else can
+/// take the port between choosing it and serving on it.
+fn listener() -> (std::net::TcpListener, u16) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    (l, port)
+}
+
 impl Collector {
-    fn start(port: u16, http: bool) -> Collector {
+    fn start(listener: std::net::TcpListener, http: bool) -> Collector {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
         let sink = Arc::new(Sink::default());
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
-            .unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let listener = {
+            let _guard = rt.enter();
+            tokio::net::TcpListener::from_std(listener).unwrap()
+        };
         if http {
             let (logs, metrics) = (sink.clone(), sink.clone());
             let app = axum::Router::new()
@@ -282,8 +292,8 @@ fn mixed_scenario_exports_each_state_change_and_the_counters_over_grpc() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (input, _) = generate(d, "mixed", 7, 160_000, "50");
-    let port = free_port();
-    let collector = Collector::start(port, false);
+    let (listener, port) = listener();
+    let collector = Collector::start(listener, false);
     let cfg = config(
         d,
         &format!(
@@ -325,8 +335,7 @@ fn collector_outage_delays_http_export_and_loses_nothing() {
     // Endpoint and protocol from the standard variables this time.
     let cfg = config(d, "logs: true");
     let alerts = d.join("alerts.jsonl");
-    let started = Instant::now();
-    let child = replay(&cfg, &input, &alerts, &d.join("state"))
+    let mut child = replay(&cfg, &input, &alerts, &d.join("state"))
         .env(
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             format!("http://127.0.0.1:{port}"),
@@ -336,12 +345,15 @@ fn collector_outage_delays_http_export_and_loses_nothing() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The collector is down for the first 30 s of the run.
-    std::thread::sleep(Duration::from_secs(30).saturating_sub(started.elapsed()));
-    let collector = Collector::start(port, true);
+    // The collector is down until an export has failed, however long the run takes to
+    // get there.
+    let (failed, log) = crate::cli::watch_stderr(&mut child, "otlp log export failed");
+    let failed = failed.recv_timeout(Duration::from_secs(300)).is_ok();
+    let collector = Collector::start(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap(), true);
     let o = child.wait_with_output().unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("otlp log export failed"), "{}", text(&o));
+    let log = log.join().unwrap();
+    assert!(o.status.success(), "{}\n{log}", text(&o));
+    assert!(failed, "no export failed while the collector was down:\n{log}");
     assert_records_match(&collector.logs(), &alerts);
 }
 
@@ -350,8 +362,8 @@ fn kill_9_mid_export_repeats_at_most_the_batch_in_flight() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (input, _) = generate(d, "mixed", 9, 160_000, "50");
-    let port = free_port();
-    let collector = Collector::start(port, false);
+    let (listener, port) = listener();
+    let collector = Collector::start(listener, false);
     let cfg = config(
         d,
         &format!("logs: true, protocol: grpc, endpoint: 'http://127.0.0.1:{port}'"),

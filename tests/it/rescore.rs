@@ -107,11 +107,14 @@ fn the_tampering_scenario_fires_the_tampering_rule_for_its_client_and_time_only(
         let mismatches = a["evidence"]["values"]["mismatches"].as_u64().unwrap();
         assert_eq!(ids.len() as u64, mismatches.min(5), "{a}");
     }
-    // Found early: the sample (1 %) finds a forged answer within minutes, then the
-    // client is re-scored in full (rescore: true) until the episode ends.
+    // Found early: the 1 % sample finds a forged answer, then the client is re-scored
+    // in full (rescore: true) until the episode ends. The wait is geometric, ~100
+    // forged answers (one a second) on average: the README measured 1.1 to 10.1
+    // minutes over seeds 1-5. Missing the first 900 has a probability of
+    // 0.99^900 ≈ 1e-4, so 15 minutes holds for any seed; this one (11) is no pick.
     let first = fired.iter().map(|a| ms(&a["window_end"])).min().unwrap();
     assert!(
-        first - start <= 5 * 60_000,
+        first - start <= 15 * 60_000,
         "first caught {} s in",
         (first - start) / 1000
     );
@@ -139,9 +142,9 @@ fn the_evasion_scenario_fires_the_squeezing_rule_for_its_client_only() {
 }
 
 /// 1M honest records of the embedded model: the sample re-scores about 1 % of them,
-/// and not one answer is a mismatch, so the tampering rule never fires.
+/// not one answer is a mismatch, and no rule fires (the README's claim).
 #[test]
-fn a_million_honest_records_fire_no_tampering_alert() {
+fn a_million_honest_records_fire_no_alert() {
     let dir = tempfile::tempdir().unwrap();
     let (input, truth) = generate(dir.path(), "benign-model", 2, 1_000_000, "200");
     assert!(truth.is_empty());
@@ -154,11 +157,18 @@ fn a_million_honest_records_fire_no_tampering_alert() {
         "{n} re-scored of 1M at a 1 % sample"
     );
     assert_eq!(mismatches, 0, "{}", text(&o));
-    let tampering: Vec<&Value> = alerts
+    assert!(s["rule runs"] > 0, "{}", text(&o));
+    assert_eq!(s["rule errors"], 0, "{}", text(&o));
+    // No rule says a word, except that a drift test on many columns is true by chance
+    // now and then for one window: such an alert may go pending, never firing.
+    let raised: Vec<&Value> = alerts
         .iter()
-        .filter(|a| a["rule_id"] == "tampering.prediction_mismatch")
+        .filter(|a| {
+            let drift = a["rule_id"].as_str().unwrap_or("").starts_with("drift.");
+            !drift || a["state"] == "firing"
+        })
         .collect();
-    assert!(tampering.is_empty(), "{tampering:#?}");
+    assert!(raised.is_empty(), "{raised:#?}");
 }
 
 /// A model file that is not the pinned one, a feature the traffic does not declare, or

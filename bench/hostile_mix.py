@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Mixes hostile records into an honest JSONL stream, at random places.
+
+    hostile_mix.py HONEST OUT COUNT SEED
+
+Every kind of hostile record the monitor must survive, chosen at random: event times at
+i64 min/max, zero, negative, years 0 and 9999, a day ahead; numbers 1e308, NaN and
++-Infinity (as strings and bare); 10^5-deep nesting; duplicate keys; invalid UTF-8;
+oversized records; a flood of distinct client ids and model values; repeated request
+ids. The honest records are kept in order, so the honest episodes in them stay.
+Prints the count of each kind to stderr.
+"""
+import json
+import random
+import sys
+
+honest, out, count, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+rng = random.Random(seed)
+lines = open(honest, "rb").read().splitlines()
+n = len(lines)
+template = json.loads(lines[n // 2])
+
+
+def rec(**over):
+    r = dict(template)
+    r.update(over)
+    return json.dumps(r).encode()
+
+
+def ts_now(i):
+    return json.loads(lines[min(i, n - 1)])["ts"]
+
+
+KINDS = [
+    ("ts_i64_max", lambda i: rec(ts=9223372036854775807)),
+    ("ts_i64_min", lambda i: rec(ts=-9223372036854775808)),
+    ("ts_zero", lambda i: rec(ts=0)),
+    ("ts_negative", lambda i: rec(ts=-86400000)),
+    ("ts_year_9999", lambda i: rec(ts="9999-12-31T23:59:59Z")),
+    ("ts_year_0", lambda i: rec(ts="0000-01-01T00:00:00Z")),
+    ("ts_day_ahead", lambda i: rec(ts=ts_now(i).replace("2026-11-2", "2026-11-3"))),
+    ("huge_number", lambda i: rec(features={**template.get("features", {}), "amount": 1e308})),
+    ("nan_string", lambda i: rec(features={**template.get("features", {}), "amount": "NaN"})),
+    ("inf_string", lambda i: rec(features={**template.get("features", {}), "amount": "-Infinity"})),
+    ("bare_nan", lambda i: rec(ts=ts_now(i)).replace(b'"ts"', b'"x": NaN, "ts"', 1)),
+    ("deep_nesting", lambda i: b"[" * 100000 + b"]" * 100000),
+    ("duplicate_keys", lambda i: rec(ts=ts_now(i))[:-1] + b', "client_id": "dup", "ts": 0}'),
+    ("invalid_utf8", lambda i: rec(ts=ts_now(i)).replace(b'"client_id": "', b'"client_id": "\xff\xfe', 1)),
+    ("oversized", lambda i: rec(ts=ts_now(i), client_id="x" * 1_100_000)),
+    ("distinct_client", lambda i: rec(ts=ts_now(i), client_id=f"c-{rng.getrandbits(64):x}",
+                                      request_id=f"r-{rng.getrandbits(64):x}")),
+    ("distinct_model", lambda i: rec(ts=ts_now(i), model=f"m-{rng.getrandbits(64):x}",
+                                     request_id=f"r-{rng.getrandbits(64):x}")),
+    ("repeated_request_id", lambda i: rec(ts=ts_now(i), request_id="r-same")),
+]
+# Oversized and deeply nested records are expensive on purpose: fewer of them.
+weights = [0.2 if k in ("oversized", "deep_nesting") else 1.0 for k, _ in KINDS]
+
+places = sorted(rng.randrange(n + 1) for _ in range(count))
+counts = {k: 0 for k, _ in KINDS}
+with open(out, "wb") as f:
+    p = 0
+    for i, line in enumerate(lines):
+        while p < len(places) and places[p] == i:
+            kind, make = rng.choices(KINDS, weights)[0]
+            counts[kind] += 1
+            f.write(make(i).replace(b"\n", b" ") + b"\n")
+            p += 1
+        f.write(line + b"\n")
+    while p < len(places):
+        kind, make = rng.choices(KINDS, weights)[0]
+        counts[kind] += 1
+        f.write(make(n - 1).replace(b"\n", b" ") + b"\n")
+        p += 1
+print(json.dumps(counts), file=sys.stderr)

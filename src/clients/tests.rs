@@ -1,0 +1,380 @@
+//! The per-client statistics against values a reader can compute by hand, on a
+//! reference of the hundred values 0, 1, …, 99 (one category): its 0.5 % and 99.5 %
+//! quantiles are 0.495 and 98.505 and its quartile edges 24.75, 49.5 and 74.25 (NumPy's
+//! linear interpolation, position q·99), its population standard deviation
+//! √((100² − 1)/12) = 28.8661, and each value x has the quantile rank
+//! #{y < x}/100. Every client below is in the window after the reference's.
+
+use std::collections::BTreeMap;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{Float64Type, UInt64Type};
+use serde_json::{Value, json};
+
+use super::{Clients, ClientsConfig};
+use crate::decode::{BatchDecoder, DecodeConfig, FeatureDecl, FeatureKind};
+use crate::source::RawBatch;
+use crate::window::{ClosedWindow, WindowSpec, WindowStats};
+
+const MINUTE: i64 = 60_000;
+
+fn features() -> Vec<FeatureDecl> {
+    vec![
+        FeatureDecl {
+            name: "x".into(),
+            kind: FeatureKind::Numerical,
+        },
+        FeatureDecl {
+            name: "c".into(),
+            kind: FeatureKind::Categorical,
+        },
+    ]
+}
+
+/// Minute `minute`'s window; the records get `ts` one millisecond apart, in order.
+fn window(minute: i64, records: &[Value]) -> ClosedWindow {
+    let config = DecodeConfig {
+        features: features(),
+        ..DecodeConfig::default()
+    };
+    let decoder = BatchDecoder::new(&config).unwrap();
+    let start = minute * MINUTE;
+    let mut raw = RawBatch::new(0);
+    for (i, r) in records.iter().enumerate() {
+        let mut r = r.clone();
+        r["ts"] = json!(crate::alert::rfc3339(start + i as i64));
+        raw.push(&serde_json::to_vec(&r).unwrap(), i as u64);
+    }
+    let decoded = decoder.decode(&raw);
+    assert!(decoded.dead.is_empty(), "{:?}", decoded.dead);
+    ClosedWindow {
+        spec: WindowSpec {
+            size_ms: MINUTE,
+            slide_ms: MINUTE,
+            grace_ms: 0,
+        },
+        start_ms: start,
+        end_ms: start + MINUTE,
+        batches: decoded.events.into_iter().collect(),
+        stats: WindowStats::default(),
+        ranges: BTreeMap::new(),
+    }
+}
+
+fn query(client: &str, i: usize, x: f64, c: &str) -> Value {
+    json!({
+        "request_id": format!("{client}-{i}"), "client_id": client, "model": "m",
+        "features": {"x": x, "c": c},
+        "prediction": {"label": "L", "probs": [0.9, 0.1]},
+    })
+}
+
+/// A client's queries with these values of x (category "a").
+fn client(name: &str, xs: &[f64]) -> Vec<Value> {
+    xs.iter()
+        .enumerate()
+        .map(|(i, &x)| query(name, i, x, "a"))
+        .collect()
+}
+
+/// The reference traffic: x = 0..99 once each, category "a".
+fn reference() -> Vec<Value> {
+    let xs: Vec<f64> = (0..100).map(f64::from).collect();
+    client("ref", &xs)
+}
+
+fn config() -> ClientsConfig {
+    ClientsConfig {
+        // Every record of a window is in its sample (a client may fill an eighth).
+        reference_sample: 8000,
+        ..ClientsConfig::default()
+    }
+}
+
+/// Per client, the named column of a table.
+fn column(b: &RecordBatch, name: &str) -> BTreeMap<String, Option<f64>> {
+    let clients = b.column_by_name("client_id").unwrap().as_string::<i32>();
+    let col = b.column_by_name(name).unwrap();
+    (0..b.num_rows())
+        .map(|i| {
+            let v = if col.is_null(i) {
+                None
+            } else if let Some(u) = col.as_primitive_opt::<UInt64Type>() {
+                Some(u.value(i) as f64)
+            } else {
+                Some(col.as_primitive::<Float64Type>().value(i))
+            };
+            (clients.value(i).to_owned(), v)
+        })
+        .collect()
+}
+
+fn close(got: Option<f64>, want: f64) -> bool {
+    got.is_some_and(|g| (g - want).abs() <= 1e-12 * want.abs().max(1.0))
+}
+
+/// The `client_stats` of the window after the reference's, holding `records`.
+fn stats_after_reference(cfg: &ClientsConfig, records: &[Value]) -> RecordBatch {
+    let c = Clients::new(&features(), cfg, &[]);
+    c.computed(&window(0, &reference())).unwrap();
+    c.computed(&window(1, records)).unwrap().stats.clone()
+}
+
+#[test]
+fn the_reference_has_numpys_quantiles_and_the_population_standard_deviation() {
+    let samples: Vec<super::Sample> = (0..100)
+        .map(|i| super::Sample {
+            key: i,
+            num: vec![i as f64],
+            cat: vec!["a".into()],
+        })
+        .collect();
+    let refs: Vec<&super::Sample> = samples.iter().collect();
+    let r = super::Reference::build(&refs, 1, 1);
+    let near = |a: f64, b: f64| (a - b).abs() < 1e-12;
+    assert!(near(r.lo[0], 0.495) && near(r.hi[0], 98.505), "{:?}", (r.lo, r.hi));
+    assert!(
+        near(r.edges[0][0], 24.75) && near(r.edges[0][1], 49.5) && near(r.edges[0][2], 74.25),
+        "{:?}",
+        r.edges
+    );
+    assert!(near(r.mean[0], 49.5));
+    assert!(near(r.std[0], 833.25_f64.sqrt()), "{}", r.std[0]);
+    // Four quartile cells of 25 values each: one share, four cells.
+    assert_eq!(r.cell_p, [(0.25, 4.0)]);
+    // n natural queries touch Σ 1 − (1 − p)ⁿ cells: 4·(1 − 0.75ⁿ).
+    for (n, want) in [(1, 1.0), (2, 1.75), (4, 2.734375)] {
+        assert!(near(r.expected_cells(n), want), "{n}: {}", r.expected_cells(n));
+    }
+}
+
+#[test]
+fn coverage_ratio_is_cells_touched_over_cells_expected() {
+    let mut records = client("corner", &[1.0, 2.0, 3.0, 4.0]);
+    records.extend(client("spread", &[10.0, 30.0, 60.0, 90.0]));
+    let stats = stats_after_reference(&config(), &records);
+    let coverage = column(&stats, "coverage_ratio");
+    // Four distinct inputs are expected to touch 4·(1 − 0.75⁴) = 2.734375 cells.
+    assert!(
+        close(coverage["corner"], 1.0 / 2.734375),
+        "{:?}",
+        coverage["corner"]
+    );
+    assert!(
+        close(coverage["spread"], 4.0 / 2.734375),
+        "{:?}",
+        coverage["spread"]
+    );
+}
+
+#[test]
+fn ood_share_counts_values_outside_the_reference_range_and_unseen_categories() {
+    let records = vec![
+        query("outside", 0, 0.2, "a"),   // under 0.495
+        query("outside", 1, 99.0, "a"),  // over 98.505
+        query("outside", 2, 50.0, "b"),  // a category the reference never saw
+        query("outside", 3, 50.0, "a"),  // inside
+        query("outside", 4, 0.5, "a"),   // inside, at the edge
+        query("outside", 5, 98.5, "a"),  // inside, at the edge
+        query("outside", 6, 98.51, "a"), // over
+        query("outside", 7, 0.49, "a"),  // under
+    ];
+    let stats = stats_after_reference(&config(), &records);
+    assert!(close(column(&stats, "ood_share")["outside"], 5.0 / 8.0));
+}
+
+#[test]
+fn near_duplicates_are_new_inputs_in_the_cell_of_one_of_the_last_16() {
+    // 50.1, 50.2 and 50.3 all have rank 51/100: one cell. The second and third are
+    // near-duplicates; the repeat of 50.1 is an exact repeat, not a near-duplicate.
+    let mut records = client("prober", &[50.1, 50.2, 50.3, 50.1]);
+    // 17 inputs in 17 cells (ranks 1, 3, 5, …, 33 percent), then 2.6 in the cell of
+    // the second (rank 3 %, still among the last 16 distinct inputs) and 0.6 in the cell
+    // of the first (rank 1 %, 17 inputs back by now): one near-duplicate of 19.
+    let mut xs: Vec<f64> = (0..17).map(|k| 2.0 * k as f64 + 0.5).collect();
+    xs.extend([2.6, 0.6]);
+    records.extend(client("lookback", &xs));
+    let stats = stats_after_reference(&config(), &records);
+    let (near, distinct) = (
+        column(&stats, "near_duplicate_share"),
+        column(&stats, "distinct_input_share"),
+    );
+    assert!(close(near["prober"], 2.0 / 4.0), "{:?}", near["prober"]);
+    assert!(close(distinct["prober"], 3.0 / 4.0));
+    assert!(
+        close(near["lookback"], 1.0 / 19.0),
+        "{:?}",
+        near["lookback"]
+    );
+    assert!(close(distinct["lookback"], 1.0));
+}
+
+#[test]
+fn confidence_labels_rate_and_latency_per_client() {
+    let base = |i: usize| {
+        json!({"request_id": format!("q-{i}"), "client_id": "conf", "model": "m",
+               "features": {"x": 50.0, "c": "a"}})
+    };
+    let with = |i: usize, prediction: Value, latency: f64| {
+        let mut r = base(i);
+        r["prediction"] = prediction;
+        r["latency_ms"] = json!(latency);
+        r
+    };
+    let records = vec![
+        // top-1 0.5: low confidence; margin 0.5 − 0.3 = 0.2: not at the boundary
+        with(0, json!({"label": "A", "probs": [0.2, 0.5, 0.3]}), 1.5),
+        // top-1 0.52: low; margin 0.04: at the boundary
+        with(1, json!({"label": "A", "probs": [0.52, 0.48]}), 2.5),
+        // one probability: the other is 1 − 0.9, margin 0.8
+        with(2, json!({"label": "B", "probs": [0.9]}), 3.0),
+        // a score as P(positive): top-1 0.7, margin 0.4
+        with(3, json!({"label": "C", "score": 0.3}), 4.0),
+        // no answer: an error, neither low nor at the boundary
+        with(4, json!({}), 5.0),
+    ];
+    let stats = stats_after_reference(&config(), &records);
+    let get = |name: &str| column(&stats, name)["conf"];
+    assert_eq!(get("queries"), Some(5.0));
+    assert!(close(get("qps"), 5.0 / 60.0));
+    assert!(close(get("latency_ms_sum"), 16.0));
+    assert!(close(get("low_confidence_share"), 2.0 / 5.0));
+    assert!(close(get("boundary_share"), 1.0 / 5.0));
+    assert!(close(get("error_share"), 1.0 / 5.0));
+    // Labels A, A, B, C: −(½ log₂ ½ + 2 · ¼ log₂ ¼) = 1.5 bits.
+    assert!(close(get("label_entropy"), 1.5), "{:?}", get("label_entropy"));
+}
+
+#[test]
+fn prada_distances_are_in_reference_standard_deviations_to_earlier_queries() {
+    // Standardized features (x − 49.5)/28.8661 and +1 per differing category.
+    assert_eq!(super::distance(&[0.0, 3.0], &[7], &[4.0, 0.0], &[7]), 5.0);
+    assert_eq!(
+        super::distance(&[0.0, 3.0], &[7], &[4.0, 0.0], &[8]),
+        26.0_f64.sqrt()
+    );
+    // 22 inputs of one class at z = 0.1·i(i+1)/2: each one's nearest earlier input is
+    // the one before, 0.1·i away, so the distances are 0.1, 0.2, …, 2.1. An exact
+    // repeat and another class's inputs add none.
+    let std = 833.25_f64.sqrt();
+    let z: Vec<f64> = (0..22).map(|i| 0.1 * (i * (i + 1)) as f64 / 2.0).collect();
+    let mut records: Vec<Value> = z
+        .iter()
+        .enumerate()
+        .map(|(i, z)| query("prada", i, 49.5 + z * std, "a"))
+        .collect();
+    records.push(query("prada", 22, 49.5 + z[5] * std, "a"));
+    for i in 0..5 {
+        let mut r = query("prada", 23 + i, 49.5 + 0.01 * (i + 1) as f64, "a");
+        r["prediction"]["label"] = json!("other");
+        records.push(r);
+    }
+    let c = Clients::new(&features(), &config(), &[]);
+    c.computed(&window(0, &reference())).unwrap();
+    let profile = c.computed(&window(1, &records)).unwrap().profile.clone();
+    // The other class's five inputs give four distances of their own.
+    assert_eq!(column(&profile, "prada_distances")["prada"], Some(25.0));
+    let mut distances: Vec<f64> = (1..22).map(|i| 0.1 * i as f64).collect();
+    distances.extend([0.01 / std; 4]);
+    let got = {
+        let st = c.state.lock().unwrap();
+        let p = st.profiles.values().find(|p| p.client == "prada").unwrap();
+        let mut d = p.distances.clone();
+        d.sort_by(f64::total_cmp);
+        d
+    };
+    distances.sort_by(f64::total_cmp);
+    assert_eq!(got.len(), distances.len());
+    for (g, w) in got.iter().zip(&distances) {
+        assert!((g - w).abs() < 1e-9, "{got:?} vs {distances:?}");
+    }
+    // W of the hand-computed distances (Shapiro–Wilk, itself checked against SciPy).
+    let (w, _) = crate::stats::shapiro_wilk(&distances).unwrap();
+    let got_w = column(&profile, "min_dist_w")["prada"].unwrap();
+    assert!((got_w - w).abs() < 1e-9, "{got_w} vs {w}");
+}
+
+#[test]
+fn clients_idle_for_a_horizon_are_evicted() {
+    let cfg = ClientsConfig {
+        horizon: std::time::Duration::from_secs(600),
+        ..config()
+    };
+    let c = Clients::new(&features(), &cfg, &[]);
+    c.computed(&window(0, &reference())).unwrap();
+    // "stays" queries at the start of every minute, "gone" once, at 1 min + 1 ms.
+    let mut first = client("stays", &[5.0]);
+    first.extend(client("gone", &[5.0]));
+    c.computed(&window(1, &first)).unwrap();
+    for minute in 2..10 {
+        c.computed(&window(minute, &client("stays", &[5.0])))
+            .unwrap();
+    }
+    // Window [9, 10) ends 9 min 59.901 s after "ref"'s last query (0 min + 99 ms).
+    assert_eq!(c.usage().clients, 3, "{:?}", c.usage());
+    assert_eq!(c.usage().evicted_idle, 0);
+    c.computed(&window(10, &client("stays", &[5.0]))).unwrap();
+    // Window [10, 11): "ref" idle 10 min 59.901 s, "gone" 9 min 59.999 s.
+    assert_eq!((c.usage().clients, c.usage().evicted_idle), (2, 1));
+    c.computed(&window(11, &client("stays", &[5.0]))).unwrap();
+    assert_eq!((c.usage().clients, c.usage().evicted_idle), (1, 2));
+}
+
+#[test]
+fn over_max_memory_the_least_recently_seen_go_down_to_nine_tenths() {
+    // Ten clients, one query each, a millisecond apart: c0 seen first, c9 last.
+    let records: Vec<Value> = (0..10)
+        .map(|i| query(&format!("c{i}"), 0, 50.0 + i as f64, "a"))
+        .collect();
+    let unbounded = Clients::new(&features(), &config(), &[]);
+    unbounded.computed(&window(0, &records)).unwrap();
+    let total = unbounded.usage().bytes;
+    let each: Vec<u64> = {
+        let st = unbounded.state.lock().unwrap();
+        let mut by_client: Vec<(String, u64)> = st
+            .profiles
+            .values()
+            .map(|p| (p.client.clone(), p.bytes()))
+            .collect();
+        by_client.sort();
+        by_client.into_iter().map(|(_, b)| b).collect()
+    };
+    // The running estimate is the sum of the profiles' own.
+    assert_eq!(total, each.iter().sum::<u64>());
+    // A cap one byte under the total: evict the least recently seen until at most
+    // 90 % of the cap is left.
+    let cap = total - 1;
+    let target = cap / 10 * 9;
+    let mut left = total;
+    let mut expect_evicted = 0;
+    for b in &each {
+        if left <= target {
+            break;
+        }
+        left -= b;
+        expect_evicted += 1;
+    }
+    let bounded = Clients::new(
+        &features(),
+        &ClientsConfig {
+            max_memory: cap,
+            ..config()
+        },
+        &[],
+    );
+    bounded.computed(&window(0, &records)).unwrap();
+    let usage = bounded.usage();
+    assert!(expect_evicted >= 1);
+    assert_eq!(usage.evicted_memory, expect_evicted);
+    assert_eq!(usage.bytes, left);
+    let kept: Vec<String> = {
+        let st = bounded.state.lock().unwrap();
+        let mut k: Vec<String> = st.profiles.values().map(|p| p.client.clone()).collect();
+        k.sort();
+        k
+    };
+    let want: Vec<String> = (expect_evicted as usize..10)
+        .map(|i| format!("c{i}"))
+        .collect();
+    assert_eq!(kept, want);
+}

@@ -1,0 +1,200 @@
+//! Hostile records and restarts: event times chosen to crash or blind the monitor, and
+//! output files that a restart must never cut.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use crate::cli::{driftwatch, generate, jsonl, root, summary, text};
+
+fn config(dir: &Path, dead: &Path) -> PathBuf {
+    let path = dir.join("hostile.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "source: {{type: file, paths: []}}\n\
+             decode:\n  features:\n    - {{name: amount, type: numerical}}\n    - {{name: age, type: numerical}}\n    - {{name: country, type: categorical}}\n    - {{name: merchant_risk, type: numerical}}\n    - {{name: hour, type: numerical}}\n\
+             queries: {}\n\
+             dead_letter: {{path: {}}}\n\
+             alerts: {{stdout: false}}\n\
+             checkpoint_interval: 200ms\n",
+            root().join("queries").display(),
+            dead.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn replay(cfg: &Path, input: &Path, alerts: &Path, state: Option<&Path>) -> std::process::Output {
+    let mut args = vec![
+        "replay",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--no-progress",
+        "--alerts-out",
+        alerts.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ];
+    if let Some(s) = state {
+        args.extend(["--state-dir", s.to_str().unwrap()]);
+    }
+    driftwatch(&args, input.parent().unwrap())
+}
+
+fn firing(alerts: &Path) -> BTreeSet<String> {
+    jsonl(alerts)
+        .iter()
+        .filter(|a| a["state"] == "firing")
+        .map(|a| format!("{} {}", a["rule_id"], a["labels"]))
+        .collect()
+}
+
+/// `record` with its `ts` replaced by the JSON value `ts`.
+fn with_ts(record: &str, ts: &str) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(record).unwrap();
+    v["ts"] = serde_json::from_str(ts).unwrap();
+    v["request_id"] = serde_json::Value::from(format!("poison-{ts}"));
+    v.to_string()
+}
+
+/// Records whose event times once crashed the monitor (i64::MAX) or moved its watermark
+/// to the year 9999, and a handful from a day ahead, put in the middle of a stream with
+/// attacks: the run ends normally, the same alerts fire as without them, and each of
+/// them is a dead letter with its own reason.
+#[test]
+fn absurd_event_times_neither_crash_nor_blind_the_monitor() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = generate(dir.path(), "mixed", 31, 160_000, "50");
+    let clean_dead = dir.path().join("clean-dead.jsonl");
+    let cfg = config(dir.path(), &clean_dead);
+    let clean_alerts = dir.path().join("clean.jsonl");
+    let o = replay(&cfg, &input, &clean_alerts, None);
+    assert!(o.status.success(), "{}", text(&o));
+    let reference = firing(&clean_alerts);
+    let clean = summary(&o.stdout);
+    assert!(reference.len() >= 3, "{reference:?}");
+
+    let lines: Vec<String> = std::fs::read_to_string(&input)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let sample = &lines[lines.len() / 3];
+    let t: serde_json::Value = serde_json::from_str(sample).unwrap();
+    let ts = t["ts"].as_str().unwrap();
+    let day_ahead = chrono::DateTime::parse_from_rfc3339(ts).unwrap().timestamp_millis()
+        + 86_400_000;
+    let poison = [
+        "9223372036854775807".to_owned(),
+        "-9223372036854775808".to_owned(),
+        "0".to_owned(),
+        "\"9999-12-31T23:59:59Z\"".to_owned(),
+        "\"0000-01-01T00:00:00Z\"".to_owned(),
+    ];
+    let ahead: Vec<String> = (0..3).map(|i| (day_ahead + i).to_string()).collect();
+    let mut hostile = lines.clone();
+    let at = lines.len() / 3;
+    for (i, ts) in poison.iter().chain(&ahead).enumerate() {
+        hostile.insert(at + i * 7, with_ts(sample, ts));
+    }
+    let hostile_input = dir.path().join("hostile.jsonl");
+    std::fs::write(&hostile_input, hostile.join("\n") + "\n").unwrap();
+
+    for state in [None, Some(dir.path().join("state"))] {
+        let dead = dir.path().join("dead.jsonl");
+        let _ = std::fs::remove_file(&dead);
+        let cfg = config(dir.path(), &dead);
+        let alerts = dir.path().join("hostile-alerts.jsonl");
+        let _ = std::fs::remove_file(&alerts);
+        let o = replay(&cfg, &hostile_input, &alerts, state.as_deref());
+        assert!(o.status.success(), "{}", text(&o));
+        assert_eq!(firing(&alerts), reference, "state dir {state:?}");
+        let s = summary(&o.stdout);
+        assert_eq!(s["late (dead letter)"], clean["late (dead letter)"], "{s:?}");
+        // Each poison record is a dead letter with the guard's reason.
+        let refused: Vec<(String, String)> = jsonl(&dead)
+            .iter()
+            .filter(|d| d["reason"].as_str().unwrap().starts_with("time_"))
+            .map(|d| {
+                let v: serde_json::Value =
+                    serde_json::from_str(d["raw"].as_str().unwrap()).unwrap();
+                let code = d["reason"].as_str().unwrap().split(':').next().unwrap();
+                (v["request_id"].as_str().unwrap().to_owned(), code.to_owned())
+            })
+            .collect();
+        let mut want: Vec<(String, String)> = poison
+            .iter()
+            .filter(|p| !p.contains("0000-01-01"))
+            .map(|p| (format!("poison-{p}"), "time_out_of_range".to_owned()))
+            .chain(
+                ahead
+                    .iter()
+                    .map(|p| (format!("poison-{p}"), "time_ahead".to_owned())),
+            )
+            .collect();
+        let mut got = refused.clone();
+        got.sort();
+        want.sort();
+        // Year 0 may not even parse as a time (then it is a bad record of its own kind).
+        got.retain(|(id, _)| !id.contains("0000-01-01"));
+        assert_eq!(got, want, "state dir {state:?}");
+        // Restarting on the same state reads nothing again and does not crash.
+        if let Some(state) = &state {
+            let o = replay(&cfg, &hostile_input, &alerts, Some(state));
+            assert!(o.status.success(), "{}", text(&o));
+            assert_eq!(firing(&alerts), reference);
+        }
+    }
+}
+
+/// A restart with the same state directory but another alerts or dead-letter file is
+/// refused with a reason, and neither file is touched.
+#[test]
+fn a_restart_never_truncates_a_file_the_checkpoint_did_not_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = generate(dir.path(), "mixed", 32, 40_000, "50");
+    let state = dir.path().join("state");
+    let dead = dir.path().join("dead.jsonl");
+    let cfg = config(dir.path(), &dead);
+    let alerts = dir.path().join("alerts.jsonl");
+    let o = replay(&cfg, &input, &alerts, Some(&state));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(std::fs::metadata(&alerts).unwrap().len() > 0);
+
+    // Somebody's unrelated file, shorter than the checkpoint's cursor.
+    let other = dir.path().join("notes.txt");
+    std::fs::write(&other, "keep me\n").unwrap();
+    let o = replay(&cfg, &input, &other, Some(&state));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("notes.txt"), "{}", text(&o));
+    assert_eq!(std::fs::read_to_string(&other).unwrap(), "keep me\n");
+
+    // An unrelated file longer than the cursor is not cut either.
+    let long = "x".repeat(std::fs::metadata(&alerts).unwrap().len() as usize + 1000);
+    std::fs::write(&other, &long).unwrap();
+    let o = replay(&cfg, &input, &other, Some(&state));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(std::fs::read_to_string(&other).unwrap(), long);
+
+    // The alerts file replaced by other bytes of the same length: refused too.
+    let before = std::fs::read(&alerts).unwrap();
+    let swapped = vec![b'y'; before.len()];
+    std::fs::write(&alerts, &swapped).unwrap();
+    let o = replay(&cfg, &input, &alerts, Some(&state));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(std::fs::read(&alerts).unwrap(), swapped);
+    std::fs::write(&alerts, &before).unwrap();
+
+    // Another dead-letter file with the same state: refused.
+    let other_dead = dir.path().join("other-dead.jsonl");
+    std::fs::write(&other_dead, "").unwrap();
+    let cfg2 = config(dir.path(), &other_dead);
+    let o = replay(&cfg2, &input, &alerts, Some(&state));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+
+    // The right files: the restart goes on.
+    let o = replay(&cfg, &input, &alerts, Some(&state));
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(std::fs::read(&alerts).unwrap(), before);
+}
