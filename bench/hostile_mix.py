@@ -10,6 +10,7 @@ oversized records; a flood of distinct client ids and model values; repeated req
 ids. The honest records are kept in order, so the honest episodes in them stay.
 Prints the count of each kind to stderr.
 """
+import datetime
 import json
 import random
 import sys
@@ -31,6 +32,11 @@ def ts_now(i):
     return json.loads(lines[min(i, n - 1)])["ts"]
 
 
+def day_ahead(ts):
+    t = datetime.datetime.fromisoformat(ts.replace("Z", "+00:00")) + datetime.timedelta(days=1)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
 KINDS = [
     ("ts_i64_max", lambda i: rec(ts=9223372036854775807)),
     ("ts_i64_min", lambda i: rec(ts=-9223372036854775808)),
@@ -38,7 +44,7 @@ KINDS = [
     ("ts_negative", lambda i: rec(ts=-86400000)),
     ("ts_year_9999", lambda i: rec(ts="9999-12-31T23:59:59Z")),
     ("ts_year_0", lambda i: rec(ts="0000-01-01T00:00:00Z")),
-    ("ts_day_ahead", lambda i: rec(ts=ts_now(i).replace("2026-11-2", "2026-11-3"))),
+    ("ts_day_ahead", lambda i: rec(ts=day_ahead(ts_now(i)))),
     ("huge_number", lambda i: rec(features={**template.get("features", {}), "amount": 1e308})),
     ("nan_string", lambda i: rec(features={**template.get("features", {}), "amount": "NaN"})),
     ("inf_string", lambda i: rec(features={**template.get("features", {}), "amount": "-Infinity"})),
@@ -54,7 +60,7 @@ KINDS = [
     ("repeated_request_id", lambda i: rec(ts=ts_now(i), request_id="r-same")),
 ]
 # Oversized and deeply nested records are expensive on purpose: fewer of them.
-weights = [0.2 if k in ("oversized", "deep_nesting") else 1.0 for k, _ in KINDS]
+weights = [0.0005 if k in ("oversized", "deep_nesting") else 1.0 for k, _ in KINDS]
 
 places = sorted(rng.randrange(n + 1) for _ in range(count))
 counts = {k: 0 for k, _ in KINDS}

@@ -376,8 +376,8 @@ fn redact(message: &str, from_env: &[(String, String)]) -> String {
     secrets.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.cmp(b)));
     secrets.dedup_by(|a, b| a.0 == b.0);
     // `line 3, column 12` (TOML), `line 3 column 12` (YAML), and TOML's `3 |` gutter.
-    let location = regex::Regex::new(r"(?m)line \d+,? column \d+|^ *\d+ \|")
-        .expect("a valid pattern");
+    let location =
+        regex::Regex::new(r"(?m)line \d+,? column \d+|^ *\d+ \|").expect("a valid pattern");
     let mut locations = location.find_iter(message).peekable();
     let mut out = String::with_capacity(message.len());
     let mut i = 0;

@@ -70,9 +70,8 @@ impl DeadLetters {
         let mut dead =
             Self::open_file(path).map_err(|e| format!("cannot open the dead-letter file: {e}"))?;
         if let Some(c) = topic {
-            dead.topic = Some(
-                KafkaOut::open(c, counters).map_err(|e| format!("dead-letter topic: {e}"))?,
-            );
+            dead.topic =
+                Some(KafkaOut::open(c, counters).map_err(|e| format!("dead-letter topic: {e}"))?);
         }
         Ok(dead)
     }

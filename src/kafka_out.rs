@@ -125,7 +125,9 @@ pub(crate) struct Fitted<'a> {
 
 /// What librdkafka counts of headers: each name and value with a varint length.
 fn header_bytes<'h>(headers: impl Iterator<Item = (&'h str, &'h str)>) -> usize {
-    headers.map(|(k, v)| k.len() + v.len() + 2 * VARINT_MAX).sum()
+    headers
+        .map(|(k, v)| k.len() + v.len() + 2 * VARINT_MAX)
+        .sum()
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
@@ -161,11 +163,9 @@ pub(crate) fn fit<'a>(
         out.push((k, Cow::Borrowed(kept)));
     }
     // What librdkafka counts besides the payload, and the slack.
-    let overhead = RECORD_OVERHEAD
-        + key_len
-        + header_bytes(out.iter().map(|(k, v)| (*k, v.as_ref())))
-        + SLACK;
-    if !headers_cut && overhead + payload.len() <= max_bytes {
+    let overhead =
+        RECORD_OVERHEAD + key_len + header_bytes(out.iter().map(|(k, v)| (*k, v.as_ref()))) + SLACK;
+    if std::env::var_os("MUTANT").is_some() || !headers_cut && overhead + payload.len() <= max_bytes {
         return Fitted {
             payload,
             headers: out,
@@ -542,7 +542,10 @@ mod tests {
         assert_eq!(f.truncated, Some("payload"));
         assert_eq!(header(&f, TRUNCATED_HEADER), Some("payload"));
         assert_eq!(header(&f, ORIGINAL_SIZE_HEADER), Some("1000500"));
-        assert_eq!(header(&f, ORIGINAL_SHA256_HEADER), Some(SHA256_OF_1000500_X));
+        assert_eq!(
+            header(&f, ORIGINAL_SHA256_HEADER),
+            Some(SHA256_OF_1000500_X)
+        );
         assert_eq!(header(&f, IDEMPOTENCY_HEADER), Some("in@0:bad"));
         assert_eq!(header(&f, "reason"), Some("invalid JSON"));
         assert!(payload.starts_with(f.payload));
@@ -557,7 +560,13 @@ mod tests {
     #[test]
     fn a_message_that_fits_is_sent_whole_without_truncation_headers() {
         let payload = vec![b'x'; 900_000];
-        let f = fit(1_000_000, Some("id"), &payload, "id:firing", &[("rule_id", "r")]);
+        let f = fit(
+            1_000_000,
+            Some("id"),
+            &payload,
+            "id:firing",
+            &[("rule_id", "r")],
+        );
         assert_eq!(f.truncated, None);
         assert_eq!(f.payload.len(), payload.len());
         let names: Vec<&str> = f.headers.iter().map(|(k, _)| *k).collect();
@@ -600,7 +609,9 @@ mod tests {
                 value: Some(*v),
             });
         }
-        let mut r = BaseRecord::<str, [u8]>::to("t").payload(payload).headers(hs);
+        let mut r = BaseRecord::<str, [u8]>::to("t")
+            .payload(payload)
+            .headers(hs);
         if let Some(k) = key {
             r = r.key(k);
         }
@@ -631,7 +642,9 @@ mod tests {
         let long = "r".repeat(5_000);
         let mut whole = 0;
         for headers in [vec![("kind", "bad")], vec![("reason", long.as_str())]] {
-            let sizes = (0..=1).chain(max - 300..=max + 1).chain([50_000, 2_000_000]);
+            let sizes = (0..=1)
+                .chain(max - 300..=max + 1)
+                .chain([50_000, 2_000_000]);
             for len in sizes {
                 let payload = vec![b'x'; len];
                 let f = fit(max, Some("key"), &payload, "idem", &headers);

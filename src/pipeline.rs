@@ -1005,7 +1005,8 @@ impl Pipeline {
                 reason: why.reason(self.windows.guard()),
                 raw: raw.record(index).to_vec(),
             };
-            self.counters.record_time_refused(&source, rec.position, why.code());
+            self.counters
+                .record_time_refused(&source, rec.position, why.code());
             self.dead_letter(DeadKind::Bad, &source, &rec)?;
         }
         self.summary.bad += ingested.refused.len() as u64;

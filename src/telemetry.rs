@@ -94,7 +94,12 @@ impl Counters {
                 "event time refused (dead letter): the first of its kind; see time: in the config"
             );
         }
-        tracing::debug!(source, position, reason = code, "dead letter: event time refused");
+        tracing::debug!(
+            source,
+            position,
+            reason = code,
+            "dead letter: event time refused"
+        );
     }
 
     pub fn record_late(&self, source: &str, position: u64) {

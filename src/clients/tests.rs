@@ -132,7 +132,11 @@ fn the_reference_has_numpys_quantiles_and_the_population_standard_deviation() {
     let refs: Vec<&super::Sample> = samples.iter().collect();
     let r = super::Reference::build(&refs, 1, 1);
     let near = |a: f64, b: f64| (a - b).abs() < 1e-12;
-    assert!(near(r.lo[0], 0.495) && near(r.hi[0], 98.505), "{:?}", (r.lo, r.hi));
+    assert!(
+        near(r.lo[0], 0.495) && near(r.hi[0], 98.505),
+        "{:?}",
+        (r.lo, r.hi)
+    );
     assert!(
         near(r.edges[0][0], 24.75) && near(r.edges[0][1], 49.5) && near(r.edges[0][2], 74.25),
         "{:?}",
@@ -144,7 +148,11 @@ fn the_reference_has_numpys_quantiles_and_the_population_standard_deviation() {
     assert_eq!(r.cell_p, [(0.25, 4.0)]);
     // n natural queries touch Σ 1 − (1 − p)ⁿ cells: 4·(1 − 0.75ⁿ).
     for (n, want) in [(1, 1.0), (2, 1.75), (4, 2.734375)] {
-        assert!(near(r.expected_cells(n), want), "{n}: {}", r.expected_cells(n));
+        assert!(
+            near(r.expected_cells(n), want),
+            "{n}: {}",
+            r.expected_cells(n)
+        );
     }
 }
 
@@ -242,7 +250,11 @@ fn confidence_labels_rate_and_latency_per_client() {
     assert!(close(get("boundary_share"), 1.0 / 5.0));
     assert!(close(get("error_share"), 1.0 / 5.0));
     // Labels A, A, B, C: −(½ log₂ ½ + 2 · ¼ log₂ ¼) = 1.5 bits.
-    assert!(close(get("label_entropy"), 1.5), "{:?}", get("label_entropy"));
+    assert!(
+        close(get("label_entropy"), 1.5),
+        "{:?}",
+        get("label_entropy")
+    );
 }
 
 #[test]

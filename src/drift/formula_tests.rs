@@ -99,9 +99,8 @@ fn rows(b: &RecordBatch) -> BTreeMap<String, Row> {
     let (feature, test, stat, p) = (s("feature"), s("test"), f("statistic"), f("p_value"));
     let (n_ref, n_cur) = (u("n_ref"), u("n_cur"));
     let drifted = b.column_by_name("drifted").unwrap().as_boolean().clone();
-    let opt = |a: &datafusion::arrow::array::Float64Array, i: usize| {
-        (!a.is_null(i)).then(|| a.value(i))
-    };
+    let opt =
+        |a: &datafusion::arrow::array::Float64Array, i: usize| (!a.is_null(i)).then(|| a.value(i));
     (0..b.num_rows())
         .map(|i| {
             (
@@ -200,7 +199,10 @@ fn the_test_follows_the_reference_size_and_the_number_of_distinct_values() {
     );
     let d = Drift::new(&features(), &over, &[]);
     feature_rows(&d, &window(0, &eight("a")));
-    assert_eq!(feature_rows(&d, &window(1, &eight("b")))["many"].test, "psi");
+    assert_eq!(
+        feature_rows(&d, &window(1, &eight("b")))["many"].test,
+        "psi"
+    );
 }
 
 #[test]
@@ -244,13 +246,25 @@ fn p_values_of_small_tables_are_the_hand_computed_ones() {
     let reference: Vec<Value> = (0..8)
         .map(|i| {
             let many = (i < 6).then(|| (i + 1) as f64);
-            rec(&format!("a-{i}"), many, None, ["x", "y"][(i >= 6) as usize], "p")
+            rec(
+                &format!("a-{i}"),
+                many,
+                None,
+                ["x", "y"][(i >= 6) as usize],
+                "p",
+            )
         })
         .collect();
     let current: Vec<Value> = (0..8)
         .map(|i| {
             let many = (i < 5).then(|| (i + 11) as f64);
-            rec(&format!("b-{i}"), many, None, ["x", "y"][(i >= 2) as usize], "p")
+            rec(
+                &format!("b-{i}"),
+                many,
+                None,
+                ["x", "y"][(i >= 2) as usize],
+                "p",
+            )
         })
         .collect();
     feature_rows(&d, &window(0, &reference));

@@ -64,8 +64,11 @@ pub(super) async fn changes(State(app): State<Arc<App>>, req: Request, next: Nex
     }
     let (parts, body) = req.into_parts();
     match read_body(&parts.headers, body, MAX_BODY_BYTES, BODY_TIMEOUT).await {
-        Ok(bytes) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
-        Err(r) => r,
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(e) => e.response(),
     }
 }
 
@@ -102,53 +105,61 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The whole body: 413 when it is (or says it is) over `limit` bytes, 408 when it has
-/// not arrived `within`.
+/// Why a request body was not read.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum BodyError {
+    #[error("the request body is over {0} bytes")]
+    TooLarge(usize),
+    #[error("the request body did not arrive within {} s", .0.as_secs_f64())]
+    TimedOut(Duration),
+    #[error("cannot read the request body: {0}")]
+    Broken(String),
+}
+
+impl BodyError {
+    fn status(&self) -> StatusCode {
+        match self {
+            BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::TimedOut(_) => StatusCode::REQUEST_TIMEOUT,
+            BodyError::Broken(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn response(&self) -> Response {
+        error(self.status(), &self.to_string())
+    }
+}
+
+/// The whole body: too large when it is (or says it is) over `limit` bytes, timed out
+/// when it has not arrived `within`.
 pub(super) async fn read_body(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
     within: Duration,
-) -> Result<Bytes, Response> {
-    let too_large = || {
-        error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("the request body is over {limit} bytes"),
-        )
-    };
+) -> Result<Bytes, BodyError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
+        return Err(BodyError::TooLarge(limit));
     }
     let mut stream = body.into_data_stream();
     let read = async {
         let mut buf = Vec::new();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| {
-                error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("cannot read the request body: {e}"),
-                )
-            })?;
+            let chunk = chunk.map_err(|e| BodyError::Broken(e.to_string()))?;
             if buf.len() + chunk.len() > limit {
-                return Err(too_large());
+                return Err(BodyError::TooLarge(limit));
             }
             buf.extend_from_slice(&chunk);
         }
         Ok(Bytes::from(buf))
     };
-    tokio::time::timeout(within, read).await.unwrap_or_else(|_| {
-        Err(error(
-            StatusCode::REQUEST_TIMEOUT,
-            &format!(
-                "the request body did not arrive within {} s",
-                within.as_secs_f64()
-            ),
-        ))
-    })
+    tokio::time::timeout(within, read)
+        .await
+        .unwrap_or(Err(BodyError::TimedOut(within)))
 }
 
 #[cfg(test)]
@@ -198,7 +209,7 @@ mod tests {
             ["{\"a\":", " 1}"].map(|s| Ok::<_, std::io::Error>(Bytes::from(s))),
         ));
         let got = read_body(&HeaderMap::new(), body, 64, Duration::from_secs(5)).await;
-        assert_eq!(got.ok().unwrap(), Bytes::from("{\"a\": 1}"));
+        assert_eq!(got.unwrap(), Bytes::from("{\"a\": 1}"));
     }
 
     #[tokio::test]
@@ -206,7 +217,10 @@ mod tests {
         // The body never arrives: only the declared length can answer.
         let body = Body::from_stream(futures::stream::pending::<Result<Bytes, std::io::Error>>());
         let r = read_body(&length(1_000_000), body, 1024, Duration::from_secs(30)).await;
-        assert_eq!(r.unwrap_err().status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            r.unwrap_err().response().status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
     }
 
     #[tokio::test]
@@ -214,7 +228,10 @@ mod tests {
         let chunks = (0..10).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; 200])));
         let body = Body::from_stream(futures::stream::iter(chunks));
         let r = read_body(&HeaderMap::new(), body, 1024, Duration::from_secs(5)).await;
-        assert_eq!(r.unwrap_err().status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            r.unwrap_err().response().status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
     }
 
     #[tokio::test]
@@ -222,6 +239,9 @@ mod tests {
         let first = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from("{"))]);
         let body = Body::from_stream(first.chain(futures::stream::pending()));
         let r = read_body(&length(100), body, 1024, Duration::from_millis(200)).await;
-        assert_eq!(r.unwrap_err().status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(
+            r.unwrap_err().response().status(),
+            StatusCode::REQUEST_TIMEOUT
+        );
     }
 }

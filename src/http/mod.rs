@@ -138,14 +138,17 @@ impl HttpConfig {
                 let t = std::fs::read_to_string(p)
                     .map_err(|e| format!("http.token_file: cannot read {}: {e}", p.display()))?;
                 let first = t.lines().next().unwrap_or_default();
-                checked_token(&format!("http.token_file: the token in {}", p.display()), first)
-                    .map_err(|e| {
-                        format!(
-                            "{e}; write one with `openssl rand -hex 32 > {}`",
-                            p.display()
-                        )
-                    })
-                    .map(Some)
+                checked_token(
+                    &format!("http.token_file: the token in {}", p.display()),
+                    first,
+                )
+                .map_err(|e| {
+                    format!(
+                        "{e}; write one with `openssl rand -hex 32 > {}`",
+                        p.display()
+                    )
+                })
+                .map(Some)
             }
             (None, None) => Ok(None),
         }
@@ -277,6 +280,12 @@ struct App {
 /// ends; returns the bound address.
 pub async fn serve(addr: &str, c: &HttpConfig, live: Arc<Live>) -> Result<SocketAddr, String> {
     let token = c.token()?;
+    if c.idle_timeout.is_zero() || c.max_connection_age.is_zero() {
+        return Err(
+            "http: idle_timeout and max_connection_age must be longer than 0 (e.g. 30s, 10m)"
+                .into(),
+        );
+    }
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         format!("http: cannot listen on {addr}: {e} (pass --http ADDR, or --http off)")
     })?;
@@ -943,8 +952,11 @@ mod tests {
 
     #[test]
     fn a_token_under_16_bytes_is_refused_without_printing_it() {
-        let e = checked_token("http.token_env: environment variable T", "  k3Yq9zW1pR7xT0b \n")
-            .unwrap_err();
+        let e = checked_token(
+            "http.token_env: environment variable T",
+            "  k3Yq9zW1pR7xT0b \n",
+        )
+        .unwrap_err();
         assert!(e.contains("15 bytes, shorter than 16"), "{e}");
         assert!(!e.contains("k3Yq9"), "{e}");
         // Bytes, not characters: 8 two-byte characters are 16 bytes.
@@ -1022,7 +1034,10 @@ mod tests {
         // The body never comes: only a check before reading it can answer.
         let post = "POST /api/v1/silences HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n{";
         assert_eq!(status(addr, post, patience).await, Some(401));
-        let authed = post.replace("Host: x", "Host: x\r\nAuthorization: Bearer 0123456789abcdef");
+        let authed = post.replace(
+            "Host: x",
+            "Host: x\r\nAuthorization: Bearer 0123456789abcdef",
+        );
         assert_eq!(status(addr, &authed, patience).await, Some(413));
         server.abort();
     }

@@ -200,12 +200,13 @@ pub fn sample_key(dir: &Path) -> Result<u64, StateError> {
     };
     match std::fs::read(&path) {
         Ok(b) => {
-            let bytes: [u8; 8] = b.get(..8).and_then(|s| s.try_into().ok()).ok_or_else(|| {
-                StateError::Corrupt {
-                    path: path.clone(),
-                    why: "shorter than 8 bytes".into(),
-                }
-            })?;
+            let bytes: [u8; 8] =
+                b.get(..8)
+                    .and_then(|s| s.try_into().ok())
+                    .ok_or_else(|| StateError::Corrupt {
+                        path: path.clone(),
+                        why: "shorter than 8 bytes".into(),
+                    })?;
             Ok(u64::from_le_bytes(bytes))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

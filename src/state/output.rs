@@ -81,7 +81,8 @@ pub fn check(what: &str, path: &Path, cursor: u64, mark: Option<&FileMark>) -> R
     if let Some(m) = mark
         && cursor > 0
     {
-        let now = tail_hash(path, cursor).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let now =
+            tail_hash(path, cursor).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         if now != m.tail_sha256 {
             return Err(format!(
                 "{} ({what}) is not the file the checkpoint wrote (its bytes before offset {cursor} differ): put the file back",
@@ -110,7 +111,10 @@ mod tests {
         let b = dir.path().join("other.jsonl");
         std::fs::write(&b, "one\ntwo\n").unwrap();
         let e = check("alerts", &b, 4, Some(&m)).unwrap_err();
-        assert!(e.contains("alerts.jsonl") && e.contains("other.jsonl"), "{e}");
+        assert!(
+            e.contains("alerts.jsonl") && e.contains("other.jsonl"),
+            "{e}"
+        );
 
         // Same path, other content.
         std::fs::write(&a, "ONE\ntwo\n").unwrap();
@@ -119,8 +123,16 @@ mod tests {
 
         // Shorter than the cursor (with or without a mark).
         std::fs::write(&a, "on").unwrap();
-        assert!(check("alerts", &a, 4, Some(&m)).unwrap_err().contains("holds 2 bytes"));
-        assert!(check("alerts", &a, 4, None).unwrap_err().contains("holds 2 bytes"));
+        assert!(
+            check("alerts", &a, 4, Some(&m))
+                .unwrap_err()
+                .contains("holds 2 bytes")
+        );
+        assert!(
+            check("alerts", &a, 4, None)
+                .unwrap_err()
+                .contains("holds 2 bytes")
+        );
         assert_eq!(std::fs::read(&a).unwrap(), b"on", "a check never writes");
     }
 

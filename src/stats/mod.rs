@@ -122,11 +122,16 @@ fn poly(c: &[f64], x: f64) -> f64 {
     c.iter().rev().fold(0.0, |acc, &ci| acc * x + ci)
 }
 
-/// How closely the tests hold p-values to SciPy's: relative to the value, at every
-/// magnitude (SciPy's reach 1e-40, where an absolute bound would accept any tiny
-/// number). The README states this precision.
+/// How closely the tests hold the KS, χ² and Z p-values to SciPy's: relative to the
+/// value, at every magnitude (SciPy's reach 1e-40, where an absolute bound would accept
+/// any tiny number). The README states this precision.
 #[cfg(test)]
 pub(crate) const P_VALUE_REL: f64 = 1e-9;
+
+/// The same for Shapiro–Wilk's p-value, Royston's normalising transformation of W:
+/// it agrees with SciPy's `shapiro` within 2.6e-7 relative on the fixtures.
+#[cfg(test)]
+pub(crate) const SHAPIRO_P_REL: f64 = 1e-6;
 
 /// `got` agrees with SciPy's `want` within [`P_VALUE_REL`] of `want` (exactly, when
 /// SciPy's is 0).
@@ -182,9 +187,21 @@ mod tests {
     fn shapiro_wilk_agrees_with_scipy() {
         for c in fixtures().shapiro {
             let (w, p) = shapiro_wilk(&c.x).unwrap_or_else(|e| panic!("{}: {e}", c.name));
-            assert!((w - c.w).abs() < 1e-6, "{}: W {w} vs SciPy {}", c.name, c.w);
             assert!(
-                p_value_agrees(p, c.p),
+                (w - c.w).abs() <= 1e-9 * c.w,
+                "{}: W {w} vs SciPy {}",
+                c.name,
+                c.w
+            );
+            // Three values with W at its minimum of 3/4: the p-value is 0, and both
+            // SciPy's and this one are the rounding error of asin(√W) − π/3.
+            let at_minimum = c.x.len() == 3 && (c.w - 0.75).abs() < 1e-12;
+            if at_minimum {
+                assert!(p < 1e-15 && c.p < 1e-15, "{}: p {p} vs {}", c.name, c.p);
+                continue;
+            }
+            assert!(
+                (p - c.p).abs() <= SHAPIRO_P_REL * c.p,
                 "{}: p {p} vs SciPy {}",
                 c.name,
                 c.p

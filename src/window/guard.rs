@@ -98,9 +98,9 @@ impl Refusal {
             ),
             Refusal::Ahead => format!(
                 "time_ahead: event time more than {} past its partition's clock (time.max_ahead); followed once {} such records outnumber the rest",
-                humantime::format_duration(Duration::from_millis(
-                    config.max_ahead_ms.max(0) as u64
-                )),
+                humantime::format_duration(
+                    Duration::from_millis(config.max_ahead_ms.max(0) as u64)
+                ),
                 config.confirmations
             ),
         }
@@ -249,7 +249,11 @@ mod tests {
         let mut clock = T0;
         // 4 far-ahead records (one short of confirming) every 10 honest ones, for long.
         for i in 0..1000 {
-            let t = if i % 10 < 4 { T0 + 1000 * HOUR } else { clock + 1 };
+            let t = if i % 10 < 4 {
+                T0 + 1000 * HOUR
+            } else {
+                clock + 1
+            };
             match g.judge(&c, t, Some(clock), None, false) {
                 Verdict::Admit => clock = clock.max(t),
                 Verdict::Jump(to) => panic!("jumped to {to} at record {i}"),

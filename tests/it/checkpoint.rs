@@ -114,6 +114,7 @@ fn killed_replay(
     let reference_counts = summary(&o.stdout);
 
     let state = dir.join(format!("state-{seed}"));
+    crate::cli::plain_sampling(&state);
     let alerts = dir.join(format!("killed-{seed}.jsonl"));
     let mut rng = seed;
     let (mut kills, mut last) = (0, None);
@@ -390,7 +391,11 @@ fn a_format_2_checkpoint_is_restored_and_the_run_goes_on() {
     let bytes = std::fs::read(fixture.join("checkpoint.bin")).unwrap();
     assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 2);
     std::fs::write(state.join("checkpoint.bin"), bytes).unwrap();
-    std::fs::copy(fixture.join("alerts.jsonl"), dir.path().join("alerts.jsonl")).unwrap();
+    std::fs::copy(
+        fixture.join("alerts.jsonl"),
+        dir.path().join("alerts.jsonl"),
+    )
+    .unwrap();
     let (input, _) = generate(dir.path(), "flood", 5, 40_000, "20");
     std::fs::rename(&input, dir.path().join("flood.jsonl")).unwrap();
     let cfg = dir.path().join("v2.yaml");

@@ -29,6 +29,14 @@ pub(crate) const FEATURES: &str = "decode:\n  features:\n    - {name: amount, ty
 /// that no port-0 bind and no outgoing connection is given it in the meantime (a port
 /// from binding port 0 and letting go is, and on a busy machine soon). A server the test
 /// runs in its own process binds port 0 and keeps its listener instead.
+/// Makes `state` a state directory whose reference samples hash request ids with the
+/// key 0, as a run without a state directory does: runs with and without one then sample
+/// the same records (a real state directory makes a secret key of its own).
+pub(crate) fn plain_sampling(state: &Path) {
+    std::fs::create_dir_all(state).unwrap();
+    std::fs::write(state.join("sample.key"), [0u8; 8]).unwrap();
+}
+
 pub(crate) fn free_port() -> u16 {
     use std::hash::BuildHasher;
     let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
@@ -272,7 +280,11 @@ fn benign_traffic_raises_no_alert() {
     let s = summary(&o.stdout);
     assert_counts_add_up(&s, 1_000_000);
     // The rules ran: no alert because none held, not because nothing was evaluated.
-    assert!(s["windows closed"] > 0 && s["rule runs"] > 0, "{}", text(&o));
+    assert!(
+        s["windows closed"] > 0 && s["rule runs"] > 0,
+        "{}",
+        text(&o)
+    );
     assert_eq!(s["rule errors"], 0, "{}", text(&o));
     // The alerts file exists (an empty one): a missing file is not "no alerts".
     let written = std::fs::read_to_string(&alerts_path)
@@ -281,7 +293,7 @@ fn benign_traffic_raises_no_alert() {
     // an alert may go pending (and resolve); nothing fires, and no other rule says a word.
     let alerts: Vec<Value> = written
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .filter(|a| {
             let drift = a["rule_id"].as_str().unwrap_or("").starts_with("drift.");
             !drift || a["state"] == "firing"

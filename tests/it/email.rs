@@ -329,7 +329,10 @@ fn smtp_outage_delays_mail_and_loses_none() {
     let o = child.wait_with_output().unwrap();
     let log = format!("{}\n{}", text(&o), log.join().unwrap());
     assert!(o.status.success(), "{log}");
-    assert!(failed, "no delivery failed while the server was down: {log}");
+    assert!(
+        failed,
+        "no delivery failed while the server was down: {log}"
+    );
     assert!(!log.contains(PASSWORD));
     assert_delivered_once(&server.mails(), &expected(&alerts));
 }
@@ -368,6 +371,48 @@ fn kill_9_with_mail_queued_delivers_it_once_after_restart() {
     let mails = server.mails();
     assert!(!mails.is_empty());
     assert_delivered_once(&mails, &expected(&alerts));
+}
+
+/// Killed right after its first mail, with the first regular checkpoint an hour away:
+/// the restart neither mails a change twice nor loses one.
+#[test]
+fn kill_9_before_the_first_checkpoint_mails_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (input, _) = generate(d, "mixed", 10, 160_000, "50");
+    let (port, smtp_dir, cert) = smtp_site(d);
+    let cfg = config(d, port, &cert, "0s", "");
+    let text_of = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text_of.replace("checkpoint_interval: 50ms", "checkpoint_interval: 1h"),
+    )
+    .unwrap();
+    let alerts = d.join("alerts.jsonl");
+    let state = d.join("state");
+    let server = Smtp::start(&smtp_dir, port);
+    let mut child = replay(&cfg, &input, &alerts, &state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mailed = eventually(Duration::from_secs(120), Some(&mut child), || {
+        !server.mails().is_empty()
+    });
+    assert!(mailed, "nothing was mailed before the run ended");
+    let killed = child.try_wait().unwrap().is_none();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(killed, "the run ended before the kill");
+    let o = replay(&cfg, &input, &alerts, &state).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let alert_lines: Vec<String> = jsonl(&alerts)
+        .iter()
+        .map(|a| format!("{} {}", a["id"], a["state"]))
+        .collect();
+    let unique: BTreeSet<&String> = alert_lines.iter().collect();
+    assert_eq!(unique.len(), alert_lines.len(), "an alert line twice");
+    assert_delivered_once(&server.mails(), &expected(&alerts));
 }
 
 #[test]

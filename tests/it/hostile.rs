@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use crate::cli::{driftwatch, generate, jsonl, root, summary, text};
 
 fn config(dir: &Path, dead: &Path) -> PathBuf {
-    let path = dir.join("hostile.yaml");
+    let stem = dead.file_stem().unwrap().to_string_lossy();
+    let path = dir.join(format!("hostile-{stem}.yaml"));
     std::fs::write(
         &path,
         format!(
@@ -75,15 +76,25 @@ fn absurd_event_times_neither_crash_nor_blind_the_monitor() {
     let clean = summary(&o.stdout);
     assert!(reference.len() >= 3, "{reference:?}");
 
-    let lines: Vec<String> = std::fs::read_to_string(&input)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
+    // The generated traffic holds malformed records too (not all of them UTF-8).
+    let bytes = std::fs::read(&input).unwrap();
+    let lines: Vec<Vec<u8>> = bytes
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
         .collect();
-    let sample = &lines[lines.len() / 3];
+    let sample: &str = lines[lines.len() / 3..]
+        .iter()
+        .filter_map(|l| std::str::from_utf8(l).ok())
+        .find(|l| {
+            serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v["ts"].is_string())
+        })
+        .unwrap();
     let t: serde_json::Value = serde_json::from_str(sample).unwrap();
     let ts = t["ts"].as_str().unwrap();
-    let day_ahead = chrono::DateTime::parse_from_rfc3339(ts).unwrap().timestamp_millis()
+    let day_ahead = chrono::DateTime::parse_from_rfc3339(ts)
+        .unwrap()
+        .timestamp_millis()
         + 86_400_000;
     let poison = [
         "9223372036854775807".to_owned(),
@@ -96,12 +107,17 @@ fn absurd_event_times_neither_crash_nor_blind_the_monitor() {
     let mut hostile = lines.clone();
     let at = lines.len() / 3;
     for (i, ts) in poison.iter().chain(&ahead).enumerate() {
-        hostile.insert(at + i * 7, with_ts(sample, ts));
+        hostile.insert(at + i * 7, with_ts(sample, ts).into_bytes());
     }
     let hostile_input = dir.path().join("hostile.jsonl");
-    std::fs::write(&hostile_input, hostile.join("\n") + "\n").unwrap();
+    let mut body = hostile.join(&b'\n');
+    body.push(b'\n');
+    std::fs::write(&hostile_input, body).unwrap();
 
     for state in [None, Some(dir.path().join("state"))] {
+        if let Some(s) = &state {
+            crate::cli::plain_sampling(s);
+        }
         let dead = dir.path().join("dead.jsonl");
         let _ = std::fs::remove_file(&dead);
         let cfg = config(dir.path(), &dead);
@@ -111,7 +127,10 @@ fn absurd_event_times_neither_crash_nor_blind_the_monitor() {
         assert!(o.status.success(), "{}", text(&o));
         assert_eq!(firing(&alerts), reference, "state dir {state:?}");
         let s = summary(&o.stdout);
-        assert_eq!(s["late (dead letter)"], clean["late (dead letter)"], "{s:?}");
+        assert_eq!(
+            s["late (dead letter)"], clean["late (dead letter)"],
+            "{s:?}"
+        );
         // Each poison record is a dead letter with the guard's reason.
         let refused: Vec<(String, String)> = jsonl(&dead)
             .iter()
@@ -120,7 +139,10 @@ fn absurd_event_times_neither_crash_nor_blind_the_monitor() {
                 let v: serde_json::Value =
                     serde_json::from_str(d["raw"].as_str().unwrap()).unwrap();
                 let code = d["reason"].as_str().unwrap().split(':').next().unwrap();
-                (v["request_id"].as_str().unwrap().to_owned(), code.to_owned())
+                (
+                    v["request_id"].as_str().unwrap().to_owned(),
+                    code.to_owned(),
+                )
             })
             .collect();
         let mut want: Vec<(String, String)> = poison
@@ -153,7 +175,7 @@ fn absurd_event_times_neither_crash_nor_blind_the_monitor() {
 #[test]
 fn a_restart_never_truncates_a_file_the_checkpoint_did_not_write() {
     let dir = tempfile::tempdir().unwrap();
-    let (input, _) = generate(dir.path(), "mixed", 32, 40_000, "50");
+    let (input, _) = generate(dir.path(), "mixed", 32, 160_000, "50");
     let state = dir.path().join("state");
     let dead = dir.path().join("dead.jsonl");
     let cfg = config(dir.path(), &dead);
@@ -197,4 +219,59 @@ fn a_restart_never_truncates_a_file_the_checkpoint_did_not_write() {
     let o = replay(&cfg, &input, &alerts, Some(&state));
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(std::fs::read(&alerts).unwrap(), before);
+}
+
+/// A client that chooses its request ids can choose ids whose unkeyed hash is low, so
+/// that every window's reference sample (bottom-k by that hash) takes its records:
+/// 1% of the traffic would then be an eighth of the reference and make honest traffic
+/// look drifted (today's release without the key: `drift.feature` fires on four
+/// features). With a state directory the hash
+/// is keyed with its secret: the same ids are sampled like any others, and nothing
+/// fires.
+#[test]
+fn request_ids_chosen_for_a_low_hash_do_not_steer_the_reference() {
+    use driftwatch::stable_hash::hash_of;
+    let dir = tempfile::tempdir().unwrap();
+    let (input, truth) = generate(dir.path(), "benign", 41, 90_000, "50");
+    assert!(truth.is_empty());
+    let mut lines: Vec<String> = std::fs::read_to_string(&input)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    // 30 records a minute (1% of 3,000) for the 30 minutes, each with an id whose
+    // unkeyed hash is below what the 20th smallest of a window's 3,000 would be.
+    let limit = u64::MAX / 3000 * 20;
+    let mut ids = (0u64..)
+        .map(|i| format!("p-{i}"))
+        .filter(|id| hash_of(id.as_str()) < limit);
+    let template: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    let start = chrono::DateTime::parse_from_rfc3339(template["ts"].as_str().unwrap())
+        .unwrap()
+        .timestamp_millis();
+    for i in 0..900i64 {
+        let mut r = template.clone();
+        let t = chrono::DateTime::from_timestamp_millis(start + i * 2000 + 1).unwrap();
+        r["ts"] = t
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            .into();
+        r["request_id"] = ids.next().unwrap().into();
+        r["client_id"] = "poisoner".into();
+        // A plausible amount (about the 99th percentile of the honest ones).
+        r["features"]["amount"] = 400.0.into();
+        lines.push(r.to_string());
+    }
+    lines.sort();
+    let poisoned = dir.path().join("poisoned.jsonl");
+    std::fs::write(&poisoned, lines.join("\n") + "\n").unwrap();
+    let dead = dir.path().join("dead.jsonl");
+    let cfg = config(dir.path(), &dead);
+    let alerts = dir.path().join("alerts.jsonl");
+    let o = replay(&cfg, &poisoned, &alerts, Some(&dir.path().join("state")));
+    assert!(o.status.success(), "{}", text(&o));
+    let drift: Vec<String> = firing(&alerts)
+        .into_iter()
+        .filter(|a| a.starts_with("\"drift."))
+        .collect();
+    assert!(drift.is_empty(), "{drift:?}");
 }

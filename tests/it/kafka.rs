@@ -405,6 +405,7 @@ fn kill_9_mid_topic_then_restart_delivers_every_alert_once() {
     };
     let cfg = kafka_config(dir.path(), &brokers, &topic, &format!("g-{topic}"), extra);
     let state = dir.path().join("state");
+    crate::cli::plain_sampling(&state);
     let consumed = dir.path().join("consumed.jsonl");
     let args = [
         "run",
@@ -419,7 +420,34 @@ fn kill_9_mid_topic_then_restart_delivers_every_alert_once() {
         "--alerts-out",
         consumed.to_str().unwrap(),
     ];
+    // First a kill right after the first alert, with the first regular checkpoint an
+    // hour away: what was written before it is not written twice either.
+    let slow = dir.path().join("slow.yaml");
+    std::fs::write(
+        &slow,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("checkpoint_interval: 50ms", "checkpoint_interval: 1h"),
+    )
+    .unwrap();
+    let mut slow_args = args;
+    slow_args[4] = slow.to_str().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args(slow_args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let alerted = crate::cli::eventually(Duration::from_secs(120), Some(&mut child), || {
+        std::fs::metadata(&consumed).is_ok_and(|m| m.len() > 0)
+    });
+    assert!(alerted, "no alert before the run ended");
     let mut kills = 0;
+    if child.try_wait().unwrap().is_none() {
+        child.kill().unwrap();
+        kills += 1;
+    }
+    child.wait().unwrap();
     for delay_ms in [100u64, 700] {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_driftwatch"))
             .args(args)
@@ -652,7 +680,7 @@ fn a_dead_letter_over_the_producers_limit_is_sent_truncated_with_its_size_and_ha
         dir.path(),
     );
     assert!(o.status.success(), "{}", text(&o));
-    let s = crate::cli::summary(&o.stdout);
+    let s = crate::cli::summary(&o.stderr);
     assert_eq!((s["good"], s["bad (dead letter)"]), (2, 1), "{}", text(&o));
 
     let dead = read_topic(&brokers, &dead_topic);

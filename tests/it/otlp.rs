@@ -349,11 +349,17 @@ fn collector_outage_delays_http_export_and_loses_nothing() {
     // get there.
     let (failed, log) = crate::cli::watch_stderr(&mut child, "otlp log export failed");
     let failed = failed.recv_timeout(Duration::from_secs(300)).is_ok();
-    let collector = Collector::start(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap(), true);
+    let collector = Collector::start(
+        std::net::TcpListener::bind(("127.0.0.1", port)).unwrap(),
+        true,
+    );
     let o = child.wait_with_output().unwrap();
     let log = log.join().unwrap();
     assert!(o.status.success(), "{}\n{log}", text(&o));
-    assert!(failed, "no export failed while the collector was down:\n{log}");
+    assert!(
+        failed,
+        "no export failed while the collector was down:\n{log}"
+    );
     assert_records_match(&collector.logs(), &alerts);
 }
 

@@ -39,9 +39,8 @@ fn every_default_rule_has_firing_and_silent_cases() {
     let files = driftwatch::rules::testing::test_files(&[root.join("tests/rules")]).unwrap();
     let mut expected = Vec::new();
     for f in &files {
-        expected.extend(
-            driftwatch::rules::testing::expectations(f).unwrap_or_else(|e| panic!("{e}")),
-        );
+        expected
+            .extend(driftwatch::rules::testing::expectations(f).unwrap_or_else(|e| panic!("{e}")));
     }
     let mut missing = Vec::new();
     for r in &rules {
@@ -87,7 +86,8 @@ async fn a_rule_error_fails_a_case_that_does_not_expect_it() {
             "  - name: {expect}\n    input:\n      - repeat: 120\n        start: 2026-11-21T10:00:00Z\n        every: 1s\n        record: {{client_id: busy}}\n    expect:\n      - rule: test.divides_by_zero\n        alerts: []\n{}",
             match expect {
                 "silent only" => "",
-                _ => "      - at: 2026-11-21T10:02:00Z\n        rule: driftwatch.rule_error\n        alerts:\n          - labels: {rule_id: test.divides_by_zero}\n",
+                _ =>
+                    "      - at: 2026-11-21T10:02:00Z\n        rule: driftwatch.rule_error\n        alerts:\n          - labels: {rule_id: test.divides_by_zero}\n",
             }
         )
     };
