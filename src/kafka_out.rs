@@ -165,7 +165,7 @@ pub(crate) fn fit<'a>(
     // What librdkafka counts besides the payload, and the slack.
     let overhead =
         RECORD_OVERHEAD + key_len + header_bytes(out.iter().map(|(k, v)| (*k, v.as_ref()))) + SLACK;
-    if std::env::var_os("MUTANT").is_some() || !headers_cut && overhead + payload.len() <= max_bytes {
+    if !headers_cut && overhead + payload.len() <= max_bytes {
         return Fitted {
             payload,
             headers: out,
@@ -232,6 +232,10 @@ pub struct KafkaOut {
     client: ClientConfig,
     /// Keys already in the topic past the restored cursor: not sent again.
     skip: HashSet<String>,
+    /// The restored cursor, while some of the keys read back past it are still to be
+    /// skipped: a checkpoint taken meanwhile keeps it, so that a restart from that
+    /// checkpoint reads them back again instead of sending them twice.
+    rewound_from: Option<BTreeMap<i32, i64>>,
     unflushed: bool,
     flush_timeout: Duration,
     /// The producer's `message.max.bytes`.
@@ -276,6 +280,7 @@ impl KafkaOut {
             topic: c.topic.clone(),
             client,
             skip: HashSet::new(),
+            rewound_from: None,
             unflushed: false,
             flush_timeout: Duration::from_millis(message_timeout_ms + 5_000),
             max_bytes: c.message_max_bytes(),
@@ -419,6 +424,12 @@ impl KafkaOut {
                 *e = (*e).max(end);
             }
         }
+        if self.skip.is_empty() {
+            self.rewound_from = None;
+        }
+        if let Some(from) = &self.rewound_from {
+            return Ok(from.clone());
+        }
         Ok(self
             .producer
             .context()
@@ -478,6 +489,13 @@ impl KafkaOut {
             {
                 left.remove(&m.partition());
             }
+        }
+        if !self.skip.is_empty() {
+            self.rewound_from = Some(
+                ends.keys()
+                    .map(|&p| (p, cursor.get(&p).copied().unwrap_or(0)))
+                    .collect(),
+            );
         }
         let mut next = self.producer.context().next.lock().expect("delivery lock");
         for (p, end) in ends {
