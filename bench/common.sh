@@ -11,3 +11,13 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export DRIFTWATCH_OUT="$work"
 machine() { echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -m); $(date -u +%F)"; }
+# Uses the broker at $KAFKA_BROKERS, or starts the test broker (and stops it on exit).
+kafka_broker() {
+  started=
+  if [ -z "${KAFKA_BROKERS:-}" ]; then
+    scripts/kafka.sh start >&2
+    started=1
+    export KAFKA_BROKERS=127.0.0.1:${KAFKA_PORT:-19092}
+  fi
+  trap '[ -n "$started" ] && scripts/kafka.sh stop >&2; rm -rf "$work"' EXIT
+}

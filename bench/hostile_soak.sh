@@ -54,13 +54,7 @@ awk -v n="$total" -v rc="$(cat "$work/hostile.rc")" -v p="$panics" -v s="$secs" 
   'BEGIN { printf "| replay | %d | %s | %d | %.1f | %.0f | %.0f | %s | %d |\n", n, rc, p, s, n / s, kb / 1024, kept, extra }'
 
 if [ "${SOAK_KAFKA:-1}" = 1 ]; then
-  started=
-  if [ -z "${KAFKA_BROKERS:-}" ]; then
-    scripts/kafka.sh start >&2
-    started=1
-    export KAFKA_BROKERS=127.0.0.1:${KAFKA_PORT:-19092}
-  fi
-  trap '[ -n "$started" ] && scripts/kafka.sh stop >&2; rm -rf "$work"' EXIT
+  kafka_broker
   topic=soak-$$
   scripts/kafka.sh topic "$topic" 6 >&2
   # A broker takes no message over its message.max.bytes (1 MB): the oversized

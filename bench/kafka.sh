@@ -12,13 +12,7 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 events=${1:-1000000}
 runs=${2:-3}
-started=
-if [ -z "${KAFKA_BROKERS:-}" ]; then
-  scripts/kafka.sh start >&2
-  started=1
-  export KAFKA_BROKERS=127.0.0.1:${KAFKA_PORT:-19092}
-fi
-trap '[ -n "$started" ] && scripts/kafka.sh stop >&2; rm -rf "$work"' EXIT
+kafka_broker
 
 topic=bench-$$
 scripts/kafka.sh topic "$topic" 6 >&2

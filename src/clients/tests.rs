@@ -196,12 +196,16 @@ fn near_duplicates_are_new_inputs_in_the_cell_of_one_of_the_last_16() {
     // 50.1, 50.2 and 50.3 all have rank 51/100: one cell. The second and third are
     // near-duplicates; the repeat of 50.1 is an exact repeat, not a near-duplicate.
     let mut records = client("prober", &[50.1, 50.2, 50.3, 50.1]);
-    // 17 inputs in 17 cells (ranks 1, 3, 5, …, 33 percent), then 2.6 in the cell of
-    // the second (rank 3 %, still among the last 16 distinct inputs) and 0.6 in the cell
-    // of the first (rank 1 %, 17 inputs back by now): one near-duplicate of 19.
-    let mut xs: Vec<f64> = (0..17).map(|k| 2.0 * k as f64 + 0.5).collect();
-    xs.extend([2.6, 0.6]);
-    records.extend(client("lookback", &xs));
+    // Inputs in distinct cells (ranks 1, 3, 5, … percent), then 0.6, in the cell of
+    // the first (rank 1 %). After 16 of them the first is still among the last 16
+    // distinct inputs: a near-duplicate. After 17 it is not.
+    let spread = |n: usize| -> Vec<f64> {
+        let mut xs: Vec<f64> = (0..n).map(|k| 2.0 * k as f64 + 0.5).collect();
+        xs.push(0.6);
+        xs
+    };
+    records.extend(client("back16", &spread(16)));
+    records.extend(client("back17", &spread(17)));
     let stats = stats_after_reference(&config(), &records);
     let (near, distinct) = (
         column(&stats, "near_duplicate_share"),
@@ -209,12 +213,9 @@ fn near_duplicates_are_new_inputs_in_the_cell_of_one_of_the_last_16() {
     );
     assert!(close(near["prober"], 2.0 / 4.0), "{:?}", near["prober"]);
     assert!(close(distinct["prober"], 3.0 / 4.0));
-    assert!(
-        close(near["lookback"], 1.0 / 19.0),
-        "{:?}",
-        near["lookback"]
-    );
-    assert!(close(distinct["lookback"], 1.0));
+    assert!(close(near["back16"], 1.0 / 17.0), "{:?}", near["back16"]);
+    assert_eq!(near["back17"], Some(0.0));
+    assert!(close(distinct["back17"], 1.0));
 }
 
 #[test]

@@ -33,7 +33,7 @@ fn config_every(dir: &Path, queries: &Path, interval: &str) -> PathBuf {
     path
 }
 
-fn replay_args<'a>(
+pub(crate) fn replay_args<'a>(
     cfg: &'a Path,
     input: &'a Path,
     alerts: &'a Path,
@@ -83,21 +83,10 @@ const COUNTS: [&str; 6] = [
 ];
 
 /// Replays `input` with `state`, killing it (SIGKILL) up to `max_kills` times at random
-/// moments `delays` ms after a checkpoint exists, then lets it finish; checks that the
-/// alerts and counts are those of an uninterrupted run. Returns the alerts.
-fn killed_replay_matches_uninterrupted(
-    dir: &Path,
-    cfg: &Path,
-    input: &Path,
-    seed: u64,
-    max_kills: u32,
-    delays: (u64, u64),
-) -> BTreeSet<String> {
-    killed_replay(dir, cfg, input, seed, max_kills, delays, true)
-}
-
-/// As [`killed_replay_matches_uninterrupted`]; with `after_checkpoint` false, kills are
-/// timed from the start of the process, whether or not a checkpoint exists yet.
+/// moments `delays` ms after a checkpoint exists (with `after_checkpoint` false: after
+/// the start of the process, whether or not a checkpoint exists yet), then lets it
+/// finish; checks that the alerts and counts are those of an uninterrupted run. Returns
+/// the alerts.
 fn killed_replay(
     dir: &Path,
     cfg: &Path,
@@ -188,7 +177,7 @@ fn sigkill_at_random_points_repeats_and_loses_nothing() {
     for seed in [21u64, 22] {
         let (input, _) = generate(dir.path(), "mixed", seed, 160_000, "50");
         let reference =
-            killed_replay_matches_uninterrupted(dir.path(), &cfg, &input, seed, 6, (20, 620));
+            killed_replay(dir.path(), &cfg, &input, seed, 6, (20, 620), true);
         assert!(reference.len() >= 8, "{reference:?}");
     }
 }
@@ -220,7 +209,7 @@ fn tampering_and_evasion_are_caught_the_same_across_kills() {
     ] {
         let (input, truth) = generate(dir.path(), scenario, seed, 90_000, "50");
         let reference =
-            killed_replay_matches_uninterrupted(dir.path(), &cfg, &input, seed, 3, (300, 1500));
+            killed_replay(dir.path(), &cfg, &input, seed, 3, (300, 1500), true);
         let attacker = truth[0]["client_id"].as_str().unwrap();
         let caught = jsonl(&dir.path().join(format!("reference-{seed}.jsonl")))
             .iter()
@@ -242,7 +231,7 @@ fn an_hour_of_natural_data_extraction_is_caught_across_kills() {
     let (input, truth) = generate(dir.path(), "extraction-natural", 31, 110_000, "20");
     let attacker = truth[0]["client_id"].as_str().unwrap().to_owned();
     let reference =
-        killed_replay_matches_uninterrupted(dir.path(), &cfg, &input, 31, 5, (300, 1500));
+        killed_replay(dir.path(), &cfg, &input, 31, 5, (300, 1500), true);
     let raised = jsonl(&dir.path().join("reference-31.jsonl"))
         .iter()
         .any(|a| {

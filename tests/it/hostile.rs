@@ -27,19 +27,7 @@ fn config(dir: &Path, dead: &Path) -> PathBuf {
 }
 
 fn replay(cfg: &Path, input: &Path, alerts: &Path, state: Option<&Path>) -> std::process::Output {
-    let mut args = vec![
-        "replay",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--no-progress",
-        "--alerts-out",
-        alerts.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-    ];
-    if let Some(s) = state {
-        args.extend(["--state-dir", s.to_str().unwrap()]);
-    }
+    let args = crate::checkpoint::replay_args(cfg, input, alerts, state);
     driftwatch(&args, input.parent().unwrap())
 }
 
