@@ -926,7 +926,10 @@ impl Pipeline {
     /// Records a written checkpoint and offers its positions to the source.
     fn written(&mut self, info: CheckpointInfo) {
         self.summary.checkpoints.add(&info);
-        *self.committable.lock().expect("committable lock") = Some(info.positions.clone());
+        // The checkpoint before the first record has no positions: nothing to commit.
+        if !info.positions.is_empty() {
+            *self.committable.lock().expect("committable lock") = Some(info.positions.clone());
+        }
         self.summary.last_checkpoint = Some(info);
     }
 

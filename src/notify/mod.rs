@@ -411,7 +411,7 @@ impl Router {
             || self
                 .api_silences
                 .as_ref()
-                .is_some_and(|s| !s.matching(labels, chrono::Utc::now().timestamp_millis()).is_empty())
+                .is_some_and(|s| !s.matching(labels, now_ms).is_empty())
     }
 
     /// Whether a firing alert among `firing` inhibits an alert with these labels. An

@@ -536,7 +536,7 @@ impl Engine {
             };
             datafusion::physical_plan::collect(plan, ctx.task_ctx()).await
         });
-        match tokio::time::timeout(self.timeout.max(Duration::from_secs(3600)), &mut task).await {
+        match tokio::time::timeout(self.timeout, &mut task).await {
             Ok(Ok(Ok(batches))) => Ok(batches),
             Ok(Ok(Err(e))) => Err(e.to_string()),
             Ok(Err(e)) => Err(format!("the query's task failed: {e}")),

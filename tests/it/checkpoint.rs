@@ -176,8 +176,7 @@ fn sigkill_at_random_points_repeats_and_loses_nothing() {
     let cfg = config(dir.path(), &root().join("queries"));
     for seed in [21u64, 22] {
         let (input, _) = generate(dir.path(), "mixed", seed, 160_000, "50");
-        let reference =
-            killed_replay(dir.path(), &cfg, &input, seed, 6, (20, 620), true);
+        let reference = killed_replay(dir.path(), &cfg, &input, seed, 6, (20, 620), true);
         assert!(reference.len() >= 8, "{reference:?}");
     }
 }
@@ -208,8 +207,7 @@ fn tampering_and_evasion_are_caught_the_same_across_kills() {
         ("evasion", 42, "evasion.feature_squeezing"),
     ] {
         let (input, truth) = generate(dir.path(), scenario, seed, 90_000, "50");
-        let reference =
-            killed_replay(dir.path(), &cfg, &input, seed, 3, (300, 1500), true);
+        let reference = killed_replay(dir.path(), &cfg, &input, seed, 3, (300, 1500), true);
         let attacker = truth[0]["client_id"].as_str().unwrap();
         let caught = jsonl(&dir.path().join(format!("reference-{seed}.jsonl")))
             .iter()
@@ -230,8 +228,7 @@ fn an_hour_of_natural_data_extraction_is_caught_across_kills() {
     let cfg = config(dir.path(), &root().join("queries"));
     let (input, truth) = generate(dir.path(), "extraction-natural", 31, 110_000, "20");
     let attacker = truth[0]["client_id"].as_str().unwrap().to_owned();
-    let reference =
-        killed_replay(dir.path(), &cfg, &input, 31, 5, (300, 1500), true);
+    let reference = killed_replay(dir.path(), &cfg, &input, 31, 5, (300, 1500), true);
     let raised = jsonl(&dir.path().join("reference-31.jsonl"))
         .iter()
         .any(|a| {
@@ -279,11 +276,7 @@ fn sigterm_writes_a_final_checkpoint_and_the_restart_rereads_nothing() {
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let first = summary(&o.stderr);
-    assert!(
-        first["records read"] > 0 && first["records read"] <= 40_000,
-        "{}",
-        text(&o)
-    );
+    assert!(first["records read"] > 0, "{}", text(&o));
     assert!(state.join("checkpoint.bin").exists());
     let before = notifications(&alerts);
 
@@ -292,6 +285,8 @@ fn sigterm_writes_a_final_checkpoint_and_the_restart_rereads_nothing() {
     let o = driftwatch(&again, dir.path());
     assert!(o.status.success(), "{}", text(&o));
     let second = summary(&o.stderr);
+    // `records read` carries on from the checkpoint: a record read again by the
+    // restart would count twice and take the total past the file's 40,000.
     assert_eq!(
         second["records read"],
         40_000,

@@ -74,9 +74,7 @@ fn absurd_event_times_neither_crash_nor_blind_the_monitor() {
     let sample: &str = lines[lines.len() / 3..]
         .iter()
         .filter_map(|l| std::str::from_utf8(l).ok())
-        .find(|l| {
-            serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v["ts"].is_string())
-        })
+        .find(|l| serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v["ts"].is_string()))
         .unwrap();
     let t: serde_json::Value = serde_json::from_str(sample).unwrap();
     let ts = t["ts"].as_str().unwrap();

@@ -204,9 +204,13 @@ fn a_broker_stopped_for_20_s_is_waited_for_and_nothing_is_lost() {
     // a partition marked idle in between would see its records arrive behind the
     // watermark of the first one back (late, dead-lettered, alerts differ). Idleness is
     // the one wall-clock decision (DESIGN.md), so this test keeps it out of the way.
+    // The consumer group's session outlasts the outage: on a loaded machine stopping and
+    // starting the broker's JVM can take longer than the 20 s in between, and a session
+    // that expires (45 s by default) makes this a test of rejoining the group instead.
     let extra = Extra {
         top: "checkpoint_interval: 200ms\n",
         idle_timeout: "10m",
+        source: "  librdkafka_options: {session.timeout.ms: \"600000\"}\n",
         ..Extra::default()
     };
     let cfg = kafka_config(dir.path(), &brokers, topic, "g-outage", extra);

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::cli::{driftwatch, generate, jsonl, summary, text};
+use crate::cli::{driftwatch, generate, summary, text};
 
 fn replay(dir: &Path, input: &Path) -> (std::process::Output, Vec<Value>) {
     let alerts = dir.join("alerts.jsonl");
@@ -25,7 +25,14 @@ fn replay(dir: &Path, input: &Path) -> (std::process::Output, Vec<Value>) {
         dir,
     );
     assert!(o.status.success(), "{}", text(&o));
-    (o, jsonl(&alerts))
+    // Read strictly: a missing alerts file is a broken run, not "no alerts".
+    let written = std::fs::read_to_string(&alerts)
+        .unwrap_or_else(|e| panic!("{}: {e}\n{}", alerts.display(), text(&o)));
+    let alerts = written
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (o, alerts)
 }
 
 /// The summary's `re-scored N (F flagged, S sampled)` and the counts after it.
