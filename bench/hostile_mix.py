@@ -28,8 +28,24 @@ def rec(**over):
     return json.dumps(r).encode()
 
 
+def line_ts(line):
+    try:
+        return json.loads(line)["ts"]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+# The event time near each honest line (malformed lines take the one before them).
+times = []
+for line in lines:
+    t = line_ts(line)
+    times.append(t if isinstance(t, str) else (times[-1] if times else None))
+first = next(t for t in times if t)
+times = [t or first for t in times]
+
+
 def ts_now(i):
-    return json.loads(lines[min(i, n - 1)])["ts"]
+    return times[min(i, n - 1)]
 
 
 def day_ahead(ts):

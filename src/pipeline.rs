@@ -300,7 +300,8 @@ impl Pipeline {
         let sample_key = match &config.state_dir {
             Some(dir) => state::sample_key(dir)?,
             None => {
-                tracing::warn!(
+                // A replay (backtest) needs no secret; a deployment has a state dir.
+                tracing::info!(
                     "no state directory: reference samples use an unkeyed hash of the \
                      request id (a client choosing its ids can aim at the sample); \
                      give --state-dir in production"

@@ -210,11 +210,12 @@ fn a_broker_stopped_for_20_s_is_waited_for_and_nothing_is_lost() {
     let extra = Extra {
         top: "checkpoint_interval: 200ms\n",
         idle_timeout: "10m",
-        source: "  librdkafka_options: {session.timeout.ms: \"600000\"}\n",
+        source: "  librdkafka_options: {session.timeout.ms: \"600000\", max.poll.interval.ms: \"600000\"}\n",
         ..Extra::default()
     };
     let cfg = kafka_config(dir.path(), &brokers, topic, "g-outage", extra);
     let state: PathBuf = dir.path().join("state");
+    crate::cli::plain_sampling(&state);
     let consumed = dir.path().join("consumed.jsonl");
     let stderr = dir.path().join("run.err");
     let mut child = spawn_run(
@@ -289,6 +290,7 @@ fn two_instances_in_one_group_split_the_partitions_and_raise_the_same_alerts() {
         let alerts = dir.path().join(format!("{name}.jsonl"));
         let stderr = dir.path().join(format!("{name}.err"));
         let state = dir.path().join(format!("state-{name}"));
+        crate::cli::plain_sampling(&state);
         let child = spawn_run(
             &cfg,
             "8",
