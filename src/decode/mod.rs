@@ -405,7 +405,9 @@ impl BatchDecoder {
         let mut run: Vec<usize> = Vec::with_capacity(raw.len());
         for i in 0..raw.len() {
             let before = decoder.len();
-            let problem = match decoder.decode(raw.record(i)) {
+            // arrow-json describes a bad value by printing it recursively: a record
+            // nested 10^5 deep would overflow the stack before it could be refused.
+            let problem = too_deep(raw.record(i)).or_else(|| match decoder.decode(raw.record(i)) {
                 Err(e) => Some(format!("invalid JSON: {}", strip_prefix(&e.to_string()))),
                 Ok(_) if decoder.has_partial_record() => {
                     Some("invalid JSON: record ends inside a value (truncated?)".to_owned())
@@ -415,7 +417,7 @@ impl BatchDecoder {
                     decoder.len() - before
                 )),
                 Ok(_) => None,
-            };
+            });
             let Some(reason) = problem else {
                 run.push(i);
                 continue;
@@ -574,6 +576,42 @@ fn dead_record(raw: &RawBatch, i: usize, reason: String) -> DeadRecord {
     }
 }
 
+/// Deepest nesting of arrays and objects a record may have (the design's records
+/// need 3).
+const MAX_DEPTH: usize = 64;
+
+/// The reason a record is nested deeper than [`MAX_DEPTH`], if it is. Records with
+/// fewer openers than that (all but hostile ones) are not scanned byte by byte.
+fn too_deep(b: &[u8]) -> Option<String> {
+    memchr::memchr2_iter(b'[', b'{', b).nth(MAX_DEPTH)?;
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &c in b {
+        if in_string {
+            match c {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Some(format!(
+                        "invalid JSON: nested deeper than {MAX_DEPTH} levels"
+                    ));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
 fn strip_prefix(msg: &str) -> &str {
     msg.strip_prefix("Json error: ")
         .or_else(|| msg.strip_prefix("Parser error: "))
@@ -678,6 +716,35 @@ mod tests {
         assert!(reasons[5].1.contains("no event time"), "{reasons:?}");
         assert!(reasons[6].1.contains("2 JSON values"), "{reasons:?}");
         assert_eq!(out.events.unwrap().num_rows(), 3);
+    }
+
+    #[test]
+    fn records_nested_too_deep_are_refused_without_recursion() {
+        let d = BatchDecoder::new(&config()).unwrap();
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let in_features = format!(
+            r#"{{"ts":1795255200000,"client_id":"a","features":{{"x":{}1{}}}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        // Brackets inside a string are text, not nesting.
+        let in_string = format!(
+            r#"{{"ts":1795255200000,"client_id":"{}"}}"#,
+            "[".repeat(1000)
+        );
+        let out = d.decode(&raw(&[
+            deep.as_bytes(),
+            in_features.as_bytes(),
+            in_string.as_bytes(),
+            GOOD,
+        ]));
+        let reasons: Vec<&str> = out.dead.iter().map(|x| x.reason.as_str()).collect();
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert!(
+            reasons.iter().all(|r| r.contains("nested deeper than 64")),
+            "{reasons:?}"
+        );
+        assert_eq!(out.events.unwrap().num_rows(), 2);
     }
 
     #[test]

@@ -70,7 +70,7 @@ fn record() -> impl Strategy<Value = Vec<u8>> {
     });
     prop_oneof![
         8 => fields,
-        1 => (1usize..2000).prop_map(|d| format!("{}{}", "[".repeat(d), "]".repeat(d)).into_bytes()),
+        1 => (1usize..100_000).prop_map(|d| format!("{}{}", "[".repeat(d), "]".repeat(d)).into_bytes()),
         1 => Just(br#"{"ts":1795255200000,"ts":9223372036854775807,"client_id":"a","client_id":"b"}"#.to_vec()),
         1 => proptest::collection::vec(any::<u8>(), 0..64),
         1 => Just(b"{\"ts\":1795255200000,\"client_id\":\"\xff\xfe\"}".to_vec()),

@@ -486,6 +486,7 @@ fn sigterm_during_a_kafka_run_exits_0_commits_and_the_restart_mails_nothing_twic
     };
     let cfg = kafka_config(d, &b, &topic, &group, extra);
     let state = d.join("sigterm-state");
+    crate::cli::plain_sampling(&state);
     let alerts = d.join("sigterm-alerts.jsonl");
     let run = || {
         let mut c = Command::new(env!("CARGO_BIN_EXE_driftwatch"));
