@@ -19,11 +19,24 @@ honest, out, count, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.a
 rng = random.Random(seed)
 lines = open(honest, "rb").read().splitlines()
 n = len(lines)
-template = json.loads(lines[n // 2])
 
 
-def rec(**over):
+def parsed(line):
+    try:
+        v = json.loads(line)
+        return v if isinstance(v, dict) and isinstance(v.get("ts"), str) else None
+    except ValueError:
+        return None
+
+
+# An honest record from the middle of the stream: the shape hostile records copy.
+template = next(v for v in map(parsed, lines[n // 2:]) if v)
+
+
+def rec(i, **over):
+    """The template record at the honest time of line i, with `over` set."""
     r = dict(template)
+    r["ts"] = ts_now(i)
     r.update(over)
     return json.dumps(r).encode()
 
@@ -54,26 +67,26 @@ def day_ahead(ts):
 
 
 KINDS = [
-    ("ts_i64_max", lambda i: rec(ts=9223372036854775807)),
-    ("ts_i64_min", lambda i: rec(ts=-9223372036854775808)),
-    ("ts_zero", lambda i: rec(ts=0)),
-    ("ts_negative", lambda i: rec(ts=-86400000)),
-    ("ts_year_9999", lambda i: rec(ts="9999-12-31T23:59:59Z")),
-    ("ts_year_0", lambda i: rec(ts="0000-01-01T00:00:00Z")),
-    ("ts_day_ahead", lambda i: rec(ts=day_ahead(ts_now(i)))),
-    ("huge_number", lambda i: rec(features={**template.get("features", {}), "amount": 1e308})),
-    ("nan_string", lambda i: rec(features={**template.get("features", {}), "amount": "NaN"})),
-    ("inf_string", lambda i: rec(features={**template.get("features", {}), "amount": "-Infinity"})),
-    ("bare_nan", lambda i: rec(ts=ts_now(i)).replace(b'"ts"', b'"x": NaN, "ts"', 1)),
+    ("ts_i64_max", lambda i: rec(i, ts=9223372036854775807)),
+    ("ts_i64_min", lambda i: rec(i, ts=-9223372036854775808)),
+    ("ts_zero", lambda i: rec(i, ts=0)),
+    ("ts_negative", lambda i: rec(i, ts=-86400000)),
+    ("ts_year_9999", lambda i: rec(i, ts="9999-12-31T23:59:59Z")),
+    ("ts_year_0", lambda i: rec(i, ts="0000-01-01T00:00:00Z")),
+    ("ts_day_ahead", lambda i: rec(i, ts=day_ahead(ts_now(i)))),
+    ("huge_number", lambda i: rec(i, features={**template.get("features", {}), "amount": 1e308})),
+    ("nan_string", lambda i: rec(i, features={**template.get("features", {}), "amount": "NaN"})),
+    ("inf_string", lambda i: rec(i, features={**template.get("features", {}), "amount": "-Infinity"})),
+    ("bare_nan", lambda i: rec(i).replace(b'"ts"', b'"x": NaN, "ts"', 1)),
     ("deep_nesting", lambda i: b"[" * 100000 + b"]" * 100000),
-    ("duplicate_keys", lambda i: rec(ts=ts_now(i))[:-1] + b', "client_id": "dup", "ts": 0}'),
-    ("invalid_utf8", lambda i: rec(ts=ts_now(i)).replace(b'"client_id": "', b'"client_id": "\xff\xfe', 1)),
-    ("oversized", lambda i: rec(ts=ts_now(i), client_id="x" * 1_100_000)),
-    ("distinct_client", lambda i: rec(ts=ts_now(i), client_id=f"c-{rng.getrandbits(64):x}",
+    ("duplicate_keys", lambda i: rec(i)[:-1] + b', "client_id": "dup", "ts": 0}'),
+    ("invalid_utf8", lambda i: rec(i).replace(b'"client_id": "', b'"client_id": "\xff\xfe', 1)),
+    ("oversized", lambda i: rec(i, client_id="x" * 1_100_000)),
+    ("distinct_client", lambda i: rec(i, client_id=f"c-{rng.getrandbits(64):x}",
                                       request_id=f"r-{rng.getrandbits(64):x}")),
-    ("distinct_model", lambda i: rec(ts=ts_now(i), model=f"m-{rng.getrandbits(64):x}",
+    ("distinct_model", lambda i: rec(i, model=f"m-{rng.getrandbits(64):x}",
                                      request_id=f"r-{rng.getrandbits(64):x}")),
-    ("repeated_request_id", lambda i: rec(ts=ts_now(i), request_id="r-same")),
+    ("repeated_request_id", lambda i: rec(i, request_id="r-same")),
 ]
 # Oversized and deeply nested records are expensive on purpose: fewer of them.
 weights = [0.0005 if k in ("oversized", "deep_nesting") else 1.0 for k, _ in KINDS]
