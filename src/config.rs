@@ -66,10 +66,10 @@ pub struct Config {
     pub engine: EngineConfig,
     /// Per-client statistics (`client_stats`, `client_profile`).
     #[serde(default)]
-    pub clients: crate::clients::ClientsConfig,
+    pub clients: crate::tables::clients::ClientsConfig,
     /// Data and prediction drift (`feature_drift`, `prediction_drift`).
     #[serde(default)]
-    pub drift: crate::drift::DriftConfig,
+    pub drift: crate::tables::drift::DriftConfig,
     /// Embedded ONNX copies of the monitored models (the `rescored` table).
     #[serde(default)]
     pub models: Vec<crate::rescore::ModelConfig>,
@@ -139,11 +139,7 @@ pub struct TimeConfig {
 impl TimeConfig {
     /// The event-time guard these settings describe.
     pub fn guard(&self) -> Result<crate::window::guard::GuardConfig, String> {
-        let at = |key: &str, v: &str| {
-            chrono::DateTime::parse_from_rfc3339(v)
-                .map(|t| t.timestamp_millis())
-                .map_err(|e| format!("time.{key}: {v:?} is not an RFC 3339 time ({e})"))
-        };
+        let at = |key: &str, v: &str| crate::time::parse_rfc3339(&format!("time.{key}"), v);
         crate::window::guard::GuardConfig::new(
             at("min_event_time", &self.min_event_time)?,
             at("max_event_time", &self.max_event_time)?,
@@ -200,7 +196,7 @@ pub struct DeadLetterConfig {
     /// Kafka topic for dead letters: the raw bytes as the message; kind, reason, source
     /// and position (and source_topic, source_partition, source_offset) as headers.
     #[serde(default)]
-    pub kafka: Option<crate::kafka_out::KafkaOutConfig>,
+    pub kafka: Option<crate::kafka::KafkaOutConfig>,
 }
 
 impl Config {

@@ -15,7 +15,7 @@ use base64::Engine as _;
 use serde::Serialize;
 
 use crate::decode::DeadRecord;
-use crate::kafka_out::{KafkaOut, KafkaOutConfig};
+use crate::kafka::{KafkaOut, KafkaOutConfig};
 use crate::telemetry::Counters;
 
 /// Checkpoint cursor name of the dead-letter file; the topic's are `dead_letters_kafka/<p>`.
@@ -60,7 +60,7 @@ pub struct DeadLetters {
 
 impl DeadLetters {
     /// Appends to `path` and/or sends to a topic; with neither, dead letters are only
-    /// counted. A dead letter too big for the topic is sent truncated (see `kafka_out`),
+    /// counted. A dead letter too big for the topic is sent truncated (see `kafka::producer`),
     /// counted in `counters`.
     pub fn open(
         path: Option<&Path>,

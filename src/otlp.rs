@@ -23,8 +23,9 @@ use opentelemetry_sdk::logs::{LogBatch, LogExporter as _, SdkLogRecord, SdkLogge
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use serde::Deserialize;
 
-use crate::alert::{Notification, State, display};
+use crate::alert::{Notification, State};
 use crate::rules::Severity as RuleSeverity;
+use crate::rules::template::display;
 use crate::telemetry::Counters;
 
 /// `otlp:` in the config.

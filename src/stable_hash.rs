@@ -31,6 +31,11 @@ impl Hasher for Fnv {
     }
 }
 
+/// Lower-case hexadecimal of `bytes` (digests and ids).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub fn hash_of(v: impl Hash) -> u64 {
     let mut h = Fnv::default();
     v.hash(&mut h);
@@ -52,6 +57,12 @@ pub fn keyed_hash_of(key: u64, v: impl Hash) -> u64 {
     let mut h = Fnv::keyed(key);
     v.hash(&mut h);
     h.finish()
+}
+
+/// Most records one client may put in a window's reference sample of `k`: an eighth,
+/// so that no client (and no handful of clients) can fill the reference with its own.
+pub fn per_client_share(k: usize) -> usize {
+    (k / 8).max(1)
 }
 
 /// A bottom-k sample of `(key, client, item)` candidates, in key order: the smallest

@@ -1,7 +1,7 @@
 //! Receiver that sends each state change to a Kafka topic as the same JSON object the
 //! JSONL receiver writes, keyed by alert id (so one alert's changes stay in order in one
 //! partition), with headers `idempotency_key` (= `id:state`), `rule_id` and `state`.
-//! A restart never puts the same (id, state) in the topic twice (see `kafka_out`).
+//! A restart never puts the same (id, state) in the topic twice (see `kafka::producer`).
 //! A notification too big for the topic (labels from traffic can be long) is sent
 //! truncated, with header `truncated`: its payload is then not a whole JSON object.
 
@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{Notification, Receiver};
-use crate::kafka_out::{KafkaOut, KafkaOutConfig};
+use crate::kafka::{KafkaOut, KafkaOutConfig};
 use crate::telemetry::Counters;
 
 /// Name of this receiver, and the prefix of its checkpoint cursors.

@@ -26,7 +26,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::rules::{Rule, Severity, hex};
+use crate::rules::template::{display, render};
+use crate::rules::{Rule, Severity};
+use crate::stable_hash::hex;
+use crate::time::rfc3339;
 use crate::window::ClosedWindow;
 
 /// `alerts:` in the config.
@@ -41,7 +44,7 @@ pub struct AlertsConfig {
     pub jsonl: Option<PathBuf>,
     /// Send each state change to this Kafka topic, keyed by alert id.
     #[serde(default)]
-    pub kafka: Option<crate::kafka_out::KafkaOutConfig>,
+    pub kafka: Option<crate::kafka::KafkaOutConfig>,
     /// Alert instances tracked per rule; result rows beyond it are counted and logged.
     #[serde(default = "default_max_alerts")]
     pub max_alerts_per_rule: usize,
@@ -201,12 +204,6 @@ pub struct AlertBook {
 
 /// The rule id under which failing rules raise alerts.
 pub const RULE_ERROR_ID: &str = "driftwatch.rule_error";
-
-pub fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-        .unwrap_or_else(|| ms.to_string())
-}
 
 /// Deterministic alert id: rule id, sorted labels and the start (event) time.
 pub fn alert_id(rule_id: &str, labels: &BTreeMap<String, String>, starts_at_ms: i64) -> String {
@@ -554,65 +551,6 @@ fn column_values(array: &ArrayRef) -> Vec<Value> {
     values
 }
 
-/// A value as people read it: strings as they are, whole numbers without decimals,
-/// others with at most four decimals.
-pub fn display(v: &Value) -> String {
-    match v {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
-            (Some(i), _, _) => i.to_string(),
-            (_, Some(u), _) => u.to_string(),
-            (_, _, Some(f)) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{f:.0}"),
-            (_, _, Some(f)) => {
-                let s = format!("{f:.4}");
-                s.trim_end_matches('0').trim_end_matches('.').to_owned()
-            }
-            _ => n.to_string(),
-        },
-        other => other.to_string(),
-    }
-}
-
-/// The column names a template refers to (`{{ name }}`).
-pub fn template_names(template: &str) -> Result<Vec<String>, String> {
-    let mut names = Vec::new();
-    let mut rest = template;
-    while let Some(i) = rest.find("{{") {
-        let after = &rest[i + 2..];
-        let end = after
-            .find("}}")
-            .ok_or_else(|| format!("unclosed {{{{ in {template:?}"))?;
-        let name = after[..end].trim();
-        if name.is_empty() {
-            return Err(format!("empty {{{{ }}}} in {template:?}"));
-        }
-        names.push(name.to_owned());
-        rest = &after[end + 2..];
-    }
-    Ok(names)
-}
-
-/// Fills `{{ column }}` with the row's values in one pass: a value that itself contains
-/// `{{ ... }}` is inserted as text, never expanded.
-pub fn render(template: &str, values: &serde_json::Map<String, Value>) -> String {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(i) = rest.find("{{") {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 2..];
-        let Some(end) = after.find("}}") else {
-            out.push_str(&rest[i..]);
-            return out;
-        };
-        let name = after[..end].trim();
-        out.push_str(&values.get(name).map(display).unwrap_or_default());
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    out
-}
-
 fn render_annotations(
     templates: &BTreeMap<String, String>,
     values: &serde_json::Map<String, Value>,
@@ -746,16 +684,6 @@ pub trait Receiver: Send {
     /// Called once the pipeline has restored its checkpoint (and rewound receivers),
     /// before the first record: a receiver with background delivery starts it here.
     fn start(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-    /// A reload's new routing (`apply` false: only check it). Receivers without
-    /// routing accept anything.
-    fn reroute(
-        &mut self,
-        _notify: &crate::notify::NotifyConfig,
-        _rule_routes: &BTreeMap<String, Vec<String>>,
-        _apply: bool,
-    ) -> Result<(), String> {
         Ok(())
     }
     /// Delivery counts per destination, read when `/metrics` is scraped.

@@ -28,6 +28,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::decode::{FeatureDecl, FeatureKind};
+use crate::stable_hash::hex;
+use crate::stats::{grid_cell, quantile};
 
 pub const FORMAT: &str = "driftwatch-baseline";
 pub const VERSION: u32 = 1;
@@ -258,10 +260,6 @@ impl Baseline {
         }
         serde_json::from_slice(body).map_err(|e| format!("unreadable profile: {e}"))
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A column of the training data, as driftwatch profiles it.
@@ -615,16 +613,6 @@ pub fn quantile_points(sorted: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-/// Linear-interpolated quantile of sorted values (NumPy's default).
-pub fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let pos = q * (sorted.len() - 1) as f64;
-    let (i, frac) = (pos.floor() as usize, pos - pos.floor());
-    match sorted.get(i + 1) {
-        Some(next) => sorted[i] + frac * (next - sorted[i]),
-        None => sorted[i],
-    }
-}
-
 fn categories<'a>(v: impl Iterator<Item = Option<&'a str>>) -> Categories {
     let mut counts: HashMap<&str, u64> = HashMap::new();
     let mut missing = 0;
@@ -685,9 +673,7 @@ fn grid(
                 .and_then(|s| ids.get(s).copied())
                 .unwrap_or(u32::MAX);
         }
-        *cells
-            .entry(crate::clients::grid_cell(&edges, &num, &cat))
-            .or_default() += 1;
+        *cells.entry(grid_cell(&edges, &num, &cat)).or_default() += 1;
     }
     let mut by_count: BTreeMap<u64, u64> = BTreeMap::new();
     for &c in cells.values() {

@@ -8,12 +8,15 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
-use crate::pipeline::{Pipeline, PipelineError, RunOptions, Summary};
+use crate::pipeline::{Pipeline, PipelineError, RunOptions};
 use crate::rules::engine::Engine;
-use crate::rules::{load_rules, testing};
+use crate::rules::load_rules;
 use crate::scenario::{GenOptions, Scenario};
 use crate::source::SourceConfig;
 use crate::source::file::FileSourceConfig;
+use crate::telemetry::Summary;
+
+pub mod rules_test;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -360,7 +363,8 @@ fn baseline_compare(
     let b = crate::baseline::Baseline::load(baseline).map_err(|e| Failure::usage(e.to_string()))?;
     let columns = crate::baseline::Table::read(input).map_err(|e| Failure::usage(e.to_string()))?;
     let model = b.model.clone();
-    let drift = crate::drift::Drift::new(&b.feature_decls(), &drift_cfg, &[std::sync::Arc::new(b)]);
+    let drift =
+        crate::tables::drift::Drift::new(&b.feature_decls(), &drift_cfg, &[std::sync::Arc::new(b)]);
     let batch: RecordBatch = drift
         .compare_columns(&model, &columns, label_column, score_column)
         .map_err(|message| Failure { code: 1, message })?;
@@ -634,14 +638,15 @@ async fn rules_check(config: Option<PathBuf>, paths: Vec<PathBuf>) -> Result<(),
     let rules = load_rules(&paths).map_err(|e| Failure::usage(e.to_string()))?;
     let n = rules.len();
     let decoder = crate::decode::BatchDecoder::new(&decode).map_err(Failure::usage)?;
-    let standard = crate::rules::engine::standard_tables(
+    let standard = crate::tables::standard_tables(
         decoder.events_schema(),
         &decode,
         &Default::default(),
         &Default::default(),
         &[],
         // No model: `rescored` is checked for its columns, never filled.
-        &crate::rescore::rescorer::Rescorer::with_windows(Default::default(), Vec::new(), &[]),
+        crate::rescore::rescorer::Rescorer::with_windows(Default::default(), Vec::new(), &[])
+            .table(),
     );
     Engine::new(rules, standard.tables, &Default::default())
         .await
@@ -656,10 +661,10 @@ async fn rules_test(paths: Vec<PathBuf>) -> Result<(), Failure> {
     } else {
         paths
     };
-    let files = testing::test_files(&paths).map_err(|e| Failure::usage(e.to_string()))?;
+    let files = rules_test::test_files(&paths).map_err(|e| Failure::usage(e.to_string()))?;
     let (mut passed, mut failed) = (0, 0);
     for file in files {
-        let results = testing::run_file(&file)
+        let results = rules_test::run_file(&file)
             .await
             .map_err(|e| Failure::usage(e.to_string()))?;
         for r in results {

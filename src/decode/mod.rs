@@ -21,7 +21,8 @@ use datafusion::arrow::json::ReaderBuilder;
 use datafusion::arrow::json::reader::Decoder;
 use serde::Deserialize;
 
-use crate::source::RawBatch;
+mod raw;
+pub use raw::{Oversized, PartitionId, RawBatch};
 
 /// `decode:` in the config: where each `events` column is found in a record.
 #[derive(Debug, Clone, Deserialize)]

@@ -25,7 +25,6 @@
 
 pub mod conn;
 pub mod guard;
-pub mod silences;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -46,9 +45,9 @@ use serde_json::json;
 use datafusion::arrow::array::RecordBatch;
 
 use crate::alert::Notification;
+use crate::notify::silence::{self, Silences};
 use crate::telemetry::Counters;
 use guard::Token;
-use silences::Silences;
 
 /// `http:` in the config.
 #[derive(Debug, Clone, Deserialize)]
@@ -221,8 +220,8 @@ pub struct Live {
     pub source_ready: AtomicBool,
     /// Receiver status lines (outbox), refreshed by the pipeline.
     pub receivers: Mutex<Vec<String>>,
-    pub clients: Arc<crate::clients::Clients>,
-    pub drift: Option<Arc<crate::drift::Drift>>,
+    pub clients: Arc<crate::tables::clients::Clients>,
+    pub drift: Option<Arc<crate::tables::drift::Drift>>,
     /// The re-scorer (`/api/v1/rescore`).
     pub rescorer: Option<Arc<crate::rescore::rescorer::Rescorer>>,
     pub silences: Arc<Silences>,
@@ -235,7 +234,7 @@ pub struct Live {
 impl Live {
     pub fn new(
         counters: Arc<Counters>,
-        clients: Arc<crate::clients::Clients>,
+        clients: Arc<crate::tables::clients::Clients>,
         silences: Arc<Silences>,
         rules: Vec<RuleStatus>,
     ) -> Live {
@@ -407,7 +406,7 @@ async fn list_silences(State(app): State<Arc<App>>) -> Response {
 
 /// The token and the body's limits were checked before (`guard::changes`).
 async fn create_silence(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    let req: silences::NewSilence = match serde_json::from_slice(&body) {
+    let req: silence::NewSilence = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("bad silence: {e}")),
     };
@@ -933,7 +932,11 @@ mod tests {
         Arc::new(App {
             live: Arc::new(Live::new(
                 Arc::new(Counters::default()),
-                crate::clients::Clients::new(&[], &crate::clients::ClientsConfig::default(), &[]),
+                crate::tables::clients::Clients::new(
+                    &[],
+                    &crate::tables::clients::ClientsConfig::default(),
+                    &[],
+                ),
                 Arc::new(Silences::default()),
                 Vec::new(),
             )),

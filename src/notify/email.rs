@@ -22,7 +22,8 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::alert::{Notification, display, escape_control, render, template_names};
+use crate::alert::{Notification, escape_control};
+use crate::rules::template::{display, render, template_names};
 
 /// `email:` of a receiver.
 #[derive(Debug, Clone, Deserialize)]

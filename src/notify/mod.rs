@@ -15,6 +15,7 @@
 
 pub mod email;
 pub mod outbox;
+pub mod silence;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -253,7 +254,7 @@ pub struct Router {
     inhibit: Vec<(Vec<Matcher>, Vec<Matcher>, Vec<String>)>,
     silences: Vec<(Vec<Matcher>, i64, i64)>,
     /// Silences made through the HTTP API.
-    api_silences: Option<std::sync::Arc<crate::http::silences::Silences>>,
+    api_silences: Option<std::sync::Arc<crate::notify::silence::Silences>>,
 }
 
 impl Router {
@@ -317,13 +318,7 @@ impl Router {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let at = |t: &str| {
-                    chrono::DateTime::parse_from_rfc3339(t)
-                        .map(|d| d.timestamp_millis())
-                        .map_err(|e| {
-                            format!("notify.silences[{i}]: {t:?} is not an RFC 3339 time ({e})")
-                        })
-                };
+                let at = |t: &str| crate::time::parse_rfc3339(&format!("notify.silences[{i}]"), t);
                 let ms =
                     parse_all(&s.matchers).map_err(|e| format!("notify.silences[{i}]: {e}"))?;
                 if ms.is_empty() {
@@ -352,7 +347,7 @@ impl Router {
     /// Also mutes what the API's silences match.
     pub fn with_api_silences(
         mut self,
-        s: std::sync::Arc<crate::http::silences::Silences>,
+        s: std::sync::Arc<crate::notify::silence::Silences>,
     ) -> Router {
         self.api_silences = Some(s);
         self

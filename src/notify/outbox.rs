@@ -29,7 +29,7 @@ use super::email::{Content, EmailSender, Item, Prepared};
 use super::{NotifyConfig, Router, match_labels};
 use crate::alert::{Notification, Receiver, State};
 use crate::otlp::{LogSink, OtlpConfig};
-use crate::rules::hex;
+use crate::stable_hash::hex;
 
 /// Where notifications go: the routing tree of the email receivers (none when there are
 /// only OTLP logs) and the receivers rules name in `route:`.
@@ -85,20 +85,68 @@ pub struct Outbox {
     routing: Arc<std::sync::RwLock<Routing>>,
     /// The receivers' settings at start: a reload may change routes, not receivers.
     receivers: String,
-    api_silences: Arc<crate::http::silences::Silences>,
+    api_silences: Arc<crate::notify::silence::Silences>,
     shared: Arc<Shared>,
     thread: Option<std::thread::JoinHandle<()>>,
     drain_timeout: Duration,
 }
 
+/// Swaps the outbox's routing on a reload (routes, inhibit rules, config silences, the
+/// rules' `route:`); the receivers themselves are fixed at start.
+#[derive(Clone)]
+pub struct Rerouter {
+    routing: Arc<std::sync::RwLock<Routing>>,
+    receivers: String,
+    api_silences: Arc<crate::notify::silence::Silences>,
+}
+
+impl Rerouter {
+    /// A reload's new routing (`apply` false: only check it).
+    pub fn reroute(
+        &self,
+        c: &NotifyConfig,
+        rule_routes: &BTreeMap<String, Vec<String>>,
+        apply: bool,
+    ) -> Result<(), String> {
+        if format!("{:?}", c.receivers) != self.receivers {
+            return Err(
+                "notify.receivers changed: adding, removing or changing a receiver needs a \
+                 restart (routes, inhibit rules and silences reload)"
+                    .into(),
+            );
+        }
+        let router = if c.receivers.is_empty() {
+            None
+        } else {
+            Some(Router::new(c)?.with_api_silences(self.api_silences.clone()))
+        };
+        if apply {
+            *self.routing.write().expect("routing lock") = Routing {
+                router,
+                rule_routes: rule_routes.clone(),
+            };
+        }
+        Ok(())
+    }
+}
+
 impl Outbox {
+    /// The handle a reload swaps this outbox's routing with.
+    pub fn rerouter(&self) -> Rerouter {
+        Rerouter {
+            routing: self.routing.clone(),
+            receivers: self.receivers.clone(),
+            api_silences: self.api_silences.clone(),
+        }
+    }
+
     /// Opens (creates) the outbox folder and checks every receiver's settings.
     pub fn open(
         c: &NotifyConfig,
         otlp: Option<&OtlpConfig>,
         dir: &Path,
         rule_routes: BTreeMap<String, Vec<String>>,
-        api_silences: Arc<crate::http::silences::Silences>,
+        api_silences: Arc<crate::notify::silence::Silences>,
     ) -> Result<Outbox, String> {
         let router = if c.receivers.is_empty() {
             None
@@ -272,32 +320,6 @@ impl Receiver for Outbox {
                 })
                 .collect()
         }))
-    }
-    fn reroute(
-        &mut self,
-        c: &NotifyConfig,
-        rule_routes: &BTreeMap<String, Vec<String>>,
-        apply: bool,
-    ) -> Result<(), String> {
-        if format!("{:?}", c.receivers) != self.receivers {
-            return Err(
-                "notify.receivers changed: adding, removing or changing a receiver needs a \
-                 restart (routes, inhibit rules and silences reload)"
-                    .into(),
-            );
-        }
-        let router = if c.receivers.is_empty() {
-            None
-        } else {
-            Some(Router::new(c)?.with_api_silences(self.api_silences.clone()))
-        };
-        if apply {
-            *self.routing.write().expect("routing lock") = Routing {
-                router,
-                rule_routes: rule_routes.clone(),
-            };
-        }
-        Ok(())
     }
     fn drain(&mut self) -> Vec<String> {
         let _ = self.flush();

@@ -478,7 +478,7 @@ route: {receiver: team, group_by: [alertname], group_wait: 10s, group_interval: 
 
 #[test]
 fn api_silences_mute_like_config_silences() {
-    let api = std::sync::Arc::new(crate::http::silences::Silences::default());
+    let api = std::sync::Arc::new(crate::notify::silence::Silences::default());
     let r = Router::new(&config(TREE))
         .unwrap()
         .with_api_silences(api.clone());
@@ -493,7 +493,7 @@ fn api_silences_mute_like_config_silences() {
     let other = labels(&[("client_id", "c8"), ("alertname", "flood")]);
     assert!(!r.silenced(&l, at("2050-01-01T00:00:00Z")));
     let id = api
-        .create(crate::http::silences::NewSilence {
+        .create(crate::notify::silence::NewSilence {
             matchers: vec!["client_id=\"c9\"".into()],
             starts_at: Some("2000-01-01T00:00:00Z".into()),
             ends_at: "2100-01-01T00:00:00Z".into(),
@@ -515,24 +515,30 @@ fn api_silences_mute_like_config_silences() {
 
 #[test]
 fn a_routing_reload_swaps_the_tree_but_not_the_receivers() {
-    use crate::alert::Receiver as _;
     let dir = tempfile::tempdir().unwrap();
     let c = config(TREE);
-    let api = std::sync::Arc::new(crate::http::silences::Silences::default());
-    let mut o = super::outbox::Outbox::open(&c, None, dir.path(), BTreeMap::new(), api).unwrap();
+    let api = std::sync::Arc::new(crate::notify::silence::Silences::default());
+    let o = super::outbox::Outbox::open(&c, None, dir.path(), BTreeMap::new(), api).unwrap();
     let mut wider = c.clone();
     wider.route.as_mut().unwrap().group_wait = Some(Duration::from_secs(99));
-    o.reroute(&wider, &BTreeMap::new(), false).unwrap();
+    o.rerouter()
+        .reroute(&wider, &BTreeMap::new(), false)
+        .unwrap();
     assert_eq!(
         o.root_route().unwrap().group_wait,
         Duration::from_secs(30),
         "a check only"
     );
-    o.reroute(&wider, &BTreeMap::new(), true).unwrap();
+    o.rerouter()
+        .reroute(&wider, &BTreeMap::new(), true)
+        .unwrap();
     assert_eq!(o.root_route().unwrap().group_wait, Duration::from_secs(99));
     let mut other = c.clone();
     other.receivers.pop();
-    let e = o.reroute(&other, &BTreeMap::new(), true).unwrap_err();
+    let e = o
+        .rerouter()
+        .reroute(&other, &BTreeMap::new(), true)
+        .unwrap_err();
     assert!(e.contains("restart"), "{e}");
     assert_eq!(o.root_route().unwrap().group_wait, Duration::from_secs(99));
 }

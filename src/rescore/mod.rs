@@ -55,7 +55,7 @@ pub struct EmbeddedModel {
 
 /// SHA-256 of a file's bytes, hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    crate::rules::hex(&Sha256::digest(bytes))
+    crate::stable_hash::hex(&Sha256::digest(bytes))
 }
 
 impl EmbeddedModel {

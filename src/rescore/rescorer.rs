@@ -32,7 +32,9 @@ use serde::{Deserialize, Serialize};
 
 use super::EmbeddedModel;
 use super::squeeze::Squeezer;
+use crate::secret::Secret;
 use crate::stable_hash::hash_of;
+use crate::telemetry::RescoreTotals;
 use crate::window::ClosedWindow;
 
 /// `rescore:` in the config.
@@ -88,21 +90,6 @@ impl Default for RescoreConfig {
             max_suspects: default_max_suspects(),
             sample_salt: Secret::default(),
         }
-    }
-}
-
-/// A setting that is never printed (`Debug` shows whether it is set, not its value).
-#[derive(Clone, Default, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_empty() {
-            "(unset)"
-        } else {
-            "(secret)"
-        })
     }
 }
 
@@ -197,22 +184,6 @@ pub struct Rescored {
     pub adversarial: Option<bool>,
 }
 
-/// Re-scoring counts since the start (kept across restarts).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct Totals {
-    pub rescored: u64,
-    pub flagged: u64,
-    pub sampled: u64,
-    /// Candidates the budget left out.
-    pub dropped: u64,
-    /// Records with a feature missing: the model cannot score them.
-    pub unscorable: u64,
-    pub mismatches: u64,
-    pub adversarial: u64,
-    /// Suspects dropped because `max_suspects` were tracked.
-    pub suspects_evicted: u64,
-}
-
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Second {
     used: u32,
@@ -238,12 +209,12 @@ pub struct RescoreState {
     windows: Vec<(i64, i64)>,
     seconds: BTreeMap<i64, Second>,
     latest_end: Option<i64>,
-    totals: Totals,
+    totals: RescoreTotals,
 }
 
 impl RescoreState {
     /// The totals, with what the budget left out of the seconds still kept.
-    fn totals(&self) -> Totals {
+    fn totals(&self) -> RescoreTotals {
         let mut t = self.totals;
         t.dropped += self.seconds.values().map(|s| s.dropped).sum::<u64>();
         t
@@ -404,7 +375,7 @@ impl Rescorer {
         &self.models
     }
 
-    pub fn totals(&self) -> Totals {
+    pub fn totals(&self) -> RescoreTotals {
         self.state.lock().expect("rescore lock").totals()
     }
 
@@ -417,7 +388,9 @@ impl Rescorer {
     }
 
     fn sampled(&self, request_id: Option<&str>, key: u64) -> bool {
-        let h = request_id.map_or(key, |r| hash_of(("sample", &self.cfg.sample_salt.0, r)));
+        let h = request_id.map_or(key, |r| {
+            hash_of(("sample", self.cfg.sample_salt.expose(), r))
+        });
         (h as f64) < self.cfg.sample_rate * (u64::MAX as f64)
     }
 
@@ -454,7 +427,7 @@ impl Rescorer {
             })
             .collect();
         suspects.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)).then(a.2.cmp(b.2)));
-        let rfc = crate::alert::rfc3339;
+        let rfc = crate::time::rfc3339;
         let models: Vec<serde_json::Value> = self
             .models
             .iter()
@@ -585,7 +558,7 @@ impl Rescorer {
         w: &ClosedWindow,
         columns: &[Columns],
         picked: &[Pick],
-        totals: &mut Totals,
+        totals: &mut RescoreTotals,
     ) -> Result<Vec<(i64, Rescored)>, String> {
         let mut out = Vec::with_capacity(picked.len());
         for (mi, served) in self.models.iter().enumerate() {
@@ -714,11 +687,9 @@ impl Rescorer {
     }
 
     /// The `rescored` table.
-    pub fn table(self: &Arc<Self>) -> Arc<dyn crate::rules::engine::WindowTable> {
+    pub fn table(self: &Arc<Self>) -> Arc<dyn crate::tables::WindowTable> {
         let me = self.clone();
-        crate::rules::engine::DerivedTable::shared("rescored", schema(), move |w| {
-            to_batch(&me.rows(w))
-        })
+        crate::tables::DerivedTable::shared("rescored", schema(), move |w| to_batch(&me.rows(w)))
     }
 }
 

@@ -217,7 +217,7 @@ pub fn calibrate(
     let threshold = threshold_at(&scores, fpr).ok_or("no finite score")?;
     let mut sorted = scores.clone();
     sorted.sort_by(f64::total_cmp);
-    let q = |p: f64| crate::baseline::quantile(&sorted, p);
+    let q = |p: f64| crate::stats::quantile(&sorted, p);
     Ok(Calibration {
         rows: rows.len(),
         skipped: n - rows.len(),

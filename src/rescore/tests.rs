@@ -185,11 +185,11 @@ mod rescoring {
 
     fn window(start: i64, records: &[Rec]) -> ClosedWindow {
         let c = Cancer::load();
-        let mut raw = crate::source::RawBatch::new(0);
+        let mut raw = crate::decode::RawBatch::new(0);
         for (i, (ts, client, id, x, probs)) in records.iter().enumerate() {
             let mut line = Vec::new();
             let call = crate::scenario::cancer::Call {
-                ts: &crate::alert::rfc3339(*ts),
+                ts: &crate::time::rfc3339(*ts),
                 request_id: id,
                 client,
                 latency: 1.0,

@@ -1,7 +1,7 @@
 //! The rule engine: DataFusion plans prepared once per rule, run on every closed window.
 //!
-//! Each window table (`events`, `pipeline_stats`, and later the drift and client tables)
-//! is a [`WindowTable`] that computes its rows from a [`ClosedWindow`]; the engine puts
+//! Each window table (`crate::tables`) is a [`WindowTable`] that computes its rows
+//! from a [`ClosedWindow`]; the engine puts
 //! those rows in a shared slot that the table's scan reads when it executes, so a plan
 //! made once keeps working for every window. Tables are computed once per window, only
 //! when some rule of that window spec reads them.
@@ -23,8 +23,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Float64Array, RecordBatch, TimestampMillisecondArray, UInt64Array};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -42,7 +42,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use serde::Deserialize;
 
 use super::{Rule, RuleError};
-use crate::decode::ts_type;
+use crate::tables::{RESCORED, WindowTable};
 use crate::window::ClosedWindow;
 
 /// `engine:` in the config: limits for each rule's query.
@@ -70,164 +70,6 @@ impl Default for EngineConfig {
             rule_memory_limit: default_memory(),
             rule_timeout: default_timeout(),
         }
-    }
-}
-
-/// The table of re-scored records: rules that read it run after the others of their
-/// window (see [`Engine::evaluate_with`]).
-pub const RESCORED: &str = "rescored";
-
-/// Every window table rules can read, with the stateful parts behind them (their state
-/// goes into checkpoints).
-pub struct StandardTables {
-    pub tables: Vec<Arc<dyn WindowTable>>,
-    pub clients: Arc<crate::clients::Clients>,
-    pub drift: Arc<crate::drift::Drift>,
-}
-
-/// `events`, `pipeline_stats`, `client_stats`, `client_profile`, `feature_drift`,
-/// `prediction_drift`, `rescored`.
-pub fn standard_tables(
-    events_schema: SchemaRef,
-    decode: &crate::decode::DecodeConfig,
-    clients: &crate::clients::ClientsConfig,
-    drift: &crate::drift::DriftConfig,
-    baselines: &[Arc<crate::baseline::Baseline>],
-    rescorer: &Arc<crate::rescore::rescorer::Rescorer>,
-) -> StandardTables {
-    let clients = crate::clients::Clients::new(&decode.features, clients, baselines);
-    let drift = crate::drift::Drift::new(&decode.features, drift, baselines);
-    let mut tables: Vec<Arc<dyn WindowTable>> = vec![
-        Arc::new(EventsTable::new(events_schema)),
-        Arc::new(PipelineStatsTable::default()),
-    ];
-    tables.extend(clients.tables());
-    tables.extend(drift.tables());
-    tables.push(rescorer.table());
-    StandardTables {
-        tables,
-        clients,
-        drift,
-    }
-}
-
-/// A table whose rows are computed for each closed window.
-pub trait WindowTable: Send + Sync {
-    fn name(&self) -> &'static str;
-    fn schema(&self) -> SchemaRef;
-    fn compute(&self, window: &ClosedWindow) -> Result<Vec<RecordBatch>, String>;
-}
-
-/// A table whose one batch per window another part computes (the client and drift
-/// tables: several tables share one computation, cached per window by its owner).
-pub struct DerivedTable {
-    name: &'static str,
-    schema: SchemaRef,
-    rows: Box<RowsFn>,
-}
-
-/// Computes a [`DerivedTable`]'s batch for a window.
-type RowsFn = dyn Fn(&ClosedWindow) -> Result<RecordBatch, String> + Send + Sync;
-
-impl DerivedTable {
-    /// The table, ready to register.
-    pub fn shared(
-        name: &'static str,
-        schema: SchemaRef,
-        rows: impl Fn(&ClosedWindow) -> Result<RecordBatch, String> + Send + Sync + 'static,
-    ) -> Arc<dyn WindowTable> {
-        Arc::new(Self {
-            name,
-            schema,
-            rows: Box::new(rows),
-        })
-    }
-}
-
-impl WindowTable for DerivedTable {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-    fn compute(&self, w: &ClosedWindow) -> Result<Vec<RecordBatch>, String> {
-        Ok(vec![(self.rows)(w)?])
-    }
-}
-
-/// `events`: the window's decoded records.
-pub struct EventsTable {
-    schema: SchemaRef,
-}
-
-impl EventsTable {
-    pub fn new(schema: SchemaRef) -> Self {
-        Self { schema }
-    }
-}
-
-impl WindowTable for EventsTable {
-    fn name(&self) -> &'static str {
-        "events"
-    }
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-    fn compute(&self, window: &ClosedWindow) -> Result<Vec<RecordBatch>, String> {
-        Ok(window.batches.clone())
-    }
-}
-
-/// `pipeline_stats`: one row per window with the counts of good, bad and late records,
-/// for data-quality rules.
-pub struct PipelineStatsTable {
-    schema: SchemaRef,
-}
-
-impl Default for PipelineStatsTable {
-    fn default() -> Self {
-        let u = DataType::UInt64;
-        let f = DataType::Float64;
-        Self {
-            schema: Arc::new(Schema::new(vec![
-                Field::new("window_start", ts_type(), false),
-                Field::new("window_end", ts_type(), false),
-                Field::new("records", u.clone(), false),
-                Field::new("bad_records", u.clone(), false),
-                Field::new("late_records", u, false),
-                Field::new("bad_share", f.clone(), false),
-                Field::new("late_share", f, false),
-            ])),
-        }
-    }
-}
-
-impl WindowTable for PipelineStatsTable {
-    fn name(&self) -> &'static str {
-        "pipeline_stats"
-    }
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-    fn compute(&self, w: &ClosedWindow) -> Result<Vec<RecordBatch>, String> {
-        let s = w.stats;
-        let total = (s.records + s.bad + s.late).max(1) as f64;
-        let ts = |v: i64| Arc::new(TimestampMillisecondArray::from(vec![v]).with_timezone("UTC"));
-        let batch = RecordBatch::try_new(
-            self.schema.clone(),
-            vec![
-                ts(w.start_ms),
-                ts(w.end_ms),
-                Arc::new(UInt64Array::from(vec![s.records])),
-                Arc::new(UInt64Array::from(vec![s.bad])),
-                Arc::new(UInt64Array::from(vec![s.late])),
-                Arc::new(Float64Array::from(vec![s.bad as f64 / total])),
-                Arc::new(Float64Array::from(vec![s.late as f64 / total])),
-            ],
-        )
-        .map_err(|e| e.to_string())?;
-        Ok(vec![batch])
     }
 }
 
@@ -725,7 +567,7 @@ fn check_output(rule: &Rule, output: &Schema) -> Result<(), RuleError> {
         ));
     }
     for (key, template) in &rule.def.annotations {
-        for name in crate::alert::template_names(template)
+        for name in super::template::template_names(template)
             .map_err(|e| RuleError::invalid(rule, format!("annotation {key}: {e}")))?
         {
             if !has(&name) {
@@ -770,8 +612,9 @@ mod tests {
     use super::*;
     use crate::decode::{DecodeConfig, FeatureDecl, FeatureKind};
     use crate::rules::parse_rules;
+    use crate::tables::{EventsTable, PipelineStatsTable};
     use crate::window::{WindowSpec, WindowStats};
-    use datafusion::arrow::array::{AsArray, StringArray};
+    use datafusion::arrow::array::{AsArray, Float64Array, StringArray, TimestampMillisecondArray};
     use datafusion::arrow::datatypes::Int64Type;
     use std::path::Path;
 

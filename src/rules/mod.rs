@@ -6,7 +6,7 @@
 
 pub mod engine;
 pub mod functions;
-pub mod testing;
+pub mod template;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::stable_hash::hex;
 use crate::window::{WindowConfig, WindowSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
@@ -324,10 +325,6 @@ fn fingerprint(def: &RuleDef) -> String {
     let mut h = Sha256::new();
     h.update(format!("{def:?}").as_bytes());
     hex(&h.finalize()[..16])
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Rule file lines use a block sequence: `- id: ...`.

@@ -15,6 +15,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Exp, LogNormal, Normal};
 use serde::Serialize;
 
+use crate::time::rfc3339;
+
 /// Start of every generated timeline: 2026-11-21T10:00:00Z.
 pub const START_MS: i64 = 1_795_255_200_000;
 
@@ -168,13 +170,6 @@ pub struct Generator {
     cancer: Option<cancer::Cancer>,
     /// Per client, its recent inputs to the embedded test model.
     cancer_history: Vec<Vec<Vec<f64>>>,
-}
-
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
 }
 
 impl Generator {

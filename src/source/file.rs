@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use flate2::read::MultiGzDecoder;
 use serde::Deserialize;
 
-use super::{Oversized, PartitionId, Poll, RawBatch, Source, SourceError};
+use super::{Poll, Source, SourceError};
+use crate::decode::{Oversized, PartitionId, RawBatch};
 
 /// `source: {type: file, ...}`
 #[derive(Debug, Clone, Deserialize)]

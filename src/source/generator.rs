@@ -3,7 +3,8 @@
 
 use serde::Deserialize;
 
-use super::{Poll, RawBatch, Source, SourceError};
+use super::{Poll, Source, SourceError};
+use crate::decode::RawBatch;
 use crate::scenario::{GenOptions, Generator, Scenario};
 
 /// `source: {type: generator, ...}`

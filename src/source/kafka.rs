@@ -23,9 +23,11 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use serde::Deserialize;
 
+use crate::kafka::{SaslConfig, client_config, librdkafka_bool};
 use crate::telemetry::{Counters, Lag};
 
-use super::{Oversized, PartitionId, Poll, RawBatch, Source, SourceError};
+use super::{Poll, Source, SourceError};
+use crate::decode::{Oversized, PartitionId, RawBatch};
 
 /// `source: {type: kafka, ...}`
 #[derive(Debug, Clone, Deserialize)]
@@ -49,40 +51,6 @@ pub struct KafkaSourceConfig {
     /// Records per batch handed to the decoder.
     #[serde(default = "default_batch")]
     pub batch_records: usize,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SaslConfig {
-    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
-    pub mechanism: String,
-    pub username: String,
-    /// Never printed; use `${ENV}` in the config file.
-    pub password: Secret,
-    /// Use TLS on the connection (`SASL_SSL`) instead of `SASL_PLAINTEXT`.
-    #[serde(default)]
-    pub tls: bool,
-}
-
-/// A string that never shows in `Debug` output or errors.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
-
-/// A librdkafka boolean as librdkafka reads it (`true`, `t`, `1`, `false`, `f`, `0`,
-/// case-insensitive); None for anything else, which librdkafka refuses.
-pub(crate) fn librdkafka_bool(v: &str) -> Option<bool> {
-    match v.to_ascii_lowercase().as_str() {
-        "true" | "t" | "1" => Some(true),
-        "false" | "f" | "0" => Some(false),
-        _ => None,
-    }
 }
 
 impl KafkaSourceConfig {
@@ -446,23 +414,6 @@ impl KafkaSource {
         self.pending.extend(batches.into_values().map(Poll::Batch));
         Ok(())
     }
-}
-
-/// Brokers and SASL: what every client driftwatch makes shares. Callers add their own
-/// settings, then the user's `librdkafka_options` (which win).
-pub(crate) fn client_config(brokers: &str, sasl: Option<&SaslConfig>) -> ClientConfig {
-    let mut cfg = ClientConfig::new();
-    cfg.set("bootstrap.servers", brokers);
-    if let Some(s) = sasl {
-        cfg.set(
-            "security.protocol",
-            if s.tls { "SASL_SSL" } else { "SASL_PLAINTEXT" },
-        )
-        .set("sasl.mechanism", &s.mechanism)
-        .set("sasl.username", &s.username)
-        .set("sasl.password", &s.password.0);
-    }
-    cfg
 }
 
 /// Errors a user fixes in the config (auth, unknown broker) versus transient ones.

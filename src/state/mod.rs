@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::alert::RuleAlertsState;
-use crate::pipeline::Summary;
+use crate::telemetry::Summary;
 use crate::window::WindowsState;
 
 pub mod output;
@@ -87,13 +87,13 @@ pub struct Checkpoint {
     /// Per-client profiles and the rolling reference (`client_stats`/`client_profile`):
     /// a section of its own since format 2, read from the metadata in format 1.
     #[serde(default, skip_serializing)]
-    pub clients: Option<crate::clients::ClientsSnapshot>,
+    pub clients: Option<crate::tables::clients::ClientsSnapshot>,
     /// What the re-scorer keeps: suspects and the results windows may still read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rescore: Option<crate::rescore::rescorer::RescoreState>,
     /// The drift tables' rolling reference (in the binary section).
     #[serde(skip)]
-    pub drift: Option<crate::drift::DriftSnapshot>,
+    pub drift: Option<crate::tables::drift::DriftSnapshot>,
     #[serde(skip)]
     pub rows: Vec<RecordBatch>,
 }
@@ -101,7 +101,7 @@ pub struct Checkpoint {
 pub fn schema_fingerprint(schema: &SchemaRef) -> String {
     let mut h = Sha256::new();
     h.update(format!("{:?}", schema.fields()).as_bytes());
-    crate::rules::hex(&h.finalize()[..8])
+    crate::stable_hash::hex(&h.finalize()[..8])
 }
 
 /// Serializes a checkpoint (off the hot path: the rows are shared, not copied, until
@@ -358,7 +358,8 @@ mod tests {
     fn a_format_1_checkpoint_is_still_read_with_its_client_state() {
         let (cp, schema) = sample();
         let mut meta = serde_json::to_value(&cp).unwrap();
-        meta["clients"] = serde_json::to_value(crate::clients::ClientsSnapshot::default()).unwrap();
+        meta["clients"] =
+            serde_json::to_value(crate::tables::clients::ClientsSnapshot::default()).unwrap();
         let meta = serde_json::to_vec(&meta).unwrap();
         let v2 = encode(&cp, &schema).unwrap();
         // The rows section of the format 2 encoding, unchanged in format 1.

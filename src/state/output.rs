@@ -44,7 +44,7 @@ fn tail_hash(path: &Path, len: u64) -> std::io::Result<String> {
             format!("{} is shorter than {len} bytes", path.display()),
         ));
     }
-    Ok(crate::rules::hex(&Sha256::digest(&buf)))
+    Ok(crate::stable_hash::hex(&Sha256::digest(&buf)))
 }
 
 /// The mark of `path` at cursor `len` (the file is flushed up to there).

@@ -3,7 +3,40 @@
 
 pub mod drift;
 
+use std::hash::Hasher;
+
 use statrs::distribution::{ContinuousCDF, Normal};
+
+use crate::stable_hash::Fnv;
+
+/// Linear-interpolated quantile of sorted values (NumPy's default).
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let pos = q * (sorted.len() - 1) as f64;
+    let (i, frac) = (pos.floor() as usize, pos - pos.floor());
+    match sorted.get(i + 1) {
+        Some(next) => sorted[i] + frac * (next - sorted[i]),
+        None => sorted[i],
+    }
+}
+
+/// Coverage cell of a record: its quartile bin (by `edges`) of each numeric feature
+/// (missing: a bin of its own) × its category ids (`u32::MAX`: missing or unseen).
+/// Client statistics and baselines count cells with it.
+pub fn grid_cell(edges: &[[f64; 3]], num: &[f64], cat: &[u32]) -> u64 {
+    let mut h = Fnv::default();
+    for (j, &x) in num.iter().enumerate() {
+        let bin = if x.is_nan() {
+            4u8
+        } else {
+            edges[j].iter().filter(|&&e| x > e).count() as u8
+        };
+        h.write_u8(bin);
+    }
+    for &c in cat {
+        h.write_u32(c);
+    }
+    h.finish()
+}
 
 /// Shapiro–Wilk test of normality, Royston's algorithm (AS R94, 1995) as SciPy's
 /// `scipy.stats.shapiro` computes it: returns (W, p-value).

@@ -93,8 +93,8 @@ impl Refusal {
         match self {
             Refusal::OutOfRange => format!(
                 "time_out_of_range: event time outside [{}, {}) (time.min_event_time, time.max_event_time)",
-                crate::alert::rfc3339(config.min_ms),
-                crate::alert::rfc3339(config.max_ms)
+                crate::time::rfc3339(config.min_ms),
+                crate::time::rfc3339(config.max_ms)
             ),
             Refusal::Ahead => format!(
                 "time_ahead: event time more than {} past its partition's clock (time.max_ahead); followed once {} such records outnumber the rest",

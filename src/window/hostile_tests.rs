@@ -8,8 +8,8 @@ use proptest::prelude::*;
 
 use super::guard::GuardConfig;
 use super::{WindowSpec, Windows};
+use crate::decode::RawBatch;
 use crate::decode::{BatchDecoder, DecodeConfig, FeatureDecl, FeatureKind};
-use crate::source::RawBatch;
 
 fn decoder() -> BatchDecoder {
     BatchDecoder::new(&DecodeConfig {

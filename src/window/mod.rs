@@ -26,7 +26,7 @@ use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::TimestampMillisecondType;
 use serde::{Deserialize, Serialize};
 
-use crate::source::PartitionId;
+use crate::decode::PartitionId;
 use guard::{GuardConfig, GuardState, Refusal, Verdict};
 
 /// Size, slide and grace of a window, in milliseconds of event time.

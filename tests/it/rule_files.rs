@@ -5,12 +5,12 @@ use std::path::PathBuf;
 #[tokio::test]
 async fn every_rule_test_file_passes() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/rules");
-    let files = driftwatch::rules::testing::test_files(&[dir]).unwrap();
+    let files = driftwatch::cli::rules_test::test_files(&[dir]).unwrap();
     assert!(!files.is_empty());
     let mut failures = Vec::new();
     let mut cases = 0;
     for file in &files {
-        let results = driftwatch::rules::testing::run_file(file)
+        let results = driftwatch::cli::rules_test::run_file(file)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         for r in results {
@@ -36,11 +36,11 @@ fn every_default_rule_has_firing_and_silent_cases() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let rules = driftwatch::rules::load_rules(&[root.join("queries")]).unwrap();
     assert!(rules.len() >= 12, "{} default rules", rules.len());
-    let files = driftwatch::rules::testing::test_files(&[root.join("tests/rules")]).unwrap();
+    let files = driftwatch::cli::rules_test::test_files(&[root.join("tests/rules")]).unwrap();
     let mut expected = Vec::new();
     for f in &files {
         expected
-            .extend(driftwatch::rules::testing::expectations(f).unwrap_or_else(|e| panic!("{e}")));
+            .extend(driftwatch::cli::rules_test::expectations(f).unwrap_or_else(|e| panic!("{e}")));
     }
     let mut missing = Vec::new();
     for r in &rules {
@@ -70,7 +70,7 @@ fn an_expectation_for_a_rule_the_file_does_not_load_is_an_error() {
         ),
     )
     .unwrap();
-    let e = driftwatch::rules::testing::expectations(&file).unwrap_err();
+    let e = driftwatch::cli::rules_test::expectations(&file).unwrap_err();
     assert!(e.to_string().contains("drift.prediction"), "{e}");
 }
 
@@ -101,7 +101,7 @@ async fn a_rule_error_fails_a_case_that_does_not_expect_it() {
         ),
     )
     .unwrap();
-    let results = driftwatch::rules::testing::run_file(&file).await.unwrap();
+    let results = driftwatch::cli::rules_test::run_file(&file).await.unwrap();
     let why = results[0].failure.as_deref().expect("the case fails");
     assert!(
         why.contains("rule test.divides_by_zero failed") && why.contains("by zero"),

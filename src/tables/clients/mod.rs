@@ -62,9 +62,10 @@ use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaR
 use serde::{Deserialize, Serialize};
 
 use crate::decode::{FeatureDecl, FeatureKind, ts_type};
-use crate::rules::engine::{DerivedTable, WindowTable};
-use crate::stable_hash::{Fnv, bottom_k, hash_of, keyed_hash_of};
-use crate::stats::{entropy_bits, royston_coefficients, shapiro_wilk_with};
+use crate::stable_hash::{Fnv, bottom_k, hash_of, keyed_hash_of, per_client_share};
+use crate::stats::{entropy_bits, grid_cell, royston_coefficients, shapiro_wilk_with};
+use crate::tables::{DerivedTable, WindowTable};
+use crate::telemetry::ClientsUsage;
 use crate::window::ClosedWindow;
 
 /// `clients:` in the config.
@@ -114,21 +115,6 @@ impl Default for ClientsConfig {
             sample_key: 0,
         }
     }
-}
-
-/// Most records one client may put in a window's reference sample of `k`: an eighth,
-/// so that no client (and no handful of clients) can fill the reference with its own.
-pub fn per_client_share(k: usize) -> usize {
-    (k / 8).max(1)
-}
-
-/// Counts of the per-client state, for telemetry and the summary.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
-pub struct ClientsUsage {
-    pub clients: usize,
-    pub bytes: u64,
-    pub evicted_idle: u64,
-    pub evicted_memory: u64,
 }
 
 /// One record, reduced to what the statistics need.
@@ -293,12 +279,12 @@ impl Reference {
             let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n;
             r.mean[j] = mean;
             r.std[j] = if var > 0.0 { var.sqrt() } else { 1.0 };
-            r.lo[j] = crate::baseline::quantile(&v, 0.005);
-            r.hi[j] = crate::baseline::quantile(&v, 0.995);
+            r.lo[j] = crate::stats::quantile(&v, 0.005);
+            r.hi[j] = crate::stats::quantile(&v, 0.995);
             r.edges[j] = [
-                crate::baseline::quantile(&v, 0.25),
-                crate::baseline::quantile(&v, 0.5),
-                crate::baseline::quantile(&v, 0.75),
+                crate::stats::quantile(&v, 0.25),
+                crate::stats::quantile(&v, 0.5),
+                crate::stats::quantile(&v, 0.75),
             ];
             r.sorted[j] = v;
         }
@@ -441,25 +427,6 @@ impl Reference {
             }
         }));
     }
-}
-
-/// Coverage cell of a record: its quartile bin (by `edges`) of each numeric feature
-/// (missing: a bin of its own) × its category ids (`u32::MAX`: missing or unseen).
-/// Baselines count their rows' cells with it too.
-pub fn grid_cell(edges: &[[f64; 3]], num: &[f64], cat: &[u32]) -> u64 {
-    let mut h = Fnv::default();
-    for (j, &x) in num.iter().enumerate() {
-        let bin = if x.is_nan() {
-            4u8
-        } else {
-            edges[j].iter().filter(|&&e| x > e).count() as u8
-        };
-        h.write_u8(bin);
-    }
-    for &c in cat {
-        h.write_u32(c);
-    }
-    h.finish()
 }
 
 /// Sets of keys that are hashes already: no second hashing.

@@ -1,10 +1,15 @@
 //! Counters of what the pipeline did, as typed events: each thing worth counting is one
 //! function here that bumps its counter and logs, so metric names live in one place.
-//! The Prometheus endpoint and OTLP metrics (later issues) read these counters.
+//! The Prometheus endpoint and OTLP metrics read these counters.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde::{Deserialize, Serialize};
+
+mod summary;
+pub use summary::{CheckpointInfo, CheckpointStats, Summary};
 
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -29,10 +34,35 @@ pub struct Counters {
     /// Alerts pending or firing after the last evaluation.
     pub alerts_active: AtomicU64,
     /// Re-scoring totals (embedded models), refreshed after each window.
-    pub rescore: Mutex<crate::rescore::rescorer::Totals>,
+    pub rescore: Mutex<RescoreTotals>,
     /// Messages sent truncated to an output topic (alerts, dead letters): over the
     /// producer's `message.max.bytes`.
     pub kafka_truncated: AtomicU64,
+}
+
+/// Re-scoring counts since the start (kept across restarts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct RescoreTotals {
+    pub rescored: u64,
+    pub flagged: u64,
+    pub sampled: u64,
+    /// Candidates the budget left out.
+    pub dropped: u64,
+    /// Records with a feature missing: the model cannot score them.
+    pub unscorable: u64,
+    pub mismatches: u64,
+    pub adversarial: u64,
+    /// Suspects dropped because `max_suspects` were tracked.
+    pub suspects_evicted: u64,
+}
+
+/// Counts of the per-client state, for telemetry and the summary.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct ClientsUsage {
+    pub clients: usize,
+    pub bytes: u64,
+    pub evicted_idle: u64,
+    pub evicted_memory: u64,
 }
 
 /// How far behind the end of a Kafka partition driftwatch is, in records.
@@ -47,7 +77,7 @@ pub struct Lag {
 
 impl Counters {
     /// The re-scorer's totals after a window.
-    pub fn rescored(&self, totals: crate::rescore::rescorer::Totals) {
+    pub fn rescored(&self, totals: RescoreTotals) {
         *self.rescore.lock().expect("rescore lock") = totals;
     }
 

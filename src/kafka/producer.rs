@@ -37,7 +37,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::source::kafka::{SaslConfig, client_config};
+use super::{SaslConfig, client_config, librdkafka_bool};
 use crate::telemetry::Counters;
 
 /// Header holding a message's idempotency key.
@@ -85,7 +85,7 @@ impl KafkaOutConfig {
     pub fn validate(&self, what: &str) -> Result<(), String> {
         let opts = &self.librdkafka_options;
         if let Some(v) = opts.get("enable.idempotence")
-            && crate::source::kafka::librdkafka_bool(v) != Some(true)
+            && librdkafka_bool(v) != Some(true)
         {
             return Err(format!(
                 "{what}.librdkafka_options: enable.idempotence = {v:?} is refused: the \
@@ -173,7 +173,7 @@ pub(crate) fn fit<'a>(
         };
     }
     // Room for the truncation headers at their longest; the rest is the payload's.
-    let sha = crate::rules::hex(&Sha256::digest(payload));
+    let sha = crate::stable_hash::hex(&Sha256::digest(payload));
     let reserved = header_bytes(
         [
             (TRUNCATED_HEADER, "payload,headers"),

@@ -47,9 +47,9 @@ use serde::Deserialize;
 use crate::alert::{AlertsConfig, Notification, RULE_ERROR_ID, Receiver, State};
 use crate::config::{Config, DeadLetterConfig, TimeConfig};
 use crate::decode::DecodeConfig;
+use crate::decode::RawBatch;
 use crate::pipeline::Pipeline;
 use crate::rules::engine::EngineConfig;
-use crate::source::RawBatch;
 use crate::source::file::FileSourceConfig;
 
 #[derive(Debug, Deserialize)]
@@ -62,10 +62,10 @@ struct TestFile {
     allowed_lateness: Option<Duration>,
     /// Per-client statistics settings, as in the config.
     #[serde(default)]
-    clients: crate::clients::ClientsConfig,
+    clients: crate::tables::clients::ClientsConfig,
     /// Drift settings, as in the config.
     #[serde(default)]
-    drift: crate::drift::DriftConfig,
+    drift: crate::tables::drift::DriftConfig,
     /// Reference profiles (relative to the test file), as in the config.
     #[serde(default)]
     baselines: Vec<PathBuf>,
@@ -245,7 +245,7 @@ pub fn expectations(path: &Path) -> Result<Vec<Expectation>, TestFileError> {
 }
 
 /// Every expectation names a rule of the file's rule files (or the rule-error alert).
-fn check_rule_names(file: &TestFile, rules: &[super::Rule]) -> Result<(), String> {
+fn check_rule_names(file: &TestFile, rules: &[crate::rules::Rule]) -> Result<(), String> {
     for case in &file.tests {
         for e in &case.expect {
             if e.rule != RULE_ERROR_ID && !rules.iter().any(|r| r.id() == e.rule) {
@@ -294,7 +294,7 @@ async fn run_case(
     file: &TestFile,
     case: &TestCase,
     base: &Path,
-    rules: Vec<super::Rule>,
+    rules: Vec<crate::rules::Rule>,
 ) -> Result<Result<(), String>, String> {
     let fix = |p: &Path| {
         if p.is_relative() {
@@ -415,7 +415,7 @@ fn input_batch(inputs: &[Input], base: &Path) -> Result<RawBatch, String> {
                     let mut r = substitute(record, i);
                     let ts = start + (i as i64) * every.as_millis() as i64;
                     if let serde_json::Value::Object(o) = &mut r {
-                        o.insert("ts".into(), crate::alert::rfc3339(ts).into());
+                        o.insert("ts".into(), crate::time::rfc3339(ts).into());
                     }
                     timed.push((ts, serde_json::to_vec(&r).map_err(|e| e.to_string())?));
                 }
@@ -542,7 +542,7 @@ fn check(e: &Expect, notes: &[Notification]) -> Result<(), String> {
             None => {
                 return Err(format!(
                     "at {}: rule {}: expected {} {:?}{}; active: [{}]",
-                    crate::alert::rfc3339(at),
+                    crate::time::rfc3339(at),
                     e.rule,
                     want.state.as_str(),
                     want.labels,
@@ -563,7 +563,7 @@ fn check(e: &Expect, notes: &[Notification]) -> Result<(), String> {
     if !unmatched.is_empty() {
         return Err(format!(
             "at {}: rule {}: unexpected alerts: [{}]",
-            crate::alert::rfc3339(at),
+            crate::time::rfc3339(at),
             e.rule,
             describe(&unmatched)
         ));
@@ -572,6 +572,6 @@ fn check(e: &Expect, notes: &[Notification]) -> Result<(), String> {
 }
 
 /// Test files under `paths` (files, or folders searched for `*.yaml`), sorted.
-pub fn test_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, super::RuleError> {
-    super::rule_files(paths)
+pub fn test_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, crate::rules::RuleError> {
+    crate::rules::rule_files(paths)
 }

@@ -10,7 +10,7 @@ use std::sync::RwLock;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::notify::Matcher;
+use super::Matcher;
 
 /// The body of `POST /api/v1/silences`.
 #[derive(Debug, Clone, Deserialize)]
@@ -61,20 +61,14 @@ pub struct Silences {
     list: RwLock<Vec<Silence>>,
 }
 
-fn parse_time(what: &str, t: &str) -> Result<i64, String> {
-    chrono::DateTime::parse_from_rfc3339(t)
-        .map(|d| d.timestamp_millis())
-        .map_err(|e| format!("{what}: {t:?} is not an RFC 3339 time ({e})"))
-}
-
 fn prepare(mut s: Silence) -> Result<Silence, String> {
     s.parsed = s
         .matchers
         .iter()
         .map(|m| Matcher::parse(m))
         .collect::<Result<_, _>>()?;
-    s.start_ms = parse_time("starts_at", &s.starts_at)?;
-    s.end_ms = parse_time("ends_at", &s.ends_at)?;
+    s.start_ms = crate::time::parse_rfc3339("starts_at", &s.starts_at)?;
+    s.end_ms = crate::time::parse_rfc3339("ends_at", &s.ends_at)?;
     Ok(s)
 }
 
@@ -137,7 +131,7 @@ impl Silences {
         h.update(starts_at.as_bytes());
         h.update(now.timestamp_nanos_opt().unwrap_or_default().to_be_bytes());
         let s = prepare(Silence {
-            id: crate::rules::hex(&h.finalize()[..8]),
+            id: crate::stable_hash::hex(&h.finalize()[..8]),
             matchers: req.matchers,
             starts_at,
             ends_at: req.ends_at,

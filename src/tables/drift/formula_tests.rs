@@ -12,8 +12,8 @@ use datafusion::arrow::datatypes::{Float64Type, UInt64Type};
 use serde_json::{Value, json};
 
 use super::{Drift, DriftConfig};
+use crate::decode::RawBatch;
 use crate::decode::{BatchDecoder, DecodeConfig, FeatureDecl, FeatureKind};
-use crate::source::RawBatch;
 use crate::window::{ClosedWindow, WindowSpec, WindowStats};
 
 const MINUTE: i64 = 60_000;
@@ -42,7 +42,7 @@ fn window(minute: i64, records: &[Value]) -> ClosedWindow {
     let mut raw = RawBatch::new(0);
     for (i, r) in records.iter().enumerate() {
         let mut r = r.clone();
-        r["ts"] = json!(crate::alert::rfc3339(start + i as i64));
+        r["ts"] = json!(crate::time::rfc3339(start + i as i64));
         raw.push(&serde_json::to_vec(&r).unwrap(), i as u64);
     }
     let decoded = decoder.decode(&raw);

@@ -44,9 +44,9 @@ use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaR
 use serde::{Deserialize, Serialize};
 
 use crate::decode::{FeatureDecl, FeatureKind};
-use crate::rules::engine::{DerivedTable, WindowTable};
 use crate::stable_hash::{bottom_k, hash_of, keyed_hash_of};
 use crate::stats::drift as st;
+use crate::tables::{DerivedTable, WindowTable};
 use crate::window::ClosedWindow;
 
 /// A test a feature can be given in `drift.features`.
@@ -458,7 +458,7 @@ impl Drift {
                 .into_iter()
                 .map(|(m, mw)| {
                     // A repeated request id counts once; no client has more than its share.
-                    let c = bottom_k(mw.candidates, k, crate::clients::per_client_share(k));
+                    let c = bottom_k(mw.candidates, k, crate::stable_hash::per_client_share(k));
                     let s = c
                         .into_iter()
                         .map(|(key, (bi, row))| self.sample_at(key, &w.batches[bi], row))
@@ -1124,10 +1124,10 @@ mod tests {
         };
         let decoder = crate::decode::BatchDecoder::new(&config).unwrap();
         let start = minute * MINUTE;
-        let mut raw = crate::source::RawBatch::new(0);
+        let mut raw = crate::decode::RawBatch::new(0);
         for (i, m) in models.iter().enumerate() {
             let r = serde_json::json!({
-                "ts": crate::alert::rfc3339(start + (i as i64) % MINUTE),
+                "ts": crate::time::rfc3339(start + (i as i64) % MINUTE),
                 "request_id": format!("{minute}-{i}"), "client_id": "c", "model": m,
                 "features": {"x": i}, "prediction": {"label": "L", "score": 0.5},
             });

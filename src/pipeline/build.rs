@@ -1,0 +1,214 @@
+//! Building a pipeline from its config: the decoder, windows, tables, rules,
+//! receivers, the HTTP view and the metrics exporters.
+
+use super::*;
+
+impl Pipeline {
+    /// Builds every stage; `receivers` are added to those the config asks for.
+    pub async fn build(
+        config: &Config,
+        rules: Vec<Rule>,
+        mut receivers: Vec<Box<dyn Receiver>>,
+    ) -> Result<Self, PipelineError> {
+        let decoder = BatchDecoder::new(&config.decode).map_err(PipelineError::Config)?;
+        let specs: Vec<_> = rules.iter().map(|r| r.spec).collect();
+        let served = crate::rescore::serve(
+            &config.models,
+            Path::new("."),
+            &decoder.events_schema(),
+            &config.baseline_profiles,
+        )
+        .map_err(PipelineError::Config)?;
+        for m in &served {
+            if m.squeeze.as_ref().is_some_and(|s| s.threshold.is_none()) {
+                tracing::warn!(
+                    model = %m.model.name,
+                    "squeeze has no threshold: squeeze_score is computed, adversarial stays \
+                     null (driftwatch model calibrate prints one)"
+                );
+            }
+        }
+        let rescorer = crate::rescore::rescorer::Rescorer::with_windows(
+            config.rescore.clone(),
+            served,
+            &specs,
+        );
+        // The reference samples hash request ids with a secret of the state directory,
+        // so clients that choose their ids cannot choose what the reference holds.
+        let sample_key = match &config.state_dir {
+            Some(dir) => state::sample_key(dir)?,
+            None => {
+                // A replay (backtest) needs no secret; a deployment has a state dir.
+                tracing::info!(
+                    "no state directory: reference samples use an unkeyed hash of the \
+                     request id (a client choosing its ids can aim at the sample); \
+                     give --state-dir in production"
+                );
+                0
+            }
+        };
+        let mut clients_config = config.clients.clone();
+        clients_config.sample_key = sample_key;
+        let mut drift_config = config.drift.clone();
+        drift_config.sample_key = sample_key;
+        let crate::tables::StandardTables {
+            tables,
+            clients,
+            drift,
+        } = crate::tables::standard_tables(
+            decoder.events_schema(),
+            &config.decode,
+            &clients_config,
+            &drift_config,
+            &config.baseline_profiles,
+            rescorer.table(),
+        );
+        config
+            .notify
+            .validate(
+                rules
+                    .iter()
+                    .map(|r| (r.def.id.as_str(), r.def.route.as_slice())),
+            )
+            .map_err(PipelineError::Config)?;
+        let rule_routes: BTreeMap<String, Vec<String>> = rules
+            .iter()
+            .filter(|r| !r.def.route.is_empty())
+            .map(|r| (r.def.id.clone(), r.def.route.clone()))
+            .collect();
+        let engine = Engine::new(rules, tables.clone(), &config.engine).await?;
+        if !rescorer.is_active()
+            && let Some(r) = engine
+                .rules()
+                .iter()
+                .find(|p| p.rule.def.rescore || p.rule.def.sql.contains(crate::tables::RESCORED))
+        {
+            tracing::info!(
+                rule = %r.rule.id(),
+                "no models are configured: rules with rescore: true flag nobody, and the \
+                 rescored table stays empty"
+            );
+        }
+        let mut windows = Windows::new(
+            &specs,
+            0,
+            config.time.allowed_lateness,
+            config.time.max_empty_windows,
+        );
+        windows.set_guard(config.time.guard().map_err(PipelineError::Config)?);
+        let counters = Arc::new(Counters::default());
+        if config.alerts.stdout {
+            receivers.insert(0, Box::new(StdoutReceiver::new()));
+        }
+        if let Some(path) = &config.alerts.jsonl {
+            let r = JsonlReceiver::open(path).map_err(|source| PipelineError::Io {
+                what: format!("cannot open alerts file {}", path.display()),
+                source,
+            })?;
+            receivers.push(Box::new(r));
+        }
+        if let Some(c) = &config.alerts.kafka {
+            let r = KafkaReceiver::open(c, counters.clone())
+                .map_err(|e| PipelineError::Config(format!("alerts topic: {e}")))?;
+            receivers.push(Box::new(r));
+        }
+        if let Some(o) = &config.otlp {
+            o.validate().map_err(PipelineError::Config)?;
+        }
+        let api_silences = Arc::new(
+            crate::notify::silence::Silences::open(
+                config.state_dir.as_ref().map(|d| d.join("silences.json")),
+            )
+            .map_err(PipelineError::Config)?,
+        );
+        let otlp_logs = config.otlp.as_ref().filter(|o| o.logs);
+        let mut rerouter = None;
+        if !config.notify.receivers.is_empty() || otlp_logs.is_some() {
+            let dir = config
+                .notify
+                .outbox
+                .clone()
+                .or_else(|| config.state_dir.as_ref().map(|d| d.join("outbox")))
+                .ok_or_else(|| {
+                    PipelineError::Config(
+                        "notify.receivers and otlp.logs need a durable outbox: set \
+                         state_dir (or --state-dir), or notify.outbox to a folder"
+                            .into(),
+                    )
+                })?;
+            let r = crate::notify::outbox::Outbox::open(
+                &config.notify,
+                otlp_logs,
+                &dir,
+                rule_routes,
+                api_silences.clone(),
+            )
+            .map_err(PipelineError::Config)?;
+            rerouter = Some(r.rerouter());
+            receivers.push(Box::new(r));
+        }
+        let metrics = match config.otlp.as_ref().filter(|o| o.metrics) {
+            Some(o) => Some(
+                crate::otlp::Metrics::start(o, counters.clone()).map_err(PipelineError::Config)?,
+            ),
+            None => None,
+        };
+        let dead = DeadLetters::open(
+            config.dead_letter.path.as_deref(),
+            config.dead_letter.kafka.as_ref(),
+            counters.clone(),
+        )
+        .map_err(PipelineError::Config)?;
+        let rule_status = engine
+            .rules()
+            .iter()
+            .map(|p| crate::http::RuleStatus::of(&p.rule))
+            .collect();
+        let mut live =
+            crate::http::Live::new(counters.clone(), clients.clone(), api_silences, rule_status);
+        live.drift = Some(drift.clone());
+        live.rescorer = Some(rescorer.clone());
+        live.deliveries = receivers
+            .iter()
+            .filter_map(|r| r.delivery_stats())
+            .collect();
+        let (reload_tx, reload_rx) = mpsc::channel(4);
+        live.reload = Some(reload_tx);
+        let live = Arc::new(live);
+        Ok(Self {
+            live,
+            reload_rx: Some(reload_rx),
+            reloadable: Reloadable {
+                tables,
+                engine: config.engine.clone(),
+                queries: config.queries.clone(),
+                alerts: config.alerts.clone(),
+                notify: config.notify.clone(),
+                config_path: config.path.clone(),
+            },
+            schema: decoder.events_schema(),
+            positions: BTreeMap::new(),
+            state_dir: config.state_dir.clone(),
+            reset_state: config.reset_state,
+            checkpoint_interval: config.checkpoint_interval,
+            last_checkpoint: Instant::now(),
+            writing: None,
+            committable: Arc::default(),
+            clients,
+            drift,
+            rescorer,
+            book: AlertBook::new(engine.rules().len(), &config.alerts),
+            engine,
+            windows,
+            receivers,
+            rerouter,
+            dead,
+            decoder: Some(decoder),
+            sources: Vec::new(),
+            time: config.time.clone(),
+            metrics,
+            counters,
+            summary: Summary::default(),
+        })
+    }
+}
