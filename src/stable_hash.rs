@@ -1,45 +1,19 @@
-//! A stable hash: the same value in every process, build and version (std's hashers
-//! are seeded per process). Reference samples (bottom-k by the hash of the request id)
+//! A stable hash: the same value in every process, build, platform and release
+//! (std's hashers are seeded per process, and `std::hash::Hash` does not promise its
+//! byte stream). Reference samples (bottom-k by the hash of the request id)
 //! and input identities depend on it, so that replay and Kafka, and a run before and
 //! after a restart, pick the same records.
 
-use std::hash::{Hash, Hasher};
-
-/// FNV-1a with a final mix (nearby inputs give unrelated values).
+/// FNV-1a with a final mix (nearby inputs give unrelated values), over bytes this
+/// module spells out: integers little-endian, text as its UTF-8 bytes then `0xff`.
+/// (Not `std::hash::Hash`, whose byte stream Rust does not promise to keep: reference
+/// samples and identities are persisted in checkpoints and compared across releases.)
 pub struct Fnv(u64);
 
 impl Default for Fnv {
     fn default() -> Self {
         Fnv(0xcbf2_9ce4_8422_2325)
     }
-}
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        // A final mix so that nearby inputs give unrelated values.
-        let mut x = self.0;
-        x ^= x >> 33;
-        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        x ^= x >> 33;
-        x
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= b as u64;
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-}
-
-/// Lower-case hexadecimal of `bytes` (digests and ids).
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub fn hash_of(v: impl Hash) -> u64 {
-    let mut h = Fnv::default();
-    v.hash(&mut h);
-    h.finish()
 }
 
 impl Fnv {
@@ -50,12 +24,129 @@ impl Fnv {
         h.write(&key.to_le_bytes());
         h
     }
+
+    pub fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= b as u64;
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    pub fn write_u8(&mut self, v: u8) {
+        self.write(&[v]);
+    }
+
+    pub fn write_u32(&mut self, v: u32) {
+        self.write(&v.to_le_bytes());
+    }
+
+    pub fn write_u64(&mut self, v: u64) {
+        self.write(&v.to_le_bytes());
+    }
+
+    pub fn write_i64(&mut self, v: i64) {
+        self.write(&v.to_le_bytes());
+    }
+
+    /// Text: its bytes, then `0xff` (which UTF-8 never holds), so that `("ab", "c")`
+    /// and `("a", "bc")` differ.
+    pub fn write_str(&mut self, s: &str) {
+        self.write(s.as_bytes());
+        self.write_u8(0xff);
+    }
+
+    pub fn finish(&self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x
+    }
+}
+
+/// A value with a fixed byte encoding for [`Fnv`]; tuples encode their fields in order.
+pub trait StableBytes {
+    fn put(&self, h: &mut Fnv);
+}
+
+impl StableBytes for str {
+    fn put(&self, h: &mut Fnv) {
+        h.write_str(self);
+    }
+}
+
+impl StableBytes for String {
+    fn put(&self, h: &mut Fnv) {
+        h.write_str(self);
+    }
+}
+
+impl StableBytes for u64 {
+    fn put(&self, h: &mut Fnv) {
+        h.write_u64(*self);
+    }
+}
+
+impl StableBytes for i64 {
+    fn put(&self, h: &mut Fnv) {
+        h.write_i64(*self);
+    }
+}
+
+/// As a `u64`, on every platform.
+impl StableBytes for usize {
+    fn put(&self, h: &mut Fnv) {
+        h.write_u64(*self as u64);
+    }
+}
+
+/// `None` as the number 0, `Some(v)` as 1 then `v`.
+impl<T: StableBytes> StableBytes for Option<T> {
+    fn put(&self, h: &mut Fnv) {
+        match self {
+            None => h.write_u64(0),
+            Some(v) => {
+                h.write_u64(1);
+                v.put(h);
+            }
+        }
+    }
+}
+
+impl<T: StableBytes + ?Sized> StableBytes for &T {
+    fn put(&self, h: &mut Fnv) {
+        (**self).put(h);
+    }
+}
+
+macro_rules! tuple_bytes {
+    ($($t:ident $i:tt),+) => {
+        impl<$($t: StableBytes),+> StableBytes for ($($t,)+) {
+            fn put(&self, h: &mut Fnv) {
+                $(self.$i.put(h);)+
+            }
+        }
+    };
+}
+tuple_bytes!(A 0, B 1);
+tuple_bytes!(A 0, B 1, C 2);
+tuple_bytes!(A 0, B 1, C 2, D 3);
+
+/// Lower-case hexadecimal of `bytes` (digests and ids).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn hash_of(v: impl StableBytes) -> u64 {
+    let mut h = Fnv::default();
+    v.put(&mut h);
+    h.finish()
 }
 
 /// The keyed hash of `v` (see [`Fnv::keyed`]).
-pub fn keyed_hash_of(key: u64, v: impl Hash) -> u64 {
+pub fn keyed_hash_of(key: u64, v: impl StableBytes) -> u64 {
     let mut h = Fnv::keyed(key);
-    v.hash(&mut h);
+    v.put(&mut h);
     h.finish()
 }
 
@@ -144,6 +235,38 @@ mod tests {
             s.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
             (0..12).collect::<Vec<_>>()
         );
+    }
+
+    /// The values come from this Python, which follows the encoding in the docs:
+    /// ```python
+    /// M = 2**64 - 1
+    /// def fnv(b, h=0xcbf29ce484222325):
+    ///     for x in b: h = ((h ^ x) * 0x100000001b3) & M
+    ///     return h
+    /// def mix(x):
+    ///     x ^= x >> 33; x = (x * 0xff51afd7ed558ccd) & M; return x ^ (x >> 33)
+    /// s = lambda t: t.encode() + b"\xff"
+    /// u = lambda n: (n & M).to_bytes(8, "little")
+    /// mix(fnv(s("r-1")))
+    /// mix(fnv(s("r-1"), fnv(u(7))))            # keyed with 7
+    /// mix(fnv(s("sample") + s("") + s("r-9")))
+    /// mix(fnv(u(3) + s("amount")))             # (3usize, "amount")
+    /// mix(fnv(u(-5) + s("c") + u(2) + s("m")))  # (-5i64, "c", 2usize, "m")
+    /// mix(fnv(u(1) + s("r") + u(5) + u(0)))     # (Some("r"), 5i64, None)
+    /// ```
+    #[test]
+    fn hashes_follow_the_documented_bytes() {
+        assert_eq!(hash_of("r-1"), 0x74bd_8b46_ab1b_d0cf);
+        assert_eq!(keyed_hash_of(7, "r-1"), 0xb5e6_955a_4abc_ce20);
+        assert_eq!(hash_of(("sample", "", "r-9")), 0x853b_1707_d17c_111e);
+        assert_eq!(hash_of((3usize, "amount")), 0x7aab_c6df_31e1_1df2);
+        assert_eq!(hash_of((-5i64, "c", 2usize, "m")), 0x0fec_8f51_7a13_8a17);
+        assert_eq!(
+            hash_of((Some("r"), 5i64, None::<&str>)),
+            0x6100_c654_21d4_51a2
+        );
+        // `String` and `&str` are the same text.
+        assert_eq!(hash_of("r-1".to_owned()), hash_of("r-1"));
     }
 
     #[test]

@@ -441,9 +441,10 @@ impl AlertBook {
     pub fn restore(&mut self, saved: Vec<RuleAlertsState>, rules: &[&Rule]) -> (usize, usize) {
         let (mut kept, mut alerts) = (0, 0);
         for s in saved {
-            let found = rules
-                .iter()
-                .position(|r| r.def.id == s.rule_id && r.fingerprint == s.fingerprint);
+            let found = rules.iter().position(|r| {
+                r.def.id == s.rule_id
+                    && (r.fingerprint == s.fingerprint || r.legacy_fingerprint == s.fingerprint)
+            });
             if let Some(i) = found {
                 kept += 1;
                 alerts += s.state.active.len() + usize::from(s.state.error.is_some());

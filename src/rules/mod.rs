@@ -41,7 +41,11 @@ impl Severity {
 }
 
 /// One rule as written in a rule file.
-#[derive(Debug, Clone, Deserialize)]
+///
+/// Its JSON serialization is the rule's fingerprint: a field added later must be
+/// `#[serde(default, skip_serializing_if = ...)]` at its default, so that the rules
+/// that do not use it keep their fingerprint (and their alert state) across an upgrade.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleDef {
     /// Stable id; part of every alert's identity.
@@ -90,8 +94,13 @@ pub struct Rule {
     /// Line where the SQL text starts.
     pub sql_line: usize,
     /// Hash of the rule's definition: alert state survives restarts only for rules whose
-    /// hash is unchanged.
+    /// hash is unchanged. SHA-256 of a version tag and the definition as JSON (fields in
+    /// declaration order, maps sorted).
     pub fingerprint: String,
+    /// The fingerprint releases before the JSON one computed (SHA-256 of the `Debug`
+    /// text), accepted when a checkpoint is restored so that an upgrade keeps the
+    /// alert state of unchanged rules.
+    pub legacy_fingerprint: String,
 }
 
 impl Rule {
@@ -241,6 +250,7 @@ fn parse_checked(text: &str, file: &Path) -> (Vec<Rule>, Vec<String>) {
                 grace_ms: 0,
             },
             fingerprint: fingerprint(&def),
+            legacy_fingerprint: legacy_fingerprint(&def),
             def,
             file: file.to_owned(),
             line,
@@ -322,6 +332,17 @@ fn sql_start_line(lines: &[&str], rule_index: usize) -> usize {
 }
 
 fn fingerprint(def: &RuleDef) -> String {
+    let mut h = Sha256::new();
+    h.update(b"rule/1\n");
+    h.update(
+        serde_json::to_vec(def)
+            .expect("a rule serializes")
+            .as_slice(),
+    );
+    hex(&h.finalize()[..16])
+}
+
+fn legacy_fingerprint(def: &RuleDef) -> String {
     let mut h = Sha256::new();
     h.update(format!("{def:?}").as_bytes());
     hex(&h.finalize()[..16])

@@ -3,8 +3,6 @@
 
 pub mod drift;
 
-use std::hash::Hasher;
-
 use statrs::distribution::{ContinuousCDF, Normal};
 
 use crate::stable_hash::Fnv;

@@ -37,8 +37,9 @@ pub struct WindowSpec {
     pub grace_ms: i64,
 }
 
-/// `window:` of a rule. `slide` defaults to `size` (tumbling).
-#[derive(Debug, Clone, Deserialize)]
+/// `window:` of a rule. `slide` defaults to `size` (tumbling). Serialized only for
+/// the rule's fingerprint (see `crate::rules::Rule::fingerprint`).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WindowConfig {
     #[serde(with = "humantime_serde")]

@@ -164,10 +164,12 @@ impl Features {
     }
 }
 
-/// Strings seen in a window, interned.
+/// Strings seen in a window, interned. Std's randomly keyed hasher: the strings are
+/// client ids and models the traffic chooses, which must not be able to aim at one
+/// bucket.
 #[derive(Default)]
 struct Interner {
-    ids: HashMap<String, u32, std::hash::BuildHasherDefault<Fnv>>,
+    ids: HashMap<String, u32>,
     names: Vec<String>,
 }
 
