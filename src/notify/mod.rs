@@ -13,6 +13,7 @@
 //! an alert that fires and resolves before its group is sent is still reported (a short
 //! attack is still an attack), and a rule's `route: [..]` names receivers directly.
 
+pub mod backoff;
 pub mod email;
 pub mod outbox;
 pub mod silence;

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::backoff::Backoff;
 use super::email::{Content, EmailSender, Item, Prepared};
 use super::{NotifyConfig, Router, match_labels};
 use crate::alert::{Notification, Receiver, State};
@@ -506,7 +507,7 @@ async fn run_receiver(
     let queue_path = spec.dir.join(QUEUE);
     let mut file = File::open(&queue_path)
         .map_err(|e| format!("cannot read the outbox {}: {e}", queue_path.display()))?;
-    let mut backoff = spec.retry_initial;
+    let mut backoff = Backoff::new(spec.retry_initial, spec.retry_max);
     let mut next_try = Instant::now();
     let mut failures = 0u64;
     let mut last_error: Option<String> = None;
@@ -535,22 +536,21 @@ async fn run_receiver(
                     st.save(&path)?;
                     last_save = Instant::now();
                     dirty = false;
-                    if failures > 0 && backoff > spec.retry_initial {
+                    if backoff.succeeded() {
                         tracing::info!(receiver = %name, "email delivery works again");
                     }
-                    backoff = spec.retry_initial;
                 }
                 Err(e) => {
                     failures += 1;
+                    let wait = backoff.failed();
                     tracing::warn!(
                         receiver = %name,
-                        retry_in = %humantime::format_duration(backoff),
+                        retry_in = %humantime::format_duration(round_ms(wait)),
                         queued = st.queue.len(),
                         "email delivery failed: {e}"
                     );
                     last_error = Some(e);
-                    next_try = Instant::now() + backoff;
-                    backoff = (backoff * 2).min(spec.retry_max);
+                    next_try = Instant::now() + wait;
                     break;
                 }
             }
@@ -988,8 +988,7 @@ async fn run_otlp(
     let queue_path = spec.dir.join(QUEUE);
     let mut file = File::open(&queue_path)
         .map_err(|e| format!("cannot read the outbox {}: {e}", queue_path.display()))?;
-    let (retry_initial, retry_max) = (spec.retry_initial, spec.retry_max);
-    let mut backoff = retry_initial;
+    let mut backoff = Backoff::new(spec.retry_initial, spec.retry_max);
     let mut next_try = Instant::now();
     let (mut failures, mut last_error) = (0u64, None::<String>);
     loop {
@@ -1018,20 +1017,19 @@ async fn run_otlp(
                         st.save(&path)?;
                         waiting = 0;
                     }
-                    if failures > 0 && backoff > retry_initial {
+                    if backoff.succeeded() {
                         tracing::info!("otlp log export works again");
                     }
-                    backoff = retry_initial;
                 }
                 Err(e) => {
                     failures += 1;
+                    let wait = backoff.failed();
                     tracing::warn!(
-                        retry_in = %humantime::format_duration(backoff),
+                        retry_in = %humantime::format_duration(round_ms(wait)),
                         "otlp log export failed: {e}"
                     );
                     last_error = Some(e);
-                    next_try = Instant::now() + backoff;
-                    backoff = (backoff * 2).min(retry_max);
+                    next_try = Instant::now() + wait;
                 }
             }
         }
@@ -1055,4 +1053,9 @@ async fn run_otlp(
             tokio::time::sleep(Duration::from_millis(if draining { 20 } else { 200 })).await;
         }
     }
+}
+
+/// A wait as people read it: whole milliseconds.
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
 }
