@@ -1,7 +1,9 @@
 //! driftwatch: watches machine-learning inference traffic for attacks and decay.
 //!
-//! Records flow `source` → `decode` → `window` → `rules` → `alert`; `pipeline` wires the
-//! stages together and `cli` is the command line. See DESIGN.md for the product's shape.
+//! Records flow `source` → `decode` → `window` → `tables` → `rules` → `alert` →
+//! `notify`; `pipeline` wires the stages together and `cli` is the command line. A
+//! module uses only the modules of lower layers (the README's Layout section;
+//! `tests/it/layering.rs` checks it).
 
 pub mod alert;
 pub mod baseline;

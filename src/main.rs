@@ -1,3 +1,5 @@
+//! The `driftwatch` binary: the command line of `cli`.
+
 use std::process::ExitCode;
 
 use clap::Parser;

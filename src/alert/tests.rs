@@ -1,3 +1,5 @@
+//! Tests of the alert state machine and its receivers.
+
 use std::path::Path;
 use std::sync::Arc;
 

@@ -1,3 +1,5 @@
+//! Tests of routing, grouping, inhibition, silences and the outbox.
+
 use std::collections::BTreeMap;
 
 use super::email::{Content, EmailConfig, EmailSender, Item, Rendered, Templates, escape_html};

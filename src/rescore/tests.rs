@@ -1,3 +1,6 @@
+//! Tests of the embedded model, the re-scorer and feature squeezing, against the
+//! Python model's own outputs (`scripts/train_model.py`).
+
 use super::*;
 
 fn dir() -> PathBuf {
