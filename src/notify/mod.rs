@@ -14,6 +14,7 @@
 //! attack is still an attack), and a rule's `route: [..]` names receivers directly.
 
 pub mod backoff;
+mod dispatch;
 pub mod email;
 pub mod outbox;
 pub mod silence;

@@ -272,7 +272,7 @@ fn passwords_come_from_env_or_file_and_plain_text_is_for_localhost() {
 /// messages are read back from the receiver's queue.
 #[test]
 fn groups_compose_one_message_per_group_and_never_repeat_a_change() {
-    use super::outbox::tests_support::Harness;
+    use super::dispatch::tests_support::Harness;
     let mut h = Harness::new(
         r#"
 receivers:
@@ -407,7 +407,7 @@ silences:
 /// group_wait, group_interval and repeat_interval on the wall clock, without draining.
 #[test]
 fn timers_decide_when_a_group_is_mailed_again() {
-    use super::outbox::tests_support::Harness;
+    use super::dispatch::tests_support::Harness;
     let mut h = Harness::new(
         r#"
 receivers:
