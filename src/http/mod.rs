@@ -252,20 +252,30 @@ impl Live {
             deliveries: Vec::new(),
         }
     }
+}
 
-    /// Keeps the alert list current with a batch of state changes.
-    pub fn alerts_changed(&self, notes: &[Notification]) {
-        let mut alerts = self.alerts.lock().expect("alerts lock");
-        for n in notes {
-            match n.state {
-                crate::alert::State::Resolved => {
-                    alerts.remove(&n.id);
-                }
-                _ => {
-                    alerts.insert(n.id.clone(), n.clone());
-                }
+/// The alerts `GET /api/v1/alerts` lists, kept current as a receiver like any other:
+/// pending and firing alerts in, resolved ones out.
+pub struct AlertsView(pub Arc<Live>);
+
+impl crate::alert::Receiver for AlertsView {
+    fn name(&self) -> &str {
+        "http"
+    }
+    fn send(&mut self, n: &Notification) -> std::io::Result<()> {
+        let mut alerts = self.0.alerts.lock().expect("alerts lock");
+        match n.state {
+            crate::alert::State::Resolved => {
+                alerts.remove(&n.id);
+            }
+            _ => {
+                alerts.insert(n.id.clone(), n.clone());
             }
         }
+        Ok(())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -175,6 +175,7 @@ impl Pipeline {
         let (reload_tx, reload_rx) = mpsc::channel(4);
         live.reload = Some(reload_tx);
         let live = Arc::new(live);
+        receivers.push(Box::new(crate::http::AlertsView(live.clone())));
         Ok(Self {
             live,
             reload_rx: Some(reload_rx),

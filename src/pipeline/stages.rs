@@ -188,7 +188,6 @@ impl Pipeline {
             self.book.active_count() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
-        self.live.alerts_changed(notes);
         *self.live.receivers.lock().expect("receivers lock") =
             self.receivers.iter().flat_map(|r| r.status()).collect();
         for r in &mut self.receivers {
