@@ -18,6 +18,8 @@ pub mod clients;
 pub mod drift;
 mod events;
 mod pipeline_stats;
+#[cfg(test)]
+mod test_support;
 
 pub use events::EventsTable;
 pub use pipeline_stats::PipelineStatsTable;

@@ -360,6 +360,36 @@ fn foreign_or_damaged_checkpoints_are_clear_errors() {
     assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"));
 }
 
+/// `driftwatch replay` in `dir` over `inputs`, writing alerts to `alerts`, with a state
+/// directory when given.
+fn replay_in(
+    dir: &Path,
+    config: &str,
+    inputs: &[&str],
+    state: Option<&str>,
+    alerts: &str,
+) -> std::process::Output {
+    let mut args = vec![
+        "replay",
+        "--config",
+        config,
+        "--no-progress",
+        "--alerts-out",
+        alerts,
+    ];
+    for i in inputs {
+        args.extend(["--input", i]);
+    }
+    if let Some(s) = state {
+        args.extend(["--state-dir", s]);
+    }
+    Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
 /// A format-3 checkpoint written by the release before the modules were rearranged
 /// (`tests/fixtures/checkpoint-v3`: `gen --scenario drift --seed 3 --events 15000
 /// --rate 5` and `gen --scenario mixed --seed 4 --events 19700 --rate 5` replayed side
@@ -401,26 +431,13 @@ fn a_checkpoint_of_the_previous_release_restores_with_the_same_identities() {
         .collect();
     assert!(!written_before.is_empty());
     let replay = |state: Option<&str>, alerts: &str| {
-        let mut args = vec![
-            "replay",
-            "--config",
+        replay_in(
+            dir,
             "v3.yaml",
-            "--no-progress",
-            "--input",
-            "drift.jsonl.gz",
-            "--input",
-            "mixed.jsonl.gz",
-            "--alerts-out",
+            &["drift.jsonl.gz", "mixed.jsonl.gz"],
+            state,
             alerts,
-        ];
-        if let Some(s) = state {
-            args.extend(["--state-dir", s]);
-        }
-        Command::new(env!("CARGO_BIN_EXE_driftwatch"))
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap()
+        )
     };
     let o = replay(None, "fresh.jsonl");
     assert!(o.status.success(), "{}", text(&o));
@@ -479,24 +496,7 @@ fn a_format_2_checkpoint_is_restored_and_the_run_goes_on() {
     )
     .unwrap();
     let replay = |state: Option<&str>, alerts: &str| {
-        let mut args = vec![
-            "replay",
-            "--config",
-            "v2.yaml",
-            "--no-progress",
-            "--input",
-            "flood.jsonl",
-            "--alerts-out",
-            alerts,
-        ];
-        if let Some(s) = state {
-            args.extend(["--state-dir", s]);
-        }
-        Command::new(env!("CARGO_BIN_EXE_driftwatch"))
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .unwrap()
+        replay_in(dir.path(), "v2.yaml", &["flood.jsonl"], state, alerts)
     };
     let o = replay(None, "reference.jsonl");
     assert!(o.status.success(), "{}", text(&o));

@@ -12,11 +12,8 @@ use datafusion::arrow::datatypes::{Float64Type, UInt64Type};
 use serde_json::{Value, json};
 
 use super::{Drift, DriftConfig};
-use crate::decode::RawBatch;
-use crate::decode::{BatchDecoder, DecodeConfig, FeatureDecl, FeatureKind};
-use crate::window::{ClosedWindow, WindowSpec, WindowStats};
-
-const MINUTE: i64 = 60_000;
+use crate::decode::{FeatureDecl, FeatureKind};
+use crate::window::ClosedWindow;
 
 fn features() -> Vec<FeatureDecl> {
     let f = |name: &str, kind| FeatureDecl {
@@ -33,32 +30,7 @@ fn features() -> Vec<FeatureDecl> {
 
 /// Minute `minute`'s window holding `records` (each gets a `ts` inside it).
 fn window(minute: i64, records: &[Value]) -> ClosedWindow {
-    let config = DecodeConfig {
-        features: features(),
-        ..DecodeConfig::default()
-    };
-    let decoder = BatchDecoder::new(&config).unwrap();
-    let start = minute * MINUTE;
-    let mut raw = RawBatch::new(0);
-    for (i, r) in records.iter().enumerate() {
-        let mut r = r.clone();
-        r["ts"] = json!(crate::time::rfc3339(start + i as i64));
-        raw.push(&serde_json::to_vec(&r).unwrap(), i as u64);
-    }
-    let decoded = decoder.decode(&raw);
-    assert!(decoded.dead.is_empty(), "{:?}", decoded.dead);
-    ClosedWindow {
-        spec: WindowSpec {
-            size_ms: MINUTE,
-            slide_ms: MINUTE,
-            grace_ms: 0,
-        },
-        start_ms: start,
-        end_ms: start + MINUTE,
-        batches: decoded.events.into_iter().collect(),
-        stats: WindowStats::default(),
-        ranges: BTreeMap::new(),
-    }
+    crate::tables::test_support::minute_window(minute, features(), records)
 }
 
 /// A record of model `m` with these feature values (null where `None`), from a client

@@ -1110,43 +1110,24 @@ mod formula_tests;
 mod tests {
     use super::*;
 
-    const MINUTE: i64 = 60_000;
-
     /// Minute `minute`'s window: one record per model name in `models` (a name repeated
     /// is a busier model), each with feature `x` and a label.
     fn window_of_models(minute: i64, models: &[String]) -> ClosedWindow {
-        let config = crate::decode::DecodeConfig {
-            features: vec![FeatureDecl {
-                name: "x".into(),
-                kind: FeatureKind::Numerical,
-            }],
-            ..Default::default()
-        };
-        let decoder = crate::decode::BatchDecoder::new(&config).unwrap();
-        let start = minute * MINUTE;
-        let mut raw = crate::decode::RawBatch::new(0);
-        for (i, m) in models.iter().enumerate() {
-            let r = serde_json::json!({
-                "ts": crate::time::rfc3339(start + (i as i64) % MINUTE),
-                "request_id": format!("{minute}-{i}"), "client_id": "c", "model": m,
-                "features": {"x": i}, "prediction": {"label": "L", "score": 0.5},
-            });
-            raw.push(&serde_json::to_vec(&r).unwrap(), i as u64);
-        }
-        let decoded = decoder.decode(&raw);
-        assert!(decoded.dead.is_empty(), "{:?}", decoded.dead.first());
-        ClosedWindow {
-            spec: crate::window::WindowSpec {
-                size_ms: MINUTE,
-                slide_ms: MINUTE,
-                grace_ms: 0,
-            },
-            start_ms: start,
-            end_ms: start + MINUTE,
-            batches: decoded.events.into_iter().collect(),
-            stats: Default::default(),
-            ranges: BTreeMap::new(),
-        }
+        let records: Vec<serde_json::Value> = models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                serde_json::json!({
+                    "request_id": format!("{minute}-{i}"), "client_id": "c", "model": m,
+                    "features": {"x": i}, "prediction": {"label": "L", "score": 0.5},
+                })
+            })
+            .collect();
+        let features = vec![FeatureDecl {
+            name: "x".into(),
+            kind: FeatureKind::Numerical,
+        }];
+        crate::tables::test_support::minute_window(minute, features, &records)
     }
 
     fn names(prefix: &str, n: usize) -> Vec<String> {
