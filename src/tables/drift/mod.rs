@@ -308,9 +308,8 @@ struct ModelWindow {
     cat: Vec<Column>,
     label: Column,
     score: Column,
-    /// (sampling key, batch, row) of every record: the sample is built from the
-    /// bottom k only.
-    /// (sampling key, client, (batch, row)) of every record.
+    /// (sampling key, client, (batch, row)) of every record: the sample is built from
+    /// the bottom k only.
     candidates: Vec<(u64, u64, (usize, usize))>,
 }
 
