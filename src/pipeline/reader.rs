@@ -37,10 +37,12 @@ impl Waiting {
     }
 }
 
-/// What the source thread sends, with its clock: the time it has spent reading and
-/// decoding so far — not the time it waited for the pipeline to take a message, nor
-/// the time the input was unreachable. Idle partitions are judged on this clock, so a
-/// pipeline that falls behind (or a broker outage) never makes a partition look idle.
+/// What the source thread sends, with its clock: the CPU time it has spent reading and
+/// decoding, plus the time it waited on an input that had nothing — not the time it
+/// waited for the pipeline to take a message, nor the time the input was unreachable,
+/// nor the time the machine gave its CPU to others. Idle partitions are judged on this
+/// clock, so a pipeline that falls behind, a broker outage or a starved CPU never makes
+/// a partition look idle.
 pub(super) type Clocked = (Duration, Msg);
 
 pub(super) enum Msg {
@@ -79,7 +81,9 @@ pub(super) fn read_loop(
             source.checkpointed(&positions);
         }
         let started = Instant::now();
+        let cpu = cpu_time::ThreadTime::now();
         let mut counts = true;
+        let mut waited = false;
         let msg = match source.poll() {
             Ok(Poll::Batch(raw)) => {
                 let decoded = decoder.decode(&raw);
@@ -87,6 +91,7 @@ pub(super) fn read_loop(
             }
             Ok(Poll::Idle) => {
                 std::thread::sleep(Duration::from_millis(100));
+                waited = true;
                 Msg::Idle
             }
             Ok(Poll::Waiting(why)) => {
@@ -101,7 +106,11 @@ pub(super) fn read_loop(
             Err(e) => Msg::Failed(e),
         };
         if counts {
-            clock += started.elapsed();
+            clock += if waited {
+                started.elapsed()
+            } else {
+                cpu.elapsed()
+            };
         }
         let last = matches!(msg, Msg::End | Msg::Failed(_));
         if tx.blocking_send((clock, msg)).is_err() || last {
