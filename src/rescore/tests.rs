@@ -4,7 +4,11 @@
 use super::*;
 
 fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models")
+    // At run time: the compile-time value can name another checkout sharing the target.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("models")
 }
 
 fn meta() -> serde_json::Value {

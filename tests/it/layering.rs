@@ -212,7 +212,7 @@ fn layer(m: &str) -> Option<u8> {
 /// forbidden list; every top-level module has a layer.
 #[test]
 fn modules_import_only_from_lower_layers() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let src = crate::cli::root().join("src");
     let mut problems = Vec::new();
     let mut tops = BTreeSet::new();
     for e in std::fs::read_dir(&src).unwrap() {

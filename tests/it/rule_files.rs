@@ -1,10 +1,8 @@
 //! Every rule test file under `tests/rules/` runs here: a new case needs no new Rust.
 
-use std::path::PathBuf;
-
 #[tokio::test]
 async fn every_rule_test_file_passes() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/rules");
+    let dir = crate::cli::root().join("tests/rules");
     let files = driftwatch::cli::rules_test::test_files(&[dir]).unwrap();
     assert!(!files.is_empty());
     let mut failures = Vec::new();
@@ -33,7 +31,7 @@ async fn every_rule_test_file_passes() {
 /// loads, or the file is an error).
 #[test]
 fn every_default_rule_has_firing_and_silent_cases() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = crate::cli::root();
     let rules = driftwatch::rules::load_rules(&[root.join("queries")]).unwrap();
     assert!(rules.len() >= 12, "{} default rules", rules.len());
     let files = driftwatch::cli::rules_test::test_files(&[root.join("tests/rules")]).unwrap();
@@ -60,7 +58,7 @@ fn every_default_rule_has_firing_and_silent_cases() {
 #[test]
 fn an_expectation_for_a_rule_the_file_does_not_load_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = crate::cli::root();
     let file = dir.path().join("t.yaml");
     std::fs::write(
         &file,
@@ -79,7 +77,7 @@ fn an_expectation_for_a_rule_the_file_does_not_load_is_an_error() {
 #[tokio::test]
 async fn a_rule_error_fails_a_case_that_does_not_expect_it() {
     let dir = tempfile::tempdir().unwrap();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = crate::cli::root();
     let file = dir.path().join("t.yaml");
     let case = |expect: &str| {
         format!(
