@@ -566,6 +566,11 @@ fn digest(parts: &[&str]) -> String {
     hex(&h.finalize()[..16])
 }
 
+/// A wait as people read it: whole milliseconds.
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
+
 #[cfg(test)]
 pub(crate) mod tests_support {
     //! Drives one receiver's grouping without a server or a dispatcher thread.
@@ -728,9 +733,4 @@ async fn run_otlp(
             tokio::time::sleep(Duration::from_millis(if draining { 20 } else { 200 })).await;
         }
     }
-}
-
-/// A wait as people read it: whole milliseconds.
-fn round_ms(d: Duration) -> Duration {
-    Duration::from_millis(d.as_millis() as u64)
 }
