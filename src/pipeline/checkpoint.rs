@@ -32,7 +32,9 @@ impl Pipeline {
             path: path.clone(),
             why,
         };
-        if cp.events_schema != state::schema_fingerprint(&self.schema) {
+        if cp.events_schema != state::schema_fingerprint(&self.schema)
+            && cp.events_schema != state::legacy_schema_fingerprint(&self.schema)
+        {
             return Err(incompatible(
                 "the checkpoint was written with other decode fields or features".into(),
             )

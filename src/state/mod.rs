@@ -98,10 +98,69 @@ pub struct Checkpoint {
     pub rows: Vec<RecordBatch>,
 }
 
+/// The fingerprint of the `events` schema a checkpoint's rows were decoded with: SHA-256
+/// of an explicit, versioned text of the fields (name, type, nullability), so it stays
+/// the same across Arrow releases. 16 hex digits.
 pub fn schema_fingerprint(schema: &SchemaRef) -> String {
+    let mut text = String::from("schema/1\n");
+    for f in schema.fields() {
+        field_text(f, &mut text);
+        text.push('\n');
+    }
+    crate::stable_hash::hex(&Sha256::digest(text.as_bytes())[..8])
+}
+
+/// The fingerprint releases before `schema/1` wrote (Arrow's `Debug` of the fields); a
+/// checkpoint carrying it is accepted when the schema is the same.
+pub fn legacy_schema_fingerprint(schema: &SchemaRef) -> String {
     let mut h = Sha256::new();
     h.update(format!("{:?}", schema.fields()).as_bytes());
     crate::stable_hash::hex(&h.finalize()[..8])
+}
+
+fn field_text(f: &datafusion::arrow::datatypes::Field, out: &mut String) {
+    use datafusion::arrow::datatypes::{DataType, TimeUnit};
+    use std::fmt::Write;
+    let _ = write!(out, "{}:", f.name().escape_default());
+    match f.data_type() {
+        DataType::Utf8 => out.push_str("utf8"),
+        DataType::LargeUtf8 => out.push_str("large_utf8"),
+        DataType::Float64 => out.push_str("f64"),
+        DataType::Float32 => out.push_str("f32"),
+        DataType::Int64 => out.push_str("i64"),
+        DataType::Int32 => out.push_str("i32"),
+        DataType::UInt64 => out.push_str("u64"),
+        DataType::Boolean => out.push_str("bool"),
+        DataType::Timestamp(unit, tz) => {
+            let unit = match unit {
+                TimeUnit::Second => "s",
+                TimeUnit::Millisecond => "ms",
+                TimeUnit::Microsecond => "us",
+                TimeUnit::Nanosecond => "ns",
+            };
+            let _ = write!(out, "timestamp({unit},{})", tz.as_deref().unwrap_or(""));
+        }
+        DataType::List(item) => {
+            out.push_str("list(");
+            field_text(item, out);
+            out.push(')');
+        }
+        DataType::Struct(fields) => {
+            out.push_str("struct(");
+            for (i, c) in fields.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                field_text(c, out);
+            }
+            out.push(')');
+        }
+        // Types the decoder does not make; Arrow's own name, which may change.
+        other => {
+            let _ = write!(out, "arrow:{other}");
+        }
+    }
+    out.push_str(if f.is_nullable() { "?" } else { "!" });
 }
 
 /// Serializes a checkpoint (off the hot path: the rows are shared, not copied, until
@@ -311,6 +370,42 @@ mod tests {
             rows,
         };
         (cp, schema)
+    }
+
+    #[test]
+    fn the_schema_fingerprint_is_sha256_of_a_documented_text() {
+        use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, TimeUnit};
+        let schema = std::sync::Arc::new(Schema::new(vec![
+            Field::new("request_id", DataType::Utf8, false),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new(
+                "features",
+                DataType::Struct(Fields::from(vec![
+                    Field::new("f0", DataType::Float64, true),
+                    Field::new(
+                        "tags",
+                        DataType::List(std::sync::Arc::new(Field::new(
+                            "item",
+                            DataType::Utf8,
+                            true,
+                        ))),
+                        true,
+                    ),
+                ])),
+                true,
+            ),
+        ]));
+        // Python: hashlib.sha256(b"schema/1\nrequest_id:utf8!\nts:timestamp(ms,UTC)!\n
+        // features:struct(f0:f64?,tags:list(item:utf8?)?)?\n").hexdigest()[:16]
+        assert_eq!(schema_fingerprint(&schema), "070935013efd0305");
+        assert_ne!(
+            legacy_schema_fingerprint(&schema),
+            schema_fingerprint(&schema)
+        );
     }
 
     #[test]
