@@ -1,12 +1,17 @@
-# Shared by the bench scripts: build the release binary, make a scratch folder.
+# Shared by the bench scripts: build the release binary (or take $BIN), make a scratch folder.
 # Sets: bin (the binary), work (a folder removed on exit).
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/driftwatch/target}"
 if command -v mold >/dev/null 2>&1; then
   export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C link-arg=-fuse-ld=mold"
 fi
-cargo build --release --locked --bin driftwatch >&2
-bin="$CARGO_TARGET_DIR/release/driftwatch"
+# BIN names a binary to measure instead (a saved build, for comparisons).
+if [ -n "${BIN:-}" ]; then
+  bin=$(realpath "$BIN")
+else
+  cargo build --release --locked --bin driftwatch >&2
+  bin="$CARGO_TARGET_DIR/release/driftwatch"
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export DRIFTWATCH_OUT="$work"

@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Scores one replay of an independent evaluation traffic file (../shared/eval-traffic)
+against its truth file, as that generator's README says to score a monitor.
+
+    bench/eval_score.py TRUTH ALERTS LABELS MODEL SEED
+
+TRUTH is the generator's `*.truth.json`, ALERTS driftwatch's alert file (JSON lines of
+alert state changes), LABELS the generator's `*.labels.csv.gz` (one row per line of the
+data file: who sent it and when). Prints Markdown table rows: per episode whether an alert
+named its client (or, for drift and the accuracy drop, its features or class), after how
+many of the attacker's queries and how many minutes from the episode's start, by which
+rule; then the honest clients flagged, by rule; then drift alerts on features before and
+after the shift. Standard library only.
+"""
+import csv
+import gzip
+import json
+import sys
+from collections import defaultdict
+from datetime import datetime
+
+truth_path, alerts_path, labels_path, model, seed = sys.argv[1:6]
+truth = json.load(open(truth_path))
+alerts = [json.loads(line) for line in open(alerts_path) if line.strip()]
+firing = [a for a in alerts if a["state"] == "firing"]
+
+
+def ms(s):
+    return int(datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def when(a):
+    """An alert's time: the end of the window whose evaluation fired it (event time)."""
+    return ms(a["window_end"])
+
+
+episodes = truth["episodes"]
+attack = {e["client_id"]: e for e in episodes if e["client_id"] != "all"}
+benign = {c["client_id"] for c in truth["benign"]["clients"]}
+benign |= {c["client_id"] for c in truth["benign"]["heavy_clients"]}
+heavy = {c["client_id"]: c.get("kind", "heavy") for c in truth["benign"]["heavy_clients"]}
+
+# The attackers' query times, from the label file (file order = arrival order).
+queries = defaultdict(list)
+with gzip.open(labels_path, "rt") as f:
+    for row in csv.DictReader(f):
+        c = row["client_id"]
+        if c in attack and row["ts"]:
+            queries[c].append(ms(row["ts"]))
+
+for e in episodes:
+    start = ms(e["start_ts"])
+    c = e["client_id"]
+    if c != "all":
+        # The tampering client is honest outside its episode: only alerts from the
+        # episode's start count for it.
+        hits = [a for a in firing if a["labels"].get("client_id") == c]
+        if e["type"] == "tampering":
+            hits = [a for a in hits if when(a) >= start]
+        if hits:
+            first = min(hits, key=when)
+            at = when(first)
+            n = sum(1 for t in queries[c] if t < at)
+            rules = sorted({a["rule_id"] for a in hits})
+            print(f"| {model} | {seed} | {e['id']} | yes | {n} | "
+                  f"{(at - start) / 60000:.1f} | {first['rule_id']} ({', '.join(rules)}) |")
+        else:
+            print(f"| {model} | {seed} | {e['id']} | **no** | - | - | - |")
+    elif e["type"] == "drift":
+        listed = set(e["details"]["features"])
+        drift = [a for a in firing if a["rule_id"].startswith("drift.")]
+        right = sorted({a["labels"].get("feature") for a in drift
+                        if when(a) >= start and a["labels"].get("feature") in listed})
+        wrong = sorted({f"{a['labels'].get('feature')}@{'before' if when(a) < start else 'after'}"
+                        for a in drift
+                        if when(a) < start or a["labels"].get("feature") not in listed})
+        first = min((when(a) for a in drift if when(a) >= start
+                     and a["labels"].get("feature") in listed), default=None)
+        delay = f"{(first - start) / 60000:.1f}" if first is not None else "-"
+        print(f"| {model} | {seed} | drift | {len(right)}/{len(listed)} listed features | - | "
+              f"{delay} | false: {len(wrong)} {' '.join(wrong[:8])}{' ...' if len(wrong) > 8 else ''} |")
+    elif e["type"] == "performance":
+        target = e["details"]["target_class"]
+        perf = [a for a in firing if a["rule_id"].startswith(("performance.", "labels."))]
+        hit = [a for a in perf if a["labels"].get("class", a["labels"].get("label")) == target
+               and when(a) >= start]
+        early = [a for a in perf if a["labels"].get("class", a["labels"].get("label")) == target
+                 and when(a) < start]
+        if hit:
+            at = min(when(a) for a in hit)
+            print(f"| {model} | {seed} | {e['id']} | yes | - | {(at - start) / 60000:.1f} | "
+                  f"{min(hit, key=when)['rule_id']}; before: {len(early)} |")
+        else:
+            print(f"| {model} | {seed} | {e['id']} | **no** | - | - | before: {len(early)} |")
+
+# Honest clients flagged: any firing alert naming a client that planted nothing (the
+# tampering client only before its episode).
+flagged = defaultdict(set)
+for a in firing:
+    c = a["labels"].get("client_id")
+    if not c:
+        continue
+    e = attack.get(c)
+    if e is None or (e["type"] == "tampering" and when(a) < ms(e["start_ts"])):
+        flagged[c].add(a["rule_id"])
+by_rule = defaultdict(list)
+for c, rules in flagged.items():
+    for r in rules:
+        by_rule[r].append(heavy.get(c, "benign") if c in benign or c in attack else "unknown")
+summary = "; ".join(f"{r}: {len(v)} ({', '.join(sorted(set(x for x in v if x != 'benign')))})"
+                    if any(x != "benign" for x in v) else f"{r}: {len(v)}"
+                    for r, v in sorted(by_rule.items())) or "-"
+print(f"| {model} | {seed} | honest clients flagged | {len(flagged)} | - | - | {summary} |")
