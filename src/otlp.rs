@@ -27,6 +27,7 @@ use crate::alert::{Notification, State};
 use crate::rules::Severity as RuleSeverity;
 use crate::rules::template::display;
 use crate::telemetry::Counters;
+use crate::telemetry::catalogue::{self as cat, Family};
 
 /// `otlp:` in the config.
 #[derive(Debug, Clone, Deserialize)]
@@ -390,11 +391,11 @@ type Reading = fn(&Counters) -> Vec<(u64, Vec<KeyValue>)>;
 
 fn register(provider: &SdkMeterProvider, c: Arc<Counters>) {
     let meter = provider.meter("driftwatch");
-    let counter = |name: &'static str, desc: &'static str, read: Reading| {
+    let counter = |f: &Family, read: Reading| {
         let c = c.clone();
         meter
-            .u64_observable_counter(name)
-            .with_description(desc)
+            .u64_observable_counter(f.otel.expect("an OTLP name in the catalogue"))
+            .with_description(f.help)
             .with_callback(move |o| {
                 for (v, attrs) in read(&c) {
                     o.observe(v, &attrs);
@@ -402,7 +403,7 @@ fn register(provider: &SdkMeterProvider, c: Arc<Counters>) {
             })
             .build();
     };
-    counter("driftwatch.records", "Records read, by outcome", |c| {
+    counter(&cat::RECORDS, |c| {
         let (read, bad, late) = (
             Counters::get(&c.records_read),
             Counters::get(&c.records_bad),
@@ -417,66 +418,54 @@ fn register(provider: &SdkMeterProvider, c: Arc<Counters>) {
             (late, vec![KeyValue::new("outcome", "late")]),
         ]
     });
-    counter(
-        "driftwatch.windows.closed",
-        "Windows closed and evaluated",
-        |c| vec![(Counters::get(&c.windows_closed), Vec::new())],
-    );
-    counter("driftwatch.rule.evaluations", "Rule evaluations", |c| {
+    counter(&cat::WINDOWS_CLOSED, |c| {
+        vec![(Counters::get(&c.windows_closed), Vec::new())]
+    });
+    counter(&cat::RULE_EVALUATIONS, |c| {
         vec![(Counters::get(&c.rule_runs), Vec::new())]
     });
-    counter(
-        "driftwatch.rule.errors",
-        "Rule evaluations that failed",
-        |c| vec![(Counters::get(&c.rule_errors), Vec::new())],
-    );
-    counter("driftwatch.alerts", "Alert state changes, by state", |c| {
+    counter(&cat::RULE_ERRORS, |c| {
+        vec![(Counters::get(&c.rule_errors), Vec::new())]
+    });
+    counter(&cat::ALERT_CHANGES, |c| {
         ["pending", "firing", "resolved"]
             .iter()
             .zip(&c.alerts_by_state)
             .map(|(s, n)| (Counters::get(n), vec![KeyValue::new("state", *s)]))
             .collect()
     });
-    counter("driftwatch.receiver.errors", "Receiver failures", |c| {
+    counter(&cat::RECEIVER_ERRORS, |c| {
         vec![(Counters::get(&c.receiver_errors), Vec::new())]
     });
-    counter(
-        "driftwatch.rescore.records",
-        "Records re-scored by an embedded model, by reason",
-        |c| {
-            let t = *c.rescore.lock().expect("rescore lock");
-            vec![
-                (t.flagged, vec![KeyValue::new("reason", "flagged")]),
-                (t.sampled, vec![KeyValue::new("reason", "sample")]),
-            ]
-        },
-    );
-    counter(
-        "driftwatch.rescore.outcomes",
-        "Re-scoring findings and what the budget left out, by outcome",
-        |c| {
-            let t = *c.rescore.lock().expect("rescore lock");
-            [
-                ("mismatch", t.mismatches),
-                ("adversarial", t.adversarial),
-                ("over_budget", t.dropped),
-                ("unscorable", t.unscorable),
-            ]
-            .into_iter()
-            .map(|(o, v)| (v, vec![KeyValue::new("outcome", o)]))
-            .collect()
-        },
-    );
+    counter(&cat::RESCORE_RECORDS, |c| {
+        let t = *c.rescore.lock().expect("rescore lock");
+        vec![
+            (t.flagged, vec![KeyValue::new("reason", "flagged")]),
+            (t.sampled, vec![KeyValue::new("reason", "sample")]),
+        ]
+    });
+    counter(&cat::RESCORE_OUTCOMES, |c| {
+        let t = *c.rescore.lock().expect("rescore lock");
+        [
+            ("mismatch", t.mismatches),
+            ("adversarial", t.adversarial),
+            ("over_budget", t.dropped),
+            ("unscorable", t.unscorable),
+        ]
+        .into_iter()
+        .map(|(o, v)| (v, vec![KeyValue::new("outcome", o)]))
+        .collect()
+    });
     let gauge_c = c.clone();
     meter
-        .u64_observable_gauge("driftwatch.alerts.active")
-        .with_description("Alerts pending or firing")
+        .u64_observable_gauge(cat::ALERTS_ACTIVE.otel.expect("an OTLP name"))
+        .with_description(cat::ALERTS_ACTIVE.help)
         .with_callback(move |o| o.observe(Counters::get(&gauge_c.alerts_active), &[]))
         .build();
     let lag_c = c;
     meter
-        .i64_observable_gauge("driftwatch.kafka.lag")
-        .with_description("Records behind the end of each assigned Kafka partition")
+        .i64_observable_gauge(cat::KAFKA_LAG.otel.expect("an OTLP name"))
+        .with_description(cat::KAFKA_LAG.help)
         .with_callback(move |o| {
             let lag: BTreeMap<String, crate::telemetry::Lag> =
                 lag_c.lag.lock().map(|l| l.clone()).unwrap_or_default();

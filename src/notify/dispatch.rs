@@ -7,7 +7,8 @@
 //! message is composed and saved before it is sent, and removed after the server took
 //! it, so a crash in between sends the same bytes again (same Message-ID) once, and
 //! nothing is lost. A failing server is retried with backoff (`backoff`); other
-//! receivers go on. OTLP log export is one more task over the same file.
+//! receivers go on. OTLP log export (`otlp`) is one more task over the same file, built
+//! from the same pieces (`Task`, `Retry`).
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fs::File;
@@ -23,9 +24,9 @@ use sha2::{Digest, Sha256};
 use super::backoff::Backoff;
 use super::email::{Content, EmailSender, Item, Prepared};
 use super::match_labels;
-use super::outbox::{APPLIED_KEEP, OTLP, OTLP_BATCH, QUEUE, Shared, Spec};
+use super::outbox::{APPLIED_KEEP, OTLP, QUEUE, Shared, Spec};
 use crate::alert::{Notification, State};
-use crate::otlp::{LogSink, OtlpConfig};
+use crate::otlp::OtlpConfig;
 use crate::stable_hash::hex;
 
 pub(super) fn dispatch(
@@ -61,7 +62,7 @@ pub(super) fn dispatch(
         if let Some(c) = otlp {
             let (spec, shared) = (spec.clone(), shared.clone());
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = run_otlp(&spec, &c, &shared, start_len).await {
+                if let Err(e) = super::otlp::run_otlp(&spec, &c, &shared, start_len).await {
                     stopped(&shared, OTLP.to_owned(), e);
                 }
             }));
@@ -122,7 +123,7 @@ struct ReceiverState {
 
 /// A receiver's state file: read at start (absent = a fresh receiver), written
 /// atomically (temporary file, fsync, rename, fsync of the folder).
-trait StateFile: Serialize + serde::de::DeserializeOwned + Default {
+pub(super) trait StateFile: Serialize + serde::de::DeserializeOwned + Default {
     fn load(path: &Path) -> Result<Self, String> {
         match std::fs::read(path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
@@ -154,6 +155,128 @@ trait StateFile: Serialize + serde::de::DeserializeOwned + Default {
 
 impl StateFile for ReceiverState {}
 
+/// Where a task's state says it is in the queue file, and which changes it took.
+pub(super) trait Progress {
+    fn consumed(&mut self) -> &mut u64;
+    fn applied(&self) -> &VecDeque<String>;
+}
+
+impl Progress for ReceiverState {
+    fn consumed(&mut self) -> &mut u64 {
+        &mut self.consumed
+    }
+    fn applied(&self) -> &VecDeque<String> {
+        &self.applied
+    }
+}
+
+/// What both delivery tasks (email receivers, OTLP export) start from: their state file
+/// and state, the queue file open for reading, and the ids of the changes they took.
+pub(super) struct Task<S> {
+    pub(super) path: std::path::PathBuf,
+    pub(super) st: S,
+    pub(super) queue: File,
+    pub(super) applied: HashSet<String>,
+}
+
+impl<S: StateFile + Progress> Task<S> {
+    pub(super) fn open(spec: &Spec, name: &str, start_len: u64) -> Result<Task<S>, String> {
+        let path = spec.dir.join(format!("{name}.state.json"));
+        let mut st = S::load(&path)?;
+        // The pipeline may have rewound the queue to its checkpoint: read from there
+        // again; the changes already taken are skipped by id.
+        let consumed = st.consumed();
+        *consumed = (*consumed).min(start_len);
+        let applied: HashSet<String> = st.applied().iter().cloned().collect();
+        let queue_path = spec.dir.join(QUEUE);
+        let queue = File::open(&queue_path)
+            .map_err(|e| format!("cannot read the outbox {}: {e}", queue_path.display()))?;
+        Ok(Task {
+            path,
+            st,
+            queue,
+            applied,
+        })
+    }
+}
+
+/// Bytes in the queue file now.
+pub(super) fn queue_len(queue: &File) -> Result<u64, String> {
+    Ok(queue
+        .metadata()
+        .map_err(|e| format!("cannot read the outbox: {e}"))?
+        .len())
+}
+
+/// A delivery's retries: exponential backoff with jitter (`backoff`), the failures
+/// counted and the last error kept for the status, each failure and recovery logged.
+pub(super) struct Retry {
+    /// What is retried, for the log: `email delivery`, `otlp log export`.
+    what: &'static str,
+    receiver: String,
+    backoff: Backoff,
+    next_try: Instant,
+    failures: u64,
+    last_error: Option<String>,
+}
+
+impl Retry {
+    pub(super) fn new(what: &'static str, receiver: &str, spec: &Spec) -> Retry {
+        Retry {
+            what,
+            receiver: receiver.to_owned(),
+            backoff: Backoff::new(spec.retry_initial, spec.retry_max),
+            next_try: Instant::now(),
+            failures: 0,
+            last_error: None,
+        }
+    }
+
+    /// Whether the next try may go now.
+    pub(super) fn due(&self) -> bool {
+        Instant::now() >= self.next_try
+    }
+
+    pub(super) fn succeeded(&mut self) {
+        if self.backoff.succeeded() {
+            tracing::info!(receiver = %self.receiver, "{} works again", self.what);
+        }
+    }
+
+    pub(super) fn failed(&mut self, e: String, queued: usize) {
+        self.failures += 1;
+        let wait = self.backoff.failed();
+        tracing::warn!(
+            receiver = %self.receiver,
+            retry_in = %humantime::format_duration(round_ms(wait)),
+            queued,
+            "{} failed: {e}",
+            self.what
+        );
+        self.last_error = Some(e);
+        self.next_try = Instant::now() + wait;
+    }
+}
+
+/// Publishes a task's status for the summary and `/metrics`.
+pub(super) fn publish(
+    shared: &Shared,
+    name: &str,
+    retry: &Retry,
+    f: impl FnOnce(&mut super::outbox::Status),
+) {
+    let mut status = shared.status.lock().expect("status lock");
+    let s = status.entry(name.to_owned()).or_default();
+    s.failures = retry.failures;
+    s.last_error.clone_from(&retry.last_error);
+    f(s);
+}
+
+/// The pause between two rounds of a task: short while draining at the end of a run.
+pub(super) async fn pause(draining: bool) {
+    tokio::time::sleep(Duration::from_millis(if draining { 20 } else { 200 })).await;
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -169,19 +292,13 @@ async fn run_receiver(
     shared: &Shared,
     start_len: u64,
 ) -> Result<(), String> {
-    let path = spec.dir.join(format!("{name}.state.json"));
-    let mut st = ReceiverState::load(&path)?;
-    // The pipeline may have rewound the queue to its checkpoint: read from there again;
-    // the changes already applied are skipped by id.
-    st.consumed = st.consumed.min(start_len);
-    let mut applied: HashSet<String> = st.applied.iter().cloned().collect();
-    let queue_path = spec.dir.join(QUEUE);
-    let mut file = File::open(&queue_path)
-        .map_err(|e| format!("cannot read the outbox {}: {e}", queue_path.display()))?;
-    let mut backoff = Backoff::new(spec.retry_initial, spec.retry_max);
-    let mut next_try = Instant::now();
-    let mut failures = 0u64;
-    let mut last_error: Option<String> = None;
+    let Task {
+        path,
+        mut st,
+        queue: mut file,
+        mut applied,
+    } = Task::<ReceiverState>::open(spec, name, start_len)?;
+    let mut retry = Retry::new("email delivery", name, spec);
     let mut dirty = false;
     let mut last_save = Instant::now();
     loop {
@@ -196,7 +313,7 @@ async fn run_receiver(
             last_save = Instant::now();
         }
         while let Some(p) = st.queue.front() {
-            if Instant::now() < next_try {
+            if !retry.due() {
                 break;
             }
             match sender.send(p).await {
@@ -207,58 +324,44 @@ async fn run_receiver(
                     st.save(&path)?;
                     last_save = Instant::now();
                     dirty = false;
-                    if backoff.succeeded() {
-                        tracing::info!(receiver = %name, "email delivery works again");
-                    }
+                    retry.succeeded();
                 }
                 Err(e) => {
-                    failures += 1;
-                    let wait = backoff.failed();
-                    tracing::warn!(
-                        receiver = %name,
-                        retry_in = %humantime::format_duration(round_ms(wait)),
-                        queued = st.queue.len(),
-                        "email delivery failed: {e}"
-                    );
-                    last_error = Some(e);
-                    next_try = Instant::now() + wait;
+                    retry.failed(e, st.queue.len());
                     break;
                 }
             }
         }
-        let len = file
-            .metadata()
-            .map_err(|e| format!("cannot read the outbox: {e}"))?
-            .len();
+        let len = queue_len(&file)?;
         let waiting = st
             .groups
             .values()
             .filter(|g| has_news(g, spec, sender, &st.active, now))
             .count();
         let done = draining && st.queue.is_empty() && waiting == 0 && st.consumed >= len;
-        {
-            let mut status = shared.status.lock().expect("status lock");
-            let s = status.entry(name.to_owned()).or_default();
+        publish(shared, name, &retry, |s| {
             s.emails = st.emails;
             s.notifications = st.notifications;
-            s.failures = failures;
-            s.last_error.clone_from(&last_error);
             s.queued = st.queue.len();
             s.waiting_groups = waiting;
-        }
+        });
         if done {
             if dirty {
                 st.save(&path)?;
             }
             return Ok(());
         }
-        tokio::time::sleep(Duration::from_millis(if draining { 20 } else { 200 })).await;
+        pause(draining).await;
     }
 }
 
 /// Parses complete lines of the queue from byte `from`, at most `max` of them; returns
 /// them and the offset after the last one. A line still being written is left.
-fn read_lines(file: &mut File, from: u64, max: usize) -> Result<(Vec<Notification>, u64), String> {
+pub(super) fn read_lines(
+    file: &mut File,
+    from: u64,
+    max: usize,
+) -> Result<(Vec<Notification>, u64), String> {
     let err = |e: std::io::Error| format!("cannot read the outbox: {e}");
     let len = file.metadata().map_err(err)?.len();
     if len <= from {
@@ -304,7 +407,7 @@ fn read_new(
 
 /// Remembers a change id (the oldest are forgotten beyond `APPLIED_KEEP`); false if it
 /// was known.
-fn remember(order: &mut VecDeque<String>, set: &mut HashSet<String>, id: &str) -> bool {
+pub(super) fn remember(order: &mut VecDeque<String>, set: &mut HashSet<String>, id: &str) -> bool {
     if !set.insert(id.to_owned()) {
         return false;
     }
@@ -636,101 +739,6 @@ pub(crate) mod tests_support {
             let me = self.me();
             compose(&mut self.st, &self.spec, &me, &self.sender, now, draining).unwrap();
             self.st.queue.drain(..).collect()
-        }
-    }
-}
-
-/// The OTLP log receiver's durable state.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct OtlpState {
-    /// Bytes of the queue file exported (or skipped as exported before).
-    consumed: u64,
-    /// Ids of the changes exported, oldest first.
-    applied: VecDeque<String>,
-    exported: u64,
-}
-
-impl StateFile for OtlpState {}
-
-/// Exports every state change, in order, a batch at a time; advances only past what
-/// the collector acknowledged.
-async fn run_otlp(
-    spec: &Spec,
-    c: &OtlpConfig,
-    shared: &Shared,
-    start_len: u64,
-) -> Result<(), String> {
-    let sink = LogSink::new(c)?;
-    let path = spec.dir.join(format!("{OTLP}.state.json"));
-    let mut st = OtlpState::load(&path)?;
-    st.consumed = st.consumed.min(start_len);
-    let mut applied: HashSet<String> = st.applied.iter().cloned().collect();
-    let queue_path = spec.dir.join(QUEUE);
-    let mut file = File::open(&queue_path)
-        .map_err(|e| format!("cannot read the outbox {}: {e}", queue_path.display()))?;
-    let mut backoff = Backoff::new(spec.retry_initial, spec.retry_max);
-    let mut next_try = Instant::now();
-    let (mut failures, mut last_error) = (0u64, None::<String>);
-    loop {
-        let draining = shared.draining.load(Ordering::SeqCst);
-        let mut waiting = 0;
-        if Instant::now() >= next_try {
-            let (notes, at) = read_lines(&mut file, st.consumed, OTLP_BATCH)?;
-            let fresh: Vec<Notification> = notes
-                .into_iter()
-                .filter(|n| !applied.contains(&n.notification_id))
-                .collect();
-            waiting = fresh.len();
-            let sent = if fresh.is_empty() {
-                Ok(())
-            } else {
-                sink.export(&fresh).await
-            };
-            match sent {
-                Ok(()) => {
-                    if at > st.consumed {
-                        for n in &fresh {
-                            remember(&mut st.applied, &mut applied, &n.notification_id);
-                        }
-                        st.exported += fresh.len() as u64;
-                        st.consumed = at;
-                        st.save(&path)?;
-                        waiting = 0;
-                    }
-                    if backoff.succeeded() {
-                        tracing::info!("otlp log export works again");
-                    }
-                }
-                Err(e) => {
-                    failures += 1;
-                    let wait = backoff.failed();
-                    tracing::warn!(
-                        retry_in = %humantime::format_duration(round_ms(wait)),
-                        "otlp log export failed: {e}"
-                    );
-                    last_error = Some(e);
-                    next_try = Instant::now() + wait;
-                }
-            }
-        }
-        let len = file
-            .metadata()
-            .map_err(|e| format!("cannot read the outbox: {e}"))?
-            .len();
-        let done = draining && st.consumed >= len;
-        {
-            let mut status = shared.status.lock().expect("status lock");
-            let s = status.entry(OTLP.to_owned()).or_default();
-            s.notifications = st.exported;
-            s.failures = failures;
-            s.last_error.clone_from(&last_error);
-            s.queued = waiting;
-        }
-        if done {
-            return Ok(());
-        }
-        if st.consumed >= len || Instant::now() < next_try {
-            tokio::time::sleep(Duration::from_millis(if draining { 20 } else { 200 })).await;
         }
     }
 }

@@ -82,7 +82,7 @@ pub struct Outbox {
     routing: Arc<std::sync::RwLock<Routing>>,
     /// The receivers' settings at start: a reload may change routes, not receivers.
     receivers: String,
-    api_silences: Arc<crate::notify::silence::Silences>,
+    silences: Arc<crate::notify::silence::Silences>,
     shared: Arc<Shared>,
     thread: Option<std::thread::JoinHandle<()>>,
     drain_timeout: Duration,
@@ -94,7 +94,7 @@ pub struct Outbox {
 pub struct Rerouter {
     routing: Arc<std::sync::RwLock<Routing>>,
     receivers: String,
-    api_silences: Arc<crate::notify::silence::Silences>,
+    silences: Arc<crate::notify::silence::Silences>,
 }
 
 impl Rerouter {
@@ -113,9 +113,18 @@ impl Rerouter {
             );
         }
         let router = if c.receivers.is_empty() {
+            let config_silences = crate::notify::silence::from_config(&c.silences)?;
+            if apply {
+                self.silences.replace_config(config_silences);
+            }
             None
         } else {
-            Some(Router::new(c)?.with_api_silences(self.api_silences.clone()))
+            let router = Router::new(c)?;
+            Some(if apply {
+                router.with_silences(self.silences.clone())
+            } else {
+                router
+            })
         };
         if apply {
             *self.routing.write().expect("routing lock") = Routing {
@@ -133,7 +142,7 @@ impl Outbox {
         Rerouter {
             routing: self.routing.clone(),
             receivers: self.receivers.clone(),
-            api_silences: self.api_silences.clone(),
+            silences: self.silences.clone(),
         }
     }
 
@@ -143,12 +152,13 @@ impl Outbox {
         otlp: Option<&OtlpConfig>,
         dir: &Path,
         rule_routes: BTreeMap<String, Vec<String>>,
-        api_silences: Arc<crate::notify::silence::Silences>,
+        silences: Arc<crate::notify::silence::Silences>,
     ) -> Result<Outbox, String> {
         let router = if c.receivers.is_empty() {
+            silences.replace_config(crate::notify::silence::from_config(&c.silences)?);
             None
         } else {
-            Some(Router::new(c)?.with_api_silences(api_silences.clone()))
+            Some(Router::new(c)?.with_silences(silences.clone()))
         };
         let routing = Arc::new(std::sync::RwLock::new(Routing {
             router,
@@ -183,7 +193,7 @@ impl Outbox {
             otlp: otlp.cloned(),
             routing,
             receivers: format!("{:?}", c.receivers),
-            api_silences,
+            silences,
             shared: Arc::new(Shared {
                 draining: AtomicBool::new(false),
                 status: Mutex::new(BTreeMap::new()),

@@ -1,7 +1,8 @@
-//! Silences made through the API: label matchers with a start and an end (wall clock),
-//! shared with the notification dispatcher (which mutes matching alerts) and kept in
-//! `<state_dir>/silences.json` so they survive restarts. Silences from the config stay
-//! in the config; these add to them.
+//! The one store of silences: label matchers with a start and an end (wall clock). It
+//! holds the config's `notify.silences` (replaced on every reload, never written) and
+//! the silences made through the API (kept in `<state_dir>/silences.json` so they
+//! survive restarts). The dispatcher mutes what it matches; the HTTP API lists both kinds
+//! and makes or expires the API's own.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -32,6 +33,7 @@ pub struct NewSilence {
 /// A silence as stored and listed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Silence {
+    /// `config-<i>` for the i-th silence of the config; a hash for the API's.
     pub id: String,
     pub matchers: Vec<String>,
     pub starts_at: String,
@@ -53,12 +55,55 @@ pub struct Listed {
     pub silence: Silence,
     /// `pending` (not started), `active` or `expired`.
     pub status: &'static str,
+    /// `config` (from `notify.silences`) or `api`.
+    pub origin: &'static str,
+}
+
+/// What expiring a silence did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    Now,
+    NoSuchSilence,
+    /// The silence comes from the config: it ends when the config says so.
+    FromConfig,
 }
 
 #[derive(Debug, Default)]
 pub struct Silences {
     path: Option<PathBuf>,
+    /// The API's silences.
     list: RwLock<Vec<Silence>>,
+    /// The config's silences, as of the last (re)load.
+    config: RwLock<Vec<Silence>>,
+}
+
+/// The config's silences, checked (`notify.silences[i]: …` on an error). A silence
+/// without `starts_at` starts now.
+pub fn from_config(config: &[super::Silence]) -> Result<Vec<Silence>, String> {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    config
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            if s.matchers.is_empty() {
+                return Err(format!(
+                    "notify.silences[{i}]: a silence needs at least one matcher"
+                ));
+            }
+            prepare(Silence {
+                id: format!("config-{i}"),
+                matchers: s.matchers.clone(),
+                starts_at: s.starts_at.clone().unwrap_or_else(|| now.clone()),
+                ends_at: s.ends_at.clone(),
+                comment: s.comment.clone(),
+                created_by: "config".into(),
+                parsed: Vec::new(),
+                start_ms: 0,
+                end_ms: 0,
+            })
+            .map_err(|e| format!("notify.silences[{i}]: {e}"))
+        })
+        .collect()
 }
 
 fn prepare(mut s: Silence) -> Result<Silence, String> {
@@ -96,7 +141,13 @@ impl Silences {
         Ok(Silences {
             path,
             list: RwLock::new(list),
+            config: RwLock::new(Vec::new()),
         })
+    }
+
+    /// Puts the config's silences (from [`from_config`]) in place of the previous ones.
+    pub fn replace_config(&self, silences: Vec<Silence>) {
+        *self.config.write().expect("silences lock") = silences;
     }
 
     fn save(&self, list: &[Silence]) -> Result<(), String> {
@@ -151,11 +202,16 @@ impl Silences {
         Ok(id)
     }
 
-    /// Ends a silence now; false when there is no such silence.
-    pub fn expire(&self, id: &str) -> Result<bool, String> {
+    /// Ends one of the API's silences now.
+    pub fn expire(&self, id: &str) -> Result<Expired, String> {
         let mut list = self.list.write().expect("silences lock");
         let Some(s) = list.iter_mut().find(|s| s.id == id) else {
-            return Ok(false);
+            let config = self.config.read().expect("silences lock");
+            return Ok(if config.iter().any(|s| s.id == id) {
+                Expired::FromConfig
+            } else {
+                Expired::NoSuchSilence
+            });
         };
         let now = chrono::Utc::now();
         if s.end_ms > now.timestamp_millis() {
@@ -167,15 +223,15 @@ impl Silences {
             }
         }
         self.save(&list)?;
-        Ok(true)
+        Ok(Expired::Now)
     }
 
+    /// Every silence, the config's first, with its status at `now`.
     pub fn list(&self, now: i64) -> Vec<Listed> {
-        self.list
-            .read()
-            .expect("silences lock")
-            .iter()
-            .map(|s| Listed {
+        let config = self.config.read().expect("silences lock");
+        let api = self.list.read().expect("silences lock");
+        let listed = |origin: &'static str| {
+            move |s: &Silence| Listed {
                 status: if now < s.start_ms {
                     "pending"
                 } else if now < s.end_ms {
@@ -183,21 +239,38 @@ impl Silences {
                 } else {
                     "expired"
                 },
+                origin,
                 silence: s.clone(),
-            })
+            }
+        };
+        config
+            .iter()
+            .map(listed("config"))
+            .chain(api.iter().map(listed("api")))
             .collect()
     }
 
-    /// Ids of the silences active at `now` that match these labels.
+    /// Ids of the silences (config and API) active at `now` that match these labels.
     pub fn matching(&self, labels: &BTreeMap<String, String>, now: i64) -> Vec<String> {
-        self.list
-            .read()
-            .expect("silences lock")
+        let config = self.config.read().expect("silences lock");
+        let api = self.list.read().expect("silences lock");
+        config
             .iter()
+            .chain(api.iter())
             .filter(|s| {
                 s.start_ms <= now && now < s.end_ms && s.parsed.iter().all(|m| m.matches(labels))
             })
             .map(|s| s.id.clone())
             .collect()
+    }
+
+    /// The config's silences now in force.
+    pub fn config_silences(&self) -> Vec<Silence> {
+        self.config.read().expect("silences lock").clone()
+    }
+
+    /// Whether a silence active at `now` matches these labels.
+    pub fn silences(&self, labels: &BTreeMap<String, String>, now: i64) -> bool {
+        !self.matching(labels, now).is_empty()
     }
 }

@@ -483,7 +483,7 @@ fn api_silences_mute_like_config_silences() {
     let api = std::sync::Arc::new(crate::notify::silence::Silences::default());
     let r = Router::new(&config(TREE))
         .unwrap()
-        .with_api_silences(api.clone());
+        .with_silences(api.clone());
     // Times are given, not read from the clock between two lines: a loaded machine may
     // take any time from one line to the next.
     let at = |t: &str| {
@@ -509,10 +509,62 @@ fn api_silences_mute_like_config_silences() {
     assert!(!r.silenced(&other, at("2050-01-01T00:00:00Z")));
     assert!(!r.silenced(&l, at("2100-01-01T00:00:00Z")));
     // Expiring ends it now: silenced no longer from the moment after.
-    assert!(api.expire(&id).unwrap());
+    assert_eq!(
+        api.expire(&id).unwrap(),
+        crate::notify::silence::Expired::Now
+    );
     let after = chrono::Utc::now().timestamp_millis();
     assert!(!r.silenced(&l, after));
     assert!(r.silenced(&l, at("2000-01-01T00:00:00Z")));
+}
+
+#[test]
+fn config_and_api_silences_live_in_one_store_and_a_reload_replaces_only_the_configs() {
+    use crate::notify::silence::{Expired, NewSilence, Silences};
+    let store = std::sync::Arc::new(Silences::default());
+    let api_id = store
+        .create(NewSilence {
+            matchers: vec!["client_id=\"c9\"".into()],
+            starts_at: None,
+            ends_at: "2100-01-01T00:00:00Z".into(),
+            comment: String::new(),
+            created_by: String::new(),
+        })
+        .unwrap();
+    let r = Router::new(&config(TREE))
+        .unwrap()
+        .with_silences(store.clone());
+    let now = chrono::Utc::now().timestamp_millis();
+    let listed: Vec<(String, &str, &str)> = store
+        .list(now)
+        .into_iter()
+        .map(|l| (l.silence.id, l.origin, l.status))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("config-0".to_owned(), "config", "active"),
+            ("config-1".to_owned(), "config", "expired"),
+            (api_id.clone(), "api", "active"),
+        ]
+    );
+    let batch7 = labels(&[("client_id", "batch-7")]);
+    assert_eq!(store.matching(&batch7, now), ["config-0"]);
+    assert!(r.silenced(&batch7, now));
+    // A config silence ends with the config, not through the API.
+    assert_eq!(store.expire("config-0").unwrap(), Expired::FromConfig);
+    assert_eq!(store.expire("nope").unwrap(), Expired::NoSuchSilence);
+    // A reload without the batch-7 silence: it is gone, the API's stays.
+    let without = TREE.replace("client_id=\"batch-7\"", "client_id=\"batch-8\"");
+    let r2 = Router::new(&config(&without))
+        .unwrap()
+        .with_silences(store.clone());
+    assert!(!r2.silenced(&batch7, now));
+    assert!(r2.silenced(&labels(&[("client_id", "batch-8")]), now));
+    assert!(r2.silenced(&labels(&[("client_id", "c9")]), now));
+    // A config that is only checked leaves the store alone.
+    let _checked = Router::new(&config(TREE)).unwrap();
+    assert!(!store.silences(&batch7, now));
 }
 
 #[test]

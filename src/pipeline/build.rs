@@ -115,11 +115,15 @@ impl Pipeline {
         if let Some(o) = &config.otlp {
             o.validate().map_err(PipelineError::Config)?;
         }
-        let api_silences = Arc::new(
+        let silences = Arc::new(
             crate::notify::silence::Silences::open(
                 config.state_dir.as_ref().map(|d| d.join("silences.json")),
             )
             .map_err(PipelineError::Config)?,
+        );
+        silences.replace_config(
+            crate::notify::silence::from_config(&config.notify.silences)
+                .map_err(PipelineError::Config)?,
         );
         let otlp_logs = config.otlp.as_ref().filter(|o| o.logs);
         let mut rerouter = None;
@@ -141,7 +145,7 @@ impl Pipeline {
                 otlp_logs,
                 &dir,
                 rule_routes,
-                api_silences.clone(),
+                silences.clone(),
             )
             .map_err(PipelineError::Config)?;
             rerouter = Some(r.rerouter());
@@ -159,13 +163,9 @@ impl Pipeline {
             counters.clone(),
         )
         .map_err(PipelineError::Config)?;
-        let rule_status = engine
-            .rules()
-            .iter()
-            .map(|p| crate::http::RuleStatus::of(&p.rule))
-            .collect();
-        let mut live =
-            crate::http::Live::new(counters.clone(), clients.clone(), api_silences, rule_status);
+        *counters.rules.lock().expect("rules lock") =
+            engine.rules().iter().map(|p| p.rule.status()).collect();
+        let mut live = crate::http::Live::new(counters.clone(), clients.clone(), silences);
         live.drift = Some(drift.clone());
         live.rescorer = Some(rescorer.clone());
         live.deliveries = receivers

@@ -311,6 +311,7 @@ impl Pipeline {
             }
         }
         if changed {
+            self.counters.watermark(self.windows.watermark());
             let closed = self.windows.close_ready();
             self.evaluate(closed).await?;
         }

@@ -70,15 +70,15 @@ impl Pipeline {
             })
             .map(|n| n.def.id.clone())
             .collect();
-        let statuses: Vec<crate::http::RuleStatus> = {
-            let before = self.live.rules.lock().expect("rules lock");
+        let statuses: Vec<crate::telemetry::RuleStatus> = {
+            let before = self.counters.rules.lock().expect("rules lock");
             new.iter()
                 .map(|n| {
                     before
                         .iter()
                         .find(|s| kept_ids.contains(&n.def.id) && s.id == n.def.id)
                         .cloned()
-                        .unwrap_or_else(|| crate::http::RuleStatus::of(n))
+                        .unwrap_or_else(|| n.status())
                 })
                 .collect()
         };
@@ -92,7 +92,7 @@ impl Pipeline {
         self.reloadable.notify = notify;
         self.engine = engine;
         self.book = book;
-        *self.live.rules.lock().expect("rules lock") = statuses;
+        *self.counters.rules.lock().expect("rules lock") = statuses;
         self.live
             .alerts
             .lock()

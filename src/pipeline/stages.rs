@@ -46,6 +46,7 @@ impl Pipeline {
             .collect();
         let bad: Vec<u64> = decoded.dead.iter().map(|d| d.position).collect();
         let ingested = self.windows.ingest(pid, &events, &positions, &bad);
+        self.counters.watermark(self.windows.watermark());
         for &(row, why) in &ingested.refused {
             let index = decoded.rows[row] as usize;
             let rec = crate::decode::DeadRecord {
@@ -138,22 +139,14 @@ impl Pipeline {
                 let rule = &self.engine.rules()[run.rule].rule;
                 self.summary.rule_runs += 1;
                 let err = run.result.as_ref().err().map(String::as_str);
-                self.counters.rule_run(rule.id(), err);
-                if let Some(st) = self
-                    .live
-                    .rules
-                    .lock()
-                    .expect("rules lock")
-                    .get_mut(run.rule)
-                {
-                    st.evaluations += 1;
-                    st.errors += u64::from(err.is_some());
-                    st.last_window_end = Some(window_end.clone());
-                    st.last_evaluated_at = Some(wall.clone());
-                    st.last_duration_ms = Some(run.elapsed.as_secs_f64() * 1000.0);
-                    st.total_seconds += run.elapsed.as_secs_f64();
-                    st.last_error = err.map(str::to_owned);
-                }
+                self.counters.rule_run(crate::telemetry::RuleRun {
+                    index: run.rule,
+                    rule: rule.id(),
+                    window_end: &window_end,
+                    wall: &wall,
+                    elapsed: run.elapsed,
+                    error: err,
+                });
                 if err.is_some() {
                     self.summary.rule_errors += 1;
                 }

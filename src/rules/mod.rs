@@ -104,6 +104,18 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// Its status before it has run.
+    pub fn status(&self) -> crate::telemetry::RuleStatus {
+        crate::telemetry::RuleStatus {
+            id: self.def.id.clone(),
+            name: self.def.name.clone(),
+            severity: self.def.severity.as_str().to_owned(),
+            file: self.file.display().to_string(),
+            window: format!("{:?}", self.spec),
+            ..Default::default()
+        }
+    }
+
     pub fn id(&self) -> &str {
         &self.def.id
     }

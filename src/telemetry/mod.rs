@@ -4,14 +4,16 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use serde::{Deserialize, Serialize};
 
+pub mod catalogue;
+pub mod process;
 mod summary;
 pub use summary::{CheckpointInfo, CheckpointStats, Summary};
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Counters {
     pub records_read: AtomicU64,
     pub records_bad: AtomicU64,
@@ -38,6 +40,68 @@ pub struct Counters {
     /// Messages sent truncated to an output topic (alerts, dead letters): over the
     /// producer's `message.max.bytes`.
     pub kafka_truncated: AtomicU64,
+    /// Each rule of the rule set in force, in its order: how its evaluations went.
+    pub rules: Mutex<Vec<RuleStatus>>,
+    /// The event-time watermark, epoch ms (i64::MIN until known).
+    pub watermark_ms: AtomicI64,
+}
+
+impl Default for Counters {
+    fn default() -> Counters {
+        Counters {
+            records_read: AtomicU64::new(0),
+            records_bad: AtomicU64::new(0),
+            records_late: AtomicU64::new(0),
+            records_time_refused: Default::default(),
+            windows_closed: AtomicU64::new(0),
+            rule_runs: AtomicU64::new(0),
+            rule_errors: AtomicU64::new(0),
+            notifications: AtomicU64::new(0),
+            receiver_errors: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
+            lag: Mutex::default(),
+            brokers_up: AtomicU64::new(0),
+            alerts_by_state: Default::default(),
+            alerts_active: AtomicU64::new(0),
+            rescore: Mutex::default(),
+            kafka_truncated: AtomicU64::new(0),
+            rules: Mutex::default(),
+            watermark_ms: AtomicI64::new(i64::MIN),
+        }
+    }
+}
+
+/// A rule as the API shows it: what it is and how its evaluations went.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct RuleStatus {
+    pub id: String,
+    pub name: Option<String>,
+    pub severity: String,
+    pub file: String,
+    pub window: String,
+    pub evaluations: u64,
+    pub errors: u64,
+    /// End of the last window it ran on (event time).
+    pub last_window_end: Option<String>,
+    /// When that was (wall clock).
+    pub last_evaluated_at: Option<String>,
+    pub last_duration_ms: Option<f64>,
+    pub total_seconds: f64,
+    pub last_error: Option<String>,
+}
+
+/// One evaluation of one rule on one window.
+#[derive(Debug, Clone, Copy)]
+pub struct RuleRun<'a> {
+    /// Its place in the rule set.
+    pub index: usize,
+    pub rule: &'a str,
+    /// The window's end (event time, RFC 3339).
+    pub window_end: &'a str,
+    /// Now (wall clock, RFC 3339).
+    pub wall: &'a str,
+    pub elapsed: std::time::Duration,
+    pub error: Option<&'a str>,
 }
 
 /// Re-scoring counts since the start (kept across restarts).
@@ -142,12 +206,33 @@ impl Counters {
         tracing::debug!(start, end, records, "window closed");
     }
 
-    pub fn rule_run(&self, rule: &str, error: Option<&str>) {
+    /// A rule ran on a window: counted, logged when it failed, and its status updated.
+    pub fn rule_run(&self, run: RuleRun<'_>) {
         self.rule_runs.fetch_add(1, Relaxed);
-        if let Some(error) = error {
+        if let Some(error) = run.error {
             self.rule_errors.fetch_add(1, Relaxed);
-            tracing::warn!(rule, error, "rule failed");
+            tracing::warn!(rule = run.rule, error, "rule failed");
         }
+        if let Some(st) = self.rules.lock().expect("rules lock").get_mut(run.index) {
+            st.evaluations += 1;
+            st.errors += u64::from(run.error.is_some());
+            st.last_window_end = Some(run.window_end.to_owned());
+            st.last_evaluated_at = Some(run.wall.to_owned());
+            st.last_duration_ms = Some(run.elapsed.as_secs_f64() * 1000.0);
+            st.total_seconds += run.elapsed.as_secs_f64();
+            st.last_error = run.error.map(str::to_owned);
+        }
+    }
+
+    /// The pipeline's event-time watermark moved (None: not known yet).
+    pub fn watermark(&self, watermark_ms: Option<i64>) {
+        self.watermark_ms
+            .store(watermark_ms.unwrap_or(i64::MIN), Relaxed);
+    }
+
+    /// The watermark last published, epoch ms.
+    pub fn watermark_ms(&self) -> Option<i64> {
+        Some(self.watermark_ms.load(Relaxed)).filter(|&w| w != i64::MIN)
     }
 
     /// A state change: 0 pending, 1 firing, 2 resolved.

@@ -287,12 +287,43 @@ fn api_needs_a_token_for_changes_silences_match_and_expire_and_it_takes_load() {
         &format!("driftwatch_alerts{{rule=\"{rule}\",state=\"firing\"}} 1"),
         "driftwatch_silences{status=\"expired\"} 1",
         "driftwatch_client_profiles",
+        &format!(
+            "driftwatch_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        ),
+        &format!("driftwatch_rule_healthy{{rule=\"{rule}\"}} 1"),
+        "driftwatch_watermark_lag_seconds ",
+        "process_open_fds ",
     ] {
         assert!(
             metrics.contains(family),
             "{family} missing from:\n{metrics}"
         );
     }
+    // The process's resident memory as the kernel reports it to `ps` (VmRSS, KiB).
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{name} missing"))
+            .parse()
+            .unwrap()
+    };
+    let status = std::fs::read_to_string(format!("/proc/{}/status", run.0.id())).unwrap();
+    let vm_rss_kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    let rss = value("process_resident_memory_bytes");
+    assert!(
+        (rss / (vm_rss_kib * 1024.0) - 1.0).abs() < 0.25,
+        "process_resident_memory_bytes {rss} vs VmRSS {vm_rss_kib} KiB"
+    );
     let (code, _) = request(port, "GET", "/nope", None, "");
     assert_eq!(code, 404);
 
