@@ -78,9 +78,9 @@ pub struct Silences {
 }
 
 /// The config's silences, checked (`notify.silences[i]: …` on an error). A silence
-/// without `starts_at` starts now.
+/// without `starts_at` holds from the start of time (listed as 1970-01-01).
 pub fn from_config(config: &[super::Silence]) -> Result<Vec<Silence>, String> {
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    const ALWAYS: &str = "1970-01-01T00:00:00.000Z";
     config
         .iter()
         .enumerate()
@@ -93,7 +93,7 @@ pub fn from_config(config: &[super::Silence]) -> Result<Vec<Silence>, String> {
             prepare(Silence {
                 id: format!("config-{i}"),
                 matchers: s.matchers.clone(),
-                starts_at: s.starts_at.clone().unwrap_or_else(|| now.clone()),
+                starts_at: s.starts_at.clone().unwrap_or_else(|| ALWAYS.to_owned()),
                 ends_at: s.ends_at.clone(),
                 comment: s.comment.clone(),
                 created_by: "config".into(),
