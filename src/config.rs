@@ -70,6 +70,10 @@ pub struct Config {
     /// Data and prediction drift (`feature_drift`, `prediction_drift`).
     #[serde(default)]
     pub drift: crate::tables::drift::DriftConfig,
+    /// The rolling reference the drift tables and client statistics measure against
+    /// when a model has no baseline.
+    #[serde(default)]
+    pub reference: crate::tables::reference::ReferenceConfig,
     /// Embedded ONNX copies of the monitored models (the `rescored` table).
     #[serde(default)]
     pub models: Vec<crate::rescore::ModelConfig>,
@@ -233,6 +237,12 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
         config.kafka_defaults();
+        config
+            .move_reference_settings()
+            .map_err(|message| ConfigError::Invalid {
+                path: path.to_owned(),
+                message,
+            })?;
         config.validate().map_err(|message| ConfigError::Invalid {
             path: path.to_owned(),
             message: redact(&message, &from_env),
@@ -331,6 +341,69 @@ impl Config {
                 out.sasl = out.sasl.take().or_else(|| k.sasl.clone());
             }
         }
+    }
+
+    /// Settings of the rolling reference from where releases before `reference:` had
+    /// them (`drift.reference_windows`, `drift.reference_sample`, `drift.max_models`,
+    /// `clients.reference_windows`, `clients.reference_sample`): they still apply, with
+    /// a warning; two that disagree, or one that disagrees with `reference:`, stop the
+    /// start.
+    pub(crate) fn move_reference_settings(&mut self) -> Result<(), String> {
+        let defaults = crate::tables::reference::ReferenceConfig::default();
+        let moved = [
+            (
+                "drift.reference_windows",
+                "windows",
+                self.drift.reference_windows.take(),
+            ),
+            (
+                "clients.reference_windows",
+                "windows",
+                self.clients.reference_windows.take(),
+            ),
+            (
+                "drift.reference_sample",
+                "sample",
+                self.drift.reference_sample.take(),
+            ),
+            (
+                "clients.reference_sample",
+                "sample",
+                self.clients.reference_sample.take(),
+            ),
+            (
+                "drift.max_models",
+                "max_models",
+                self.drift.max_models.take(),
+            ),
+        ];
+        let mut set: std::collections::BTreeMap<&str, (&str, usize)> = Default::default();
+        for (old, new, value) in moved {
+            let Some(v) = value else { continue };
+            let slot = match new {
+                "windows" => (&mut self.reference.windows, defaults.windows),
+                "sample" => (&mut self.reference.sample, defaults.sample),
+                _ => (&mut self.reference.max_models, defaults.max_models),
+            };
+            if let Some((first, w)) = set.get(new) {
+                if *w != v {
+                    return Err(format!(
+                        "{first}: {w} and {old}: {v} disagree; both are now reference.{new}                          (one sample serves drift and client statistics)"
+                    ));
+                }
+                continue;
+            }
+            if *slot.0 != slot.1 && *slot.0 != v {
+                return Err(format!(
+                    "{old}: {v} and reference.{new}: {} disagree; {old} is now reference.{new}",
+                    slot.0
+                ));
+            }
+            tracing::warn!("{old} is now reference.{new}: using {v}; move it there");
+            *slot.0 = v;
+            set.insert(new, (old, v));
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -517,6 +590,39 @@ mod tests {
         Config::load_with(&path, |var| {
             env.iter().find(|(k, _)| k == var).map(|(_, v)| v.clone())
         })
+    }
+
+    #[test]
+    fn reference_settings_from_before_the_shared_reference_still_apply_unless_they_disagree() {
+        let base = "source: {type: file, paths: []}\n";
+        let c = load_text(
+            "yaml",
+            &format!("{base}drift: {{reference_sample: 100, max_models: 5}}\nclients: {{reference_sample: 100, reference_windows: 7}}\n"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.reference,
+            crate::tables::reference::ReferenceConfig {
+                windows: 7,
+                sample: 100,
+                max_models: 5
+            }
+        );
+        let c = load_text("yaml", &format!("{base}reference: {{sample: 50}}\n"), &[]).unwrap();
+        assert_eq!(c.reference.sample, 50);
+        for bad in [
+            "drift: {reference_sample: 100}\nclients: {reference_sample: 200}\n",
+            "reference: {sample: 50}\ndrift: {reference_sample: 100}\n",
+        ] {
+            let e = load_text("yaml", &format!("{base}{bad}"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("disagree") && e.contains("reference.sample"),
+                "{e}"
+            );
+        }
     }
 
     const SECRET: &str = "hunter2-Zq9/x-s3cret";

@@ -363,8 +363,12 @@ fn baseline_compare(
     let b = crate::baseline::Baseline::load(baseline).map_err(|e| Failure::usage(e.to_string()))?;
     let columns = crate::baseline::Table::read(input).map_err(|e| Failure::usage(e.to_string()))?;
     let model = b.model.clone();
+    let decls = b.feature_decls();
+    // A whole file against the baseline: no rolling reference is read.
+    let reference =
+        crate::tables::reference::Reference::new(&decls, &Default::default(), 0, [model.clone()]);
     let drift =
-        crate::tables::drift::Drift::new(&b.feature_decls(), &drift_cfg, &[std::sync::Arc::new(b)]);
+        crate::tables::drift::Drift::new(&decls, &drift_cfg, &[std::sync::Arc::new(b)], reference);
     let batch: RecordBatch = drift
         .compare_columns(&model, &columns, label_column, score_column)
         .map_err(|message| Failure { code: 1, message })?;
@@ -641,8 +645,12 @@ async fn rules_check(config: Option<PathBuf>, paths: Vec<PathBuf>) -> Result<(),
     let standard = crate::tables::standard_tables(
         decoder.events_schema(),
         &decode,
-        &Default::default(),
-        &Default::default(),
+        crate::tables::Settings {
+            clients: &Default::default(),
+            drift: &Default::default(),
+            reference: &Default::default(),
+            sample_key: 0,
+        },
         &[],
         // No model: `rescored` is checked for its columns, never filled.
         crate::rescore::rescorer::Rescorer::with_windows(Default::default(), Vec::new(), &[])

@@ -66,6 +66,9 @@ struct TestFile {
     /// Drift settings, as in the config.
     #[serde(default)]
     drift: crate::tables::drift::DriftConfig,
+    /// The rolling reference's settings, as in the config.
+    #[serde(default)]
+    reference: crate::tables::reference::ReferenceConfig,
     /// Reference profiles (relative to the test file), as in the config.
     #[serde(default)]
     baselines: Vec<PathBuf>,
@@ -319,6 +322,7 @@ async fn run_case(
         engine: EngineConfig::default(),
         clients: file.clients.clone(),
         drift: file.drift.clone(),
+        reference: file.reference.clone(),
         state_dir: None,
         checkpoint_interval: Duration::from_secs(10),
         reset_state: false,
@@ -338,6 +342,7 @@ async fn run_case(
         http: Default::default(),
         path: None,
     };
+    config.move_reference_settings()?;
     config.load_baselines()?;
     config.rescore.validate()?;
     // A rule test checks alerts, not delivery: the receivers rules name are not needed.

@@ -403,6 +403,7 @@ mod tests {
                 &[],
                 &crate::tables::clients::ClientsConfig::default(),
                 &[],
+                crate::tables::reference::Reference::new(&[], &Default::default(), 0, []),
             ),
             Arc::new(crate::notify::silence::Silences::default()),
         ))

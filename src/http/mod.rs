@@ -430,6 +430,7 @@ mod tests {
                     &[],
                     &crate::tables::clients::ClientsConfig::default(),
                     &[],
+                    crate::tables::reference::Reference::new(&[], &Default::default(), 0, []),
                 ),
                 Arc::new(Silences::default()),
             )),

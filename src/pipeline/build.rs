@@ -49,17 +49,20 @@ impl Pipeline {
         };
         let mut clients_config = config.clients.clone();
         clients_config.sample_key = sample_key;
-        let mut drift_config = config.drift.clone();
-        drift_config.sample_key = sample_key;
         let crate::tables::StandardTables {
             tables,
             clients,
             drift,
+            reference,
         } = crate::tables::standard_tables(
             decoder.events_schema(),
             &config.decode,
-            &clients_config,
-            &drift_config,
+            crate::tables::Settings {
+                clients: &clients_config,
+                drift: &config.drift,
+                reference: &config.reference,
+                sample_key,
+            },
             &config.baseline_profiles,
             rescorer.table(),
         );
@@ -197,6 +200,7 @@ impl Pipeline {
             committable: Arc::default(),
             clients,
             drift,
+            reference,
             rescorer,
             book: AlertBook::new(engine.rules().len(), &config.alerts),
             engine,

@@ -70,8 +70,8 @@ impl Pipeline {
             self.clients.restore(c);
             n
         });
-        if let Some(d) = cp.drift {
-            self.drift.restore(d);
+        if let Some(r) = cp.reference {
+            self.reference.restore(r);
         }
         if let Some(r) = cp.rescore {
             self.rescorer.restore(r);
@@ -131,7 +131,8 @@ impl Pipeline {
             cursors,
             marks,
             clients: Some(self.clients.snapshot()),
-            drift: Some(self.drift.snapshot()),
+            legacy_clients: None,
+            reference: Some(self.reference.snapshot()),
             rescore: self.rescorer.is_active().then(|| self.rescorer.snapshot()),
             rows,
         })

@@ -105,6 +105,7 @@ pub struct Pipeline {
     committable: Committable,
     clients: Arc<crate::tables::clients::Clients>,
     drift: Arc<crate::tables::drift::Drift>,
+    reference: Arc<crate::tables::reference::Reference>,
     rescorer: Arc<crate::rescore::rescorer::Rescorer>,
     /// OTLP metrics of `counters`, exported in the background.
     metrics: Option<crate::otlp::Metrics>,

@@ -43,8 +43,9 @@ use crate::window::WindowsState;
 pub mod output;
 
 const MAGIC: &[u8; 8] = b"DWCKPT\r\n";
-/// Bumped whenever the layout or the meaning of a field changes.
-pub const FORMAT: u32 = 3;
+/// Bumped whenever the layout or the meaning of a field changes. Format 4: one rolling
+/// reference for the drift tables and the client statistics (before: one each).
+pub const FORMAT: u32 = 4;
 const CURRENT: &str = "checkpoint.bin";
 const PREVIOUS: &str = "checkpoint.prev.bin";
 const TEMP: &str = "checkpoint.tmp";
@@ -84,16 +85,18 @@ pub struct Checkpoint {
     /// Per output file cursor, which file it belongs to (format 3).
     #[serde(default)]
     pub marks: BTreeMap<String, output::FileMark>,
-    /// Per-client profiles and the rolling reference (`client_stats`/`client_profile`):
-    /// a section of its own since format 2, read from the metadata in format 1.
-    #[serde(default, skip_serializing)]
+    /// Per-client profiles (`client_stats`/`client_profile`), in the binary section.
+    #[serde(skip)]
     pub clients: Option<crate::tables::clients::ClientsSnapshot>,
+    /// Format 1 kept the client state (with its own reference) in the metadata.
+    #[serde(default, skip_serializing, rename = "clients")]
+    pub legacy_clients: Option<crate::tables::clients::LegacyClientsSnapshot>,
     /// What the re-scorer keeps: suspects and the results windows may still read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rescore: Option<crate::rescore::rescorer::RescoreState>,
-    /// The drift tables' rolling reference (in the binary section).
+    /// The rolling reference (in the binary section).
     #[serde(skip)]
-    pub drift: Option<crate::tables::drift::DriftSnapshot>,
+    pub reference: Option<crate::tables::reference::ReferenceSnapshot>,
     #[serde(skip)]
     pub rows: Vec<RecordBatch>,
 }
@@ -175,11 +178,11 @@ pub fn encode(cp: &Checkpoint, schema: &SchemaRef) -> Result<Vec<u8>, String> {
         }
         w.finish().map_err(|e| e.to_string())?;
     }
-    let clients = if cp.clients.is_none() && cp.drift.is_none() {
+    let clients = if cp.clients.is_none() && cp.reference.is_none() {
         Vec::new()
     } else {
-        postcard::to_extend(&(&cp.clients, &cp.drift), Vec::new())
-            .map_err(|e| format!("client and drift state: {e}"))?
+        postcard::to_extend(&(&cp.clients, &cp.reference), Vec::new())
+            .map_err(|e| format!("client state and reference: {e}"))?
     };
     let mut out = Vec::with_capacity(meta.len() + rows.len() + clients.len() + 64);
     out.extend_from_slice(MAGIC);
@@ -234,13 +237,36 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, StateError> {
     cp.rows = reader
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| corrupt(&format!("rows: {e}")))?;
+    let mut legacy: (
+        Option<crate::tables::clients::LegacyClientsSnapshot>,
+        Option<crate::tables::reference::legacy::DriftSnapshot>,
+    ) = (cp.legacy_clients.take(), None);
     if format >= 2 {
         let clients_len = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes")) as usize;
         let clients = take(clients_len)?;
-        if !clients.is_empty() {
-            (cp.clients, cp.drift) = postcard::from_bytes(clients)
+        if !clients.is_empty() && format >= 4 {
+            (cp.clients, cp.reference) = postcard::from_bytes(clients)
+                .map_err(|e| corrupt(&format!("client state and reference: {e}")))?;
+        } else if !clients.is_empty() {
+            legacy = postcard::from_bytes(clients)
                 .map_err(|e| corrupt(&format!("client and drift state: {e}")))?;
         }
+    }
+    // Before format 4 the client statistics and the drift tables each had a reference:
+    // merged into the one of today.
+    if format < 4 && (legacy.0.is_some() || legacy.1.is_some()) {
+        let (clients, drift) = legacy;
+        let (pooled, until) = match clients {
+            Some(c) => {
+                let (c, windows, until) = c.upgrade();
+                cp.clients = Some(c);
+                (windows, until)
+            }
+            None => (Vec::new(), i64::MIN),
+        };
+        cp.reference = Some(crate::tables::reference::legacy::merge(
+            drift, pooled, until,
+        ));
     }
     Ok(cp)
 }
@@ -365,7 +391,8 @@ mod tests {
             cursors: BTreeMap::new(),
             marks: BTreeMap::new(),
             clients: None,
-            drift: None,
+            legacy_clients: None,
+            reference: None,
             rescore: None,
             rows,
         };
@@ -453,8 +480,14 @@ mod tests {
     fn a_format_1_checkpoint_is_still_read_with_its_client_state() {
         let (cp, schema) = sample();
         let mut meta = serde_json::to_value(&cp).unwrap();
-        meta["clients"] =
-            serde_json::to_value(crate::tables::clients::ClientsSnapshot::default()).unwrap();
+        // As format 1 wrote it: the client statistics' own reference in `windows`
+        // (a sample's numbers as their bits: 1.5 and a missing value).
+        meta["clients"] = serde_json::json!({
+            "windows": [[{"key": 7, "num": [1.5f64.to_bits(), f64::NAN.to_bits()], "cat": ["x", ""]}]],
+            "profiles": [],
+            "consumed_until": 60_000,
+            "usage": crate::telemetry::ClientsUsage::default(),
+        });
         let meta = serde_json::to_vec(&meta).unwrap();
         let v2 = encode(&cp, &schema).unwrap();
         // The rows section of the format 2 encoding, unchanged in format 1.
@@ -474,7 +507,22 @@ mod tests {
         let got = decode(&v1, Path::new("x")).unwrap();
         assert_eq!(got.positions["a.jsonl"], 42);
         assert_eq!(got.clients.map(|c| c.clients()), Some(0));
-        // And format 2 carries no client section when there is no client state.
+        // Its reference is the one reference now, its sample read back value for value.
+        let r = crate::tables::reference::Reference::new(
+            &[],
+            &Default::default(),
+            0,
+            std::iter::empty(),
+        );
+        r.restore(got.reference.unwrap());
+        let w = r.before(i64::MAX);
+        assert_eq!(w.len(), 1);
+        let pooled = w[0].pooled(256);
+        assert_eq!(pooled.len(), 1);
+        assert_eq!(pooled[0].key, 7);
+        assert_eq!(pooled[0].num, [Some(1.5), None]);
+        assert_eq!(pooled[0].cat, [Some("x".to_owned()), None]);
+        // And today's format carries no client section when there is no client state.
         assert!(decode(&v2, Path::new("x")).unwrap().clients.is_none());
     }
 

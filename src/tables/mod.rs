@@ -18,6 +18,7 @@ pub mod clients;
 pub mod drift;
 mod events;
 mod pipeline_stats;
+pub mod reference;
 #[cfg(test)]
 mod test_support;
 
@@ -69,9 +70,31 @@ impl WindowTable for DerivedTable {
     }
 }
 
+/// The names of the declared features of one kind, in declaration order.
+pub fn feature_names(
+    features: &[crate::decode::FeatureDecl],
+    kind: crate::decode::FeatureKind,
+) -> Vec<String> {
+    features
+        .iter()
+        .filter(|f| f.kind == kind)
+        .map(|f| f.name.clone())
+        .collect()
+}
+
 /// The table of re-scored records: rules that read it run after the others of their
 /// window (see [`Engine::evaluate_with`]).
 pub const RESCORED: &str = "rescored";
+
+/// The settings of the stateful tables.
+#[derive(Clone, Copy)]
+pub struct Settings<'a> {
+    pub clients: &'a clients::ClientsConfig,
+    pub drift: &'a drift::DriftConfig,
+    pub reference: &'a reference::ReferenceConfig,
+    /// Secret key of the reference samples' hash (0 without a state directory).
+    pub sample_key: u64,
+}
 
 /// Every window table rules can read, with the stateful parts behind them (their state
 /// goes into checkpoints).
@@ -79,6 +102,8 @@ pub struct StandardTables {
     pub tables: Vec<Arc<dyn WindowTable>>,
     pub clients: Arc<clients::Clients>,
     pub drift: Arc<drift::Drift>,
+    /// The rolling reference both measure against.
+    pub reference: Arc<reference::Reference>,
 }
 
 /// `events`, `pipeline_stats`, `client_stats`, `client_profile`, `feature_drift`,
@@ -86,13 +111,24 @@ pub struct StandardTables {
 pub fn standard_tables(
     events_schema: SchemaRef,
     decode: &crate::decode::DecodeConfig,
-    clients: &clients::ClientsConfig,
-    drift: &drift::DriftConfig,
+    settings: Settings<'_>,
     baselines: &[Arc<crate::baseline::Baseline>],
     rescored: Arc<dyn WindowTable>,
 ) -> StandardTables {
-    let clients = clients::Clients::new(&decode.features, clients, baselines);
-    let drift = drift::Drift::new(&decode.features, drift, baselines);
+    let Settings {
+        clients,
+        drift,
+        reference,
+        sample_key,
+    } = settings;
+    let reference = reference::Reference::new(
+        &decode.features,
+        reference,
+        sample_key,
+        baselines.iter().map(|b| b.model.clone()),
+    );
+    let clients = clients::Clients::new(&decode.features, clients, baselines, reference.clone());
+    let drift = drift::Drift::new(&decode.features, drift, baselines, reference.clone());
     let mut tables: Vec<Arc<dyn WindowTable>> = vec![
         Arc::new(EventsTable::new(events_schema)),
         Arc::new(PipelineStatsTable::default()),
@@ -104,5 +140,6 @@ pub fn standard_tables(
         tables,
         clients,
         drift,
+        reference,
     }
 }

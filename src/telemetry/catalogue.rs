@@ -112,7 +112,7 @@ families! {
     KAFKA_LAG: Gauge "driftwatch_kafka_lag_records" ["partition"] Some("driftwatch.kafka.lag"),
         "Records behind the end of each assigned Kafka partition.";
     DRIFT_MODELS_REFUSED: Counter "driftwatch_drift_models_refused" [] None,
-        "Models refused a drift reference over drift.max_models.";
+        "Models refused a rolling reference over reference.max_models.";
     CLIENT_PROFILES: Gauge "driftwatch_client_profiles" [] None,
         "Client profiles held.";
     CLIENT_PROFILE_BYTES: Gauge "driftwatch_client_profile_bytes" [] None,

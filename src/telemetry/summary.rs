@@ -37,7 +37,7 @@ pub struct Summary {
     /// Client profiles held at the end, their estimated memory, and the evictions.
     #[serde(skip)]
     pub clients: super::ClientsUsage,
-    /// Models refused a drift reference over `drift.max_models`, in this process.
+    /// Models refused a rolling reference over `reference.max_models`, in this process.
     #[serde(skip)]
     pub models_refused: u64,
     /// Peak resident memory of the process (Linux), in KiB.

@@ -545,7 +545,7 @@ fn run_follows_a_file_and_stops_when_idle() {
 }
 
 /// Model names come from traffic: 10,064 distinct ones in one minute, against the default
-/// `drift.max_models` of 64. The 64 get a drift reference, the other 10,000 are refused
+/// `reference.max_models` of 64. The 64 get a drift reference, the other 10,000 are refused
 /// (their records still count as good and are windowed), and the summary says how many.
 #[test]
 fn models_beyond_drift_max_models_are_refused_and_counted_in_the_summary() {

@@ -3,11 +3,10 @@
 //! extraction, probing and floods without flagging honest heavy users.
 //!
 //! Both are computed once per closed window, in Rust (no SQL), from the window's
-//! `events` rows and a **reference** of natural traffic. Until a training baseline
-//! exists (drift issue), the reference is rolling: a deterministic sample of the records
-//! of the previous `reference_windows` windows (bottom-k by a hash of the request id, so
-//! the sample does not depend on arrival order or partitioning); for the very first
-//! window it is that window itself.
+//! `events` rows and a **reference** of natural traffic: a model's baseline when it has
+//! one, else the rolling reference (`tables::reference`, shared with the drift tables)
+//! across models — the bottom-k of its per-model samples of the previous windows; for
+//! the very first window, that window's own sample.
 //!
 //! Definitions (n = the client's queries in the window or horizon):
 //! - `qps` = n / window seconds; `latency_ms_sum` = Σ latency_ms.
@@ -62,7 +61,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaR
 use serde::{Deserialize, Serialize};
 
 use crate::decode::{FeatureDecl, FeatureKind, ts_type};
-use crate::stable_hash::{Fnv, bottom_k, hash_of, keyed_hash_of, per_client_share};
+use crate::stable_hash::{Fnv, hash_of, keyed_hash_of};
 use crate::stats::{entropy_bits, grid_cell, royston_coefficients, shapiro_wilk_with};
 use crate::tables::{DerivedTable, WindowTable};
 use crate::telemetry::ClientsUsage;
@@ -84,17 +83,18 @@ pub struct ClientsConfig {
     /// Grid size for near-duplicates, in quantile ranks of the reference (0.01 = one
     /// percentile of each numeric feature).
     pub near_duplicate: f64,
-    /// Windows of traffic in the rolling reference.
-    pub reference_windows: usize,
-    /// Records sampled into the reference per window.
-    pub reference_sample: usize,
+    /// Moved to `reference.windows` (still read, with a warning).
+    pub reference_windows: Option<usize>,
+    /// Moved to `reference.sample` (still read, with a warning).
+    pub reference_sample: Option<usize>,
     /// Earlier queries per client and class that PRADA distances are measured to.
     pub prada_points: usize,
     /// Distances per client that W is computed on.
     pub prada_distances: usize,
     /// Cap of each distinct-value set in a profile.
     pub profile_set_cap: usize,
-    /// Secret key of the sample's hash (from the state directory; 0 without one).
+    /// Secret key of the hash that orders a client's records of one event time (from
+    /// the state directory; 0 without one).
     #[serde(skip)]
     pub sample_key: u64,
 }
@@ -107,8 +107,8 @@ impl Default for ClientsConfig {
             low_confidence: 0.6,
             boundary_margin: 0.1,
             near_duplicate: 0.01,
-            reference_windows: 30,
-            reference_sample: 256,
+            reference_windows: None,
+            reference_sample: None,
             prada_points: 32,
             prada_distances: 2000,
             profile_set_cap: 4096,
@@ -185,14 +185,24 @@ impl Interner {
     }
 }
 
-/// A sampled record of the reference.
-#[derive(Clone, Serialize, Deserialize)]
+/// A sampled record of the reference, as the statistics read it: NaN and "" for
+/// missing values.
 struct Sample {
-    key: u64,
-    /// NaN (missing) survives a checkpoint as its bits.
-    #[serde(with = "f64_bits")]
     num: Vec<f64>,
     cat: Vec<String>,
+}
+
+impl Sample {
+    fn of(s: &crate::tables::reference::Sample) -> Sample {
+        Sample {
+            num: s.num.iter().map(|x| x.unwrap_or(f64::NAN)).collect(),
+            cat: s
+                .cat
+                .iter()
+                .map(|c| c.clone().unwrap_or_default())
+                .collect(),
+        }
+    }
 }
 
 /// `Vec<Arc<T>>` (de)serialized as `Vec<T>`.
@@ -211,24 +221,6 @@ mod shared {
         Ok(Vec::<T>::deserialize(d)?
             .into_iter()
             .map(Arc::new)
-            .collect())
-    }
-}
-
-mod f64_bits {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[f64], s: S) -> Result<S::Ok, S::Error> {
-        v.iter()
-            .map(|x| x.to_bits())
-            .collect::<Vec<u64>>()
-            .serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
-        Ok(Vec::<u64>::deserialize(d)?
-            .into_iter()
-            .map(f64::from_bits)
             .collect())
     }
 }
@@ -533,28 +525,62 @@ struct Computed {
 }
 
 struct State {
-    /// Per window, its sample; oldest first.
-    windows: VecDeque<Arc<Vec<Sample>>>,
     /// By [`client_key`].
     /// Shared with a snapshot until the writer is done with it: taking a snapshot copies
     /// pointers, and a profile is copied only when it changes while a snapshot holds it.
     profiles: HashMap<u64, Arc<Profile>, std::hash::BuildHasherDefault<PassThrough>>,
-    /// Rows before this event time already went into the profiles and the reference.
+    /// Rows before this event time already went into the profiles.
     consumed_until: i64,
     last: Option<Arc<Computed>>,
     usage: ClientsUsage,
 }
 
-/// The per-client state a checkpoint carries: the rolling reference, every profile,
-/// and how far the records went into them.
+/// The per-client state a checkpoint carries: every profile, and how far the records
+/// went into them (the reference has a section of its own).
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct ClientsSnapshot {
-    #[serde(with = "shared")]
-    windows: Vec<Arc<Vec<Sample>>>,
     #[serde(with = "shared")]
     profiles: Vec<Arc<Profile>>,
     consumed_until: i64,
     usage: ClientsUsage,
+}
+
+/// The per-client state as checkpoints before format 4 kept it, with the client
+/// statistics' own reference (read, never written).
+#[derive(Clone, Deserialize)]
+pub struct LegacyClientsSnapshot {
+    windows: Vec<Vec<crate::tables::reference::legacy::ClientsSample>>,
+    #[serde(deserialize_with = "shared::deserialize")]
+    profiles: Vec<Arc<Profile>>,
+    consumed_until: i64,
+    usage: ClientsUsage,
+}
+
+impl std::fmt::Debug for LegacyClientsSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LegacyClientsSnapshot({} profiles)", self.profiles.len())
+    }
+}
+
+impl LegacyClientsSnapshot {
+    /// Today's client state, and the old reference's windows with how far it went.
+    pub fn upgrade(
+        self,
+    ) -> (
+        ClientsSnapshot,
+        Vec<Vec<crate::tables::reference::legacy::ClientsSample>>,
+        i64,
+    ) {
+        (
+            ClientsSnapshot {
+                profiles: self.profiles,
+                consumed_until: self.consumed_until,
+                usage: self.usage,
+            },
+            self.windows,
+            self.consumed_until,
+        )
+    }
 }
 
 impl std::fmt::Debug for ClientsSnapshot {
@@ -579,6 +605,8 @@ pub struct Clients {
     categorical: Vec<String>,
     stats_schema: SchemaRef,
     profile_schema: SchemaRef,
+    /// The rolling reference, shared with the drift tables.
+    reference: Arc<crate::tables::reference::Reference>,
     state: Mutex<State>,
     /// Shapiro–Wilk coefficients per sample size.
     coefficients: Mutex<HashMap<usize, Arc<Vec<f64>>>>,
@@ -589,14 +617,9 @@ impl Clients {
         features: &[FeatureDecl],
         cfg: &ClientsConfig,
         baselines: &[Arc<crate::baseline::Baseline>],
+        reference: Arc<crate::tables::reference::Reference>,
     ) -> Arc<Self> {
-        let names = |k: FeatureKind| -> Vec<String> {
-            features
-                .iter()
-                .filter(|f| f.kind == k)
-                .map(|f| f.name.clone())
-                .collect()
-        };
+        let names = |k: FeatureKind| crate::tables::feature_names(features, k);
         let u = DataType::UInt64;
         let f = DataType::Float64;
         let s = DataType::Utf8;
@@ -652,8 +675,8 @@ impl Clients {
             stats_schema: Arc::new(stats),
             profile_schema: Arc::new(profile),
             coefficients: Mutex::new(HashMap::new()),
+            reference,
             state: Mutex::new(State {
-                windows: VecDeque::new(),
                 profiles: HashMap::default(),
                 consumed_until: i64::MIN,
                 last: None,
@@ -690,7 +713,6 @@ impl Clients {
     pub fn snapshot(&self) -> ClientsSnapshot {
         let st = self.state.lock().expect("clients lock");
         ClientsSnapshot {
-            windows: st.windows.iter().cloned().collect(),
             profiles: st.profiles.values().cloned().collect(),
             consumed_until: st.consumed_until,
             usage: st.usage,
@@ -699,7 +721,6 @@ impl Clients {
 
     pub fn restore(&self, snap: ClientsSnapshot) {
         let mut st = self.state.lock().expect("clients lock");
-        st.windows = snap.windows.into();
         st.profiles = snap
             .profiles
             .into_iter()
@@ -768,43 +789,24 @@ impl Clients {
                 &mut f,
             )?;
         }
-        // This window's sample: the records with the smallest keys (bottom-k by a hash of
-        // the request id), whatever order they came in.
-        // A repeated request id counts once, and no client has more than its share.
-        let samples: Vec<Sample> = {
-            let k = self.cfg.reference_sample;
-            let candidates = recs
-                .iter()
-                .enumerate()
-                .map(|(i, r)| (r.order, u64::from(r.client), i))
-                .collect();
-            bottom_k(candidates, k, per_client_share(k))
-                .into_iter()
-                .map(|(_, i)| Sample {
-                    key: recs[i].order,
-                    num: f.num(recs[i].row).to_vec(),
-                    cat: f
-                        .cat(recs[i].row)
-                        .iter()
-                        .enumerate()
-                        .map(|(j, &c)| {
-                            if c == u32::MAX {
-                                String::new()
-                            } else {
-                                cats[j].names[c as usize].clone()
-                            }
-                        })
-                        .collect(),
-                })
-                .collect()
-        };
-        // The rolling reference: the previous windows' samples, or this window's at the
-        // start; a model with a baseline is measured against the baseline instead.
+        // The rolling reference: the previous windows' across-models samples, or this
+        // window's at the start; a model with a baseline is measured against the
+        // baseline instead.
+        self.reference.admit(w)?;
         let rolling = {
-            let mut pool: Vec<&Sample> = st.windows.iter().flat_map(|w| w.iter()).collect();
-            if pool.is_empty() {
-                pool = samples.iter().collect();
+            let k = self.reference.sample_size();
+            let earlier = self.reference.before(w.end_ms);
+            let mut pool: Vec<Sample> = earlier
+                .iter()
+                .flat_map(|s| s.pooled(k))
+                .map(Sample::of)
+                .collect();
+            if pool.is_empty()
+                && let Some(this) = self.reference.of(w.end_ms)
+            {
+                pool = this.pooled(k).into_iter().map(Sample::of).collect();
             }
+            let pool: Vec<&Sample> = pool.iter().collect();
             Reference::build(&pool, self.numeric.len(), self.categorical.len())
         };
         let refs: Vec<&Reference> = models
@@ -909,12 +911,7 @@ impl Clients {
             active.push(key);
             i = j;
         }
-        // The reference takes this window's records that it has not seen.
         if w.end_ms > st.consumed_until {
-            st.windows.push_back(Arc::new(samples));
-            while st.windows.len() > self.cfg.reference_windows.max(1) {
-                st.windows.pop_front();
-            }
             st.consumed_until = w.end_ms;
         }
         // W of the active clients, recomputed once their distances grew by 5 % or reached

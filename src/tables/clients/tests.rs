@@ -55,10 +55,23 @@ fn reference() -> Vec<Value> {
     client("ref", &xs)
 }
 
+/// Client statistics with a reference of their own, of the size the config's moved
+/// setting says.
+fn clients_with(cfg: &ClientsConfig) -> std::sync::Arc<Clients> {
+    let d = crate::tables::reference::ReferenceConfig::default();
+    let rc = crate::tables::reference::ReferenceConfig {
+        sample: cfg.reference_sample.unwrap_or(d.sample),
+        windows: cfg.reference_windows.unwrap_or(d.windows),
+        ..d
+    };
+    let reference = crate::tables::reference::Reference::new(&features(), &rc, 0, []);
+    Clients::new(&features(), cfg, &[], reference)
+}
+
 fn config() -> ClientsConfig {
     ClientsConfig {
         // Every record of a window is in its sample (a client may fill an eighth).
-        reference_sample: 8000,
+        reference_sample: Some(8000),
         ..ClientsConfig::default()
     }
 }
@@ -87,7 +100,7 @@ fn close(got: Option<f64>, want: f64) -> bool {
 
 /// The `client_stats` of the window after the reference's, holding `records`.
 fn stats_after_reference(cfg: &ClientsConfig, records: &[Value]) -> RecordBatch {
-    let c = Clients::new(&features(), cfg, &[]);
+    let c = clients_with(cfg);
     c.computed(&window(0, &reference())).unwrap();
     c.computed(&window(1, records)).unwrap().stats.clone()
 }
@@ -96,7 +109,6 @@ fn stats_after_reference(cfg: &ClientsConfig, records: &[Value]) -> RecordBatch 
 fn the_reference_has_numpys_quantiles_and_the_population_standard_deviation() {
     let samples: Vec<super::Sample> = (0..100)
         .map(|i| super::Sample {
-            key: i,
             num: vec![i as f64],
             cat: vec!["a".into()],
         })
@@ -254,7 +266,7 @@ fn prada_distances_are_in_reference_standard_deviations_to_earlier_queries() {
         r["prediction"]["label"] = json!("other");
         records.push(r);
     }
-    let c = Clients::new(&features(), &config(), &[]);
+    let c = clients_with(&config());
     c.computed(&window(0, &reference())).unwrap();
     let profile = c.computed(&window(1, &records)).unwrap().profile.clone();
     // The other class's five inputs give four distances of their own.
@@ -285,7 +297,7 @@ fn clients_idle_for_a_horizon_are_evicted() {
         horizon: std::time::Duration::from_secs(600),
         ..config()
     };
-    let c = Clients::new(&features(), &cfg, &[]);
+    let c = clients_with(&cfg);
     c.computed(&window(0, &reference())).unwrap();
     // "stays" queries at the start of every minute, "gone" once, at 1 min + 1 ms.
     let mut first = client("stays", &[5.0]);
@@ -311,7 +323,7 @@ fn over_max_memory_the_least_recently_seen_go_down_to_nine_tenths() {
     let records: Vec<Value> = (0..10)
         .map(|i| query(&format!("c{i}"), 0, 50.0 + i as f64, "a"))
         .collect();
-    let unbounded = Clients::new(&features(), &config(), &[]);
+    let unbounded = clients_with(&config());
     unbounded.computed(&window(0, &records)).unwrap();
     let total = unbounded.usage().bytes;
     let each: Vec<u64> = {
@@ -339,14 +351,10 @@ fn over_max_memory_the_least_recently_seen_go_down_to_nine_tenths() {
         left -= b;
         expect_evicted += 1;
     }
-    let bounded = Clients::new(
-        &features(),
-        &ClientsConfig {
-            max_memory: cap,
-            ..config()
-        },
-        &[],
-    );
+    let bounded = clients_with(&ClientsConfig {
+        max_memory: cap,
+        ..config()
+    });
     bounded.computed(&window(0, &records)).unwrap();
     let usage = bounded.usage();
     assert!(expect_evicted >= 1);

@@ -11,7 +11,7 @@ use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Float64Type, UInt64Type};
 use serde_json::{Value, json};
 
-use super::{Drift, DriftConfig};
+use super::{Drift, DriftConfig, drift_with};
 use crate::decode::{FeatureDecl, FeatureKind};
 use crate::window::ClosedWindow;
 
@@ -128,10 +128,10 @@ fn the_test_follows_the_reference_size_and_the_number_of_distinct_values() {
         small_reference: 8,
         min_reference: 1,
         min_current: 1,
-        reference_sample: 1000,
+        reference_sample: Some(1000),
         ..DriftConfig::default()
     };
-    let d = Drift::new(&features(), &cfg, &[]);
+    let d = drift_with(&features(), &cfg);
     // The first window has no reference yet: no rows.
     assert!(feature_rows(&d, &window(0, &eight("a"))).is_empty());
     let second = feature_rows(&d, &window(1, &eight("b")));
@@ -169,7 +169,7 @@ fn the_test_follows_the_reference_size_and_the_number_of_distinct_values() {
             threshold: Some(0.2),
         },
     );
-    let d = Drift::new(&features(), &over, &[]);
+    let d = drift_with(&features(), &over);
     feature_rows(&d, &window(0, &eight("a")));
     assert_eq!(
         feature_rows(&d, &window(1, &eight("b")))["many"].test,
@@ -182,10 +182,10 @@ fn columns_under_min_current_or_min_reference_have_no_row() {
     let cfg = DriftConfig {
         min_reference: 8,
         min_current: 5,
-        reference_sample: 1000,
+        reference_sample: Some(1000),
         ..DriftConfig::default()
     };
-    let d = Drift::new(&features(), &cfg, &[]);
+    let d = drift_with(&features(), &cfg);
     // Reference: 8 values of `many`, 7 of `few` (one null).
     let mut first = eight("a");
     first[0]["features"]["few"] = Value::Null;
@@ -208,11 +208,11 @@ fn p_values_of_small_tables_are_the_hand_computed_ones() {
     let cfg = DriftConfig {
         min_reference: 1,
         min_current: 1,
-        reference_sample: 1000,
+        reference_sample: Some(1000),
         fdr: false,
         ..DriftConfig::default()
     };
-    let d = Drift::new(&features(), &cfg, &[]);
+    let d = drift_with(&features(), &cfg);
     // Reference: `many` 1..6 and `two` x×6, y×2; current: `many` 11..15 (disjoint,
     // above) and `two` x×2, y×6.
     let reference: Vec<Value> = (0..8)
@@ -267,10 +267,10 @@ fn p_values_of_small_tables_are_the_hand_computed_ones() {
 #[test]
 fn label_shares_are_each_labels_share_now_and_in_the_reference() {
     let cfg = DriftConfig {
-        reference_sample: 1000,
+        reference_sample: Some(1000),
         ..DriftConfig::default()
     };
-    let d = Drift::new(&features(), &cfg, &[]);
+    let d = drift_with(&features(), &cfg);
     let labelled = |prefix: &str, labels: &[&str]| -> Vec<Value> {
         labels
             .iter()
@@ -324,13 +324,13 @@ fn distinct(prefix: &str, n: usize) -> Vec<Value> {
 #[test]
 fn the_rolling_reference_keeps_k_records_a_window_for_reference_windows_windows() {
     let cfg = DriftConfig {
-        reference_sample: 5,
-        reference_windows: 2,
+        reference_sample: Some(5),
+        reference_windows: Some(2),
         min_reference: 1,
         min_current: 1,
         ..DriftConfig::default()
     };
-    let d = Drift::new(&features(), &cfg, &[]);
+    let d = drift_with(&features(), &cfg);
     let mut n_ref = Vec::new();
     for minute in 0..5 {
         let r = feature_rows(&d, &window(minute, &distinct(&format!("w{minute}"), 20)));
@@ -343,16 +343,16 @@ fn the_rolling_reference_keeps_k_records_a_window_for_reference_windows_windows(
 #[test]
 fn the_sample_does_not_depend_on_the_order_or_the_batches_records_came_in() {
     let cfg = DriftConfig {
-        reference_sample: 7,
+        reference_sample: Some(7),
         min_reference: 1,
         min_current: 1,
         ..DriftConfig::default()
     };
     let records = distinct("r", 40);
-    let in_order = Drift::new(&features(), &cfg, &[]);
+    let in_order = drift_with(&features(), &cfg);
     feature_rows(&in_order, &window(0, &records));
     // The same records reversed and split over two batches.
-    let shuffled = Drift::new(&features(), &cfg, &[]);
+    let shuffled = drift_with(&features(), &cfg);
     let mut reversed = records.clone();
     reversed.reverse();
     let mut w = window(0, &reversed[..15]);
@@ -366,7 +366,7 @@ fn the_sample_does_not_depend_on_the_order_or_the_batches_records_came_in() {
     assert_eq!(a["many"].n_ref, 7);
     assert_eq!(a, b);
     // A different sample would give another distance: the check can tell them apart.
-    let other = Drift::new(&features(), &cfg, &[]);
+    let other = drift_with(&features(), &cfg);
     feature_rows(&other, &window(0, &distinct("s", 40)));
     assert_ne!(
         feature_rows(&other, &current)["many"].statistic,

@@ -1,11 +1,10 @@
 //! Data and prediction drift: the `feature_drift` and `prediction_drift` tables.
 //!
 //! For each closed window and each model, every declared feature (and the model's
-//! outputs: `label`, `score`) is compared with a **reference** of the same model's
-//! earlier traffic: a deterministic sample of the previous `reference_windows` windows
-//! (bottom-k by a hash of the request id, `reference_sample` per window and model), so
-//! replay and Kafka under any partitioning see the same reference. Bottom-k samples
-//! merge: the sample of a union is the bottom-k of the samples.
+//! outputs: `label`, `score`) is compared with the model's baseline when it has one,
+//! else with the model's part of the rolling **reference** (`tables::reference`, shared
+//! with the client statistics): a deterministic sample of the previous windows, so
+//! replay and Kafka under any partitioning see the same reference.
 //!
 //! The test per column follows the peers' default (Evidently): with a reference of at
 //! most `small_reference` values, numeric columns with more than 5 distinct reference
@@ -29,23 +28,22 @@
 //! class vanishing, as when evasion succeeds at scale) shows there even when the
 //! distribution as a whole moves little.
 //!
-//! Model names come from traffic, so the models with a reference are capped
-//! (`max_models`): a model beyond the cap is still in its windows for every rule, but
-//! gets no reference, no drift rows and no metric series; refusals are counted (summary,
-//! `/metrics`) and the first is logged as a warning.
+//! Model names come from traffic, so the models with a rolling reference are capped
+//! (`reference.max_models`): a model beyond the cap is still in its windows for every
+//! rule, but gets no reference, no drift rows and no metric series.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch, StringArray, UInt64Array,
+    Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, UInt64Array,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
 use crate::decode::{FeatureDecl, FeatureKind};
-use crate::stable_hash::{bottom_k, hash_of, keyed_hash_of};
 use crate::stats::drift as st;
+use crate::tables::reference::{Columns, Reference};
 use crate::tables::{DerivedTable, WindowTable};
 use crate::window::ClosedWindow;
 
@@ -92,10 +90,10 @@ pub struct FeatureDrift {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DriftConfig {
-    /// Windows of earlier traffic in the rolling reference.
-    pub reference_windows: usize,
-    /// Records sampled into the reference per window and model.
-    pub reference_sample: usize,
+    /// Moved to `reference.windows` (still read, with a warning).
+    pub reference_windows: Option<usize>,
+    /// Moved to `reference.sample` (still read, with a warning).
+    pub reference_sample: Option<usize>,
     /// Up to this many reference values the default is a test, above it a distance.
     pub small_reference: usize,
     /// Default p-value threshold of KS, χ² and Z.
@@ -108,13 +106,8 @@ pub struct DriftConfig {
     pub min_reference: usize,
     /// Overrides by feature name (`label`, `score` for the outputs).
     pub features: BTreeMap<String, FeatureDrift>,
-    /// Most models (without a baseline) with a reference, hence drift rows and metric
-    /// series. Model names come from traffic: beyond this many, a new model's records
-    /// are still windowed and seen by rules, but it gets no reference (counted, logged).
-    pub max_models: usize,
-    /// Secret key of the sample's hash (from the state directory; 0 without one).
-    #[serde(skip)]
-    pub sample_key: u64,
+    /// Moved to `reference.max_models` (still read, with a warning).
+    pub max_models: Option<usize>,
     /// Control the false-discovery rate of the p-value tests across the features of a
     /// model's window (Benjamini–Hochberg): a feature is drifted when its adjusted
     /// p-value (`p_adjusted`) is under its threshold.
@@ -124,55 +117,22 @@ pub struct DriftConfig {
 impl Default for DriftConfig {
     fn default() -> Self {
         Self {
-            reference_windows: 30,
-            reference_sample: 256,
+            reference_windows: None,
+            reference_sample: None,
             small_reference: 1000,
             p_value: 0.05,
             distance: 0.1,
             min_current: 30,
             min_reference: 1000,
             features: BTreeMap::new(),
-            max_models: 64,
-            sample_key: 0,
+            max_models: None,
             fdr: true,
         }
     }
 }
 
-/// One sampled record of the reference: its numeric features (NaN = missing), its
-/// categories (None = missing), its label and score.
-#[derive(Clone, Serialize, Deserialize)]
-struct Sample {
-    key: u64,
-    num: Vec<Option<f64>>,
-    cat: Vec<Option<String>>,
-    label: Option<String>,
-    score: Option<f64>,
-}
-
-/// The reference state a checkpoint carries.
-#[derive(Clone, Default, Serialize, Deserialize)]
-pub struct DriftSnapshot {
-    /// Per window, per model, its sample; oldest first.
-    windows: Vec<BTreeMap<String, Vec<Sample>>>,
-    consumed_until: i64,
-}
-
-impl std::fmt::Debug for DriftSnapshot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DriftSnapshot({} windows)", self.windows.len())
-    }
-}
-
 struct State {
-    windows: VecDeque<Arc<BTreeMap<String, Vec<Sample>>>>,
-    consumed_until: i64,
     last: Option<(WindowKey, Arc<Computed>)>,
-    /// Models refused a reference over `max_models`, in this process: each counted once
-    /// per run of consecutive windows it is refused in.
-    refused: u64,
-    /// Hashes of the models refused in the previous window.
-    refused_last: HashSet<u64>,
 }
 
 type WindowKey = (i64, i64, i64, i64);
@@ -193,6 +153,8 @@ pub struct Drift {
     categorical: Vec<String>,
     schema: SchemaRef,
     shares_schema: SchemaRef,
+    /// The rolling reference, shared with the client statistics.
+    reference: Arc<Reference>,
     state: Mutex<State>,
 }
 
@@ -308,9 +270,6 @@ struct ModelWindow {
     cat: Vec<Column>,
     label: Column,
     score: Column,
-    /// (sampling key, client, (batch, row)) of every record: the sample is built from
-    /// the bottom k only.
-    candidates: Vec<(u64, u64, (usize, usize))>,
 }
 
 impl Drift {
@@ -318,14 +277,9 @@ impl Drift {
         features: &[FeatureDecl],
         cfg: &DriftConfig,
         baselines: &[Arc<crate::baseline::Baseline>],
+        reference: Arc<Reference>,
     ) -> Arc<Self> {
-        let names = |k: FeatureKind| -> Vec<String> {
-            features
-                .iter()
-                .filter(|f| f.kind == k)
-                .map(|f| f.name.clone())
-                .collect()
-        };
+        let names = |k: FeatureKind| crate::tables::feature_names(features, k);
         let f = DataType::Float64;
         let u = DataType::UInt64;
         let s = DataType::Utf8;
@@ -367,13 +321,8 @@ impl Drift {
             numeric,
             categorical,
             schema: Arc::new(schema),
-            state: Mutex::new(State {
-                windows: VecDeque::new(),
-                consumed_until: i64::MIN,
-                last: None,
-                refused: 0,
-                refused_last: HashSet::new(),
-            }),
+            reference,
+            state: Mutex::new(State { last: None }),
         })
     }
 
@@ -396,21 +345,6 @@ impl Drift {
         ]
     }
 
-    pub fn snapshot(&self) -> DriftSnapshot {
-        let st = self.state.lock().expect("drift lock");
-        DriftSnapshot {
-            windows: st.windows.iter().map(|w| w.as_ref().clone()).collect(),
-            consumed_until: st.consumed_until,
-        }
-    }
-
-    pub fn restore(&self, snap: DriftSnapshot) {
-        let mut st = self.state.lock().expect("drift lock");
-        st.windows = snap.windows.into_iter().map(Arc::new).collect();
-        st.consumed_until = snap.consumed_until;
-        st.last = None;
-    }
-
     /// The `feature_drift` rows of the last window computed (for the metrics endpoint).
     pub fn latest_features(&self) -> Option<RecordBatch> {
         let st = self.state.lock().expect("drift lock");
@@ -423,20 +357,21 @@ impl Drift {
         if let Some((_, c)) = st.last.as_ref().filter(|(k, _)| *k == key) {
             return Ok(c.clone());
         }
-        let c = Arc::new(self.compute(&mut st, w)?);
+        let c = Arc::new(self.compute(w)?);
         st.last = Some((key, c.clone()));
         Ok(c)
     }
 
-    fn compute(&self, st: &mut State, w: &ClosedWindow) -> Result<Computed, String> {
+    fn compute(&self, w: &ClosedWindow) -> Result<Computed, String> {
         let mut models: BTreeMap<String, ModelWindow> = BTreeMap::new();
-        for (i, b) in w.batches.iter().enumerate() {
-            self.read_batch(i, b, &mut models)?;
+        for b in &w.batches {
+            self.read_batch(b, &mut models)?;
         }
         // The reference per model: the earlier windows' samples.
+        let earlier = self.reference.before(w.end_ms);
         let mut reference: BTreeMap<&str, ModelWindow> = BTreeMap::new();
-        for window in &st.windows {
-            for (model, samples) in window.iter() {
+        for window in &earlier {
+            for (model, samples) in &window.models {
                 let r = reference
                     .entry(model.as_str())
                     .or_insert_with(|| self.empty_model());
@@ -449,28 +384,8 @@ impl Drift {
         for (model, cur) in &models {
             self.model_rows(&mut out, model, cur, reference.get(model.as_str()));
         }
-        // The reference takes this window's sample once.
-        if w.end_ms > st.consumed_until {
-            self.admit(st, &mut models);
-            let k = self.cfg.reference_sample;
-            let sample: BTreeMap<String, Vec<Sample>> = models
-                .into_iter()
-                .map(|(m, mw)| {
-                    // A repeated request id counts once; no client has more than its share.
-                    let c = bottom_k(mw.candidates, k, crate::stable_hash::per_client_share(k));
-                    let s = c
-                        .into_iter()
-                        .map(|(key, (bi, row))| self.sample_at(key, &w.batches[bi], row))
-                        .collect::<Result<Vec<_>, _>>();
-                    s.map(|s| (m, s))
-                })
-                .collect::<Result<_, String>>()?;
-            st.windows.push_back(Arc::new(sample));
-            while st.windows.len() > self.cfg.reference_windows.max(1) {
-                st.windows.pop_front();
-            }
-            st.consumed_until = w.end_ms;
-        }
+        // The reference takes this window's sample (once, whichever table is first).
+        self.reference.admit(w)?;
         Ok(Computed {
             features: out.features.finish(self.schema.clone())?,
             predictions: out.predictions.finish(self.schema.clone())?,
@@ -478,55 +393,9 @@ impl Drift {
         })
     }
 
-    /// Keeps per-model state (a reference sample, hence drift rows and their metric
-    /// series) to `max_models` models learned from traffic: the models the reference
-    /// holds keep their place, new ones take the places left, busiest first (ties by
-    /// name, so replay and Kafka agree); the others are taken out of `models` and
-    /// counted. Models with a baseline are always kept.
-    fn admit(&self, st: &mut State, models: &mut BTreeMap<String, ModelWindow>) {
-        let learned = |m: &str| !self.baselines.contains_key(m);
-        let known: HashSet<&str> = st
-            .windows
-            .iter()
-            .flat_map(|w| w.keys())
-            .map(String::as_str)
-            .filter(|m| learned(m))
-            .collect();
-        let mut new: Vec<(usize, &str)> = models
-            .iter()
-            .filter(|(m, _)| learned(m) && !known.contains(m.as_str()))
-            .map(|(m, mw)| (mw.candidates.len(), m.as_str()))
-            .collect();
-        let room = self.cfg.max_models.saturating_sub(known.len());
-        if new.len() <= room {
-            st.refused_last.clear();
-            return;
-        }
-        new.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-        let refused: Vec<String> = new[room..].iter().map(|(_, m)| (*m).to_owned()).collect();
-        let hashes: HashSet<u64> = refused.iter().map(|m| hash_of(m.as_str())).collect();
-        let fresh = hashes.difference(&st.refused_last).count() as u64;
-        if st.refused == 0 && fresh > 0 {
-            let first: String = refused[0].chars().take(64).collect();
-            tracing::warn!(
-                max_models = self.cfg.max_models,
-                refused = refused.len(),
-                first = ?first,
-                "drift.max_models reached: models beyond it get no drift reference, rows or \
-                 metrics (their records are still windowed and seen by rules); raise \
-                 drift.max_models if they are real models"
-            );
-        }
-        st.refused += fresh;
-        st.refused_last = hashes;
-        for m in &refused {
-            models.remove(m);
-        }
-    }
-
-    /// Models refused a reference over `drift.max_models` (see [`Self::admit`]).
+    /// Models refused a rolling reference over `reference.max_models`.
     pub fn models_refused(&self) -> u64 {
-        self.state.lock().expect("drift lock").refused
+        self.reference.models_refused()
     }
 
     /// The rows of one model's window against its baseline, or else its rolling
@@ -665,7 +534,6 @@ impl Drift {
 
     fn read_batch(
         &self,
-        batch: usize,
         b: &RecordBatch,
         models: &mut BTreeMap<String, ModelWindow>,
     ) -> Result<(), String> {
@@ -694,39 +562,8 @@ impl Drift {
                 &mut m.score,
                 (!cols.score.is_null(row)).then(|| cols.score.value(row)),
             );
-            let key = if cols.request.is_null(row) {
-                hash_of((row, name))
-            } else {
-                keyed_hash_of(self.cfg.sample_key, cols.request.value(row))
-            };
-            let client = if cols.client.is_null(row) {
-                0
-            } else {
-                hash_of(cols.client.value(row))
-            };
-            m.candidates.push((key, client, (batch, row)));
         }
         Ok(())
-    }
-
-    /// One record of a batch as a reference sample.
-    fn sample_at(&self, key: u64, b: &RecordBatch, row: usize) -> Result<Sample, String> {
-        let cols = Columns::of(b, &self.numeric, &self.categorical)?;
-        Ok(Sample {
-            key,
-            num: cols
-                .num
-                .iter()
-                .map(|a| (!a.is_null(row)).then(|| a.value(row)))
-                .collect(),
-            cat: cols
-                .cat
-                .iter()
-                .map(|a| (!a.is_null(row)).then(|| a.value(row).to_owned()))
-                .collect(),
-            label: (!cols.label.is_null(row)).then(|| cols.label.value(row).to_owned()),
-            score: (!cols.score.is_null(row)).then(|| cols.score.value(row)),
-        })
     }
 
     fn numeric_row(&self, out: &mut Rows, model: &str, name: &str, r: &NumRef, c: &Column) {
@@ -885,40 +722,6 @@ impl Drift {
 }
 
 /// The `events` columns the drift tables read.
-struct Columns<'a> {
-    request: &'a StringArray,
-    client: &'a StringArray,
-    model: &'a StringArray,
-    label: &'a StringArray,
-    score: &'a Float64Array,
-    num: Vec<&'a Float64Array>,
-    cat: Vec<&'a StringArray>,
-}
-
-impl<'a> Columns<'a> {
-    fn of(b: &'a RecordBatch, numeric: &[String], categorical: &[String]) -> Result<Self, String> {
-        let col = |name: &str| {
-            b.column_by_name(name)
-                .ok_or_else(|| format!("events has no column {name}"))
-        };
-        Ok(Self {
-            request: col("request_id")?.as_string::<i32>(),
-            client: col("client_id")?.as_string::<i32>(),
-            model: col("model")?.as_string::<i32>(),
-            label: col("prediction_label")?.as_string::<i32>(),
-            score: col("prediction_score")?.as_primitive::<Float64Type>(),
-            num: numeric
-                .iter()
-                .map(|n| col(n).map(|c| c.as_primitive::<Float64Type>()))
-                .collect::<Result<_, _>>()?,
-            cat: categorical
-                .iter()
-                .map(|n| col(n).map(|c| c.as_string::<i32>()))
-                .collect::<Result<_, _>>()?,
-        })
-    }
-}
-
 fn push_number(c: &mut Column, v: Option<f64>) {
     match v {
         Some(x) => c.values.push(x),
@@ -1102,12 +905,27 @@ impl ShareRows {
     }
 }
 
+/// A drift table with a reference of its own, set by the settings `reference:` took
+/// over (tests).
+#[cfg(test)]
+fn drift_with(features: &[FeatureDecl], cfg: &DriftConfig) -> Arc<Drift> {
+    let d = crate::tables::reference::ReferenceConfig::default();
+    let rc = crate::tables::reference::ReferenceConfig {
+        windows: cfg.reference_windows.unwrap_or(d.windows),
+        sample: cfg.reference_sample.unwrap_or(d.sample),
+        max_models: cfg.max_models.unwrap_or(d.max_models),
+    };
+    let reference = Reference::new(features, &rc, 0, std::iter::empty());
+    Drift::new(features, cfg, &[], reference)
+}
+
 #[cfg(test)]
 mod formula_tests;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::arrow::array::AsArray;
 
     /// Minute `minute`'s window: one record per model name in `models` (a name repeated
     /// is a busier model), each with feature `x` and a label.
@@ -1135,17 +953,17 @@ mod tests {
 
     /// Distinct models in the reference.
     fn referenced(d: &Drift) -> std::collections::BTreeSet<String> {
-        d.snapshot()
-            .windows
+        d.reference
+            .before(i64::MAX)
             .iter()
-            .flat_map(|w| w.keys().cloned())
+            .flat_map(|w| w.models.keys().cloned())
             .collect()
     }
 
     #[test]
     fn models_beyond_max_models_get_no_reference_and_each_is_counted_once() {
         let cfg = DriftConfig {
-            max_models: 8,
+            max_models: Some(8),
             min_current: 1,
             min_reference: 1,
             ..DriftConfig::default()
@@ -1154,7 +972,7 @@ mod tests {
             name: "x".into(),
             kind: FeatureKind::Numerical,
         }];
-        let d = Drift::new(&features, &cfg, &[]);
+        let d = drift_with(&features, &cfg);
         // 10,000 models of one record each, and a busy one: the busy one is kept, then
         // 7 by name.
         let mut first = names("a", 10_000);
