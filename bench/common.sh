@@ -26,3 +26,11 @@ kafka_broker() {
   fi
   trap '[ -n "$started" ] && scripts/kafka.sh stop >&2; rm -rf "$work"' EXIT
 }
+# examples/kafka.yaml for topic $topic and consumer group $1, written in $work; prints its path.
+kafka_config() {
+  sed -e "s|\${KAFKA_BROKERS}|$KAFKA_BROKERS|" -e "s|\${DRIFTWATCH_TOPIC}|$topic|" \
+    -e "s|\${DRIFTWATCH_GROUP:-driftwatch}|$1|" -e "s|\${DRIFTWATCH_OUT:-../out}|$work|" \
+    -e "s|^queries: .*|queries: $PWD/queries|" -e "s|stdout: true|stdout: false|" \
+    examples/kafka.yaml >"$work/$1.yaml"
+  echo "$work/$1.yaml"
+}

@@ -20,13 +20,6 @@ topic=compare-$$
 scripts/kafka.sh topic "$topic" 6 >&2
 "$a" gen --scenario benign --seed 1 --events "$events" --kafka "$KAFKA_BROKERS" --topic "$topic" >&2
 
-kafka_config() { # group
-  sed -e "s|\${KAFKA_BROKERS}|$KAFKA_BROKERS|" -e "s|\${DRIFTWATCH_TOPIC}|$topic|" \
-    -e "s|\${DRIFTWATCH_GROUP:-driftwatch}|$1|" -e "s|\${DRIFTWATCH_OUT:-../out}|$work|" \
-    -e "s|^queries: .*|queries: $PWD/queries|" -e "s|stdout: true|stdout: false|" \
-    examples/kafka.yaml >"$work/$1.yaml"
-  echo "$work/$1.yaml"
-}
 replay_rate() { # bin
   /usr/bin/time -f '%e' -o "$work/time" "$1" replay --config examples/replay.yaml \
     --input "$work/benign.jsonl" --no-progress >/dev/null 2>"$work/err" \

@@ -18,13 +18,6 @@ topic=bench-$$
 scripts/kafka.sh topic "$topic" 6 >&2
 "$bin" gen --scenario benign --seed 1 --events "$events" --kafka "$KAFKA_BROKERS" --topic "$topic" >&2
 
-config() { # group
-  sed -e "s|\${KAFKA_BROKERS}|$KAFKA_BROKERS|" -e "s|\${DRIFTWATCH_TOPIC}|$topic|" \
-    -e "s|\${DRIFTWATCH_GROUP:-driftwatch}|$1|" -e "s|\${DRIFTWATCH_OUT:-../out}|$work|" \
-    -e "s|^queries: .*|queries: $PWD/queries|" -e "s|stdout: true|stdout: false|" \
-    examples/kafka.yaml >"$work/$1.yaml"
-  echo "$work/$1.yaml"
-}
 rate() { sed -n "s/.*$1 *\([0-9]*\) rec\/s.*/\1/p; s/.*(\([0-9]*\) records\/s).*/\1/p" "$2" | head -n 1; }
 
 machine
@@ -33,12 +26,12 @@ echo
 echo "| run | consume-only (records/s) | driftwatch run (records/s) | ratio | peak RSS of run (MiB) |"
 echo "|---|---:|---:|---:|---:|"
 for i in $(seq 1 "$runs"); do
-  "$bin" consume --config "$(config consume-$i)" --until-idle 3 2>"$work/consume.err" \
+  "$bin" consume --config "$(kafka_config consume-$i)" --until-idle 3 2>"$work/consume.err" \
     || { cat "$work/consume.err" >&2; exit 1; }
   raw=$(rate x "$work/consume.err")
   rm -rf "$work/state"
   /usr/bin/time -f '%M' -o "$work/time" \
-    "$bin" run --http off --config "$(config run-$i)" --until-idle 3 2>"$work/run.err" \
+    "$bin" run --http off --config "$(kafka_config run-$i)" --until-idle 3 2>"$work/run.err" \
     || { cat "$work/run.err" >&2; exit 1; }
   e2e=$(rate "streaming rate" "$work/run.err")
   kb=$(cat "$work/time")
