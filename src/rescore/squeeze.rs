@@ -1,8 +1,7 @@
 //! Feature squeezing (Xu, Evans and Qi, "Feature Squeezing: Detecting Adversarial
 //! Examples in Deep Neural Networks", NDSS 2018), for tabular inputs: each numeric
 //! feature is rounded to one of `levels` evenly spaced values within its baseline range
-//! (values outside the range go to its ends; a feature that is constant in the baseline,
-//! such as an image's border pixel, is squeezed to that constant). An adversarial input sits where a small
+//! (values outside the range go to its ends). An adversarial input sits where a small
 //! change moves the model's answer, so its probabilities move when it is squeezed; an
 //! ordinary input's barely do. Score = L1 distance between the probability vectors of
 //! the input and of the squeezed input, as in the paper.
@@ -93,9 +92,9 @@ impl Squeezer {
                     [n.min, n.max]
                 }
             };
-            if !(a.is_finite() && b.is_finite() && a <= b) {
+            if !(a.is_finite() && b.is_finite() && a < b) {
                 return Err(format!(
-                    "{at}: the range of {f} is [{a}, {b}]: it needs two finite values, min <= max"
+                    "{at}: the range of {f} is [{a}, {b}]: it needs two finite values, min < max"
                 ));
             }
             lo.push(a as f32);
@@ -119,9 +118,6 @@ impl Squeezer {
         row.iter()
             .zip(self.lo.iter().zip(&self.hi))
             .map(|(&x, (&lo, &hi))| {
-                if hi <= lo {
-                    return lo;
-                }
                 let t = ((x - lo) / (hi - lo)).clamp(0.0, 1.0);
                 lo + (t * steps).round() / steps * (hi - lo)
             })
@@ -230,30 +226,4 @@ pub fn calibrate(
         flagged: scores.iter().filter(|s| **s > threshold).count() as f64 / scores.len() as f64,
         quantiles: [q(0.5), q(0.9), q(0.95), q(0.99)],
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_feature_constant_in_the_baseline_is_squeezed_to_its_constant() {
-        let c = SqueezeConfig {
-            levels: 3,
-            threshold: None,
-            ranges: [("a".to_owned(), [0.0, 0.0]), ("b".to_owned(), [0.0, 2.0])]
-                .into_iter()
-                .collect(),
-        };
-        let s = Squeezer::new(&c, "m", &["a".into(), "b".into()], None).unwrap();
-        // Levels of b: 0, 1, 2; a has one value, 0.
-        assert_eq!(s.squeeze(&[5.0, 1.4]), [0.0, 1.0]);
-        assert_eq!(s.squeeze(&[-3.0, 2.6]), [0.0, 2.0]);
-        let bad = SqueezeConfig {
-            ranges: [("a".to_owned(), [1.0, 0.0])].into_iter().collect(),
-            ..c
-        };
-        let e = Squeezer::new(&bad, "m", &["a".into()], None).unwrap_err();
-        assert!(e.contains("min <= max"), "{e}");
-    }
 }
