@@ -77,6 +77,19 @@ pub struct WindowSample {
     /// The across-models sample as a checkpoint before format 4 kept it: its per-model
     /// samples carry no client, so the across-models one cannot be drawn from them.
     legacy_pooled: Option<Vec<Sample>>,
+    /// The across-models pick, once drawn: (sample size, (model, index) per sample).
+    #[serde(skip)]
+    pooled_pick: Memo,
+}
+
+/// A cache that takes no part in equality or in what a checkpoint holds.
+#[derive(Debug, Clone, Default)]
+struct Memo(std::sync::OnceLock<(usize, Vec<(usize, usize)>)>);
+
+impl PartialEq for Memo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl WindowSample {
@@ -86,16 +99,29 @@ impl WindowSample {
         if let Some(p) = &self.legacy_pooled {
             return p.iter().collect();
         }
-        let all: Vec<(u64, u64, &Sample)> = self
-            .models
-            .values()
-            .flatten()
-            .map(|s| (s.key, s.client, s))
+        let lists: Vec<&Vec<Sample>> = self.models.values().collect();
+        let pick = |(m, i): &(usize, usize)| &lists[*m][*i];
+        if let Some((size, picked)) = self.pooled_pick.0.get()
+            && *size == k
+        {
+            return picked.iter().map(pick).collect();
+        }
+        let all: Vec<(u64, u64, (usize, usize))> = lists
+            .iter()
+            .enumerate()
+            .flat_map(|(m, l)| {
+                l.iter()
+                    .enumerate()
+                    .map(move |(i, s)| (s.key, s.client, (m, i)))
+            })
             .collect();
-        bottom_k(all, k, per_client_share(k))
+        let picked: Vec<(usize, usize)> = bottom_k(all, k, per_client_share(k))
             .into_iter()
-            .map(|(_, s)| s)
-            .collect()
+            .map(|(_, at)| at)
+            .collect();
+        let out = picked.iter().map(pick).collect();
+        let _ = self.pooled_pick.0.set((k, picked));
+        out
     }
 }
 

@@ -63,6 +63,7 @@ use serde::{Deserialize, Serialize};
 use crate::decode::{FeatureDecl, FeatureKind, ts_type};
 use crate::stable_hash::{Fnv, hash_of, keyed_hash_of};
 use crate::stats::{entropy_bits, grid_cell, royston_coefficients, shapiro_wilk_with};
+use crate::tables::reference::Sample as SharedSample;
 use crate::tables::{DerivedTable, WindowTable};
 use crate::telemetry::ClientsUsage;
 use crate::window::ClosedWindow;
@@ -185,26 +186,6 @@ impl Interner {
     }
 }
 
-/// A sampled record of the reference, as the statistics read it: NaN and "" for
-/// missing values.
-struct Sample {
-    num: Vec<f64>,
-    cat: Vec<String>,
-}
-
-impl Sample {
-    fn of(s: &crate::tables::reference::Sample) -> Sample {
-        Sample {
-            num: s.num.iter().map(|x| x.unwrap_or(f64::NAN)).collect(),
-            cat: s
-                .cat
-                .iter()
-                .map(|c| c.clone().unwrap_or_default())
-                .collect(),
-        }
-    }
-}
-
 /// `Vec<Arc<T>>` (de)serialized as `Vec<T>`.
 mod shared {
     use std::sync::Arc;
@@ -246,7 +227,7 @@ struct Reference {
 }
 
 impl Reference {
-    fn build(samples: &[&Sample], n_num: usize, n_cat: usize) -> Self {
+    fn build(samples: &[&SharedSample], n_num: usize, n_cat: usize) -> Self {
         let mut r = Reference {
             id: 0,
             mean: vec![0.0; n_num],
@@ -261,7 +242,7 @@ impl Reference {
         for j in 0..n_num {
             let mut v: Vec<f64> = samples
                 .iter()
-                .map(|s| s.num[j])
+                .filter_map(|s| s.num[j])
                 .filter(|x| x.is_finite())
                 .collect();
             if v.is_empty() {
@@ -285,7 +266,7 @@ impl Reference {
         for (j, cats) in r.cats.iter_mut().enumerate() {
             let distinct: HashSet<&str> = samples
                 .iter()
-                .map(|s| s.cat[j].as_str())
+                .filter_map(|s| s.cat[j].as_deref())
                 .filter(|c| !c.is_empty())
                 .collect();
             let mut names: Vec<&str> = distinct.into_iter().collect();
@@ -295,14 +276,21 @@ impl Reference {
             }
         }
         let mut cells: HashMap<u64, u64> = HashMap::new();
+        let mut num = Vec::with_capacity(n_num);
         for s in samples {
             let cat: Vec<u32> = s
                 .cat
                 .iter()
                 .enumerate()
-                .map(|(j, c)| r.cats[j].get(c).copied().unwrap_or(u32::MAX))
+                .map(|(j, c)| {
+                    c.as_deref()
+                        .and_then(|c| r.cats[j].get(c).copied())
+                        .unwrap_or(u32::MAX)
+                })
                 .collect();
-            *cells.entry(r.cell(&s.num, &cat)).or_default() += 1;
+            num.clear();
+            num.extend(s.num.iter().map(|x| x.unwrap_or(f64::NAN)));
+            *cells.entry(r.cell(&num, &cat)).or_default() += 1;
         }
         let total = samples.len().max(1) as f64;
         let mut by_count: BTreeMap<u64, u64> = BTreeMap::new();
@@ -796,17 +784,13 @@ impl Clients {
         let rolling = {
             let k = self.reference.sample_size();
             let earlier = self.reference.before(w.end_ms);
-            let mut pool: Vec<Sample> = earlier
-                .iter()
-                .flat_map(|s| s.pooled(k))
-                .map(Sample::of)
-                .collect();
+            let mut pool: Vec<&SharedSample> = earlier.iter().flat_map(|s| s.pooled(k)).collect();
+            let this = self.reference.of(w.end_ms);
             if pool.is_empty()
-                && let Some(this) = self.reference.of(w.end_ms)
+                && let Some(this) = &this
             {
-                pool = this.pooled(k).into_iter().map(Sample::of).collect();
+                pool = this.pooled(k);
             }
-            let pool: Vec<&Sample> = pool.iter().collect();
             Reference::build(&pool, self.numeric.len(), self.categorical.len())
         };
         let refs: Vec<&Reference> = models

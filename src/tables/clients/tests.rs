@@ -107,13 +107,17 @@ fn stats_after_reference(cfg: &ClientsConfig, records: &[Value]) -> RecordBatch 
 
 #[test]
 fn the_reference_has_numpys_quantiles_and_the_population_standard_deviation() {
-    let samples: Vec<super::Sample> = (0..100)
-        .map(|i| super::Sample {
-            num: vec![i as f64],
-            cat: vec!["a".into()],
+    let samples: Vec<crate::tables::reference::Sample> = (0..100)
+        .map(|i| crate::tables::reference::Sample {
+            key: i,
+            client: 0,
+            num: vec![Some(i as f64)],
+            cat: vec![Some("a".into())],
+            label: None,
+            score: None,
         })
         .collect();
-    let refs: Vec<&super::Sample> = samples.iter().collect();
+    let refs: Vec<&crate::tables::reference::Sample> = samples.iter().collect();
     let r = super::Reference::build(&refs, 1, 1);
     let near = |a: f64, b: f64| (a - b).abs() < 1e-12;
     assert!(
