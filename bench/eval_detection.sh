@@ -65,6 +65,7 @@ models:
   - name: {name}
     path: {src}/models/{m['onnx_file']}
     sha256: {m['sha256']}
+    version: "{m['model_version']}"
     labels: {json.dumps(classes)}
     probabilities_output: {out}
     features: {json.dumps(feats)}""")

@@ -451,6 +451,7 @@ fn register(provider: &SdkMeterProvider, c: Arc<Counters>) {
             ("adversarial", t.adversarial),
             ("over_budget", t.dropped),
             ("unscorable", t.unscorable),
+            ("other_version", t.other_version),
         ]
         .into_iter()
         .map(|(o, v)| (v, vec![KeyValue::new("outcome", o)]))

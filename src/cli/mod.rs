@@ -771,6 +771,9 @@ pub fn summary_table(s: &Summary) -> String {
         );
         row(&mut out, "over budget", r.dropped.to_string());
         row(&mut out, "unscorable", r.unscorable.to_string());
+        if r.other_version > 0 {
+            row(&mut out, "other model version", r.other_version.to_string());
+        }
         row(&mut out, "mismatches", r.mismatches.to_string());
         row(&mut out, "adversarial", r.adversarial.to_string());
         let secs = busy.as_secs_f64();

@@ -190,7 +190,8 @@ fn families(live: &Live) -> Vec<Samples<'static>> {
         .add(&["mismatch"], U(rs.mismatches))
         .add(&["adversarial"], U(rs.adversarial))
         .add(&["over_budget"], U(rs.dropped))
-        .add(&["unscorable"], U(rs.unscorable));
+        .add(&["unscorable"], U(rs.unscorable))
+        .add(&["other_version"], U(rs.other_version));
 
     let rules = c.rules.lock().expect("rules lock").clone();
     for r in &rules {

@@ -23,6 +23,11 @@ use tract_onnx::prelude::*;
 pub struct ModelConfig {
     /// The `model` value of the records this model serves.
     pub name: String,
+    /// The `model_version` of the records this file serves. Records of another version
+    /// are not re-scored against it (counted as `other_version`); without it, every
+    /// version is. Give one entry per deployed version.
+    #[serde(default)]
+    pub version: Option<String>,
     /// The ONNX file (relative to the config file).
     pub path: PathBuf,
     /// Its SHA-256, hex: checked before loading.
@@ -184,8 +189,17 @@ pub fn serve(
     let mut names = std::collections::BTreeSet::new();
     let mut served = Vec::new();
     for c in models {
-        if !names.insert(c.name.as_str()) {
-            return Err(format!("models: {} is listed twice", c.name));
+        if !names.insert((c.name.as_str(), c.version.as_deref())) {
+            return Err(match &c.version {
+                Some(v) => format!("models: {} version {v} is listed twice", c.name),
+                None => format!("models: {} is listed twice", c.name),
+            });
+        }
+        if c.version.is_none() && models.iter().filter(|m| m.name == c.name).count() > 1 {
+            return Err(format!(
+                "models: {} is listed more than once, so each entry needs its version",
+                c.name
+            ));
         }
         let mut c = c.clone();
         if c.path.is_relative() {
@@ -194,6 +208,7 @@ pub fn serve(
         let model = EmbeddedModel::load(&c)?;
         // Features first: a typo in one is a clearer error than its missing range.
         let mut model = rescorer::ServedModel::new(model, None, events)?;
+        model.version = c.version.clone();
         let baseline = baselines.iter().find(|b| b.model == c.name).map(|b| &**b);
         model.squeeze = c
             .squeeze

@@ -117,6 +117,8 @@ impl RescoreConfig {
 /// A model ready to re-score records: the columns of its features in `events`.
 pub struct ServedModel {
     pub model: EmbeddedModel,
+    /// The `model_version` it serves (None: every version).
+    pub version: Option<String>,
     pub squeeze: Option<Squeezer>,
     columns: Vec<usize>,
 }
@@ -147,6 +149,7 @@ impl ServedModel {
         }
         Ok(ServedModel {
             model,
+            version: None,
             squeeze,
             columns,
         })
@@ -333,15 +336,20 @@ pub struct Rescorer {
     state: Mutex<RescoreState>,
     /// Time spent picking and re-scoring records in this process.
     busy: Mutex<Duration>,
+    /// (model, version) pairs without a pinned file already logged (at most
+    /// [`MAX_VERSIONS_LOGGED`]: versions come from the traffic).
+    versions_logged: Mutex<BTreeSet<(String, String)>>,
 }
+
+const MAX_VERSIONS_LOGGED: usize = 16;
 
 /// One record picked for re-scoring.
 struct Pick {
     sec: i64,
     key: u64,
     reason: Reason,
-    /// Index of its model in `models`.
-    model: usize,
+    /// Index of its model in `models`; None when no pinned file serves its version.
+    model: Option<usize>,
     batch: usize,
     row: usize,
 }
@@ -364,7 +372,26 @@ impl Rescorer {
             horizon_ms,
             state: Mutex::new(RescoreState::default()),
             busy: Mutex::default(),
+            versions_logged: Mutex::default(),
         })
+    }
+
+    /// Says once per (model, version), loudly, that records of a version without a
+    /// pinned file go unchecked.
+    fn log_version(&self, model: &str, version: &str) {
+        let mut logged = self.versions_logged.lock().expect("versions lock");
+        if logged.len() >= MAX_VERSIONS_LOGGED {
+            return;
+        }
+        if logged.insert((model.to_owned(), version.to_owned())) {
+            tracing::warn!(
+                model,
+                model_version = version,
+                "records of this model version are not re-scored: no file under models: pins \
+                 it (add an entry with its version and sha256); counted as other_version in \
+                 driftwatch_rescore_outcomes"
+            );
+        }
     }
 
     pub fn is_active(&self) -> bool {
@@ -490,9 +517,16 @@ impl Rescorer {
                 let Some(model) = cols.model(row) else {
                     continue;
                 };
-                let Some(mi) = self.models.iter().position(|m| m.model.name == model) else {
+                let version = cols.version_str(row);
+                let mut named = false;
+                let mi = self.models.iter().position(|m| {
+                    named |= m.model.name == model;
+                    m.model.name == model
+                        && (m.version.is_none() || m.version.as_deref() == version)
+                });
+                if mi.is_none() && !named {
                     continue;
-                };
+                }
                 let ts = cols.ts.value(row);
                 let client = cols.client.value(row);
                 let request = cols.request(row);
@@ -508,6 +542,9 @@ impl Rescorer {
                 } else {
                     continue;
                 };
+                if mi.is_none() {
+                    self.log_version(model, version.unwrap_or(""));
+                }
                 candidates.entry(sec).or_default().push(Pick {
                     sec,
                     key,
@@ -531,8 +568,18 @@ impl Rescorer {
         let candidates = self.candidates(&st, &columns);
         let mut picked = Vec::new();
         for (sec, mut list) in candidates {
-            list.sort_by_key(|p| (p.reason, p.key));
             let s = st.seconds.entry(sec).or_default();
+            // A version without a pinned file: counted once, never re-scored.
+            let before = list.len();
+            list.retain(|p| {
+                p.model.is_some() || {
+                    s.done.insert(p.key);
+                    false
+                }
+            });
+            st.totals.other_version += (before - list.len()) as u64;
+            let s = st.seconds.entry(sec).or_default();
+            list.sort_by_key(|p| (p.reason, p.key));
             let room = self.cfg.budget_per_second.saturating_sub(s.used) as usize;
             let take = room.min(list.len());
             s.dropped = s.dropped.max((list.len() - take) as u64);
@@ -565,7 +612,7 @@ impl Rescorer {
             let m = &served.model;
             let mut rows: Vec<Vec<f32>> = Vec::new();
             let mut whose: Vec<&Pick> = Vec::new();
-            for p in picked.iter().filter(|p| p.model == mi) {
+            for p in picked.iter().filter(|p| p.model == Some(mi)) {
                 match features(&w.batches[p.batch], &served.columns, p.row) {
                     Some(x) => {
                         rows.push(x);
@@ -804,6 +851,10 @@ impl<'a> Columns<'a> {
 
     fn request(&self, row: usize) -> Option<&'a str> {
         (!self.request.is_null(row)).then(|| self.request.value(row))
+    }
+
+    fn version_str(&self, row: usize) -> Option<&'a str> {
+        Self::opt_text(self.version, row)
     }
 
     fn version(&self, row: usize) -> Option<String> {

@@ -59,6 +59,7 @@ fn config() -> ModelConfig {
         probabilities_output: "probabilities".into(),
         labels: strings(&m["labels"]),
         squeeze: None,
+        version: None,
     }
 }
 
@@ -276,6 +277,43 @@ mod rescoring {
         r.score_window(&w).unwrap();
         assert_eq!(r.totals().rescored, 40);
         assert_eq!(r.rows(&w).len(), 40);
+    }
+
+    #[test]
+    fn records_of_a_version_without_its_pinned_file_are_counted_not_called_tampered() {
+        // Version 2 answers with another model: checked against version 1's file, every
+        // answer would be a mismatch.
+        let c = Cancer::load();
+        let mut rng = rng();
+        let recs: Vec<Rec> = (0..20)
+            .map(|i| {
+                let x = c.honest(&mut rng);
+                let p = c.other.probs(&x);
+                (T0 + i * 1000, "k", format!("r{i}"), x, p)
+            })
+            .collect();
+        let cfg = RescoreConfig {
+            sample_rate: 1.0,
+            ..Default::default()
+        };
+        let scored = |version: &str| {
+            let model = EmbeddedModel::load(&model_config()).unwrap();
+            let decoder = crate::decode::BatchDecoder::new(&decode_config()).unwrap();
+            let mut served = ServedModel::new(model, None, &decoder.events_schema()).unwrap();
+            served.version = Some(version.to_owned());
+            let r = Rescorer::with_windows(cfg.clone(), vec![served], &[MINUTE]);
+            let w = window(T0, &recs);
+            r.score_window(&w).unwrap();
+            r.score_window(&w).unwrap();
+            (r.rows(&w), r.totals())
+        };
+        // The records say version 1 (the scenario's).
+        let (rows, t) = scored("2");
+        assert!(rows.is_empty(), "{rows:?}");
+        assert_eq!((t.rescored, t.mismatches, t.other_version), (0, 0, 20));
+        let (rows, t) = scored("1");
+        assert_eq!((rows.len(), t.other_version), (20, 0));
+        assert!(t.mismatches >= 18, "{t:?}");
     }
 
     #[test]

@@ -114,6 +114,10 @@ pub struct RescoreTotals {
     pub dropped: u64,
     /// Records with a feature missing: the model cannot score them.
     pub unscorable: u64,
+    /// Records of a configured model whose `model_version` has no pinned file: not
+    /// re-scored (another version's file would call every answer tampered).
+    #[serde(default)]
+    pub other_version: u64,
     pub mismatches: u64,
     pub adversarial: u64,
     /// Suspects dropped because `max_suspects` were tracked.
