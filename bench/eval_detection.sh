@@ -72,10 +72,7 @@ models:
 if threshold:
     print(f"""    squeeze:
       threshold: {threshold}""")
-print(f"""rescore:
-  budget_per_second: 50
-  sample_rate: 0.01
-dead_letter:
+print(f"""dead_letter:
   path: {run}/dead-letters.jsonl
 alerts:
   stdout: false""")

@@ -74,6 +74,31 @@ pub struct Baseline {
     pub label: Option<Categories>,
     pub score: Option<Numeric>,
     pub grid: Grid,
+    /// How far from the typical row the rows lie (absent in baselines of older releases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub typicality: Option<Typicality>,
+}
+
+/// The distribution of a row's squared distance from the mean, in standard deviations
+/// of each numeric feature (Σ z², a diagonal Mahalanobis distance; a constant feature
+/// counts in units of 1): what the client statistics call an atypical input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Typicality {
+    /// The 99th percentile of Σ z² over the rows.
+    pub q99: f64,
+}
+
+/// Σ z² of one row (missing values count 0).
+pub fn squared_distance(num: &[f64], mean: &[f64], std: &[f64]) -> f64 {
+    num.iter()
+        .zip(mean.iter().zip(std))
+        .filter(|(x, _)| x.is_finite())
+        .map(|(x, (m, s))| {
+            let z = (x - m) / if *s > 0.0 { *s } else { 1.0 };
+            z * z
+        })
+        .sum()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -535,6 +560,7 @@ pub fn build(
         })
         .collect();
     let grid = grid(&num_cols, &cat_cols, &nums, &cats, rows);
+    let typicality = typicality(&num_cols, &nums, rows);
     Ok(Baseline {
         model: opts.model.clone(),
         rows: rows as u64,
@@ -544,6 +570,29 @@ pub fn build(
         label,
         score,
         grid,
+        typicality,
+    })
+}
+
+/// The typicality of every row (see [`Typicality`]); none without numeric features.
+fn typicality(num_cols: &[&[Option<f64>]], nums: &[&Numeric], rows: usize) -> Option<Typicality> {
+    if num_cols.is_empty() || rows == 0 {
+        return None;
+    }
+    let mean: Vec<f64> = nums.iter().map(|n| n.mean).collect();
+    let std: Vec<f64> = nums.iter().map(|n| n.std).collect();
+    let mut num = vec![0.0; num_cols.len()];
+    let mut d2: Vec<f64> = (0..rows)
+        .map(|row| {
+            for (x, col) in num.iter_mut().zip(num_cols) {
+                *x = col[row].unwrap_or(f64::NAN);
+            }
+            squared_distance(&num, &mean, &std)
+        })
+        .collect();
+    crate::stats::drift::sort_floats(&mut d2);
+    Some(Typicality {
+        q99: quantile(&d2, 0.99),
     })
 }
 

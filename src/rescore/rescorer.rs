@@ -68,7 +68,7 @@ fn default_budget() -> u32 {
     50
 }
 fn default_sample() -> f64 {
-    0.01
+    0.1
 }
 fn default_suspect_for() -> Duration {
     Duration::from_secs(600)

@@ -60,6 +60,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
+use crate::baseline::squared_distance;
 use crate::decode::{FeatureDecl, FeatureKind, ts_type};
 use crate::stable_hash::{Fnv, hash_of, keyed_hash_of};
 use crate::stats::{entropy_bits, grid_cell, royston_coefficients, shapiro_wilk_with};
@@ -137,6 +138,8 @@ struct Rec {
     near: u64,
     cell: u64,
     ood: bool,
+    /// None when the reference has no typicality threshold.
+    atypical: Option<bool>,
 }
 
 /// The feature values of a window's records, one flat vector per kind (record `row`'s
@@ -186,6 +189,9 @@ impl Interner {
     }
 }
 
+/// Fewest reference records a typicality threshold is drawn from.
+const MIN_TYPICALITY_SAMPLE: usize = 100;
+
 /// `Vec<Arc<T>>` (de)serialized as `Vec<T>`.
 mod shared {
     use std::sync::Arc;
@@ -224,6 +230,10 @@ struct Reference {
     /// Shares of the reference sample in its cells, as (share, number of cells with
     /// that share): cells share counts, so this is far shorter than the cell list.
     cell_p: Vec<(f64, f64)>,
+    /// Σ z² beyond which an input is atypical: the reference's 99th percentile (None
+    /// when it cannot be known: no numeric feature, too small a sample, a baseline of
+    /// an older release or of other features).
+    atypical_at: Option<f64>,
 }
 
 impl Reference {
@@ -238,6 +248,7 @@ impl Reference {
             sorted: vec![Vec::new(); n_num],
             cats: vec![HashMap::new(); n_cat],
             cell_p: Vec::new(),
+            atypical_at: None,
         };
         for j in 0..n_num {
             let mut v: Vec<f64> = samples
@@ -301,6 +312,18 @@ impl Reference {
             .into_iter()
             .map(|(c, cells)| (c as f64 / total, cells as f64))
             .collect();
+        if n_num > 0 && samples.len() >= MIN_TYPICALITY_SAMPLE {
+            let mut d2: Vec<f64> = samples
+                .iter()
+                .map(|s| {
+                    num.clear();
+                    num.extend(s.num.iter().map(|x| x.unwrap_or(f64::NAN)));
+                    squared_distance(&num, &r.mean, &r.std)
+                })
+                .collect();
+            crate::stats::drift::sort_floats(&mut d2);
+            r.atypical_at = Some(crate::stats::quantile(&d2, 0.99));
+        }
         r
     }
 
@@ -325,6 +348,7 @@ impl Reference {
             sorted: vec![Vec::new(); n_num],
             cats: vec![HashMap::new(); n_cat],
             cell_p: Vec::new(),
+            atypical_at: None,
         };
         for (j, name) in numeric.iter().enumerate() {
             let Some(s) = b.numeric(name).filter(|s| s.count > 0) else {
@@ -360,8 +384,12 @@ impl Reference {
                 == categorical.iter().map(String::as_str).collect::<Vec<_>>()
         {
             r.cell_p = b.grid.cells.clone();
+            r.atypical_at = b.typicality.as_ref().map(|t| t.q99);
+            if r.atypical_at.is_none() && n_num > 0 {
+                tracing::warn!(model = %b.model, "the baseline was built by an older release: atypical_share stays null for this model (rebuild it with `driftwatch baseline build`)");
+            }
         } else {
-            tracing::warn!(model = %b.model, "the baseline profiles other features than the config declares: coverage_ratio stays null for this model (declare the baseline's features, or none to take them from it)");
+            tracing::warn!(model = %b.model, "the baseline profiles other features than the config declares: coverage_ratio and atypical_share stay null for this model (declare the baseline's features, or none to take them from it)");
         }
         r
     }
@@ -445,6 +473,11 @@ struct Profile {
     repeats: u64,
     near_dups: u64,
     ood: u64,
+    /// Inputs judged for typicality, and the atypical ones among them.
+    #[serde(default)]
+    judged: u64,
+    #[serde(default)]
+    atypical: u64,
     boundary: u64,
     low_conf: u64,
     inputs: Set,
@@ -620,6 +653,7 @@ impl Clients {
             Field::new("distinct_input_share", f.clone(), false),
             Field::new("near_duplicate_share", f.clone(), false),
             Field::new("ood_share", f.clone(), false),
+            Field::new("atypical_share", f.clone(), true),
             Field::new("coverage_ratio", f.clone(), true),
             Field::new("low_confidence_share", f.clone(), false),
             Field::new("boundary_share", f.clone(), false),
@@ -636,6 +670,7 @@ impl Clients {
             Field::new("distinct_input_share", f.clone(), false),
             Field::new("near_duplicate_share", f.clone(), false),
             Field::new("ood_share", f.clone(), false),
+            Field::new("atypical_share", f.clone(), true),
             Field::new("coverage_ratio", f.clone(), true),
             Field::new("boundary_share", f.clone(), false),
             Field::new("low_confidence_share", f.clone(), false),
@@ -836,6 +871,10 @@ impl Clients {
             r.near = near_cell(&ranks, cat, self.cfg.near_duplicate);
             r.cell = reference.cell(num, cat);
             r.ood = reference.is_ood(num, cat);
+            r.atypical = reference.atypical_at.map(|t| {
+                let d2: f64 = z[z.len() - f.n_num..].iter().map(|v| v * v).sum();
+                d2 > t
+            });
         }
         f.z = z;
         // Per client, in event-time order (then request id): the same in any partitioning.
@@ -1027,6 +1066,7 @@ impl Clients {
                 near: 0,
                 cell: 0,
                 ood: false,
+                atypical: None,
             });
         }
         Ok(())
@@ -1058,6 +1098,7 @@ impl Clients {
         label_counts.clear();
         let (mut near_dups, mut ood, mut low, mut boundary, mut errors) =
             (0u64, 0u64, 0u64, 0u64, 0u64);
+        let (mut judged, mut atypical) = (0u64, 0u64);
         for r in group {
             let new_input = inputs.insert(r.input);
             if new_input {
@@ -1066,6 +1107,10 @@ impl Clients {
             }
             cells.insert(r.cell);
             ood += r.ood as u64;
+            if let Some(a) = r.atypical {
+                judged += 1;
+                atypical += a as u64;
+            }
             low += r.top1.is_some_and(|t| t < self.cfg.low_confidence) as u64;
             boundary += r.margin.is_some_and(|m| m < self.cfg.boundary_margin) as u64;
             match r.label {
@@ -1082,6 +1127,8 @@ impl Clients {
         out.distinct.push(distinct as f64 / n);
         out.near.push(near_dups as f64 / n);
         out.ood.push(ood as f64 / n);
+        out.atypical
+            .push((judged > 0).then(|| atypical as f64 / judged as f64));
         out.coverage
             .push(coverage_ratio(cells.len(), distinct, reference, memo));
         out.low.push(low as f64 / n);
@@ -1123,6 +1170,10 @@ impl Clients {
                 p.cells.insert(r.cell);
             }
             p.ood += r.ood as u64;
+            if let Some(a) = r.atypical {
+                p.judged += 1;
+                p.atypical += a as u64;
+            }
             p.low_conf += r.top1.is_some_and(|t| t < self.cfg.low_confidence) as u64;
             p.boundary += r.margin.is_some_and(|m| m < self.cfg.boundary_margin) as u64;
             // Labels are keys of the profile's maps; a key is allocated only when new.
@@ -1177,6 +1228,8 @@ impl Clients {
             c.distinct.push(distinct as f64 / n);
             c.near.push(p.near_dups as f64 / n);
             c.ood.push(p.ood as f64 / n);
+            c.atypical
+                .push((p.judged > 0).then(|| p.atypical as f64 / p.judged as f64));
             c.coverage.push(coverage_ratio(
                 p.cells.len(),
                 distinct,
@@ -1354,6 +1407,7 @@ struct StatsColumns {
     distinct: Vec<f64>,
     near: Vec<f64>,
     ood: Vec<f64>,
+    atypical: Vec<Option<f64>>,
     coverage: Vec<Option<f64>>,
     low: Vec<f64>,
     boundary: Vec<f64>,
@@ -1377,6 +1431,7 @@ impl StatsColumns {
             f64s(self.distinct),
             f64s(self.near),
             f64s(self.ood),
+            Arc::new(Float64Array::from(self.atypical)),
             Arc::new(Float64Array::from(self.coverage)),
             f64s(self.low),
             f64s(self.boundary),
@@ -1398,6 +1453,7 @@ struct ProfileColumns {
     distinct: Vec<f64>,
     near: Vec<f64>,
     ood: Vec<f64>,
+    atypical: Vec<Option<f64>>,
     coverage: Vec<Option<f64>>,
     boundary: Vec<f64>,
     low: Vec<f64>,
@@ -1420,6 +1476,7 @@ impl ProfileColumns {
             f64s(self.distinct),
             f64s(self.near),
             f64s(self.ood),
+            Arc::new(Float64Array::from(self.atypical)),
             Arc::new(Float64Array::from(self.coverage)),
             f64s(self.boundary),
             f64s(self.low),
