@@ -87,6 +87,46 @@ pub struct Baseline {
 pub struct Typicality {
     /// The 99th percentile of Σ z² over the rows.
     pub q99: f64,
+    /// Each row's distance to its nearest other row (RMS over the numeric features, in
+    /// standard deviations; exact copies left out), sorted; of at most
+    /// [`NEAREST_ROWS`] rows spread evenly over the file.
+    #[serde(default)]
+    pub nearest: Option<Vec<f64>>,
+}
+
+/// Rows the nearest-neighbour distances are measured on.
+pub const NEAREST_ROWS: usize = 1000;
+
+/// RMS distance between two standardized rows.
+pub fn rms_distance(a: &[f64], b: &[f64]) -> f64 {
+    if a.is_empty() {
+        return 0.0;
+    }
+    (a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>() / a.len() as f64).sqrt()
+}
+
+/// Each row's distance to its nearest other row that is not an exact copy, sorted.
+pub fn nearest_distances(z: &[Vec<f64>]) -> Vec<f64> {
+    let mut out: Vec<f64> = z
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| {
+            z.iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, b)| rms_distance(a, b))
+                .filter(|d| *d > 0.0)
+                .min_by(f64::total_cmp)
+        })
+        .collect();
+    crate::stats::drift::sort_floats(&mut out);
+    out
+}
+
+/// The `q` quantile of [`nearest_distances`]; None for fewer than 20 rows.
+pub fn nearest_neighbour_quantile(z: &[Vec<f64>], q: f64) -> Option<f64> {
+    let d = nearest_distances(z);
+    (d.len() >= 20).then(|| quantile(&d, q))
 }
 
 /// Σ z² of one row (missing values count 0).
@@ -591,8 +631,24 @@ fn typicality(num_cols: &[&[Option<f64>]], nums: &[&Numeric], rows: usize) -> Op
         })
         .collect();
     crate::stats::drift::sort_floats(&mut d2);
+    let step = rows.div_ceil(NEAREST_ROWS).max(1);
+    let z: Vec<Vec<f64>> = (0..rows)
+        .step_by(step)
+        .map(|row| {
+            num_cols
+                .iter()
+                .zip(mean.iter().zip(&std))
+                .map(|(col, (m, s))| match col[row] {
+                    Some(x) if x.is_finite() => (x - m) / if *s > 0.0 { *s } else { 1.0 },
+                    _ => 0.0,
+                })
+                .collect()
+        })
+        .collect();
+    let nearest = nearest_distances(&z);
     Some(Typicality {
         q99: quantile(&d2, 0.99),
+        nearest: (nearest.len() >= 20).then_some(nearest),
     })
 }
 

@@ -82,8 +82,9 @@ pub struct ClientsConfig {
     pub low_confidence: f64,
     /// Top-1 minus top-2 probability under this is at the decision boundary.
     pub boundary_margin: f64,
-    /// Grid size for near-duplicates, in quantile ranks of the reference (0.01 = one
-    /// percentile of each numeric feature).
+    /// A near-duplicate lies closer to one of the client's recent inputs than this
+    /// quantile of the reference's nearest-neighbour distances (0.05: closer than 95 %
+    /// of natural inputs are to their nearest natural neighbour).
     pub near_duplicate: f64,
     /// Moved to `reference.windows` (still read, with a warning).
     pub reference_windows: Option<usize>,
@@ -108,7 +109,7 @@ impl Default for ClientsConfig {
             max_memory: 1 << 30,
             low_confidence: 0.6,
             boundary_margin: 0.1,
-            near_duplicate: 0.01,
+            near_duplicate: 0.05,
             reference_windows: None,
             reference_sample: None,
             prada_points: 32,
@@ -135,7 +136,6 @@ struct Rec {
     input: u64,
     /// Against the reference (filled once it is known): the near-duplicate cell, the
     /// coverage cell, out of distribution.
-    near: u64,
     cell: u64,
     ood: bool,
     /// None when the reference has no typicality threshold.
@@ -192,6 +192,9 @@ impl Interner {
 /// Fewest reference records a typicality threshold is drawn from.
 const MIN_TYPICALITY_SAMPLE: usize = 100;
 
+/// Reference records the near-duplicate radius of the rolling reference is drawn from.
+const NEAR_SAMPLE: usize = 512;
+
 /// `Vec<Arc<T>>` (de)serialized as `Vec<T>`.
 mod shared {
     use std::sync::Arc;
@@ -234,10 +237,13 @@ struct Reference {
     /// when it cannot be known: no numeric feature, too small a sample, a baseline of
     /// an older release or of other features).
     atypical_at: Option<f64>,
+    /// RMS distance (reference standard deviations) under which an input is a
+    /// near-duplicate of another; None when it cannot be known.
+    near_radius: Option<f64>,
 }
 
 impl Reference {
-    fn build(samples: &[&SharedSample], n_num: usize, n_cat: usize) -> Self {
+    fn build(samples: &[&SharedSample], n_num: usize, n_cat: usize, near_q: f64) -> Self {
         let mut r = Reference {
             id: 0,
             mean: vec![0.0; n_num],
@@ -249,6 +255,7 @@ impl Reference {
             cats: vec![HashMap::new(); n_cat],
             cell_p: Vec::new(),
             atypical_at: None,
+            near_radius: None,
         };
         for j in 0..n_num {
             let mut v: Vec<f64> = samples
@@ -323,6 +330,18 @@ impl Reference {
                 .collect();
             crate::stats::drift::sort_floats(&mut d2);
             r.atypical_at = Some(crate::stats::quantile(&d2, 0.99));
+            let z: Vec<Vec<f64>> = samples
+                .iter()
+                .take(NEAR_SAMPLE)
+                .map(|s| {
+                    num.clear();
+                    num.extend(s.num.iter().map(|x| x.unwrap_or(f64::NAN)));
+                    let mut z = Vec::with_capacity(n_num);
+                    r.standardize_into(&num, &mut z);
+                    z
+                })
+                .collect();
+            r.near_radius = crate::baseline::nearest_neighbour_quantile(&z, near_q);
         }
         r
     }
@@ -336,6 +355,7 @@ impl Reference {
         numeric: &[String],
         categorical: &[String],
         id: usize,
+        near_q: f64,
     ) -> Self {
         let (n_num, n_cat) = (numeric.len(), categorical.len());
         let mut r = Reference {
@@ -349,6 +369,7 @@ impl Reference {
             cats: vec![HashMap::new(); n_cat],
             cell_p: Vec::new(),
             atypical_at: None,
+            near_radius: None,
         };
         for (j, name) in numeric.iter().enumerate() {
             let Some(s) = b.numeric(name).filter(|s| s.count > 0) else {
@@ -385,8 +406,13 @@ impl Reference {
         {
             r.cell_p = b.grid.cells.clone();
             r.atypical_at = b.typicality.as_ref().map(|t| t.q99);
+            r.near_radius = b
+                .typicality
+                .as_ref()
+                .and_then(|t| t.nearest.as_ref())
+                .map(|q| crate::stats::quantile(q, near_q));
             if r.atypical_at.is_none() && n_num > 0 {
-                tracing::warn!(model = %b.model, "the baseline was built by an older release: atypical_share stays null for this model (rebuild it with `driftwatch baseline build`)");
+                tracing::warn!(model = %b.model, "the baseline was built by an older release: atypical_share stays null and no near-duplicates are counted for this model (rebuild it with `driftwatch baseline build`)");
             }
         } else {
             tracing::warn!(model = %b.model, "the baseline profiles other features than the config declares: coverage_ratio and atypical_share stay null for this model (declare the baseline's features, or none to take them from it)");
@@ -413,18 +439,6 @@ impl Reference {
             .enumerate()
             .any(|(j, &x)| x.is_finite() && (x < self.lo[j] || x > self.hi[j]))
             || cat.contains(&u32::MAX)
-    }
-
-    /// Each numeric feature as its quantile rank in the reference (0..1; NaN → −1).
-    fn ranks_into(&self, num: &[f64], out: &mut [f64]) {
-        for (j, (&x, rank)) in num.iter().zip(out.iter_mut()).enumerate() {
-            let v = &self.sorted[j];
-            *rank = if x.is_nan() || v.is_empty() {
-                -1.0
-            } else {
-                v.partition_point(|&y| y < x) as f64 / v.len() as f64
-            };
-        }
     }
 
     /// The record in reference standard deviations, appended to `out`.
@@ -474,15 +488,13 @@ struct Profile {
     near_dups: u64,
     ood: u64,
     /// Inputs judged for typicality, and the atypical ones among them.
-    #[serde(default)]
     judged: u64,
-    #[serde(default)]
     atypical: u64,
     boundary: u64,
     low_conf: u64,
     inputs: Set,
-    /// Near-duplicate cells of the client's last `RECENT` distinct inputs.
-    recent: VecDeque<u64>,
+    /// The client's last `RECENT` distinct inputs (standardized, then categories).
+    recent: VecDeque<Point>,
     cells: Set,
     labels: BTreeMap<String, u64>,
     /// Per predicted class: earlier queries (standardized, then categories).
@@ -495,6 +507,88 @@ struct Profile {
     /// not recomputed over every profile each window).
     #[serde(skip)]
     est: u64,
+}
+
+/// A profile as checkpoints of formats 2 to 4 hold it: near-duplicates were grid
+/// cells, typicality was not judged (read, never written).
+#[derive(Clone, Deserialize)]
+struct ProfileV4 {
+    model: String,
+    client: String,
+    horizon_start: i64,
+    last_seen: i64,
+    queries: u64,
+    repeats: u64,
+    near_dups: u64,
+    ood: u64,
+    boundary: u64,
+    low_conf: u64,
+    inputs: Set,
+    #[allow(dead_code)]
+    recent: VecDeque<u64>,
+    cells: Set,
+    labels: BTreeMap<String, u64>,
+    points: HashMap<String, Vec<Point>>,
+    distances: Vec<f64>,
+    #[serde(default)]
+    w: Option<(usize, Option<f64>)>,
+}
+
+impl From<ProfileV4> for Profile {
+    /// The recent inputs start empty (cells cannot become points); typicality is
+    /// judged from the next input on.
+    fn from(p: ProfileV4) -> Profile {
+        Profile {
+            model: p.model,
+            client: p.client,
+            horizon_start: p.horizon_start,
+            last_seen: p.last_seen,
+            queries: p.queries,
+            repeats: p.repeats,
+            near_dups: p.near_dups,
+            ood: p.ood,
+            judged: 0,
+            atypical: 0,
+            boundary: p.boundary,
+            low_conf: p.low_conf,
+            inputs: p.inputs,
+            recent: VecDeque::new(),
+            cells: p.cells,
+            labels: p.labels,
+            points: p.points,
+            distances: p.distances,
+            w: p.w,
+            est: 0,
+        }
+    }
+}
+
+fn upgrade_profiles(v: Vec<ProfileV4>) -> Vec<Arc<Profile>> {
+    v.into_iter().map(|p| Arc::new(Profile::from(p))).collect()
+}
+
+/// The per-client state as checkpoints of format 4 hold it.
+#[derive(Deserialize)]
+pub struct ClientsSnapshotV4 {
+    profiles: Vec<ProfileV4>,
+    consumed_until: i64,
+    usage: ClientsUsage,
+}
+
+impl std::fmt::Debug for ClientsSnapshotV4 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClientsSnapshotV4({} profiles)", self.profiles.len())
+    }
+}
+
+impl From<ClientsSnapshotV4> for ClientsSnapshot {
+    fn from(s: ClientsSnapshotV4) -> ClientsSnapshot {
+        ClientsSnapshot {
+            profiles: upgrade_profiles(s.profiles),
+            consumed_until: s.consumed_until,
+            usage: s.usage,
+        }
+    }
 }
 
 impl Profile {
@@ -528,7 +622,12 @@ impl Profile {
             + string(&self.client)
             + set(self.inputs.capacity() * 8 / 7)
             + set(self.cells.capacity() * 8 / 7)
-            + self.recent.capacity() * 8
+            + self.recent.capacity() * std::mem::size_of::<Point>()
+            + self
+                .recent
+                .iter()
+                .map(|(z, c)| z.capacity() * 8 + c.capacity() * 4 + 2 * ALLOC)
+                .sum::<usize>()
             + self.labels.keys().map(|k| string(k) + 64).sum::<usize>()
             + set(self.points.capacity() * 8 / 7) * 6 // (String, Vec) buckets: 48 bytes
             + class_lists
@@ -571,8 +670,7 @@ pub struct ClientsSnapshot {
 #[derive(Clone, Deserialize)]
 pub struct LegacyClientsSnapshot {
     windows: Vec<Vec<crate::tables::reference::legacy::ClientsSample>>,
-    #[serde(deserialize_with = "shared::deserialize")]
-    profiles: Vec<Arc<Profile>>,
+    profiles: Vec<ProfileV4>,
     consumed_until: i64,
     usage: ClientsUsage,
 }
@@ -594,7 +692,7 @@ impl LegacyClientsSnapshot {
     ) {
         (
             ClientsSnapshot {
-                profiles: self.profiles,
+                profiles: upgrade_profiles(self.profiles),
                 consumed_until: self.consumed_until,
                 usage: self.usage,
             },
@@ -686,7 +784,8 @@ impl Clients {
             .iter()
             .enumerate()
             .map(|(i, b)| {
-                let r = Reference::from_baseline(b, &numeric, &categorical, i + 1);
+                let r =
+                    Reference::from_baseline(b, &numeric, &categorical, i + 1, cfg.near_duplicate);
                 (b.model.clone(), Arc::new(r))
             })
             .collect();
@@ -826,7 +925,12 @@ impl Clients {
             {
                 pool = this.pooled(k);
             }
-            Reference::build(&pool, self.numeric.len(), self.categorical.len())
+            Reference::build(
+                &pool,
+                self.numeric.len(),
+                self.categorical.len(),
+                self.cfg.near_duplicate,
+            )
         };
         let refs: Vec<&Reference> = models
             .names
@@ -851,7 +955,6 @@ impl Clients {
             });
         }
         let mut z = Vec::with_capacity(f.num.len());
-        let mut ranks = vec![0.0; f.n_num];
         for r in &mut recs {
             let reference = refs[r.model as usize];
             if f.n_cat > 0 {
@@ -867,8 +970,6 @@ impl Clients {
             }
             let (num, cat) = (f.num(r.row), f.cat(r.row));
             reference.standardize_into(num, &mut z);
-            reference.ranks_into(num, &mut ranks);
-            r.near = near_cell(&ranks, cat, self.cfg.near_duplicate);
             r.cell = reference.cell(num, cat);
             r.ood = reference.is_ood(num, cat);
             r.atypical = reference.atypical_at.map(|t| {
@@ -918,6 +1019,7 @@ impl Clients {
                 client,
                 pop_entropy.get(&m).copied().unwrap_or(0.0),
                 &mut scratch,
+                &f,
             );
             let key = client_key(model, client);
             let fresh: Vec<&Rec> = group.iter().filter(|r| r.ts >= st.consumed_until).collect();
@@ -929,7 +1031,8 @@ impl Clients {
                         ..Profile::default()
                     })
                 });
-                self.update_profile(Arc::make_mut(p), &fresh, &labels, &f);
+                let near_radius = refs[m as usize].near_radius;
+                self.update_profile(Arc::make_mut(p), &fresh, &labels, &f, near_radius);
             }
             active.push(key);
             i = j;
@@ -1063,7 +1166,6 @@ impl Clients {
                 margin,
                 row: recs.len(),
                 input: input.finish(),
-                near: 0,
                 cell: 0,
                 ood: false,
                 atypical: None,
@@ -1084,6 +1186,7 @@ impl Clients {
         client: &str,
         population_entropy: f64,
         scratch: &mut Scratch,
+        f: &Features,
     ) {
         let n = group.len() as f64;
         let Scratch {
@@ -1102,8 +1205,12 @@ impl Clients {
         for r in group {
             let new_input = inputs.insert(r.input);
             if new_input {
-                near_dups += recent.contains(&r.near) as u64;
-                remember(recent, r.near);
+                near_dups += reference.near_radius.is_some_and(|radius| {
+                    recent
+                        .iter()
+                        .any(|&row| is_near(f.z(r.row), f.cat(r.row), f.z(row), f.cat(row), radius))
+                }) as u64;
+                remember(recent, r.row);
             }
             cells.insert(r.cell);
             ood += r.ood as u64;
@@ -1139,7 +1246,14 @@ impl Clients {
         out.errors.push(errors as f64 / n);
     }
 
-    fn update_profile(&self, p: &mut Profile, recs: &[&Rec], labels: &Interner, f: &Features) {
+    fn update_profile(
+        &self,
+        p: &mut Profile,
+        recs: &[&Rec],
+        labels: &Interner,
+        f: &Features,
+        near_radius: Option<f64>,
+    ) {
         let cap = self.cfg.profile_set_cap;
         for r in recs {
             if p.queries == 0 || r.ts - p.horizon_start >= self.cfg.horizon.as_millis() as i64 {
@@ -1163,8 +1277,13 @@ impl Clients {
                 p.repeats += 1;
             }
             if new_input {
-                p.near_dups += p.recent.contains(&r.near) as u64;
-                remember(&mut p.recent, r.near);
+                let (z, cat) = (f.z(r.row), f.cat(r.row));
+                p.near_dups += near_radius.is_some_and(|radius| {
+                    p.recent
+                        .iter()
+                        .any(|(pz, pc)| is_near(z, cat, pz, pc, radius))
+                }) as u64;
+                remember(&mut p.recent, (z.to_vec(), cat.to_vec()));
             }
             if p.cells.len() < cap {
                 p.cells.insert(r.cell);
@@ -1340,7 +1459,8 @@ fn confidence(
 #[derive(Default)]
 struct Scratch {
     inputs: Set,
-    recent: VecDeque<u64>,
+    /// Rows of the client's last `RECENT` distinct inputs.
+    recent: VecDeque<usize>,
     cells: Set,
     labels: HashMap<u32, u64>,
 }
@@ -1348,11 +1468,20 @@ struct Scratch {
 /// Distinct inputs a near-duplicate is looked for among.
 const RECENT: usize = 16;
 
-fn remember(recent: &mut VecDeque<u64>, cell: u64) {
+fn remember<T>(recent: &mut VecDeque<T>, item: T) {
     if recent.len() == RECENT {
         recent.pop_front();
     }
-    recent.push_back(cell);
+    recent.push_back(item);
+}
+
+/// Within `radius` (RMS over the standardized numeric features) and in the same
+/// categories; an exact copy is a repeat, not a near-duplicate.
+fn is_near(z: &[f64], cat: &[u32], pz: &[f64], pc: &[u32], radius: f64) -> bool {
+    cat == pc && {
+        let d = crate::baseline::rms_distance(z, pz);
+        d > 0.0 && d < radius
+    }
 }
 
 /// A profile's key: a hash of model and client id (64 bits: two of a million clients
@@ -1362,17 +1491,6 @@ fn client_key(model: &str, client: &str) -> u64 {
     h.write(model.as_bytes());
     h.write_u8(0xff);
     h.write(client.as_bytes());
-    h.finish()
-}
-
-fn near_cell(z: &[f64], cat: &[u32], eps: f64) -> u64 {
-    let mut h = Fnv::default();
-    for x in z {
-        h.write_i64((x / eps).floor() as i64);
-    }
-    for c in cat {
-        h.write_u32(*c);
-    }
     h.finish()
 }
 

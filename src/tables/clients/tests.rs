@@ -118,7 +118,7 @@ fn the_reference_has_numpys_quantiles_and_the_population_standard_deviation() {
         })
         .collect();
     let refs: Vec<&crate::tables::reference::Sample> = samples.iter().collect();
-    let r = super::Reference::build(&refs, 1, 1);
+    let r = super::Reference::build(&refs, 1, 1, 0.05);
     let near = |a: f64, b: f64| (a - b).abs() < 1e-12;
     assert!(
         near(r.lo[0], 0.495) && near(r.hi[0], 98.505),
