@@ -221,18 +221,19 @@ fn tampering_and_evasion_are_caught_the_same_across_kills() {
 }
 
 #[test]
-fn an_hour_of_natural_data_extraction_is_caught_across_kills() {
-    // The extractor sends 2 queries a second for an hour: only its long-horizon profile
-    // (which the checkpoints carry) can show it. Kills land while the profile builds.
+fn jacobian_extraction_is_caught_across_kills() {
+    // The extractor's inputs are judged over its long-horizon profile (which the
+    // checkpoints carry, with the reference it is measured against). Kills land while
+    // the profile builds.
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &root().join("queries"));
-    let (input, truth) = generate(dir.path(), "extraction-natural", 31, 110_000, "20");
+    let (input, truth) = generate(dir.path(), "extraction-jacobian", 31, 60_000, "20");
     let attacker = truth[0]["client_id"].as_str().unwrap().to_owned();
     let reference = killed_replay(dir.path(), &cfg, &input, 31, 5, (300, 1500), true);
     let raised = jsonl(&dir.path().join("reference-31.jsonl"))
         .iter()
         .any(|a| {
-            a["rule_id"] == "extraction.natural_inputs"
+            a["rule_id"] == "extraction.synthetic_inputs"
                 && a["labels"]["client_id"] == attacker.as_str()
                 && a["state"] == "firing"
         });

@@ -190,7 +190,7 @@ impl Interner {
 }
 
 /// Fewest reference records a typicality threshold is drawn from.
-const MIN_TYPICALITY_SAMPLE: usize = 100;
+const MIN_TYPICALITY_SAMPLE: usize = 40;
 
 /// Reference records the near-duplicate radius of the rolling reference is drawn from.
 const NEAR_SAMPLE: usize = 512;
@@ -237,6 +237,12 @@ struct Reference {
     /// when it cannot be known: no numeric feature, too small a sample, a baseline of
     /// an older release or of other features).
     atypical_at: Option<f64>,
+    /// Centre and scale per numeric feature that typicality is measured in: a
+    /// baseline's mean and standard deviation; for the rolling reference, whose sample
+    /// a client may fill an eighth of, the median and the interquartile range / 1.349
+    /// (robust to that share).
+    typ_center: Vec<f64>,
+    typ_scale: Vec<f64>,
     /// RMS distance (reference standard deviations) under which an input is a
     /// near-duplicate of another; None when it cannot be known.
     near_radius: Option<f64>,
@@ -255,6 +261,8 @@ impl Reference {
             cats: vec![HashMap::new(); n_cat],
             cell_p: Vec::new(),
             atypical_at: None,
+            typ_center: vec![0.0; n_num],
+            typ_scale: vec![1.0; n_num],
             near_radius: None,
         };
         for j in 0..n_num {
@@ -319,18 +327,44 @@ impl Reference {
             .into_iter()
             .map(|(c, cells)| (c as f64 / total, cells as f64))
             .collect();
-        if n_num > 0 && samples.len() >= MIN_TYPICALITY_SAMPLE {
-            let mut d2: Vec<f64> = samples
+        for j in 0..n_num {
+            let v = &r.sorted[j];
+            if v.is_empty() {
+                continue;
+            }
+            let q = |p: f64| crate::stats::quantile(v, p);
+            r.typ_center[j] = q(0.5);
+            let iqr = (q(0.75) - q(0.25)) / 1.349;
+            r.typ_scale[j] = if iqr > 0.0 { iqr } else { r.std[j] };
+        }
+        // Typicality and the near-duplicate radius from a sample in which no client has
+        // more than half a percent: one client cannot move a 99th percentile or make
+        // its own inputs the nearest neighbours.
+        let capped = {
+            let cap = (samples.len() / 200).max(1);
+            let mut per_client: HashMap<u64, usize> = HashMap::new();
+            samples
+                .iter()
+                .filter(|s| {
+                    let n = per_client.entry(s.client).or_default();
+                    *n += 1;
+                    *n <= cap
+                })
+                .copied()
+                .collect::<Vec<_>>()
+        };
+        if n_num > 0 && capped.len() >= MIN_TYPICALITY_SAMPLE {
+            let mut d2: Vec<f64> = capped
                 .iter()
                 .map(|s| {
                     num.clear();
                     num.extend(s.num.iter().map(|x| x.unwrap_or(f64::NAN)));
-                    squared_distance(&num, &r.mean, &r.std)
+                    squared_distance(&num, &r.typ_center, &r.typ_scale)
                 })
                 .collect();
             crate::stats::drift::sort_floats(&mut d2);
             r.atypical_at = Some(crate::stats::quantile(&d2, 0.99));
-            let z: Vec<Vec<f64>> = samples
+            let z: Vec<Vec<f64>> = capped
                 .iter()
                 .take(NEAR_SAMPLE)
                 .map(|s| {
@@ -369,6 +403,8 @@ impl Reference {
             cats: vec![HashMap::new(); n_cat],
             cell_p: Vec::new(),
             atypical_at: None,
+            typ_center: vec![0.0; n_num],
+            typ_scale: vec![1.0; n_num],
             near_radius: None,
         };
         for (j, name) in numeric.iter().enumerate() {
@@ -406,6 +442,8 @@ impl Reference {
         {
             r.cell_p = b.grid.cells.clone();
             r.atypical_at = b.typicality.as_ref().map(|t| t.q99);
+            r.typ_center = r.mean.clone();
+            r.typ_scale = r.std.clone();
             r.near_radius = b
                 .typicality
                 .as_ref()
@@ -972,10 +1010,9 @@ impl Clients {
             reference.standardize_into(num, &mut z);
             r.cell = reference.cell(num, cat);
             r.ood = reference.is_ood(num, cat);
-            r.atypical = reference.atypical_at.map(|t| {
-                let d2: f64 = z[z.len() - f.n_num..].iter().map(|v| v * v).sum();
-                d2 > t
-            });
+            r.atypical = reference
+                .atypical_at
+                .map(|t| squared_distance(num, &reference.typ_center, &reference.typ_scale) > t);
         }
         f.z = z;
         // Per client, in event-time order (then request id): the same in any partitioning.

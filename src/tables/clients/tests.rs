@@ -51,8 +51,11 @@ fn client(name: &str, xs: &[f64]) -> Vec<Value> {
 
 /// The reference traffic: x = 0..99 once each, category "a".
 fn reference() -> Vec<Value> {
-    let xs: Vec<f64> = (0..100).map(f64::from).collect();
-    client("ref", &xs)
+    // One query per client: no client is over the share a typicality or near-duplicate
+    // yardstick takes from one client.
+    (0..100)
+        .map(|i| query(&format!("ref-{i}"), 0, f64::from(i), "a"))
+        .collect()
 }
 
 /// Client statistics with a reference of their own, of the size the config's moved
@@ -180,13 +183,15 @@ fn ood_share_counts_values_outside_the_reference_range_and_unseen_categories() {
 }
 
 #[test]
-fn near_duplicates_are_new_inputs_in_the_cell_of_one_of_the_last_16() {
-    // 50.1, 50.2 and 50.3 all have rank 51/100: one cell. The second and third are
-    // near-duplicates; the repeat of 50.1 is an exact repeat, not a near-duplicate.
+fn near_duplicates_are_closer_to_one_of_the_last_16_than_reference_neighbours_are() {
+    // The reference x = 0..99: every value's nearest neighbour is 1 away (1 / 28.87
+    // standard deviations), so the radius is 1 in x. 50.1, 50.2 and 50.3 are 0.1 apart:
+    // the second and third are near-duplicates; the repeat of 50.1 is an exact repeat,
+    // not a near-duplicate.
     let mut records = client("prober", &[50.1, 50.2, 50.3, 50.1]);
-    // Inputs in distinct cells (ranks 1, 3, 5, … percent), then 0.6, in the cell of
-    // the first (rank 1 %). After 16 of them the first is still among the last 16
-    // distinct inputs: a near-duplicate. After 17 it is not.
+    // Inputs 2 apart (0.5, 2.5, 4.5, …), then 0.6, 0.1 from the first. After 16 of them
+    // the first is still among the last 16 distinct inputs: a near-duplicate. After 17
+    // it is not.
     let spread = |n: usize| -> Vec<f64> {
         let mut xs: Vec<f64> = (0..n).map(|k| 2.0 * k as f64 + 0.5).collect();
         xs.push(0.6);
@@ -302,7 +307,9 @@ fn clients_idle_for_a_horizon_are_evicted() {
         ..config()
     };
     let c = clients_with(&cfg);
-    c.computed(&window(0, &reference())).unwrap();
+    // One client, "ref", with x = 0..99.
+    let xs: Vec<f64> = (0..100).map(f64::from).collect();
+    c.computed(&window(0, &client("ref", &xs))).unwrap();
     // "stays" queries at the start of every minute, "gone" once, at 1 min + 1 ms.
     let mut first = client("stays", &[5.0]);
     first.extend(client("gone", &[5.0]));

@@ -104,6 +104,11 @@ pub struct DriftConfig {
     pub min_current: usize,
     /// Fewest values of a column in the reference for it to be tested.
     pub min_reference: usize,
+    /// A p-value test also needs an effect this large to call a column drifted: the
+    /// Wasserstein distance in reference standard deviations (numbers) or the
+    /// Jensen–Shannon distance (categories). Significant is not the same as large
+    /// enough to matter; 0 turns the floor off.
+    pub min_effect: f64,
     /// Overrides by feature name (`label`, `score` for the outputs).
     pub features: BTreeMap<String, FeatureDrift>,
     /// Moved to `reference.max_models` (still read, with a warning).
@@ -123,7 +128,8 @@ impl Default for DriftConfig {
             p_value: 0.05,
             distance: 0.1,
             min_current: 30,
-            min_reference: 1000,
+            min_reference: 100,
+            min_effect: 0.25,
             features: BTreeMap::new(),
             max_models: None,
             fdr: true,
@@ -444,13 +450,17 @@ impl Drift {
             }
         }
         if self.cfg.fdr {
-            out.features.control_fdr(first, |name| {
-                self.cfg
-                    .features
-                    .get(name)
-                    .and_then(|o| o.threshold)
-                    .unwrap_or(self.cfg.p_value)
-            });
+            out.features.control_fdr(
+                first,
+                |name| {
+                    self.cfg
+                        .features
+                        .get(name)
+                        .and_then(|o| o.threshold)
+                        .unwrap_or(self.cfg.p_value)
+                },
+                self.cfg.min_effect,
+            );
         }
         self.categorical_row(&mut out.predictions, model, "label", label, &cur.label);
         if let Some(r) = &score {
@@ -629,7 +639,7 @@ impl Drift {
             missing: st::missing_share(&c.values, c.nulls),
             n_ref,
             n_cur,
-            drifted: self.drifted(name, test, statistic, p_value),
+            drifted: self.drifted(name, test, statistic, p_value, wasserstein),
         });
     }
 
@@ -701,7 +711,7 @@ impl Drift {
             missing: c.nulls as f64 / (n_cur as usize + c.nulls).max(1) as f64,
             n_ref,
             n_cur,
-            drifted: self.drifted(name, test, statistic, p_value),
+            drifted: self.drifted(name, test, statistic, p_value, Some(js)),
         });
     }
 
@@ -711,10 +721,12 @@ impl Drift {
         test: TestName,
         statistic: Option<f64>,
         p_value: Option<f64>,
+        effect: Option<f64>,
     ) -> bool {
         let threshold = self.cfg.features.get(name).and_then(|o| o.threshold);
         if test.is_p_value() {
             p_value.is_some_and(|p| p < threshold.unwrap_or(self.cfg.p_value))
+                && effect.is_none_or(|e| e >= self.cfg.min_effect)
         } else {
             statistic.is_some_and(|s| s >= threshold.unwrap_or(self.cfg.distance))
         }
@@ -825,7 +837,7 @@ struct Rows {
 impl Rows {
     /// Benjamini–Hochberg over the p-value tests of rows `from..`: each gets its
     /// adjusted p-value, and is drifted when that is under `threshold(feature)`.
-    fn control_fdr(&mut self, from: usize, threshold: impl Fn(&str) -> f64) {
+    fn control_fdr(&mut self, from: usize, threshold: impl Fn(&str) -> f64, min_effect: f64) {
         let tested: Vec<usize> = (from..self.feature.len())
             .filter(|&i| self.p_value[i].is_some())
             .collect();
@@ -835,7 +847,13 @@ impl Rows {
             .collect();
         for (&i, q) in tested.iter().zip(st::benjamini_hochberg(&p)) {
             self.p_adjusted[i] = Some(q);
-            self.drifted[i] = q < threshold(&self.feature[i]);
+            let effect = if self.kind[i] == "numerical" {
+                self.wasserstein[i]
+            } else {
+                self.js[i]
+            };
+            self.drifted[i] =
+                q < threshold(&self.feature[i]) && effect.is_none_or(|e| e >= min_effect);
         }
     }
 
@@ -1033,7 +1051,7 @@ mod tests {
             rows.push(row(name, TestName::Ks, Some(p), p < 0.05));
         }
         rows.push(row("w", TestName::Wasserstein, None, true));
-        rows.control_fdr(1, |_| 0.05);
+        rows.control_fdr(1, |_| 0.05, 0.0);
         // SciPy's false_discovery_control: [0.05, 0.0667, 0.0667, 0.25, 0.5].
         assert_eq!(
             rows.drifted,
@@ -1043,7 +1061,7 @@ mod tests {
         assert_eq!(rows.p_adjusted[0], Some(0.01));
         assert_eq!(rows.p_adjusted[6], None);
         // A looser threshold for one feature (drift.features) is its own.
-        rows.control_fdr(1, |f| if f == "a" { 0.1 } else { 0.05 });
+        rows.control_fdr(1, |f| if f == "a" { 0.1 } else { 0.05 }, 0.0);
         assert_eq!(rows.drifted[1..6], [true, false, false, false, false]);
     }
 }
