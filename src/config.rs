@@ -418,6 +418,7 @@ impl Config {
         if let Some(k) = &self.dead_letter.kafka {
             k.validate("dead_letter.kafka")?;
         }
+        self.clients.validate()?;
         self.rescore.validate()
     }
 }

@@ -1,7 +1,8 @@
 //! Feature squeezing (Xu, Evans and Qi, "Feature Squeezing: Detecting Adversarial
 //! Examples in Deep Neural Networks", NDSS 2018), for tabular inputs: each numeric
 //! feature is rounded to one of `levels` evenly spaced values within its baseline range
-//! (values outside the range go to its ends). An adversarial input sits where a small
+//! (values outside the range go to its ends; a feature the baseline saw at one value
+//! only, such as an image's always-blank border pixel, is squeezed to that value). An adversarial input sits where a small
 //! change moves the model's answer, so its probabilities move when it is squeezed; an
 //! ordinary input's barely do. Score = L1 distance between the probability vectors of
 //! the input and of the squeezed input, as in the paper.
@@ -92,9 +93,9 @@ impl Squeezer {
                     [n.min, n.max]
                 }
             };
-            if !(a.is_finite() && b.is_finite() && a < b) {
+            if !(a.is_finite() && b.is_finite() && a <= b) {
                 return Err(format!(
-                    "{at}: the range of {f} is [{a}, {b}]: it needs two finite values, min < max"
+                    "{at}: the range of {f} is [{a}, {b}]: it needs two finite values, min <= max"
                 ));
             }
             lo.push(a as f32);
@@ -118,6 +119,9 @@ impl Squeezer {
         row.iter()
             .zip(self.lo.iter().zip(&self.hi))
             .map(|(&x, (&lo, &hi))| {
+                if hi <= lo {
+                    return lo;
+                }
                 let t = ((x - lo) / (hi - lo)).clamp(0.0, 1.0);
                 lo + (t * steps).round() / steps * (hi - lo)
             })

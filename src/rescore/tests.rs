@@ -561,6 +561,33 @@ mod rescoring {
         assert_eq!(back.totals().rescored, 1, "not re-scored after the restore");
     }
 
+    /// A feature the training data holds at one value (an image's blank border pixel)
+    /// is squeezed to that value, whatever an input sends; the other features still
+    /// round to their levels, and a range with min > max is still refused.
+    #[test]
+    fn a_feature_constant_in_the_baseline_is_squeezed_to_its_value() {
+        let features = model_config().features;
+        let mut ranges: std::collections::BTreeMap<String, [f64; 2]> =
+            features.iter().map(|f| (f.clone(), [0.0, 10.0])).collect();
+        ranges.insert(features[0].clone(), [0.0, 0.0]);
+        let c = SqueezeConfig {
+            levels: 3,
+            threshold: None,
+            ranges: ranges.clone(),
+        };
+        let s = Squeezer::new(&c, MODEL, &features, None).unwrap();
+        let mut row = vec![4.0f32; features.len()];
+        row[0] = 7.5;
+        let out = s.squeeze(&row);
+        assert_eq!(out[0], 0.0, "the constant feature");
+        // levels 0, 5, 10: 4 rounds to 5
+        assert!(out[1..].iter().all(|&x| x == 5.0), "{out:?}");
+        ranges.insert(features[0].clone(), [1.0, 0.0]);
+        let c = SqueezeConfig { ranges, ..c };
+        let e = Squeezer::new(&c, MODEL, &features, None).unwrap_err();
+        assert!(e.contains("min <= max"), "{e}");
+    }
+
     /// The squeezer against scikit-learn on the test split: the same rounding
     /// (float32, the training split's ranges, 16 levels), the probabilities of the
     /// Python model (scripts/train_model.py writes the scores into the fixture).

@@ -3,8 +3,10 @@
 //!
 //! The honest population is deliberately not easy: clients with very different volumes
 //! (including a few heavy batch users), exact repeats and near-duplicates of earlier
-//! inputs, features on different scales. The monitored model is a fixed logistic model
-//! (`fraud`), so predictions are consistent with inputs.
+//! inputs (fraud model: a merchant's system re-sends a transaction), features on
+//! different scales. The monitored model is a fixed logistic model (`fraud`), so
+//! predictions are consistent with inputs. Honest clients of the embedded cancer model
+//! never repeat an input.
 
 pub mod cancer;
 
@@ -168,8 +170,6 @@ pub struct Generator {
     latency: LogNormal<f64>,
     /// The embedded test model's data and parameters (its scenarios only).
     cancer: Option<cancer::Cancer>,
-    /// Per client, its recent inputs to the embedded test model.
-    cancer_history: Vec<Vec<Vec<f64>>>,
 }
 
 impl Generator {
@@ -208,7 +208,6 @@ impl Generator {
             })
             .collect();
         let planned = plan(&opts, &mut rng)?;
-        let n_clients = clients.len();
         let next_attack = planned.iter().map(|p| p.start_ms as f64).collect();
         let mut probe_bases = Vec::new();
         for _ in 0..4 {
@@ -240,7 +239,6 @@ impl Generator {
                 Scenario::Evasion | Scenario::Tampering | Scenario::BenignModel
             )
             .then(cancer::Cancer::load),
-            cancer_history: vec![Vec::new(); n_clients],
             opts,
         })
     }
@@ -345,7 +343,7 @@ impl Generator {
         if self.cancer.is_some() {
             let client = self.clients[c].id.clone();
             self.last_client.clone_from(&client);
-            let x = self.cancer_honest(c);
+            let x = self.cancer_honest();
             self.cancer_record(ts as i64, &client, Some(x), None, out);
             return;
         }
@@ -537,32 +535,15 @@ impl Generator {
         c.write(out, &call, &x, probs);
     }
 
-    /// An honest client's input to the embedded model: as with the fraud model, 8 % are
-    /// exact repeats and 4 % near-duplicates of its earlier inputs.
-    fn cancer_honest(&mut self, client: usize) -> Vec<f64> {
+    /// An honest client's input to the embedded model: a fresh draw from the model's
+    /// data each time (people who measure a tumour do not send the same 30 numbers
+    /// twice).
+    fn cancer_honest(&mut self) -> Vec<f64> {
         let c = self
             .cancer
             .as_ref()
             .expect("a scenario of the embedded model");
-        let history = &mut self.cancer_history[client];
-        let r: f64 = self.rng.random();
-        let n = history.len();
-        let x = if n > 0 && r < 0.08 {
-            history[self.rng.random_range(0..n)].clone()
-        } else if n > 0 && r < 0.12 {
-            let mut x = history[self.rng.random_range(0..n)].clone();
-            x[0] = (x[0] * (1.0 + self.rng.random_range(-0.01..0.01)) * 1e6).round() / 1e6;
-            x
-        } else {
-            c.honest(&mut self.rng)
-        };
-        if n < 32 {
-            history.push(x.clone());
-        } else {
-            let slot = self.rng.random_range(0..32);
-            history[slot] = x.clone();
-        }
-        x
+        c.honest(&mut self.rng)
     }
 
     fn write_record(&mut self, ts: i64, client: &str, x: &Input, out: &mut Vec<u8>) {

@@ -46,7 +46,8 @@ const MAGIC: &[u8; 8] = b"DWCKPT\r\n";
 /// Bumped whenever the layout or the meaning of a field changes. Format 4: one rolling
 /// reference for the drift tables and the client statistics (before: one each).
 /// Format 5: client profiles judge typicality and keep their recent inputs as points.
-pub const FORMAT: u32 = 5;
+/// Format 6: client profiles count low-margin answers.
+pub const FORMAT: u32 = 6;
 const CURRENT: &str = "checkpoint.bin";
 const PREVIOUS: &str = "checkpoint.prev.bin";
 const TEMP: &str = "checkpoint.tmp";
@@ -245,9 +246,16 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, StateError> {
     if format >= 2 {
         let clients_len = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes")) as usize;
         let clients = take(clients_len)?;
-        if !clients.is_empty() && format >= 5 {
+        if !clients.is_empty() && format >= 6 {
             (cp.clients, cp.reference) = postcard::from_bytes(clients)
                 .map_err(|e| corrupt(&format!("client state and reference: {e}")))?;
+        } else if !clients.is_empty() && format == 5 {
+            let v5: (
+                Option<crate::tables::clients::ClientsSnapshotV5>,
+                Option<crate::tables::reference::ReferenceSnapshot>,
+            ) = postcard::from_bytes(clients)
+                .map_err(|e| corrupt(&format!("client state and reference: {e}")))?;
+            (cp.clients, cp.reference) = (v5.0.map(Into::into), v5.1);
         } else if !clients.is_empty() && format == 4 {
             let v4: (
                 Option<crate::tables::clients::ClientsSnapshotV4>,

@@ -13,16 +13,19 @@
 //! - `distinct_input_share` = distinct feature vectors / n (exact equality of every
 //!   declared feature).
 //! - `near_duplicate_share` = share of queries that are not an exact repeat of an earlier
-//!   query of the client but fall in the same cell as one of its last 16 distinct
-//!   inputs, on a grid of `near_duplicate` quantile ranks of the reference per numeric
-//!   feature (categorical features equal). Looking back a fixed 16 inputs keeps the
-//!   share of natural traffic independent of the client's volume (a look-back over all
-//!   earlier inputs would grow with it, as in the birthday problem); the grid is
-//!   rank-based, so a skewed feature (amounts) is gridded as finely where the data is
-//!   dense as where it is sparse. With few features honest clients collide more often:
-//!   the default rule compares each client with the median client.
+//!   query of the client but lie within `near_duplicate` radius of one of its last 16
+//!   distinct inputs: the RMS distance over the standardized numeric features (same
+//!   categories) under that quantile of the reference's nearest-neighbour distances
+//!   (0.05: closer than 95 % of natural inputs are to their nearest natural neighbour).
+//!   Looking back a fixed 16 inputs keeps the share of natural traffic independent of
+//!   the client's volume (a look-back over all earlier inputs would grow with it, as in
+//!   the birthday problem). The default rule compares each client with the median one.
 //! - `ood_share` = share of queries with a numeric feature outside the reference's
 //!   [0.5 %, 99.5 %] quantile range or a category the reference never saw.
+//! - `atypical_share` = share of inputs farther from the typical natural row than 99 %
+//!   of natural rows are (Σ z² over the numeric features, against the baseline's
+//!   centre and scale, or the rolling reference's median and IQR); null when no input
+//!   could be judged.
 //! - `coverage_ratio` = distinct input-space cells the client touched / the number of
 //!   distinct cells n natural queries are expected to touch, Σ_c 1 − (1 − p_c)^n, with
 //!   cells = quartile bins of each numeric feature × category, and p_c their shares in
@@ -31,6 +34,17 @@
 //! - `low_confidence_share` = share with top-1 probability < `low_confidence`;
 //!   `boundary_share` = share with top-1 − top-2 probability < `boundary_margin`
 //!   (probabilities from `probs`, or `prediction_score` as P(positive) of two classes).
+//! - `low_margin_share` = share of the client's distinct inputs (exact repeats are not
+//!   counted again) whose answer's top-1 − top-2 margin is under the
+//!   `low_margin_quantile` of the model's answers in the same window, each client
+//!   weighing at most 20 answers there (evenly spaced in its own sorted margins), so
+//!   neither a flood nor the judged client moves the quantile; null until 20 answers
+//!   were judged (answers of fewer than 5 clients in a window are not judged, nor
+//!   those before a restore from a checkpoint of format 5 or older). Natural
+//!   clients ≈ the quantile; adversarial examples, placed just across the boundary, far
+//!   more. `low_margin_p` = the binomial chance of at least that many low margins among
+//!   that many inputs if each were low with the quantile's probability: small shares
+//!   of few inputs are noise, the rule asks for both a large share and a small p.
 //! - `label_entropy` = Shannon entropy (bits) of the labels returned to the client;
 //!   `population_label_entropy` the same over every client of the model.
 //! - `error_share` = share of records without a prediction label.
@@ -59,11 +73,12 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
+use statrs::distribution::{Binomial, DiscreteCDF};
 
 use crate::baseline::squared_distance;
 use crate::decode::{FeatureDecl, FeatureKind, ts_type};
 use crate::stable_hash::{Fnv, hash_of, keyed_hash_of};
-use crate::stats::{entropy_bits, grid_cell, royston_coefficients, shapiro_wilk_with};
+use crate::stats::{entropy_bits, grid_cell, quantile, royston_coefficients, shapiro_wilk_with};
 use crate::tables::reference::Sample as SharedSample;
 use crate::tables::{DerivedTable, WindowTable};
 use crate::telemetry::ClientsUsage;
@@ -82,6 +97,10 @@ pub struct ClientsConfig {
     pub low_confidence: f64,
     /// Top-1 minus top-2 probability under this is at the decision boundary.
     pub boundary_margin: f64,
+    /// An answer is a low-margin answer when its top-1 − top-2 margin is under this
+    /// quantile of the margins of the model's answers in the same window, each client
+    /// weighing at most `MARGIN_POINTS` answers (0.1: less sure than 90 % of answers).
+    pub low_margin_quantile: f64,
     /// A near-duplicate lies closer to one of the client's recent inputs than this
     /// quantile of the reference's nearest-neighbour distances (0.05: closer than 95 %
     /// of natural inputs are to their nearest natural neighbour).
@@ -109,6 +128,7 @@ impl Default for ClientsConfig {
             max_memory: 1 << 30,
             low_confidence: 0.6,
             boundary_margin: 0.1,
+            low_margin_quantile: 0.1,
             near_duplicate: 0.05,
             reference_windows: None,
             reference_sample: None,
@@ -120,6 +140,29 @@ impl Default for ClientsConfig {
     }
 }
 
+impl ClientsConfig {
+    /// Quantiles inside (0, 1), thresholds that can be met.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, q) in [
+            ("clients.low_margin_quantile", self.low_margin_quantile),
+            ("clients.near_duplicate", self.near_duplicate),
+        ] {
+            if !(q > 0.0 && q < 1.0) {
+                return Err(format!(
+                    "{name} is {q}: a quantile between 0 and 1 (exclusive)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Answers of one client that weigh in a window's margin quantile; also the judged
+/// answers a `low_margin_share` needs.
+const MARGIN_POINTS: usize = 20;
+/// Clients a window's margin quantile needs.
+const MARGIN_CLIENTS: usize = 5;
+
 /// One record, reduced to what the statistics need.
 struct Rec {
     ts: i64,
@@ -130,6 +173,8 @@ struct Rec {
     latency: f64,
     top1: Option<f64>,
     margin: Option<f64>,
+    /// Margin under the window's population quantile (None: not judged).
+    low_margin: Option<bool>,
     /// Where its features are in the window's [`Features`].
     row: usize,
     /// The input's identity: a hash of every feature's value.
@@ -530,6 +575,9 @@ struct Profile {
     atypical: u64,
     boundary: u64,
     low_conf: u64,
+    /// Answers judged against the window's margin quantile, and the low-margin ones.
+    margin_judged: u64,
+    low_margin: u64,
     inputs: Set,
     /// The client's last `RECENT` distinct inputs (standardized, then categories).
     recent: VecDeque<Point>,
@@ -589,6 +637,8 @@ impl From<ProfileV4> for Profile {
             atypical: 0,
             boundary: p.boundary,
             low_conf: p.low_conf,
+            margin_judged: 0,
+            low_margin: 0,
             inputs: p.inputs,
             recent: VecDeque::new(),
             cells: p.cells,
@@ -601,8 +651,88 @@ impl From<ProfileV4> for Profile {
     }
 }
 
-fn upgrade_profiles(v: Vec<ProfileV4>) -> Vec<Arc<Profile>> {
-    v.into_iter().map(|p| Arc::new(Profile::from(p))).collect()
+/// A profile as checkpoints of format 5 hold it: margins were not judged against the
+/// population (read, never written).
+#[derive(Clone, Deserialize)]
+struct ProfileV5 {
+    model: String,
+    client: String,
+    horizon_start: i64,
+    last_seen: i64,
+    queries: u64,
+    repeats: u64,
+    near_dups: u64,
+    ood: u64,
+    judged: u64,
+    atypical: u64,
+    boundary: u64,
+    low_conf: u64,
+    inputs: Set,
+    recent: VecDeque<Point>,
+    cells: Set,
+    labels: BTreeMap<String, u64>,
+    points: HashMap<String, Vec<Point>>,
+    distances: Vec<f64>,
+    #[serde(default)]
+    w: Option<(usize, Option<f64>)>,
+}
+
+impl From<ProfileV5> for Profile {
+    /// Low margins are judged from the next answer on.
+    fn from(p: ProfileV5) -> Profile {
+        Profile {
+            model: p.model,
+            client: p.client,
+            horizon_start: p.horizon_start,
+            last_seen: p.last_seen,
+            queries: p.queries,
+            repeats: p.repeats,
+            near_dups: p.near_dups,
+            ood: p.ood,
+            judged: p.judged,
+            atypical: p.atypical,
+            boundary: p.boundary,
+            low_conf: p.low_conf,
+            margin_judged: 0,
+            low_margin: 0,
+            inputs: p.inputs,
+            recent: p.recent,
+            cells: p.cells,
+            labels: p.labels,
+            points: p.points,
+            distances: p.distances,
+            w: p.w,
+            est: 0,
+        }
+    }
+}
+
+fn upgrade_profiles<P: Into<Profile>>(v: Vec<P>) -> Vec<Arc<Profile>> {
+    v.into_iter().map(|p| Arc::new(p.into())).collect()
+}
+
+/// The per-client state as checkpoints of format 5 hold it.
+#[derive(Deserialize)]
+pub struct ClientsSnapshotV5 {
+    profiles: Vec<ProfileV5>,
+    consumed_until: i64,
+    usage: ClientsUsage,
+}
+
+impl std::fmt::Debug for ClientsSnapshotV5 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClientsSnapshotV5({} profiles)", self.profiles.len())
+    }
+}
+
+impl From<ClientsSnapshotV5> for ClientsSnapshot {
+    fn from(s: ClientsSnapshotV5) -> ClientsSnapshot {
+        ClientsSnapshot {
+            profiles: upgrade_profiles(s.profiles),
+            consumed_until: s.consumed_until,
+            usage: s.usage,
+        }
+    }
 }
 
 /// The per-client state as checkpoints of format 4 hold it.
@@ -793,6 +923,8 @@ impl Clients {
             Field::new("coverage_ratio", f.clone(), true),
             Field::new("low_confidence_share", f.clone(), false),
             Field::new("boundary_share", f.clone(), false),
+            Field::new("low_margin_share", f.clone(), true),
+            Field::new("low_margin_p", f.clone(), true),
             Field::new("label_entropy", f.clone(), false),
             Field::new("population_label_entropy", f.clone(), false),
             Field::new("error_share", f.clone(), false),
@@ -809,6 +941,8 @@ impl Clients {
             Field::new("atypical_share", f.clone(), true),
             Field::new("coverage_ratio", f.clone(), true),
             Field::new("boundary_share", f.clone(), false),
+            Field::new("low_margin_share", f.clone(), true),
+            Field::new("low_margin_p", f.clone(), true),
             Field::new("low_confidence_share", f.clone(), false),
             Field::new("label_entropy", f.clone(), false),
             Field::new("min_dist_w", f.clone(), true),
@@ -1019,6 +1153,7 @@ impl Clients {
         recs.sort_by(|a, b| {
             (a.model, a.client, a.ts, a.order).cmp(&(b.model, b.client, b.ts, b.order))
         });
+        self.judge_margins(&mut recs);
         let window_secs = ((w.end_ms - w.start_ms) as f64 / 1000.0).max(1e-9);
 
         let mut pop_labels: HashMap<u32, HashMap<u32, u64>> = HashMap::new();
@@ -1115,6 +1250,71 @@ impl Clients {
         })
     }
 
+    /// Marks each answer whose margin is under the `low_margin_quantile` of its model's
+    /// answers in the window. Each client weighs at most `MARGIN_POINTS` answers (evenly
+    /// spaced order statistics of its own margins, so the pick does not depend on
+    /// arrival order): a flood or a batch job cannot move the quantile, and neither can
+    /// the client being judged. With answers from fewer than `MARGIN_CLIENTS` clients
+    /// there is no population to judge against and nothing is marked.
+    fn judge_margins(&self, recs: &mut [Rec]) {
+        let mut pool: Vec<f64> = Vec::new();
+        let mut own: Vec<f64> = Vec::new();
+        let mut start = 0;
+        while start < recs.len() {
+            let m = recs[start].model;
+            let end = start + recs[start..].iter().take_while(|r| r.model == m).count();
+            pool.clear();
+            let mut clients = 0usize;
+            let mut i = start;
+            while i < end {
+                let c = recs[i].client;
+                own.clear();
+                while i < end && recs[i].client == c {
+                    own.extend(recs[i].margin.filter(|m| m.is_finite()));
+                    i += 1;
+                }
+                if own.is_empty() {
+                    continue;
+                }
+                clients += 1;
+                own.sort_by(f64::total_cmp);
+                if own.len() <= MARGIN_POINTS {
+                    pool.extend_from_slice(&own);
+                } else {
+                    let last = (own.len() - 1) as f64;
+                    pool.extend((0..MARGIN_POINTS).map(|k| {
+                        own[(k as f64 * last / (MARGIN_POINTS - 1) as f64).round() as usize]
+                    }));
+                }
+            }
+            if clients >= MARGIN_CLIENTS {
+                pool.sort_by(f64::total_cmp);
+                let threshold = quantile(&pool, self.cfg.low_margin_quantile);
+                for r in &mut recs[start..end] {
+                    r.low_margin = r.margin.filter(|m| m.is_finite()).map(|m| m < threshold);
+                }
+            }
+            start = end;
+        }
+    }
+
+    /// `low_margin_share` and `low_margin_p` of `low` low-margin answers among `judged`
+    /// distinct inputs: the share, and the chance of at least `low` if each answer were
+    /// low with the quantile's probability (binomial upper tail); null under
+    /// `MARGIN_POINTS` judged.
+    fn low_margin(&self, low: u64, judged: u64) -> (Option<f64>, Option<f64>) {
+        if judged < MARGIN_POINTS as u64 {
+            return (None, None);
+        }
+        let share = low as f64 / judged as f64;
+        let p = match low {
+            0 => 1.0,
+            _ => Binomial::new(self.cfg.low_margin_quantile, judged)
+                .map_or(f64::NAN, |b| b.sf(low - 1)),
+        };
+        (Some(share), Some(p))
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn read_batch(
         &self,
@@ -1201,6 +1401,7 @@ impl Clients {
                 },
                 top1,
                 margin,
+                low_margin: None,
                 row: recs.len(),
                 input: input.finish(),
                 cell: 0,
@@ -1239,6 +1440,7 @@ impl Clients {
         let (mut near_dups, mut ood, mut low, mut boundary, mut errors) =
             (0u64, 0u64, 0u64, 0u64, 0u64);
         let (mut judged, mut atypical) = (0u64, 0u64);
+        let (mut margin_judged, mut low_margin) = (0u64, 0u64);
         for r in group {
             let new_input = inputs.insert(r.input);
             if new_input {
@@ -1257,6 +1459,10 @@ impl Clients {
             }
             low += r.top1.is_some_and(|t| t < self.cfg.low_confidence) as u64;
             boundary += r.margin.is_some_and(|m| m < self.cfg.boundary_margin) as u64;
+            if let Some(l) = r.low_margin.filter(|_| new_input) {
+                margin_judged += 1;
+                low_margin += l as u64;
+            }
             match r.label {
                 Some(l) => *label_counts.entry(l).or_default() += 1,
                 None => errors += 1,
@@ -1277,6 +1483,9 @@ impl Clients {
             .push(coverage_ratio(cells.len(), distinct, reference, memo));
         out.low.push(low as f64 / n);
         out.boundary.push(boundary as f64 / n);
+        let (share, p) = self.low_margin(low_margin, margin_judged);
+        out.low_margin.push(share);
+        out.low_margin_p.push(p);
         out.entropy
             .push(entropy_bits(label_counts.values().copied()));
         out.pop_entropy.push(population_entropy);
@@ -1332,6 +1541,10 @@ impl Clients {
             }
             p.low_conf += r.top1.is_some_and(|t| t < self.cfg.low_confidence) as u64;
             p.boundary += r.margin.is_some_and(|m| m < self.cfg.boundary_margin) as u64;
+            if let Some(l) = r.low_margin.filter(|_| new_input) {
+                p.margin_judged += 1;
+                p.low_margin += l as u64;
+            }
             // Labels are keys of the profile's maps; a key is allocated only when new.
             let label = r.label.map_or("", |l| labels.names[l as usize].as_str());
             if let Some(n) = p.labels.get_mut(label) {
@@ -1393,6 +1606,9 @@ impl Clients {
                 memo,
             ));
             c.boundary.push(p.boundary as f64 / n);
+            let (share, pvalue) = self.low_margin(p.low_margin, p.margin_judged);
+            c.low_margin.push(share);
+            c.low_margin_p.push(pvalue);
             c.low.push(p.low_conf as f64 / n);
             c.entropy.push(entropy_bits(p.labels.values().copied()));
             c.w.push(p.w.and_then(|(_, w)| w));
@@ -1566,6 +1782,8 @@ struct StatsColumns {
     coverage: Vec<Option<f64>>,
     low: Vec<f64>,
     boundary: Vec<f64>,
+    low_margin: Vec<Option<f64>>,
+    low_margin_p: Vec<Option<f64>>,
     entropy: Vec<f64>,
     pop_entropy: Vec<f64>,
     errors: Vec<f64>,
@@ -1590,6 +1808,8 @@ impl StatsColumns {
             Arc::new(Float64Array::from(self.coverage)),
             f64s(self.low),
             f64s(self.boundary),
+            Arc::new(Float64Array::from(self.low_margin)),
+            Arc::new(Float64Array::from(self.low_margin_p)),
             f64s(self.entropy),
             f64s(self.pop_entropy),
             f64s(self.errors),
@@ -1611,6 +1831,8 @@ struct ProfileColumns {
     atypical: Vec<Option<f64>>,
     coverage: Vec<Option<f64>>,
     boundary: Vec<f64>,
+    low_margin: Vec<Option<f64>>,
+    low_margin_p: Vec<Option<f64>>,
     low: Vec<f64>,
     entropy: Vec<f64>,
     w: Vec<Option<f64>>,
@@ -1634,6 +1856,8 @@ impl ProfileColumns {
             Arc::new(Float64Array::from(self.atypical)),
             Arc::new(Float64Array::from(self.coverage)),
             f64s(self.boundary),
+            Arc::new(Float64Array::from(self.low_margin)),
+            Arc::new(Float64Array::from(self.low_margin_p)),
             f64s(self.low),
             f64s(self.entropy),
             Arc::new(Float64Array::from(self.w)),

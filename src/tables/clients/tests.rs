@@ -382,3 +382,81 @@ fn over_max_memory_the_least_recently_seen_go_down_to_nine_tenths() {
         .collect();
     assert_eq!(kept, want);
 }
+
+/// `low_margin_share` and `low_margin_p`: 50 clients answered with margins 0.025, 0.075,
+/// …, 0.975 (20 each), and one client with 40 distinct inputs, 30 answered with margin
+/// 0.01 and 10 with 0.9, plus 200 exact repeats of a low one. The evader weighs 20
+/// answers in the quantile (19 at 0.01, 1 at 0.9: evenly spaced in its 240 sorted
+/// margins), so NumPy's 10th percentile of the 1,020 pooled margins is 0.075 (had all
+/// of its 240 answers weighed, it would be 0.01 and nothing would be under it): the
+/// crowd has 1 low answer in 20, the evader 30 of its 40 distinct inputs (repeats are
+/// not counted again). P-values from SciPy:
+/// `binom.sf(0, 20, 0.1)` = 0.8784233454094308 and `binom.sf(29, 40, 0.1)` =
+/// 3.0649470763974553e-22.
+#[test]
+fn low_margins_are_judged_against_the_windows_answers_with_each_client_capped() {
+    let answer = |client: &str, i: usize, x: f64, margin: f64| {
+        json!({
+            "request_id": format!("{client}-{i}"), "client_id": client, "model": "m",
+            "features": {"x": x, "c": "a"},
+            "prediction": {"label": "L", "probs": [(1.0 + margin) / 2.0, (1.0 - margin) / 2.0]},
+        })
+    };
+    let mut records = Vec::new();
+    for j in 0..50 {
+        for k in 0..20 {
+            let margin = (k as f64 + 0.5) / 20.0;
+            records.push(answer(
+                &format!("crowd-{j}"),
+                k,
+                (j * 20 + k) as f64 / 10.0,
+                margin,
+            ));
+        }
+    }
+    for i in 0..40 {
+        let margin = if i < 30 { 0.01 } else { 0.9 };
+        records.push(answer("evader", i, 0.5 + i as f64, margin));
+    }
+    for i in 40..240 {
+        records.push(answer("evader", i, 0.5, 0.01));
+    }
+    let stats = stats_after_reference(&config(), &records);
+    let (share, p) = (
+        column(&stats, "low_margin_share"),
+        column(&stats, "low_margin_p"),
+    );
+    assert!(close(share["evader"], 30.0 / 40.0), "{:?}", share["evader"]);
+    let want = 3.0649470763974553e-22;
+    assert!(
+        p["evader"].is_some_and(|g| ((g - want) / want).abs() < 1e-9),
+        "{:?}",
+        p["evader"]
+    );
+    for j in 0..50 {
+        let c = format!("crowd-{j}");
+        assert!(close(share[&c], 1.0 / 20.0), "{c}: {:?}", share[&c]);
+        assert!(
+            p[&c].is_some_and(|g| (g - 0.8784233454094308).abs() < 1e-12),
+            "{c}: {:?}",
+            p[&c]
+        );
+    }
+}
+
+/// With answers from fewer than five clients there is no population to judge a margin
+/// against: the share and p are null, not a share against the client itself.
+#[test]
+fn low_margins_need_five_clients_in_the_window() {
+    let mut records = Vec::new();
+    for j in 0..4 {
+        records.extend(client(
+            &format!("few-{j}"),
+            &(0..30).map(f64::from).collect::<Vec<_>>(),
+        ));
+    }
+    let stats = stats_after_reference(&config(), &records);
+    let share = column(&stats, "low_margin_share");
+    assert_eq!(share.len(), 4);
+    assert!(share.values().all(Option::is_none), "{share:?}");
+}
