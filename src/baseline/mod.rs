@@ -102,7 +102,31 @@ pub fn rms_distance(a: &[f64], b: &[f64]) -> f64 {
     if a.is_empty() {
         return 0.0;
     }
-    (a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>() / a.len() as f64).sqrt()
+    (sum_squared_differences(a, b) / a.len() as f64).sqrt()
+}
+
+/// Σ (aᵢ − bᵢ)² over the common length, in eight independent partial sums: the
+/// compiler vectorizes it (one running sum is a chain of dependent additions, four
+/// times slower on 64 features). Sums in another order than left to right, so the last
+/// bits may differ from a sequential sum.
+pub fn sum_squared_differences(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum();
+    let mut acc = [0.0f64; 8];
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            let d = x[k] - y[k];
+            acc[k] += d * d;
+        }
+    }
+    acc.iter().sum::<f64>() + tail
 }
 
 /// Each row's distance to its nearest other row that is not an exact copy, sorted.
@@ -818,6 +842,23 @@ mod tests {
                 (z >> 11) as f64 / (1u64 << 53) as f64
             })
             .collect()
+    }
+
+    /// The eight-lane sum equals the plain sum of squares (within rounding) at every
+    /// length around the lane width, and is exactly 0 for equal rows.
+    #[test]
+    fn sum_of_squared_differences_at_every_length() {
+        for n in 0..=27usize {
+            let a: Vec<f64> = (0..n).map(|i| (i as f64 * 0.37).sin() * 10.0).collect();
+            let b: Vec<f64> = (0..n).map(|i| (i as f64 * 1.3).cos()).collect();
+            let plain: f64 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum();
+            let got = sum_squared_differences(&a, &b);
+            assert!(
+                (got - plain).abs() <= 1e-12 * plain.max(1.0),
+                "n {n}: {got} vs {plain}"
+            );
+            assert_eq!(sum_squared_differences(&a, &a), 0.0);
+        }
     }
 
     #[test]

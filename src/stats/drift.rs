@@ -30,8 +30,13 @@ pub enum KsMethod {
     Asymptotic,
 }
 
-/// Largest sample size for which the exact KS p-value is attempted (SciPy's `auto`).
-pub const KS_MAX_EXACT: usize = 10_000;
+/// Largest product of the sample sizes for which the exact KS p-value is computed; its
+/// cost grows with that product (a window of 5,000 values against a reference of 900
+/// took 2 ms per feature). SciPy's `auto` goes further (both sizes up to 10,000), R's
+/// `ks.test` stops sooner (a product under 10,000); past 10⁶ pairs the asymptotic
+/// p-value is within 0.5 % of the exact one for unequal sizes (SciPy, measured at
+/// 898 × 5,000 and 3,000 × 4,000).
+pub const KS_MAX_EXACT_PAIRS: usize = 1_000_000;
 
 /// The finite values, sorted.
 pub fn finite_sorted(x: &[f64]) -> Vec<f64> {
@@ -70,11 +75,11 @@ pub fn missing_share(x: &[f64], nulls: usize) -> f64 {
     bad as f64 / n as f64
 }
 
-/// Two-sample Kolmogorov–Smirnov test, two-sided, as `scipy.stats.ks_2samp` with
-/// `method='auto'`: D = sup |F₁ − F₂| over both samples; the exact p-value when both
-/// samples have at most 10,000 values (Hodges' lattice-path count, in Viehmann's
-/// numerically stable form), else — or when the exact computation is not a probability
-/// — the asymptotic one, `kstwo.sf(D, round(n₁n₂/(n₁+n₂)))`.
+/// Two-sample Kolmogorov–Smirnov test, two-sided, as `scipy.stats.ks_2samp`: D = sup
+/// |F₁ − F₂| over both samples; the exact p-value (`method='exact'`: Hodges'
+/// lattice-path count, in Viehmann's numerically stable form) when n₁·n₂ ≤
+/// [`KS_MAX_EXACT_PAIRS`], else — or when the exact computation is not a probability —
+/// the asymptotic one (`method='asymp'`), `kstwo.sf(D, round(n₁n₂/(n₁+n₂)))`.
 pub fn ks_2samp(a: &[f64], b: &[f64]) -> Option<(Test, KsMethod)> {
     ks_2samp_sorted(&finite_sorted(a), &finite_sorted(b))
 }
@@ -103,7 +108,7 @@ pub fn ks_2samp_summary(points: &[f64], n_ref: u64, b: &[f64]) -> Option<(Test, 
 
 /// The p-value of statistic `d` for samples of n1 and n2 values, as `ks_2samp` picks it.
 fn ks_test(d: f64, n1: usize, n2: usize) -> (Test, KsMethod) {
-    let exact = (n1.max(n2) <= KS_MAX_EXACT)
+    let exact = (n1.saturating_mul(n2) <= KS_MAX_EXACT_PAIRS)
         .then(|| ks_exact(n1 as u64, n2 as u64, d))
         .flatten();
     if let Some((d, p)) = exact {

@@ -1087,7 +1087,17 @@ impl Clients {
         // window's at the start; a model with a baseline is measured against the
         // baseline instead.
         self.reference.admit(w)?;
-        let rolling = {
+        // Built only when a model of the window has no baseline (it is the costliest
+        // part of a window with wide records: nearest neighbours of 512 samples).
+        let needs_rolling = models.names.iter().any(|m| !self.baselines.contains_key(m));
+        let rolling = if !needs_rolling {
+            Reference::build(
+                &[],
+                self.numeric.len(),
+                self.categorical.len(),
+                self.cfg.near_duplicate,
+            )
+        } else {
             let k = self.reference.sample_size();
             let earlier = self.reference.before(w.end_ms);
             let mut pool: Vec<&SharedSample> = earlier.iter().flat_map(|s| s.pooled(k)).collect();
@@ -1529,7 +1539,17 @@ impl Clients {
                         .iter()
                         .any(|(pz, pc)| is_near(z, cat, pz, pc, radius))
                 }) as u64;
-                remember(&mut p.recent, (z.to_vec(), cat.to_vec()));
+                // The oldest point's buffers are reused: no allocation once full.
+                if p.recent.len() == RECENT {
+                    let mut old = p.recent.pop_front().expect("full");
+                    old.0.clear();
+                    old.0.extend_from_slice(z);
+                    old.1.clear();
+                    old.1.extend_from_slice(cat);
+                    p.recent.push_back(old);
+                } else {
+                    p.recent.push_back((z.to_vec(), cat.to_vec()));
+                }
             }
             if p.cells.len() < cap {
                 p.cells.insert(r.cell);
@@ -1561,10 +1581,14 @@ impl Clients {
             }
             let points = p.points.get_mut(label).expect("inserted above");
             if !points.is_empty() {
-                let d = points
-                    .iter()
-                    .map(|(pz, pc)| distance(f.z(r.row), f.cat(r.row), pz, pc))
-                    .fold(f64::INFINITY, f64::min);
+                let (z, cat) = (f.z(r.row), f.cat(r.row));
+                let mut best = f64::INFINITY;
+                for (pz, pc) in points.iter() {
+                    if let Some(d2) = squared_distance_below(z, cat, pz, pc, best) {
+                        best = d2;
+                    }
+                }
+                let d = best.sqrt();
                 if d > 0.0 && p.distances.len() < self.cfg.prada_distances {
                     p.distances.push(d);
                 }
@@ -1731,10 +1755,24 @@ fn remember<T>(recent: &mut VecDeque<T>, item: T) {
 /// Within `radius` (RMS over the standardized numeric features) and in the same
 /// categories; an exact copy is a repeat, not a near-duplicate.
 fn is_near(z: &[f64], cat: &[u32], pz: &[f64], pc: &[u32], radius: f64) -> bool {
-    cat == pc && {
-        let d = crate::baseline::rms_distance(z, pz);
-        d > 0.0 && d < radius
+    // (Without categories, no call to memcmp for two empty slices.)
+    if !(cat.is_empty() && pc.is_empty() || cat == pc) {
+        return false;
     }
+    if z.is_empty() {
+        return false;
+    }
+    // RMS distance < radius ⇔ Σ (zᵢ − pᵢ)² < radius² · n; most pairs are far apart,
+    // so the sum stops as soon as it is past that (every 16 features).
+    let limit = radius * radius * z.len() as f64;
+    let mut sum = 0.0;
+    for (a, b) in z.chunks(16).zip(pz.chunks(16)) {
+        sum += crate::baseline::sum_squared_differences(a, b);
+        if !(sum < limit) {
+            return false;
+        }
+    }
+    sum > 0.0
 }
 
 /// A profile's key: a hash of model and client id (64 bits: two of a million clients
@@ -1747,8 +1785,29 @@ fn client_key(model: &str, client: &str) -> u64 {
     h.finish()
 }
 
+/// The squared [`distance`] when it is below `bound` (else None, found as soon as a
+/// partial sum reaches the bound: the nearest of many points costs little more than
+/// one distance).
+fn squared_distance_below(
+    z: &[f64],
+    cat: &[u32],
+    pz: &[f64],
+    pc: &[u32],
+    bound: f64,
+) -> Option<f64> {
+    let mut sum = cat.iter().zip(pc).filter(|(a, b)| a != b).count() as f64;
+    for (a, b) in z.chunks(16).zip(pz.chunks(16)) {
+        if !(sum < bound) {
+            return None;
+        }
+        sum += crate::baseline::sum_squared_differences(a, b);
+    }
+    (sum < bound).then_some(sum)
+}
+
+#[cfg(test)]
 fn distance(z: &[f64], cat: &[u32], pz: &[f64], pc: &[u32]) -> f64 {
-    let num: f64 = z.iter().zip(pz).map(|(a, b)| (a - b) * (a - b)).sum();
+    let num = crate::baseline::sum_squared_differences(z, pz);
     let cats = cat.iter().zip(pc).filter(|(a, b)| a != b).count() as f64;
     (num + cats).sqrt()
 }

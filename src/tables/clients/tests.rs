@@ -259,6 +259,18 @@ fn prada_distances_are_in_reference_standard_deviations_to_earlier_queries() {
         super::distance(&[0.0, 3.0], &[7], &[4.0, 0.0], &[8]),
         26.0_f64.sqrt()
     );
+    // The bounded form: the squared distance below the bound, None at or above it
+    // (also over many features, where it stops early).
+    let below = super::squared_distance_below;
+    assert_eq!(
+        below(&[0.0, 3.0], &[7], &[4.0, 0.0], &[8], 27.0),
+        Some(26.0)
+    );
+    assert_eq!(below(&[0.0, 3.0], &[7], &[4.0, 0.0], &[8], 26.0), None);
+    let (a, b): (Vec<f64>, Vec<f64>) = (0..40).map(|i| (i as f64, 0.0)).unzip();
+    let full: f64 = a.iter().map(|x| x * x).sum();
+    assert_eq!(below(&a, &[], &b, &[], f64::INFINITY), Some(full));
+    assert_eq!(below(&a, &[], &b, &[], 100.0), None);
     // 22 inputs of one class at z = 0.1·i(i+1)/2: each one's nearest earlier input is
     // the one before, 0.1·i away, so the distances are 0.1, 0.2, …, 2.1. An exact
     // repeat and another class's inputs add none.
