@@ -1768,7 +1768,8 @@ fn is_near(z: &[f64], cat: &[u32], pz: &[f64], pc: &[u32], radius: f64) -> bool 
     let mut sum = 0.0;
     for (a, b) in z.chunks(16).zip(pz.chunks(16)) {
         sum += crate::baseline::sum_squared_differences(a, b);
-        if !(sum < limit) {
+        // NaN (a missing feature) is never near.
+        if sum.is_nan() || sum >= limit {
             return false;
         }
     }
@@ -1797,7 +1798,7 @@ fn squared_distance_below(
 ) -> Option<f64> {
     let mut sum = cat.iter().zip(pc).filter(|(a, b)| a != b).count() as f64;
     for (a, b) in z.chunks(16).zip(pz.chunks(16)) {
-        if !(sum < bound) {
+        if sum.is_nan() || sum >= bound {
             return None;
         }
         sum += crate::baseline::sum_squared_differences(a, b);
