@@ -109,6 +109,7 @@ pub fn rms_distance(a: &[f64], b: &[f64]) -> f64 {
 /// compiler vectorizes it (one running sum is a chain of dependent additions, four
 /// times slower on 64 features). Sums in another order than left to right, so the last
 /// bits may differ from a sequential sum.
+#[inline]
 pub fn sum_squared_differences(a: &[f64], b: &[f64]) -> f64 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);

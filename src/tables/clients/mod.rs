@@ -1576,10 +1576,11 @@ impl Clients {
                 continue;
             }
             // PRADA: distance to the earlier queries of the same predicted class.
-            if !p.points.contains_key(label) {
-                p.points.insert(label.to_owned(), Vec::new());
-            }
-            let points = p.points.get_mut(label).expect("inserted above");
+            // One hash of the label when its class is known (the usual case).
+            let points = match p.points.get_mut(label) {
+                Some(points) => points,
+                None => p.points.entry(label.to_owned()).or_default(),
+            };
             if !points.is_empty() {
                 let (z, cat) = (f.z(r.row), f.cat(r.row));
                 let mut best = f64::INFINITY;
@@ -1755,8 +1756,8 @@ fn remember<T>(recent: &mut VecDeque<T>, item: T) {
 /// Within `radius` (RMS over the standardized numeric features) and in the same
 /// categories; an exact copy is a repeat, not a near-duplicate.
 fn is_near(z: &[f64], cat: &[u32], pz: &[f64], pc: &[u32], radius: f64) -> bool {
-    // (Without categories, no call to memcmp for two empty slices.)
-    if !(cat.is_empty() && pc.is_empty() || cat == pc) {
+    // Element by element: a few ids, where `==` on slices would call memcmp.
+    if cat.len() != pc.len() || cat.iter().zip(pc).any(|(a, b)| a != b) {
         return false;
     }
     if z.is_empty() {
