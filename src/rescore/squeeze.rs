@@ -2,9 +2,9 @@
 //! Examples in Deep Neural Networks", NDSS 2018), for tabular inputs: each numeric
 //! feature is rounded to one of `levels` evenly spaced values within its baseline range
 //! (values outside the range go to its ends; a feature the baseline saw at one value
-//! only, such as an image's always-blank border pixel, is squeezed to that value). An adversarial input sits where a small
-//! change moves the model's answer, so its probabilities move when it is squeezed; an
-//! ordinary input's barely do. Score = L1 distance between the probability vectors of
+//! only, such as an image's always-blank border pixel, is squeezed to that value). An
+//! adversarial input sits where a small change moves the model's answer, so its
+//! probabilities move when it is squeezed; an ordinary input's barely do. Score = L1 distance between the probability vectors of
 //! the input and of the squeezed input, as in the paper.
 //!
 //! The threshold is set from benign traffic at a chosen false-positive rate:

@@ -246,23 +246,15 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, StateError> {
     if format >= 2 {
         let clients_len = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes")) as usize;
         let clients = take(clients_len)?;
-        if !clients.is_empty() && format >= 6 {
-            (cp.clients, cp.reference) = postcard::from_bytes(clients)
-                .map_err(|e| corrupt(&format!("client state and reference: {e}")))?;
-        } else if !clients.is_empty() && format == 5 {
-            let v5: (
-                Option<crate::tables::clients::ClientsSnapshotV5>,
-                Option<crate::tables::reference::ReferenceSnapshot>,
-            ) = postcard::from_bytes(clients)
-                .map_err(|e| corrupt(&format!("client state and reference: {e}")))?;
-            (cp.clients, cp.reference) = (v5.0.map(Into::into), v5.1);
-        } else if !clients.is_empty() && format == 4 {
-            let v4: (
-                Option<crate::tables::clients::ClientsSnapshotV4>,
-                Option<crate::tables::reference::ReferenceSnapshot>,
-            ) = postcard::from_bytes(clients)
-                .map_err(|e| corrupt(&format!("client state and reference: {e}")))?;
-            (cp.clients, cp.reference) = (v4.0.map(Into::into), v4.1);
+        if !clients.is_empty() && format >= 4 {
+            use crate::tables::clients::{ClientsSnapshot, ClientsSnapshotV4, ClientsSnapshotV5};
+            let section = match format {
+                4 => clients_as::<ClientsSnapshotV4>(clients),
+                5 => clients_as::<ClientsSnapshotV5>(clients),
+                _ => clients_as::<ClientsSnapshot>(clients),
+            };
+            (cp.clients, cp.reference) =
+                section.map_err(|e| corrupt(&format!("client state and reference: {e}")))?;
         } else if !clients.is_empty() {
             legacy = postcard::from_bytes(clients)
                 .map_err(|e| corrupt(&format!("client and drift state: {e}")))?;
@@ -285,6 +277,28 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, StateError> {
         ));
     }
     Ok(cp)
+}
+
+/// The client section of a checkpoint as format's snapshot type `S` holds it (from
+/// format 4 on: client state, then the reference), upgraded to today's.
+#[allow(clippy::type_complexity)]
+fn clients_as<S>(
+    bytes: &[u8],
+) -> Result<
+    (
+        Option<crate::tables::clients::ClientsSnapshot>,
+        Option<crate::tables::reference::ReferenceSnapshot>,
+    ),
+    postcard::Error,
+>
+where
+    S: serde::de::DeserializeOwned + Into<crate::tables::clients::ClientsSnapshot>,
+{
+    let (clients, reference): (
+        Option<S>,
+        Option<crate::tables::reference::ReferenceSnapshot>,
+    ) = postcard::from_bytes(bytes)?;
+    Ok((clients.map(Into::into), reference))
 }
 
 /// File of the state directory holding the key of the reference samples' hash.

@@ -620,11 +620,11 @@ struct ProfileV4 {
     w: Option<(usize, Option<f64>)>,
 }
 
-impl From<ProfileV4> for Profile {
+impl From<ProfileV4> for ProfileV5 {
     /// The recent inputs start empty (cells cannot become points); typicality is
     /// judged from the next input on.
-    fn from(p: ProfileV4) -> Profile {
-        Profile {
+    fn from(p: ProfileV4) -> ProfileV5 {
+        ProfileV5 {
             model: p.model,
             client: p.client,
             horizon_start: p.horizon_start,
@@ -637,8 +637,6 @@ impl From<ProfileV4> for Profile {
             atypical: 0,
             boundary: p.boundary,
             low_conf: p.low_conf,
-            margin_judged: 0,
-            low_margin: 0,
             inputs: p.inputs,
             recent: VecDeque::new(),
             cells: p.cells,
@@ -646,8 +644,14 @@ impl From<ProfileV4> for Profile {
             points: p.points,
             distances: p.distances,
             w: p.w,
-            est: 0,
         }
+    }
+}
+
+impl From<ProfileV4> for Profile {
+    /// Through format 5: each upgrade adds what its format lacked.
+    fn from(p: ProfileV4) -> Profile {
+        ProfileV5::from(p).into()
     }
 }
 
