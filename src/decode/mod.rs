@@ -36,6 +36,10 @@ pub struct DecodeConfig {
     /// Records longer than this are dead-lettered unread.
     #[serde(default = "default_max_record_bytes")]
     pub max_record_bytes: usize,
+    /// Threads decoding records (default: the machine's cores less one). Results are
+    /// the same for any number.
+    #[serde(default)]
+    pub threads: Option<usize>,
 }
 
 fn default_max_record_bytes() -> usize {
@@ -48,6 +52,7 @@ impl Default for DecodeConfig {
             fields: FieldPaths::default(),
             features: Vec::new(),
             max_record_bytes: default_max_record_bytes(),
+            threads: None,
         }
     }
 }
@@ -114,7 +119,20 @@ pub const BASE_COLUMNS: [&str; 9] = [
     "probs",
 ];
 
+/// The most decoding threads a config may ask for.
+const MAX_THREADS: usize = 256;
+
 impl DecodeConfig {
+    /// Decoding threads: `threads`, or one per core but the one the windows, tables
+    /// and rules run on (at least one). With one, the reading thread decodes too.
+    pub fn threads(&self) -> usize {
+        self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get().saturating_sub(1))
+                .clamp(1, MAX_THREADS)
+        })
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         let mut seen = std::collections::HashSet::new();
         for f in &self.features {
@@ -139,6 +157,13 @@ impl DecodeConfig {
         }
         if self.max_record_bytes == 0 {
             return Err("decode.max_record_bytes must be positive".into());
+        }
+        if let Some(n) = self.threads
+            && !(1..=MAX_THREADS).contains(&n)
+        {
+            return Err(format!(
+                "decode.threads must be between 1 and {MAX_THREADS}, not {n}"
+            ));
         }
         Decoders::new(self).map(|_| ())
     }

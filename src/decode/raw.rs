@@ -39,6 +39,17 @@ impl RawBatch {
         }
     }
 
+    /// An empty batch with room for `bytes` bytes in `records` records.
+    pub fn with_capacity(partition: PartitionId, (bytes, records): (usize, usize)) -> Self {
+        Self {
+            partition,
+            buf: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(records),
+            positions: Vec::with_capacity(records),
+            ..Default::default()
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.ends.len()
     }

@@ -209,6 +209,7 @@ impl Pipeline {
             rerouter,
             dead,
             decoder: Some(decoder),
+            decode_threads: config.decode.threads(),
             sources: Vec::new(),
             time: config.time.clone(),
             metrics,

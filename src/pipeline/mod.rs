@@ -1,9 +1,10 @@
 //! The pipeline: source → decode → windows → rules → alerts → receivers.
 //!
-//! The source and the decoder run on their own thread (reading and JSON decoding are
-//! the heavy part), handing decoded batches to the async side, which owns all state:
-//! windows, rule engine, alert book, dead letters. One thread owns the state, so the
-//! order of events, and therefore every alert, depends only on the records.
+//! The source runs on its own thread and its batches are decoded on `decode.threads`
+//! threads (reading and JSON decoding are the heavy part); the decoded batches reach
+//! the async side in reading order. The async side owns all state: windows, rule
+//! engine, alert book, dead letters. One thread owns the state, so the order of events,
+//! and therefore every alert, depends only on the records.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -90,6 +91,8 @@ pub struct Pipeline {
     rerouter: Option<crate::notify::outbox::Rerouter>,
     dead: DeadLetters,
     decoder: Option<BatchDecoder>,
+    /// Threads decoding records (`decode.threads`).
+    decode_threads: usize,
     sources: Vec<String>,
     time: TimeConfig,
     counters: Arc<Counters>,
@@ -174,12 +177,13 @@ impl Pipeline {
         source.set_counters(self.counters.clone());
         let progress = progress_bar(opts.progress, source.total_bytes());
         let decoder = self.decoder.take().expect("a pipeline runs once");
+        let threads = self.decode_threads;
         let (tx, mut rx) = mpsc::channel::<Clocked>(4);
         let committable = self.committable.clone();
         let reader = std::thread::Builder::new()
             .name("driftwatch-source".into())
             .spawn(move || {
-                read_loop(source.as_mut(), &decoder, &tx, &committable);
+                read_loop(source.as_mut(), &decoder, threads, &tx, &committable);
                 source
             })
             .map_err(|source| PipelineError::Io {

@@ -53,6 +53,8 @@ struct LineReader {
     pending_start: u64,
     pending_len: usize,
     done: bool,
+    /// Bytes and records of the last batch read (the next one's capacity).
+    last_batch: (usize, usize),
 }
 
 impl LineReader {
@@ -74,6 +76,7 @@ impl LineReader {
             pending_start: 0,
             pending_len: 0,
             done: false,
+            last_batch: (0, 0),
         })
     }
 
@@ -227,7 +230,8 @@ impl Source for FileSource {
             if reader.done {
                 continue;
             }
-            let mut batch = RawBatch::new(pid);
+            // Sized like the partition's previous batch: no regrowing of the buffers.
+            let mut batch = RawBatch::with_capacity(pid, reader.last_batch);
             let eof = reader.read_into(
                 &mut batch,
                 self.batch_records,
@@ -235,6 +239,7 @@ impl Source for FileSource {
                 self.follow,
             )?;
             batch.resume_at = reader.resume_at();
+            reader.last_batch = (batch.buf.len(), batch.ends.len());
             if !batch.is_empty() {
                 return Ok(Poll::Batch(batch));
             }

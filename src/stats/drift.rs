@@ -591,7 +591,7 @@ pub fn binned_shares_sorted(r: &[f64], n_ref: u64, c: &[f64]) -> Option<(Vec<f64
         return Some((pr, pc));
     }
     let mut keys: Vec<f64> = r.iter().chain(c).copied().collect();
-    keys.sort_by(f64::total_cmp);
+    keys.sort_unstable_by(f64::total_cmp);
     keys.dedup();
     let share = |v: &[f64], k: f64, n: f64| {
         let from = v.partition_point(|&x| x < k);

@@ -63,7 +63,7 @@ pub fn shapiro_wilk_with(
         return Err("values must be finite");
     }
     let mut x = values.to_vec();
-    x.sort_by(f64::total_cmp);
+    x.sort_unstable_by(f64::total_cmp);
     if x[n - 1] - x[0] <= f64::EPSILON * x[0].abs().max(x[n - 1].abs()).max(1e-300) {
         return Err("all values are equal");
     }

@@ -346,6 +346,79 @@ fn files_replayed_side_by_side_give_the_same_alert_ids_as_one_file() {
 }
 
 #[test]
+fn any_number_of_decoding_threads_gives_the_same_alerts_and_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = generate(dir.path(), "mixed", 12, 160_000, "50");
+    // Every 500th record cut short: dead letters come from every decoding thread.
+    let records = std::fs::read(&input).unwrap();
+    let mut damaged = Vec::new();
+    for (i, line) in records
+        .split(|&c| c == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+    {
+        damaged.extend_from_slice(if i % 500 == 499 {
+            &line[..line.len() / 2]
+        } else {
+            line
+        });
+        damaged.push(b'\n');
+    }
+    std::fs::write(&input, damaged).unwrap();
+    let example = std::fs::read_to_string(root().join("examples/replay.yaml")).unwrap();
+    let run = |threads: usize| {
+        let out = dir.path().join(format!("threads-{threads}"));
+        std::fs::create_dir_all(&out).unwrap();
+        let config = out.join("config.yaml");
+        let yaml = example
+            .replace("decode:\n", &format!("decode:\n  threads: {threads}\n"))
+            .replace(
+                "queries: ../queries",
+                &format!("queries: {}", root().join("queries").display()),
+            );
+        assert!(yaml.contains(&format!("threads: {threads}")));
+        std::fs::write(&config, yaml).unwrap();
+        let alerts = out.join("alerts.jsonl");
+        let o = driftwatch(
+            &[
+                "replay",
+                "--config",
+                config.to_str().unwrap(),
+                "--no-progress",
+                "--alerts-out",
+                alerts.to_str().unwrap(),
+                "--input",
+                input.to_str().unwrap(),
+            ],
+            &out,
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let ids: Vec<String> = jsonl(&alerts)
+            .iter()
+            .map(|a| format!("{} {} {}", a["id"], a["state"], a["window_end"]))
+            .collect();
+        let dead: Vec<String> = jsonl(&out.join("dead-letters.jsonl"))
+            .iter()
+            .map(|d| format!("{} {}", d["position"], d["reason"]))
+            .collect();
+        (ids, dead, summary(&o.stdout)["bad (dead letter)"])
+    };
+    let one = run(1);
+    assert!(!one.0.is_empty(), "the mixed scenario raises alerts");
+    assert!(one.2 >= 320, "every cut record is a dead letter: {}", one.2);
+    assert_eq!(one.1.len() as u64, one.2);
+    for threads in [2, 4] {
+        let many = run(threads);
+        assert_eq!(many.0, one.0, "alerts with {threads} decoding threads");
+        assert_eq!(
+            many.1, one.1,
+            "dead letters with {threads} decoding threads"
+        );
+        assert_eq!(many.2, one.2);
+    }
+}
+
+#[test]
 fn malformed_input_is_dead_lettered_never_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let good = r#"{"ts":"2026-11-21T10:00:00Z","client_id":"k","model":"fraud","features":{"amount":1.5}}"#;

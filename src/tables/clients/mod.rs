@@ -1164,9 +1164,7 @@ impl Clients {
         }
         f.z = z;
         // Per client, in event-time order (then request id): the same in any partitioning.
-        recs.sort_by(|a, b| {
-            (a.model, a.client, a.ts, a.order).cmp(&(b.model, b.client, b.ts, b.order))
-        });
+        recs.sort_unstable_by_key(|r| (r.model, r.client, r.ts, r.order));
         self.judge_margins(&mut recs);
         let window_secs = ((w.end_ms - w.start_ms) as f64 / 1000.0).max(1e-9);
 
@@ -1291,7 +1289,7 @@ impl Clients {
                     continue;
                 }
                 clients += 1;
-                own.sort_by(f64::total_cmp);
+                own.sort_unstable_by(f64::total_cmp);
                 if own.len() <= MARGIN_POINTS {
                     pool.extend_from_slice(&own);
                 } else {
@@ -1302,7 +1300,7 @@ impl Clients {
                 }
             }
             if clients >= MARGIN_CLIENTS {
-                pool.sort_by(f64::total_cmp);
+                pool.sort_unstable_by(f64::total_cmp);
                 let threshold = quantile(&pool, self.cfg.low_margin_quantile);
                 for r in &mut recs[start..end] {
                     r.low_margin = r.margin.filter(|m| m.is_finite()).map(|m| m < threshold);

@@ -761,7 +761,7 @@ fn counted(reference: &[(f64, u64)], b: &[f64]) -> (Vec<u64>, Vec<u64>) {
         .map(|x| x.0)
         .chain(b.iter().copied())
         .collect();
-    keys.sort_by(f64::total_cmp);
+    keys.sort_unstable_by(f64::total_cmp);
     keys.dedup();
     let mut a = vec![0u64; keys.len()];
     for (x, n) in reference {
@@ -786,7 +786,7 @@ fn value_counts(a: &[f64], b: &[f64]) -> (Vec<u64>, Vec<u64>) {
         .copied()
         .filter(|x| x.is_finite())
         .collect();
-    keys.sort_by(f64::total_cmp);
+    keys.sort_unstable_by(f64::total_cmp);
     keys.dedup();
     let count = |v: &[f64]| -> Vec<u64> {
         let mut out = vec![0u64; keys.len()];
