@@ -6,7 +6,8 @@
 # README says a monitor is set up — the model's baseline from its reference (training)
 # CSV, its ONNX file pinned to the provenance sha256, the squeezing threshold from
 # `model calibrate` on the held-out CSV at 5 % FPR, the default rules — replays the
-# hour, and scores the alerts against the truth (bench/eval_score.py).
+# hour with its delayed ground-truth labels, and scores the alerts against the truth
+# (bench/eval_score.py).
 #
 #   bench/eval_detection.sh [MODELS] [SEEDS]     default: "digits cancer" "2 3 4 5 6"
 #
@@ -46,7 +47,7 @@ for model in "${models[@]}"; do
   "$bin" baseline build --model "$model" --input "$src/models/${model}_reference.csv" \
     --out "$run/baseline.json" >/dev/null
   write_config() { # $1 = squeezing threshold, or empty
-    "$py" - "$meta" "$src" "$run" "$1" "$(pwd)/queries" >"$run/config.yaml" <<'EOF'
+    "$py" - "$meta" "$src" "$run" "$1" "$run/queries" >"$run/config.yaml" <<'EOF'
 import json, sys
 meta_path, src, run, threshold, queries = sys.argv[1:6]
 m = json.load(open(meta_path))
@@ -78,6 +79,9 @@ alerts:
   stdout: false""")
 EOF
   }
+  # The default rules, and a probe that reports each window's performance row.
+  rm -rf "$run/queries" && mkdir -p "$run/queries"
+  cp queries/*.yaml bench/eval_rules/*.yaml "$run/queries/"
   write_config ""
   threshold=$("$bin" model calibrate --config "$run/config.yaml" --model "$model" \
     --input "$src/models/${model}_holdout.csv" --fpr 0.05 2>"$run/calibrate.err" \
@@ -98,6 +102,7 @@ EOF
     rm -f "$run/alerts-s$seed.jsonl"
     /usr/bin/time -f '%e s %M KiB' -o "$run/time-s$seed" \
       "$bin" replay --config "$run/config.yaml" --input "$data" --no-progress \
+      --labels "$base.ground_truth.jsonl.gz" \
       --alerts-out "$run/alerts-s$seed.jsonl" >"$run/summary-s$seed" 2>"$run/replay-s$seed.err"
     python3 bench/eval_score.py "$base.truth.json" "$run/alerts-s$seed.jsonl" \
       "$base.labels.csv.gz" "$model" "$seed"

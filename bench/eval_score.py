@@ -80,18 +80,65 @@ for e in episodes:
         print(f"| {model} | {seed} | drift | {len(right)}/{len(listed)} listed features | - | "
               f"{delay} | false: {len(wrong)} {' '.join(wrong[:8])}{' ...' if len(wrong) > 8 else ''} |")
     elif e["type"] == "performance":
-        target = e["details"]["target_class"]
-        perf = [a for a in firing if a["rule_id"].startswith(("performance.", "labels."))]
-        hit = [a for a in perf if a["labels"].get("class", a["labels"].get("label")) == target
-               and when(a) >= start]
-        early = [a for a in perf if a["labels"].get("class", a["labels"].get("label")) == target
-                 and when(a) < start]
+        d = e["details"]
+        target, version = d["target_class"], d["model_version"]
+        perf = [a for a in firing if a["rule_id"].startswith("performance.")]
+        drift_start = min((ms(x["start_ts"]) for x in episodes if x["type"] == "drift"),
+                          default=start)
+        # The class-recall rule for the target class and the new version.
+        hit = [a for a in perf if a["rule_id"] == "performance.class_recall_drop"
+               and a["labels"].get("class") == target
+               and a["labels"].get("model_version") == version and when(a) >= start]
+        # Any performance alert before the inputs drifted is false; between the drift
+        # and the switch, and for other classes, an alert is judged by the measured
+        # recall of its class in that stretch (the episode's per-window recall).
+        windows = d.get("recall_by_class_by_window", {})
+        before = next((v for k, v in windows.items() if "before the drift" in k), {})
+        drifted = next((v for k, v in windows.items() if "drift on" in k and "version 1" in k), {})
+        after = next((v for k, v in windows.items() if f"version {version}" in k), {})
+
+        def justified(a):
+            t, c = when(a), a["labels"].get("class")
+            if t < drift_start:
+                return False
+            now = after if t >= start and a["labels"].get("model_version") == version else drifted
+            if c is None:  # a model-level alert: overall accuracy fell from the drift on
+                acc = d.get("overall_accuracy_by_window", {})
+                vals = list(acc.values())
+                return len(vals) >= 2 and min(vals[1:]) <= vals[0] - 0.05
+            if a["rule_id"] == "performance.class_precision_drop":
+                # The class the lost ones are answered as (or a drift-hurt class's
+                # confusions): judged by its answers' share rising.
+                return c == d.get("flipped_to") or c in drifted
+            return c in before and c in now and now[c] <= before[c] - 0.1
+        other = [a for a in perf if a not in hit]
+        false = sorted({f"{a['rule_id'].split('.')[1]}:{a['labels'].get('class', '-')}"
+                        f"@v{a['labels'].get('model_version')}"
+                        f"@{(when(a) - ms(truth['start_ts'])) / 60000:.0f}m"
+                        for a in other if not justified(a)})
+        early = [a for a in perf if when(a) < drift_start]
+        note = f"before the drift: {len(early)}; unjustified: {len(false)} {' '.join(false[:6])}"
         if hit:
             at = min(when(a) for a in hit)
             print(f"| {model} | {seed} | {e['id']} | yes | - | {(at - start) / 60000:.1f} | "
-                  f"{min(hit, key=when)['rule_id']}; before: {len(early)} |")
+                  f"performance.class_recall_drop ({target}, version {version}); {note} |")
         else:
-            print(f"| {model} | {seed} | {e['id']} | **no** | - | - | before: {len(early)} |")
+            print(f"| {model} | {seed} | {e['id']} | **no** | - | - | {note} |")
+        # Estimated (confidence-based) against realised accuracy, windows before the drift.
+        probe = {}
+        for a in alerts:
+            if a["rule_id"] == "bench.performance_probe":
+                v = a["evidence"]["values"]
+                probe[(v["model_version"], v["at"])] = v
+        honest = [v for (ver, at), v in probe.items()
+                  if ms(at.replace(" ", "T") + ("" if at.endswith("Z") else "Z")) <= drift_start
+                  and v.get("accuracy") is not None]
+        if honest:
+            gap_all = max(abs(v["estimated_accuracy"] - v["accuracy"]) for v in honest)
+            gap_lab = max(abs(v["estimated_accuracy_labelled"] - v["accuracy"]) for v in honest)
+            print(f"| {model} | {seed} | estimated vs realised accuracy | {len(honest)} windows "
+                  f"before the drift | - | - | largest gap {gap_all:.3f} (all predictions), "
+                  f"{gap_lab:.3f} (the labelled ones) |")
 
 # Honest clients flagged: any firing alert naming a client that planted nothing (the
 # tampering client only before its episode).

@@ -93,6 +93,10 @@ pub struct Config {
     /// `--baseline`); relative to the config file.
     #[serde(default)]
     pub baselines: Vec<PathBuf>,
+    /// Delayed ground truth: true labels joined to the predictions (`performance`,
+    /// `class_performance`).
+    #[serde(default)]
+    pub labels: Option<crate::labels::LabelsConfig>,
     /// The file this config was read from (a reload reads it again).
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -283,6 +287,9 @@ impl Config {
         self.baselines.iter_mut().for_each(fix);
         self.models.iter_mut().for_each(|m| fix(&mut m.path));
         self.source.resolve_paths(base);
+        if let Some(l) = &mut self.labels {
+            l.source.resolve_paths(base);
+        }
         self.notify.resolve_paths(base);
         if let Some(p) = self.http.token_file.as_mut()
             && p.is_relative()
@@ -419,6 +426,12 @@ impl Config {
             k.validate("dead_letter.kafka")?;
         }
         self.clients.validate()?;
+        if let Some(l) = &self.labels {
+            l.validate()?;
+            if let SourceConfig::Kafka(k) = &l.source {
+                k.validate()?;
+            }
+        }
         self.rescore.validate()
     }
 }

@@ -29,6 +29,8 @@ pub enum DeadKind {
     Bad,
     /// Event time behind the watermark on arrival.
     Late,
+    /// A delayed label that cannot be joined (see `labels`).
+    Label,
 }
 
 impl DeadKind {
@@ -36,6 +38,7 @@ impl DeadKind {
         match self {
             DeadKind::Bad => "bad",
             DeadKind::Late => "late",
+            DeadKind::Label => "label",
         }
     }
 }

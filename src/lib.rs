@@ -13,6 +13,7 @@ pub mod deadletter;
 pub mod decode;
 pub mod http;
 pub mod kafka;
+pub mod labels;
 pub mod notify;
 pub mod otlp;
 pub mod pipeline;

@@ -457,6 +457,13 @@ fn register(provider: &SdkMeterProvider, c: Arc<Counters>) {
         .map(|(o, v)| (v, vec![KeyValue::new("outcome", o)]))
         .collect()
     });
+    counter(&cat::LABELS, |c| {
+        let t = *c.labels.lock().expect("labels lock");
+        t.outcomes()
+            .into_iter()
+            .map(|(o, v)| (v, vec![KeyValue::new("outcome", o)]))
+            .collect()
+    });
     let gauge_c = c.clone();
     meter
         .u64_observable_gauge(cat::ALERTS_ACTIVE.otel.expect("an OTLP name"))

@@ -77,6 +77,88 @@ pub struct Baseline {
     /// How far from the typical row the rows lie (absent in baselines of older releases).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub typicality: Option<Typicality>,
+    /// The model's performance on held-out rows with true labels (`--true-label-column`):
+    /// what the `performance` tables compare with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_out: Option<HeldOut>,
+}
+
+/// Performance on held-out rows with true labels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeldOut {
+    /// Rows with both a true and a predicted label.
+    pub labelled: u64,
+    pub accuracy: f64,
+    /// Per true or predicted class.
+    pub classes: BTreeMap<String, ClassHeldOut>,
+}
+
+/// One class's held-out performance (scikit-learn's definitions; undefined is absent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassHeldOut {
+    /// Rows whose true label is the class.
+    pub support: u64,
+    /// Rows predicted as the class.
+    pub predicted: u64,
+    pub recall: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub f1: Option<f64>,
+}
+
+/// The held-out performance of predicted against true labels (rows missing either are
+/// left out); None without such rows.
+pub fn held_out(truth: &[Option<String>], predicted: &[Option<String>]) -> Option<HeldOut> {
+    let mut support: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut pred: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut tp: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut labelled = 0u64;
+    for (t, p) in truth.iter().zip(predicted) {
+        let (Some(t), Some(p)) = (t.as_deref(), p.as_deref()) else {
+            continue;
+        };
+        labelled += 1;
+        *support.entry(t).or_default() += 1;
+        *pred.entry(p).or_default() += 1;
+        if t == p {
+            *tp.entry(t).or_default() += 1;
+        }
+    }
+    if labelled == 0 {
+        return None;
+    }
+    let names: std::collections::BTreeSet<&str> =
+        support.keys().chain(pred.keys()).copied().collect();
+    let classes = names
+        .into_iter()
+        .filter(|c| support.contains_key(c))
+        .map(|c| {
+            let (s, p, hit) = (
+                support[c],
+                pred.get(c).copied().unwrap_or(0),
+                tp.get(c).copied().unwrap_or(0),
+            );
+            let f1 = (s + p > 0).then(|| 2.0 * hit as f64 / (s + p) as f64);
+            (
+                c.to_owned(),
+                ClassHeldOut {
+                    support: s,
+                    predicted: p,
+                    recall: hit as f64 / s as f64,
+                    precision: (p > 0).then(|| hit as f64 / p as f64),
+                    f1,
+                },
+            )
+        })
+        .collect();
+    Some(HeldOut {
+        labelled,
+        accuracy: tp.values().sum::<u64>() as f64 / labelled as f64,
+        classes,
+    })
 }
 
 /// The distribution of a row's squared distance from the mean, in standard deviations
@@ -260,6 +342,9 @@ pub struct BuildOptions {
     pub model: String,
     pub label_column: String,
     pub score_column: String,
+    /// Column of true labels: with it the profile gets the held-out performance of the
+    /// predictions in `label_column`.
+    pub true_label_column: Option<String>,
 }
 
 impl Baseline {
@@ -562,9 +647,35 @@ pub fn build(
     let mut features = Vec::new();
     let mut label = None;
     let mut score = None;
+    let text_of = |data: &ColumnData| -> Vec<Option<String>> {
+        match data {
+            ColumnData::Strings(v) => v.clone(),
+            ColumnData::Numbers(v) => v.iter().map(|x| x.map(|x| x.to_string())).collect(),
+        }
+    };
+    let column = |name: &str| columns.iter().find(|(n, _)| n == name).map(|(_, d)| d);
+    let held_out = match &opts.true_label_column {
+        None => None,
+        Some(t) => {
+            let truth = column(t).ok_or_else(|| format!("no true-label column {t:?}"))?;
+            let predicted = column(&opts.label_column).ok_or_else(|| {
+                format!(
+                    "no prediction column {:?} to compare the true labels with",
+                    opts.label_column
+                )
+            })?;
+            Some(
+                held_out(&text_of(truth), &text_of(predicted))
+                    .ok_or_else(|| format!("no row has both {t:?} and {:?}", opts.label_column))?,
+            )
+        }
+    };
     let mut num_cols: Vec<&[Option<f64>]> = Vec::new();
     let mut cat_cols: Vec<&[Option<String>]> = Vec::new();
     for (name, data) in &columns {
+        if Some(name) == opts.true_label_column.as_ref() {
+            continue;
+        }
         if *name == opts.label_column {
             label = Some(match data {
                 ColumnData::Strings(v) => categories(v.iter().map(|s| s.as_deref())),
@@ -636,6 +747,7 @@ pub fn build(
         score,
         grid,
         typicality,
+        held_out,
     })
 }
 
@@ -826,6 +938,7 @@ mod tests {
             model: "m".into(),
             label_column: "prediction_label".into(),
             score_column: "prediction_score".into(),
+            true_label_column: None,
         }
     }
 

@@ -98,6 +98,10 @@ pub struct ReplayArgs {
     /// No progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Delayed true labels (JSONL, plain or .gz): the `labels:` source for this replay
+    /// (the rest of `labels:` from the config, or its defaults).
+    #[arg(long, num_args = 1..)]
+    pub labels: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -148,6 +152,11 @@ pub enum BaselineCommand {
         /// Column of the model's score.
         #[arg(long, default_value = "prediction_score")]
         score_column: String,
+        /// Column of the true labels of held-out rows: the profile then holds the
+        /// accuracy and per-class recall, precision and F1 of `--label-column` against
+        /// them (what the `performance` tables compare with).
+        #[arg(long)]
+        true_label_column: Option<String>,
     },
     /// Test a whole Parquet or CSV file of current data against a baseline: one row per
     /// feature (and label, score) with the test, statistic and verdict the drift tables
@@ -265,11 +274,13 @@ pub async fn main(cli: Cli) -> Result<(), Failure> {
             out,
             label_column,
             score_column,
+            true_label_column,
         }) => {
             let opts = crate::baseline::BuildOptions {
                 model,
                 label_column,
                 score_column,
+                true_label_column,
             };
             baseline_build(&input, &out, &opts)
         }
@@ -451,6 +462,14 @@ fn baseline_build(
         out.display(),
         started.elapsed().as_secs_f64()
     );
+    if let Some(h) = &b.held_out {
+        eprintln!(
+            "held-out performance: {} labelled rows, accuracy {:.4}, {} classes",
+            h.labelled,
+            h.accuracy,
+            h.classes.len()
+        );
+    }
     Ok(())
 }
 
@@ -566,6 +585,13 @@ async fn replay(args: ReplayArgs) -> Result<(), Failure> {
     file.paths = args.input.clone();
     file.follow = false;
     config.source = SourceConfig::File(file);
+    if !args.labels.is_empty() {
+        let files = SourceConfig::File(FileSourceConfig::replay(args.labels.clone()));
+        match &mut config.labels {
+            Some(l) => l.source = files,
+            None => config.labels = Some(crate::labels::LabelsConfig::new(files)),
+        }
+    }
     let opts = RunOptions {
         progress: !args.no_progress,
         until_idle: None,
@@ -655,6 +681,7 @@ async fn rules_check(config: Option<PathBuf>, paths: Vec<PathBuf>) -> Result<(),
         // No model: `rescored` is checked for its columns, never filled.
         crate::rescore::rescorer::Rescorer::with_windows(Default::default(), Vec::new(), &[])
             .table(),
+        crate::labels::Labels::empty(),
     );
     Engine::new(rules, standard.tables, &Default::default())
         .await
@@ -783,6 +810,33 @@ pub fn summary_table(s: &Summary) -> String {
             format!(
                 "{secs:.2} s ({:.0} rec/s)",
                 r.rescored as f64 / secs.max(1e-9)
+            ),
+        );
+    }
+    if let Some(l) = s.labels {
+        row(
+            &mut out,
+            "labels",
+            format!(
+                "{} read, {} joined to {} predictions",
+                l.read, l.joined, l.predictions
+            ),
+        );
+        let dead: Vec<String> = l
+            .outcomes()
+            .into_iter()
+            .filter(|&(o, n)| o != "joined" && n > 0)
+            .map(|(o, n)| format!("{n} {}", o.replace('_', " ")))
+            .collect();
+        if !dead.is_empty() {
+            row(&mut out, "labels refused", dead.join(", "));
+        }
+        row(
+            &mut out,
+            "unlabelled",
+            format!(
+                "{} expired, {} evicted, {} waiting",
+                l.expired, l.evicted, l.pending
             ),
         );
     }

@@ -328,6 +328,7 @@ async fn run_case(
         reset_state: false,
         baselines: file.baselines.iter().map(|p| fix(p)).collect(),
         baseline_profiles: Vec::new(),
+        labels: None,
         models: file
             .models
             .iter()

@@ -193,6 +193,19 @@ fn families(live: &Live) -> Vec<Samples<'static>> {
         .add(&["unscorable"], U(rs.unscorable))
         .add(&["other_version"], U(rs.other_version));
 
+    let l = *c.labels.lock().expect("labels lock");
+    for (outcome, n) in l.outcomes() {
+        out.at(&cat::LABELS).add(&[outcome], U(n));
+    }
+    out.at(&cat::LABEL_PREDICTIONS)
+        .add(&["registered"], U(l.predictions))
+        .add(&["expired"], U(l.expired))
+        .add(&["evicted"], U(l.evicted))
+        .add(&["duplicate"], U(l.duplicate_predictions));
+    out.at(&cat::LABELS_PENDING)
+        .add(&["predictions"], U(l.pending))
+        .add(&["labels"], U(l.waiting));
+
     let rules = c.rules.lock().expect("rules lock").clone();
     for r in &rules {
         let id = [r.id.as_str()];

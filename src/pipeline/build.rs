@@ -47,6 +47,13 @@ impl Pipeline {
                 0
             }
         };
+        let labels = match &config.labels {
+            Some(l) => Some(
+                crate::labels::Labels::new(l, &config.models, &config.baseline_profiles)
+                    .map_err(PipelineError::Config)?,
+            ),
+            None => None,
+        };
         let mut clients_config = config.clients.clone();
         clients_config.sample_key = sample_key;
         let crate::tables::StandardTables {
@@ -65,6 +72,7 @@ impl Pipeline {
             },
             &config.baseline_profiles,
             rescorer.table(),
+            labels.clone().unwrap_or_else(crate::labels::Labels::empty),
         );
         config
             .notify
@@ -202,6 +210,8 @@ impl Pipeline {
             drift,
             reference,
             rescorer,
+            labels,
+            max_record_bytes: config.decode.max_record_bytes,
             book: AlertBook::new(engine.rules().len(), &config.alerts),
             engine,
             windows,

@@ -76,6 +76,9 @@ impl Pipeline {
         if let Some(r) = cp.rescore {
             self.rescorer.restore(r);
         }
+        if let (Some(l), Some(state)) = (&self.labels, cp.labels) {
+            l.restore(state);
+        }
         self.summary = cp.summary;
         self.positions = cp.positions.clone();
         let restored = format!(
@@ -134,6 +137,7 @@ impl Pipeline {
             legacy_clients: None,
             reference: Some(self.reference.snapshot()),
             rescore: self.rescorer.is_active().then(|| self.rescorer.snapshot()),
+            labels: self.labels.as_ref().map(|l| l.snapshot()),
             rows,
         })
     }

@@ -110,6 +110,10 @@ pub struct Pipeline {
     drift: Arc<crate::tables::drift::Drift>,
     reference: Arc<crate::tables::reference::Reference>,
     rescorer: Arc<crate::rescore::rescorer::Rescorer>,
+    /// Delayed labels (`labels:`), when configured.
+    labels: Option<Arc<crate::labels::Labels>>,
+    /// Longest label record read (`decode.max_record_bytes`).
+    max_record_bytes: usize,
     /// OTLP metrics of `counters`, exported in the background.
     metrics: Option<crate::otlp::Metrics>,
     /// What the HTTP server shows.
@@ -157,6 +161,9 @@ impl Pipeline {
         let restored = self.restore()?;
         if let Some(positions) = &restored {
             source.resume(positions)?;
+        }
+        if let Some(l) = &self.labels {
+            l.start(self.max_record_bytes)?;
         }
         for r in &mut self.receivers {
             r.start().map_err(|source| PipelineError::Io {
@@ -292,6 +299,11 @@ impl Pipeline {
         } else {
             let closed = self.windows.close_all();
             self.evaluate(closed).await?;
+            if let Some(l) = self.labels.clone() {
+                // Labels of the last minutes: joined and counted (no window reads them).
+                let dead = l.drain()?;
+                self.labels_dead(dead)?;
+            }
         }
         self.checkpoint_now().await?;
         if let Some(positions) = self.committable.lock().expect("committable lock").take() {
@@ -350,6 +362,7 @@ impl Pipeline {
             .rescorer
             .is_active()
             .then(|| (self.rescorer.totals(), self.rescorer.busy()));
+        self.summary.labels = self.labels.as_ref().map(|l| l.totals());
         self.summary.peak_rss_kib = peak_rss_kib();
         self.summary.clone()
     }

@@ -72,9 +72,35 @@ impl Pipeline {
             self.dead_letter(DeadKind::Late, &source, &rec)?;
         }
         self.summary.late += ingested.late_rows.len() as u64;
+        if let Some(l) = &self.labels {
+            let mut skip: Vec<usize> = ingested.late_rows.clone();
+            skip.extend(ingested.refused.iter().map(|&(row, _)| row));
+            skip.sort_unstable();
+            l.register(&events, &skip);
+        }
         self.summary.good +=
             (events.num_rows() - ingested.late_rows.len() - ingested.refused.len()) as u64;
         self.summary.time_refused = self.windows.refused();
+        Ok(())
+    }
+
+    /// Writes the labels' dead letters and refreshes their counts.
+    pub(super) fn labels_dead(
+        &mut self,
+        dead: Vec<crate::labels::DeadLabel>,
+    ) -> Result<(), PipelineError> {
+        for d in dead {
+            let rec = crate::decode::DeadRecord {
+                index: 0,
+                position: d.position,
+                reason: d.reason,
+                raw: d.raw,
+            };
+            self.dead_letter(DeadKind::Label, &d.source, &rec)?;
+        }
+        if let Some(l) = &self.labels {
+            *self.counters.labels.lock().expect("labels lock") = l.totals();
+        }
         Ok(())
     }
 
@@ -107,6 +133,11 @@ impl Pipeline {
                 &crate::time::rfc3339(window.end_ms),
                 window.stats.records,
             );
+            // Labels up to the window's end first: its performance rows see them.
+            if let Some(l) = self.labels.clone() {
+                let dead = l.advance_to(window.end_ms)?;
+                self.labels_dead(dead)?;
+            }
             // Rules that do not read `rescored` run first; what their `rescore: true`
             // rules flag is re-scored before the rules that read it run.
             let (engine, rescorer) = (&self.engine, &self.rescorer);

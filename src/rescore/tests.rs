@@ -147,6 +147,7 @@ mod rescoring {
                 model: MODEL.into(),
                 label_column: "prediction_label".into(),
                 score_column: "prediction_score".into(),
+                true_label_column: None,
             },
         )
         .unwrap()

@@ -96,6 +96,9 @@ pub struct Checkpoint {
     /// What the re-scorer keeps: suspects and the results windows may still read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rescore: Option<crate::rescore::rescorer::RescoreState>,
+    /// Delayed labels: predictions waiting, labels read ahead, the tallies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<crate::labels::LabelsState>,
     /// The rolling reference (in the binary section).
     #[serde(skip)]
     pub reference: Option<crate::tables::reference::ReferenceSnapshot>,
@@ -424,6 +427,7 @@ mod tests {
             legacy_clients: None,
             reference: None,
             rescore: None,
+            labels: None,
             rows,
         };
         (cp, schema)

@@ -20,7 +20,7 @@ mod events;
 mod pipeline_stats;
 pub mod reference;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 pub use events::EventsTable;
 pub use pipeline_stats::PipelineStatsTable;
@@ -107,13 +107,15 @@ pub struct StandardTables {
 }
 
 /// `events`, `pipeline_stats`, `client_stats`, `client_profile`, `feature_drift`,
-/// `prediction_drift`, `label_shares`, and `rescored` (which the re-scorer computes).
+/// `prediction_drift`, `label_shares`, `rescored` (which the re-scorer computes), and
+/// `performance` and `class_performance` (from delayed labels).
 pub fn standard_tables(
     events_schema: SchemaRef,
     decode: &crate::decode::DecodeConfig,
     settings: Settings<'_>,
     baselines: &[Arc<crate::baseline::Baseline>],
     rescored: Arc<dyn WindowTable>,
+    labels: Arc<crate::labels::Labels>,
 ) -> StandardTables {
     let Settings {
         clients,
@@ -136,6 +138,7 @@ pub fn standard_tables(
     tables.extend(clients.tables());
     tables.extend(drift.tables());
     tables.push(rescored);
+    tables.extend(crate::labels::tables(&labels));
     StandardTables {
         tables,
         clients,

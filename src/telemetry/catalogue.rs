@@ -81,6 +81,12 @@ families! {
         "Re-scored records whose squeezing score is over the threshold.";
     RESCORE_OUTCOMES: Counter "driftwatch_rescore_outcomes" ["outcome"] Some("driftwatch.rescore.outcomes"),
         "Re-scoring findings and what the budget left out, by outcome.";
+    LABELS: Counter "driftwatch_labels" ["outcome"] Some("driftwatch.labels"),
+        "Delayed label records read, by outcome: joined, or the reason of their dead letter.";
+    LABEL_PREDICTIONS: Counter "driftwatch_label_predictions" ["outcome"] None,
+        "Predictions registered to wait for a label, and those that stopped waiting unlabelled (expired past labels.horizon, evicted over labels.max_pending, a repeated request id).";
+    LABELS_PENDING: Gauge "driftwatch_labels_pending" ["what"] None,
+        "Predictions waiting for a label, and labels read ahead of the predictions.";
     RULE_EVALUATIONS: Counter "driftwatch_rule_evaluations" ["rule"] Some("driftwatch.rule.evaluations"),
         "Rule evaluations, per rule.";
     RULE_ERRORS: Counter "driftwatch_rule_errors" ["rule"] Some("driftwatch.rule.errors"),

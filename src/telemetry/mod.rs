@@ -44,6 +44,8 @@ pub struct Counters {
     pub rules: Mutex<Vec<RuleStatus>>,
     /// The event-time watermark, epoch ms (i64::MIN until known).
     pub watermark_ms: AtomicI64,
+    /// Delayed labels, refreshed after each window.
+    pub labels: Mutex<crate::labels::LabelTotals>,
 }
 
 impl Default for Counters {
@@ -64,6 +66,7 @@ impl Default for Counters {
             alerts_by_state: Default::default(),
             alerts_active: AtomicU64::new(0),
             rescore: Mutex::default(),
+            labels: Mutex::default(),
             kafka_truncated: AtomicU64::new(0),
             rules: Mutex::default(),
             watermark_ms: AtomicI64::new(i64::MIN),

@@ -53,6 +53,9 @@ pub struct Summary {
     /// Re-scoring totals, when a model is configured, and the time it took.
     #[serde(skip)]
     pub rescore: Option<(super::RescoreTotals, Duration)>,
+    /// Delayed labels: what was read, joined and dead-lettered (the checkpoint holds them).
+    #[serde(skip)]
+    pub labels: Option<crate::labels::LabelTotals>,
     /// Time spent per table and per rule in this process, costliest first.
     #[serde(skip)]
     pub costs: Vec<(String, Duration)>,

@@ -1,0 +1,838 @@
+//! Delayed ground truth: true labels that arrive later, from elsewhere (a chargeback, a
+//! reviewer, a user's correction), joined to the logged predictions by `request_id` and
+//! model, and the `performance` and `class_performance` tables built from them.
+//!
+//! - Every prediction of a model with known classes waits for its label for
+//!   `labels.horizon` of event time, in bounded state (`labels.max_pending`; the oldest
+//!   is evicted first, counted). Only what the measures need is kept: the request id,
+//!   time, series (model × `model_version`), predicted class and probabilities.
+//! - Labels are read from their own source (JSONL files or a Kafka topic) and applied in
+//!   event time: a label of time `t` is joined when the predictions' watermark has
+//!   passed `t` (at the end of a window of the inference log), so its prediction has
+//!   been read and the tables of a window see the same labels in a replay and on Kafka.
+//!   Labels read ahead of the predictions wait (`labels.max_waiting`, the furthest ahead
+//!   dead-lettered first).
+//! - A label with no waiting prediction, a second label, one past the horizon, one for
+//!   an unknown class or model, and an undecodable one are dead letters, each with its
+//!   reason, and counted.
+//! - Per series and minute of *prediction* time, a [`score::Tally`] adds up predictions
+//!   and labels. A window's rows cover the `labels.window` of prediction time before the
+//!   window's end with the labels that arrived by then (`share_labelled` says how
+//!   complete that is); the `labels.reference` before it is what they are compared with
+//!   (or the baseline's held-out values).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{Float64Type, TimestampMillisecondType};
+use serde::{Deserialize, Serialize};
+
+use crate::source::{Poll, Source, SourceConfig, SourceError};
+
+pub mod score;
+mod table;
+
+pub use table::tables;
+
+use score::Tally;
+
+const MINUTE: i64 = 60_000;
+
+/// `labels:` in the config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelsConfig {
+    /// Where labels come from: `type: file` (JSONL, plain or `.gz`) or `type: kafka`.
+    pub source: SourceConfig,
+    /// Dotted JSON paths of a label record's fields.
+    #[serde(default)]
+    pub fields: LabelFields,
+    /// How long (event time) a prediction waits for its label.
+    #[serde(with = "humantime_serde", default = "default_horizon")]
+    pub horizon: Duration,
+    /// The span of prediction time a row of the tables covers, ending at the window's end.
+    #[serde(with = "humantime_serde", default = "default_window")]
+    pub window: Duration,
+    /// The span before it that rows are compared with (realised performance).
+    #[serde(with = "humantime_serde", default = "default_reference")]
+    pub reference: Duration,
+    /// Predictions waiting for a label, at most (the oldest are evicted, counted).
+    #[serde(default = "default_max_pending")]
+    pub max_pending: usize,
+    /// Labels read ahead of the predictions, at most (reading pauses at half of it;
+    /// past it, the furthest ahead are dead letters).
+    #[serde(default = "default_max_waiting")]
+    pub max_waiting: usize,
+    /// `model_version` values tracked per model; more are counted under `other`.
+    #[serde(default = "default_max_versions")]
+    pub max_versions: usize,
+    /// Class names per model, in the order of its probability vector; models with an
+    /// entry under `models:` take theirs from there.
+    #[serde(default)]
+    pub classes: BTreeMap<String, Vec<String>>,
+}
+
+fn default_horizon() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_window() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_reference() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_max_pending() -> usize {
+    1_000_000
+}
+fn default_max_waiting() -> usize {
+    100_000
+}
+fn default_max_versions() -> usize {
+    8
+}
+
+/// Where a label record keeps its fields (dotted paths).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LabelFields {
+    pub request_id: String,
+    pub ts: String,
+    pub model: String,
+    pub label: String,
+}
+
+impl Default for LabelFields {
+    fn default() -> Self {
+        Self {
+            request_id: "request_id".into(),
+            ts: "ts".into(),
+            model: "model".into(),
+            label: "label".into(),
+        }
+    }
+}
+
+impl LabelsConfig {
+    /// Labels from `source`, everything else at its default.
+    pub fn new(source: SourceConfig) -> Self {
+        Self {
+            source,
+            fields: LabelFields::default(),
+            horizon: default_horizon(),
+            window: default_window(),
+            reference: default_reference(),
+            max_pending: default_max_pending(),
+            max_waiting: default_max_waiting(),
+            max_versions: default_max_versions(),
+            classes: BTreeMap::new(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if matches!(self.source, SourceConfig::Generator(_)) {
+            return Err("labels.source: use a file or a kafka source".into());
+        }
+        for (what, d) in [
+            ("horizon", self.horizon),
+            ("window", self.window),
+            ("reference", self.reference),
+        ] {
+            if d.as_millis() < MINUTE as u128 {
+                return Err(format!("labels.{what} must be at least 1m"));
+            }
+        }
+        if self.max_pending == 0 || self.max_waiting == 0 || self.max_versions == 0 {
+            return Err("labels.max_pending, max_waiting and max_versions must be > 0".into());
+        }
+        for (m, c) in &self.classes {
+            if c.is_empty() {
+                return Err(format!("labels.classes.{m}: give the class names"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Counts of what the labels did (`/metrics`, the summary).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelTotals {
+    /// Label records read.
+    pub read: u64,
+    /// Joined to their prediction.
+    pub joined: u64,
+    /// Dead letters, by reason.
+    pub malformed: u64,
+    pub unknown_model: u64,
+    pub unknown_class: u64,
+    pub no_prediction: u64,
+    pub duplicate: u64,
+    pub too_late: u64,
+    /// Read too far ahead of the predictions (over `max_waiting`).
+    pub ahead: u64,
+    /// Predictions registered to wait for a label.
+    pub predictions: u64,
+    /// A second prediction with a request id already waiting (the first is kept).
+    pub duplicate_predictions: u64,
+    /// Predictions whose horizon passed without a label.
+    pub expired: u64,
+    /// Predictions evicted over `max_pending`.
+    pub evicted: u64,
+    /// Predictions waiting now.
+    pub pending: u64,
+    /// Labels read, waiting for the predictions' watermark.
+    pub waiting: u64,
+}
+
+impl LabelTotals {
+    /// Label records by outcome: joined, or the reason of their dead letter.
+    pub fn outcomes(&self) -> [(&'static str, u64); 8] {
+        [
+            ("joined", self.joined),
+            ("malformed", self.malformed),
+            ("unknown_model", self.unknown_model),
+            ("unknown_class", self.unknown_class),
+            ("no_prediction", self.no_prediction),
+            ("duplicate", self.duplicate),
+            ("too_late", self.too_late),
+            ("ahead", self.ahead),
+        ]
+    }
+}
+
+/// A label as read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Label {
+    ts: i64,
+    model: String,
+    request_id: String,
+    class: String,
+    /// Where it came from: partition name and position.
+    source: String,
+    position: u64,
+}
+
+/// A prediction waiting for its label.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Pending {
+    ts: i64,
+    series: u32,
+    /// Class index; the number of classes for a label outside them.
+    predicted: u16,
+    labelled: bool,
+    probs: Option<Box<[f32]>>,
+}
+
+/// A label that became a dead letter.
+#[derive(Debug)]
+pub struct DeadLabel {
+    pub source: String,
+    pub position: u64,
+    pub reason: String,
+    pub raw: Vec<u8>,
+}
+
+/// The model's classes and the baseline's held-out performance for them.
+struct ModelInfo {
+    name: String,
+    classes: Vec<String>,
+    index: HashMap<String, usize>,
+    baseline: Option<crate::baseline::HeldOut>,
+}
+
+/// What goes into a checkpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LabelsState {
+    /// Per label partition, where to resume reading.
+    positions: BTreeMap<String, u64>,
+    series: Vec<(String, String)>,
+    /// In arrival order: (model index and request id, the prediction).
+    pending: Vec<(Vec<u8>, Pending)>,
+    tallies: Vec<((u32, i64), Tally)>,
+    waiting: Vec<Label>,
+    totals: LabelTotals,
+}
+
+/// The labels' reader thread's end.
+struct Feed {
+    rx: mpsc::Receiver<Result<Poll, SourceError>>,
+    names: Vec<String>,
+    ended: bool,
+}
+
+struct Inner {
+    config: LabelsConfig,
+    models: Vec<ModelInfo>,
+    series: Vec<(usize, String)>,
+    series_index: HashMap<(usize, String), u32>,
+    versions_per_model: Vec<usize>,
+    pending: HashMap<Arc<[u8]>, Pending>,
+    order: VecDeque<Arc<[u8]>>,
+    tallies: BTreeMap<(u32, i64), Tally>,
+    /// Labels read, by (time, arrival) order.
+    waiting: BTreeMap<(i64, u64), Label>,
+    seq: u64,
+    positions: BTreeMap<String, u64>,
+    totals: LabelTotals,
+    feed: Option<Feed>,
+    /// The time labels have been applied up to.
+    applied_to: i64,
+}
+
+/// Delayed labels: the join and the tables' state. Shared by the pipeline (which feeds
+/// it) and the two tables (which read it).
+pub struct Labels {
+    inner: Mutex<Inner>,
+}
+
+const OTHER_VERSION: &str = "other";
+
+impl Labels {
+    /// `models` gives the classes of models configured for re-scoring; baselines with
+    /// held-out performance give their per-class values.
+    pub fn new(
+        config: &LabelsConfig,
+        models: &[crate::rescore::ModelConfig],
+        baselines: &[Arc<crate::baseline::Baseline>],
+    ) -> Result<Arc<Self>, String> {
+        config.validate()?;
+        let mut classes: BTreeMap<String, Vec<String>> = config.classes.clone();
+        for m in models {
+            let known = classes
+                .entry(m.name.clone())
+                .or_insert_with(|| m.labels.clone());
+            if *known != m.labels {
+                return Err(format!(
+                    "labels.classes.{}: {:?} differs from the classes under models: {:?}",
+                    m.name, known, m.labels
+                ));
+            }
+        }
+        if classes.is_empty() {
+            return Err(
+                "labels: no model has known classes; give labels.classes or models:".into(),
+            );
+        }
+        let models = classes
+            .into_iter()
+            .map(|(name, classes)| {
+                let index = classes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (c.clone(), i))
+                    .collect();
+                let baseline = baselines
+                    .iter()
+                    .find(|b| b.model == name)
+                    .and_then(|b| b.held_out.clone());
+                ModelInfo {
+                    name,
+                    classes,
+                    index,
+                    baseline,
+                }
+            })
+            .collect::<Vec<_>>();
+        Ok(Arc::new(Self {
+            inner: Mutex::new(Inner::new(config.clone(), models)),
+        }))
+    }
+
+    /// No labels configured: the tables exist (rules can be checked) and stay empty.
+    pub fn empty() -> Arc<Self> {
+        let config = LabelsConfig::new(SourceConfig::File(
+            crate::source::file::FileSourceConfig::replay(Vec::new()),
+        ));
+        Arc::new(Self {
+            inner: Mutex::new(Inner::new(config, Vec::new())),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("labels lock")
+    }
+
+    /// Opens the label source at the saved positions and starts reading it on its own
+    /// thread (at most two batches ahead of what the pipeline took).
+    pub fn start(&self, max_record_bytes: usize) -> Result<(), SourceError> {
+        let mut inner = self.lock();
+        let mut source = inner.config.source.build(max_record_bytes)?;
+        let names = source.partitions();
+        if !inner.positions.is_empty() {
+            source.resume(&inner.positions)?;
+        }
+        let (tx, rx) = mpsc::sync_channel(2);
+        std::thread::Builder::new()
+            .name("driftwatch-labels".into())
+            .spawn(move || read_labels(source, tx))
+            .map_err(|e| SourceError::Kafka(format!("cannot start the label reader: {e}")))?;
+        inner.feed = Some(Feed {
+            rx,
+            names,
+            ended: false,
+        });
+        Ok(())
+    }
+
+    /// Registers the accepted rows of a decoded batch (`skip`: rows that were late or
+    /// refused) as predictions waiting for labels.
+    pub fn register(&self, events: &RecordBatch, skip: &[usize]) {
+        let mut inner = self.lock();
+        inner.register(events, skip);
+    }
+
+    /// Applies every label of time < `t` (reading on as needed), expires predictions past
+    /// the horizon, and returns the dead letters.
+    pub fn advance_to(&self, t: i64) -> Result<Vec<DeadLabel>, SourceError> {
+        let mut inner = self.lock();
+        inner.advance_to(t, true)
+    }
+
+    /// End of input: reads and applies every remaining label, expiring nothing.
+    pub fn drain(&self) -> Result<Vec<DeadLabel>, SourceError> {
+        let mut inner = self.lock();
+        inner.advance_to(i64::MAX, false)
+    }
+
+    pub fn totals(&self) -> LabelTotals {
+        let inner = self.lock();
+        inner.current_totals()
+    }
+
+    pub fn snapshot(&self) -> LabelsState {
+        let inner = self.lock();
+        LabelsState {
+            positions: inner.positions.clone(),
+            series: inner
+                .series
+                .iter()
+                .map(|(m, v)| (inner.models[*m].name.clone(), v.clone()))
+                .collect(),
+            pending: inner
+                .order
+                .iter()
+                .filter_map(|k| inner.pending.get(k).map(|p| (k.to_vec(), p.clone())))
+                .collect(),
+            tallies: inner.tallies.iter().map(|(k, t)| (*k, t.clone())).collect(),
+            waiting: inner.waiting.values().cloned().collect(),
+            totals: inner.current_totals(),
+        }
+    }
+
+    /// Takes a checkpoint's state (before [`Labels::start`]). Series of models no longer
+    /// configured are dropped with their predictions.
+    pub fn restore(&self, state: LabelsState) {
+        let mut inner = self.lock();
+        let mut map = Vec::with_capacity(state.series.len());
+        for (model, version) in &state.series {
+            map.push(
+                inner
+                    .models
+                    .iter()
+                    .position(|m| &m.name == model)
+                    .map(|m| inner.series_of(m, version)),
+            );
+        }
+        for (key, mut p) in state.pending {
+            let Some(Some(s)) = map.get(p.series as usize) else {
+                continue;
+            };
+            p.series = *s;
+            let key: Arc<[u8]> = key.into();
+            inner.order.push_back(key.clone());
+            inner.pending.insert(key, p);
+        }
+        for ((s, minute), t) in state.tallies {
+            if let Some(Some(s)) = map.get(s as usize) {
+                inner.tallies.insert((*s, minute), t);
+            }
+        }
+        for l in state.waiting {
+            let seq = inner.seq;
+            inner.seq += 1;
+            inner.waiting.insert((l.ts, seq), l);
+        }
+        inner.positions = state.positions;
+        inner.totals = state.totals;
+    }
+}
+
+/// The reader thread: polls the label source and hands on what it gives until the
+/// pipeline stops listening or the input ends.
+fn read_labels(mut source: Box<dyn Source>, tx: mpsc::SyncSender<Result<Poll, SourceError>>) {
+    loop {
+        let p = source.poll();
+        let stop = matches!(p, Ok(Poll::End) | Err(_));
+        if tx.send(p).is_err() || stop {
+            return;
+        }
+    }
+}
+
+impl Inner {
+    fn new(config: LabelsConfig, models: Vec<ModelInfo>) -> Self {
+        let n = models.len();
+        Self {
+            config,
+            models,
+            series: Vec::new(),
+            series_index: HashMap::new(),
+            versions_per_model: vec![0; n],
+            pending: HashMap::new(),
+            order: VecDeque::new(),
+            tallies: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            seq: 0,
+            positions: BTreeMap::new(),
+            totals: LabelTotals::default(),
+            feed: None,
+            applied_to: i64::MIN,
+        }
+    }
+
+    fn current_totals(&self) -> LabelTotals {
+        LabelTotals {
+            pending: self.pending.len() as u64,
+            waiting: self.waiting.len() as u64,
+            ..self.totals
+        }
+    }
+
+    /// The series of a model and version (versions past `max_versions` share one).
+    fn series_of(&mut self, model: usize, version: &str) -> u32 {
+        if let Some(&s) = self.series_index.get(&(model, version.to_owned())) {
+            return s;
+        }
+        let version = if self.versions_per_model[model] >= self.config.max_versions {
+            if let Some(&s) = self.series_index.get(&(model, OTHER_VERSION.to_owned())) {
+                return s;
+            }
+            OTHER_VERSION.to_owned()
+        } else {
+            self.versions_per_model[model] += 1;
+            version.to_owned()
+        };
+        let s = self.series.len() as u32;
+        self.series.push((model, version.clone()));
+        self.series_index.insert((model, version), s);
+        s
+    }
+
+    fn register(&mut self, events: &RecordBatch, skip: &[usize]) {
+        let col = |name: &str| events.column_by_name(name);
+        let (Some(ts), Some(rid), Some(model)) = (col("ts"), col("request_id"), col("model"))
+        else {
+            return;
+        };
+        let ts = ts.as_primitive::<TimestampMillisecondType>();
+        let rid = rid.as_string::<i32>();
+        let model = model.as_string::<i32>();
+        let version = col("model_version").map(|c| c.as_string::<i32>());
+        let label = col("prediction_label").map(|c| c.as_string::<i32>());
+        let probs = col("probs").map(|c| c.as_list::<i32>());
+        let mut skip = skip.iter().copied().peekable();
+        for row in 0..events.num_rows() {
+            if skip.peek() == Some(&row) {
+                skip.next();
+                continue;
+            }
+            if rid.is_null(row) || model.is_null(row) {
+                continue;
+            }
+            let Some(m) = self.models.iter().position(|m| m.name == model.value(row)) else {
+                continue;
+            };
+            let k = self.models[m].classes.len();
+            let p: Option<Box<[f32]>> = probs.filter(|l| l.is_valid(row)).and_then(|l| {
+                let v = l.value(row);
+                let v = v.as_primitive::<Float64Type>();
+                (v.len() == k && v.null_count() == 0 && v.values().iter().all(|x| x.is_finite()))
+                    .then(|| v.values().iter().map(|&x| x as f32).collect())
+            });
+            let predicted = match label.filter(|l| l.is_valid(row)) {
+                Some(l) => self.models[m].index.get(l.value(row)).copied().unwrap_or(k),
+                None => match &p {
+                    Some(p) => argmax(p),
+                    None => continue,
+                },
+            };
+            let v = version
+                .filter(|v| v.is_valid(row))
+                .map(|v| v.value(row))
+                .unwrap_or("");
+            let series = self.series_of(m, v);
+            let key = key_of(m, rid.value(row));
+            if self.pending.contains_key(&key[..]) {
+                self.totals.duplicate_predictions += 1;
+                continue;
+            }
+            let t = ts.value(row);
+            self.tallies
+                .entry((series, t.div_euclid(MINUTE)))
+                .or_insert_with(|| Tally::new(k))
+                .predict(predicted, p.as_deref());
+            if self.pending.len() >= self.config.max_pending {
+                self.evict_oldest();
+            }
+            let key: Arc<[u8]> = key.into();
+            self.order.push_back(key.clone());
+            self.pending.insert(
+                key,
+                Pending {
+                    ts: t,
+                    series,
+                    predicted: predicted as u16,
+                    labelled: false,
+                    probs: p,
+                },
+            );
+            self.totals.predictions += 1;
+        }
+    }
+
+    fn evict_oldest(&mut self) {
+        if let Some(k) = self.order.pop_front()
+            && let Some(p) = self.pending.remove(&k)
+            && !p.labelled
+        {
+            self.totals.evicted += 1;
+        }
+    }
+
+    fn advance_to(&mut self, t: i64, expire: bool) -> Result<Vec<DeadLabel>, SourceError> {
+        let mut dead = Vec::new();
+        if t <= self.applied_to {
+            return Ok(dead);
+        }
+        loop {
+            while let Some(entry) = self.waiting.first_entry() {
+                if entry.key().0 >= t {
+                    break;
+                }
+                let label = entry.remove();
+                if let Some(d) = self.apply(label) {
+                    dead.push(d);
+                }
+            }
+            let read_ahead = (self.config.max_waiting / 2).max(1);
+            if self.waiting.len() >= read_ahead || !self.read_more(&mut dead)? {
+                break;
+            }
+        }
+        while self.waiting.len() > self.config.max_waiting {
+            let (_, l) = self.waiting.pop_last().expect("more than max_waiting");
+            self.totals.ahead += 1;
+            dead.push(dead_label(
+                &l,
+                "label read too far ahead of the predictions (over labels.max_waiting)",
+            ));
+        }
+        if expire {
+            let horizon = self.config.horizon.as_millis() as i64;
+            let cutoff = t.saturating_sub(horizon);
+            while let Some(k) = self.order.front() {
+                match self.pending.get(k) {
+                    Some(p) if p.ts >= cutoff => break,
+                    Some(p) => {
+                        self.totals.expired += u64::from(!p.labelled);
+                        let k = self.order.pop_front().expect("front");
+                        self.pending.remove(&k);
+                    }
+                    None => {
+                        self.order.pop_front();
+                    }
+                }
+            }
+            let keep = (self.config.window + self.config.reference).as_millis() as i64 + MINUTE;
+            let oldest = t.saturating_sub(keep).div_euclid(MINUTE);
+            self.tallies.retain(|&(_, m), _| m >= oldest);
+        }
+        self.applied_to = t;
+        Ok(dead)
+    }
+
+    /// Takes the next poll of the label source into `waiting`. False when there is
+    /// nothing more for now (the input ended, or a topic is caught up).
+    fn read_more(&mut self, dead: &mut Vec<DeadLabel>) -> Result<bool, SourceError> {
+        let Some(feed) = self.feed.as_mut() else {
+            return Ok(false);
+        };
+        if feed.ended {
+            return Ok(false);
+        }
+        let poll = match feed.rx.recv() {
+            Ok(p) => p?,
+            Err(_) => Poll::End,
+        };
+        match poll {
+            Poll::Batch(raw) => {
+                let name = feed.names.get(raw.partition).cloned().unwrap_or_default();
+                let fields = self.config.fields.clone();
+                for o in &raw.oversized {
+                    self.totals.read += 1;
+                    self.totals.malformed += 1;
+                    dead.push(DeadLabel {
+                        source: format!("labels:{name}"),
+                        position: o.position,
+                        reason: format!("label record of {} bytes is too big", o.len),
+                        raw: o.head.clone(),
+                    });
+                }
+                for i in 0..raw.len() {
+                    self.totals.read += 1;
+                    let bytes = raw.record(i);
+                    match decode_label(bytes, &fields) {
+                        Ok((ts, model, request_id, class)) => {
+                            let seq = self.seq;
+                            self.seq += 1;
+                            self.waiting.insert(
+                                (ts, seq),
+                                Label {
+                                    ts,
+                                    model,
+                                    request_id,
+                                    class,
+                                    source: name.clone(),
+                                    position: raw.positions[i],
+                                },
+                            );
+                        }
+                        Err(why) => {
+                            self.totals.malformed += 1;
+                            dead.push(DeadLabel {
+                                source: format!("labels:{name}"),
+                                position: raw.positions[i],
+                                reason: format!("malformed label: {why}"),
+                                raw: bytes.to_vec(),
+                            });
+                        }
+                    }
+                }
+                self.positions.insert(name, raw.resume_at);
+                Ok(true)
+            }
+            Poll::Added(pid, name) => {
+                if feed.names.len() <= pid {
+                    feed.names.resize(pid + 1, String::new());
+                }
+                feed.names[pid] = name;
+                Ok(true)
+            }
+            Poll::Removed(_) | Poll::PartitionDone(_) => Ok(true),
+            Poll::End => {
+                feed.ended = true;
+                Ok(false)
+            }
+            Poll::Idle | Poll::Waiting(_) => Ok(false),
+        }
+    }
+
+    /// Joins a label to its prediction, or says why it cannot be.
+    fn apply(&mut self, l: Label) -> Option<DeadLabel> {
+        let Some(m) = self.models.iter().position(|m| m.name == l.model) else {
+            self.totals.unknown_model += 1;
+            return Some(dead_label(&l, "label for a model without known classes"));
+        };
+        let Some(&truth) = self.models[m].index.get(&l.class) else {
+            self.totals.unknown_class += 1;
+            return Some(dead_label(&l, "label is not one of the model's classes"));
+        };
+        let horizon = self.config.horizon.as_millis() as i64;
+        let key = key_of(m, &l.request_id);
+        let Some(p) = self.pending.get_mut(&key[..]) else {
+            self.totals.no_prediction += 1;
+            return Some(dead_label(
+                &l,
+                "no prediction with this request_id and model waits for a label (never seen, or past labels.horizon)",
+            ));
+        };
+        if p.labelled {
+            self.totals.duplicate += 1;
+            return Some(dead_label(&l, "duplicate label: the prediction has one"));
+        }
+        if l.ts.saturating_sub(p.ts) > horizon {
+            self.totals.too_late += 1;
+            return Some(dead_label(&l, "label arrived after labels.horizon"));
+        }
+        p.labelled = true;
+        let (series, ts, predicted) = (p.series, p.ts, p.predicted as usize);
+        let probs = p.probs.clone();
+        if let Some(tally) = self.tallies.get_mut(&(series, ts.div_euclid(MINUTE))) {
+            tally.label(truth, predicted, probs.as_deref());
+        }
+        self.totals.joined += 1;
+        None
+    }
+}
+
+fn dead_label(l: &Label, reason: &str) -> DeadLabel {
+    let raw = serde_json::json!({
+        "request_id": l.request_id,
+        "ts": crate::time::rfc3339(l.ts),
+        "model": l.model,
+        "label": l.class,
+    });
+    DeadLabel {
+        source: format!("labels:{}", l.source),
+        position: l.position,
+        reason: reason.to_owned(),
+        raw: raw.to_string().into_bytes(),
+    }
+}
+
+/// The join key: the model's index and the request id.
+fn key_of(model: usize, request_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + request_id.len());
+    k.extend_from_slice(&(model as u16).to_le_bytes());
+    k.extend_from_slice(request_id.as_bytes());
+    k
+}
+
+fn argmax(p: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in p.iter().enumerate() {
+        if v > p[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Longest request id, model or class name a label may carry.
+const MAX_TEXT: usize = 1024;
+
+/// A label record's time (RFC 3339 or epoch milliseconds), model, request id and class
+/// (a string, or a number or boolean written as JSON writes it).
+fn decode_label(bytes: &[u8], f: &LabelFields) -> Result<(i64, String, String, String), String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("not JSON ({e})"))?;
+    let get = |path: &str| -> Result<&serde_json::Value, String> {
+        path.split('.')
+            .try_fold(&v, |v, k| v.get(k))
+            .filter(|v| !v.is_null())
+            .ok_or_else(|| format!("no {path:?}"))
+    };
+    let text = |path: &str| -> Result<String, String> {
+        let s = match get(path)? {
+            serde_json::Value::String(s) => s.clone(),
+            n @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => n.to_string(),
+            _ => return Err(format!("{path:?} is not a string")),
+        };
+        if s.len() > MAX_TEXT {
+            return Err(format!("{path:?} is longer than {MAX_TEXT} bytes"));
+        }
+        Ok(s)
+    };
+    let ts = match get(&f.ts)? {
+        serde_json::Value::String(s) => crate::time::parse_rfc3339(&f.ts, s)?,
+        serde_json::Value::Number(n) => n
+            .as_i64()
+            .ok_or_else(|| format!("{:?} is not whole milliseconds", f.ts))?,
+        _ => return Err(format!("{:?} is not a time", f.ts)),
+    };
+    Ok((ts, text(&f.model)?, text(&f.request_id)?, text(&f.label)?))
+}
+
+#[cfg(test)]
+mod tests;
