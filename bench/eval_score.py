@@ -97,10 +97,17 @@ for e in episodes:
         drifted = next((v for k, v in windows.items() if "drift on" in k and "version 1" in k), {})
         after = next((v for k, v in windows.items() if f"version {version}" in k), {})
 
+        tamper = next((x for x in episodes if x["type"] == "tampering"), None)
+
         def justified(a):
             t, c = when(a), a["labels"].get("class")
             if t < drift_start:
                 return False
+            if (tamper and t >= ms(tamper["start_ts"]) and t >= start
+                    and a["labels"].get("model_version") != version):
+                # After the switch the old version serves only the tampering client's
+                # records, whose answers come from a poisoned model.
+                return True
             now = after if t >= start and a["labels"].get("model_version") == version else drifted
             if c is None:  # a model-level alert: overall accuracy fell from the drift on
                 acc = d.get("overall_accuracy_by_window", {})
@@ -134,11 +141,16 @@ for e in episodes:
                   if ms(at.replace(" ", "T") + ("" if at.endswith("Z") else "Z")) <= drift_start
                   and v.get("accuracy") is not None]
         if honest:
-            gap_all = max(abs(v["estimated_accuracy"] - v["accuracy"]) for v in honest)
-            gap_lab = max(abs(v["estimated_accuracy_labelled"] - v["accuracy"]) for v in honest)
+            def gap(k, rows):
+                vals = [abs(v[k] - v["accuracy"]) for v in rows if v[k] is not None]
+                return f"{max(vals):.3f}" if vals else "-"
+            cal = [v for v in honest if v["estimated_accuracy"] != v["mean_confidence"]]
+            raw = [v for v in honest if v["estimated_accuracy"] == v["mean_confidence"]]
             print(f"| {model} | {seed} | estimated vs realised accuracy | {len(honest)} windows "
-                  f"before the drift | - | - | largest gap {gap_all:.3f} (all predictions), "
-                  f"{gap_lab:.3f} (the labelled ones) |")
+                  f"before the drift | - | - | calibrated on the labelled reference "
+                  f"({len(cal)} windows): largest gap {gap('estimated_accuracy', cal)} "
+                  f"({gap('estimated_accuracy_labelled', cal)} on the labelled records); "
+                  f"before the reference had labels ({len(raw)}): {gap('mean_confidence', raw)} |")
 
 # Honest clients flagged: any firing alert naming a client that planted nothing (the
 # tampering client only before its episode).

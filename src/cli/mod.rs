@@ -814,31 +814,29 @@ pub fn summary_table(s: &Summary) -> String {
         );
     }
     if let Some(l) = s.labels {
-        row(
-            &mut out,
-            "labels",
-            format!(
-                "{} read, {} joined to {} predictions",
-                l.read, l.joined, l.predictions
-            ),
-        );
-        let dead: Vec<String> = l
+        row(&mut out, "labels read", l.read.to_string());
+        row(&mut out, "labels joined", l.joined.to_string());
+        let refused: u64 = l
             .outcomes()
-            .into_iter()
-            .filter(|&(o, n)| o != "joined" && n > 0)
-            .map(|(o, n)| format!("{n} {}", o.replace('_', " ")))
-            .collect();
-        if !dead.is_empty() {
-            row(&mut out, "labels refused", dead.join(", "));
+            .iter()
+            .filter(|(o, _)| *o != "joined")
+            .map(|(_, n)| n)
+            .sum();
+        row(&mut out, "labels refused", refused.to_string());
+        for (o, n) in l.outcomes() {
+            if o != "joined" && n > 0 {
+                row(
+                    &mut out,
+                    &format!("  {}", o.replace('_', " ")),
+                    n.to_string(),
+                );
+            }
         }
-        row(
-            &mut out,
-            "unlabelled",
-            format!(
-                "{} expired, {} evicted, {} waiting",
-                l.expired, l.evicted, l.pending
-            ),
-        );
+        row(&mut out, "labels waiting", l.waiting.to_string());
+        row(&mut out, "predictions to label", l.predictions.to_string());
+        row(&mut out, "  still waiting", l.pending.to_string());
+        row(&mut out, "  expired", l.expired.to_string());
+        row(&mut out, "  evicted", l.evicted.to_string());
     }
     if let Some(lag) = s.kafka_lag {
         row(&mut out, "kafka read lag", lag.read.to_string());

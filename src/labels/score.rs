@@ -14,6 +14,9 @@ use statrs::distribution::{Binomial, DiscreteCDF};
 /// Confidence bins of the calibration error.
 pub const BINS: usize = 10;
 
+/// Labelled reference records a confidence bin needs to calibrate the estimate.
+pub const MIN_BIN: u64 = 30;
+
 /// What a set of predictions (and the labels that arrived for them) adds up to. `k`
 /// classes; a logged label outside them is predicted class `k` ("other").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,6 +32,8 @@ pub struct Tally {
     pub expected_support: Vec<f64>,
     /// Per class c, Σ p_c over those predicted c: the expected true positives.
     pub expected_tp: Vec<f64>,
+    /// Per confidence bin: predictions with probabilities and Σ of their confidence.
+    pub confidence_bins: Vec<(u64, f64)>,
     /// Labelled predictions.
     pub labelled: u64,
     /// `confusion[true * (k + 1) + predicted]`, predicted `k` = a label outside the classes.
@@ -50,6 +55,7 @@ impl Tally {
             expected_correct: 0.0,
             expected_support: vec![0.0; k],
             expected_tp: vec![0.0; k],
+            confidence_bins: vec![(0, 0.0); BINS],
             labelled: 0,
             confusion: vec![0; k * (k + 1)],
             scored: 0,
@@ -69,7 +75,11 @@ impl Tally {
         self.predictions += 1;
         let Some(p) = probs else { return };
         self.with_probs += 1;
-        self.expected_correct += top(p);
+        let conf = top(p);
+        self.expected_correct += conf;
+        let b = &mut self.confidence_bins[bin(conf)];
+        b.0 += 1;
+        b.1 += conf;
         for (s, &q) in self.expected_support.iter_mut().zip(p) {
             *s += f64::from(q);
         }
@@ -105,6 +115,10 @@ impl Tally {
         }
         for (a, b) in self.expected_tp.iter_mut().zip(&o.expected_tp) {
             *a += b;
+        }
+        for (a, b) in self.confidence_bins.iter_mut().zip(&o.confidence_bins) {
+            a.0 += b.0;
+            a.1 += b.1;
         }
         self.labelled += o.labelled;
         for (a, b) in self.confusion.iter_mut().zip(&o.confusion) {
@@ -189,6 +203,34 @@ impl Tally {
         (self.with_probs > 0).then(|| self.expected_correct / self.with_probs as f64)
     }
 
+    /// Expected accuracy with the confidence calibrated on `reference`'s labelled
+    /// records (histogram binning, as confidence-based estimation calibrates on labelled
+    /// reference data): each prediction counts the accuracy the reference achieved at
+    /// its confidence bin, or its own confidence where the reference has fewer than
+    /// [`MIN_BIN`] labelled records in that bin.
+    pub fn calibrated_accuracy(&self, reference: &Tally) -> Option<f64> {
+        calibrated(self.confidence_bins.iter().copied(), reference)
+    }
+
+    /// The same estimate over the labelled records only: comparable with
+    /// [`Tally::accuracy`] record for record.
+    pub fn calibrated_accuracy_labelled(&self, reference: &Tally) -> Option<f64> {
+        calibrated(self.bins.iter().map(|&(n, conf, _)| (n, conf)), reference)
+    }
+
+    /// Mean confidence minus accuracy over the labelled records: how far the model's
+    /// confidence overstates how often it is right.
+    pub fn confidence_gap(&self) -> Option<f64> {
+        Some(self.estimated_accuracy_labelled()? - self.accuracy_scored()?)
+    }
+
+    /// Accuracy over the labelled records with probabilities (those the confidence
+    /// gap compares with).
+    fn accuracy_scored(&self) -> Option<f64> {
+        let correct: u64 = self.bins.iter().map(|b| b.2).sum();
+        ratio(correct, self.scored)
+    }
+
     /// The same over the labelled ones: comparable with [`Tally::accuracy`] record for
     /// record.
     pub fn estimated_accuracy_labelled(&self) -> Option<f64> {
@@ -200,6 +242,21 @@ impl Tally {
         let s = self.expected_support[c];
         (s > 0.0).then(|| self.expected_tp[c] / s)
     }
+}
+
+/// Σ over confidence bins of their records × the reference's accuracy in the bin (its
+/// records' own confidence where the reference has too few), over the records.
+fn calibrated(bins: impl Iterator<Item = (u64, f64)>, reference: &Tally) -> Option<f64> {
+    let (mut sum, mut records) = (0.0, 0u64);
+    for ((n, conf), &(rn, _, rc)) in bins.zip(&reference.bins) {
+        records += n;
+        sum += if rn >= MIN_BIN {
+            n as f64 * rc as f64 / rn as f64
+        } else {
+            conf
+        };
+    }
+    (records > 0).then(|| sum / records as f64)
 }
 
 fn top(p: &[f32]) -> f64 {
@@ -330,6 +387,41 @@ mod tests {
         close("recall 0", t.estimated_recall(0), Some(2.2 / 2.4));
         assert_eq!(t.labelled, 0);
         assert_eq!(t.accuracy(), None);
+    }
+
+    #[test]
+    fn the_calibrated_estimate_counts_the_accuracy_the_reference_had_at_each_confidence() {
+        // Reference: 100 answers at confidence 0.95, 80 of them right; 10 at 0.55.
+        let mut r = Tally::new(2);
+        for i in 0..100 {
+            let p = [0.95f32, 0.05];
+            r.predict(0, Some(&p));
+            r.label(if i < 80 { 0 } else { 1 }, 0, Some(&p));
+        }
+        for _ in 0..10 {
+            let p = [0.55f32, 0.45];
+            r.predict(0, Some(&p));
+            r.label(0, 0, Some(&p));
+        }
+        // Now: 50 at 0.95 (bin with 100 reference records: 0.8) and 50 at 0.55 (too few:
+        // its own confidence).
+        let mut t = Tally::new(2);
+        for i in 0..100 {
+            let p = if i < 50 {
+                [0.95f32, 0.05]
+            } else {
+                [0.55, 0.45]
+            };
+            t.predict(0, Some(&p));
+        }
+        let want = (50.0 * 0.8 + 50.0 * f64::from(0.55f32)) / 100.0;
+        close("calibrated", t.calibrated_accuracy(&r), Some(want));
+        // Against an empty reference it is the mean confidence.
+        close(
+            "uncalibrated",
+            t.calibrated_accuracy(&Tally::new(2)),
+            t.estimated_accuracy(),
+        );
     }
 
     #[test]

@@ -55,8 +55,10 @@ pub fn performance_schema() -> SchemaRef {
         f("log_loss"),
         f("calibration_error"),
         f("estimated_accuracy"),
+        f("mean_confidence"),
         f("estimated_accuracy_labelled"),
         f("confidence_gap"),
+        f("reference_confidence_gap"),
         Field::new("reference_version", DataType::Utf8, true),
         u("reference_labelled"),
         f("reference_accuracy"),
@@ -193,9 +195,11 @@ fn performance_rows(inner: &Inner, w: &ClosedWindow) -> Result<RecordBatch, Stri
         col_f(&|r| r.current.macro_f1()),
         col_f(&|r| r.current.log_loss()),
         col_f(&|r| r.current.calibration_error()),
+        col_f(&|r| r.current.calibrated_accuracy(&r.reference)),
         col_f(&|r| r.current.estimated_accuracy()),
-        col_f(&|r| r.current.estimated_accuracy_labelled()),
-        col_f(&|r| Some(r.current.estimated_accuracy_labelled()? - r.current.accuracy()?)),
+        col_f(&|r| r.current.calibrated_accuracy_labelled(&r.reference)),
+        col_f(&|r| r.current.confidence_gap()),
+        col_f(&|r| r.reference.confidence_gap()),
         Arc::new(
             rows.iter()
                 .map(|r| r.reference_version.and_then(version))

@@ -87,7 +87,7 @@ const COUNTS: [&str; 6] = [
 /// the start of the process, whether or not a checkpoint exists yet), then lets it
 /// finish; checks that the alerts and counts are those of an uninterrupted run. Returns
 /// the alerts.
-fn killed_replay(
+pub(crate) fn killed_replay(
     dir: &Path,
     cfg: &Path,
     input: &Path,
@@ -158,9 +158,18 @@ fn killed_replay(
     );
     let counts = summary(&last.stdout);
     // Re-scoring totals (when a model is configured) are in the checkpoints too.
-    let rescoring = ["mismatches", "adversarial", "over budget"]
-        .into_iter()
-        .filter(|k| reference_counts.contains_key(*k));
+    // So are the delayed labels' (a label joined twice or lost changes them).
+    let rescoring = [
+        "mismatches",
+        "adversarial",
+        "over budget",
+        "labels read",
+        "labels joined",
+        "labels refused",
+        "predictions to label",
+    ]
+    .into_iter()
+    .filter(|k| reference_counts.contains_key(*k));
     for k in COUNTS.into_iter().chain(rescoring) {
         assert_eq!(
             counts[k], reference_counts[k],

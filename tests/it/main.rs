@@ -9,6 +9,7 @@ mod email;
 mod hostile;
 mod kafka;
 mod kafka_ops;
+mod labels;
 mod layering;
 mod otlp;
 mod prometheus;
