@@ -259,6 +259,11 @@ struct Feed {
     rx: mpsc::Receiver<Result<Poll, SourceError>>,
     names: Vec<String>,
     ended: bool,
+    /// How long a window waits for a quiet label source (`time.idle_timeout`).
+    idle_timeout: std::time::Duration,
+    quiet_since: Option<std::time::Instant>,
+    /// Quiet for longer than that: windows no longer wait until it sends again.
+    idle: bool,
 }
 
 struct Inner {
@@ -355,7 +360,11 @@ impl Labels {
 
     /// Opens the label source at the saved positions and starts reading it on its own
     /// thread (at most two batches ahead of what the pipeline took).
-    pub fn start(&self, max_record_bytes: usize) -> Result<(), SourceError> {
+    pub fn start(
+        &self,
+        max_record_bytes: usize,
+        idle_timeout: Duration,
+    ) -> Result<(), SourceError> {
         let mut inner = self.lock();
         let mut source = inner.config.source.build(max_record_bytes)?;
         let names = source.partitions();
@@ -371,6 +380,9 @@ impl Labels {
             rx,
             names,
             ended: false,
+            idle_timeout,
+            quiet_since: None,
+            idle: false,
         });
         Ok(())
     }
@@ -605,6 +617,8 @@ impl Inner {
         if t <= self.applied_to {
             return Ok(dead);
         }
+        let horizon = self.config.horizon.as_millis() as i64;
+        let read_ahead = (self.config.max_waiting / 2).max(1);
         loop {
             while let Some(entry) = self.waiting.first_entry() {
                 if entry.key().0 >= t {
@@ -615,8 +629,16 @@ impl Inner {
                     dead.push(d);
                 }
             }
-            let read_ahead = (self.config.max_waiting / 2).max(1);
-            if self.waiting.len() >= read_ahead || !self.read_more(&mut dead)? {
+            // Read on until a label at or after `t` shows the source has passed it (one
+            // beyond the horizon does not count: a stray far-future time must not stop
+            // the reading), within the read-ahead bound.
+            let passed = t != i64::MAX
+                && self
+                    .waiting
+                    .range((t, 0)..(t.saturating_add(horizon), 0))
+                    .next()
+                    .is_some();
+            if passed || self.waiting.len() >= read_ahead || !self.read_more(&mut dead, expire)? {
                 break;
             }
         }
@@ -653,18 +675,47 @@ impl Inner {
     }
 
     /// Takes the next poll of the label source into `waiting`. False when there is
-    /// nothing more for now (the input ended, or a topic is caught up).
-    fn read_more(&mut self, dead: &mut Vec<DeadLabel>) -> Result<bool, SourceError> {
+    /// nothing more for now: the input ended, or the source has been quiet for
+    /// `time.idle_timeout` (`patient`; otherwise at once) — from then on windows do not
+    /// wait for it until it sends again.
+    fn read_more(&mut self, dead: &mut Vec<DeadLabel>, patient: bool) -> Result<bool, SourceError> {
         let Some(feed) = self.feed.as_mut() else {
             return Ok(false);
         };
         if feed.ended {
             return Ok(false);
         }
-        let poll = match feed.rx.recv() {
-            Ok(p) => p?,
-            Err(_) => Poll::End,
+        let poll = if feed.idle {
+            match feed.rx.try_recv() {
+                Ok(p) => p?,
+                Err(mpsc::TryRecvError::Empty) => return Ok(false),
+                Err(mpsc::TryRecvError::Disconnected) => Poll::End,
+            }
+        } else {
+            match feed.rx.recv() {
+                Ok(p) => p?,
+                Err(_) => Poll::End,
+            }
         };
+        if let Poll::Idle | Poll::Waiting(_) = poll {
+            if !patient || feed.idle {
+                return Ok(false);
+            }
+            let since = *feed.quiet_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() >= feed.idle_timeout {
+                tracing::info!(
+                    "the label source is quiet: windows no longer wait for its labels until it sends again"
+                );
+                feed.idle = true;
+                return Ok(false);
+            }
+            return Ok(true);
+        }
+        feed.quiet_since = None;
+        if feed.idle {
+            tracing::info!("the label source sends again");
+            feed.idle = false;
+        }
         match poll {
             Poll::Batch(raw) => {
                 let name = feed.names.get(raw.partition).cloned().unwrap_or_default();

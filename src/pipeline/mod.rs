@@ -163,7 +163,7 @@ impl Pipeline {
             source.resume(positions)?;
         }
         if let Some(l) = &self.labels {
-            l.start(self.max_record_bytes)?;
+            l.start(self.max_record_bytes, self.time.idle_timeout)?;
         }
         for r in &mut self.receivers {
             r.start().map_err(|source| PipelineError::Io {

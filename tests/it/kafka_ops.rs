@@ -79,7 +79,7 @@ impl Drop for OwnBroker {
 }
 
 /// Sends JSONL records, each keyed by its client id as `driftwatch gen --kafka` does.
-fn produce_lines(brokers: &str, topic: &str, lines: &[&[u8]]) {
+pub(crate) fn produce_lines(brokers: &str, topic: &str, lines: &[&[u8]]) {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "20")

@@ -226,3 +226,72 @@ fn labels_across_kills_are_joined_once_and_give_the_same_alerts() {
         .any(|a| a["rule_id"] == "performance.class_recall_drop" && a["labels"]["class"] == "c");
     assert!(found);
 }
+
+#[test]
+fn a_kafka_run_with_a_label_topic_gives_the_performance_alerts_of_a_replay() {
+    let brokers = crate::kafka::brokers();
+    let dir = tempfile::tempdir().unwrap();
+    let (input, labels) = traffic(dir.path());
+    let replayed = dir.path().join("replayed.jsonl");
+    let o = driftwatch(
+        &crate::checkpoint::replay_args(&config(dir.path(), &labels), &input, &replayed, None),
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+
+    let id = std::process::id();
+    let (topic, label_topic) = (format!("clf-{id}"), format!("clf-labels-{id}"));
+    crate::kafka::create_topic(&brokers, &topic, 3);
+    crate::kafka::create_topic(&brokers, &label_topic, 1);
+    for (t, file) in [(&topic, &input), (&label_topic, &labels)] {
+        let text = std::fs::read(file).unwrap();
+        let lines: Vec<&[u8]> = text
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        crate::kafka_ops::produce_lines(&brokers, t, &lines);
+    }
+    let cfg = dir.path().join("kafka-labels.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source: {{type: kafka, bootstrap_servers: {brokers}, topics: [{topic}], group_id: g-{topic}}}\n\
+             decode:\n  features:\n    - {{name: x, type: numerical}}\n\
+             time: {{idle_timeout: 10s}}\n\
+             queries: {}\n\
+             alerts: {{stdout: false}}\n\
+             labels:\n  source: {{type: kafka, bootstrap_servers: {brokers}, topics: [{label_topic}], group_id: g-{label_topic}}}\n  classes: {{clf: [a, b, c]}}\n",
+            root().join("queries").display(),
+        ),
+    )
+    .unwrap();
+    let consumed = dir.path().join("consumed.jsonl");
+    let o = driftwatch(
+        &[
+            "run",
+            "--http",
+            "off",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--until-idle",
+            "5",
+            "--alerts-out",
+            consumed.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let performance = |path: &Path| -> std::collections::BTreeSet<String> {
+        jsonl(path)
+            .iter()
+            .filter(|a| a["rule_id"].as_str().unwrap().starts_with("performance."))
+            .map(|a| format!("{} {} {}", a["rule_id"], a["id"], a["state"]))
+            .collect()
+    };
+    let want = performance(&replayed);
+    assert!(
+        want.iter().any(|a| a.contains("class_recall_drop")),
+        "{want:?}"
+    );
+    crate::kafka::assert_same_alerts(&performance(&consumed), &want, &text(&o));
+}
