@@ -412,24 +412,37 @@ impl Labels {
         inner.current_totals()
     }
 
-    pub fn snapshot(&self) -> LabelsState {
+    /// The state for a checkpoint, encoded (postcard) straight from the live state:
+    /// no copy of the waiting predictions is made.
+    pub fn snapshot(&self) -> Result<Vec<u8>, String> {
         let inner = self.lock();
-        LabelsState {
-            positions: inner.positions.clone(),
-            series: inner
-                .series
-                .iter()
-                .map(|(m, v)| (inner.models[*m].name.clone(), v.clone()))
-                .collect(),
-            pending: inner
-                .order
-                .iter()
-                .filter_map(|k| inner.pending.get(k).map(|p| (k.to_vec(), p.clone())))
-                .collect(),
-            tallies: inner.tallies.iter().map(|(k, t)| (*k, t.clone())).collect(),
-            waiting: inner.waiting.values().cloned().collect(),
-            totals: inner.current_totals(),
-        }
+        let series: Vec<(&str, &str)> = inner
+            .series
+            .iter()
+            .map(|(m, v)| (inner.models[*m].name.as_str(), v.as_str()))
+            .collect();
+        let pending: Vec<(&[u8], &Pending)> = inner
+            .order
+            .iter()
+            .filter_map(|k| inner.pending.get(k).map(|p| (&k[..], p)))
+            .collect();
+        let tallies: Vec<(&(u32, i64), &Tally)> = inner.tallies.iter().collect();
+        let waiting: Vec<&Label> = inner.waiting.values().collect();
+        // The fields of `LabelsState`, in its order.
+        let view = (
+            &inner.positions,
+            series,
+            pending,
+            tallies,
+            waiting,
+            inner.current_totals(),
+        );
+        postcard::to_extend(&view, Vec::new()).map_err(|e| format!("labels: {e}"))
+    }
+
+    /// Decodes what [`Labels::snapshot`] wrote.
+    pub fn decode(bytes: &[u8]) -> Result<LabelsState, String> {
+        postcard::from_bytes(bytes).map_err(|e| format!("labels: {e}"))
     }
 
     /// Takes a checkpoint's state (before [`Labels::start`]). Series of models no longer
@@ -544,6 +557,8 @@ impl Inner {
         let label = col("prediction_label").map(|c| c.as_string::<i32>());
         let probs = col("probs").map(|c| c.as_list::<i32>());
         let mut skip = skip.iter().copied().peekable();
+        let mut last: Option<(usize, String, u32)> = None;
+        let mut key = Vec::with_capacity(64);
         for row in 0..events.num_rows() {
             if skip.peek() == Some(&row) {
                 skip.next();
@@ -573,8 +588,18 @@ impl Inner {
                 .filter(|v| v.is_valid(row))
                 .map(|v| v.value(row))
                 .unwrap_or("");
-            let series = self.series_of(m, v);
-            let key = key_of(m, rid.value(row));
+            // Consecutive records mostly share their series: no lookup for those.
+            let series = match &last {
+                Some((lm, lv, s)) if *lm == m && lv == v => *s,
+                _ => {
+                    let s = self.series_of(m, v);
+                    last = Some((m, v.to_owned(), s));
+                    s
+                }
+            };
+            key.clear();
+            key.extend_from_slice(&(m as u16).to_le_bytes());
+            key.extend_from_slice(rid.value(row).as_bytes());
             if self.pending.contains_key(&key[..]) {
                 self.totals.duplicate_predictions += 1;
                 continue;
@@ -587,10 +612,10 @@ impl Inner {
             if self.pending.len() >= self.config.max_pending {
                 self.evict_oldest();
             }
-            let key: Arc<[u8]> = key.into();
-            self.order.push_back(key.clone());
+            let shared: Arc<[u8]> = Arc::from(&key[..]);
+            self.order.push_back(shared.clone());
             self.pending.insert(
-                key,
+                shared,
                 Pending {
                     ts: t,
                     series,

@@ -277,8 +277,8 @@ fn a_checkpoint_taken_between_labels_loses_and_repeats_none() {
     // file is not read to its end, and what was read ahead waits in the checkpoint.
     let waiting = first.totals().waiting;
     assert!((1..64).contains(&waiting), "{:?}", first.totals());
-    // Through JSON, as a checkpoint carries it.
-    let state: LabelsState = serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+    // Encoded and decoded, as a checkpoint carries it.
+    let state = Labels::decode(&state.unwrap()).unwrap();
     let second = Labels::new(&c, &[], &[]).unwrap();
     second.restore(state);
     second.start(1 << 20, Duration::from_secs(30)).unwrap();

@@ -76,7 +76,13 @@ impl Pipeline {
         if let Some(r) = cp.rescore {
             self.rescorer.restore(r);
         }
-        if let (Some(l), Some(state)) = (&self.labels, cp.labels) {
+        if let (Some(l), Some(bytes)) = (&self.labels, cp.labels) {
+            let state = crate::labels::Labels::decode(&bytes).map_err(|why| {
+                PipelineError::State(StateError::Corrupt {
+                    path: path.clone(),
+                    why,
+                })
+            })?;
             l.restore(state);
         }
         self.summary = cp.summary;
@@ -137,7 +143,13 @@ impl Pipeline {
             legacy_clients: None,
             reference: Some(self.reference.snapshot()),
             rescore: self.rescorer.is_active().then(|| self.rescorer.snapshot()),
-            labels: self.labels.as_ref().map(|l| l.snapshot()),
+            labels: match &self.labels {
+                Some(l) => Some(
+                    l.snapshot()
+                        .map_err(|e| PipelineError::State(StateError::Encode(e)))?,
+                ),
+                None => None,
+            },
             rows,
         })
     }

@@ -14,6 +14,9 @@
 //! `checkpoint.bin`; the one it replaces is kept as
 //! `checkpoint.prev.bin`, the fallback when the newest is truncated or corrupt.
 //!
+//! Version 7 adds a section after the client section: its length (u64 LE) and the
+//! delayed labels' state (postcard; 0 bytes without labels).
+//!
 //! Version 3 adds, per output file, its path and a fingerprint (`output::FileMark`), and
 //! the event-time guard's state per partition; versions 2 and 1 (client state inside the
 //! JSON metadata, no binary section) are still read.
@@ -47,7 +50,8 @@ const MAGIC: &[u8; 8] = b"DWCKPT\r\n";
 /// reference for the drift tables and the client statistics (before: one each).
 /// Format 5: client profiles judge typicality and keep their recent inputs as points.
 /// Format 6: client profiles count low-margin answers.
-pub const FORMAT: u32 = 6;
+/// Format 7: a section for the delayed labels' state after the client section.
+pub const FORMAT: u32 = 7;
 const CURRENT: &str = "checkpoint.bin";
 const PREVIOUS: &str = "checkpoint.prev.bin";
 const TEMP: &str = "checkpoint.tmp";
@@ -96,9 +100,10 @@ pub struct Checkpoint {
     /// What the re-scorer keeps: suspects and the results windows may still read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rescore: Option<crate::rescore::rescorer::RescoreState>,
-    /// Delayed labels: predictions waiting, labels read ahead, the tallies.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub labels: Option<crate::labels::LabelsState>,
+    /// Delayed labels: predictions waiting, labels read ahead, the tallies (in the
+    /// binary section, format 7).
+    #[serde(skip)]
+    pub labels: Option<Vec<u8>>,
     /// The rolling reference (in the binary section).
     #[serde(skip)]
     pub reference: Option<crate::tables::reference::ReferenceSnapshot>,
@@ -189,7 +194,8 @@ pub fn encode(cp: &Checkpoint, schema: &SchemaRef) -> Result<Vec<u8>, String> {
         postcard::to_extend(&(&cp.clients, &cp.reference), Vec::new())
             .map_err(|e| format!("client state and reference: {e}"))?
     };
-    let mut out = Vec::with_capacity(meta.len() + rows.len() + clients.len() + 64);
+    let labels: &[u8] = cp.labels.as_deref().unwrap_or_default();
+    let mut out = Vec::with_capacity(meta.len() + rows.len() + clients.len() + labels.len() + 64);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT.to_le_bytes());
     out.extend_from_slice(&(meta.len() as u64).to_le_bytes());
@@ -198,6 +204,8 @@ pub fn encode(cp: &Checkpoint, schema: &SchemaRef) -> Result<Vec<u8>, String> {
     out.extend_from_slice(&rows);
     out.extend_from_slice(&(clients.len() as u64).to_le_bytes());
     out.extend_from_slice(&clients);
+    out.extend_from_slice(&(labels.len() as u64).to_le_bytes());
+    out.extend_from_slice(labels);
     let sum = Sha256::digest(&out);
     out.extend_from_slice(&sum);
     Ok(out)
@@ -261,6 +269,14 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, StateError> {
         } else if !clients.is_empty() {
             legacy = postcard::from_bytes(clients)
                 .map_err(|e| corrupt(&format!("client and drift state: {e}")))?;
+        }
+    }
+    if format >= 7 {
+        let len = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes")) as usize;
+        let labels = take(len)?;
+        if !labels.is_empty() {
+            crate::labels::Labels::decode(labels).map_err(|e| corrupt(&e))?;
+            cp.labels = Some(labels.to_vec());
         }
     }
     // Before format 4 the client statistics and the drift tables each had a reference:
