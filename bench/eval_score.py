@@ -137,20 +137,29 @@ for e in episodes:
             if a["rule_id"] == "bench.performance_probe":
                 v = a["evidence"]["values"]
                 probe[(v["model_version"], v["at"])] = v
-        honest = [v for (ver, at), v in probe.items()
-                  if ms(at.replace(" ", "T") + ("" if at.endswith("Z") else "Z")) <= drift_start
-                  and v.get("accuracy") is not None]
-        if honest:
+        # Honest windows: the 10 minutes a row covers hold no attacker's records.
+        attacks = [(ms(x["start_ts"]), ms(x["end_ts"])) for x in episodes
+                   if x["client_id"] != "all"]
+        def at_ms(at):
+            return ms(at.replace(" ", "T") + ("" if at.endswith("Z") else "Z"))
+        rows = [v for (ver, at), v in probe.items()
+                if at_ms(at) <= drift_start and v.get("accuracy") is not None]
+        honest = [v for v in rows
+                  if not any(a0 < at_ms(v["at"]) and a1 >= at_ms(v["at"]) - 600_000
+                             for a0, a1 in attacks)]
+        if rows:
             def gap(k, rows):
                 vals = [abs(v[k] - v["accuracy"]) for v in rows if v[k] is not None]
                 return f"{max(vals):.3f}" if vals else "-"
             cal = [v for v in honest if v["estimated_accuracy"] != v["mean_confidence"]]
+            rows_cal = [v for v in rows if v["estimated_accuracy"] != v["mean_confidence"]]
             raw = [v for v in honest if v["estimated_accuracy"] == v["mean_confidence"]]
-            print(f"| {model} | {seed} | estimated vs realised accuracy | {len(honest)} windows "
-                  f"before the drift | - | - | calibrated on the labelled reference "
-                  f"({len(cal)} windows): largest gap {gap('estimated_accuracy', cal)} "
-                  f"({gap('estimated_accuracy_labelled', cal)} on the labelled records); "
-                  f"before the reference had labels ({len(raw)}): {gap('mean_confidence', raw)} |")
+            print(f"| {model} | {seed} | estimated vs realised accuracy | {len(honest)} honest "
+                  f"windows | - | - | calibrated on the labelled reference ({len(cal)}): "
+                  f"largest gap {gap('estimated_accuracy', cal)}; before the reference had "
+                  f"labels ({len(raw)}): {gap('mean_confidence', raw)}; on the labelled records "
+                  f"of the {len(rows_cal)} calibrated windows before the drift: "
+                  f"{gap('estimated_accuracy_labelled', rows_cal)} |")
 
 # Honest clients flagged: any firing alert naming a client that planted nothing (the
 # tampering client only before its episode).

@@ -49,8 +49,8 @@ YAML
 machine
 echo "predictions: $n, labels $delay s after each; $runs runs each, median"
 echo
-echo "| labels | records/s | peak RSS (MiB) | labels joined | waiting at the peak | checkpoint (MB) | checkpoint write (ms) |"
-echo "|---|---:|---:|---:|---:|---:|---:|"
+echo "| labels | records/s | peak RSS (MiB) | labels joined | waiting at the peak | checkpoint (MB) | checkpoint write (ms) | longest checkpoint pause (ms) |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 for mode in off on; do
   rates=() rss=()
   for r in $(seq "$runs"); do
@@ -71,6 +71,6 @@ for mode in off on; do
   ckpt=$(sed -n 's/.*last checkpoint .*, \([0-9]*\) bytes, written in \([0-9.]*\) ms.*/\1 \2/p' "$work/summary")
   read -r cbytes cms <<<"$ckpt"
   joined=$(awk 'index($0, "labels joined") == 3 { print $NF }' "$work/summary")
-  peak=$(awk 'index($0, "predictions to label") == 3 { print $NF }' "$work/summary")
-  echo "| $mode | $(median "${rates[@]}") (${rates[*]}) | $(median "${rss[@]}") | ${joined:--} | $([ "$mode" = on ] && echo "$n" || echo -) | $(awk -v b="$cbytes" 'BEGIN{printf "%.1f", b/1e6}') | $cms |"
+  pause=$(awk 'index($0, "longest pause (ms)") == 3 { print $NF }' "$work/summary")
+  echo "| $mode | $(median "${rates[@]}") (${rates[*]}) | $(median "${rss[@]}") | ${joined:--} | $([ "$mode" = on ] && echo "$n" || echo -) | $(awk -v b="$cbytes" 'BEGIN{printf "%.1f", b/1e6}') | $cms | ${pause:--} |"
 done

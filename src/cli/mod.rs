@@ -681,9 +681,11 @@ async fn rules_check(config: Option<PathBuf>, paths: Vec<PathBuf>) -> Result<(),
         // No model: `rescored` is checked for its columns, never filled.
         crate::rescore::rescorer::Rescorer::with_windows(Default::default(), Vec::new(), &[])
             .table(),
-        crate::labels::Labels::empty(),
     );
-    Engine::new(rules, standard.tables, &Default::default())
+    let mut tables = standard.tables;
+    // No labels: `performance` and `class_performance` are checked for their columns.
+    tables.extend(crate::labels::tables(&crate::labels::Labels::empty()));
+    Engine::new(rules, tables, &Default::default())
         .await
         .map_err(|e| Failure::usage(e.to_string()))?;
     println!("{n} rules OK");

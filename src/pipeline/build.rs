@@ -72,8 +72,11 @@ impl Pipeline {
             },
             &config.baseline_profiles,
             rescorer.table(),
-            labels.clone().unwrap_or_else(crate::labels::Labels::empty),
         );
+        let mut tables = tables;
+        tables.extend(crate::labels::tables(
+            &labels.clone().unwrap_or_else(crate::labels::Labels::empty),
+        ));
         config
             .notify
             .validate(

@@ -107,15 +107,15 @@ pub struct StandardTables {
 }
 
 /// `events`, `pipeline_stats`, `client_stats`, `client_profile`, `feature_drift`,
-/// `prediction_drift`, `label_shares`, `rescored` (which the re-scorer computes), and
-/// `performance` and `class_performance` (from delayed labels).
+/// `prediction_drift`, `label_shares`, and `rescored` (which the re-scorer computes).
+/// The delayed labels' `performance` and `class_performance` are added by the caller
+/// (`crate::labels::tables`).
 pub fn standard_tables(
     events_schema: SchemaRef,
     decode: &crate::decode::DecodeConfig,
     settings: Settings<'_>,
     baselines: &[Arc<crate::baseline::Baseline>],
     rescored: Arc<dyn WindowTable>,
-    labels: Arc<crate::labels::Labels>,
 ) -> StandardTables {
     let Settings {
         clients,
@@ -138,7 +138,6 @@ pub fn standard_tables(
     tables.extend(clients.tables());
     tables.extend(drift.tables());
     tables.push(rescored);
-    tables.extend(crate::labels::tables(&labels));
     StandardTables {
         tables,
         clients,

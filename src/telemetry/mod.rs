@@ -45,7 +45,7 @@ pub struct Counters {
     /// The event-time watermark, epoch ms (i64::MIN until known).
     pub watermark_ms: AtomicI64,
     /// Delayed labels, refreshed after each window.
-    pub labels: Mutex<crate::labels::LabelTotals>,
+    pub labels: Mutex<LabelTotals>,
 }
 
 impl Default for Counters {
@@ -263,5 +263,51 @@ impl Counters {
 
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Relaxed)
+    }
+}
+
+/// Counts of what the labels did (`/metrics`, the summary).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelTotals {
+    /// Label records read.
+    pub read: u64,
+    /// Joined to their prediction.
+    pub joined: u64,
+    /// Dead letters, by reason.
+    pub malformed: u64,
+    pub unknown_model: u64,
+    pub unknown_class: u64,
+    pub no_prediction: u64,
+    pub duplicate: u64,
+    pub too_late: u64,
+    /// Read too far ahead of the predictions (over `max_waiting`).
+    pub ahead: u64,
+    /// Predictions registered to wait for a label.
+    pub predictions: u64,
+    /// A second prediction with a request id already waiting (the first is kept).
+    pub duplicate_predictions: u64,
+    /// Predictions whose horizon passed without a label.
+    pub expired: u64,
+    /// Predictions evicted over `max_pending`.
+    pub evicted: u64,
+    /// Predictions waiting now.
+    pub pending: u64,
+    /// Labels read, waiting for the predictions' watermark.
+    pub waiting: u64,
+}
+
+impl LabelTotals {
+    /// Label records by outcome: joined, or the reason of their dead letter.
+    pub fn outcomes(&self) -> [(&'static str, u64); 8] {
+        [
+            ("joined", self.joined),
+            ("malformed", self.malformed),
+            ("unknown_model", self.unknown_model),
+            ("unknown_class", self.unknown_class),
+            ("no_prediction", self.no_prediction),
+            ("duplicate", self.duplicate),
+            ("too_late", self.too_late),
+            ("ahead", self.ahead),
+        ]
     }
 }

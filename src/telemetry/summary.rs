@@ -55,7 +55,7 @@ pub struct Summary {
     pub rescore: Option<(super::RescoreTotals, Duration)>,
     /// Delayed labels: what was read, joined and dead-lettered (the checkpoint holds them).
     #[serde(skip)]
-    pub labels: Option<crate::labels::LabelTotals>,
+    pub labels: Option<super::LabelTotals>,
     /// Time spent per table and per rule in this process, costliest first.
     #[serde(skip)]
     pub costs: Vec<(String, Duration)>,

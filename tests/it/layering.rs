@@ -10,7 +10,7 @@
 //! | 3 | `kafka`, `window`, `baseline` | Kafka clients; event time and windows; baseline files |
 //! | 4 | `source`, `tables` | where records come from; the window tables |
 //! | 5 | `rescore` | the embedded model |
-//! | 6 | `rules` | the rule engine and templates |
+//! | 6 | `rules`, `labels` | the rule engine and templates; delayed labels and the performance tables |
 //! | 7 | `alert` | the alert state machine and its receivers |
 //! | 8 | `otlp` | OpenTelemetry export |
 //! | 9 | `notify` | the wall-clock side: dispatch, routes, silences, e-mail |
@@ -37,6 +37,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("tables", 4),
     ("rescore", 5),
     ("rules", 6),
+    ("labels", 6),
     ("alert", 7),
     ("otlp", 8),
     ("notify", 9),
