@@ -517,7 +517,7 @@ mod tests {
     fn another_format_version_is_incompatible() {
         let (cp, schema) = sample();
         let mut bytes = encode(&cp, &schema).unwrap();
-        bytes[MAGIC.len()] = 7;
+        bytes[MAGIC.len()] = FORMAT as u8 + 1;
         let body_len = bytes.len() - 32;
         let sum = Sha256::digest(&bytes[..body_len]);
         bytes[body_len..].copy_from_slice(&sum);
