@@ -476,6 +476,7 @@ pub(super) struct Columns<'a> {
     pub request: &'a StringArray,
     pub client: &'a StringArray,
     pub model: &'a StringArray,
+    pub version: &'a StringArray,
     pub label: &'a StringArray,
     pub score: &'a Float64Array,
     pub num: Vec<&'a Float64Array>,
@@ -496,6 +497,7 @@ impl<'a> Columns<'a> {
             request: col("request_id")?.as_string::<i32>(),
             client: col("client_id")?.as_string::<i32>(),
             model: col("model")?.as_string::<i32>(),
+            version: col("model_version")?.as_string::<i32>(),
             label: col("prediction_label")?.as_string::<i32>(),
             score: col("prediction_score")?.as_primitive::<Float64Type>(),
             num: numeric

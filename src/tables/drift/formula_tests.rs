@@ -307,6 +307,65 @@ fn label_shares_are_each_labels_share_now_and_in_the_reference() {
 }
 
 /// `n` records with distinct values of `many`, ids `prefix-0..n`.
+
+#[test]
+fn each_model_version_of_a_window_is_its_own_segment_against_the_models_reference() {
+    let cfg = DriftConfig {
+        reference_sample: Some(1000),
+        ..DriftConfig::default()
+    };
+    let d = drift_with(&features(), &cfg);
+    let labelled = |prefix: &str, labels: &[&str], version: Option<&str>| -> Vec<Value> {
+        labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let mut r = rec(&format!("{prefix}-{i}"), None, None, "x", "p");
+                r["prediction"]["label"] = json!(l);
+                if let Some(v) = version {
+                    r["model_version"] = json!(v);
+                }
+                r
+            })
+            .collect()
+    };
+    d.computed(&window(0, &labelled("a", &["A", "A", "A", "B"], Some("1"))))
+        .unwrap();
+    // Minute 1: version 1 answers as before, version 2 only C; one record without a
+    // version. Each is compared with the model's reference (minute 0, version 1).
+    let mut now = labelled("b", &["A", "A", "A", "B"], Some("1"));
+    now.extend(labelled("c", &["C", "C"], Some("2")));
+    now.extend(labelled("d", &["B"], None));
+    let c = d.computed(&window(1, &now)).unwrap();
+    let b = &c.shares;
+    let text = |n: &str| b.column_by_name(n).unwrap().as_string::<i32>().clone();
+    let (version, label) = (text("model_version"), text("label"));
+    let cur = b
+        .column_by_name("cur_share")
+        .unwrap()
+        .as_primitive::<Float64Type>()
+        .clone();
+    let got: Vec<(Option<&str>, &str, f64)> = (0..b.num_rows())
+        .map(|i| {
+            let v = (!version.is_null(i)).then(|| version.value(i));
+            (v, label.value(i), cur.value(i))
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (None, "A", 0.0),
+            (None, "B", 1.0),
+            (Some("1"), "A", 0.75),
+            (Some("1"), "B", 0.25),
+            (Some("2"), "A", 0.0),
+            (Some("2"), "B", 0.0),
+            (Some("2"), "C", 1.0),
+        ],
+        "{got:?}"
+    );
+}
+
 fn distinct(prefix: &str, n: usize) -> Vec<Value> {
     (0..n)
         .map(|i| {

@@ -253,6 +253,11 @@ impl BaseRef {
     }
 }
 
+/// Versions of one model a window's drift rows are split by; records of further
+/// versions share the segment [`OTHER_VERSIONS`].
+const MAX_VERSIONS: usize = 4;
+const OTHER_VERSIONS: &str = "other";
+
 /// The three tables' rows of a window.
 #[derive(Default)]
 struct Out {
@@ -291,6 +296,7 @@ impl Drift {
         let s = DataType::Utf8;
         let schema = Schema::new(vec![
             Field::new("model", s.clone(), true),
+            Field::new("model_version", s.clone(), true),
             Field::new("feature", s.clone(), false),
             Field::new("kind", s.clone(), false),
             Field::new("test", s, false),
@@ -307,6 +313,7 @@ impl Drift {
         ]);
         let shares = Schema::new(vec![
             Field::new("model", DataType::Utf8, true),
+            Field::new("model_version", DataType::Utf8, true),
             Field::new("label", DataType::Utf8, false),
             Field::new("ref_share", DataType::Float64, false),
             Field::new("cur_share", DataType::Float64, false),
@@ -369,7 +376,7 @@ impl Drift {
     }
 
     fn compute(&self, w: &ClosedWindow) -> Result<Computed, String> {
-        let mut models: BTreeMap<String, ModelWindow> = BTreeMap::new();
+        let mut models: BTreeMap<(String, String), ModelWindow> = BTreeMap::new();
         for b in &w.batches {
             self.read_batch(b, &mut models)?;
         }
@@ -386,8 +393,14 @@ impl Drift {
                 }
             }
         }
+        // One segment per model and version, each against the model's reference: a
+        // new version is judged on its own, not averaged with the one it replaces.
         let mut out = Out::default();
-        for (model, cur) in &models {
+        for ((model, version), cur) in &models {
+            let v = (!version.is_empty()).then(|| version.clone());
+            out.features.version = v.clone();
+            out.predictions.version = v.clone();
+            out.shares.version = v;
             self.model_rows(&mut out, model, cur, reference.get(model.as_str()));
         }
         // The reference takes this window's sample (once, whichever table is first).
@@ -480,6 +493,7 @@ impl Drift {
             shares
                 .model
                 .push((!model.is_empty()).then(|| model.to_owned()));
+            shares.model_version.push(shares.version.clone());
             shares.label.push(l.clone());
             shares.ref_share.push(share(label, n_ref));
             shares.cur_share.push(share(&cur.label, n_cur));
@@ -545,19 +559,39 @@ impl Drift {
     fn read_batch(
         &self,
         b: &RecordBatch,
-        models: &mut BTreeMap<String, ModelWindow>,
+        models: &mut BTreeMap<(String, String), ModelWindow>,
     ) -> Result<(), String> {
         let cols = Columns::of(b, &self.numeric, &self.categorical)?;
+        let mut key = (String::new(), String::new());
         for row in 0..b.num_rows() {
             let name = if cols.model.is_null(row) {
                 ""
             } else {
                 cols.model.value(row)
             };
-            if !models.contains_key(name) {
-                models.insert(name.to_owned(), self.empty_model());
+            let version = if cols.version.is_null(row) {
+                ""
+            } else {
+                cols.version.value(row)
+            };
+            if key.0 != name || key.1 != version {
+                key = (name.to_owned(), version.to_owned());
+                if !models.contains_key(&key) {
+                    // The version is the sender's to choose: a model's first
+                    // MAX_VERSIONS versions of the window get segments, the rest one.
+                    let versions = models
+                        .range((name.to_owned(), String::new())..)
+                        .take_while(|((m, _), _)| m == name)
+                        .count();
+                    if versions >= MAX_VERSIONS {
+                        key.1 = OTHER_VERSIONS.to_owned();
+                    }
+                    if !models.contains_key(&key) {
+                        models.insert(key.clone(), self.empty_model());
+                    }
+                }
             }
-            let m = models.get_mut(name).expect("inserted above");
+            let m = models.get_mut(&key).expect("inserted above");
             for (c, a) in m.num.iter_mut().zip(&cols.num) {
                 push_number(c, (!a.is_null(row)).then(|| a.value(row)));
             }
@@ -818,7 +852,10 @@ struct Row<'a> {
 
 #[derive(Default)]
 struct Rows {
+    /// The version the rows pushed now are of (set per segment).
+    version: Option<String>,
     model: Vec<Option<String>>,
+    model_version: Vec<Option<String>>,
     feature: Vec<String>,
     kind: Vec<&'static str>,
     test: Vec<&'static str>,
@@ -862,6 +899,7 @@ impl Rows {
         let defined = |v: Option<f64>| v.filter(|x| !x.is_nan());
         self.model
             .push((!r.model.is_empty()).then(|| r.model.to_owned()));
+        self.model_version.push(self.version.clone());
         self.feature.push(r.feature.to_owned());
         self.kind.push(r.kind);
         self.test.push(r.test.as_str());
@@ -881,6 +919,7 @@ impl Rows {
         let f = |v: Vec<Option<f64>>| Arc::new(Float64Array::from(v)) as ArrayRef;
         let cols: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from(self.model)),
+            Arc::new(StringArray::from(self.model_version)),
             Arc::new(StringArray::from(self.feature)),
             Arc::new(StringArray::from(self.kind)),
             Arc::new(StringArray::from(self.test)),
@@ -901,7 +940,9 @@ impl Rows {
 
 #[derive(Default)]
 struct ShareRows {
+    version: Option<String>,
     model: Vec<Option<String>>,
+    model_version: Vec<Option<String>>,
     label: Vec<String>,
     ref_share: Vec<f64>,
     cur_share: Vec<f64>,
@@ -913,6 +954,7 @@ impl ShareRows {
     fn finish(self, schema: SchemaRef) -> Result<RecordBatch, String> {
         let cols: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from(self.model)),
+            Arc::new(StringArray::from(self.model_version)),
             Arc::new(StringArray::from(self.label)),
             Arc::new(Float64Array::from(self.ref_share)),
             Arc::new(Float64Array::from(self.cur_share)),
