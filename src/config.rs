@@ -427,7 +427,8 @@ impl Config {
         }
         self.clients.validate()?;
         if let Some(l) = &self.labels {
-            l.validate()?;
+            // The source may still come from the command line (replay --labels).
+            l.validate_settings()?;
             if let SourceConfig::Kafka(k) = &l.source {
                 k.validate()?;
             }

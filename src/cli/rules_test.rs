@@ -36,6 +36,9 @@
 //!         ignore_pending: true     # never firing; pending alerts (a `for:` that did
 //!         alerts: []               # not last) are allowed, here and with `at`
 //! ```
+//!
+//! With `labels:` settings at the top (as in the config, without a source), a case's
+//! `labels:` list (the same kinds of input) is its delayed true labels.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -78,6 +81,9 @@ struct TestFile {
     /// Re-scoring settings, as in the config.
     #[serde(default)]
     rescore: crate::rescore::rescorer::RescoreConfig,
+    /// Delayed-label settings, as in the config (the labels are each case's `labels:`).
+    #[serde(default)]
+    labels: Option<crate::labels::LabelsConfig>,
     tests: Vec<TestCase>,
 }
 
@@ -86,6 +92,9 @@ struct TestFile {
 struct TestCase {
     name: String,
     input: Vec<Input>,
+    /// True labels, as `input` (with `labels:` settings in the file).
+    #[serde(default)]
+    labels: Vec<Input>,
     expect: Vec<Expect>,
 }
 
@@ -343,6 +352,27 @@ async fn run_case(
         http: Default::default(),
         path: None,
     };
+    // The case's labels, in a file of their own (removed when the case ends).
+    let label_file = match (&file.labels, case.labels.is_empty()) {
+        (None, false) => return Err("a case has labels: the file needs `labels:` settings".into()),
+        (Some(settings), _) => {
+            let raw = input_batch(&case.labels, base)?;
+            let mut text = Vec::new();
+            for i in 0..raw.len() {
+                text.extend_from_slice(raw.record(i));
+                text.push(b'\n');
+            }
+            let dir = tempfile_dir()?;
+            let path = dir.join("labels.jsonl");
+            std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+            let mut l = settings.clone();
+            l.source = crate::source::SourceConfig::File(FileSourceConfig::replay(vec![path]));
+            config.labels = Some(l);
+            Some(dir)
+        }
+        (None, true) => None,
+    };
+    let _cleanup = RemoveOnDrop(label_file);
     config.move_reference_settings()?;
     config.load_baselines()?;
     config.rescore.validate()?;
@@ -380,6 +410,27 @@ async fn run_case(
         }
     }
     Ok(Ok(()))
+}
+
+/// A fresh folder under the system's temporary folder.
+fn tempfile_dir() -> Result<PathBuf, String> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir =
+        std::env::temp_dir().join(format!("driftwatch-rules-test-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Removes a folder when dropped.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(d) = &self.0 {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
 }
 
 fn input_batch(inputs: &[Input], base: &Path) -> Result<RawBatch, String> {

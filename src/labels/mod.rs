@@ -45,7 +45,9 @@ const MINUTE: i64 = 60_000;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LabelsConfig {
-    /// Where labels come from: `type: file` (JSONL, plain or `.gz`) or `type: kafka`.
+    /// Where labels come from: `type: file` (JSONL, plain or `.gz`) or `type: kafka`;
+    /// `replay --labels FILE` (and a rule test's `labels:` input) give it instead.
+    #[serde(default = "no_source")]
     pub source: SourceConfig,
     /// Dotted JSON paths of a label record's fields.
     #[serde(default)]
@@ -73,6 +75,10 @@ pub struct LabelsConfig {
     /// entry under `models:` take theirs from there.
     #[serde(default)]
     pub classes: BTreeMap<String, Vec<String>>,
+}
+
+fn no_source() -> SourceConfig {
+    SourceConfig::File(crate::source::file::FileSourceConfig::replay(Vec::new()))
 }
 
 fn default_horizon() -> Duration {
@@ -131,9 +137,25 @@ impl LabelsConfig {
         }
     }
 
+    /// Everything but the presence of a source (which `replay --labels` may add).
+    pub fn validate_settings(&self) -> Result<(), String> {
+        let mut c = self.clone();
+        if matches!(&c.source, SourceConfig::File(f) if f.paths.is_empty()) {
+            c.source = SourceConfig::File(crate::source::file::FileSourceConfig::replay(vec![
+                "-".into(),
+            ]));
+        }
+        c.validate()
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if matches!(self.source, SourceConfig::Generator(_)) {
             return Err("labels.source: use a file or a kafka source".into());
+        }
+        if matches!(&self.source, SourceConfig::File(f) if f.paths.is_empty()) {
+            return Err(
+                "labels: no label source: give labels.source (or replay --labels FILE)".into(),
+            );
         }
         for (what, d) in [
             ("horizon", self.horizon),
@@ -307,6 +329,11 @@ impl Labels {
         Arc::new(Self {
             inner: Mutex::new(Inner::new(config, Vec::new())),
         })
+    }
+
+    /// Whether [`Labels::start`] was called.
+    pub fn is_started(&self) -> bool {
+        self.lock().feed.is_some()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

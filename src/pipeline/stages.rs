@@ -10,6 +10,11 @@ impl Pipeline {
             self.sources.push("input".into());
             self.windows.ensure_partition(0);
         }
+        if let Some(l) = &self.labels
+            && !l.is_started()
+        {
+            l.start(self.max_record_bytes, self.time.idle_timeout)?;
+        }
         let decoded = self.decoder.as_ref().expect("not running").decode(raw);
         self.ingest(raw, decoded)?;
         let closed = self.windows.close_ready();
