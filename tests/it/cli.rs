@@ -151,6 +151,25 @@ pub(crate) fn check_dead_letters(dead: Vec<Value>, n: usize, source: &str) -> Ve
     dead
 }
 
+/// `driftwatch run` (no HTTP server) on `cfg` until `idle` seconds pass without new
+/// records, alerts to `alerts`.
+pub(crate) fn run_until_idle(cfg: &Path, idle: &str, alerts: &Path, dir: &Path) -> Output {
+    driftwatch(
+        &[
+            "run",
+            "--http",
+            "off",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--until-idle",
+            idle,
+            "--alerts-out",
+            alerts.to_str().unwrap(),
+        ],
+        dir,
+    )
+}
+
 pub(crate) fn generate(
     dir: &Path,
     scenario: &str,
@@ -591,20 +610,7 @@ fn run_follows_a_file_and_stops_when_idle() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = follow_flood(dir.path());
     let alerts = dir.path().join("alerts.jsonl");
-    let o = driftwatch(
-        &[
-            "run",
-            "--http",
-            "off",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--until-idle",
-            "2",
-            "--alerts-out",
-            alerts.to_str().unwrap(),
-        ],
-        dir.path(),
-    );
+    let o = run_until_idle(&cfg, "2", &alerts, dir.path());
     assert!(o.status.success(), "{}", text(&o));
     let firing: Vec<Value> = jsonl(&alerts)
         .into_iter()

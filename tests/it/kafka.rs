@@ -273,20 +273,7 @@ fn a_six_partition_topic_gives_the_same_alerts_as_a_replay_of_its_records() {
         Extra::default(),
     );
     let consumed = dir.path().join("consumed.jsonl");
-    let o = driftwatch(
-        &[
-            "run",
-            "--http",
-            "off",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--until-idle",
-            "5",
-            "--alerts-out",
-            consumed.to_str().unwrap(),
-        ],
-        dir.path(),
-    );
+    let o = crate::cli::run_until_idle(&cfg, "5", &consumed, dir.path());
     assert!(o.status.success(), "{}", text(&o));
     let want = keyed(&replayed);
     assert!(want.len() >= 6, "{want:?}");

@@ -264,6 +264,22 @@ fn p_values_of_small_tables_are_the_hand_computed_ones() {
     );
 }
 
+/// Records answered with `labels`, one each, of `version` (none: no version field).
+fn labelled(prefix: &str, labels: &[&str], version: Option<&str>) -> Vec<Value> {
+    labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut r = rec(&format!("{prefix}-{i}"), None, None, "x", "p");
+            r["prediction"]["label"] = json!(l);
+            if let Some(v) = version {
+                r["model_version"] = json!(v);
+            }
+            r
+        })
+        .collect()
+}
+
 #[test]
 fn label_shares_are_each_labels_share_now_and_in_the_reference() {
     let cfg = DriftConfig {
@@ -271,21 +287,10 @@ fn label_shares_are_each_labels_share_now_and_in_the_reference() {
         ..DriftConfig::default()
     };
     let d = drift_with(&features(), &cfg);
-    let labelled = |prefix: &str, labels: &[&str]| -> Vec<Value> {
-        labels
-            .iter()
-            .enumerate()
-            .map(|(i, l)| {
-                let mut r = rec(&format!("{prefix}-{i}"), None, None, "x", "p");
-                r["prediction"]["label"] = json!(l);
-                r
-            })
-            .collect()
-    };
-    d.computed(&window(0, &labelled("a", &["A", "A", "A", "B"])))
+    d.computed(&window(0, &labelled("a", &["A", "A", "A", "B"], None)))
         .unwrap();
     let c = d
-        .computed(&window(1, &labelled("b", &["A", "A", "C", "C", "C"])))
+        .computed(&window(1, &labelled("b", &["A", "A", "C", "C", "C"], None)))
         .unwrap();
     let b = &c.shares;
     let label = b.column_by_name("label").unwrap().as_string::<i32>();
@@ -315,20 +320,6 @@ fn each_model_version_of_a_window_is_its_own_segment_against_the_models_referenc
         ..DriftConfig::default()
     };
     let d = drift_with(&features(), &cfg);
-    let labelled = |prefix: &str, labels: &[&str], version: Option<&str>| -> Vec<Value> {
-        labels
-            .iter()
-            .enumerate()
-            .map(|(i, l)| {
-                let mut r = rec(&format!("{prefix}-{i}"), None, None, "x", "p");
-                r["prediction"]["label"] = json!(l);
-                if let Some(v) = version {
-                    r["model_version"] = json!(v);
-                }
-                r
-            })
-            .collect()
-    };
     d.computed(&window(0, &labelled("a", &["A", "A", "A", "B"], Some("1"))))
         .unwrap();
     // Minute 1: version 1 answers as before, version 2 only C; one record without a
