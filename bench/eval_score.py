@@ -151,15 +151,18 @@ for e in episodes:
             def gap(k, rows):
                 vals = [abs(v[k] - v["accuracy"]) for v in rows if v[k] is not None]
                 return f"{max(vals):.3f}" if vals else "-"
-            cal = [v for v in honest if v["estimated_accuracy"] != v["mean_confidence"]]
-            rows_cal = [v for v in rows if v["estimated_accuracy"] != v["mean_confidence"]]
-            raw = [v for v in honest if v["estimated_accuracy"] == v["mean_confidence"]]
+            # The first ten minutes: no labelled reference hour yet; the estimate is
+            # calibrated on the baseline's held-out rows when it has them.
+            t0 = ms(truth["start_ts"])
+            early = [v for v in honest if at_ms(v["at"]) <= t0 + 600_000]
+            later = [v for v in honest if at_ms(v["at"]) > t0 + 600_000]
             print(f"| {model} | {seed} | estimated vs realised accuracy | {len(honest)} honest "
-                  f"windows | - | - | calibrated on the labelled reference ({len(cal)}): "
-                  f"largest gap {gap('estimated_accuracy', cal)}; before the reference had "
-                  f"labels ({len(raw)}): {gap('mean_confidence', raw)}; on the labelled records "
-                  f"of the {len(rows_cal)} calibrated windows before the drift: "
-                  f"{gap('estimated_accuracy_labelled', rows_cal)} |")
+                  f"windows | - | - | first ten minutes ({len(early)}): largest gap "
+                  f"{gap('estimated_accuracy', early)} (uncalibrated mean confidence "
+                  f"{gap('mean_confidence', early)}); later ({len(later)}): "
+                  f"{gap('estimated_accuracy', later)}; on the labelled records of all "
+                  f"{len(rows)} windows before the drift: "
+                  f"{gap('estimated_accuracy_labelled', rows)} |")
 
 # Honest clients flagged: any firing alert naming a client that planted nothing (the
 # tampering client only before its episode).

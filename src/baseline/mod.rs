@@ -92,6 +92,11 @@ pub struct HeldOut {
     pub accuracy: f64,
     /// Per true or predicted class.
     pub classes: BTreeMap<String, ClassHeldOut>,
+    /// Per confidence bin (ten, of the top probability): rows, Σ confidence, rows
+    /// right; empty without confidences. What estimates of accuracy calibrate on
+    /// before labels arrive.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bins: Vec<(u64, f64, u64)>,
 }
 
 /// One class's held-out performance (scikit-learn's definitions; undefined is absent).
@@ -110,17 +115,36 @@ pub struct ClassHeldOut {
 }
 
 /// The held-out performance of predicted against true labels (rows missing either are
-/// left out); None without such rows.
-pub fn held_out(truth: &[Option<String>], predicted: &[Option<String>]) -> Option<HeldOut> {
+/// left out), with confidence bins when `confidence` (the top probability per row) is
+/// given; None without such rows.
+pub fn held_out(
+    truth: &[Option<String>],
+    predicted: &[Option<String>],
+    confidence: &[Option<f64>],
+) -> Option<HeldOut> {
+    let mut bins = vec![(0u64, 0.0f64, 0u64); crate::stats::CONFIDENCE_BINS];
+    let mut binned = false;
     let mut support: BTreeMap<&str, u64> = BTreeMap::new();
     let mut pred: BTreeMap<&str, u64> = BTreeMap::new();
     let mut tp: BTreeMap<&str, u64> = BTreeMap::new();
     let mut labelled = 0u64;
-    for (t, p) in truth.iter().zip(predicted) {
+    for (i, (t, p)) in truth.iter().zip(predicted).enumerate() {
         let (Some(t), Some(p)) = (t.as_deref(), p.as_deref()) else {
             continue;
         };
         labelled += 1;
+        if let Some(c) = confidence
+            .get(i)
+            .copied()
+            .flatten()
+            .filter(|c| c.is_finite())
+        {
+            let b = &mut bins[crate::stats::confidence_bin(c)];
+            b.0 += 1;
+            b.1 += c;
+            b.2 += u64::from(t == p);
+            binned = true;
+        }
         *support.entry(t).or_default() += 1;
         *pred.entry(p).or_default() += 1;
         if t == p {
@@ -158,6 +182,7 @@ pub fn held_out(truth: &[Option<String>], predicted: &[Option<String>]) -> Optio
         labelled,
         accuracy: tp.values().sum::<u64>() as f64 / labelled as f64,
         classes,
+        bins: if binned { bins } else { Vec::new() },
     })
 }
 
@@ -664,8 +689,12 @@ pub fn build(
                     opts.label_column
                 )
             })?;
+            let confidence: Vec<Option<f64>> = match column(&opts.score_column) {
+                Some(ColumnData::Numbers(v)) => v.clone(),
+                _ => Vec::new(),
+            };
             Some(
-                held_out(&text_of(truth), &text_of(predicted))
+                held_out(&text_of(truth), &text_of(predicted), &confidence)
                     .ok_or_else(|| format!("no row has both {t:?} and {:?}", opts.label_column))?,
             )
         }

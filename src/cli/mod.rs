@@ -157,6 +157,15 @@ pub enum BaselineCommand {
         /// them (what the `performance` tables compare with).
         #[arg(long)]
         true_label_column: Option<String>,
+        /// Take the held-out performance from this file (Parquet or CSV with the true
+        /// labels) instead of `--input`: the training data profiles the features, the
+        /// held-out rows say how well the model does.
+        #[arg(long, requires = "true_label_column")]
+        held_out: Option<PathBuf>,
+        /// Score the held-out rows with the model's embedded copy (its `models:` entry
+        /// in this config) instead of reading `--label-column` and `--score-column`.
+        #[arg(long, requires = "held_out")]
+        config: Option<PathBuf>,
     },
     /// Test a whole Parquet or CSV file of current data against a baseline: one row per
     /// feature (and label, score) with the test, statistic and verdict the drift tables
@@ -275,14 +284,22 @@ pub async fn main(cli: Cli) -> Result<(), Failure> {
             label_column,
             score_column,
             true_label_column,
+            held_out,
+            config,
         }) => {
             let opts = crate::baseline::BuildOptions {
                 model,
                 label_column,
                 score_column,
-                true_label_column,
+                // With a held-out file, the true labels are there, not in the input.
+                true_label_column: true_label_column.clone().filter(|_| held_out.is_none()),
             };
-            baseline_build(&input, &out, &opts)
+            let held_out = held_out.map(|path| HeldOutSource {
+                path,
+                true_label_column: true_label_column.unwrap_or_default(),
+                config,
+            });
+            baseline_build(&input, &out, &opts, held_out.as_ref())
         }
         Command::Baseline(BaselineCommand::Compare {
             baseline,
@@ -424,15 +441,105 @@ fn baseline_compare(
     Ok(())
 }
 
+/// Where `baseline build` takes the held-out performance from.
+struct HeldOutSource {
+    path: PathBuf,
+    true_label_column: String,
+    /// Score the rows with this config's embedded copy of the model.
+    config: Option<PathBuf>,
+}
+
+/// The held-out performance of the model on `src`'s rows: the predictions of the
+/// embedded model (with a config) or of the label and score columns, against the true
+/// labels.
+fn held_out_of(
+    src: &HeldOutSource,
+    opts: &crate::baseline::BuildOptions,
+) -> Result<crate::baseline::HeldOut, Failure> {
+    let usage = |e: String| Failure::usage(format!("{}: {e}", src.path.display()));
+    let table =
+        crate::baseline::Table::read(&src.path).map_err(|e| Failure::usage(e.to_string()))?;
+    let mut truth = Vec::new();
+    if !table
+        .strings(&src.true_label_column, |s| truth.push(s.map(str::to_owned)))
+        .map_err(usage)?
+    {
+        return Err(usage(format!("no column {:?}", src.true_label_column)));
+    }
+    let (mut predicted, mut confidence) = (Vec::new(), Vec::new());
+    match &src.config {
+        Some(path) => {
+            let config = Config::load(path).map_err(|e| Failure::usage(e.to_string()))?;
+            let c = config
+                .models
+                .iter()
+                .find(|m| m.name == opts.model)
+                .ok_or_else(|| {
+                    usage(format!(
+                        "no model {} under models: in {}",
+                        opts.model,
+                        path.display()
+                    ))
+                })?;
+            let model = crate::rescore::EmbeddedModel::load(c).map_err(Failure::usage)?;
+            let mut columns: Vec<Vec<Option<f64>>> = Vec::new();
+            for f in &c.features {
+                let mut v = Vec::new();
+                if !table.numbers(f, |x| v.push(x)).map_err(usage)? {
+                    return Err(usage(format!("no feature column {f:?}")));
+                }
+                columns.push(v);
+            }
+            let rows: Vec<Option<Vec<f32>>> = (0..truth.len())
+                .map(|i| columns.iter().map(|c| c[i].map(|x| x as f32)).collect())
+                .collect();
+            let complete: Vec<Vec<f32>> = rows.iter().flatten().cloned().collect();
+            let probs = model.probabilities(&complete).map_err(usage)?;
+            let mut probs = probs.into_iter();
+            for r in &rows {
+                let p = r.as_ref().and_then(|_| probs.next());
+                let best = p.as_ref().and_then(|p| {
+                    p.iter()
+                        .copied()
+                        .enumerate()
+                        .max_by(|a, b| a.1.total_cmp(&b.1))
+                });
+                predicted.push(best.and_then(|(i, _)| c.labels.get(i).cloned()));
+                confidence.push(best.map(|(_, q)| f64::from(q)));
+            }
+        }
+        None => {
+            if !table
+                .strings(&opts.label_column, |s| predicted.push(s.map(str::to_owned)))
+                .map_err(usage)?
+            {
+                return Err(usage(format!(
+                    "no prediction column {:?} (or score the rows with --config)",
+                    opts.label_column
+                )));
+            }
+            table
+                .numbers(&opts.score_column, |x| confidence.push(x))
+                .map_err(usage)?;
+        }
+    }
+    crate::baseline::held_out(&truth, &predicted, &confidence)
+        .ok_or_else(|| usage("no row has both a true and a predicted label".into()))
+}
+
 fn baseline_build(
     input: &std::path::Path,
     out: &std::path::Path,
     opts: &crate::baseline::BuildOptions,
+    held_out: Option<&HeldOutSource>,
 ) -> Result<(), Failure> {
     use crate::baseline::Summary;
     let started = std::time::Instant::now();
-    let b =
+    let mut b =
         crate::baseline::build_from_file(input, opts).map_err(|e| Failure::usage(e.to_string()))?;
+    if let Some(src) = held_out {
+        b.held_out = Some(held_out_of(src, opts)?);
+    }
     b.write(out).map_err(|e| Failure {
         code: 1,
         message: e.to_string(),

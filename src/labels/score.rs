@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use statrs::distribution::{Binomial, DiscreteCDF};
 
 /// Confidence bins of the calibration error.
-pub const BINS: usize = 10;
+pub const BINS: usize = crate::stats::CONFIDENCE_BINS;
 
 /// Labelled reference records a confidence bin needs to calibrate the estimate.
 pub const MIN_BIN: u64 = 30;
@@ -208,14 +208,26 @@ impl Tally {
     /// reference data): each prediction counts the accuracy the reference achieved at
     /// its confidence bin, or its own confidence where the reference has fewer than
     /// [`MIN_BIN`] labelled records in that bin.
-    pub fn calibrated_accuracy(&self, reference: &Tally) -> Option<f64> {
-        calibrated(self.confidence_bins.iter().copied(), reference)
+    pub fn calibrated_accuracy(
+        &self,
+        reference: &Tally,
+        baseline: &[(u64, f64, u64)],
+    ) -> Option<f64> {
+        calibrated(self.confidence_bins.iter().copied(), reference, baseline)
     }
 
     /// The same estimate over the labelled records only: comparable with
     /// [`Tally::accuracy`] record for record.
-    pub fn calibrated_accuracy_labelled(&self, reference: &Tally) -> Option<f64> {
-        calibrated(self.bins.iter().map(|&(n, conf, _)| (n, conf)), reference)
+    pub fn calibrated_accuracy_labelled(
+        &self,
+        reference: &Tally,
+        baseline: &[(u64, f64, u64)],
+    ) -> Option<f64> {
+        calibrated(
+            self.bins.iter().map(|&(n, conf, _)| (n, conf)),
+            reference,
+            baseline,
+        )
     }
 
     /// Mean confidence minus accuracy over the labelled records: how far the model's
@@ -244,14 +256,23 @@ impl Tally {
     }
 }
 
-/// Σ over confidence bins of their records × the reference's accuracy in the bin (its
-/// records' own confidence where the reference has too few), over the records.
-fn calibrated(bins: impl Iterator<Item = (u64, f64)>, reference: &Tally) -> Option<f64> {
+/// Σ over confidence bins of their records × the reference's accuracy in the bin, or
+/// else the baseline's held-out accuracy in it, or else the records' own confidence
+/// (each needs [`MIN_BIN`] labelled records in the bin), over the records.
+fn calibrated(
+    bins: impl Iterator<Item = (u64, f64)>,
+    reference: &Tally,
+    baseline: &[(u64, f64, u64)],
+) -> Option<f64> {
     let (mut sum, mut records) = (0.0, 0u64);
-    for ((n, conf), &(rn, _, rc)) in bins.zip(&reference.bins) {
+    for (b, (n, conf)) in bins.enumerate() {
         records += n;
+        let (rn, _, rc) = reference.bins[b];
+        let (bn, _, bc) = baseline.get(b).copied().unwrap_or_default();
         sum += if rn >= MIN_BIN {
             n as f64 * rc as f64 / rn as f64
+        } else if bn >= MIN_BIN {
+            n as f64 * bc as f64 / bn as f64
         } else {
             conf
         };
@@ -263,10 +284,8 @@ fn top(p: &[f32]) -> f64 {
     f64::from(p.iter().copied().fold(0.0f32, f32::max))
 }
 
-/// The bin of a confidence: the number of inner edges (0.1, …, 0.9, as `numpy.linspace`
-/// computes them) below it, like `numpy.searchsorted(edges, conf)`.
 fn bin(conf: f64) -> usize {
-    (1..BINS).filter(|&i| i as f64 * 0.1 < conf).count()
+    crate::stats::confidence_bin(conf)
 }
 
 fn ratio(a: u64, b: u64) -> Option<f64> {
@@ -415,12 +434,22 @@ mod tests {
             t.predict(0, Some(&p));
         }
         let want = (50.0 * 0.8 + 50.0 * f64::from(0.55f32)) / 100.0;
-        close("calibrated", t.calibrated_accuracy(&r), Some(want));
+        close("calibrated", t.calibrated_accuracy(&r, &[]), Some(want));
         // Against an empty reference it is the mean confidence.
         close(
             "uncalibrated",
-            t.calibrated_accuracy(&Tally::new(2)),
+            t.calibrated_accuracy(&Tally::new(2), &[]),
             t.estimated_accuracy(),
+        );
+        // With no reference, a baseline's held-out bins calibrate: 40 records at the
+        // 0.55 bin, 30 of them right.
+        let mut baseline = vec![(0, 0.0, 0); BINS];
+        baseline[bin(f64::from(0.55f32))] = (40, 22.0, 30);
+        let want = (50.0 * f64::from(0.95f32) + 50.0 * 0.75) / 100.0;
+        close(
+            "from the baseline",
+            t.calibrated_accuracy(&Tally::new(2), &baseline),
+            Some(want),
         );
     }
 

@@ -172,6 +172,12 @@ fn performance_rows(inner: &Inner, w: &ClosedWindow) -> Result<RecordBatch, Stri
         Arc::new(rows.iter().map(f).collect::<UInt64Array>())
     };
     let drop = |r: &Row| Some(r.reference.accuracy()? - r.current.accuracy()?);
+    let held_out_bins = |r: &Row| -> &[(u64, f64, u64)] {
+        inner.models[r.model]
+            .baseline
+            .as_ref()
+            .map_or(&[], |b| b.bins.as_slice())
+    };
     let columns: Vec<ArrayRef> = vec![
         Arc::new(
             rows.iter()
@@ -195,9 +201,15 @@ fn performance_rows(inner: &Inner, w: &ClosedWindow) -> Result<RecordBatch, Stri
         col_f(&|r| r.current.macro_f1()),
         col_f(&|r| r.current.log_loss()),
         col_f(&|r| r.current.calibration_error()),
-        col_f(&|r| r.current.calibrated_accuracy(&r.reference)),
+        col_f(&|r| {
+            r.current
+                .calibrated_accuracy(&r.reference, held_out_bins(r))
+        }),
         col_f(&|r| r.current.estimated_accuracy()),
-        col_f(&|r| r.current.calibrated_accuracy_labelled(&r.reference)),
+        col_f(&|r| {
+            r.current
+                .calibrated_accuracy_labelled(&r.reference, held_out_bins(r))
+        }),
         col_f(&|r| r.current.confidence_gap()),
         col_f(&|r| r.reference.confidence_gap()),
         Arc::new(

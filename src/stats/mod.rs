@@ -156,6 +156,20 @@ fn poly(c: &[f64], x: f64) -> f64 {
 /// How closely the tests hold the KS, χ² and Z p-values to SciPy's: relative to the
 /// value, at every magnitude (SciPy's reach 1e-40, where an absolute bound would accept
 /// any tiny number). The README states this precision.
+
+/// Equal-width bins of a classifier's top probability (calibration error, confidence
+/// calibration).
+pub const CONFIDENCE_BINS: usize = 10;
+
+/// The bin of a confidence: the number of inner edges (0.1, …, 0.9, as `numpy.linspace`
+/// computes them) below it, like `numpy.searchsorted(edges, conf)` in
+/// `sklearn.calibration.calibration_curve`.
+pub fn confidence_bin(conf: f64) -> usize {
+    (1..CONFIDENCE_BINS)
+        .filter(|&i| i as f64 * 0.1 < conf)
+        .count()
+}
+
 #[cfg(test)]
 pub(crate) const P_VALUE_REL: f64 = 1e-9;
 
