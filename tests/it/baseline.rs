@@ -253,3 +253,115 @@ fn a_changed_or_foreign_baseline_is_refused_with_exit_2() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains(".parquet or .csv"), "{}", text(&o));
 }
+
+/// `baseline build --held-out` scores held-out rows with the embedded model and keeps
+/// its performance on them: on the embedded test model's test split (its fixture),
+/// the accuracy scikit-learn measured when it trained the model, and per class the
+/// recall and precision of scikit-learn's own probabilities against the true labels.
+#[test]
+fn held_out_performance_is_the_models_own_on_labelled_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = crate::cli::root();
+    let fixture: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("models/breast_cancer_lr.fixture.json")).unwrap(),
+    )
+    .unwrap();
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("models/breast_cancer_lr.json")).unwrap(),
+    )
+    .unwrap();
+    let features: Vec<&str> = fixture["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    let classes: Vec<&str> = fixture["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let truth: Vec<&str> = fixture["labels_true"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let mut csv = features.join(",") + ",truth\n";
+    for (row, t) in fixture["inputs"].as_array().unwrap().iter().zip(&truth) {
+        let values: Vec<String> = row
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap().to_string())
+            .collect();
+        csv.push_str(&format!("{},{t}\n", values.join(",")));
+    }
+    let held = dir.path().join("held_out.csv");
+    std::fs::write(&held, csv).unwrap();
+    let out = dir.path().join("b.json");
+    let o = driftwatch(
+        &[
+            "baseline",
+            "build",
+            "--model",
+            "breast_cancer_lr",
+            "--input",
+            "models/breast_cancer_train.csv",
+            "--out",
+            out.to_str().unwrap(),
+            "--held-out",
+            held.to_str().unwrap(),
+            "--true-label-column",
+            "truth",
+            "--config",
+            "examples/rescore.yaml",
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let p = profile(&out);
+    let h = &p["held_out"];
+    assert_eq!(h["labelled"], truth.len() as u64);
+    let acc = h["accuracy"].as_f64().unwrap();
+    let want = meta["test_accuracy"].as_f64().unwrap();
+    assert!((acc - want).abs() < 1e-12, "{acc} vs scikit-learn {want}");
+    // scikit-learn's answers: the argmax of its probabilities.
+    let answers: Vec<&str> = fixture["sklearn_probabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let p: Vec<f64> = p
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
+            classes[if p[1] > p[0] { 1 } else { 0 }]
+        })
+        .collect();
+    for c in &classes {
+        let tp = truth
+            .iter()
+            .zip(&answers)
+            .filter(|(t, a)| *t == c && *a == c)
+            .count() as f64;
+        let support = truth.iter().filter(|t| *t == c).count() as f64;
+        let predicted = answers.iter().filter(|a| *a == c).count() as f64;
+        let got = &h["classes"][*c];
+        assert!(
+            (got["recall"].as_f64().unwrap() - tp / support).abs() < 1e-12,
+            "{c}: {got}"
+        );
+        assert!(
+            (got["precision"].as_f64().unwrap() - tp / predicted).abs() < 1e-12,
+            "{c}: {got}"
+        );
+    }
+    // Confidence bins over every row, each with its rows right.
+    let bins = h["bins"].as_array().unwrap();
+    let n: u64 = bins.iter().map(|b| b[0].as_u64().unwrap()).sum();
+    assert_eq!(n, truth.len() as u64);
+}
