@@ -236,11 +236,14 @@ struct Feed {
     rx: mpsc::Receiver<Result<Poll, SourceError>>,
     names: Vec<String>,
     ended: bool,
-    /// How long a window waits for a quiet label source (`time.idle_timeout`).
+    /// How long the first windows wait for a quiet label source (`time.idle_timeout`).
     idle_timeout: std::time::Duration,
     quiet_since: Option<std::time::Instant>,
     /// Quiet for longer than that: windows no longer wait until it sends again.
     idle: bool,
+    /// It has sent something: from then on a quiet poll ends a window's wait at once
+    /// (only the start — joining a Kafka group — is waited out).
+    sent: bool,
 }
 
 struct Inner {
@@ -365,6 +368,7 @@ impl Labels {
             idle_timeout,
             quiet_since: None,
             idle: false,
+            sent: false,
         });
         Ok(())
     }
@@ -682,9 +686,10 @@ impl Inner {
     }
 
     /// Takes the next poll of the label source into `waiting`. False when there is
-    /// nothing more for now: the input ended, or the source has been quiet for
-    /// `time.idle_timeout` (`patient`; otherwise at once) — from then on windows do not
-    /// wait for it until it sends again.
+    /// nothing more for now: the input ended, or the source is quiet — at the start
+    /// (`patient`) only after `time.idle_timeout`, so that joining a Kafka group is
+    /// waited out; later at once, so a sparse label stream never holds the pipeline
+    /// up (its labels are applied at a later window).
     fn read_more(&mut self, dead: &mut Vec<DeadLabel>, patient: bool) -> Result<bool, SourceError> {
         let Some(feed) = self.feed.as_mut() else {
             return Ok(false);
@@ -705,7 +710,7 @@ impl Inner {
             }
         };
         if let Poll::Idle | Poll::Waiting(_) = poll {
-            if !patient || feed.idle {
+            if !patient || feed.idle || feed.sent {
                 return Ok(false);
             }
             let since = *feed.quiet_since.get_or_insert_with(std::time::Instant::now);
@@ -719,6 +724,9 @@ impl Inner {
             return Ok(true);
         }
         feed.quiet_since = None;
+        if matches!(poll, Poll::Batch(_)) {
+            feed.sent = true;
+        }
         if feed.idle {
             tracing::info!("the label source sends again");
             feed.idle = false;

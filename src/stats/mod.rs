@@ -153,10 +153,6 @@ fn poly(c: &[f64], x: f64) -> f64 {
     c.iter().rev().fold(0.0, |acc, &ci| acc * x + ci)
 }
 
-/// How closely the tests hold the KS, χ² and Z p-values to SciPy's: relative to the
-/// value, at every magnitude (SciPy's reach 1e-40, where an absolute bound would accept
-/// any tiny number). The README states this precision.
-
 /// Equal-width bins of a classifier's top probability (calibration error, confidence
 /// calibration).
 pub const CONFIDENCE_BINS: usize = 10;
@@ -170,6 +166,9 @@ pub fn confidence_bin(conf: f64) -> usize {
         .count()
 }
 
+/// How closely the tests hold the KS, χ² and Z p-values to SciPy's: relative to the
+/// value, at every magnitude (SciPy's reach 1e-40, where an absolute bound would accept
+/// any tiny number). The README states this precision.
 #[cfg(test)]
 pub(crate) const P_VALUE_REL: f64 = 1e-9;
 
