@@ -270,24 +270,19 @@ fn held_out_performance_is_the_models_own_on_labelled_rows() {
         &std::fs::read_to_string(root.join("models/breast_cancer_lr.json")).unwrap(),
     )
     .unwrap();
-    let features: Vec<&str> = fixture["features"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f.as_str().unwrap())
-        .collect();
-    let classes: Vec<&str> = fixture["labels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap())
-        .collect();
-    let truth: Vec<&str> = fixture["labels_true"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap())
-        .collect();
+    let strings = |key: &str| -> Vec<&str> {
+        fixture[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect()
+    };
+    let (features, classes, truth) = (
+        strings("features"),
+        strings("labels"),
+        strings("labels_true"),
+    );
     let mut csv = features.join(",") + ",truth\n";
     for (row, t) in fixture["inputs"].as_array().unwrap().iter().zip(&truth) {
         let values: Vec<String> = row
