@@ -583,9 +583,7 @@ impl Inner {
                     s
                 }
             };
-            key.clear();
-            key.extend_from_slice(&(m as u16).to_le_bytes());
-            key.extend_from_slice(rid.value(row).as_bytes());
+            key_into(&mut key, m, rid.value(row));
             if self.pending.contains_key(&key[..]) {
                 self.totals.duplicate_predictions += 1;
                 continue;
@@ -805,7 +803,8 @@ impl Inner {
             return Some(dead_label(&l, "label is not one of the model's classes"));
         };
         let horizon = self.config.horizon.as_millis() as i64;
-        let key = key_of(m, &l.request_id);
+        let mut key = Vec::new();
+        key_into(&mut key, m, &l.request_id);
         let Some(p) = self.pending.get_mut(&key[..]) else {
             self.totals.no_prediction += 1;
             return Some(dead_label(
@@ -847,12 +846,23 @@ fn dead_label(l: &Label, reason: &str) -> DeadLabel {
     }
 }
 
-/// The join key: the model's index and the request id.
-fn key_of(model: usize, request_id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(2 + request_id.len());
-    k.extend_from_slice(&(model as u16).to_le_bytes());
-    k.extend_from_slice(request_id.as_bytes());
-    k
+/// Request ids longer than this are kept as their SHA-256: the sender chooses them, and
+/// a million waiting predictions must not hold a million long ids.
+const MAX_KEY_ID: usize = 64;
+
+/// The join key, into `key`: the model's index, then the request id (tag 0) or, for a
+/// long one, its SHA-256 (tag 1).
+fn key_into(key: &mut Vec<u8>, model: usize, request_id: &str) {
+    use sha2::{Digest, Sha256};
+    key.clear();
+    key.extend_from_slice(&(model as u16).to_le_bytes());
+    if request_id.len() <= MAX_KEY_ID {
+        key.push(0);
+        key.extend_from_slice(request_id.as_bytes());
+    } else {
+        key.push(1);
+        key.extend_from_slice(&Sha256::digest(request_id.as_bytes()));
+    }
 }
 
 fn argmax(p: &[f32]) -> usize {

@@ -360,3 +360,23 @@ fn label_records_take_their_fields_from_configured_paths() {
             .contains("longer")
     );
 }
+
+#[test]
+fn long_request_ids_join_and_are_kept_as_their_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("labels.jsonl");
+    let long = "x".repeat(500);
+    write(&path, &[label_line(&long, T0 + 5_000, "m", "cat")]);
+    let labels = Labels::new(&config(&path), &[], &[]).unwrap();
+    labels.start(1 << 20, Duration::from_secs(30)).unwrap();
+    let decoder = BatchDecoder::new(&DecodeConfig::default()).unwrap();
+    let mut raw = RawBatch::new(0);
+    let r = json!({"ts": crate::time::rfc3339(T0), "request_id": long, "client_id": "c",
+                   "model": "m", "prediction": {"label": "cat"}});
+    raw.push(&serde_json::to_vec(&r).unwrap(), 0);
+    labels.register(&decoder.decode(&raw).events.unwrap(), &[]);
+    labels.advance_to(T0 + MINUTE).unwrap();
+    assert_eq!(labels.totals().joined, 1);
+    let inner = labels.lock();
+    assert!(inner.pending.keys().all(|k| k.len() <= 2 + 1 + 32));
+}
