@@ -352,7 +352,7 @@ async fn run_case(
         http: Default::default(),
         path: None,
     };
-    // The case's labels, in a file of their own (removed when the case ends).
+    // The case's labels, in a file of their own.
     let label_file = match (&file.labels, case.labels.is_empty()) {
         (None, false) => return Err("a case has labels: the file needs `labels:` settings".into()),
         (Some(settings), _) => {
@@ -362,8 +362,8 @@ async fn run_case(
                 text.extend_from_slice(raw.record(i));
                 text.push(b'\n');
             }
-            let dir = tempfile_dir()?;
-            let path = dir.join("labels.jsonl");
+            let dir = fresh_dir()?;
+            let path = dir.0.join("labels.jsonl");
             std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
             let mut l = settings.clone();
             l.source = crate::source::SourceConfig::File(FileSourceConfig::replay(vec![path]));
@@ -372,7 +372,8 @@ async fn run_case(
         }
         (None, true) => None,
     };
-    let _cleanup = RemoveOnDrop(label_file);
+    // Removed when the case ends.
+    let _labels_dir = label_file;
     config.move_reference_settings()?;
     config.load_baselines()?;
     config.rescore.validate()?;
@@ -412,24 +413,20 @@ async fn run_case(
     Ok(Ok(()))
 }
 
-/// A fresh folder under the system's temporary folder.
-fn tempfile_dir() -> Result<PathBuf, String> {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir =
-        std::env::temp_dir().join(format!("driftwatch-rules-test-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    Ok(dir)
+/// A new folder of a random name under the system's temporary folder (created, never
+/// reused: a folder or link already there is an error), removed when dropped.
+fn fresh_dir() -> Result<RemoveOnDrop, String> {
+    let name = format!("driftwatch-labels-{:016x}", rand::random::<u64>());
+    let dir = std::env::temp_dir().join(name);
+    std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(RemoveOnDrop(dir))
 }
 
-/// Removes a folder when dropped.
-struct RemoveOnDrop(Option<PathBuf>);
+struct RemoveOnDrop(PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
-        if let Some(d) = &self.0 {
-            let _ = std::fs::remove_dir_all(d);
-        }
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

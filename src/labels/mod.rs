@@ -229,6 +229,8 @@ pub struct LabelsState {
     tallies: Vec<((u32, i64), Tally)>,
     waiting: Vec<Label>,
     totals: LabelTotals,
+    /// Each model's name and classes, by the index its join keys carry.
+    models: Vec<(String, Vec<String>)>,
 }
 
 /// The labels' reader thread's end.
@@ -414,6 +416,11 @@ impl Labels {
             .collect();
         let tallies: Vec<(&(u32, i64), &Tally)> = inner.tallies.iter().collect();
         let waiting: Vec<&Label> = inner.waiting.values().collect();
+        let models: Vec<(&str, &[String])> = inner
+            .models
+            .iter()
+            .map(|m| (m.name.as_str(), m.classes.as_slice()))
+            .collect();
         // The fields of `LabelsState`, in its order.
         let view = (
             &inner.positions,
@@ -422,6 +429,7 @@ impl Labels {
             tallies,
             waiting,
             inner.current_totals(),
+            models,
         );
         postcard::to_extend(&view, Vec::new()).map_err(|e| format!("labels: {e}"))
     }
@@ -435,20 +443,39 @@ impl Labels {
     /// configured are dropped with their predictions.
     pub fn restore(&self, state: LabelsState) {
         let mut inner = self.lock();
-        let mut map = Vec::with_capacity(state.series.len());
-        for (model, version) in &state.series {
-            map.push(
+        // A saved model keeps its state only if it is still configured with the same
+        // classes (its tallies and probabilities are sized and ordered by them); its
+        // join keys carry its index of then, mapped to today's.
+        let model_now: Vec<Option<usize>> = state
+            .models
+            .iter()
+            .map(|(name, classes)| {
                 inner
                     .models
                     .iter()
-                    .position(|m| &m.name == model)
-                    .map(|m| inner.series_of(m, version)),
-            );
+                    .position(|m| &m.name == name && &m.classes == classes)
+            })
+            .collect();
+        let mut map = Vec::with_capacity(state.series.len());
+        for (model, version) in &state.series {
+            let now = state
+                .models
+                .iter()
+                .position(|(name, _)| name == model)
+                .and_then(|i| model_now[i]);
+            map.push(now.map(|m| inner.series_of(m, version)));
         }
-        for (key, mut p) in state.pending {
+        for (mut key, mut p) in state.pending {
             let Some(Some(s)) = map.get(p.series as usize) else {
                 continue;
             };
+            let Some(m) = inner.series.get(*s as usize).map(|(m, _)| *m) else {
+                continue;
+            };
+            if key.len() < 2 {
+                continue;
+            }
+            key[..2].copy_from_slice(&(m as u16).to_le_bytes());
             p.series = *s;
             let key: Arc<[u8]> = key.into();
             inner.order.push_back(key.clone());
@@ -647,6 +674,18 @@ impl Inner {
                     .range((t, 0)..(t.saturating_add(horizon), 0))
                     .next()
                     .is_some();
+            if !passed && self.waiting.len() >= read_ahead {
+                // Full of labels beyond the horizon: none can join before the
+                // predictions get there, and they must not stop the reading.
+                while self.waiting.len() >= (read_ahead / 2).max(1) {
+                    let (_, l) = self.waiting.pop_last().expect("waiting labels");
+                    self.totals.ahead += 1;
+                    dead.push(dead_label(
+                        &l,
+                        "label too far ahead of the predictions (past labels.horizon, with labels.max_waiting / 2 waiting)",
+                    ));
+                }
+            }
             if passed || self.waiting.len() >= read_ahead || !self.read_more(&mut dead, expire)? {
                 break;
             }

@@ -75,7 +75,7 @@ impl Tally {
         self.predictions += 1;
         let Some(p) = probs else { return };
         self.with_probs += 1;
-        let conf = top(p);
+        let conf = confidence(p, predicted);
         self.expected_correct += conf;
         let b = &mut self.confidence_bins[bin(conf)];
         b.0 += 1;
@@ -97,7 +97,7 @@ impl Tally {
         self.scored += 1;
         let q = f64::from(p[truth]).clamp(f64::EPSILON, 1.0 - f64::EPSILON);
         self.log_loss_sum -= q.ln();
-        let conf = top(p);
+        let conf = confidence(p, predicted);
         self.expected_correct_labelled += conf;
         let b = &mut self.bins[bin(conf)];
         b.0 += 1;
@@ -278,6 +278,13 @@ fn calibrated(
         };
     }
     (records > 0).then(|| sum / records as f64)
+}
+
+/// The probability of the logged answer (a model with a decision threshold other than
+/// ½ may answer a class that is not its most probable one); the top probability when
+/// the answer is not one of the classes.
+fn confidence(p: &[f32], predicted: usize) -> f64 {
+    p.get(predicted).map_or_else(|| top(p), |&q| f64::from(q))
 }
 
 fn top(p: &[f32]) -> f64 {

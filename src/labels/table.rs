@@ -116,7 +116,9 @@ struct Row<'a> {
 fn spans<'a>(inner: &'a Inner, w: &ClosedWindow) -> Vec<Row<'a>> {
     let span = inner.config.window.as_millis() as i64;
     let reference = inner.config.reference.as_millis() as i64;
-    let end = w.end_ms;
+    // Tallies are per minute: a row covers whole minutes, up to the window's end
+    // rounded down to one.
+    let end = w.end_ms.div_euclid(MINUTE).saturating_mul(MINUTE);
     let start = end.saturating_sub(span);
     let (from, to) = (start.div_euclid(MINUTE), end.div_euclid(MINUTE));
     let ref_from = start.saturating_sub(reference).div_euclid(MINUTE);

@@ -323,8 +323,9 @@ fn memory_stays_bounded_by_config_and_what_is_dropped_is_counted() {
     let t = labels.totals();
     assert_eq!((t.predictions, t.pending, t.evicted), (100, 10, 90));
     assert_eq!(t.joined, 10);
-    assert_eq!((t.waiting, t.ahead), (5, 45));
-    assert_eq!(dead.len(), 45);
+    // A buffer full of labels a year ahead is emptied: they cannot stop the reading.
+    assert_eq!((t.waiting, t.ahead), (0, 50));
+    assert_eq!(dead.len(), 50);
     let (perf, _) = tables_at(&labels, T0 + MINUTE);
     let versions: Vec<Option<String>> = (0..perf.num_rows())
         .map(|r| str_at(&perf, "model_version", r))
@@ -379,4 +380,37 @@ fn long_request_ids_join_and_are_kept_as_their_hash() {
     assert_eq!(labels.totals().joined, 1);
     let inner = labels.lock();
     assert!(inner.pending.keys().all(|k| k.len() <= 2 + 1 + 32));
+}
+
+#[test]
+fn a_restore_after_a_config_change_keeps_each_models_predictions_and_drops_changed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("labels.jsonl");
+    write(&path, &[label_line("r-0", T0 + 20_000, "m", "dog")]);
+    let before = Labels::new(&config(&path), &[], &[]).unwrap();
+    before.register(&predictions(0, 10, T0, "1"), &[]);
+    let state = before.snapshot().unwrap();
+    // A model that sorts first is added: `m` is now the second model.
+    let mut c = config(&path);
+    c.classes
+        .insert("a".into(), vec!["x".into(), "y".into(), "z".into()]);
+    let after = Labels::new(&c, &[], &[]).unwrap();
+    after.restore(Labels::decode(&state).unwrap());
+    after.start(1 << 20, Duration::from_secs(30)).unwrap();
+    after.advance_to(T0 + MINUTE).unwrap();
+    assert_eq!((after.totals().joined, after.totals().pending), (1, 10));
+    // `m`'s classes changed: its saved predictions cannot be read with them.
+    let mut c = config(&path);
+    c.classes
+        .insert("m".into(), vec!["dog".into(), "cat".into(), "cow".into()]);
+    let changed = Labels::new(&c, &[], &[]).unwrap();
+    changed.restore(Labels::decode(&state).unwrap());
+    changed.start(1 << 20, Duration::from_secs(30)).unwrap();
+    changed.advance_to(T0 + MINUTE).unwrap();
+    assert_eq!(
+        (changed.totals().joined, changed.totals().no_prediction),
+        (0, 1)
+    );
+    let (perf, _) = tables_at(&changed, T0 + MINUTE);
+    assert_eq!(perf.num_rows(), 0);
 }
