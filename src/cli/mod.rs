@@ -498,14 +498,11 @@ fn held_out_of(
             let mut probs = probs.into_iter();
             for r in &rows {
                 let p = r.as_ref().and_then(|_| probs.next());
-                let best = p.as_ref().and_then(|p| {
-                    p.iter()
-                        .copied()
-                        .enumerate()
-                        .max_by(|a, b| a.1.total_cmp(&b.1))
-                });
-                predicted.push(best.and_then(|(i, _)| c.labels.get(i).cloned()));
-                confidence.push(best.map(|(_, q)| f64::from(q)));
+                let best = p
+                    .filter(|p| !p.is_empty())
+                    .map(|p| (crate::rescore::top_class(&p), p));
+                predicted.push(best.as_ref().and_then(|(i, _)| c.labels.get(*i).cloned()));
+                confidence.push(best.map(|(i, p)| f64::from(p[i])));
             }
         }
         None => {

@@ -570,6 +570,8 @@ impl Inner {
         let label = col("prediction_label").map(|c| c.as_string::<i32>());
         let probs = col("probs").map(|c| c.as_list::<i32>());
         let mut skip = skip.iter().copied().peekable();
+        // Consecutive records mostly share their model and series: no lookup for those.
+        let mut last_model: Option<(String, Option<usize>)> = None;
         let mut last: Option<(usize, String, u32)> = None;
         let mut key = Vec::with_capacity(64);
         for row in 0..events.num_rows() {
@@ -580,7 +582,16 @@ impl Inner {
             if rid.is_null(row) || model.is_null(row) {
                 continue;
             }
-            let Some(m) = self.models.iter().position(|m| m.name == model.value(row)) else {
+            let name = model.value(row);
+            let m = match &last_model {
+                Some((n, m)) if n == name => *m,
+                _ => {
+                    let m = self.models.iter().position(|m| m.name == name);
+                    last_model = Some((name.to_owned(), m));
+                    m
+                }
+            };
+            let Some(m) = m else {
                 continue;
             };
             let k = self.models[m].classes.len();
@@ -593,7 +604,7 @@ impl Inner {
             let predicted = match label.filter(|l| l.is_valid(row)) {
                 Some(l) => self.models[m].index.get(l.value(row)).copied().unwrap_or(k),
                 None => match &p {
-                    Some(p) => argmax(p),
+                    Some(p) => crate::rescore::top_class(p),
                     None => continue,
                 },
             };
@@ -601,7 +612,6 @@ impl Inner {
                 .filter(|v| v.is_valid(row))
                 .map(|v| v.value(row))
                 .unwrap_or("");
-            // Consecutive records mostly share their series: no lookup for those.
             let series = match &last {
                 Some((lm, lv, s)) if *lm == m && lv == v => *s,
                 _ => {
@@ -902,16 +912,6 @@ fn key_into(key: &mut Vec<u8>, model: usize, request_id: &str) {
         key.push(1);
         key.extend_from_slice(&Sha256::digest(request_id.as_bytes()));
     }
-}
-
-fn argmax(p: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &v) in p.iter().enumerate() {
-        if v > p[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 /// Longest request id, model or class name a label may carry.

@@ -63,6 +63,13 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     crate::stable_hash::hex(&Sha256::digest(bytes))
 }
 
+/// The class a probability vector answers: the most probable, the first of equals.
+pub fn top_class(probs: &[f32]) -> usize {
+    (0..probs.len())
+        .max_by(|&a, &b| probs[a].total_cmp(&probs[b]).then(b.cmp(&a)))
+        .unwrap_or(0)
+}
+
 impl EmbeddedModel {
     pub fn load(c: &ModelConfig) -> Result<EmbeddedModel, String> {
         let at = format!("models.{}", c.name);

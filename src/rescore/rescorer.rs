@@ -662,9 +662,7 @@ impl Rescorer {
         threshold: Option<f64>,
     ) -> Rescored {
         let row = p.row;
-        let top = (0..probs.len())
-            .max_by(|&a, &b| probs[a].total_cmp(&probs[b]).then(b.cmp(&a)))
-            .unwrap_or(0);
+        let top = super::top_class(probs);
         let logged_label = cols.label(row);
         let logged_score = cols.score(row);
         let logged_probs = cols.probs(row);
