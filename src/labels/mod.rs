@@ -139,23 +139,8 @@ impl LabelsConfig {
 
     /// Everything but the presence of a source (which `replay --labels` may add).
     pub fn validate_settings(&self) -> Result<(), String> {
-        let mut c = self.clone();
-        if matches!(&c.source, SourceConfig::File(f) if f.paths.is_empty()) {
-            c.source = SourceConfig::File(crate::source::file::FileSourceConfig::replay(vec![
-                "-".into(),
-            ]));
-        }
-        c.validate()
-    }
-
-    pub fn validate(&self) -> Result<(), String> {
         if matches!(self.source, SourceConfig::Generator(_)) {
             return Err("labels.source: use a file or a kafka source".into());
-        }
-        if matches!(&self.source, SourceConfig::File(f) if f.paths.is_empty()) {
-            return Err(
-                "labels: no label source: give labels.source (or replay --labels FILE)".into(),
-            );
         }
         for (what, d) in [
             ("horizon", self.horizon),
@@ -173,6 +158,17 @@ impl LabelsConfig {
             if c.is_empty() {
                 return Err(format!("labels.classes.{m}: give the class names"));
             }
+        }
+        Ok(())
+    }
+
+    /// The settings, and a source to read.
+    pub fn validate(&self) -> Result<(), String> {
+        self.validate_settings()?;
+        if matches!(&self.source, SourceConfig::File(f) if f.paths.is_empty()) {
+            return Err(
+                "labels: no label source: give labels.source (or replay --labels FILE)".into(),
+            );
         }
         Ok(())
     }
