@@ -23,8 +23,14 @@ src="$(cd "${EVAL_SRC:-../shared/eval-traffic}" && pwd)"
 cache="${EVAL_CACHE:-$HOME/.cache/eval-traffic}"
 mkdir -p "$cache/out" "$cache/runs"
 if [ -z "${BIN:-}" ]; then
+  # The same target folder and linker as scripts/test.sh and the other benchmarks:
+  # a build they made is reused, not redone.
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/driftwatch/target}"
+  if command -v mold >/dev/null 2>&1; then
+    export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C link-arg=-fuse-ld=mold"
+  fi
   cargo build --release --locked --quiet
-  BIN="${CARGO_TARGET_DIR:-target}/release/driftwatch"
+  BIN="$CARGO_TARGET_DIR/release/driftwatch"
 fi
 bin="$(realpath "$BIN")"
 

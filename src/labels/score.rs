@@ -206,14 +206,22 @@ impl Tally {
     /// Expected accuracy with the confidence calibrated on `reference`'s labelled
     /// records (histogram binning, as confidence-based estimation calibrates on labelled
     /// reference data): each prediction counts the accuracy the reference achieved at
-    /// its confidence bin, or its own confidence where the reference has fewer than
-    /// [`MIN_BIN`] labelled records in that bin.
+    /// its confidence bin. Where the reference has fewer than [`MIN_BIN`] labelled
+    /// records in a bin (a new service, or after a gap), those pooled with the
+    /// baseline's held-out records in the bin and this span's own labelled ones (the
+    /// labels as they arrive), made up to [`MIN_BIN`] with the prediction's own
+    /// confidence where even these are fewer.
     pub fn calibrated_accuracy(
         &self,
         reference: &Tally,
         baseline: &[(u64, f64, u64)],
     ) -> Option<f64> {
-        calibrated(self.confidence_bins.iter().copied(), reference, baseline)
+        calibrated(
+            self.confidence_bins.iter().copied(),
+            reference,
+            baseline,
+            &self.bins,
+        )
     }
 
     /// The same estimate over the labelled records only: comparable with
@@ -227,6 +235,7 @@ impl Tally {
             self.bins.iter().map(|&(n, conf, _)| (n, conf)),
             reference,
             baseline,
+            &self.bins,
         )
     }
 
@@ -256,26 +265,36 @@ impl Tally {
     }
 }
 
-/// Σ over confidence bins of their records × the reference's accuracy in the bin, or
-/// else the baseline's held-out accuracy in it, or else the records' own confidence
-/// (each needs [`MIN_BIN`] labelled records in the bin), over the records.
+/// Σ over confidence bins of their records × the reference's accuracy in the bin when
+/// it has [`MIN_BIN`] labelled records there; else the accuracy of every labelled record
+/// at hand in the bin (the reference's, the baseline's held-out ones, the span's own,
+/// `own`), made up to [`MIN_BIN`] with the records' own confidence where there are
+/// fewer (no labels at all: the confidence itself); over the records.
 fn calibrated(
     bins: impl Iterator<Item = (u64, f64)>,
     reference: &Tally,
     baseline: &[(u64, f64, u64)],
+    own: &[(u64, f64, u64)],
 ) -> Option<f64> {
     let (mut sum, mut records) = (0.0, 0u64);
-    for (b, (n, conf)) in bins.enumerate() {
+    for (b, (n, conf_sum)) in bins.enumerate() {
+        if n == 0 {
+            continue;
+        }
         records += n;
         let (rn, _, rc) = reference.bins[b];
         let (bn, _, bc) = baseline.get(b).copied().unwrap_or_default();
-        sum += if rn >= MIN_BIN {
-            n as f64 * rc as f64 / rn as f64
-        } else if bn >= MIN_BIN {
-            n as f64 * bc as f64 / bn as f64
+        let (on, _, oc) = own.get(b).copied().unwrap_or_default();
+        let (pn, pc) = (rn + bn + on, rc + bc + oc);
+        let accuracy = if rn >= MIN_BIN {
+            rc as f64 / rn as f64
+        } else if pn >= MIN_BIN {
+            pc as f64 / pn as f64
         } else {
-            conf
+            let conf = conf_sum / n as f64;
+            (pc as f64 + (MIN_BIN - pn) as f64 * conf) / MIN_BIN as f64
         };
+        sum += n as f64 * accuracy;
     }
     (records > 0).then(|| sum / records as f64)
 }
@@ -429,8 +448,8 @@ mod tests {
             r.predict(0, Some(&p));
             r.label(0, 0, Some(&p));
         }
-        // Now: 50 at 0.95 (bin with 100 reference records: 0.8) and 50 at 0.55 (too few:
-        // its own confidence).
+        // Now: 50 at 0.95 (bin with 100 reference records: 0.8) and 50 at 0.55 (10 right
+        // of 10: too few, made up to 30 with 20 at its own confidence).
         let mut t = Tally::new(2);
         for i in 0..100 {
             let p = if i < 50 {
@@ -440,7 +459,8 @@ mod tests {
             };
             t.predict(0, Some(&p));
         }
-        let want = (50.0 * 0.8 + 50.0 * f64::from(0.55f32)) / 100.0;
+        let thin = (10.0 + 20.0 * f64::from(0.55f32)) / 30.0;
+        let want = (50.0 * 0.8 + 50.0 * thin) / 100.0;
         close("calibrated", t.calibrated_accuracy(&r, &[]), Some(want));
         // Against an empty reference it is the mean confidence.
         close(
@@ -457,6 +477,26 @@ mod tests {
             "from the baseline",
             t.calibrated_accuracy(&Tally::new(2), &baseline),
             Some(want),
+        );
+        // Labels as they arrive: 20 of the span's 0.95 records labelled, 15 of them
+        // right, pooled with 20 held-out records of that bin, 18 right: 33 of 40.
+        for i in 0..20 {
+            let p = [0.95f32, 0.05];
+            t.label(if i < 15 { 0 } else { 1 }, 0, Some(&p));
+        }
+        baseline[bin(f64::from(0.95f32))] = (20, 19.0, 18);
+        let want = (50.0 * 33.0 / 40.0 + 50.0 * 0.75) / 100.0;
+        close(
+            "from the baseline and the span's labels",
+            t.calibrated_accuracy(&Tally::new(2), &baseline),
+            Some(want),
+        );
+        // A realised reference bin still comes first; a thin one is pooled with the
+        // rest: at 0.55, 10 of 10 and 30 of 40.
+        close(
+            "reference first",
+            t.calibrated_accuracy(&r, &baseline),
+            Some(0.8),
         );
     }
 

@@ -140,12 +140,13 @@ fn labels_join_their_predictions_and_the_others_are_dead_letters_with_their_reas
     assert_eq!(u64_at(&perf, "labelled", 0), 80);
     assert_eq!(f64_at(&perf, "share_labelled", 0), Some(0.8));
     assert_eq!(f64_at(&perf, "accuracy", 0), Some(0.5));
-    // Mean confidence: half at 0.8, half at 0.7, labelled or not; with no reference
-    // to calibrate on, the estimate is the mean confidence.
+    // Mean confidence: half at 0.8, half at 0.7, labelled or not. With no reference
+    // and no baseline, the span's own labels calibrate: at 0.8, 20 cats right and 20
+    // dogs wrong; at 0.7, 20 dogs right and 20 cats wrong: one half in both bins.
     let est = f64_at(&perf, "mean_confidence", 0).unwrap();
     assert!((est - 0.75).abs() < 1e-6, "{est}");
     let est = f64_at(&perf, "estimated_accuracy", 0).unwrap();
-    assert!((est - 0.75).abs() < 1e-6, "{est}");
+    assert!((est - 0.5).abs() < 1e-6, "{est}");
     // Log loss: 20 cats right at 0.8, 20 dogs right at 0.7, 20 cats answered dog (p 0.3),
     // 20 dogs answered cat (p 0.2).
     let want =
