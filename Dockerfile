@@ -4,7 +4,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY tests ./tests
-RUN cargo build --release --locked --bin driftwatch
+RUN cargo build --release --locked --bin inferwatch
 
 # Runtime stage: a small image, non-root user.
 FROM debian:bookworm-slim
@@ -12,14 +12,14 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libssl3 ca-certificates zlib1g \
  && rm -rf /var/lib/apt/lists/*
-RUN useradd --system --uid 10001 --home /var/lib/driftwatch driftwatch \
- && mkdir -p /var/lib/driftwatch /etc/driftwatch \
- && chown driftwatch /var/lib/driftwatch
-COPY --from=build /src/target/release/driftwatch /usr/local/bin/driftwatch
-COPY queries /etc/driftwatch/queries
-COPY examples /etc/driftwatch/examples
-USER driftwatch
-WORKDIR /var/lib/driftwatch
-ENV DRIFTWATCH_OUT=/var/lib/driftwatch
-ENTRYPOINT ["driftwatch"]
-CMD ["run", "--config", "/etc/driftwatch/examples/quickstart.yaml", "--queries", "/etc/driftwatch/queries"]
+RUN useradd --system --uid 10001 --home /var/lib/inferwatch inferwatch \
+ && mkdir -p /var/lib/inferwatch /etc/inferwatch \
+ && chown inferwatch /var/lib/inferwatch
+COPY --from=build /src/target/release/inferwatch /usr/local/bin/inferwatch
+COPY queries /etc/inferwatch/queries
+COPY examples /etc/inferwatch/examples
+USER inferwatch
+WORKDIR /var/lib/inferwatch
+ENV INFERWATCH_OUT=/var/lib/inferwatch
+ENTRYPOINT ["inferwatch"]
+CMD ["run", "--config", "/etc/inferwatch/examples/quickstart.yaml", "--queries", "/etc/inferwatch/queries"]

@@ -1,7 +1,7 @@
 # Shared by the bench scripts: build the release binary (or take $BIN), make a scratch folder.
 # Sets: bin (the binary), work (a folder removed on exit).
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/driftwatch/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/inferwatch/target}"
 if command -v mold >/dev/null 2>&1; then
   export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C link-arg=-fuse-ld=mold"
 fi
@@ -9,12 +9,12 @@ fi
 if [ -n "${BIN:-}" ]; then
   bin=$(realpath "$BIN")
 else
-  cargo build --release --locked --bin driftwatch >&2
-  bin="$CARGO_TARGET_DIR/release/driftwatch"
+  cargo build --release --locked --bin inferwatch >&2
+  bin="$CARGO_TARGET_DIR/release/inferwatch"
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-export DRIFTWATCH_OUT="$work"
+export INFERWATCH_OUT="$work"
 machine() { echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -m); $(date -u +%F)"; }
 # Uses the broker at $KAFKA_BROKERS, or starts the test broker (and stops it on exit).
 kafka_broker() {
@@ -28,8 +28,8 @@ kafka_broker() {
 }
 # examples/kafka.yaml for topic $topic and consumer group $1, written in $work; prints its path.
 kafka_config() {
-  sed -e "s|\${KAFKA_BROKERS}|$KAFKA_BROKERS|" -e "s|\${DRIFTWATCH_TOPIC}|$topic|" \
-    -e "s|\${DRIFTWATCH_GROUP:-driftwatch}|$1|" -e "s|\${DRIFTWATCH_OUT:-../out}|$work|" \
+  sed -e "s|\${KAFKA_BROKERS}|$KAFKA_BROKERS|" -e "s|\${INFERWATCH_TOPIC}|$topic|" \
+    -e "s|\${INFERWATCH_GROUP:-inferwatch}|$1|" -e "s|\${INFERWATCH_OUT:-../out}|$work|" \
     -e "s|^queries: .*|queries: $PWD/queries|" -e "s|stdout: true|stdout: false|" \
     examples/kafka.yaml >"$work/$1.yaml"
   echo "$work/$1.yaml"

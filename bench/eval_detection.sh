@@ -14,7 +14,7 @@
 # EVAL_SRC     the generator (default ../shared/eval-traffic beside this checkout)
 # EVAL_CACHE   venv, generated hours, configs (default ~/.cache/eval-traffic); an hour
 #              takes 3-5 min to generate on 2 cores, once per model and seed
-# BIN          the driftwatch binary (default: the release build, built if needed)
+# BIN          the inferwatch binary (default: the release build, built if needed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 read -r -a models <<<"${1:-digits cancer}"
@@ -25,12 +25,12 @@ mkdir -p "$cache/out" "$cache/runs"
 if [ -z "${BIN:-}" ]; then
   # The same target folder and linker as scripts/test.sh and the other benchmarks:
   # a build they made is reused, not redone.
-  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/driftwatch/target}"
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/inferwatch/target}"
   if command -v mold >/dev/null 2>&1; then
     export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C link-arg=-fuse-ld=mold"
   fi
   cargo build --release --locked --quiet
-  BIN="$CARGO_TARGET_DIR/release/driftwatch"
+  BIN="$CARGO_TARGET_DIR/release/inferwatch"
 fi
 bin="$(realpath "$BIN")"
 

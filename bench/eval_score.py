@@ -4,7 +4,7 @@ against its truth file, as that generator's README says to score a monitor.
 
     bench/eval_score.py TRUTH ALERTS LABELS MODEL SEED
 
-TRUTH is the generator's `*.truth.json`, ALERTS driftwatch's alert file (JSON lines of
+TRUTH is the generator's `*.truth.json`, ALERTS inferwatch's alert file (JSON lines of
 alert state changes), LABELS the generator's `*.labels.csv.gz` (one row per line of the
 data file: who sent it and when). Prints Markdown table rows: per episode whether an alert
 named its client (or, for drift and the accuracy drop, its features or class), after how

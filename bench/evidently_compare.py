@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Evidently's data-drift report against driftwatch on the same data, side by side.
+"""Evidently's data-drift report against inferwatch on the same data, side by side.
 
     bench/evidently.sh [ROWS]      (default 1,000,000; sets up the Python tools itself)
 
@@ -7,10 +7,10 @@ Writes a reference and a current Parquet file of ROWS rows each, 16 numeric and 
 categorical columns, some of them drifted. Then times
   - Evidently: Report([DataDriftPreset()]).run(current, reference) on pandas frames
     already in memory (reading the files is not counted for it);
-  - driftwatch: `baseline build` of the reference file and `baseline compare` of the
+  - inferwatch: `baseline build` of the reference file and `baseline compare` of the
     current file, whole processes (reading the files included);
 and prints both times, their ratio, and each column's verdict and value from both tools.
-The binary is $DRIFTWATCH (default target/release/driftwatch).
+The binary is $INFERWATCH (default target/release/inferwatch).
 """
 import json
 import os
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 ROWS = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
-BIN = os.environ.get("DRIFTWATCH", "target/release/driftwatch")
+BIN = os.environ.get("INFERWATCH", "target/release/inferwatch")
 
 
 def frame(seed, drifted):
@@ -108,13 +108,13 @@ def main():
     print("| tool | what is timed | seconds |")
     print("|---|---|---:|")
     print(f"| Evidently {__import__('evidently').__version__} | DataDriftPreset report (frames in memory) | {evidently_s:.2f} |")
-    print(f"| driftwatch | `baseline build` of the reference file (once per training set) | {build_s:.2f} |")
-    print(f"| driftwatch | `baseline compare` of the current file | {compare_s:.2f} |")
+    print(f"| inferwatch | `baseline build` of the reference file (once per training set) | {build_s:.2f} |")
+    print(f"| inferwatch | `baseline compare` of the current file | {compare_s:.2f} |")
     print()
-    print(f"Evidently / driftwatch compare: {evidently_s / compare_s:.0f}x; "
+    print(f"Evidently / inferwatch compare: {evidently_s / compare_s:.0f}x; "
           f"Evidently / (build + compare): {evidently_s / (build_s + compare_s):.0f}x")
     print()
-    print("| column | Evidently test | Evidently value | drifted | driftwatch test | driftwatch value | drifted | same verdict |")
+    print("| column | Evidently test | Evidently value | drifted | inferwatch test | inferwatch value | drifted | same verdict |")
     print("|---|---|---:|---|---|---:|---|---|")
     same = 0
     for c in numeric + categorical:

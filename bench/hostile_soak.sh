@@ -61,8 +61,8 @@ if [ "${SOAK_KAFKA:-1}" = 1 ]; then
   # records stay out of the topic, as they would in production.
   awk 'length($0) < 900000' "$work/hostile.jsonl" | scripts/kafka.sh produce "$topic" >&2
   total=$(awk 'length($0) < 900000' "$work/hostile.jsonl" | wc -l)
-  sed -e "s|\${KAFKA_BROKERS}|$KAFKA_BROKERS|" -e "s|\${DRIFTWATCH_TOPIC}|$topic|" \
-    -e "s|\${DRIFTWATCH_GROUP:-driftwatch}|soak-$$|" -e "s|\${DRIFTWATCH_OUT:-../out}|$work|" \
+  sed -e "s|\${KAFKA_BROKERS}|$KAFKA_BROKERS|" -e "s|\${INFERWATCH_TOPIC}|$topic|" \
+    -e "s|\${INFERWATCH_GROUP:-inferwatch}|soak-$$|" -e "s|\${INFERWATCH_OUT:-../out}|$work|" \
     -e "s|^queries: .*|queries: $PWD/queries|" -e "s|stdout: true|stdout: false|" \
     examples/kafka.yaml >"$work/kafka.yaml"
   set +e

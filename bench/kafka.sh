@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Kafka end to end: records/s of `driftwatch run` with the default rules, consuming a
-# 6-partition topic from the start, next to the consume-only loop (`driftwatch consume`:
+# Kafka end to end: records/s of `inferwatch run` with the default rules, consuming a
+# 6-partition topic from the start, next to the consume-only loop (`inferwatch consume`:
 # the same source code and client settings, no decoding, windows or rules) on the same
 # topic, as a ratio. Both rates run from the first record to the last (joining the
 # group and waiting for the end are not counted).
@@ -23,7 +23,7 @@ rate() { sed -n "s/.*$1 *\([0-9]*\) rec\/s.*/\1/p; s/.*(\([0-9]*\) records\/s).*
 machine
 echo "topic: $topic, 6 partitions, $events benign records"
 echo
-echo "| run | consume-only (records/s) | driftwatch run (records/s) | ratio | peak RSS of run (MiB) |"
+echo "| run | consume-only (records/s) | inferwatch run (records/s) | ratio | peak RSS of run (MiB) |"
 echo "|---|---:|---:|---:|---:|"
 for i in $(seq 1 "$runs"); do
   "$bin" consume --config "$(kafka_config consume-$i)" --until-idle 3 2>"$work/consume.err" \

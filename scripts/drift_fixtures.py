@@ -39,7 +39,7 @@ ks = []
 
 def add_ks(name, a, b):
     a, b = r6(a), r6(b)
-    # driftwatch computes the exact p-value up to 10^6 pairs (SciPy's auto: up to
+    # inferwatch computes the exact p-value up to 10^6 pairs (SciPy's auto: up to
     # 10,000 values each), the asymptotic one beyond.
     method = "exact" if len(a) * len(b) <= 1_000_000 else "asymp"
     res = stats.ks_2samp(a, b, method=method)
@@ -56,7 +56,7 @@ add_ks("disjoint", rng.uniform(0, 1, size=30), rng.uniform(2, 3, size=40))
 add_ks("n1000_n800", rng.normal(size=1000), rng.normal(0.05, 1, size=800))
 add_ks("n3000_n4000", rng.gamma(2.0, size=3000), rng.gamma(2.1, size=4000))
 add_ks("n9999_n37", rng.normal(size=9999), rng.normal(0.2, 1, size=37))
-# Past 10^6 pairs driftwatch switches to the asymptotic distribution.
+# Past 10^6 pairs inferwatch switches to the asymptotic distribution.
 add_ks("asymp_n10001_n60", rng.normal(size=10001), rng.normal(0.3, 1, size=60))
 add_ks("asymp_n12000_n500", rng.normal(size=12000), rng.normal(0.05, 1, size=500))
 

@@ -15,13 +15,13 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here/kafka/pom.xml")
-libs=${KAFKA_LIBS:-${XDG_CACHE_HOME:-$HOME/.cache}/driftwatch/kafka-$version}
-home=${KAFKA_HOME:-${TMPDIR:-/tmp}/driftwatch-kafka}
+libs=${KAFKA_LIBS:-${XDG_CACHE_HOME:-$HOME/.cache}/inferwatch/kafka-$version}
+home=${KAFKA_HOME:-${TMPDIR:-/tmp}/inferwatch-kafka}
 port=${KAFKA_PORT:-19092}
 scram_port=${KAFKA_SCRAM_PORT:-19094}
 controller_port=${KAFKA_CONTROLLER_PORT:-19093}
-user=${KAFKA_SCRAM_USER:-driftwatch}
-password=${KAFKA_SCRAM_PASSWORD:-driftwatch-test-secret}
+user=${KAFKA_SCRAM_USER:-inferwatch}
+password=${KAFKA_SCRAM_PASSWORD:-inferwatch-test-secret}
 
 fetch() {
   [ -f "$libs/.complete" ] && return

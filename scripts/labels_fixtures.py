@@ -42,7 +42,7 @@ def nan_to_none(xs):
 
 
 def add(name, k, y_true, probs):
-    # Probabilities as float32 round them (what driftwatch keeps per waiting prediction).
+    # Probabilities as float32 round them (what inferwatch keeps per waiting prediction).
     probs = np.asarray(probs, dtype=np.float32).astype(np.float64)
     probs = probs / probs.sum(axis=1, keepdims=True)
     probs = probs.astype(np.float32).astype(np.float64)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A real SMTP server for driftwatch's email tests: aiosmtpd with STARTTLS and AUTH.
+"""A real SMTP server for inferwatch's email tests: aiosmtpd with STARTTLS and AUTH.
 
     smtp_server.py --port 2525 --dir DIR [--tls starttls|implicit|none] [--user U --password P]
     smtp_server.py --port 0 --dir DIR --cert-only

@@ -13,7 +13,7 @@ the model:
                                           onnxruntime for each row, and each row's
                                           feature-squeezing score by scikit-learn
     models/breast_cancer_train.csv        the training split's inputs (float32 values):
-                                          the benign traffic of `driftwatch gen`, the
+                                          the benign traffic of `inferwatch gen`, the
                                           model's baseline and squeezing calibration
 
 The metadata also holds the fitted parameters (scaler mean and scale, coefficients,
@@ -29,9 +29,9 @@ LinearClassifier), which pure-Rust runtimes do not all implement. Softmax over t
 checks before writing that onnxruntime's probabilities equal scikit-learn's within 1e-5
 on the test split, so the fixture is what the embedded runtime must reproduce.
 
-    python3 -m venv ~/.cache/driftwatch/modelenv
-    ~/.cache/driftwatch/modelenv/bin/pip install -r scripts/model_requirements.txt
-    ~/.cache/driftwatch/modelenv/bin/python scripts/train_model.py
+    python3 -m venv ~/.cache/inferwatch/modelenv
+    ~/.cache/inferwatch/modelenv/bin/pip install -r scripts/model_requirements.txt
+    ~/.cache/inferwatch/modelenv/bin/python scripts/train_model.py
 
 Feature names are the data set's, in snake case ("mean radius" -> "mean_radius"), so
 they can be JSON keys of inference records and SQL column names.
@@ -89,7 +89,7 @@ def export(model, n: int) -> onnx.ModelProto:
         init,
     )
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                          producer_name="driftwatch scripts/train_model.py")
+                          producer_name="inferwatch scripts/train_model.py")
     m.ir_version = 8
     return m
 
@@ -167,7 +167,7 @@ def main():
         "split": {"test_size": 0.25, "random_state": SEED, "stratify": True},
     }
     (OUT / f"{NAME}.json").write_text(json.dumps(meta, indent=1) + "\n")
-    # Feature squeezing as driftwatch computes it (float32, ranges = the training split's
+    # Feature squeezing as inferwatch computes it (float32, ranges = the training split's
     # min and max, 16 levels, rounding half up), scored by scikit-learn: the peer values
     # the Rust squeezer is tested against. The quantisation is written out here, a second
     # implementation of the same rule and not an independent reference: no library does

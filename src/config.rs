@@ -31,7 +31,7 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
-/// The whole configuration of a driftwatch job.
+/// The whole configuration of an inferwatch job.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -89,7 +89,7 @@ pub struct Config {
     /// Discard the state directory's checkpoint instead of resuming (`--reset-state`).
     #[serde(skip)]
     pub reset_state: bool,
-    /// Reference profiles from `driftwatch baseline build`, one per model (also
+    /// Reference profiles from `inferwatch baseline build`, one per model (also
     /// `--baseline`); relative to the config file.
     #[serde(default)]
     pub baselines: Vec<PathBuf>,

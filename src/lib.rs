@@ -1,4 +1,4 @@
-//! driftwatch: watches machine-learning inference traffic for attacks and decay.
+//! inferwatch: watches machine-learning inference traffic for attacks and decay.
 //!
 //! Records flow `source` → `decode` → `window` → `tables` → `rules` → `alert` →
 //! `notify`; `pipeline` wires the stages together and `cli` is the command line. A

@@ -1,4 +1,4 @@
-//! The `driftwatch` binary: the command line of `cli`.
+//! The `inferwatch` binary: the command line of `cli`.
 
 use std::process::ExitCode;
 
@@ -6,10 +6,10 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = driftwatch::cli::Cli::parse();
+    let cli = inferwatch::cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("DRIFTWATCH_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
+            EnvFilter::try_from_env("INFERWATCH_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -20,14 +20,14 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("driftwatch: cannot start the async runtime: {e}");
+            eprintln!("inferwatch: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(driftwatch::cli::main(cli)) {
+    match runtime.block_on(inferwatch::cli::main(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("driftwatch: {}", f.message);
+            eprintln!("inferwatch: {}", f.message);
             ExitCode::from(f.code)
         }
     }

@@ -63,7 +63,7 @@ fn default_timeout() -> Duration {
     Duration::from_secs(10)
 }
 fn default_service() -> String {
-    "driftwatch".into()
+    "inferwatch".into()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,9 +157,9 @@ fn no_retry() -> opentelemetry_otlp::RetryPolicy {
 
 fn event_name(s: State) -> &'static str {
     match s {
-        State::Pending => "driftwatch.alert.pending",
-        State::Firing => "driftwatch.alert.firing",
-        State::Resolved => "driftwatch.alert.resolved",
+        State::Pending => "inferwatch.alert.pending",
+        State::Firing => "inferwatch.alert.firing",
+        State::Resolved => "inferwatch.alert.resolved",
     }
 }
 
@@ -197,7 +197,7 @@ impl LogSink {
             exporter: Arc::new(log_exporter(c)?),
             // Only a factory of records: no processor, nothing is emitted through it.
             provider: SdkLoggerProvider::builder().build(),
-            scope: InstrumentationScope::builder("driftwatch")
+            scope: InstrumentationScope::builder("inferwatch")
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
             blocking: c.protocol()? == Proto::Http,
@@ -205,7 +205,7 @@ impl LogSink {
     }
 
     fn record(&self, n: &Notification) -> SdkLogRecord {
-        let mut r = self.provider.logger("driftwatch").create_log_record();
+        let mut r = self.provider.logger("inferwatch").create_log_record();
         r.set_event_name(event_name(n.state));
         let (sev, text) = severity(n);
         r.set_severity_number(sev);
@@ -226,7 +226,7 @@ impl LogSink {
                 "security_rule.name".into(),
                 n.name.clone().unwrap_or_else(|| n.rule_id.clone()).into(),
             ),
-            ("security_rule.ruleset.name".into(), "driftwatch".into()),
+            ("security_rule.ruleset.name".into(), "inferwatch".into()),
             (
                 "security_rule.category".into(),
                 n.tags.keys().cloned().collect::<Vec<_>>().join(" ").into(),
@@ -241,28 +241,28 @@ impl LogSink {
                     .join(" ")
                     .into(),
             ),
-            ("driftwatch.alert.id".into(), n.id.clone().into()),
-            ("driftwatch.alert.state".into(), n.state.as_str().into()),
+            ("inferwatch.alert.id".into(), n.id.clone().into()),
+            ("inferwatch.alert.state".into(), n.state.as_str().into()),
             (
-                "driftwatch.alert.severity".into(),
+                "inferwatch.alert.severity".into(),
                 n.severity.as_str().into(),
             ),
             (
-                "driftwatch.notification.id".into(),
+                "inferwatch.notification.id".into(),
                 n.notification_id.clone().into(),
             ),
             (
-                "driftwatch.alert.starts_at".into(),
+                "inferwatch.alert.starts_at".into(),
                 n.starts_at.clone().into(),
             ),
             (
-                "driftwatch.window.start".into(),
+                "inferwatch.window.start".into(),
                 n.window_start.clone().into(),
             ),
-            ("driftwatch.window.end".into(), n.window_end.clone().into()),
+            ("inferwatch.window.end".into(), n.window_end.clone().into()),
         ];
         if let Some(e) = &n.ends_at {
-            attrs.push(("driftwatch.alert.ends_at".into(), e.clone().into()));
+            attrs.push(("inferwatch.alert.ends_at".into(), e.clone().into()));
         }
         if let Some(d) = n.annotations.get("description") {
             attrs.push(("security_rule.description".into(), d.clone().into()));
@@ -277,11 +277,11 @@ impl LogSink {
                 serde_json::Value::Bool(b) => (*b).into(),
                 other => display(other).into(),
             };
-            attrs.push((format!("driftwatch.alert.value.{k}"), value));
+            attrs.push((format!("inferwatch.alert.value.{k}"), value));
         }
         if !n.evidence.sample_request_ids.is_empty() {
             attrs.push((
-                "driftwatch.alert.sample_request_ids".into(),
+                "inferwatch.alert.sample_request_ids".into(),
                 n.evidence.sample_request_ids.join(" ").into(),
             ));
         }
@@ -326,7 +326,7 @@ impl Metrics {
             Proto::Grpc => Some(
                 tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(1)
-                    .thread_name("driftwatch-otlp")
+                    .thread_name("inferwatch-otlp")
                     .enable_all()
                     .build()
                     .map_err(|e| format!("otlp: cannot start a runtime: {e}"))?,
@@ -390,7 +390,7 @@ impl Drop for Metrics {
 type Reading = fn(&Counters) -> Vec<(u64, Vec<KeyValue>)>;
 
 fn register(provider: &SdkMeterProvider, c: Arc<Counters>) {
-    let meter = provider.meter("driftwatch");
+    let meter = provider.meter("inferwatch");
     let counter = |f: &Family, read: Reading| {
         let c = c.clone();
         meter

@@ -203,7 +203,7 @@ pub struct AlertBook {
 }
 
 /// The rule id under which failing rules raise alerts.
-pub const RULE_ERROR_ID: &str = "driftwatch.rule_error";
+pub const RULE_ERROR_ID: &str = "inferwatch.rule_error";
 
 /// Deterministic alert id: rule id, sorted labels and the start (event) time.
 pub fn alert_id(rule_id: &str, labels: &BTreeMap<String, String>, starts_at_ms: i64) -> String {

@@ -1,5 +1,5 @@
 //! Baselines: a model's reference profile, built from training or reference data
-//! (`driftwatch baseline build`, Parquet or CSV read with polars) and used instead of the
+//! (`inferwatch baseline build`, Parquet or CSV read with polars) and used instead of the
 //! rolling reference by the drift tables and the client statistics (`--baseline FILE`).
 //!
 //! A profile holds, per numeric feature, its count, missing and infinite values, mean,
@@ -31,7 +31,7 @@ use crate::decode::{FeatureDecl, FeatureKind};
 use crate::stable_hash::hex;
 use crate::stats::{grid_cell, quantile};
 
-pub const FORMAT: &str = "driftwatch-baseline";
+pub const FORMAT: &str = "inferwatch-baseline";
 pub const VERSION: u32 = 1;
 /// Points of a numeric quantile summary.
 pub const QUANTILE_POINTS: usize = 1000;
@@ -437,7 +437,7 @@ impl Baseline {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
-        let not_one = "not a driftwatch baseline (build one with `driftwatch baseline build`)";
+        let not_one = "not an inferwatch baseline (build one with `inferwatch baseline build`)";
         let split = memchr::memchr(b'\n', bytes).ok_or(not_one)?;
         let header: Header = serde_json::from_slice(&bytes[..split]).map_err(|_| not_one)?;
         if header.format != FORMAT {
@@ -445,8 +445,8 @@ impl Baseline {
         }
         if header.version != VERSION {
             return Err(format!(
-                "format version {} (this driftwatch reads version {VERSION}): rebuild it with \
-                 `driftwatch baseline build`",
+                "format version {} (this inferwatch reads version {VERSION}): rebuild it with \
+                 `inferwatch baseline build`",
                 header.version
             ));
         }
@@ -454,7 +454,7 @@ impl Baseline {
         if hex(&Sha256::digest(body)) != header.sha256 {
             return Err(
                 "checksum mismatch: the file was changed or truncated after it was \
-                 built; rebuild it with `driftwatch baseline build`"
+                 built; rebuild it with `inferwatch baseline build`"
                     .into(),
             );
         }
@@ -462,7 +462,7 @@ impl Baseline {
     }
 }
 
-/// A column of the training data, as driftwatch profiles it.
+/// A column of the training data, as inferwatch profiles it.
 pub enum ColumnData {
     Numbers(Vec<Option<f64>>),
     Strings(Vec<Option<String>>),
@@ -770,7 +770,7 @@ pub fn build(
         model: opts.model.clone(),
         rows: rows as u64,
         source,
-        built_by: format!("driftwatch {}", env!("CARGO_PKG_VERSION")),
+        built_by: format!("inferwatch {}", env!("CARGO_PKG_VERSION")),
         features,
         label,
         score,
@@ -1072,7 +1072,7 @@ mod tests {
         let e = Baseline::from_bytes(&bytes[..bytes.len() - 10]).unwrap_err();
         assert!(e.contains("checksum mismatch"), "{e}");
         let e = Baseline::from_bytes(b"{\"a\":1}\n{}").unwrap_err();
-        assert!(e.contains("not a driftwatch baseline"), "{e}");
+        assert!(e.contains("not an inferwatch baseline"), "{e}");
     }
 
     #[test]

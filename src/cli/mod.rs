@@ -20,7 +20,7 @@ pub mod rules_test;
 
 #[derive(Parser, Debug)]
 #[command(
-    name = "driftwatch",
+    name = "inferwatch",
     version,
     about = "Watches ML inference traffic for attacks and decay with SQL detection rules."
 )]
@@ -69,7 +69,7 @@ pub struct Common {
     /// Ignore (and later overwrite) the checkpoint in the state directory.
     #[arg(long)]
     pub reset_state: bool,
-    /// A model's reference profile (`driftwatch baseline build`); repeat for each model.
+    /// A model's reference profile (`inferwatch baseline build`); repeat for each model.
     /// Added to `baselines` of the config.
     #[arg(long, value_name = "FILE")]
     pub baseline: Vec<PathBuf>,
@@ -832,7 +832,7 @@ async fn rules_test(paths: Vec<PathBuf>) -> Result<(), Failure> {
 pub fn summary_table(s: &Summary) -> String {
     let mut out = String::new();
     let row = |out: &mut String, k: &str, v: String| out.push_str(&format!("  {k:<18}{v:>14}\n"));
-    out.push_str("driftwatch summary\n");
+    out.push_str("inferwatch summary\n");
     row(&mut out, "records read", s.records_read.to_string());
     row(&mut out, "good", s.good.to_string());
     row(&mut out, "bad (dead letter)", s.bad.to_string());

@@ -433,7 +433,7 @@ mod tests {
         c.kafka_lag([("a\"b\\c\nd".to_owned(), lag)].into(), 1);
         let text = render_metrics(&live(c));
         assert!(
-            text.contains("driftwatch_kafka_lag_records{partition=\"a\\\"b\\\\c\\nd\"} 5\n"),
+            text.contains("inferwatch_kafka_lag_records{partition=\"a\\\"b\\\\c\\nd\"} 5\n"),
             "{text}"
         );
     }
@@ -443,7 +443,7 @@ mod tests {
         let c = Counters::default();
         let text = render_metrics(&live(c));
         assert!(
-            !text.contains("\ndriftwatch_watermark_timestamp_seconds "),
+            !text.contains("\ninferwatch_watermark_timestamp_seconds "),
             "{text}"
         );
         let c = Counters::default();
@@ -451,12 +451,12 @@ mod tests {
         c.watermark(Some(1_000_000_000_000));
         let text = render_metrics(&live(c));
         assert!(
-            text.contains("driftwatch_watermark_timestamp_seconds 1000000000.0\n"),
+            text.contains("inferwatch_watermark_timestamp_seconds 1000000000.0\n"),
             "{text}"
         );
         let lag: f64 = text
             .lines()
-            .find_map(|l| l.strip_prefix("driftwatch_watermark_lag_seconds "))
+            .find_map(|l| l.strip_prefix("inferwatch_watermark_lag_seconds "))
             .unwrap()
             .parse()
             .unwrap();

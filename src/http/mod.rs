@@ -490,13 +490,13 @@ mod tests {
     #[test]
     fn an_unset_token_variable_says_how_to_set_one() {
         let c = HttpConfig {
-            token_env: Some("DRIFTWATCH_TEST_TOKEN_THAT_IS_NEVER_SET".into()),
+            token_env: Some("INFERWATCH_TEST_TOKEN_THAT_IS_NEVER_SET".into()),
             ..HttpConfig::default()
         };
         let e = c.token().unwrap_err();
         assert!(e.contains("is not set"), "{e}");
         assert!(
-            e.contains("export DRIFTWATCH_TEST_TOKEN_THAT_IS_NEVER_SET=$(openssl rand -hex 32)"),
+            e.contains("export INFERWATCH_TEST_TOKEN_THAT_IS_NEVER_SET=$(openssl rand -hex 32)"),
             "{e}"
         );
     }

@@ -1,4 +1,4 @@
-//! What every Kafka client driftwatch makes shares: brokers, SASL/TLS, librdkafka's
+//! What every Kafka client inferwatch makes shares: brokers, SASL/TLS, librdkafka's
 //! own spelling of settings; and the producer that writes the alerts and dead-letter
 //! topics ([`producer`]). The consumer is the Kafka source (`crate::source::kafka`).
 
@@ -34,7 +34,7 @@ pub fn librdkafka_bool(v: &str) -> Option<bool> {
     }
 }
 
-/// Brokers and SASL: what every client driftwatch makes shares. Callers add their own
+/// Brokers and SASL: what every client inferwatch makes shares. Callers add their own
 /// settings, then the user's `librdkafka_options` (which win).
 pub fn client_config(brokers: &str, sasl: Option<&SaslConfig>) -> ClientConfig {
     let mut cfg = ClientConfig::new();

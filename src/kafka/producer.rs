@@ -19,7 +19,7 @@
 //! than 1 KiB are cut too, and headers `truncated` (what was cut: `payload`, `headers`
 //! or both), `original_size` and `original_sha256` (hex) describe the whole payload.
 //! The first truncation of each topic is logged as a warning; all are counted
-//! (`driftwatch_kafka_messages_truncated_total`).
+//! (`inferwatch_kafka_messages_truncated_total`).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
@@ -444,7 +444,7 @@ impl KafkaOut {
     pub fn rewind(&mut self, cursor: &BTreeMap<i32, i64>) -> std::io::Result<()> {
         let ends = self.ends(Duration::from_secs(30)).map_err(io)?;
         let mut cfg = self.client.clone();
-        cfg.set("group.id", "driftwatch-readback")
+        cfg.set("group.id", "inferwatch-readback")
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false");

@@ -356,7 +356,7 @@ impl Labels {
         }
         let (tx, rx) = mpsc::sync_channel(2);
         std::thread::Builder::new()
-            .name("driftwatch-labels".into())
+            .name("inferwatch-labels".into())
             .spawn(move || read_labels(source, tx))
             .map_err(|e| SourceError::Kafka(format!("cannot start the label reader: {e}")))?;
         inner.feed = Some(Feed {

@@ -592,12 +592,12 @@ fn compose(
                     .is_some_and(|t| now >= t + ms(route.repeat_interval))
         };
         if due {
-            let thread = format!("<{}@driftwatch>", digest(&[me, &key, &g.anchor]));
+            let thread = format!("<{}@inferwatch>", digest(&[me, &key, &g.anchor]));
             let message_id = if g.seq == 0 {
                 thread.clone()
             } else {
                 format!(
-                    "<{}.{}@driftwatch>",
+                    "<{}.{}@inferwatch>",
                     digest(&[me, &key, &g.anchor, &g.seq.to_string()]),
                     g.seq
                 )

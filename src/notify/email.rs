@@ -106,7 +106,7 @@ impl EmailConfig {
     }
 }
 
-pub const SUBJECT: &str = "[driftwatch] {{ status }} {{ severity }}: {{ rules }} ({{ group }})";
+pub const SUBJECT: &str = "[inferwatch] {{ status }} {{ severity }}: {{ rules }} ({{ group }})";
 
 pub const TEXT: &str = "\
 {{ status }} — {{ firing }} firing, {{ resolved }} resolved
@@ -115,7 +115,7 @@ Receiver: {{ receiver }}
 
 {{ alerts }}
 --
-Sent by driftwatch. Alert times are event times (window ends).
+Sent by inferwatch. Alert times are event times (window ends).
 ";
 
 pub const TEXT_ALERT: &str = "\
@@ -137,7 +137,7 @@ pub const HTML: &str = "\
 <h2>{{ status }} — {{ firing }} firing, {{ resolved }} resolved</h2>
 <p>Group: <code>{{ group }}</code><br>Receiver: {{ receiver }}</p>
 {{ alerts }}
-<p style=\"color:#666\">Sent by driftwatch. Alert times are event times (window ends).</p>
+<p style=\"color:#666\">Sent by inferwatch. Alert times are event times (window ends).</p>
 </body></html>
 ";
 

@@ -292,7 +292,7 @@ impl Receiver for Outbox {
         let shared = self.shared.clone();
         self.thread = Some(
             std::thread::Builder::new()
-                .name("driftwatch-notify".into())
+                .name("inferwatch-notify".into())
                 .spawn(move || dispatch(spec, senders, otlp, shared, start_len))?,
         );
         Ok(())

@@ -210,8 +210,8 @@ fn traffic_text_cannot_inject_headers_html_or_template_code() {
             n: &n,
             resolved: None,
         }],
-        message_id: "<m1@driftwatch>".into(),
-        thread_id: "<m1@driftwatch>".into(),
+        message_id: "<m1@inferwatch>".into(),
+        thread_id: "<m1@inferwatch>".into(),
     };
     let t = Rendered::load(&Templates::default(), "t").unwrap();
     let (subject, text, html) = t.render(&c);
@@ -219,7 +219,7 @@ fn traffic_text_cannot_inject_headers_html_or_template_code() {
         !subject.contains('\n') && !subject.contains('\r'),
         "{subject}"
     );
-    assert!(subject.starts_with("[driftwatch] FIRING:1 HIGH: extraction.coverage"));
+    assert!(subject.starts_with("[inferwatch] FIRING:1 HIGH: extraction.coverage"));
     assert!(!html.contains("<script>"), "{html}");
     assert!(html.contains("&lt;script&gt;"));
     assert!(!text.contains("\r\nBcc"), "{text}");
@@ -231,7 +231,7 @@ fn traffic_text_cannot_inject_headers_html_or_template_code() {
         !headers.lines().any(|l| l.starts_with("Bcc")),
         "injected header in:\n{headers}"
     );
-    assert!(headers.contains("Message-ID: <m1@driftwatch>"));
+    assert!(headers.contains("Message-ID: <m1@inferwatch>"));
     assert_eq!(
         escape_html("<a href='x'>&\""),
         "&lt;a href=&#39;x&#39;&gt;&amp;&quot;"

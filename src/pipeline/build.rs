@@ -24,7 +24,7 @@ impl Pipeline {
                 tracing::warn!(
                     model = %m.model.name,
                     "squeeze has no threshold: squeeze_score is computed, adversarial stays \
-                     null (driftwatch model calibrate prints one)"
+                     null (inferwatch model calibrate prints one)"
                 );
             }
         }

@@ -130,7 +130,7 @@ impl Pipeline {
         let (windows, rows) = self.windows.snapshot(&self.sources);
         let rules: Vec<&Rule> = self.engine.rules().iter().map(|p| &p.rule).collect();
         Ok(Checkpoint {
-            driftwatch: env!("CARGO_PKG_VERSION").to_owned(),
+            inferwatch: env!("CARGO_PKG_VERSION").to_owned(),
             written_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             events_schema: state::schema_fingerprint(&self.schema),
             positions: self.positions.clone(),

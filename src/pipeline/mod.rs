@@ -188,7 +188,7 @@ impl Pipeline {
         let (tx, mut rx) = mpsc::channel::<Clocked>(4);
         let committable = self.committable.clone();
         let reader = std::thread::Builder::new()
-            .name("driftwatch-source".into())
+            .name("inferwatch-source".into())
             .spawn(move || {
                 read_loop(source.as_mut(), &decoder, threads, &tx, &committable);
                 source

@@ -92,12 +92,12 @@ pub(super) fn read_loop(
         for i in 0..threads {
             let jobs = &jobs_rx;
             std::thread::Builder::new()
-                .name(format!("driftwatch-decode-{i}"))
+                .name(format!("inferwatch-decode-{i}"))
                 .spawn_scoped(s, move || decode_jobs(jobs, decoder))
                 .expect("cannot start a decoding thread");
         }
         std::thread::Builder::new()
-            .name("driftwatch-forward".into())
+            .name("inferwatch-forward".into())
             .spawn_scoped(s, move || forward(order_rx, tx))
             .expect("cannot start the forwarding thread");
         // Owned here: the decoders and the forwarder stop when the reading does.

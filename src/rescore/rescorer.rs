@@ -54,7 +54,7 @@ pub struct RescoreConfig {
     /// A logged probability further than this from the embedded model's is a mismatch.
     #[serde(default = "default_tolerance")]
     pub tolerance: f64,
-    /// Mixed into the sample's hash: with a secret here (`${DRIFTWATCH_SAMPLE_SALT}`), a
+    /// Mixed into the sample's hash: with a secret here (`${INFERWATCH_SAMPLE_SALT}`), a
     /// client that picks its own request ids cannot pick ones outside the sample. The
     /// same salt gives the same sample in `run` and `replay`.
     #[serde(default)]
@@ -389,7 +389,7 @@ impl Rescorer {
                 model_version = version,
                 "records of this model version are not re-scored: no file under models: pins \
                  it (add an entry with its version and sha256); counted as other_version in \
-                 driftwatch_rescore_outcomes"
+                 inferwatch_rescore_outcomes"
             );
         }
     }

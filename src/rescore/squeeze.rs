@@ -8,7 +8,7 @@
 //! the input and of the squeezed input, as in the paper.
 //!
 //! The threshold is set from benign traffic at a chosen false-positive rate:
-//! `driftwatch model calibrate` computes the scores of a benign sample and prints their
+//! `inferwatch model calibrate` computes the scores of a benign sample and prints their
 //! (1 − fpr) quantile (5 % by default, the paper's choice).
 
 use std::collections::BTreeMap;
@@ -24,7 +24,7 @@ pub struct SqueezeConfig {
     /// Values each feature is rounded to (at least 2).
     #[serde(default = "default_levels")]
     pub levels: u32,
-    /// Scores above this mark an input as adversarial (`driftwatch model calibrate`).
+    /// Scores above this mark an input as adversarial (`inferwatch model calibrate`).
     #[serde(default)]
     pub threshold: Option<f64>,
     /// Per feature `[min, max]`; features not listed take their baseline's range.

@@ -117,7 +117,7 @@ fn declared_features_outputs_and_labels_must_fit_the_model() {
     let e = EmbeddedModel::load(&c).err().unwrap();
     assert!(e.contains("2 probabilities"), "{e}");
     let mut c = config();
-    let junk = std::env::temp_dir().join(format!("driftwatch-junk-{}.onnx", std::process::id()));
+    let junk = std::env::temp_dir().join(format!("inferwatch-junk-{}.onnx", std::process::id()));
     std::fs::write(&junk, b"not a model").unwrap();
     c.path = junk.clone();
     c.sha256 = sha256_hex(b"not a model");
@@ -613,7 +613,7 @@ mod rescoring {
             .zip(&want)
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f64::max);
-        assert!(worst < 1e-5, "max |driftwatch - scikit-learn| = {worst}");
+        assert!(worst < 1e-5, "max |inferwatch - scikit-learn| = {worst}");
         assert!(
             want.iter().any(|w| *w > 0.1),
             "the fixture has squeezed answers that move"

@@ -288,10 +288,10 @@ fn check(mut rule: Rule) -> Result<Rule, RuleError> {
             "id must be non-empty and use only letters, digits, '.', '_' and '-'",
         ));
     }
-    if id.starts_with("driftwatch.") {
+    if id.starts_with("inferwatch.") {
         return Err(RuleError::invalid(
             &rule,
-            "ids starting with 'driftwatch.' are reserved",
+            "ids starting with 'inferwatch.' are reserved",
         ));
     }
     rule.spec = rule

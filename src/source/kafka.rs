@@ -70,16 +70,16 @@ impl KafkaSourceConfig {
             (
                 "enable.auto.commit",
                 "librdkafka would commit offsets of records no checkpoint covers yet, so a \
-                 crash would skip them; driftwatch commits after each checkpoint itself",
+                 crash would skip them; inferwatch commits after each checkpoint itself",
             ),
             (
                 "enable.auto.offset.store",
-                "driftwatch commits the positions of its checkpoints, never the offsets \
+                "inferwatch commits the positions of its checkpoints, never the offsets \
                  librdkafka stores",
             ),
             (
                 "enable.partition.eof",
-                "the end of a partition would reach driftwatch as an error and stop the run",
+                "the end of a partition would reach inferwatch as an error and stop the run",
             ),
         ] {
             if opts
@@ -89,7 +89,7 @@ impl KafkaSourceConfig {
                 return refuse(key, why);
             }
         }
-        let incremental = "driftwatch takes its partitions with the eager rebalance \
+        let incremental = "inferwatch takes its partitions with the eager rebalance \
                            protocol (assign), which librdkafka refuses under this setting, so \
                            no partition would ever be read";
         if opts

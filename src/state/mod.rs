@@ -45,7 +45,7 @@ use crate::window::WindowsState;
 
 pub mod output;
 
-const MAGIC: &[u8; 8] = b"DWCKPT\r\n";
+const MAGIC: &[u8; 8] = b"IWCKPT\r\n";
 /// Bumped whenever the layout or the meaning of a field changes. Format 4: one rolling
 /// reference for the drift tables and the client statistics (before: one each).
 /// Format 5: client profiles judge typicality and keep their recent inputs as points.
@@ -76,7 +76,7 @@ pub enum StateError {
 /// Everything a restart needs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Checkpoint {
-    pub driftwatch: String,
+    pub inferwatch: String,
     /// Wall-clock time of writing (for people; nothing depends on it).
     pub written_at: String,
     /// Fingerprint of the `events` schema the rows were decoded with.
@@ -218,7 +218,7 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, StateError> {
         why: why.to_owned(),
     };
     if bytes.len() < MAGIC.len() + 4 + 32 || &bytes[..MAGIC.len()] != MAGIC {
-        return Err(corrupt("not a driftwatch checkpoint, or truncated"));
+        return Err(corrupt("not an inferwatch checkpoint, or truncated"));
     }
     let (body, sum) = bytes.split_at(bytes.len() - 32);
     if Sha256::digest(body).as_slice() != sum {
@@ -236,7 +236,7 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, StateError> {
     if !(1..=FORMAT).contains(&format) {
         return Err(StateError::Incompatible {
             path: path.to_owned(),
-            why: format!("checkpoint format {format}, this driftwatch reads formats 1 to {FORMAT}"),
+            why: format!("checkpoint format {format}, this inferwatch reads formats 1 to {FORMAT}"),
         });
     }
     let meta_len = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes")) as usize;
@@ -430,7 +430,7 @@ mod tests {
         let windows = crate::window::Windows::new(&[], 1, std::time::Duration::ZERO, 1);
         let (state, rows) = windows.snapshot(&["a.jsonl".into()]);
         let cp = Checkpoint {
-            driftwatch: "test".into(),
+            inferwatch: "test".into(),
             written_at: "now".into(),
             events_schema: schema_fingerprint(&schema),
             positions: BTreeMap::from([("a.jsonl".into(), 42)]),

@@ -57,87 +57,87 @@ macro_rules! families {
 }
 
 families! {
-    RECORDS: Counter "driftwatch_records" ["outcome"] Some("driftwatch.records"),
+    RECORDS: Counter "inferwatch_records" ["outcome"] Some("inferwatch.records"),
         "Records read, by outcome.";
-    RECORDS_TIME_REFUSED: Counter "driftwatch_records_time_refused" ["reason"] None,
+    RECORDS_TIME_REFUSED: Counter "inferwatch_records_time_refused" ["reason"] None,
         "Records the event-time guard refused (counted in bad too), by reason.";
-    INPUT_BYTES: Counter "driftwatch_input_bytes" [] None,
+    INPUT_BYTES: Counter "inferwatch_input_bytes" [] None,
         "Bytes of records read.";
-    WINDOWS_CLOSED: Counter "driftwatch_windows_closed" [] Some("driftwatch.windows.closed"),
+    WINDOWS_CLOSED: Counter "inferwatch_windows_closed" [] Some("inferwatch.windows.closed"),
         "Windows closed and evaluated.";
-    WATERMARK: Gauge "driftwatch_watermark_timestamp_seconds" [] None,
+    WATERMARK: Gauge "inferwatch_watermark_timestamp_seconds" [] None,
         "The event-time watermark (Unix seconds); absent until every active partition sent a record.";
-    WATERMARK_LAG: Gauge "driftwatch_watermark_lag_seconds" [] None,
+    WATERMARK_LAG: Gauge "inferwatch_watermark_lag_seconds" [] None,
         "Wall clock minus the event-time watermark: how far event time trails now.";
-    RESCORE_RECORDS: Counter "driftwatch_rescore_records" ["reason"] Some("driftwatch.rescore.records"),
+    RESCORE_RECORDS: Counter "inferwatch_rescore_records" ["reason"] Some("inferwatch.rescore.records"),
         "Records re-scored by an embedded model, by why (flagged by a rule, or sampled).";
-    RESCORE_DROPPED: Counter "driftwatch_rescore_dropped" [] None,
+    RESCORE_DROPPED: Counter "inferwatch_rescore_dropped" [] None,
         "Records that were to be re-scored but did not fit the budget per second.";
-    RESCORE_UNSCORABLE: Counter "driftwatch_rescore_unscorable" [] None,
+    RESCORE_UNSCORABLE: Counter "inferwatch_rescore_unscorable" [] None,
         "Records to re-score with a feature missing.";
-    RESCORE_MISMATCHES: Counter "driftwatch_rescore_mismatches" [] None,
+    RESCORE_MISMATCHES: Counter "inferwatch_rescore_mismatches" [] None,
         "Re-scored records whose logged prediction differs from the embedded model's.";
-    RESCORE_ADVERSARIAL: Counter "driftwatch_rescore_adversarial" [] None,
+    RESCORE_ADVERSARIAL: Counter "inferwatch_rescore_adversarial" [] None,
         "Re-scored records whose squeezing score is over the threshold.";
-    RESCORE_OUTCOMES: Counter "driftwatch_rescore_outcomes" ["outcome"] Some("driftwatch.rescore.outcomes"),
+    RESCORE_OUTCOMES: Counter "inferwatch_rescore_outcomes" ["outcome"] Some("inferwatch.rescore.outcomes"),
         "Re-scoring findings and what the budget left out, by outcome.";
-    LABELS: Counter "driftwatch_labels" ["outcome"] Some("driftwatch.labels"),
+    LABELS: Counter "inferwatch_labels" ["outcome"] Some("inferwatch.labels"),
         "Delayed label records read, by outcome: joined, or the reason of their dead letter.";
-    LABEL_PREDICTIONS: Counter "driftwatch_label_predictions" ["outcome"] None,
+    LABEL_PREDICTIONS: Counter "inferwatch_label_predictions" ["outcome"] None,
         "Predictions registered to wait for a label, and those that stopped waiting unlabelled (expired past labels.horizon, evicted over labels.max_pending, a repeated request id).";
-    LABELS_PENDING: Gauge "driftwatch_labels_pending" ["what"] None,
+    LABELS_PENDING: Gauge "inferwatch_labels_pending" ["what"] None,
         "Predictions waiting for a label, and labels read ahead of the predictions.";
-    RULE_EVALUATIONS: Counter "driftwatch_rule_evaluations" ["rule"] Some("driftwatch.rule.evaluations"),
+    RULE_EVALUATIONS: Counter "inferwatch_rule_evaluations" ["rule"] Some("inferwatch.rule.evaluations"),
         "Rule evaluations, per rule.";
-    RULE_ERRORS: Counter "driftwatch_rule_errors" ["rule"] Some("driftwatch.rule.errors"),
+    RULE_ERRORS: Counter "inferwatch_rule_errors" ["rule"] Some("inferwatch.rule.errors"),
         "Rule evaluations that failed, per rule.";
-    RULE_SECONDS: Counter "driftwatch_rule_evaluation_seconds" ["rule"] None,
+    RULE_SECONDS: Counter "inferwatch_rule_evaluation_seconds" ["rule"] None,
         "Time spent evaluating each rule.";
-    RULE_LAST_EVALUATION: Gauge "driftwatch_rule_last_evaluation_timestamp_seconds" ["rule"] None,
+    RULE_LAST_EVALUATION: Gauge "inferwatch_rule_last_evaluation_timestamp_seconds" ["rule"] None,
         "When each rule last ran (wall clock, Unix seconds); absent until it ran.";
-    RULE_HEALTHY: Gauge "driftwatch_rule_healthy" ["rule"] None,
+    RULE_HEALTHY: Gauge "inferwatch_rule_healthy" ["rule"] None,
         "1 when the rule's last evaluation succeeded (or it has not run), 0 when it failed.";
-    ALERT_CHANGES: Counter "driftwatch_alert_changes" ["state"] Some("driftwatch.alerts"),
+    ALERT_CHANGES: Counter "inferwatch_alert_changes" ["state"] Some("inferwatch.alerts"),
         "Alert state changes, by state.";
-    ALERTS: Gauge "driftwatch_alerts" ["rule", "state"] None,
+    ALERTS: Gauge "inferwatch_alerts" ["rule", "state"] None,
         "Alerts now pending or firing, per rule.";
-    ALERTS_ACTIVE: Gauge "driftwatch_alerts_active" [] Some("driftwatch.alerts.active"),
+    ALERTS_ACTIVE: Gauge "inferwatch_alerts_active" [] Some("inferwatch.alerts.active"),
         "Alerts pending or firing after the last evaluation.";
-    RECEIVER_DELIVERED: Counter "driftwatch_receiver_delivered" ["receiver"] None,
+    RECEIVER_DELIVERED: Counter "inferwatch_receiver_delivered" ["receiver"] None,
         "Messages (email) or records (OTLP) a receiver's server accepted.";
-    RECEIVER_CHANGES_DELIVERED: Counter "driftwatch_receiver_changes_delivered" ["receiver"] None,
+    RECEIVER_CHANGES_DELIVERED: Counter "inferwatch_receiver_changes_delivered" ["receiver"] None,
         "Alert state changes a receiver delivered.";
-    RECEIVER_FAILURES: Counter "driftwatch_receiver_failures" ["receiver"] None,
+    RECEIVER_FAILURES: Counter "inferwatch_receiver_failures" ["receiver"] None,
         "Failed delivery attempts (retried with backoff).";
-    RECEIVER_QUEUE: Gauge "driftwatch_receiver_queue" ["receiver"] None,
+    RECEIVER_QUEUE: Gauge "inferwatch_receiver_queue" ["receiver"] None,
         "Messages or groups (email) or records (OTLP) waiting in the outbox.";
-    RECEIVER_ERRORS: Counter "driftwatch_receiver_errors" [] Some("driftwatch.receiver.errors"),
+    RECEIVER_ERRORS: Counter "inferwatch_receiver_errors" [] Some("inferwatch.receiver.errors"),
         "Receiver failures.";
-    KAFKA_TRUNCATED: Counter "driftwatch_kafka_messages_truncated" [] None,
+    KAFKA_TRUNCATED: Counter "inferwatch_kafka_messages_truncated" [] None,
         "Messages sent truncated to an output topic (over message.max.bytes).";
-    KAFKA_LAG: Gauge "driftwatch_kafka_lag_records" ["partition"] Some("driftwatch.kafka.lag"),
+    KAFKA_LAG: Gauge "inferwatch_kafka_lag_records" ["partition"] Some("inferwatch.kafka.lag"),
         "Records behind the end of each assigned Kafka partition.";
-    DRIFT_MODELS_REFUSED: Counter "driftwatch_drift_models_refused" [] None,
+    DRIFT_MODELS_REFUSED: Counter "inferwatch_drift_models_refused" [] None,
         "Models refused a rolling reference over reference.max_models.";
-    CLIENT_PROFILES: Gauge "driftwatch_client_profiles" [] None,
+    CLIENT_PROFILES: Gauge "inferwatch_client_profiles" [] None,
         "Client profiles held.";
-    CLIENT_PROFILE_BYTES: Gauge "driftwatch_client_profile_bytes" [] None,
+    CLIENT_PROFILE_BYTES: Gauge "inferwatch_client_profile_bytes" [] None,
         "Estimated memory of the client profiles.";
-    CLIENT_EVICTIONS: Counter "driftwatch_client_evictions" ["reason"] None,
+    CLIENT_EVICTIONS: Counter "inferwatch_client_evictions" ["reason"] None,
         "Client profiles evicted, by reason.";
-    SILENCES: Gauge "driftwatch_silences" ["status"] None,
+    SILENCES: Gauge "inferwatch_silences" ["status"] None,
         "Silences (config and API), by status.";
-    FEATURE_DRIFT_STATISTIC: Gauge "driftwatch_feature_drift_statistic" ["model", "feature", "test"] None,
+    FEATURE_DRIFT_STATISTIC: Gauge "inferwatch_feature_drift_statistic" ["model", "feature", "test"] None,
         "The last window's drift statistic per model and feature (its test in `test`).";
-    FEATURE_PSI: Gauge "driftwatch_feature_psi" ["model", "feature"] None,
+    FEATURE_PSI: Gauge "inferwatch_feature_psi" ["model", "feature"] None,
         "The last window's PSI per model and feature.";
-    FEATURE_DRIFTED: Gauge "driftwatch_feature_drifted" ["model", "feature"] None,
+    FEATURE_DRIFTED: Gauge "inferwatch_feature_drifted" ["model", "feature"] None,
         "1 when the last window's default test says the feature drifted.";
-    CLIENT_STAT: Gauge "driftwatch_client_stat" ["model", "client_id", "stat"] None,
+    CLIENT_STAT: Gauge "inferwatch_client_stat" ["model", "client_id", "stat"] None,
         "The last window's client statistics, top clients per statistic.";
-    BUILD: Info "driftwatch_build" ["version"] None,
+    BUILD: Info "inferwatch_build" ["version"] None,
         "The running build: its version.";
-    UP: Gauge "driftwatch_up" [] None,
+    UP: Gauge "inferwatch_up" [] None,
         "1 while the process runs.";
     PROCESS_CPU: Counter "process_cpu_seconds" [] None,
         "User and system CPU time spent, in seconds.";

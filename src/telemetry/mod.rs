@@ -136,10 +136,10 @@ pub struct ClientsUsage {
     pub evicted_memory: u64,
 }
 
-/// How far behind the end of a Kafka partition driftwatch is, in records.
+/// How far behind the end of a Kafka partition inferwatch is, in records.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Lag {
-    /// End of the partition minus the next record driftwatch will read.
+    /// End of the partition minus the next record inferwatch will read.
     pub read: i64,
     /// End of the partition minus the group's committed offset (what a restart re-reads
     /// plus what is not read yet; `kafka-consumer-groups.sh` shows this one).

@@ -116,7 +116,7 @@ fn load(port: u16, n: usize, in_flight: usize) -> usize {
 /// the alert.
 fn run_until_firing(cfg: &Path, args: &[&OsStr], rule: &str) -> (Running, u16, Value) {
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+    let child = Command::new(env!("CARGO_BIN_EXE_inferwatch"))
         .args(["run", "--config"])
         .arg(cfg)
         .args([
@@ -281,18 +281,18 @@ fn api_needs_a_token_for_changes_silences_match_and_expire_and_it_takes_load() {
     let (code, metrics) = request(port, "GET", "/metrics", None, "");
     assert_eq!(code, 200);
     for family in [
-        "driftwatch_records_total{outcome=\"good\"}",
-        "driftwatch_windows_closed_total",
-        &format!("driftwatch_rule_evaluations_total{{rule=\"{rule}\"}}"),
-        &format!("driftwatch_alerts{{rule=\"{rule}\",state=\"firing\"}} 1"),
-        "driftwatch_silences{status=\"expired\"} 1",
-        "driftwatch_client_profiles",
+        "inferwatch_records_total{outcome=\"good\"}",
+        "inferwatch_windows_closed_total",
+        &format!("inferwatch_rule_evaluations_total{{rule=\"{rule}\"}}"),
+        &format!("inferwatch_alerts{{rule=\"{rule}\",state=\"firing\"}} 1"),
+        "inferwatch_silences{status=\"expired\"} 1",
+        "inferwatch_client_profiles",
         &format!(
-            "driftwatch_build_info{{version=\"{}\"}} 1",
+            "inferwatch_build_info{{version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")
         ),
-        &format!("driftwatch_rule_healthy{{rule=\"{rule}\"}} 1"),
-        "driftwatch_watermark_lag_seconds ",
+        &format!("inferwatch_rule_healthy{{rule=\"{rule}\"}} 1"),
+        "inferwatch_watermark_lag_seconds ",
         "process_open_fds ",
     ] {
         assert!(
@@ -333,7 +333,7 @@ fn api_needs_a_token_for_changes_silences_match_and_expire_and_it_takes_load() {
     let before = rss_kib(pid);
     assert_eq!(load(port, 10_000, 500), 0, "failed requests under load");
     let after = rss_kib(pid);
-    eprintln!("driftwatch RSS before {before} KiB, after 10,000 requests {after} KiB");
+    eprintln!("inferwatch RSS before {before} KiB, after 10,000 requests {after} KiB");
     assert!(
         after < before + 32 * 1024,
         "memory grew from {before} KiB to {after} KiB"
@@ -555,7 +555,7 @@ fn the_rescore_endpoint_shows_the_model_the_totals_and_the_suspects() {
             &format!("  paths: [{}]\n  follow: true", input.display()),
         )
         .replace(
-            "${DRIFTWATCH_OUT:-",
+            "${INFERWATCH_OUT:-",
             &format!("{}/dead.jsonl # ", dir.path().display()),
         );
     std::fs::write(&cfg, config).unwrap();
@@ -598,7 +598,7 @@ fn quiet_config(d: &Path, http: &str) -> PathBuf {
 
 /// Starts `run` on `cfg` with the API on `port` and `token` in `DW_API_TOKEN`.
 fn start(cfg: &Path, port: u16, token: &str, stderr: Stdio) -> Running {
-    let child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+    let child = Command::new(env!("CARGO_BIN_EXE_inferwatch"))
         .args(["run", "--config"])
         .arg(cfg)
         .args([

@@ -1,11 +1,11 @@
-//! `driftwatch baseline build` from CSV and Parquet, and `--baseline` on `replay`.
+//! `inferwatch baseline build` from CSV and Parquet, and `--baseline` on `replay`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use polars::prelude::{Column, DataFrame, ParquetWriter};
 
-use crate::cli::{driftwatch, generate, jsonl, text};
+use crate::cli::{inferwatch, generate, jsonl, text};
 
 const NUMERIC: [&str; 4] = ["amount", "age", "merchant_risk", "hour"];
 
@@ -78,7 +78,7 @@ fn write_parquet(t: &Training, path: &Path) {
 }
 
 fn build(dir: &Path, input: &Path, out: &Path) -> std::process::Output {
-    driftwatch(
+    inferwatch(
         &[
             "baseline",
             "build",
@@ -103,7 +103,7 @@ fn profile(path: &Path) -> serde_json::Value {
 }
 
 fn replay_with(dir: &Path, baseline: &Path, input: &Path, alerts: &Path) -> std::process::Output {
-    driftwatch(
+    inferwatch(
         &[
             "replay",
             "--config",
@@ -241,7 +241,7 @@ fn a_changed_or_foreign_baseline_is_refused_with_exit_2() {
     let o = replay_with(d, &train, &input, &alerts);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
-        text(&o).contains("not a driftwatch baseline"),
+        text(&o).contains("not an inferwatch baseline"),
         "{}",
         text(&o)
     );
@@ -296,7 +296,7 @@ fn held_out_performance_is_the_models_own_on_labelled_rows() {
     let held = dir.path().join("held_out.csv");
     std::fs::write(&held, csv).unwrap();
     let out = dir.path().join("b.json");
-    let o = driftwatch(
+    let o = inferwatch(
         &[
             "baseline",
             "build",

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::cli::{driftwatch, follow_flood, generate, jsonl, root, summary, text};
+use crate::cli::{inferwatch, follow_flood, generate, jsonl, root, summary, text};
 
 /// A replay config with frequent checkpoints, so kills land between them.
 fn config(dir: &Path, queries: &Path) -> PathBuf {
@@ -97,7 +97,7 @@ pub(crate) fn killed_replay(
     after_checkpoint: bool,
 ) -> BTreeSet<String> {
     let reference_alerts = dir.join(format!("reference-{seed}.jsonl"));
-    let o = driftwatch(&replay_args(cfg, input, &reference_alerts, None), dir);
+    let o = inferwatch(&replay_args(cfg, input, &reference_alerts, None), dir);
     assert!(o.status.success(), "{}", text(&o));
     let reference: BTreeSet<String> = notifications(&reference_alerts).into_iter().collect();
     let reference_counts = summary(&o.stdout);
@@ -108,7 +108,7 @@ pub(crate) fn killed_replay(
     let mut rng = seed;
     let (mut kills, mut last) = (0, None);
     while last.is_none() {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_inferwatch"))
             .args(replay_args(cfg, input, &alerts, Some(&state)))
             .current_dir(root())
             .stdout(Stdio::piped())
@@ -269,7 +269,7 @@ fn sigterm_writes_a_final_checkpoint_and_the_restart_rereads_nothing() {
         "--alerts-out",
         alerts.to_str().unwrap(),
     ];
-    let mut child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_inferwatch"))
         .args(args)
         .current_dir(root())
         .stdout(Stdio::piped())
@@ -292,7 +292,7 @@ fn sigterm_writes_a_final_checkpoint_and_the_restart_rereads_nothing() {
 
     let mut again: Vec<&str> = args.to_vec();
     again.extend(["--until-idle", "1"]);
-    let o = driftwatch(&again, dir.path());
+    let o = inferwatch(&again, dir.path());
     assert!(o.status.success(), "{}", text(&o));
     let second = summary(&o.stderr);
     // `records read` carries on from the checkpoint: a record read again by the
@@ -321,7 +321,7 @@ fn foreign_or_damaged_checkpoints_are_clear_errors() {
     let cfg = config(dir.path(), &root().join("queries"));
     let state = dir.path().join("no/such/dir/yet");
     let alerts = dir.path().join("alerts.jsonl");
-    let o = driftwatch(
+    let o = inferwatch(
         &replay_args(&cfg, &input, &alerts, Some(&state)),
         dir.path(),
     );
@@ -341,7 +341,7 @@ fn foreign_or_damaged_checkpoints_are_clear_errors() {
     )
     .unwrap();
     let other = config(dir.path(), &rules);
-    let o = driftwatch(
+    let o = inferwatch(
         &replay_args(&other, &input, &alerts, Some(&state)),
         dir.path(),
     );
@@ -353,7 +353,7 @@ fn foreign_or_damaged_checkpoints_are_clear_errors() {
     );
     let mut reset = replay_args(&other, &input, &alerts, Some(&state));
     reset.push("--reset-state");
-    let o = driftwatch(&reset, dir.path());
+    let o = inferwatch(&reset, dir.path());
     assert!(o.status.success(), "{}", text(&o));
 
     // Both checkpoint files damaged: an error, never a silent fresh start.
@@ -362,7 +362,7 @@ fn foreign_or_damaged_checkpoints_are_clear_errors() {
         let bytes = std::fs::read(&p).unwrap();
         std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
     }
-    let o = driftwatch(
+    let o = inferwatch(
         &replay_args(&other, &input, &alerts, Some(&state)),
         dir.path(),
     );
@@ -370,7 +370,7 @@ fn foreign_or_damaged_checkpoints_are_clear_errors() {
     assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"));
 }
 
-/// `driftwatch replay` in `dir` over `inputs`, writing alerts to `alerts`, with a state
+/// `inferwatch replay` in `dir` over `inputs`, writing alerts to `alerts`, with a state
 /// directory when given.
 fn replay_in(
     dir: &Path,
@@ -393,7 +393,7 @@ fn replay_in(
     if let Some(s) = state {
         args.extend(["--state-dir", s]);
     }
-    Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+    Command::new(env!("CARGO_BIN_EXE_inferwatch"))
         .args(args)
         .current_dir(dir)
         .output()
@@ -412,7 +412,7 @@ fn replay_in(
 /// today's release writes too.
 ///
 /// The checkpoint names its alerts file by absolute path, so the fixture is unpacked
-/// where it was made: `/tmp/driftwatch-v3-fixture`.
+/// where it was made: `/tmp/inferwatch-v3-fixture`.
 #[test]
 fn a_checkpoint_of_the_previous_release_restores_with_the_same_identities() {
     restores_like_a_run_that_never_stopped(
@@ -437,13 +437,13 @@ fn a_format_5_checkpoint_restores_with_the_same_identities() {
     );
 }
 
-/// Unpacks `tests/fixtures/checkpoint-{name}` in `/tmp/driftwatch-{name}-fixture`
+/// Unpacks `tests/fixtures/checkpoint-{name}` in `/tmp/inferwatch-{name}-fixture`
 /// (inputs from the format-3 fixture), checks the checkpoint's format, and replays
 /// with and without it.
 fn restores_like_a_run_that_never_stopped(name: &str, format: u32, restored: &str) {
     let fixture = root().join(format!("tests/fixtures/checkpoint-{name}"));
     let inputs = root().join("tests/fixtures/checkpoint-v3");
-    let dir_name = format!("/tmp/driftwatch-{name}-fixture");
+    let dir_name = format!("/tmp/inferwatch-{name}-fixture");
     let dir = Path::new(&dir_name);
     let config = format!("{name}.yaml");
     let _ = std::fs::remove_dir_all(dir);

@@ -1,4 +1,4 @@
-//! The `driftwatch` binary end to end: generate traffic, replay it, read the alerts and
+//! The `inferwatch` binary end to end: generate traffic, replay it, read the alerts and
 //! dead letters it wrote.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,11 +17,11 @@ pub(crate) fn root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
-pub(crate) fn driftwatch(args: &[&str], out_dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+pub(crate) fn inferwatch(args: &[&str], out_dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_inferwatch"))
         .args(args)
         .current_dir(root())
-        .env("DRIFTWATCH_OUT", out_dir)
+        .env("INFERWATCH_OUT", out_dir)
         .output()
         .expect("the binary runs")
 }
@@ -151,10 +151,10 @@ pub(crate) fn check_dead_letters(dead: Vec<Value>, n: usize, source: &str) -> Ve
     dead
 }
 
-/// `driftwatch run` (no HTTP server) on `cfg` until `idle` seconds pass without new
+/// `inferwatch run` (no HTTP server) on `cfg` until `idle` seconds pass without new
 /// records, alerts to `alerts`.
 pub(crate) fn run_until_idle(cfg: &Path, idle: &str, alerts: &Path, dir: &Path) -> Output {
-    driftwatch(
+    inferwatch(
         &[
             "run",
             "--http",
@@ -179,7 +179,7 @@ pub(crate) fn generate(
 ) -> (PathBuf, Vec<Value>) {
     let input = dir.join(format!("{scenario}-{seed}.jsonl"));
     let truth = dir.join(format!("{scenario}-{seed}.truth.jsonl"));
-    let o = driftwatch(
+    let o = inferwatch(
         &[
             "gen",
             "--scenario",
@@ -214,7 +214,7 @@ fn replay(dir: &Path, inputs: &[&Path], alerts: &Path) -> Output {
     for i in inputs {
         args.push(i.to_str().unwrap());
     }
-    driftwatch(&args, dir)
+    inferwatch(&args, dir)
 }
 
 /// `records read`, `good`, ... from the summary table.
@@ -398,7 +398,7 @@ fn any_number_of_decoding_threads_gives_the_same_alerts_and_dead_letters() {
         assert!(yaml.contains(&format!("threads: {threads}")));
         std::fs::write(&config, yaml).unwrap();
         let alerts = out.join("alerts.jsonl");
-        let o = driftwatch(
+        let o = inferwatch(
             &[
                 "replay",
                 "--config",
@@ -505,7 +505,7 @@ fn bad_config_and_bad_rules_exit_2_with_a_reason() {
             "README.md",
         ];
         args.extend_from_slice(extra);
-        driftwatch(&args, dir.path())
+        inferwatch(&args, dir.path())
     };
     let queries = root().join("queries");
     let base = format!(
@@ -551,7 +551,7 @@ fn bad_config_and_bad_rules_exit_2_with_a_reason() {
 #[test]
 fn rules_check_and_rules_test_commands() {
     let dir = tempfile::tempdir().unwrap();
-    let o = driftwatch(
+    let o = inferwatch(
         &[
             "rules",
             "check",
@@ -562,7 +562,7 @@ fn rules_check_and_rules_test_commands() {
         dir.path(),
     );
     assert!(o.status.success(), "{}", text(&o));
-    let o = driftwatch(&["rules", "test", "tests/rules"], dir.path());
+    let o = inferwatch(&["rules", "test", "tests/rules"], dir.path());
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stdout).contains(" passed, 0 failed"),
@@ -579,7 +579,7 @@ fn rules_check_and_rules_test_commands() {
         ),
     )
     .unwrap();
-    let o = driftwatch(&["rules", "test", failing.to_str().unwrap()], dir.path());
+    let o = inferwatch(&["rules", "test", failing.to_str().unwrap()], dir.path());
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("FAIL"),

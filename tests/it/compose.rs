@@ -1,6 +1,6 @@
 //! `docker-compose.yml` and the `Dockerfile`, checked as far as a machine without a
 //! container engine allows: the files parse, every file they refer to exists, and the
-//! ports, hosts and variables of driftwatch's config match the other services.
+//! ports, hosts and variables of inferwatch's config match the other services.
 
 use std::collections::BTreeMap;
 
@@ -32,7 +32,7 @@ fn compose_files_exist_and_ports_hosts_and_variables_match_the_config() {
     for want in [
         "kafka",
         "gen",
-        "driftwatch",
+        "inferwatch",
         "otel-collector",
         "prometheus",
         "grafana",
@@ -40,7 +40,7 @@ fn compose_files_exist_and_ports_hosts_and_variables_match_the_config() {
     ] {
         assert!(names.contains(&want), "service {want} missing: {names:?}");
     }
-    // Every mounted host file exists; the driftwatch image is built by the Dockerfile.
+    // Every mounted host file exists; the inferwatch image is built by the Dockerfile.
     for (name, svc) in services {
         for v in svc["volumes"].as_sequence().into_iter().flatten() {
             let v = s(v);
@@ -77,8 +77,8 @@ fn compose_files_exist_and_ports_hosts_and_variables_match_the_config() {
         .expect("the runtime image sets a USER");
     assert_ne!(user.trim(), "root");
 
-    // driftwatch's config, with the service's environment, is a valid config.
-    let dw = &compose["services"]["driftwatch"];
+    // inferwatch's config, with the service's environment, is a valid config.
+    let dw = &compose["services"]["inferwatch"];
     let env: BTreeMap<String, String> = dw["environment"]
         .as_mapping()
         .unwrap()
@@ -98,9 +98,9 @@ fn compose_files_exist_and_ports_hosts_and_variables_match_the_config() {
         })
         .expect("the config file is mounted");
     let text = std::fs::read_to_string(root().join(mounted)).unwrap();
-    let text = driftwatch::config::interpolate_env(&text, |v| env.get(v).cloned())
+    let text = inferwatch::config::interpolate_env(&text, |v| env.get(v).cloned())
         .unwrap_or_else(|v| panic!("the config needs ${{{v}}}, which the service does not set"));
-    let config: driftwatch::config::Config = serde_yaml::from_str(&text).unwrap();
+    let config: inferwatch::config::Config = serde_yaml::from_str(&text).unwrap();
     config.notify.validate(std::iter::empty()).unwrap();
     assert!(
         config
@@ -123,11 +123,11 @@ fn compose_files_exist_and_ports_hosts_and_variables_match_the_config() {
         published
             .iter()
             .any(|p| p.ends_with(&format!(":{http_port}"))),
-        "driftwatch listens on {http_port}, publishes {published:?}"
+        "inferwatch listens on {http_port}, publishes {published:?}"
     );
     let prom = yaml("compose/prometheus.yml");
     let target = s(&prom["scrape_configs"][0]["static_configs"][0]["targets"][0]);
-    assert_eq!(target, format!("driftwatch:{http_port}"));
+    assert_eq!(target, format!("inferwatch:{http_port}"));
     let email = config.notify.receivers[0].email.as_ref().unwrap();
     let (smtp_host, smtp_port) = host_port(&email.smarthost);
     assert!(names.contains(&smtp_host.as_str()), "SMTP host {smtp_host}");
@@ -160,7 +160,7 @@ fn compose_files_exist_and_ports_hosts_and_variables_match_the_config() {
             .any(|v| v.starts_with("./dashboards:") && v.contains(path)),
         "dashboards are not mounted at {path}"
     );
-    // The broker address driftwatch and the generator use is the Kafka service's.
+    // The broker address inferwatch and the generator use is the Kafka service's.
     let (kafka_host, _) = host_port(&env["KAFKA_BROKERS"]);
     assert!(names.contains(&kafka_host.as_str()));
     let generator: Vec<&str> = compose["services"]["gen"]["command"]
@@ -170,5 +170,5 @@ fn compose_files_exist_and_ports_hosts_and_variables_match_the_config() {
         .map(s)
         .collect();
     assert!(generator.contains(&env["KAFKA_BROKERS"].as_str()));
-    assert!(generator.contains(&env["DRIFTWATCH_TOPIC"].as_str()));
+    assert!(generator.contains(&env["INFERWATCH_TOPIC"].as_str()));
 }

@@ -148,7 +148,7 @@ fn config(dir: &Path, port: u16, cert: &Path, group_wait: &str, extra: &str) -> 
 fn notify_yaml(port: u16, cert: &Path, group_wait: &str, extra: &str) -> String {
     let email = |to: &str| {
         format!(
-            "{{to: {to}, from: driftwatch@example.com, smarthost: '127.0.0.1:{port}', \
+            "{{to: {to}, from: inferwatch@example.com, smarthost: '127.0.0.1:{port}', \
              tls: starttls, ca_file: {}, username: {USER}, password_env: DW_SMTP_PASSWORD, \
              send_resolved: true}}",
             cert.display()
@@ -174,7 +174,7 @@ fn notify_yaml(port: u16, cert: &Path, group_wait: &str, extra: &str) -> String 
 }
 
 fn replay(cfg: &Path, input: &Path, alerts: &Path, state: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_driftwatch"));
+    let mut c = Command::new(env!("CARGO_BIN_EXE_inferwatch"));
     c.args(["replay", "--no-progress", "--config"])
         .arg(cfg)
         .arg("--input")
@@ -284,7 +284,7 @@ fn mixed_scenario_mails_one_thread_per_group_over_starttls_with_auth() {
     assert_eq!(mails.len(), rules_fired.len() + audit_rules, "{mails:#?}");
     for m in &mails {
         let subject = header(m, "Subject").unwrap();
-        assert!(subject.starts_with("[driftwatch] "), "{subject}");
+        assert!(subject.starts_with("[inferwatch] "), "{subject}");
         let rule = rules_fired
             .iter()
             .find(|r| subject.contains(&format!(": {r} (alertname={r})")))
@@ -294,7 +294,7 @@ fn mixed_scenario_mails_one_thread_per_group_over_starttls_with_auth() {
             "{subject}"
         );
         assert!(m["html"].as_str().unwrap().contains(rule.as_str()));
-        assert_eq!(header(m, "From"), Some("driftwatch@example.com"));
+        assert_eq!(header(m, "From"), Some("inferwatch@example.com"));
         assert!(
             header(m, "In-Reply-To").is_none(),
             "first message of its group"
@@ -489,7 +489,7 @@ fn sigterm_during_a_kafka_run_exits_0_commits_and_the_restart_mails_nothing_twic
     crate::cli::plain_sampling(&state);
     let alerts = d.join("sigterm-alerts.jsonl");
     let run = || {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_driftwatch"));
+        let mut c = Command::new(env!("CARGO_BIN_EXE_inferwatch"));
         c.args(["run", "--http", "off", "--until-idle", "4", "--config"])
             .arg(&cfg)
             .arg("--state-dir")

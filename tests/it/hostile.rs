@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use crate::cli::{driftwatch, generate, jsonl, root, summary, text};
+use crate::cli::{inferwatch, generate, jsonl, root, summary, text};
 
 fn config(dir: &Path, dead: &Path) -> PathBuf {
     let stem = dead.file_stem().unwrap().to_string_lossy();
@@ -28,7 +28,7 @@ fn config(dir: &Path, dead: &Path) -> PathBuf {
 
 fn replay(cfg: &Path, input: &Path, alerts: &Path, state: Option<&Path>) -> std::process::Output {
     let args = crate::checkpoint::replay_args(cfg, input, alerts, state);
-    driftwatch(&args, input.parent().unwrap())
+    inferwatch(&args, input.parent().unwrap())
 }
 
 fn firing(alerts: &Path) -> BTreeSet<String> {
@@ -216,7 +216,7 @@ fn a_restart_never_truncates_a_file_the_checkpoint_did_not_write() {
 /// fires.
 #[test]
 fn request_ids_chosen_for_a_low_hash_do_not_steer_the_reference() {
-    use driftwatch::stable_hash::hash_of;
+    use inferwatch::stable_hash::hash_of;
     let dir = tempfile::tempdir().unwrap();
     let (input, truth) = generate(dir.path(), "benign", 41, 90_000, "50");
     assert!(truth.is_empty());

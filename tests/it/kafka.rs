@@ -9,7 +9,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 
-use crate::cli::{driftwatch, generate, jsonl, root, text};
+use crate::cli::{inferwatch, generate, jsonl, root, text};
 
 pub(crate) fn brokers() -> String {
     std::env::var("KAFKA_BROKERS").expect(
@@ -215,10 +215,10 @@ pub(crate) fn mixed_topic(
     (topic, replay_mixed(dir, seed).1)
 }
 
-/// `driftwatch gen --kafka` of the `mixed` scenario of `seed` (160,000 records).
+/// `inferwatch gen --kafka` of the `mixed` scenario of `seed` (160,000 records).
 pub(crate) fn produce_mixed(brokers: &str, dir: &Path, topic: &str, seed: u64) {
     let seed = seed.to_string();
-    let o = driftwatch(
+    let o = inferwatch(
         &[
             "gen",
             "--scenario",
@@ -243,7 +243,7 @@ pub(crate) fn produce_mixed(brokers: &str, dir: &Path, topic: &str, seed: u64) {
 pub(crate) fn replay_mixed(dir: &Path, seed: u64) -> (std::path::PathBuf, std::path::PathBuf) {
     let (input, _) = generate(dir, "mixed", seed, 160_000, "50");
     let replayed = dir.join(format!("replayed-{seed}.jsonl"));
-    let o = driftwatch(
+    let o = inferwatch(
         &[
             "replay",
             "--config",
@@ -303,7 +303,7 @@ fn scram_credentials_from_env_connect_and_wrong_ones_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let topic = format!("scram-{}", std::process::id());
     create_topic(&brokers, &topic, 2);
-    let o = driftwatch(
+    let o = inferwatch(
         &[
             "gen",
             "--scenario",
@@ -335,7 +335,7 @@ fn scram_credentials_from_env_connect_and_wrong_ones_exit_2() {
     .unwrap();
     let run = |password: &str| {
         let alerts = dir.path().join(format!("alerts-{}.jsonl", password.len()));
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_inferwatch"))
             .args([
                 "run",
                 "--http",
@@ -424,7 +424,7 @@ fn kill_9_mid_topic_then_restart_delivers_every_alert_once() {
     .unwrap();
     let mut slow_args = args;
     slow_args[4] = slow.to_str().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_inferwatch"))
         .args(slow_args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -441,7 +441,7 @@ fn kill_9_mid_topic_then_restart_delivers_every_alert_once() {
     }
     child.wait().unwrap();
     for delay_ms in [100u64, 700] {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_inferwatch"))
             .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -456,7 +456,7 @@ fn kill_9_mid_topic_then_restart_delivers_every_alert_once() {
         child.wait().unwrap();
     }
     assert!(kills >= 1, "every run ended before its kill");
-    let o = driftwatch(&args, dir.path());
+    let o = inferwatch(&args, dir.path());
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("restored from"),
@@ -552,7 +552,7 @@ fn bad_records_on_the_topic_are_dead_lettered_and_the_good_ones_processed() {
         ..Extra::default()
     };
     let cfg = kafka_config(dir.path(), &brokers, &topic, &format!("g-{topic}"), extra);
-    let o = driftwatch(
+    let o = inferwatch(
         &[
             "run",
             "--http",
@@ -642,7 +642,7 @@ fn a_dead_letter_over_the_producers_limit_is_sent_truncated_with_its_size_and_ha
     let good = r#"{"ts":"2026-11-21T10:00:01Z","client_id":"c1","model":"fraud"}"#;
     let input = dir.path().join("in.jsonl");
     std::fs::write(&input, format!("{good}\n{record}\n{good}\n")).unwrap();
-    // Its size and hash from coreutils, not from driftwatch.
+    // Its size and hash from coreutils, not from inferwatch.
     let alone = dir.path().join("record");
     std::fs::write(&alone, &record).unwrap();
     let sha = std::process::Command::new("sha256sum")
@@ -667,7 +667,7 @@ fn a_dead_letter_over_the_producers_limit_is_sent_truncated_with_its_size_and_ha
         ),
     )
     .unwrap();
-    let o = driftwatch(
+    let o = inferwatch(
         &["run", "--http", "off", "--config", cfg.to_str().unwrap()],
         dir.path(),
     );

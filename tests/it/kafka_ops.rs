@@ -78,7 +78,7 @@ impl Drop for OwnBroker {
     }
 }
 
-/// Sends JSONL records, each keyed by its client id as `driftwatch gen --kafka` does.
+/// Sends JSONL records, each keyed by its client id as `inferwatch gen --kafka` does.
 pub(crate) fn produce_lines(brokers: &str, topic: &str, lines: &[&[u8]]) {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -103,7 +103,7 @@ pub(crate) fn produce_lines(brokers: &str, topic: &str, lines: &[&[u8]]) {
 }
 
 fn spawn_run(config: &Path, until_idle: &str, extra: &[&str], stderr: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+    Command::new(env!("CARGO_BIN_EXE_inferwatch"))
         .args([
             "run",
             "--http",
@@ -131,7 +131,7 @@ fn finish(child: &mut Child, limit: Duration, stderr: &Path) -> std::process::Ex
         if started.elapsed() > limit {
             child.kill().unwrap();
             panic!(
-                "driftwatch did not finish within {limit:?}:\n{}",
+                "inferwatch did not finish within {limit:?}:\n{}",
                 std::fs::read_to_string(stderr).unwrap_or_default()
             );
         }
@@ -235,7 +235,7 @@ fn a_broker_stopped_for_20_s_is_waited_for_and_nothing_is_lost() {
     std::thread::sleep(Duration::from_secs(20));
     assert!(
         child.try_wait().unwrap().is_none(),
-        "driftwatch exited while the broker was down:\n{}",
+        "inferwatch exited while the broker was down:\n{}",
         std::fs::read_to_string(&stderr).unwrap()
     );
     broker.script("resume");

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::cli::{driftwatch, jsonl, root, summary, text};
+use crate::cli::{inferwatch, jsonl, root, summary, text};
 
 /// 10:00 on 2026-11-21.
 const T0: i64 = 1_795_255_200_000;
@@ -143,7 +143,7 @@ fn a_class_lost_by_a_new_version_is_found_from_late_labels_and_bad_labels_are_de
     let (input, labels) = traffic(dir.path());
     let cfg = config(dir.path(), &labels);
     let alerts = dir.path().join("alerts.jsonl");
-    let o = driftwatch(
+    let o = inferwatch(
         &crate::checkpoint::replay_args(&cfg, &input, &alerts, None),
         dir.path(),
     );
@@ -233,7 +233,7 @@ fn a_kafka_run_with_a_label_topic_gives_the_performance_alerts_of_a_replay() {
     let dir = tempfile::tempdir().unwrap();
     let (input, labels) = traffic(dir.path());
     let replayed = dir.path().join("replayed.jsonl");
-    let o = driftwatch(
+    let o = inferwatch(
         &crate::checkpoint::replay_args(&config(dir.path(), &labels), &input, &replayed, None),
         dir.path(),
     );

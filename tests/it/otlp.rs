@@ -63,7 +63,7 @@ impl Sink {
                 .flat_map(|r| &r.attributes)
                 .find(|a| a.key == "service.name")
                 .map(|a| any(&a.value));
-            assert_eq!(service.as_deref(), Some("driftwatch-test"));
+            assert_eq!(service.as_deref(), Some("inferwatch-test"));
             for sl in rl.scope_logs {
                 for r in sl.log_records {
                     logs.push(Rec {
@@ -210,7 +210,7 @@ fn config(dir: &Path, otlp: &str) -> PathBuf {
              queries: {}\n\
              alerts: {{stdout: false}}\n\
              checkpoint_interval: 50ms\n\
-             otlp: {{service_name: driftwatch-test, {otlp}}}\n\
+             otlp: {{service_name: inferwatch-test, {otlp}}}\n\
              notify: {{retry_initial: 200ms, retry_max: 2s, drain_timeout: 120s}}\n",
             root().join("queries").display(),
         ),
@@ -220,7 +220,7 @@ fn config(dir: &Path, otlp: &str) -> PathBuf {
 }
 
 fn replay(cfg: &Path, input: &Path, alerts: &Path, state: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_driftwatch"));
+    let mut c = Command::new(env!("CARGO_BIN_EXE_inferwatch"));
     c.args(["replay", "--no-progress", "--config"])
         .arg(cfg)
         .arg("--input")
@@ -247,7 +247,7 @@ fn assert_records_match(recs: &[Rec], alerts: &Path) {
     );
     let mut seen = BTreeSet::new();
     for r in recs {
-        let id = &r.attrs["driftwatch.notification.id"];
+        let id = &r.attrs["inferwatch.notification.id"];
         assert!(seen.insert(id.clone()), "record {id} arrived twice");
     }
     let want: BTreeSet<String> = alerts
@@ -257,12 +257,12 @@ fn assert_records_match(recs: &[Rec], alerts: &Path) {
     assert_eq!(seen, want, "exported records differ from the alerts file");
     let by_id: BTreeMap<&str, &Rec> = recs
         .iter()
-        .map(|r| (r.attrs["driftwatch.notification.id"].as_str(), r))
+        .map(|r| (r.attrs["inferwatch.notification.id"].as_str(), r))
         .collect();
     for a in &alerts {
         let r = by_id[a["notification_id"].as_str().unwrap()];
         let state = a["state"].as_str().unwrap();
-        assert_eq!(r.event_name, format!("driftwatch.alert.{state}"));
+        assert_eq!(r.event_name, format!("inferwatch.alert.{state}"));
         let severity = match (state, a["severity"].as_str().unwrap()) {
             ("resolved", _) | (_, "info") => 9,
             (_, "low") => 12,
@@ -273,7 +273,7 @@ fn assert_records_match(recs: &[Rec], alerts: &Path) {
         };
         assert_eq!(r.severity_number, severity, "{r:?}");
         assert_eq!(r.attrs["security_rule.id"], a["rule_id"].as_str().unwrap());
-        assert_eq!(r.attrs["driftwatch.alert.id"], a["id"].as_str().unwrap());
+        assert_eq!(r.attrs["inferwatch.alert.id"], a["id"].as_str().unwrap());
         for (k, v) in a["labels"].as_object().unwrap() {
             assert_eq!(
                 r.attrs.get(&format!("alert.label.{k}")).map(String::as_str),
@@ -309,7 +309,7 @@ fn mixed_scenario_exports_each_state_change_and_the_counters_over_grpc() {
     // The last metric export (at shutdown) holds the final counts.
     let s = summary(&o.stdout);
     assert_eq!(
-        collector.last_sum("driftwatch.records", Some(("outcome", "good"))),
+        collector.last_sum("inferwatch.records", Some(("outcome", "good"))),
         Some(s["good"] as i64)
     );
     let firing = jsonl(&alerts)
@@ -317,11 +317,11 @@ fn mixed_scenario_exports_each_state_change_and_the_counters_over_grpc() {
         .filter(|a| a["state"] == "firing")
         .count();
     assert_eq!(
-        collector.last_sum("driftwatch.alerts", Some(("state", "firing"))),
+        collector.last_sum("inferwatch.alerts", Some(("state", "firing"))),
         Some(firing as i64)
     );
     assert_eq!(
-        collector.last_sum("driftwatch.windows.closed", None),
+        collector.last_sum("inferwatch.windows.closed", None),
         Some(s["windows closed"] as i64)
     );
 }
@@ -398,7 +398,7 @@ fn kill_9_mid_export_repeats_at_most_the_batch_in_flight() {
     let mut count: BTreeMap<String, usize> = BTreeMap::new();
     for r in &recs {
         *count
-            .entry(r.attrs["driftwatch.notification.id"].clone())
+            .entry(r.attrs["inferwatch.notification.id"].clone())
             .or_default() += 1;
     }
     let repeated = count.values().filter(|&&n| n > 1).count();
@@ -415,7 +415,7 @@ fn kill_9_mid_export_repeats_at_most_the_batch_in_flight() {
     let mut once: Vec<Rec> = Vec::new();
     let mut seen = BTreeSet::new();
     for r in recs {
-        if seen.insert(r.attrs["driftwatch.notification.id"].clone()) {
+        if seen.insert(r.attrs["inferwatch.notification.id"].clone()) {
             once.push(r);
         }
     }

@@ -1,4 +1,4 @@
-//! A real Prometheus (Debian's `prometheus`) scrapes driftwatch during a `mixed` run on
+//! A real Prometheus (Debian's `prometheus`) scrapes inferwatch during a `mixed` run on
 //! Kafka; every PromQL expression of `dashboards/*.json` must return data through the
 //! Prometheus HTTP API.
 
@@ -98,7 +98,7 @@ fn prometheus_scrapes_a_mixed_kafka_run_and_every_dashboard_query_has_data() {
     let cfg = kafka_config(d, &b, topic, "prom-group", extra);
     let http = free_port();
     let run = Killed(
-        Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        Command::new(env!("CARGO_BIN_EXE_inferwatch"))
             .args(["run", "--config"])
             .arg(&cfg)
             .args(["--http", &format!("127.0.0.1:{http}"), "--until-idle", "60"])
@@ -114,7 +114,7 @@ fn prometheus_scrapes_a_mixed_kafka_run_and_every_dashboard_query_has_data() {
         &prom_cfg,
         format!(
             "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
-             scrape_configs:\n  - job_name: driftwatch\n    static_configs:\n      - targets: ['127.0.0.1:{http}']\n"
+             scrape_configs:\n  - job_name: inferwatch\n    static_configs:\n      - targets: ['127.0.0.1:{http}']\n"
         ),
     )
     .unwrap();
@@ -128,10 +128,10 @@ fn prometheus_scrapes_a_mixed_kafka_run_and_every_dashboard_query_has_data() {
             .spawn()
             .expect("prometheus runs (Debian package prometheus)"),
     );
-    // Until driftwatch has read the whole topic (as Prometheus saw it), then a few more
+    // Until inferwatch has read the whole topic (as Prometheus saw it), then a few more
     // scrapes so that rates have two samples after the last window.
     let read_all = eventually(Duration::from_secs(120), None, || {
-        let total = query(prom_port, "sum(driftwatch_records_total)");
+        let total = query(prom_port, "sum(inferwatch_records_total)");
         total
             .first()
             .and_then(|r| r["value"][1].as_str()?.parse::<f64>().ok())

@@ -7,11 +7,11 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::cli::{driftwatch, generate, summary, text};
+use crate::cli::{inferwatch, generate, summary, text};
 
 fn replay(dir: &Path, input: &Path) -> (std::process::Output, Vec<Value>) {
     let alerts = dir.join("alerts.jsonl");
-    let o = driftwatch(
+    let o = inferwatch(
         &[
             "replay",
             "--config",
@@ -226,7 +226,7 @@ fn a_model_that_does_not_fit_its_config_is_a_startup_error() {
     for (i, (config, says)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("c{i}.yaml"));
         std::fs::write(&path, config).unwrap();
-        let o = driftwatch(
+        let o = inferwatch(
             &[
                 "replay",
                 "--config",

@@ -3,12 +3,12 @@
 #[tokio::test]
 async fn every_rule_test_file_passes() {
     let dir = crate::cli::root().join("tests/rules");
-    let files = driftwatch::cli::rules_test::test_files(&[dir]).unwrap();
+    let files = inferwatch::cli::rules_test::test_files(&[dir]).unwrap();
     assert!(!files.is_empty());
     let mut failures = Vec::new();
     let mut cases = 0;
     for file in &files {
-        let results = driftwatch::cli::rules_test::run_file(file)
+        let results = inferwatch::cli::rules_test::run_file(file)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         for r in results {
@@ -32,13 +32,13 @@ async fn every_rule_test_file_passes() {
 #[test]
 fn every_default_rule_has_firing_and_silent_cases() {
     let root = crate::cli::root();
-    let rules = driftwatch::rules::load_rules(&[root.join("queries")]).unwrap();
+    let rules = inferwatch::rules::load_rules(&[root.join("queries")]).unwrap();
     assert!(rules.len() >= 11, "{} default rules", rules.len());
-    let files = driftwatch::cli::rules_test::test_files(&[root.join("tests/rules")]).unwrap();
+    let files = inferwatch::cli::rules_test::test_files(&[root.join("tests/rules")]).unwrap();
     let mut expected = Vec::new();
     for f in &files {
         expected
-            .extend(driftwatch::cli::rules_test::expectations(f).unwrap_or_else(|e| panic!("{e}")));
+            .extend(inferwatch::cli::rules_test::expectations(f).unwrap_or_else(|e| panic!("{e}")));
     }
     let mut missing = Vec::new();
     for r in &rules {
@@ -68,7 +68,7 @@ fn an_expectation_for_a_rule_the_file_does_not_load_is_an_error() {
         ),
     )
     .unwrap();
-    let e = driftwatch::cli::rules_test::expectations(&file).unwrap_err();
+    let e = inferwatch::cli::rules_test::expectations(&file).unwrap_err();
     assert!(e.to_string().contains("drift.prediction"), "{e}");
 }
 
@@ -85,7 +85,7 @@ async fn a_rule_error_fails_a_case_that_does_not_expect_it() {
             match expect {
                 "silent only" => "",
                 _ =>
-                    "      - at: 2026-11-21T10:02:00Z\n        rule: driftwatch.rule_error\n        alerts:\n          - labels: {rule_id: test.divides_by_zero}\n",
+                    "      - at: 2026-11-21T10:02:00Z\n        rule: inferwatch.rule_error\n        alerts:\n          - labels: {rule_id: test.divides_by_zero}\n",
             }
         )
     };
@@ -99,7 +99,7 @@ async fn a_rule_error_fails_a_case_that_does_not_expect_it() {
         ),
     )
     .unwrap();
-    let results = driftwatch::cli::rules_test::run_file(&file).await.unwrap();
+    let results = inferwatch::cli::rules_test::run_file(&file).await.unwrap();
     let why = results[0].failure.as_deref().expect("the case fails");
     assert!(
         why.contains("rule test.divides_by_zero failed") && why.contains("by zero"),

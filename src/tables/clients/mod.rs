@@ -495,7 +495,7 @@ impl Reference {
                 .and_then(|t| t.nearest.as_ref())
                 .map(|q| crate::stats::quantile(q, near_q));
             if r.atypical_at.is_none() && n_num > 0 {
-                tracing::warn!(model = %b.model, "the baseline was built by an older release: atypical_share stays null and no near-duplicates are counted for this model (rebuild it with `driftwatch baseline build`)");
+                tracing::warn!(model = %b.model, "the baseline was built by an older release: atypical_share stays null and no near-duplicates are counted for this model (rebuild it with `inferwatch baseline build`)");
             }
         } else {
             tracing::warn!(model = %b.model, "the baseline profiles other features than the config declares: coverage_ratio and atypical_share stay null for this model (declare the baseline's features, or none to take them from it)");

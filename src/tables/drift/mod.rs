@@ -502,7 +502,7 @@ impl Drift {
         }
     }
 
-    /// `driftwatch baseline compare`: the `feature_drift` and `prediction_drift` rows of
+    /// `inferwatch baseline compare`: the `feature_drift` and `prediction_drift` rows of
     /// a whole file's columns (`current`) against the model's baseline, as one batch.
     pub fn compare_columns(
         &self,
