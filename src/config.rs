@@ -32,7 +32,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration of an inferwatch job.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Where records come from.
@@ -85,6 +85,7 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     /// How often (wall clock) a checkpoint is written; also at the end and on SIGTERM.
     #[serde(with = "humantime_serde", default = "default_checkpoint_interval")]
+    #[schemars(with = "String")]
     pub checkpoint_interval: Duration,
     /// Discard the state directory's checkpoint instead of resuming (`--reset-state`).
     #[serde(skip)]
@@ -105,6 +106,13 @@ pub struct Config {
     pub baseline_profiles: Vec<std::sync::Arc<crate::baseline::Baseline>>,
 }
 
+/// The JSON Schema of [`Config`] (draft 2020-12), pretty-printed: what
+/// `inferwatch config schema` prints and `docs/config.schema.json` holds.
+pub fn schema_json() -> String {
+    let schema = schemars::schema_for!(Config);
+    serde_json::to_string_pretty(&schema).expect("a schema serializes")
+}
+
 fn default_checkpoint_interval() -> Duration {
     Duration::from_secs(10)
 }
@@ -114,15 +122,17 @@ fn default_queries() -> PathBuf {
 }
 
 /// Event time: the watermark trails the newest event time by `allowed_lateness`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimeConfig {
     /// How far behind the newest event time a record may arrive and still count.
     #[serde(with = "humantime_serde", default = "default_lateness")]
+    #[schemars(with = "String")]
     pub allowed_lateness: Duration,
     /// A partition (file or Kafka partition) with no records for this long (wall clock)
     /// stops holding the watermark back.
     #[serde(with = "humantime_serde", default = "default_idle")]
+    #[schemars(with = "String")]
     pub idle_timeout: Duration,
     /// Runs of empty windows longer than this are skipped (a gap of days in the data
     /// would otherwise mean evaluating thousands of empty windows).
@@ -137,6 +147,7 @@ pub struct TimeConfig {
     /// A record this far past its partition's clock is refused unless the stream confirms
     /// the jump (see `window::guard`).
     #[serde(with = "humantime_serde", default = "default_max_ahead")]
+    #[schemars(with = "String")]
     pub max_ahead: Duration,
     /// Far-ahead records that confirm a jump of the whole stream (when they also
     /// outnumber the others since the first of them).
@@ -195,7 +206,7 @@ impl Default for TimeConfig {
 }
 
 /// Dead letters: records that could not be decoded, or came late.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterConfig {
     /// JSONL file, one object per dead record: reason, source, position, raw text.
@@ -574,6 +585,109 @@ fn interpolate_line(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every key the config types accept, as dotted paths (`a.b`, lists `a[].b`), from
+    /// their JSON Schema: the variants of a tagged enum share their parent's path.
+    fn key_paths() -> std::collections::BTreeSet<String> {
+        fn walk(
+            v: &serde_json::Value,
+            defs: &serde_json::Map<String, serde_json::Value>,
+            prefix: &str,
+            seen: &mut Vec<String>,
+            out: &mut std::collections::BTreeSet<String>,
+        ) {
+            if let Some(r) = v.get("$ref").and_then(|r| r.as_str()) {
+                let name = r.trim_start_matches("#/$defs/").to_owned();
+                if seen.contains(&name) {
+                    return; // a recursive type (routes of routes): its keys are listed once
+                }
+                seen.push(name.clone());
+                walk(&defs[&name], defs, prefix, seen, out);
+                seen.pop();
+            }
+            if let Some(props) = v.get("properties").and_then(|p| p.as_object()) {
+                for (k, p) in props {
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    out.insert(path.clone());
+                    walk(p, defs, &path, seen, out);
+                }
+            }
+            if let Some(items) = v.get("items") {
+                walk(items, defs, &format!("{prefix}[]"), seen, out);
+            }
+            for k in ["oneOf", "anyOf", "allOf"] {
+                for sub in v.get(k).and_then(|s| s.as_array()).into_iter().flatten() {
+                    walk(sub, defs, prefix, seen, out);
+                }
+            }
+        }
+        let schema: serde_json::Value = serde_json::from_str(&schema_json()).unwrap();
+        let defs = schema["$defs"].as_object().cloned().unwrap_or_default();
+        let mut out = std::collections::BTreeSet::new();
+        walk(&schema, &defs, "", &mut Vec::new(), &mut out);
+        out
+    }
+
+    #[test]
+    fn the_configuration_reference_lists_every_key() {
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/configuration.md"
+        ))
+        .unwrap();
+        let paths = key_paths();
+        // The walk itself must reach nested keys, lists and tagged variants.
+        for p in [
+            "time.allowed_lateness",
+            "notify.receivers[].email.smarthost",
+            "notify.route.routes",
+            "source.paths",
+            "source.topics",
+            "labels.fields.label",
+        ] {
+            assert!(paths.contains(p), "the schema walk misses {p}");
+        }
+        let missing: Vec<&String> = paths
+            .iter()
+            .filter(|p| !doc.contains(&format!("`{p}`")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/configuration.md does not describe: {missing:?}"
+        );
+    }
+
+    #[test]
+    fn the_published_json_schema_is_the_one_the_config_types_give() {
+        let published = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/config.schema.json"
+        ))
+        .unwrap();
+        assert!(
+            published.trim_end() == schema_json(),
+            "docs/config.schema.json is stale: `inferwatch config schema > docs/config.schema.json`"
+        );
+    }
+
+    #[test]
+    fn the_schema_accepts_what_the_loader_accepts_and_refuses_unknown_keys() {
+        let schema: serde_json::Value = serde_json::from_str(&schema_json()).unwrap();
+        assert_eq!(schema["additionalProperties"], serde_json::json!(false));
+        let time = &schema["$defs"]["TimeConfig"];
+        assert_eq!(time["additionalProperties"], serde_json::json!(false));
+        assert_eq!(time["properties"]["allowed_lateness"]["default"], "5s");
+        assert!(
+            schema["required"]
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::json!("source"))
+        );
+    }
 
     #[test]
     fn interpolates_set_default_and_escaped_variables() {

@@ -30,7 +30,7 @@ use crate::telemetry::Counters;
 use crate::telemetry::catalogue::{self as cat, Family};
 
 /// `otlp:` in the config.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpConfig {
     /// Export every alert state change as a log record (through the outbox).
@@ -48,9 +48,11 @@ pub struct OtlpConfig {
     #[serde(default)]
     pub protocol: Option<String>,
     #[serde(with = "humantime_serde", default = "default_interval")]
+    #[schemars(with = "String")]
     pub metrics_interval: Duration,
     /// Limit of each export.
     #[serde(with = "humantime_serde", default = "default_timeout")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
     #[serde(default = "default_service")]
     pub service_name: String,

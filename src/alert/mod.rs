@@ -33,7 +33,7 @@ use crate::time::rfc3339;
 use crate::window::ClosedWindow;
 
 /// `alerts:` in the config.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertsConfig {
     /// Print one line per state change on standard output.

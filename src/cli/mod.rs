@@ -46,6 +46,9 @@ pub enum Command {
     /// Embedded models: calibrate the feature-squeezing threshold.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// The configuration file's format.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Read the configured source without decoding or rules, and print the rate: the
     /// baseline `bench/kafka.sh` compares `run` with.
     #[command(hide = true)]
@@ -215,6 +218,12 @@ pub enum ModelCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Print the JSON Schema of the configuration file (for editors and CI checks).
+    Schema,
+}
+
+#[derive(Subcommand, Debug)]
 pub enum RulesCommand {
     /// Check rule files and their SQL without running anything.
     Check {
@@ -270,6 +279,10 @@ pub async fn main(cli: Cli) -> Result<(), Failure> {
         Command::Rules(RulesCommand::Check { config, paths }) => rules_check(config, paths).await,
         Command::Rules(RulesCommand::Test { paths }) => rules_test(paths).await,
         Command::Consume(args) => consume(args),
+        Command::Config(ConfigCommand::Schema) => {
+            println!("{}", crate::config::schema_json());
+            Ok(())
+        }
         Command::Model(ModelCommand::Calibrate {
             config,
             model,

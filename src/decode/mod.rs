@@ -25,7 +25,7 @@ mod raw;
 pub use raw::{Oversized, PartitionId, RawBatch};
 
 /// `decode:` in the config: where each `events` column is found in a record.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecodeConfig {
     #[serde(default)]
@@ -58,7 +58,7 @@ impl Default for DecodeConfig {
 }
 
 /// Dotted paths of each column in the JSON record.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct FieldPaths {
     pub ts: String,
@@ -91,7 +91,7 @@ impl Default for FieldPaths {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FeatureDecl {
     pub name: String,
@@ -99,7 +99,7 @@ pub struct FeatureDecl {
     pub kind: FeatureKind,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FeatureKind {
     Numerical,

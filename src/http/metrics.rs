@@ -468,9 +468,9 @@ mod tests {
     }
 
     /// Every family the exposition writes is in the catalogue, and every catalogue
-    /// family the README lists.
+    /// family the operations guide lists.
     #[test]
-    fn the_exposition_writes_only_catalogue_families_and_the_readme_lists_them_all() {
+    fn the_exposition_writes_only_catalogue_families_and_the_docs_list_them_all() {
         let text = render_metrics(&live(Counters::default()));
         let known: std::collections::BTreeSet<String> =
             cat::ALL.iter().map(Family::sample_name).collect();
@@ -478,12 +478,15 @@ mod tests {
             let name = line.split(' ').nth(2).unwrap();
             assert!(known.contains(name), "{name} is not in the catalogue");
         }
-        let readme =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/operations.md"
+        ))
+        .unwrap();
         for f in cat::ALL {
             assert!(
-                readme.contains(&format!("`{}", f.sample_name())),
-                "README does not list {}",
+                doc.contains(&format!("`{}", f.sample_name())),
+                "docs/operations.md does not list {}",
                 f.sample_name()
             );
         }

@@ -49,7 +49,7 @@ use crate::telemetry::Counters;
 use guard::Token;
 
 /// `http:` in the config.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// Address to listen on (`run` default 127.0.0.1:9797; `replay` default off);
@@ -72,9 +72,11 @@ pub struct HttpConfig {
     /// A connection that reads and writes nothing this long, outside a request being
     /// handled, is closed.
     #[serde(with = "humantime_serde", default = "default_idle_timeout")]
+    #[schemars(with = "String")]
     pub idle_timeout: Duration,
     /// A connection this old is closed at its next stall outside a request.
     #[serde(with = "humantime_serde", default = "default_max_connection_age")]
+    #[schemars(with = "String")]
     pub max_connection_age: Duration,
 }
 

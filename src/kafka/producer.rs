@@ -64,7 +64,7 @@ const SLACK: usize = 64;
 
 /// `alerts.kafka` and `dead_letter.kafka` in the config. Brokers and SASL default to
 /// the Kafka source's.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaOutConfig {
     pub topic: String,

@@ -42,7 +42,7 @@ use score::Tally;
 const MINUTE: i64 = 60_000;
 
 /// `labels:` in the config.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LabelsConfig {
     /// Where labels come from: `type: file` (JSONL, plain or `.gz`) or `type: kafka`;
@@ -54,12 +54,15 @@ pub struct LabelsConfig {
     pub fields: LabelFields,
     /// How long (event time) a prediction waits for its label.
     #[serde(with = "humantime_serde", default = "default_horizon")]
+    #[schemars(with = "String")]
     pub horizon: Duration,
     /// The span of prediction time a row of the tables covers, ending at the window's end.
     #[serde(with = "humantime_serde", default = "default_window")]
+    #[schemars(with = "String")]
     pub window: Duration,
     /// The span before it that rows are compared with (realised performance).
     #[serde(with = "humantime_serde", default = "default_reference")]
+    #[schemars(with = "String")]
     pub reference: Duration,
     /// Predictions waiting for a label, at most (the oldest are evicted, counted).
     #[serde(default = "default_max_pending")]
@@ -101,7 +104,7 @@ fn default_max_versions() -> usize {
 }
 
 /// Where a label record keeps its fields (dotted paths).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LabelFields {
     pub request_id: String,

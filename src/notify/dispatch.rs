@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::backoff::Backoff;
-use super::email::{Content, EmailSender, Item, Prepared};
+use super::Sender;
+use super::email::{Content, Item, Prepared};
 use super::match_labels;
 use super::outbox::{APPLIED_KEEP, OTLP, QUEUE, Shared, Spec};
 use crate::alert::{Notification, State};
@@ -31,7 +32,7 @@ use crate::stable_hash::hex;
 
 pub(super) fn dispatch(
     spec: Spec,
-    senders: Vec<(String, EmailSender)>,
+    senders: Vec<(String, Sender)>,
     otlp: Option<OtlpConfig>,
     shared: Arc<Shared>,
     start_len: u64,
@@ -71,6 +72,15 @@ pub(super) fn dispatch(
             let _ = t.await;
         }
     });
+}
+
+/// What the log calls a receiver's sends: `email delivery`, `webhook delivery`, ...
+fn delivery_word(sender: &Sender) -> &'static str {
+    match sender.kind() {
+        "email" => "email delivery",
+        "webhook" => "webhook delivery",
+        _ => "alertmanager delivery",
+    }
 }
 
 /// A receiver task that cannot go on (its state file is damaged or unwritable): said
@@ -288,7 +298,7 @@ fn ms(d: Duration) -> i64 {
 async fn run_receiver(
     spec: &Spec,
     name: &str,
-    sender: &EmailSender,
+    sender: &Sender,
     shared: &Shared,
     start_len: u64,
 ) -> Result<(), String> {
@@ -298,7 +308,7 @@ async fn run_receiver(
         queue: mut file,
         mut applied,
     } = Task::<ReceiverState>::open(spec, name, start_len)?;
-    let mut retry = Retry::new("email delivery", name, spec);
+    let mut retry = Retry::new(delivery_word(sender), name, spec);
     let mut dirty = false;
     let mut last_save = Instant::now();
     loop {
@@ -523,7 +533,7 @@ fn muted(
 fn plan(
     g: &Group,
     spec: &Spec,
-    sender: &EmailSender,
+    sender: &Sender,
     active: &BTreeMap<String, BTreeMap<String, String>>,
     now: i64,
 ) -> (Vec<(&'static str, String)>, bool) {
@@ -534,7 +544,7 @@ fn plan(
         let word = match (e.notified, e.resolved.is_some(), m) {
             (false, false, false) => "firing",
             (false, true, false) => "fired and resolved",
-            (true, true, _) if sender.send_resolved => "resolved",
+            (true, true, _) if sender.send_resolved() => "resolved",
             (true, false, false) => "still firing",
             _ => continue,
         };
@@ -547,7 +557,7 @@ fn plan(
 fn has_news(
     g: &Group,
     spec: &Spec,
-    sender: &EmailSender,
+    sender: &Sender,
     active: &BTreeMap<String, BTreeMap<String, String>>,
     now: i64,
 ) -> bool {
@@ -559,7 +569,7 @@ fn compose(
     st: &mut ReceiverState,
     spec: &Spec,
     me: &str,
-    sender: &EmailSender,
+    sender: &Sender,
     now: i64,
     draining: bool,
 ) -> Result<bool, String> {
@@ -587,9 +597,11 @@ fn compose(
                     Some(t) => now >= t + ms(route.group_interval),
                 }
         } else {
-            !items.is_empty()
-                && g.last_sent_ms
-                    .is_some_and(|t| now >= t + ms(route.repeat_interval))
+            // An Alertmanager receiver re-sends firing alerts before it forgets them.
+            let repeat = sender
+                .resend_ms()
+                .map_or(ms(route.repeat_interval), |r| r.min(ms(route.repeat_interval)));
+            !items.is_empty() && g.last_sent_ms.is_some_and(|t| now >= t + repeat)
         };
         if due {
             let thread = format!("<{}@inferwatch>", digest(&[me, &key, &g.anchor]));
@@ -619,7 +631,7 @@ fn compose(
                 message_id,
                 thread_id: thread,
             };
-            let prepared = sender.prepare(&content)?;
+            let prepared = sender.prepare(&content, now)?;
             st.queue.push_back(prepared);
             composed = true;
             let g = st.groups.get_mut(&key).expect("key from the map");
@@ -649,7 +661,7 @@ fn compose(
             }
             let m = muted(spec, e, active, now);
             match e.notified {
-                true => sender.send_resolved,
+                true => sender.send_resolved(),
                 false => !m,
             }
         });
@@ -685,7 +697,7 @@ pub(crate) mod tests_support {
 
     pub struct Harness {
         spec: Spec,
-        sender: EmailSender,
+        sender: Sender,
         st: ReceiverState,
         applied: HashSet<String>,
     }
@@ -696,7 +708,7 @@ pub(crate) mod tests_support {
             let c: NotifyConfig = serde_yaml::from_str(yaml).unwrap();
             let r = &c.receivers[0];
             Harness {
-                sender: EmailSender::new(&r.name, r.email.as_ref().unwrap()).unwrap(),
+                sender: Sender::new(r).unwrap(),
                 spec: Spec {
                     dir: PathBuf::new(),
                     routing: Arc::new(std::sync::RwLock::new(Routing {

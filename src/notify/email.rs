@@ -26,7 +26,7 @@ use crate::alert::{Notification, escape_control};
 use crate::rules::template::{display, render, template_names};
 
 /// `email:` of a receiver.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmailConfig {
     /// Recipients, comma-separated.
@@ -54,6 +54,7 @@ pub struct EmailConfig {
     pub send_resolved: bool,
     /// Limit for each SMTP command.
     #[serde(with = "humantime_serde", default = "default_timeout")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
     #[serde(default)]
     pub templates: Templates,
@@ -63,7 +64,7 @@ fn default_timeout() -> Duration {
     Duration::from_secs(15)
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TlsMode {
     #[default]
@@ -73,7 +74,7 @@ pub enum TlsMode {
 }
 
 /// Template overrides: `subject` inline, the others as files (relative to the config).
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Templates {
     pub subject: Option<String>,

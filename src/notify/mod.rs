@@ -20,6 +20,7 @@ mod otlp;
 pub mod outbox;
 pub mod route;
 pub mod silence;
+pub mod webhook;
 
 pub use route::{Matcher, Route, Router, match_labels};
 
@@ -30,7 +31,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// `notify:` in the config.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyConfig {
     /// Folder of the outbox (the queue file and each receiver's state). Default
@@ -49,11 +50,14 @@ pub struct NotifyConfig {
     /// At the end of a run, how long to wait for queued notifications to go out; what is
     /// left stays queued for the next start.
     #[serde(with = "humantime_serde", default = "default_drain")]
+    #[schemars(with = "String")]
     pub drain_timeout: Duration,
     /// First wait after a failed delivery; doubled after each failure up to `retry_max`.
     #[serde(with = "humantime_serde", default = "default_retry")]
+    #[schemars(with = "String")]
     pub retry_initial: Duration,
     #[serde(with = "humantime_serde", default = "default_retry_max")]
+    #[schemars(with = "String")]
     pub retry_max: Duration,
 }
 
@@ -67,15 +71,117 @@ fn default_retry_max() -> Duration {
     Duration::from_secs(60)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// A receiver: a name routes point to, and how it delivers (one of `email`, `webhook`,
+/// `alertmanager`; Alertmanager's list spellings `email_configs`, `webhook_configs`
+/// are accepted with one entry).
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiverConfig {
     pub name: String,
+    #[serde(default)]
     pub email: Option<email::EmailConfig>,
+    /// Alertmanager's webhook JSON (version 4) posted to a URL.
+    #[serde(default)]
+    pub webhook: Option<webhook::WebhookConfig>,
+    /// Alerts pushed to an Alertmanager's `/api/v2/alerts`.
+    #[serde(default)]
+    pub alertmanager: Option<webhook::AlertmanagerConfig>,
+    /// Alertmanager's spelling of `email` (a list of one).
+    #[serde(default)]
+    pub email_configs: Vec<email::EmailConfig>,
+    /// Alertmanager's spelling of `webhook` (a list of one).
+    #[serde(default)]
+    pub webhook_configs: Vec<webhook::WebhookConfig>,
+}
+
+/// How one receiver delivers.
+pub enum Delivery<'a> {
+    Email(&'a email::EmailConfig),
+    Webhook(&'a webhook::WebhookConfig),
+    Alertmanager(&'a webhook::AlertmanagerConfig),
+}
+
+impl ReceiverConfig {
+    /// Its one way of delivering, or why it has none or several.
+    pub fn delivery(&self) -> Result<Delivery<'_>, String> {
+        let mut ways = Vec::new();
+        ways.extend(self.email.iter().map(Delivery::Email));
+        ways.extend(self.email_configs.iter().map(Delivery::Email));
+        ways.extend(self.webhook.iter().map(Delivery::Webhook));
+        ways.extend(self.webhook_configs.iter().map(Delivery::Webhook));
+        ways.extend(self.alertmanager.iter().map(Delivery::Alertmanager));
+        match ways.len() {
+            1 => Ok(ways.pop().expect("one")),
+            0 => Err(format!(
+                "notify.receivers.{}: say how to deliver (`email:`, `webhook:` or `alertmanager:`)",
+                self.name
+            )),
+            n => Err(format!(
+                "notify.receivers.{}: {n} ways of delivering; a receiver has one (declare another receiver and route to both with `continue: true`)",
+                self.name
+            )),
+        }
+    }
+}
+
+/// A receiver's sender.
+pub enum Sender {
+    Email(email::EmailSender),
+    Http(webhook::HttpSender),
+}
+
+impl Sender {
+    pub fn new(r: &ReceiverConfig) -> Result<Sender, String> {
+        Ok(match r.delivery()? {
+            Delivery::Email(c) => Sender::Email(email::EmailSender::new(&r.name, c)?),
+            Delivery::Webhook(c) => Sender::Http(webhook::HttpSender::webhook(&r.name, c)?),
+            Delivery::Alertmanager(c) => {
+                Sender::Http(webhook::HttpSender::alertmanager(&r.name, c)?)
+            }
+        })
+    }
+
+    /// For logs and the summary: `email`, `webhook`, `alertmanager`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Sender::Email(_) => "email",
+            Sender::Http(h) if h.resend_ms().is_some() => "alertmanager",
+            Sender::Http(_) => "webhook",
+        }
+    }
+
+    pub fn send_resolved(&self) -> bool {
+        match self {
+            Sender::Email(e) => e.send_resolved,
+            Sender::Http(h) => h.send_resolved,
+        }
+    }
+
+    /// Forced resend period of a group with firing alerts (Alertmanager receivers).
+    pub fn resend_ms(&self) -> Option<i64> {
+        match self {
+            Sender::Email(_) => None,
+            Sender::Http(h) => h.resend_ms(),
+        }
+    }
+
+    pub fn prepare(&self, c: &email::Content, now_ms: i64) -> Result<email::Prepared, String> {
+        match self {
+            Sender::Email(e) => e.prepare(c),
+            Sender::Http(h) => h.prepare(c, now_ms),
+        }
+    }
+
+    pub async fn send(&self, p: &email::Prepared) -> Result<(), String> {
+        match self {
+            Sender::Email(e) => e.send(p).await,
+            Sender::Http(h) => h.send(p).await,
+        }
+    }
 }
 
 /// A node of the routing tree. Unset timing and `group_by` come from the parent.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub receiver: Option<String>,
@@ -85,10 +191,13 @@ pub struct RouteConfig {
     pub matchers: Vec<String>,
     pub group_by: Option<Vec<String>>,
     #[serde(with = "humantime_serde", default)]
+    #[schemars(with = "Option<String>")]
     pub group_wait: Option<Duration>,
     #[serde(with = "humantime_serde", default)]
+    #[schemars(with = "Option<String>")]
     pub group_interval: Option<Duration>,
     #[serde(with = "humantime_serde", default)]
+    #[schemars(with = "Option<String>")]
     pub repeat_interval: Option<Duration>,
     /// Keep matching the following sibling routes after this one matched.
     #[serde(default, rename = "continue")]
@@ -99,7 +208,7 @@ pub struct RouteConfig {
 
 /// Alerts matching `target_matchers` are muted while an alert matching
 /// `source_matchers` fires with the same values of the `equal` labels.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InhibitRule {
     pub source_matchers: Vec<String>,
@@ -110,7 +219,7 @@ pub struct InhibitRule {
 
 /// Alerts matching every matcher are not notified between `starts_at` and `ends_at`
 /// (wall clock, RFC 3339).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Silence {
     pub matchers: Vec<String>,
@@ -146,12 +255,7 @@ impl NotifyConfig {
                     r.name
                 ));
             }
-            if r.email.is_none() {
-                return Err(format!(
-                    "notify.receivers.{}: say how to deliver (`email:`)",
-                    r.name
-                ));
-            }
+            r.delivery()?;
         }
         if self.receivers.is_empty() {
             if self.route.is_some() {
@@ -183,8 +287,14 @@ impl NotifyConfig {
             fix(p);
         }
         for r in &mut self.receivers {
-            if let Some(e) = r.email.as_mut() {
+            for e in r.email.iter_mut().chain(r.email_configs.iter_mut()) {
                 e.resolve_paths(base);
+            }
+            for w in r.webhook.iter_mut().chain(r.webhook_configs.iter_mut()) {
+                w.resolve_paths(base);
+            }
+            if let Some(a) = r.alertmanager.as_mut() {
+                a.resolve_paths(base);
             }
         }
     }

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::dispatch::dispatch;
-use super::email::EmailSender;
+use super::Sender;
 use super::{NotifyConfig, Router};
 use crate::alert::{Notification, Receiver};
 use crate::otlp::OtlpConfig;
@@ -77,7 +77,9 @@ pub struct Outbox {
     dir: PathBuf,
     out: BufWriter<File>,
     spec: Option<Spec>,
-    senders: Vec<(String, EmailSender)>,
+    senders: Vec<(String, Sender)>,
+    /// Each receiver's kind (`email`, `webhook`, `alertmanager`), for the summary.
+    kinds: BTreeMap<String, &'static str>,
     otlp: Option<OtlpConfig>,
     routing: Arc<std::sync::RwLock<Routing>>,
     /// The receivers' settings at start: a reload may change routes, not receivers.
@@ -166,11 +168,7 @@ impl Outbox {
         }));
         let mut senders = Vec::new();
         for r in &c.receivers {
-            let e = r
-                .email
-                .as_ref()
-                .ok_or_else(|| format!("notify.receivers.{}: no `email:`", r.name))?;
-            senders.push((r.name.clone(), EmailSender::new(&r.name, e)?));
+            senders.push((r.name.clone(), Sender::new(r)?));
         }
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create the outbox folder {}: {e}", dir.display()))?;
@@ -189,6 +187,7 @@ impl Outbox {
                 retry_initial: c.retry_initial,
                 retry_max: c.retry_max.max(c.retry_initial),
             }),
+            kinds: senders.iter().map(|(n, s)| (n.clone(), s.kind())).collect(),
             senders,
             otlp: otlp.cloned(),
             routing,
@@ -221,8 +220,10 @@ impl Outbox {
                         s.notifications, s.queued
                     )
                 } else {
+                    let kind = self.kinds.get(name).copied().unwrap_or("email");
+                    let what = if kind == "email" { "messages" } else { "requests" };
                     format!(
-                        "email {name}: {} messages sent ({} alert changes), {} queued",
+                        "{kind} {name}: {} {what} sent ({} alert changes), {} queued",
                         s.emails, s.notifications, s.queued
                     )
                 };

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use tract_onnx::prelude::*;
 
 /// One entry of `models:` in the config.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// The `model` value of the records this model serves.

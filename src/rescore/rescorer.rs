@@ -38,7 +38,7 @@ use crate::telemetry::RescoreTotals;
 use crate::window::ClosedWindow;
 
 /// `rescore:` in the config.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RescoreConfig {
     /// Records re-scored per second of event time, at most.
@@ -50,6 +50,7 @@ pub struct RescoreConfig {
     pub sample_rate: f64,
     /// How long after the window that flagged it a client stays a suspect.
     #[serde(with = "humantime_serde", default = "default_suspect_for")]
+    #[schemars(with = "String")]
     pub suspect_for: Duration,
     /// A logged probability further than this from the embedded model's is a mismatch.
     #[serde(default = "default_tolerance")]

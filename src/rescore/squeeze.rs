@@ -18,7 +18,7 @@ use serde::Deserialize;
 use super::EmbeddedModel;
 
 /// `squeeze:` of a model.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SqueezeConfig {
     /// Values each feature is rounded to (at least 2).

@@ -46,7 +46,7 @@ use crate::tables::{RESCORED, WindowTable};
 use crate::window::ClosedWindow;
 
 /// `engine:` in the config: limits for each rule's query.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EngineConfig {
     /// Memory one rule's query may use (bytes).
@@ -54,6 +54,7 @@ pub struct EngineConfig {
     pub rule_memory_limit: usize,
     /// Wall-clock time one rule's query may take.
     #[serde(with = "humantime_serde", default = "default_timeout")]
+    #[schemars(with = "String")]
     pub rule_timeout: Duration,
 }
 

@@ -13,7 +13,7 @@ use super::{Poll, Source, SourceError};
 use crate::decode::{Oversized, PartitionId, RawBatch};
 
 /// `source: {type: file, ...}`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSourceConfig {
     /// JSONL files; a name ending in `.gz` is decompressed.

@@ -8,7 +8,7 @@ use crate::decode::RawBatch;
 use crate::scenario::{GenOptions, Generator, Scenario};
 
 /// `source: {type: generator, ...}`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GeneratorSourceConfig {
     pub scenario: Scenario,

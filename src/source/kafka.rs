@@ -30,7 +30,7 @@ use super::{Poll, Source, SourceError};
 use crate::decode::{Oversized, PartitionId, RawBatch};
 
 /// `source: {type: kafka, ...}`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSourceConfig {
     /// `host:port,...`

@@ -104,7 +104,7 @@ pub trait Source: Send {
 }
 
 /// `source:` in the config file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SourceConfig {
     /// JSONL files, plain or `.gz`, read side by side like partitions.

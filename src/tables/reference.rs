@@ -31,7 +31,7 @@ use crate::stable_hash::{bottom_k, hash_of, keyed_hash_of, per_client_share};
 use crate::window::ClosedWindow;
 
 /// `reference:` in the config.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReferenceConfig {
     /// Windows of earlier traffic in the reference.

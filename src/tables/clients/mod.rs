@@ -85,11 +85,12 @@ use crate::telemetry::ClientsUsage;
 use crate::window::ClosedWindow;
 
 /// `clients:` in the config.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientsConfig {
     /// Long horizon of `client_profile` (and idle eviction).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub horizon: Duration,
     /// Estimated memory of all profiles; beyond it the least recently seen are evicted.
     pub max_memory: u64,

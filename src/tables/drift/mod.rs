@@ -48,7 +48,7 @@ use crate::tables::{DerivedTable, WindowTable};
 use crate::window::ClosedWindow;
 
 /// A test a feature can be given in `drift.features`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TestName {
     Ks,
@@ -78,7 +78,7 @@ impl TestName {
 }
 
 /// Per feature (or output: `label`, `score`): which test, at which threshold.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FeatureDrift {
     pub test: Option<TestName>,
@@ -87,7 +87,7 @@ pub struct FeatureDrift {
 }
 
 /// `drift:` in the config.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DriftConfig {
     /// Moved to `reference.windows` (still read, with a warning).
