@@ -478,11 +478,9 @@ mod tests {
             let name = line.split(' ').nth(2).unwrap();
             assert!(known.contains(name), "{name} is not in the catalogue");
         }
-        let doc = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/docs/operations.md"
-        ))
-        .unwrap();
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md"))
+                .unwrap();
         for f in cat::ALL {
             assert!(
                 doc.contains(&format!("`{}", f.sample_name())),

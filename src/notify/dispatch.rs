@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::backoff::Backoff;
 use super::Sender;
+use super::backoff::Backoff;
 use super::email::{Content, Item, Prepared};
 use super::match_labels;
 use super::outbox::{APPLIED_KEEP, OTLP, QUEUE, Shared, Spec};
@@ -590,17 +590,21 @@ fn compose(
             return Ok(false);
         };
         let (items, news) = plan(g, spec, sender, &st.active, now);
+        // An Alertmanager receiver pushes every change at once: grouping and its timing
+        // are the Alertmanager's.
+        let at_once = sender.resend_ms().is_some();
         let due = if news {
             draining
+                || at_once
                 || match g.last_sent_ms {
                     None => now >= g.created_ms + ms(route.group_wait),
                     Some(t) => now >= t + ms(route.group_interval),
                 }
         } else {
             // An Alertmanager receiver re-sends firing alerts before it forgets them.
-            let repeat = sender
-                .resend_ms()
-                .map_or(ms(route.repeat_interval), |r| r.min(ms(route.repeat_interval)));
+            let repeat = sender.resend_ms().map_or(ms(route.repeat_interval), |r| {
+                r.min(ms(route.repeat_interval))
+            });
             !items.is_empty() && g.last_sent_ms.is_some_and(|t| now >= t + repeat)
         };
         if due {

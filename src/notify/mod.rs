@@ -189,6 +189,12 @@ pub struct RouteConfig {
     /// `model!="test"`, `alertname!~"drift\..*"`.
     #[serde(default)]
     pub matchers: Vec<String>,
+    /// Alertmanager's older spelling: label = value, all of them.
+    #[serde(default, rename = "match")]
+    pub match_: std::collections::BTreeMap<String, String>,
+    /// Alertmanager's older spelling: label =~ anchored regular expression.
+    #[serde(default)]
+    pub match_re: std::collections::BTreeMap<String, String>,
     pub group_by: Option<Vec<String>>,
     #[serde(with = "humantime_serde", default)]
     #[schemars(with = "Option<String>")]

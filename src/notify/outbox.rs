@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::dispatch::dispatch;
 use super::Sender;
+use super::dispatch::dispatch;
 use super::{NotifyConfig, Router};
 use crate::alert::{Notification, Receiver};
 use crate::otlp::OtlpConfig;
@@ -221,7 +221,11 @@ impl Outbox {
                     )
                 } else {
                     let kind = self.kinds.get(name).copied().unwrap_or("email");
-                    let what = if kind == "email" { "messages" } else { "requests" };
+                    let what = if kind == "email" {
+                        "messages"
+                    } else {
+                        "requests"
+                    };
                     format!(
                         "{kind} {name}: {} {what} sent ({} alert changes), {} queued",
                         s.emails, s.notifications, s.queued

@@ -104,8 +104,63 @@ fn unescape(s: &str) -> String {
     out
 }
 
-fn parse_all(list: &[String]) -> Result<Vec<Matcher>, String> {
-    list.iter().map(|m| Matcher::parse(m)).collect()
+/// Parses every string of a matcher list; one string may hold several matchers, as
+/// Alertmanager reads them: `a="x", b=~"y"`, optionally in braces.
+pub fn parse_all(list: &[String]) -> Result<Vec<Matcher>, String> {
+    let mut out = Vec::new();
+    for text in list {
+        for one in split_matchers(text)? {
+            out.push(Matcher::parse(&one)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Splits `{a="x", b="y,z"}` into `a="x"` and `b="y,z"`: commas inside quotes (and
+/// escaped quotes) do not split; an empty part is refused.
+fn split_matchers(text: &str) -> Result<Vec<String>, String> {
+    let t = text.trim();
+    let t = match (t.strip_prefix('{'), t.ends_with('}')) {
+        (Some(inner), true) => inner[..inner.len() - 1].trim(),
+        (Some(_), false) => return Err(format!("matcher {text:?}: unclosed brace")),
+        _ => t,
+    };
+    let (mut parts, mut cur, mut quoted, mut escaped) = (Vec::new(), String::new(), false, false);
+    for c in t.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                parts.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    parts.push(cur);
+    // A trailing comma is allowed, as in Alertmanager.
+    if parts.len() > 1 && parts.last().is_some_and(|p| p.trim().is_empty()) {
+        parts.pop();
+    }
+    if parts.iter().any(|p| p.trim().is_empty()) {
+        return Err(format!("matcher {text:?}: an empty matcher between commas"));
+    }
+    Ok(parts)
+}
+
+/// Alertmanager's older `match:` (equality) and `match_re:` (anchored regular
+/// expressions) maps, as matcher strings.
+pub fn legacy_matchers(
+    eq: &BTreeMap<String, String>,
+    re: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let quote = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
+    eq.iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", quote(v)))
+        .chain(re.iter().map(|(k, v)| format!("{k}=~\"{}\"", quote(v))))
+        .collect()
 }
 
 fn all_match(ms: &[Matcher], labels: &BTreeMap<String, String>) -> bool {
@@ -300,7 +355,14 @@ fn add_route(
             .receiver
             .clone()
             .unwrap_or_else(|| parent.receiver.clone()),
-        matchers: parse_all(&c.matchers).map_err(|e| format!("{at}: {e}"))?,
+        matchers: parse_all(
+            &c.matchers
+                .iter()
+                .cloned()
+                .chain(legacy_matchers(&c.match_, &c.match_re))
+                .collect::<Vec<_>>(),
+        )
+        .map_err(|e| format!("{at}: {e}"))?,
         group_by: c
             .group_by
             .clone()

@@ -107,11 +107,7 @@ pub fn from_config(config: &[super::Silence]) -> Result<Vec<Silence>, String> {
 }
 
 fn prepare(mut s: Silence) -> Result<Silence, String> {
-    s.parsed = s
-        .matchers
-        .iter()
-        .map(|m| Matcher::parse(m))
-        .collect::<Result<_, _>>()?;
+    s.parsed = super::route::parse_all(&s.matchers)?;
     s.start_ms = crate::time::parse_rfc3339("starts_at", &s.starts_at)?;
     s.end_ms = crate::time::parse_rfc3339("ends_at", &s.ends_at)?;
     Ok(s)

@@ -96,6 +96,31 @@ fn matchers_parse_as_in_alertmanager() {
 }
 
 #[test]
+fn a_matcher_string_may_hold_several_matchers_as_in_alertmanager() {
+    use super::route::{legacy_matchers, parse_all};
+    let l: BTreeMap<String, String> = [("a", "x"), ("b", "y,z"), ("c", "q\"u")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let all = |text: &str| {
+        parse_all(&[text.to_owned()]).map(|ms| (ms.len(), ms.iter().all(|m| m.matches(&l))))
+    };
+    assert_eq!(all("a=\"x\", b=\"y,z\"").unwrap(), (2, true));
+    assert_eq!(all("{a=\"x\", b=~\"y.*\",}").unwrap(), (2, true));
+    assert_eq!(all("a=x, b=\"nope\"").unwrap(), (2, false));
+    assert_eq!(all("c=\"q\\\"u\", a!=\"w\"").unwrap(), (2, true));
+    for bad in ["a=\"x\",, b=\"y\"", "{a=\"x\"", "a=\"x\", =y", ","] {
+        assert!(all(bad).is_err(), "{bad} should be refused");
+    }
+    // `match:` and `match_re:` as Alertmanager's older configs write them.
+    let eq = [("a".to_owned(), "x".to_owned())].into_iter().collect();
+    let re = [("b".to_owned(), "y,.".to_owned())].into_iter().collect();
+    let ms = parse_all(&legacy_matchers(&eq, &re)).unwrap();
+    assert_eq!(ms.len(), 2);
+    assert!(ms.iter().all(|m| m.matches(&l)));
+}
+
+#[test]
 fn routes_follow_the_tree_with_continue_and_defaults() {
     let r = Router::new(&config(TREE)).unwrap();
     let rx = |l: &BTreeMap<String, String>| -> Vec<String> {

@@ -5,7 +5,9 @@
 //! once, kept until the server answered 2xx, and sent again unchanged after a failure
 //! or a restart.
 //!
-//! An Alertmanager forgets a firing alert at its `endsAt`; as Prometheus does, firing
+//! An Alertmanager receiver pushes every change as soon as it is read (the route's
+//! `group_wait` and `group_interval` do not apply: grouping is the Alertmanager's). An
+//! Alertmanager forgets a firing alert at its `endsAt`; as Prometheus does, firing
 //! alerts are sent again every `resend_interval` with `endsAt` four intervals ahead,
 //! and a resolved one is sent with its resolution time as `endsAt`.
 
@@ -90,9 +92,13 @@ fn default_resend() -> Duration {
 
 impl WebhookConfig {
     pub fn resolve_paths(&mut self, base: &Path) {
-        for p in [&mut self.url_file, &mut self.bearer_token_file, &mut self.ca_file]
-            .into_iter()
-            .flatten()
+        for p in [
+            &mut self.url_file,
+            &mut self.bearer_token_file,
+            &mut self.ca_file,
+        ]
+        .into_iter()
+        .flatten()
         {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -170,7 +176,11 @@ fn check_url(url: &str, at: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn client(timeout: Duration, ca_file: &Option<PathBuf>, at: &str) -> Result<reqwest::Client, String> {
+fn client(
+    timeout: Duration,
+    ca_file: &Option<PathBuf>,
+    at: &str,
+) -> Result<reqwest::Client, String> {
     let mut b = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout)
@@ -272,7 +282,11 @@ impl HttpSender {
                 (None, Kind::Alertmanager { resend_ms }) => rfc3339(now_ms + 4 * resend_ms),
                 (None, Kind::Webhook { .. }) => "0001-01-01T00:00:00Z".to_owned(),
             };
-            let status = if resolved.is_some() { "resolved" } else { "firing" };
+            let status = if resolved.is_some() {
+                "resolved"
+            } else {
+                "firing"
+            };
             alerts.push(match self.kind {
                 Kind::Alertmanager { .. } => json!({
                     "labels": match_labels(it.n),

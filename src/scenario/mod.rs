@@ -35,7 +35,9 @@ const COUNTRIES: [(&str, f64); 7] = [
 pub const DEFAULT_CLIENTS: usize = 200;
 const BATCH_USERS: usize = 3;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Scenario {
     /// Honest traffic only.

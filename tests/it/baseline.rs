@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::{Column, DataFrame, ParquetWriter};
 
-use crate::cli::{inferwatch, generate, jsonl, text};
+use crate::cli::{generate, inferwatch, jsonl, text};
 
 const NUMERIC: [&str; 4] = ["amount", "age", "merchant_risk", "hour"];
 

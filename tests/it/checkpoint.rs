@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::cli::{inferwatch, follow_flood, generate, jsonl, root, summary, text};
+use crate::cli::{follow_flood, generate, inferwatch, jsonl, root, summary, text};
 
 /// A replay config with frequent checkpoints, so kills land between them.
 fn config(dir: &Path, queries: &Path) -> PathBuf {

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use crate::cli::{inferwatch, generate, jsonl, root, summary, text};
+use crate::cli::{generate, inferwatch, jsonl, root, summary, text};
 
 fn config(dir: &Path, dead: &Path) -> PathBuf {
     let stem = dead.file_stem().unwrap().to_string_lossy();

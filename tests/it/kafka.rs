@@ -9,7 +9,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 
-use crate::cli::{inferwatch, generate, jsonl, root, text};
+use crate::cli::{generate, inferwatch, jsonl, root, text};
 
 pub(crate) fn brokers() -> String {
     std::env::var("KAFKA_BROKERS").expect(

@@ -13,5 +13,6 @@ mod labels;
 mod layering;
 mod otlp;
 mod prometheus;
+mod receivers;
 mod rescore;
 mod rule_files;

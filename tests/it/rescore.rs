@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::cli::{inferwatch, generate, summary, text};
+use crate::cli::{generate, inferwatch, summary, text};
 
 fn replay(dir: &Path, input: &Path) -> (std::process::Output, Vec<Value>) {
     let alerts = dir.join("alerts.jsonl");
