@@ -349,6 +349,11 @@ impl AlertBook {
         if let Some(a) = state.error.take() {
             out.push(ev.notify(RULE_ERROR_ID, &a, State::Resolved));
         }
+        if !rule.def.alert {
+            // A recording rule: evaluated for its side effects (re-scoring), no alerts;
+            // its query errors are still alerts, as for any rule.
+            return out;
+        }
         let mut seen: BTreeMap<Vec<String>, serde_json::Map<String, Value>> = BTreeMap::new();
         for row in rows {
             let key: Vec<String> = rule
@@ -385,6 +390,7 @@ impl AlertBook {
                         .iter()
                         .cloned()
                         .zip(key.iter().cloned())
+                        .chain(rule.def.labels.clone())
                         .collect();
                     let initial = if for_ms == 0 {
                         State::Firing

@@ -237,6 +237,9 @@ pub enum RulesCommand {
     Test {
         /// Test files or folders (default: tests/rules).
         paths: Vec<PathBuf>,
+        /// Also write the results as JUnit XML (for CI test reports).
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
     },
 }
 
@@ -277,7 +280,7 @@ pub async fn main(cli: Cli) -> Result<(), Failure> {
         Command::Replay(args) => replay(args).await,
         Command::Gen(args) => gen_cmd(args),
         Command::Rules(RulesCommand::Check { config, paths }) => rules_check(config, paths).await,
-        Command::Rules(RulesCommand::Test { paths }) => rules_test(paths).await,
+        Command::Rules(RulesCommand::Test { paths, junit }) => rules_test(paths, junit).await,
         Command::Consume(args) => consume(args),
         Command::Config(ConfigCommand::Schema) => {
             println!("{}", crate::config::schema_json());
@@ -809,7 +812,7 @@ async fn rules_check(config: Option<PathBuf>, paths: Vec<PathBuf>) -> Result<(),
     Ok(())
 }
 
-async fn rules_test(paths: Vec<PathBuf>) -> Result<(), Failure> {
+async fn rules_test(paths: Vec<PathBuf>, junit: Option<PathBuf>) -> Result<(), Failure> {
     let paths = if paths.is_empty() {
         vec![PathBuf::from("tests/rules")]
     } else {
@@ -817,11 +820,14 @@ async fn rules_test(paths: Vec<PathBuf>) -> Result<(), Failure> {
     };
     let files = rules_test::test_files(&paths).map_err(|e| Failure::usage(e.to_string()))?;
     let (mut passed, mut failed) = (0, 0);
+    let mut all = Vec::new();
     for file in files {
+        let started = std::time::Instant::now();
         let results = rules_test::run_file(&file)
             .await
             .map_err(|e| Failure::usage(e.to_string()))?;
-        for r in results {
+        all.push((file.clone(), started.elapsed(), results));
+        for r in &all.last().expect("just pushed").2 {
             match &r.failure {
                 None => {
                     passed += 1;
@@ -835,6 +841,10 @@ async fn rules_test(paths: Vec<PathBuf>) -> Result<(), Failure> {
         }
     }
     println!("{passed} passed, {failed} failed");
+    if let Some(path) = junit {
+        std::fs::write(&path, rules_test::junit_xml(&all))
+            .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", path.display())))?;
+    }
     if failed > 0 {
         return Err(Failure::runtime(format!("{failed} rule test(s) failed")));
     }

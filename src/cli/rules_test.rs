@@ -95,6 +95,8 @@ struct TestCase {
     /// True labels, as `input` (with `labels:` settings in the file).
     #[serde(default)]
     labels: Vec<Input>,
+    /// promtool: `alert_rule_test`.
+    #[serde(alias = "alert_rule_test")]
     expect: Vec<Expect>,
 }
 
@@ -123,10 +125,19 @@ enum Input {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Expect {
-    /// Without `at`: the rule must never have raised an alert (pending or firing).
+    /// Without `at` (or `eval_time`): the rule must never have raised an alert (pending
+    /// or firing).
     #[serde(with = "humantime_serde", default)]
     at: Option<std::time::SystemTime>,
+    /// promtool's `eval_time`: a duration after the case's first record.
+    #[serde(with = "humantime_serde", default)]
+    eval_time: Option<Duration>,
+    /// promtool: `alertname`.
+    #[serde(alias = "alertname")]
     rule: String,
+    /// The alerts active at `at`. Pending ones are left out of the comparison (as
+    /// promtool does) unless one of these says `state: pending`. promtool: `exp_alerts`.
+    #[serde(alias = "exp_alerts", default)]
     alerts: Vec<ExpectedAlert>,
     /// Leave pending alerts out: for rules whose `for:` exists to absorb a condition
     /// that is true now and then by chance (a statistical test's false positives).
@@ -137,10 +148,14 @@ struct Expect {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ExpectedAlert {
+    /// The alert's labels (its `labels_from` values and the rule's fixed `labels`;
+    /// `severity` too when given). promtool: `exp_labels`.
+    #[serde(alias = "exp_labels", default)]
     labels: BTreeMap<String, String>,
     #[serde(default = "firing")]
     state: State,
-    #[serde(default)]
+    /// promtool: `exp_annotations`.
+    #[serde(alias = "exp_annotations", default)]
     annotations: BTreeMap<String, String>,
 }
 
@@ -196,7 +211,8 @@ pub async fn run_file(path: &Path) -> Result<Vec<CaseResult>, TestFileError> {
         message,
     };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let file: TestFile = serde_yaml::from_str(&text).map_err(|e| err(e.to_string()))?;
+    let mut file: TestFile = serde_yaml::from_str(&text).map_err(|e| err(e.to_string()))?;
+    resolve_eval_times(&mut file).map_err(err)?;
     let base = path.parent().unwrap_or(Path::new("."));
     let rule_paths: Vec<PathBuf> = file.rule_files.iter().map(|p| base.join(p)).collect();
     let rules = super::load_rules(&rule_paths).map_err(|e| err(e.to_string()))?;
@@ -237,7 +253,8 @@ pub fn expectations(path: &Path) -> Result<Vec<Expectation>, TestFileError> {
         message,
     };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let file: TestFile = serde_yaml::from_str(&text).map_err(|e| err(e.to_string()))?;
+    let mut file: TestFile = serde_yaml::from_str(&text).map_err(|e| err(e.to_string()))?;
+    resolve_eval_times(&mut file).map_err(err)?;
     let base = path.parent().unwrap_or(Path::new("."));
     let rule_paths: Vec<PathBuf> = file.rule_files.iter().map(|p| base.join(p)).collect();
     let rules = super::load_rules(&rule_paths).map_err(|e| err(e.to_string()))?;
@@ -254,6 +271,38 @@ pub fn expectations(path: &Path) -> Result<Vec<Expectation>, TestFileError> {
             })
         })
         .collect())
+}
+
+/// Turns promtool's `eval_time` (a duration after the case's first record: the start of
+/// its first `repeat`, or the `ts` of its first record) into `at`.
+fn resolve_eval_times(file: &mut TestFile) -> Result<(), String> {
+    for case in &mut file.tests {
+        let start = case.input.iter().find_map(|i| match i {
+            Input::Repeat { start, .. } => Some(Ok(*start)),
+            Input::Records { records } => records.first().and_then(|r| r.get("ts")).map(|ts| {
+                let text = ts
+                    .as_str()
+                    .ok_or_else(|| "`ts` of the first record is not RFC 3339 text".to_owned())?;
+                humantime::parse_rfc3339_weak(text)
+                    .map_err(|e| format!("`ts` of the first record {text:?}: {e}"))
+            }),
+            _ => None,
+        });
+        for e in &mut case.expect {
+            let Some(d) = e.eval_time else { continue };
+            if e.at.is_some() {
+                return Err(format!("{}: set at or eval_time, not both", case.name));
+            }
+            let start = start.clone().ok_or_else(|| {
+                format!(
+                    "{}: eval_time counts from the first record, and the case's first input has none with a time (a `repeat`, or `records` with `ts`)",
+                    case.name
+                )
+            })??;
+            e.at = Some(start + d);
+        }
+    }
+    Ok(())
 }
 
 /// Every expectation names a rule of the file's rule files (or the rule-error alert).
@@ -568,9 +617,10 @@ fn check(e: &Expect, notes: &[Notification]) -> Result<(), String> {
             }
         }
     }
+    let pending_asked = e.alerts.iter().any(|a| a.state == State::Pending);
     let mut got: Vec<&Notification> = active
         .into_values()
-        .filter(|n| !(e.ignore_pending && n.state == State::Pending))
+        .filter(|n| pending_asked && !e.ignore_pending || n.state != State::Pending)
         .collect();
     got.sort_by(|a, b| a.labels.cmp(&b.labels));
     let describe = |ns: &[&Notification]| {
@@ -582,7 +632,12 @@ fn check(e: &Expect, notes: &[Notification]) -> Result<(), String> {
     let mut unmatched = got.clone();
     for want in &e.alerts {
         let pos = unmatched.iter().position(|n| {
-            n.labels == want.labels
+            // `severity` is an alert's own field; promtool files list it as a label.
+            let mut labels = n.labels.clone();
+            if want.labels.contains_key("severity") && !labels.contains_key("severity") {
+                labels.insert("severity".into(), n.severity.as_str().to_owned());
+            }
+            labels == want.labels
                 && n.state == want.state
                 && want
                     .annotations
@@ -623,6 +678,67 @@ fn check(e: &Expect, notes: &[Notification]) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The results as JUnit XML: a `testsuite` per file, a `testcase` per case, a
+/// `failure` with the reason. Written by hand: the format is a handful of elements, and
+/// every text is escaped.
+pub fn junit_xml(files: &[(PathBuf, Duration, Vec<CaseResult>)]) -> String {
+    fn esc(s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        for c in s.chars() {
+            match c {
+                '&' => out.push_str("&amp;"),
+                '<' => out.push_str("&lt;"),
+                '>' => out.push_str("&gt;"),
+                '"' => out.push_str("&quot;"),
+                '\'' => out.push_str("&apos;"),
+                // XML 1.0 allows no other control characters, even escaped.
+                '\t' | '\n' | '\r' => out.push(c),
+                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out
+    }
+    let (tests, failures): (usize, usize) = files.iter().fold((0, 0), |(t, f), (_, _, rs)| {
+        (
+            t + rs.len(),
+            f + rs.iter().filter(|r| r.failure.is_some()).count(),
+        )
+    });
+    let mut x = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"inferwatch rules test\" tests=\"{tests}\" failures=\"{failures}\">\n"
+    );
+    for (file, took, results) in files {
+        let name = esc(&file.display().to_string());
+        x += &format!(
+            "  <testsuite name=\"{name}\" tests=\"{}\" failures=\"{}\" time=\"{:.3}\">\n",
+            results.len(),
+            results.iter().filter(|r| r.failure.is_some()).count(),
+            took.as_secs_f64()
+        );
+        for r in results {
+            x += &format!(
+                "    <testcase classname=\"{name}\" name=\"{}\"",
+                esc(&r.name)
+            );
+            match &r.failure {
+                None => x += "/>\n",
+                Some(why) => {
+                    let first = why.lines().next().unwrap_or("");
+                    x += &format!(
+                        ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>\n",
+                        esc(first),
+                        esc(why)
+                    );
+                }
+            }
+        }
+        x += "  </testsuite>\n";
+    }
+    x += "</testsuites>\n";
+    x
 }
 
 /// Test files under `paths` (files, or folders searched for `*.yaml`), sorted.

@@ -81,6 +81,22 @@ pub struct RuleDef {
     /// routing tree decides). stdout, the JSONL file and the alerts topic get every alert.
     #[serde(default)]
     pub route: Vec<String>,
+    /// Labels every alert of this rule carries, fixed (`team: ml`): routes, silences and
+    /// inhibitions match on them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// `false`: a recording rule. It is evaluated (its `rescore:` still flags clients,
+    /// its errors still count) but raises no alert.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub alert: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// A validated rule.
@@ -308,6 +324,38 @@ fn check(mut rule: Rule) -> Result<Rule, RuleError> {
         return Err(RuleError::invalid(
             &rule,
             "labels_from names a column twice",
+        ));
+    }
+    for name in rule.def.labels.keys() {
+        if rule.def.labels_from.contains(name) {
+            return Err(RuleError::invalid(
+                &rule,
+                format!(
+                    "label {name:?} is both in labels (fixed) and in labels_from (from the query)"
+                ),
+            ));
+        }
+        if ["alertname", "rule_id", "severity"].contains(&name.as_str()) {
+            return Err(RuleError::invalid(
+                &rule,
+                format!("label {name:?} is set by inferwatch; choose another name"),
+            ));
+        }
+        let ok = name
+            .chars()
+            .enumerate()
+            .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+        if name.is_empty() || !ok {
+            return Err(RuleError::invalid(
+                &rule,
+                format!("label name {name:?}: letters, digits and _, not starting with a digit"),
+            ));
+        }
+    }
+    if !rule.def.alert && !rule.def.route.is_empty() {
+        return Err(RuleError::invalid(
+            &rule,
+            "a recording rule (alert: false) raises no alert to route",
         ));
     }
     Ok(rule)

@@ -586,6 +586,52 @@ fn rules_check_and_rules_test_commands() {
         "{}",
         text(&o)
     );
+
+    // JUnit XML for CI: one suite per file, the failure with its reason, well-formed
+    // (read back by Python's XML parser).
+    let junit = dir.path().join("rules.xml");
+    let promtool = root().join("tests/rules/promtool_style.yaml");
+    let o = inferwatch(
+        &[
+            "rules",
+            "test",
+            "--junit",
+            junit.to_str().unwrap(),
+            promtool.to_str().unwrap(),
+            failing.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let read = std::process::Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import sys, xml.etree.ElementTree as E\n\
+             r = E.parse(sys.argv[1]).getroot()\n\
+             for s in r.iter('testsuite'):\n\
+             \x20   for c in s.iter('testcase'):\n\
+             \x20       f = c.find('failure')\n\
+             \x20       print(s.get('name').rsplit('/', 1)[-1], '|', c.get('name'), '|', 'FAIL ' + f.get('message') if f is not None else 'PASS')\n\
+             print(r.get('tests'), r.get('failures'))",
+        ])
+        .arg(&junit)
+        .output()
+        .unwrap();
+    let got = String::from_utf8_lossy(&read.stdout);
+    assert!(
+        read.status.success(),
+        "{got}{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    assert_eq!(
+        got.lines().collect::<Vec<_>>(),
+        [
+            "promtool_style.yaml | a busy client fires with the rule's fixed labels, promtool's way | PASS",
+            "failing.yaml | expects an alert that cannot come | FAIL at 2026-11-21T10:05:00.000Z: rule flood.client_rate: expected firing {\"client_id\": \"a\", \"model\": \"fraud\"}; active: []",
+            "2 1",
+        ],
+        "{got}"
+    );
 }
 
 /// A flood scenario and a config that follows its file with the default rules.
