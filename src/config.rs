@@ -46,6 +46,11 @@ pub struct Config {
     /// Folder of rule files (`*.yaml`), relative to the config file. Default `queries`.
     #[serde(default = "default_queries")]
     pub queries: PathBuf,
+    /// Rule files, folders or glob patterns (`rules/*.yaml`, `teams/**/*.yaml`), relative
+    /// to the config file, as Prometheus's `rule_files`; when set, `queries` is not read.
+    /// A pattern that matches no file is an error.
+    #[serde(default)]
+    pub rule_files: Vec<PathBuf>,
     /// Where undecodable and late records go.
     #[serde(default)]
     pub dead_letter: DeadLetterConfig,
@@ -104,6 +109,17 @@ pub struct Config {
     /// The profiles of `baselines`, loaded and checked by [`Config::load_baselines`].
     #[serde(skip)]
     pub baseline_profiles: Vec<std::sync::Arc<crate::baseline::Baseline>>,
+}
+
+impl Config {
+    /// Where the rules come from: `rule_files` when set, else the `queries` folder.
+    pub fn rule_paths(&self) -> Vec<PathBuf> {
+        if self.rule_files.is_empty() {
+            vec![self.queries.clone()]
+        } else {
+            self.rule_files.clone()
+        }
+    }
 }
 
 /// The JSON Schema of [`Config`] (draft 2020-12), pretty-printed: what
@@ -286,6 +302,9 @@ impl Config {
             }
         };
         fix(&mut self.queries);
+        for p in &mut self.rule_files {
+            fix(p);
+        }
         if let Some(p) = self.dead_letter.path.as_mut() {
             fix(p);
         }

@@ -54,8 +54,10 @@ pub struct OtlpConfig {
     #[serde(with = "humantime_serde", default = "default_timeout")]
     #[schemars(with = "String")]
     pub timeout: Duration,
-    #[serde(default = "default_service")]
-    pub service_name: String,
+    /// `service.name` of the resource. Default: `OTEL_SERVICE_NAME`, else `inferwatch`.
+    /// `OTEL_RESOURCE_ATTRIBUTES` adds its attributes, as in every OpenTelemetry SDK.
+    #[serde(default)]
+    pub service_name: Option<String>,
 }
 
 fn default_interval() -> Duration {
@@ -63,9 +65,6 @@ fn default_interval() -> Duration {
 }
 fn default_timeout() -> Duration {
     Duration::from_secs(10)
-}
-fn default_service() -> String {
-    "inferwatch".into()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,22 +98,63 @@ impl OtlpConfig {
         })
     }
 
+    /// The resource: `service.name` from the config, else `OTEL_SERVICE_NAME`, else
+    /// `inferwatch`; the attributes of `OTEL_RESOURCE_ATTRIBUTES` (read by the SDK's
+    /// default detectors); `service.version`.
     fn resource(&self) -> Resource {
+        let env_name = std::env::var("OTEL_SERVICE_NAME")
+            .ok()
+            .filter(|s| !s.trim().is_empty());
+        let name = self
+            .service_name
+            .clone()
+            .or(env_name)
+            .unwrap_or_else(|| "inferwatch".into());
         Resource::builder()
-            .with_service_name(self.service_name.clone())
+            .with_service_name(name)
             .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
             .build()
     }
 
+    /// The endpoint the exporters will use for `signal`: the config's, else the
+    /// standard variables'.
+    fn effective_endpoint(&self, signal: &str) -> Option<String> {
+        self.endpoint.clone().or_else(|| {
+            [
+                format!(
+                    "OTEL_EXPORTER_OTLP_{}_ENDPOINT",
+                    signal.to_ascii_uppercase()
+                ),
+                "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+            ]
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|s| !s.trim().is_empty()))
+        })
+    }
+
     /// Checks what can be checked before a run.
     pub fn validate(&self) -> Result<(), String> {
-        self.protocol()?;
+        let proto = self.protocol()?;
         if let Some(e) = &self.endpoint
             && !(e.starts_with("http://") || e.starts_with("https://"))
         {
             return Err(format!(
                 "otlp.endpoint: {e:?} needs a scheme (http://host:port or https://host:port)"
             ));
+        }
+        // gRPC has no TLS stack in this build: refused here rather than failing at
+        // every export. OTLP over HTTP speaks TLS (the system's OpenSSL and CAs).
+        for signal in ["logs", "metrics"] {
+            if proto == Proto::Grpc
+                && self
+                    .effective_endpoint(signal)
+                    .is_some_and(|e| e.trim().starts_with("https://"))
+            {
+                return Err(
+                    "otlp: an https:// endpoint needs protocol http/protobuf (OTLP over gRPC with TLS is not built in)"
+                        .into(),
+                );
+            }
         }
         Ok(())
     }

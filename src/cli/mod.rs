@@ -648,6 +648,7 @@ fn load(common: &Common) -> Result<Config, Failure> {
     let mut config = Config::load(&common.config).map_err(|e| Failure::usage(e.to_string()))?;
     if let Some(q) = &common.queries {
         config.queries = q.clone();
+        config.rule_files.clear();
     }
     if let Some(a) = &common.alerts_out {
         config.alerts.jsonl = Some(a.clone());
@@ -668,9 +669,8 @@ async fn run_pipeline(
     opts: RunOptions,
     http: Option<&str>,
 ) -> Result<Summary, Failure> {
-    let rules = load_rules(std::slice::from_ref(&config.queries))
-        .map_err(|e| Failure::usage(e.to_string()))?;
-    tracing::info!(rules = rules.len(), folder = %config.queries.display(), "rules loaded");
+    let rules = load_rules(&config.rule_paths()).map_err(|e| Failure::usage(e.to_string()))?;
+    tracing::info!(rules = rules.len(), from = ?config.rule_paths(), "rules loaded");
     let pipeline = Pipeline::build(config, rules, Vec::new()).await?;
     if let Some(addr) = http {
         crate::http::serve(addr, &config.http, pipeline.live())

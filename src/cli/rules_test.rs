@@ -372,6 +372,7 @@ async fn run_case(
             ..TimeConfig::default()
         },
         queries: PathBuf::new(),
+        rule_files: Vec::new(),
         dead_letter: DeadLetterConfig::default(),
         alerts: AlertsConfig {
             stdout: false,

@@ -196,7 +196,7 @@ impl Pipeline {
             reloadable: Reloadable {
                 tables,
                 engine: config.engine.clone(),
-                queries: config.queries.clone(),
+                queries: config.rule_paths(),
                 alerts: config.alerts.clone(),
                 notify: config.notify.clone(),
                 config_path: config.path.clone(),

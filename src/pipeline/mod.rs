@@ -128,7 +128,7 @@ pub struct Pipeline {
 struct Reloadable {
     tables: Vec<Arc<dyn crate::tables::WindowTable>>,
     engine: crate::rules::engine::EngineConfig,
-    queries: PathBuf,
+    queries: Vec<PathBuf>,
     alerts: crate::alert::AlertsConfig,
     notify: crate::notify::NotifyConfig,
     /// Read again for the routing (`notify:`); none: the routing stays.

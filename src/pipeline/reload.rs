@@ -20,8 +20,7 @@ impl Pipeline {
                 }
                 None => r.notify.clone(),
             };
-            let rules = crate::rules::load_rules(std::slice::from_ref(&r.queries))
-                .map_err(|e| e.to_string())?;
+            let rules = crate::rules::load_rules(&r.queries).map_err(|e| e.to_string())?;
             notify.validate(
                 rules
                     .iter()

@@ -185,6 +185,21 @@ impl RuleError {
 pub fn rule_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, RuleError> {
     let mut files = Vec::new();
     for path in paths {
+        let text = path.to_string_lossy();
+        if text.contains(['*', '?', '[']) {
+            let bad = |why: String| RuleError::Many(format!("rule_files: pattern {text:?}: {why}"));
+            let mut found: Vec<PathBuf> = glob::glob(&text)
+                .map_err(|e| bad(e.to_string()))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| bad(e.to_string()))?;
+            found.retain(|p| p.is_file());
+            if found.is_empty() {
+                return Err(bad("matches no file".into()));
+            }
+            found.sort();
+            files.extend(found);
+            continue;
+        }
         let meta = std::fs::metadata(path).map_err(|source| RuleError::Read {
             path: path.clone(),
             source,
@@ -475,6 +490,68 @@ mod tests {
             .to_string();
         assert!(err.contains("duplicate rule id"), "{err}");
         assert!(err.contains("b.yaml:5: rule b.slide: window"), "{err}");
+    }
+
+    #[test]
+    fn rule_file_patterns_expand_as_globs_and_one_matching_nothing_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("teams/ml/deep")).unwrap();
+        write(d, "a.yaml", GOOD);
+        write(
+            &d.join("teams/ml/deep"),
+            "b.yaml",
+            "- id: b.one\n  severity: low\n  window: {size: 1m}\n  sql: SELECT 1\n",
+        );
+        write(&d.join("teams"), "notes.txt", "not a rule file");
+        let got = rule_files(&[d.join("*.yaml"), d.join("teams/**/*.yaml")]).unwrap();
+        assert_eq!(got, [d.join("a.yaml"), d.join("teams/ml/deep/b.yaml")]);
+        let ids: Vec<String> = load_rules(&[d.join("**/*.yaml")])
+            .unwrap()
+            .iter()
+            .map(|r| r.def.id.clone())
+            .collect();
+        assert_eq!(ids, ["a.one", "a.two", "b.one"]);
+        let err = rule_files(&[d.join("teams/*.yaml")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("matches no file"), "{err}");
+        let err = rule_files(&[d.join("teams/[.yaml")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rule_files: pattern"), "{err}");
+    }
+
+    #[test]
+    fn fixed_labels_and_recording_rules_are_checked() {
+        let bad = |extra: &str| {
+            let text = format!(
+                "- id: x.one\n  severity: low\n  window: {{size: 1m}}\n  sql: SELECT 'c' AS client_id\n  labels_from: [client_id]\n{extra}"
+            );
+            parse_rules(&text, Path::new("x.yaml"))
+                .err()
+                .map(|e| e.to_string())
+        };
+        assert_eq!(bad("  labels: {team: ml}\n"), None);
+        assert_eq!(bad("  alert: false\n"), None);
+        for (extra, says) in [
+            ("  labels: {client_id: x}\n", "both in labels"),
+            ("  labels: {severity: x}\n", "set by inferwatch"),
+            ("  labels: {9lives: x}\n", "label name"),
+            ("  alert: false\n  route: [ops]\n", "recording rule"),
+        ] {
+            let e = bad(extra).unwrap_or_else(|| panic!("{extra} should be refused"));
+            assert!(e.contains(says), "{e}");
+        }
+        // A rule without the new keys keeps its fingerprint (its alert state restores).
+        let plain = "- id: x.one\n  severity: low\n  window: {size: 1m}\n  sql: SELECT 1\n";
+        let with = format!("{plain}  alert: true\n  labels: {{}}\n");
+        let fp = |t: &str| {
+            parse_rules(t, Path::new("x.yaml")).unwrap()[0]
+                .fingerprint
+                .clone()
+        };
+        assert_eq!(fp(plain), fp(&with));
     }
 
     #[test]

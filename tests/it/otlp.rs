@@ -40,6 +40,8 @@ struct Rec {
 #[derive(Default)]
 struct Sink {
     logs: Mutex<Vec<Rec>>,
+    /// The resource attributes of every log export.
+    resources: Mutex<Vec<BTreeMap<String, String>>>,
     metrics: Mutex<Vec<ExportMetricsServiceRequest>>,
 }
 
@@ -57,13 +59,13 @@ impl Sink {
     fn add_logs(&self, req: ExportLogsServiceRequest) {
         let mut logs = self.logs.lock().unwrap();
         for rl in req.resource_logs {
-            let service = rl
-                .resource
-                .iter()
-                .flat_map(|r| &r.attributes)
-                .find(|a| a.key == "service.name")
-                .map(|a| any(&a.value));
-            assert_eq!(service.as_deref(), Some("inferwatch-test"));
+            self.resources.lock().unwrap().push(
+                rl.resource
+                    .iter()
+                    .flat_map(|r| &r.attributes)
+                    .map(|a| (a.key.clone(), any(&a.value)))
+                    .collect(),
+            );
             for sl in rl.scope_logs {
                 for r in sl.log_records {
                     logs.push(Rec {
@@ -169,6 +171,14 @@ impl Collector {
         self.sink.logs.lock().unwrap().clone()
     }
 
+    /// The values of a resource attribute over every log export.
+    fn resource(&self, key: &str) -> BTreeSet<String> {
+        let all = self.sink.resources.lock().unwrap();
+        all.iter()
+            .map(|r| r.get(key).cloned().unwrap_or_default())
+            .collect()
+    }
+
     /// The last value of a sum metric's data point with these attributes.
     fn last_sum(&self, name: &str, attr: Option<(&str, &str)>) -> Option<i64> {
         let metrics = self.sink.metrics.lock().unwrap();
@@ -201,6 +211,10 @@ impl Collector {
 }
 
 fn config(dir: &Path, otlp: &str) -> PathBuf {
+    config_named(dir, &format!("service_name: inferwatch-test, {otlp}"))
+}
+
+fn config_named(dir: &Path, otlp: &str) -> PathBuf {
     let path = dir.join("otlp.yaml");
     std::fs::write(
         &path,
@@ -210,7 +224,7 @@ fn config(dir: &Path, otlp: &str) -> PathBuf {
              queries: {}\n\
              alerts: {{stdout: false}}\n\
              checkpoint_interval: 50ms\n\
-             otlp: {{service_name: inferwatch-test, {otlp}}}\n\
+             otlp: {{{otlp}}}\n\
              notify: {{retry_initial: 200ms, retry_max: 2s, drain_timeout: 120s}}\n",
             root().join("queries").display(),
         ),
@@ -306,6 +320,10 @@ fn mixed_scenario_exports_each_state_change_and_the_counters_over_grpc() {
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     assert_records_match(&collector.logs(), &alerts);
+    assert_eq!(
+        collector.resource("service.name"),
+        BTreeSet::from(["inferwatch-test".to_owned()])
+    );
     // The last metric export (at shutdown) holds the final counts.
     let s = summary(&o.stdout);
     assert_eq!(
@@ -332,8 +350,9 @@ fn collector_outage_delays_http_export_and_loses_nothing() {
     let d = dir.path();
     let (input, _) = generate(d, "mixed", 8, 160_000, "50");
     let port = free_port();
-    // Endpoint and protocol from the standard variables this time.
-    let cfg = config(d, "logs: true");
+    // Endpoint, protocol, service name and resource attributes from the standard
+    // variables this time.
+    let cfg = config_named(d, "logs: true");
     let alerts = d.join("alerts.jsonl");
     let mut child = replay(&cfg, &input, &alerts, &d.join("state"))
         .env(
@@ -341,6 +360,11 @@ fn collector_outage_delays_http_export_and_loses_nothing() {
             format!("http://127.0.0.1:{port}"),
         )
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        .env("OTEL_SERVICE_NAME", "inferwatch-from-env")
+        .env(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "deployment.environment=staging,team=ml",
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -361,6 +385,44 @@ fn collector_outage_delays_http_export_and_loses_nothing() {
         "no export failed while the collector was down:\n{log}"
     );
     assert_records_match(&collector.logs(), &alerts);
+    let one = |v: &str| BTreeSet::from([v.to_owned()]);
+    assert_eq!(
+        collector.resource("service.name"),
+        one("inferwatch-from-env")
+    );
+    assert_eq!(collector.resource("deployment.environment"), one("staging"));
+    assert_eq!(collector.resource("team"), one("ml"));
+}
+
+#[test]
+fn an_https_endpoint_over_grpc_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Refused before any record is read: the input need not exist.
+    let input = d.join("never-read.jsonl");
+    for (otlp, env) in [
+        (
+            "logs: true, protocol: grpc, endpoint: 'https://127.0.0.1:4317'",
+            None,
+        ),
+        (
+            "logs: true, protocol: grpc",
+            Some("https://collector.example:4317"),
+        ),
+    ] {
+        let cfg = config(d, otlp);
+        let mut c = replay(&cfg, &input, &d.join("alerts.jsonl"), &d.join("state"));
+        if let Some(e) = env {
+            c.env("OTEL_EXPORTER_OTLP_ENDPOINT", e);
+        }
+        let o = c.output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("needs protocol http/protobuf"),
+            "{}",
+            text(&o)
+        );
+    }
 }
 
 #[test]
