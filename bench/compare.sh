@@ -5,7 +5,7 @@
 #
 #   bench/compare.sh A B [ROUNDS] [EVENTS]     default: 6 rounds, 1,000,000 benign records
 #
-# Kafka: a 6-partition topic read from the start by `run --until-idle 3` (a new group per
+# Kafka: a 6-partition topic read from the start by `run --until-idle 3s` (a new group per
 # run); uses the broker at $KAFKA_BROKERS, or starts the test broker.
 set -euo pipefail
 a=$(realpath "$1")
@@ -28,7 +28,7 @@ replay_rate() { # bin
 }
 kafka_rate() { # bin group
   rm -rf "$work/state"
-  "$1" run --http off --config "$(kafka_config "$2")" --until-idle 3 2>"$work/err" \
+  "$1" run --http off --config "$(kafka_config "$2")" --until-idle 3s 2>"$work/err" \
     || { cat "$work/err" >&2; exit 1; }
   sed -n 's/.*streaming rate *\([0-9]*\) rec\/s.*/\1/p' "$work/err" | head -n 1
 }

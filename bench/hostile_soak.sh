@@ -67,7 +67,7 @@ if [ "${SOAK_KAFKA:-1}" = 1 ]; then
     examples/kafka.yaml >"$work/kafka.yaml"
   set +e
   /usr/bin/time -f '%e %M' -o "$work/time" "$bin" run --config "$work/kafka.yaml" --http off \
-    --until-idle 20 --alerts-out "$work/kafka.alerts.jsonl" >"$work/kafka.summary" 2>"$work/kafka.stderr"
+    --until-idle 20s --alerts-out "$work/kafka.alerts.jsonl" >"$work/kafka.summary" 2>"$work/kafka.stderr"
   rc=$?
   set -e
   read -r secs kb <"$work/time"

@@ -26,12 +26,12 @@ echo
 echo "| run | consume-only (records/s) | inferwatch run (records/s) | ratio | peak RSS of run (MiB) |"
 echo "|---|---:|---:|---:|---:|"
 for i in $(seq 1 "$runs"); do
-  "$bin" consume --config "$(kafka_config consume-$i)" --until-idle 3 2>"$work/consume.err" \
+  "$bin" consume --config "$(kafka_config consume-$i)" --until-idle 3s 2>"$work/consume.err" \
     || { cat "$work/consume.err" >&2; exit 1; }
   raw=$(rate x "$work/consume.err")
   rm -rf "$work/state"
   /usr/bin/time -f '%M' -o "$work/time" \
-    "$bin" run --http off --config "$(kafka_config run-$i)" --until-idle 3 2>"$work/run.err" \
+    "$bin" run --http off --config "$(kafka_config run-$i)" --until-idle 3s 2>"$work/run.err" \
     || { cat "$work/run.err" >&2; exit 1; }
   e2e=$(rate "streaming rate" "$work/run.err")
   kb=$(cat "$work/time")

@@ -332,12 +332,16 @@ impl Config {
     /// features, the baselines' features are the ones decoded.
     pub fn load_baselines(&mut self) -> Result<(), String> {
         let mut profiles: Vec<std::sync::Arc<crate::baseline::Baseline>> = Vec::new();
-        for path in &self.baselines {
+        for (i, path) in self.baselines.iter().enumerate() {
             let b = crate::baseline::Baseline::load(path).map_err(|e| e.to_string())?;
-            if let Some(other) = profiles.iter().find(|p| p.model == b.model) {
+            if let Some(j) = profiles.iter().position(|p| p.model == b.model) {
                 return Err(format!(
-                    "two baselines for model {:?} ({} and {}): give one per model",
-                    b.model, other.source, b.source
+                    "two baselines for model {:?}: {} and {} (each built from {} and {}); give one per model",
+                    b.model,
+                    self.baselines[j].display(),
+                    self.baselines[i].display(),
+                    profiles[j].source,
+                    b.source
                 ));
             }
             tracing::info!(model = %b.model, rows = b.rows, source = %b.source, "baseline loaded");

@@ -49,6 +49,9 @@ pub enum Command {
     /// The configuration file's format.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Check a whole config without running it: rules planned, models loaded and
+    /// hash-checked, baselines read, receivers and routes resolved.
+    Check(CheckArgs),
     /// Read the configured source without decoding or rules, and print the rate: the
     /// baseline `bench/kafka.sh` compares `run` with.
     #[command(hide = true)]
@@ -86,9 +89,15 @@ pub struct Common {
 pub struct RunArgs {
     #[command(flatten)]
     pub common: Common,
-    /// Exit 0 after this many seconds with no new records (tests, demos).
-    #[arg(long, value_name = "SECS")]
-    pub until_idle: Option<u64>,
+    /// Exit 0 after this long with no new records (tests, demos): `30s`, `2m`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub until_idle: Option<Duration>,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub common: Common,
 }
 
 #[derive(Args, Debug)]
@@ -243,6 +252,11 @@ pub enum RulesCommand {
     },
 }
 
+/// A duration on the command line, in the config's syntax: `30s`, `2m`, `1h30m`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (a duration such as 30s or 2m)"))
+}
+
 /// An error with its exit code.
 #[derive(Debug)]
 pub struct Failure {
@@ -282,6 +296,7 @@ pub async fn main(cli: Cli) -> Result<(), Failure> {
         Command::Rules(RulesCommand::Check { config, paths }) => rules_check(config, paths).await,
         Command::Rules(RulesCommand::Test { paths, junit }) => rules_test(paths, junit).await,
         Command::Consume(args) => consume(args),
+        Command::Check(args) => check(args).await,
         Command::Config(ConfigCommand::Schema) => {
             println!("{}", crate::config::schema_json());
             Ok(())
@@ -350,10 +365,14 @@ fn model_calibrate(
         .find(|m| m.name == name)
         .ok_or_else(|| {
             let names: Vec<&str> = config.models.iter().map(|m| m.name.as_str()).collect();
-            Failure::usage(format!(
-                "no model {name} under models: in the config (it lists: {})",
-                names.join(", ")
-            ))
+            Failure::usage(if names.is_empty() {
+                format!("no model {name}: the config has no models: section")
+            } else {
+                format!(
+                    "no model {name} under models: in the config (it lists: {})",
+                    names.join(", ")
+                )
+            })
         })?;
     let model = crate::rescore::EmbeddedModel::load(c).map_err(Failure::usage)?;
     let squeeze_cfg = c.squeeze.clone().unwrap_or_default();
@@ -408,6 +427,24 @@ fn baseline_compare(
     let columns = crate::baseline::Table::read(input).map_err(|e| Failure::usage(e.to_string()))?;
     let model = b.model.clone();
     let decls = b.feature_decls();
+    // A file without the baseline's features compares nothing: an error naming them,
+    // never "0 of 0 features drifted".
+    let have: std::collections::BTreeSet<String> = columns.names().into_iter().collect();
+    let missing: Vec<&str> = decls
+        .iter()
+        .map(|d| d.name.as_str())
+        .filter(|n| !have.contains(*n))
+        .collect();
+    if !missing.is_empty() {
+        return Err(Failure::usage(format!(
+            "{} lacks {} of the {} features of the baseline {} (model {model:?}): {}",
+            input.display(),
+            missing.len(),
+            decls.len(),
+            baseline.display(),
+            missing.join(", ")
+        )));
+    }
     // A whole file against the baseline: no rolling reference is read.
     let reference =
         crate::tables::reference::Reference::new(&decls, &Default::default(), 0, [model.clone()]);
@@ -601,7 +638,7 @@ fn consume(args: RunArgs) -> Result<(), Failure> {
         .source
         .build(config.decode.max_record_bytes)
         .map_err(|e| Failure::from(PipelineError::from(e)))?;
-    let idle_limit = Duration::from_secs(args.until_idle.unwrap_or(5));
+    let idle_limit = args.until_idle.unwrap_or(Duration::from_secs(5));
     let started = std::time::Instant::now();
     let (mut records, mut bytes) = (0u64, 0u64);
     let mut last = std::time::Instant::now();
@@ -684,11 +721,36 @@ async fn run_pipeline(
     Ok(pipeline.run(source, opts).await?)
 }
 
+async fn check(args: CheckArgs) -> Result<(), Failure> {
+    let config = load(&args.common)?;
+    let rules = load_rules(&config.rule_paths()).map_err(|e| Failure::usage(e.to_string()))?;
+    let r = Pipeline::check(&config, rules)
+        .await
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "none".to_owned()
+        } else {
+            v.join(", ")
+        }
+    };
+    println!("{}: OK", args.common.config.display());
+    println!(
+        "  rules       {} planned against {}",
+        r.rules,
+        list(&r.tables)
+    );
+    println!("  models      {}", list(&r.models));
+    println!("  baselines   {}", r.baselines);
+    println!("  receivers   {}", list(&r.receivers));
+    Ok(())
+}
+
 async fn run(args: RunArgs) -> Result<(), Failure> {
     let config = load(&args.common)?;
     let opts = RunOptions {
         progress: false,
-        until_idle: args.until_idle.map(Duration::from_secs),
+        until_idle: args.until_idle,
     };
     let http = http_address(&args.common, &config, Some("127.0.0.1:9797"));
     let summary = run_pipeline(&config, opts, http.as_deref()).await?;

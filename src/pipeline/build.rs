@@ -231,3 +231,90 @@ impl Pipeline {
         })
     }
 }
+
+/// What `inferwatch check` found: the parts of a config that were loaded and checked.
+#[derive(Debug)]
+pub struct CheckReport {
+    pub rules: usize,
+    pub models: Vec<String>,
+    pub baselines: usize,
+    pub receivers: Vec<String>,
+    pub tables: Vec<String>,
+}
+
+impl Pipeline {
+    /// Everything `build` checks, without running or writing anything: the decoder, the
+    /// embedded models (loaded and checked against their pinned hash), the labels
+    /// settings, every rule planned against the tables, the routing tree, and each
+    /// receiver's settings (addresses, URLs, passwords and tokens present, CA files).
+    pub async fn check(config: &Config, rules: Vec<Rule>) -> Result<CheckReport, PipelineError> {
+        let decoder = BatchDecoder::new(&config.decode).map_err(PipelineError::Config)?;
+        let specs: Vec<_> = rules.iter().map(|r| r.spec).collect();
+        let served = crate::rescore::serve(
+            &config.models,
+            Path::new("."),
+            &decoder.events_schema(),
+            &config.baseline_profiles,
+        )
+        .map_err(PipelineError::Config)?;
+        let models = served
+            .iter()
+            .map(|m| format!("{} (sha256 checked)", m.model.name))
+            .collect();
+        let rescorer = crate::rescore::rescorer::Rescorer::with_windows(
+            config.rescore.clone(),
+            served,
+            &specs,
+        );
+        let labels = match &config.labels {
+            Some(l) => Some(
+                crate::labels::Labels::new(l, &config.models, &config.baseline_profiles)
+                    .map_err(PipelineError::Config)?,
+            ),
+            None => None,
+        };
+        let crate::tables::StandardTables { mut tables, .. } = crate::tables::standard_tables(
+            decoder.events_schema(),
+            &config.decode,
+            crate::tables::Settings {
+                clients: &config.clients,
+                drift: &config.drift,
+                reference: &config.reference,
+                sample_key: 0,
+            },
+            &config.baseline_profiles,
+            rescorer.table(),
+        );
+        tables.extend(crate::labels::tables(
+            &labels.unwrap_or_else(crate::labels::Labels::empty),
+        ));
+        config
+            .notify
+            .validate(
+                rules
+                    .iter()
+                    .map(|r| (r.def.id.as_str(), r.def.route.as_slice())),
+            )
+            .map_err(PipelineError::Config)?;
+        let mut receivers = Vec::new();
+        for r in &config.notify.receivers {
+            let s = crate::notify::Sender::new(r).map_err(PipelineError::Config)?;
+            receivers.push(format!("{} ({})", r.name, s.kind()));
+        }
+        if let Some(o) = &config.otlp {
+            o.validate().map_err(PipelineError::Config)?;
+        }
+        config.time.guard().map_err(PipelineError::Config)?;
+        let n = rules.len();
+        let mut names: Vec<String> = tables.iter().map(|t| t.name().to_owned()).collect();
+        names.sort();
+        Engine::new(rules, tables, &config.engine).await?;
+        Ok(CheckReport {
+            rules: n,
+            models,
+            baselines: config.baseline_profiles.len(),
+            receivers,
+            tables: names,
+        })
+    }
+}

@@ -417,10 +417,52 @@ fn fingerprint(def: &RuleDef) -> String {
     hex(&h.finalize()[..16])
 }
 
+/// The fingerprint checkpoints of format 3 and before hold: the `Debug` text of the rule
+/// as it was then, whose fields `legacy::RuleDef` keeps (keys added since, `labels` and
+/// `alert`, are not in it; a rule that sets them did not exist then).
 fn legacy_fingerprint(def: &RuleDef) -> String {
+    let old = legacy::RuleDef {
+        id: &def.id,
+        name: &def.name,
+        description: &def.description,
+        severity: &def.severity,
+        window: &def.window,
+        sql: &def.sql,
+        labels_from: &def.labels_from,
+        for_: &def.for_,
+        keep_firing_for: &def.keep_firing_for,
+        annotations: &def.annotations,
+        tags: &def.tags,
+        rescore: &def.rescore,
+        route: &def.route,
+    };
     let mut h = Sha256::new();
-    h.update(format!("{def:?}").as_bytes());
+    h.update(format!("{old:?}").as_bytes());
     hex(&h.finalize()[..16])
+}
+
+mod legacy {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    /// The rule's fields of format 3, under the name their `Debug` text carries.
+    #[derive(Debug)]
+    #[allow(dead_code, reason = "read only through Debug, the fingerprint's text")]
+    pub struct RuleDef<'a> {
+        pub id: &'a String,
+        pub name: &'a Option<String>,
+        pub description: &'a Option<String>,
+        pub severity: &'a super::Severity,
+        pub window: &'a crate::window::WindowConfig,
+        pub sql: &'a String,
+        pub labels_from: &'a Vec<String>,
+        pub for_: &'a Option<Duration>,
+        pub keep_firing_for: &'a Option<Duration>,
+        pub annotations: &'a BTreeMap<String, String>,
+        pub tags: &'a BTreeMap<String, Vec<String>>,
+        pub rescore: &'a bool,
+        pub route: &'a Vec<String>,
+    }
 }
 
 /// Rule file lines use a block sequence: `- id: ...`.

@@ -123,7 +123,7 @@ fn run_until_firing(cfg: &Path, args: &[&OsStr], rule: &str) -> (Running, u16, V
             "--http",
             &format!("127.0.0.1:{port}"),
             "--until-idle",
-            "600",
+            "600s",
         ])
         .args(args)
         .env("DW_API_TOKEN", TOKEN)
@@ -605,7 +605,7 @@ fn start(cfg: &Path, port: u16, token: &str, stderr: Stdio) -> Running {
             "--http",
             &format!("127.0.0.1:{port}"),
             "--until-idle",
-            "600",
+            "600s",
         ])
         .env("DW_API_TOKEN", token)
         .current_dir(root())

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::{Column, DataFrame, ParquetWriter};
 
-use crate::cli::{generate, inferwatch, jsonl, text};
+use crate::cli::{generate, inferwatch, jsonl, root, text};
 
 const NUMERIC: [&str; 4] = ["amount", "age", "merchant_risk", "hour"];
 
@@ -245,6 +245,47 @@ fn a_changed_or_foreign_baseline_is_refused_with_exit_2() {
         "{}",
         text(&o)
     );
+
+    // Two baselines of one model: the error names both files given.
+    let again = d.join("again.baseline");
+    std::fs::copy(&good, &again).unwrap();
+    let o = inferwatch(
+        &[
+            "replay",
+            "--no-progress",
+            "--config",
+            root().join("examples/replay.yaml").to_str().unwrap(),
+            "--baseline",
+            good.to_str().unwrap(),
+            "--baseline",
+            again.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+        ],
+        d,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    for f in [&good, &again] {
+        assert!(text(&o).contains(f.to_str().unwrap()), "{}", text(&o));
+    }
+
+    // A file without the baseline's features: an error naming them, not "0 of 0".
+    let other = d.join("other.csv");
+    std::fs::write(&other, "x,y\n1,2\n3,4\n").unwrap();
+    let o = inferwatch(
+        &[
+            "baseline",
+            "compare",
+            "--baseline",
+            good.to_str().unwrap(),
+            "--input",
+            other.to_str().unwrap(),
+        ],
+        d,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("lacks"), "{}", text(&o));
+    assert!(text(&o).contains("amount"), "{}", text(&o));
 
     // Input files it can't profile.
     let o = build(d, &d.join("missing.csv"), &d.join("x"));

@@ -291,7 +291,7 @@ fn sigterm_writes_a_final_checkpoint_and_the_restart_rereads_nothing() {
     let before = notifications(&alerts);
 
     let mut again: Vec<&str> = args.to_vec();
-    again.extend(["--until-idle", "1"]);
+    again.extend(["--until-idle", "1s"]);
     let o = inferwatch(&again, dir.path());
     assert!(o.status.success(), "{}", text(&o));
     let second = summary(&o.stderr);

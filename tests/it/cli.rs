@@ -151,7 +151,7 @@ pub(crate) fn check_dead_letters(dead: Vec<Value>, n: usize, source: &str) -> Ve
     dead
 }
 
-/// `inferwatch run` (no HTTP server) on `cfg` until `idle` seconds pass without new
+/// `inferwatch run` (no HTTP server) on `cfg` until `idle` (a duration) passes without new
 /// records, alerts to `alerts`.
 pub(crate) fn run_until_idle(cfg: &Path, idle: &str, alerts: &Path, dir: &Path) -> Output {
     inferwatch(
@@ -656,7 +656,7 @@ fn run_follows_a_file_and_stops_when_idle() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = follow_flood(dir.path());
     let alerts = dir.path().join("alerts.jsonl");
-    let o = run_until_idle(&cfg, "2", &alerts, dir.path());
+    let o = run_until_idle(&cfg, "2s", &alerts, dir.path());
     assert!(o.status.success(), "{}", text(&o));
     let firing: Vec<Value> = jsonl(&alerts)
         .into_iter()
@@ -703,4 +703,85 @@ fn models_beyond_drift_max_models_are_refused_and_counted_in_the_summary() {
         "{}",
         text(&o)
     );
+}
+
+/// `check` loads and checks a whole config without running it: the example with an
+/// embedded model passes and names what it checked; a wrong pinned hash, a receiver
+/// whose password variable is unset, and a rule that does not plan are errors (exit 2)
+/// that name the problem, and nothing is written.
+#[test]
+fn check_validates_a_whole_config_without_running_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = root().join("examples/rescore.yaml");
+    let o = inferwatch(
+        &["check", "--config", example.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains(": OK"), "{out}");
+    assert!(out.contains("breast_cancer_lr (sha256 checked)"), "{out}");
+    assert!(out.contains("baselines   1"), "{out}");
+
+    // The example with its relative paths made absolute, to be changed in a copy.
+    let text_of = std::fs::read_to_string(&example)
+        .unwrap()
+        .replace("../", &format!("{}/", root().display()));
+    let write = |name: &str, t: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, t).unwrap();
+        p
+    };
+    let cases = [
+        (
+            "check-hash.yaml",
+            text_of.replace(
+                "sha256: 36e1050792dd3afb87345154919876eaf1f4f2844a91bd2e3cd011755114ae7f",
+                "sha256: 0000000000000000000000000000000000000000000000000000000000000000",
+            ),
+            "refusing to load it",
+        ),
+        (
+            "check-receiver.yaml",
+            format!(
+                "{text_of}notify:\n  outbox: {}\n  receivers:\n    - name: ops\n      email: {{to: ops@example.com, from: iw@example.com, smarthost: 'mail:587', username: u, password_env: IW_CHECK_UNSET_PASSWORD}}\n  route: {{receiver: ops}}\n",
+                dir.path().join("outbox").display()
+            ),
+            "IW_CHECK_UNSET_PASSWORD",
+        ),
+    ];
+    for (name, t, says) in cases {
+        let p = write(name, &t);
+        let o = inferwatch(&["check", "--config", p.to_str().unwrap()], dir.path());
+        assert_eq!(o.status.code(), Some(2), "{name}: {}", text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(says),
+            "{name}: {}",
+            text(&o)
+        );
+    }
+    assert!(
+        !dir.path().join("outbox").exists(),
+        "check wrote the outbox"
+    );
+
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("bad.yaml"),
+        "- id: x.bad\n  severity: low\n  window: {size: 1m}\n  sql: SELECT no_such_column FROM events\n",
+    )
+    .unwrap();
+    let o = inferwatch(
+        &[
+            "check",
+            "--config",
+            example.to_str().unwrap(),
+            "--queries",
+            rules.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("no_such_column"), "{}", text(&o));
 }

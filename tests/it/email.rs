@@ -490,7 +490,7 @@ fn sigterm_during_a_kafka_run_exits_0_commits_and_the_restart_mails_nothing_twic
     let alerts = d.join("sigterm-alerts.jsonl");
     let run = || {
         let mut c = Command::new(env!("CARGO_BIN_EXE_inferwatch"));
-        c.args(["run", "--http", "off", "--until-idle", "4", "--config"])
+        c.args(["run", "--http", "off", "--until-idle", "4s", "--config"])
             .arg(&cfg)
             .arg("--state-dir")
             .arg(&state)

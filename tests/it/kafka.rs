@@ -273,7 +273,7 @@ fn a_six_partition_topic_gives_the_same_alerts_as_a_replay_of_its_records() {
         Extra::default(),
     );
     let consumed = dir.path().join("consumed.jsonl");
-    let o = crate::cli::run_until_idle(&cfg, "5", &consumed, dir.path());
+    let o = crate::cli::run_until_idle(&cfg, "5s", &consumed, dir.path());
     assert!(o.status.success(), "{}", text(&o));
     let want = keyed(&replayed);
     assert!(want.len() >= 6, "{want:?}");
@@ -343,7 +343,7 @@ fn scram_credentials_from_env_connect_and_wrong_ones_exit_2() {
                 "--config",
                 cfg.to_str().unwrap(),
                 "--until-idle",
-                "4",
+                "4s",
                 "--alerts-out",
                 alerts.to_str().unwrap(),
             ])
@@ -406,7 +406,7 @@ fn kill_9_mid_topic_then_restart_delivers_every_alert_once() {
         "--config",
         cfg.to_str().unwrap(),
         "--until-idle",
-        "4",
+        "4s",
         "--state-dir",
         state.to_str().unwrap(),
         "--alerts-out",

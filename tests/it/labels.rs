@@ -266,7 +266,7 @@ fn a_kafka_run_with_a_label_topic_gives_the_performance_alerts_of_a_replay() {
     )
     .unwrap();
     let consumed = dir.path().join("consumed.jsonl");
-    let o = crate::cli::run_until_idle(&cfg, "5", &consumed, dir.path());
+    let o = crate::cli::run_until_idle(&cfg, "5s", &consumed, dir.path());
     assert!(o.status.success(), "{}", text(&o));
     let performance = |path: &Path| -> std::collections::BTreeSet<String> {
         jsonl(path)

@@ -200,7 +200,7 @@ fn a_model_that_does_not_fit_its_config_is_a_startup_error() {
     std::fs::write(&input, "").unwrap();
     let cases = [
         (
-            example.replace("sha256: 7538", "sha256: 0538"),
+            example.replace("sha256: 36e1", "sha256: 06e1"),
             "refusing to load it",
         ),
         (
