@@ -7,12 +7,17 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = inferwatch::cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("INFERWATCH_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter =
+        EnvFilter::try_from_env("INFERWATCH_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let json = cli.log_format == inferwatch::cli::LogFormat::Json;
+    if json {
+        logs.json().flatten_event(true).init();
+    } else {
+        logs.init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -27,7 +32,12 @@ fn main() -> ExitCode {
     match runtime.block_on(inferwatch::cli::main(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("inferwatch: {}", f.message);
+            if json {
+                let line = serde_json::json!({"level": "ERROR", "message": f.message, "exit_code": f.code});
+                eprintln!("{line}");
+            } else {
+                eprintln!("inferwatch: {}", f.message);
+            }
             ExitCode::from(f.code)
         }
     }

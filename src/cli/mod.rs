@@ -27,6 +27,16 @@ pub mod rules_test;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines on standard error as `text` or as `json` (one object per line).
+    /// `INFERWATCH_LOG` sets the level (any `tracing` filter; default `warn`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -49,6 +59,8 @@ pub enum Command {
     /// The configuration file's format.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Print a shell completion script: `inferwatch completions bash > ...`.
+    Completions { shell: clap_complete::Shell },
     /// Check a whole config without running it: rules planned, models loaded and
     /// hash-checked, baselines read, receivers and routes resolved.
     Check(CheckArgs),
@@ -297,6 +309,16 @@ pub async fn main(cli: Cli) -> Result<(), Failure> {
         Command::Rules(RulesCommand::Test { paths, junit }) => rules_test(paths, junit).await,
         Command::Consume(args) => consume(args),
         Command::Check(args) => check(args).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "inferwatch",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
         Command::Config(ConfigCommand::Schema) => {
             println!("{}", crate::config::schema_json());
             Ok(())

@@ -785,3 +785,68 @@ fn check_validates_a_whole_config_without_running_it() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("no_such_column"), "{}", text(&o));
 }
+
+/// `--log-format json` writes every log line on standard error as a JSON object (the
+/// final error too), and `completions` prints a shell's completion script.
+#[test]
+fn json_logs_and_shell_completions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = generate(dir.path(), "flood", 2, 40_000, "20");
+    let cfg = root().join("examples/replay.yaml");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_inferwatch"))
+        .args([
+            "--log-format",
+            "json",
+            "replay",
+            "--no-progress",
+            "--config",
+        ])
+        .arg(&cfg)
+        .arg("--input")
+        .arg(&input)
+        .env("INFERWATCH_LOG", "info")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "no log lines at info");
+    for l in &lines {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(v["level"].is_string() && v["message"].is_string(), "{l}");
+    }
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_inferwatch"))
+        .args([
+            "--log-format",
+            "json",
+            "replay",
+            "--config",
+            "/nonexistent.yaml",
+        ])
+        .args(["--input", "/nonexistent.jsonl"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let v: Value = serde_json::from_str(String::from_utf8_lossy(&o.stderr).trim()).unwrap();
+    assert_eq!(v["level"], "ERROR");
+    assert!(
+        v["message"].as_str().unwrap().contains("/nonexistent.yaml"),
+        "{v}"
+    );
+
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef inferwatch"),
+        ("fish", "complete -c inferwatch"),
+    ] {
+        let o = inferwatch(&["completions", shell], dir.path());
+        assert!(o.status.success(), "{}", text(&o));
+        let script = String::from_utf8_lossy(&o.stdout);
+        assert!(script.contains(marker), "{shell}: {script}");
+        assert!(
+            script.contains("replay") && script.contains("until-idle"),
+            "{shell}"
+        );
+    }
+}
