@@ -321,6 +321,14 @@ impl Config {
             l.source.resolve_paths(base);
         }
         self.notify.resolve_paths(base);
+        for out in [self.alerts.kafka.as_mut(), self.dead_letter.kafka.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(t) = out.tls.as_mut() {
+                t.resolve_paths(base);
+            }
+        }
         if let Some(p) = self.http.token_file.as_mut()
             && p.is_relative()
         {
@@ -380,6 +388,7 @@ impl Config {
             if out.bootstrap_servers.is_none() {
                 out.bootstrap_servers = Some(k.bootstrap_servers.clone());
                 out.sasl = out.sasl.take().or_else(|| k.sasl.clone());
+                out.tls = out.tls.take().or_else(|| k.tls.clone());
             }
         }
     }

@@ -72,6 +72,9 @@ pub struct KafkaOutConfig {
     pub bootstrap_servers: Option<String>,
     #[serde(default)]
     pub sasl: Option<SaslConfig>,
+    /// TLS to the brokers, as the source's `tls`.
+    #[serde(default)]
+    pub tls: Option<crate::kafka::TlsConfig>,
     /// Extra librdkafka producer settings, passed through as they are, except
     /// `enable.idempotence`, which must stay on. `message.max.bytes` (default
     /// 1,000,000) is also the size over which a message is sent truncated.
@@ -83,6 +86,9 @@ impl KafkaOutConfig {
     /// Refuses producer settings that would break what the outputs promise (`what`
     /// names the section, e.g. `dead_letter.kafka`).
     pub fn validate(&self, what: &str) -> Result<(), String> {
+        if let Some(t) = &self.tls {
+            t.validate(what)?;
+        }
         let opts = &self.librdkafka_options;
         if let Some(v) = opts.get("enable.idempotence")
             && librdkafka_bool(v) != Some(true)
@@ -259,7 +265,7 @@ impl KafkaOut {
                 c.topic
             )
         })?;
-        let mut client = client_config(brokers, c.sasl.as_ref());
+        let mut client = client_config(brokers, c.sasl.as_ref(), c.tls.as_ref());
         let mut cfg = client.clone();
         cfg.set("enable.idempotence", "true")
             .set("linger.ms", "5")

@@ -43,6 +43,10 @@ pub struct KafkaSourceConfig {
     pub auto_offset_reset: String,
     #[serde(default)]
     pub sasl: Option<SaslConfig>,
+    /// TLS to the brokers (CA, client certificate and key, verification), with or
+    /// without `sasl`.
+    #[serde(default)]
+    pub tls: Option<crate::kafka::TlsConfig>,
     /// Extra librdkafka settings, passed through as they are, except those that would
     /// commit offsets behind the checkpoint's back or stop the consumer from taking its
     /// partitions (see [`KafkaSourceConfig::validate`]).
@@ -59,6 +63,9 @@ impl KafkaSourceConfig {
     /// `auto.commit.interval.ms` and the like are left alone: without auto commit they
     /// do nothing.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(t) = &self.tls {
+            t.validate("source")?;
+        }
         let opts = &self.librdkafka_options;
         let refuse = |key: &str, why: &str| {
             Err(format!(
@@ -307,7 +314,7 @@ impl Assignments {
 
 impl KafkaSource {
     pub fn new(c: &KafkaSourceConfig, max_record_bytes: usize) -> Result<Self, SourceError> {
-        let mut cfg = client_config(&c.bootstrap_servers, c.sasl.as_ref());
+        let mut cfg = client_config(&c.bootstrap_servers, c.sasl.as_ref(), c.tls.as_ref());
         cfg.set("group.id", &c.group_id)
             // Lag and broker connectivity come from librdkafka's statistics.
             .set("statistics.interval.ms", "1000")

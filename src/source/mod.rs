@@ -117,12 +117,20 @@ pub enum SourceConfig {
 
 impl SourceConfig {
     pub fn resolve_paths(&mut self, base: &Path) {
-        if let SourceConfig::File(f) = self {
-            for p in &mut f.paths {
-                if p.is_relative() {
-                    *p = base.join(&*p);
+        match self {
+            SourceConfig::File(f) => {
+                for p in &mut f.paths {
+                    if p.is_relative() {
+                        *p = base.join(&*p);
+                    }
                 }
             }
+            SourceConfig::Kafka(k) => {
+                if let Some(t) = k.tls.as_mut() {
+                    t.resolve_paths(base);
+                }
+            }
+            SourceConfig::Generator(_) => {}
         }
     }
 
