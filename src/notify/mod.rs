@@ -125,6 +125,10 @@ impl ReceiverConfig {
 }
 
 /// A receiver's sender.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per receiver, made once at start"
+)]
 pub enum Sender {
     Email(email::EmailSender),
     Http(webhook::HttpSender),

@@ -106,6 +106,10 @@ pub trait Source: Send {
 /// `source:` in the config file.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a config read once; boxing would only add indirection"
+)]
 pub enum SourceConfig {
     /// JSONL files, plain or `.gz`, read side by side like partitions.
     File(file::FileSourceConfig),

@@ -45,10 +45,10 @@ impl Recorder {
                             if h.is_empty() {
                                 break;
                             }
-                            if let Some((k, v)) = h.split_once(':') {
-                                if k.eq_ignore_ascii_case("content-length") {
-                                    len = v.trim().parse().unwrap();
-                                }
+                            if let Some((k, v)) = h.split_once(':')
+                                && k.eq_ignore_ascii_case("content-length")
+                            {
+                                len = v.trim().parse().unwrap();
                             }
                         }
                         let mut body = vec![0; len];
