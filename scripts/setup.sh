@@ -93,7 +93,7 @@ if [ "$mode" = install ] && [ -n "${pkgs// /}" ]; then
   # shellcheck disable=SC2086
   "${sudo[@]}" apt-get update -qq
   # shellcheck disable=SC2086
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq \
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
     --no-install-recommends $pkgs >/dev/null
   missing=$(report)
   [ -z "$missing" ] && exit 0

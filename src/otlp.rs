@@ -102,17 +102,26 @@ impl OtlpConfig {
     /// `inferwatch`; the attributes of `OTEL_RESOURCE_ATTRIBUTES` (read by the SDK's
     /// default detectors); `service.version`.
     fn resource(&self) -> Resource {
-        let env_name = std::env::var("OTEL_SERVICE_NAME")
-            .ok()
-            .filter(|s| !s.trim().is_empty());
+        let env = |v: &str| std::env::var(v).ok().filter(|s| !s.trim().is_empty());
+        // `service.name` in OTEL_RESOURCE_ATTRIBUTES counts as the SDK's own detectors
+        // read it; only without any is the name `inferwatch`.
+        let in_attributes = env("OTEL_RESOURCE_ATTRIBUTES").is_some_and(|a| {
+            a.split(',').any(|kv| {
+                kv.split_once('=')
+                    .is_some_and(|(k, _)| k.trim() == "service.name")
+            })
+        });
         let name = self
             .service_name
             .clone()
-            .or(env_name)
-            .unwrap_or_else(|| "inferwatch".into());
-        Resource::builder()
-            .with_service_name(name)
-            .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+            .or_else(|| env("OTEL_SERVICE_NAME"));
+        let mut b = Resource::builder();
+        match name {
+            Some(n) => b = b.with_service_name(n),
+            None if !in_attributes => b = b.with_service_name("inferwatch"),
+            None => {}
+        }
+        b.with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
             .build()
     }
 

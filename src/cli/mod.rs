@@ -856,18 +856,19 @@ fn gen_cmd(args: GenArgs) -> Result<(), Failure> {
 }
 
 async fn rules_check(config: Option<PathBuf>, paths: Vec<PathBuf>) -> Result<(), Failure> {
-    let decode = match &config {
-        Some(c) => {
-            Config::load(c)
-                .map_err(|e| Failure::usage(e.to_string()))?
-                .decode
-        }
-        None => Default::default(),
+    let loaded = match &config {
+        Some(c) => Some(Config::load(c).map_err(|e| Failure::usage(e.to_string()))?),
+        None => None,
     };
-    let paths = if paths.is_empty() {
-        vec![PathBuf::from("queries")]
-    } else {
-        paths
+    let decode = loaded
+        .as_ref()
+        .map(|c| c.decode.clone())
+        .unwrap_or_default();
+    // No paths: the config's rules (`rule_files`, else `queries`), else `queries`.
+    let paths = match (paths.is_empty(), &loaded) {
+        (false, _) => paths,
+        (true, Some(c)) => c.rule_paths(),
+        (true, None) => vec![PathBuf::from("queries")],
     };
     let rules = load_rules(&paths).map_err(|e| Failure::usage(e.to_string()))?;
     let n = rules.len();

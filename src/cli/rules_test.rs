@@ -696,7 +696,10 @@ pub fn junit_xml(files: &[(PathBuf, Duration, Vec<CaseResult>)]) -> String {
                 '\'' => out.push_str("&apos;"),
                 // XML 1.0 allows no other control characters, even escaped.
                 '\t' | '\n' | '\r' => out.push(c),
-                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                // Nor U+FFFE and U+FFFF.
+                c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => {
+                    out.push_str(&format!("\\u{:04x}", c as u32))
+                }
                 c => out.push(c),
             }
         }

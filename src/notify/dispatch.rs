@@ -129,6 +129,9 @@ struct ReceiverState {
     queue: VecDeque<Prepared>,
     emails: u64,
     notifications: u64,
+    /// Requests the receiver refused (4xx), dropped.
+    #[serde(default)]
+    refused: u64,
 }
 
 /// A receiver's state file: read at start (absent = a fresh receiver), written
@@ -253,6 +256,12 @@ impl Retry {
         }
     }
 
+    /// A request refused for good: a failure for the counters, no backoff.
+    pub(super) fn refused(&mut self, e: String) {
+        self.failures += 1;
+        self.last_error = Some(e);
+    }
+
     pub(super) fn failed(&mut self, e: String, queued: usize) {
         self.failures += 1;
         let wait = self.backoff.failed();
@@ -336,7 +345,23 @@ async fn run_receiver(
                     dirty = false;
                     retry.succeeded();
                 }
-                Err(e) => {
+                Err(super::webhook::SendError::Refused(e)) => {
+                    // Sent again it would be refused again, and block every change
+                    // queued after it: dropped, said loudly, counted.
+                    tracing::error!(
+                        receiver = %name,
+                        changes = p.notifications.len(),
+                        "{} refused by the receiver; the request is dropped: {e}",
+                        delivery_word(sender)
+                    );
+                    st.refused += 1;
+                    st.queue.pop_front();
+                    st.save(&path)?;
+                    last_save = Instant::now();
+                    dirty = false;
+                    retry.refused(e);
+                }
+                Err(super::webhook::SendError::Retry(e)) => {
                     retry.failed(e, st.queue.len());
                     break;
                 }
@@ -350,6 +375,7 @@ async fn run_receiver(
             .count();
         let done = draining && st.queue.is_empty() && waiting == 0 && st.consumed >= len;
         publish(shared, name, &retry, |s| {
+            s.refused = st.refused;
             s.emails = st.emails;
             s.notifications = st.notifications;
             s.queued = st.queue.len();
@@ -540,7 +566,9 @@ fn plan(
     let mut items = Vec::new();
     let mut news = false;
     for (id, e) in &g.alerts {
-        let m = muted(spec, e, active, now);
+        // An Alertmanager silences and inhibits by itself: it gets every alert, or it
+        // would time a silenced one out and report it resolved.
+        let m = !sender.is_alertmanager() && muted(spec, e, active, now);
         let word = match (e.notified, e.resolved.is_some(), m) {
             (false, false, false) => "firing",
             (false, true, false) => "fired and resolved",
@@ -605,7 +633,10 @@ fn compose(
             let repeat = sender.resend_ms().map_or(ms(route.repeat_interval), |r| {
                 r.min(ms(route.repeat_interval))
             });
-            !items.is_empty() && g.last_sent_ms.is_some_and(|t| now >= t + repeat)
+            // Not while an earlier request still waits (the receiver is down): resends
+            // would pile up behind it, each older than the last.
+            let backlog = at_once && !st.queue.is_empty();
+            !items.is_empty() && !backlog && g.last_sent_ms.is_some_and(|t| now >= t + repeat)
         };
         if due {
             let thread = format!("<{}@inferwatch>", digest(&[me, &key, &g.anchor]));
@@ -663,7 +694,7 @@ fn compose(
             if e.resolved.is_none() {
                 return true;
             }
-            let m = muted(spec, e, active, now);
+            let m = !sender.is_alertmanager() && muted(spec, e, active, now);
             match e.notified {
                 true => sender.send_resolved(),
                 false => !m,

@@ -176,11 +176,16 @@ impl Sender {
         }
     }
 
-    pub async fn send(&self, p: &email::Prepared) -> Result<(), String> {
+    pub async fn send(&self, p: &email::Prepared) -> Result<(), webhook::SendError> {
         match self {
-            Sender::Email(e) => e.send(p).await,
+            Sender::Email(e) => e.send(p).await.map_err(webhook::SendError::Retry),
             Sender::Http(h) => h.send(p).await,
         }
+    }
+
+    /// Pushes to an Alertmanager, which does its own silencing and inhibition.
+    pub fn is_alertmanager(&self) -> bool {
+        self.resend_ms().is_some()
     }
 }
 

@@ -57,6 +57,8 @@ pub struct Status {
     pub queued: usize,
     /// Groups with changes not yet composed into a message.
     pub waiting_groups: usize,
+    /// Requests the receiver refused (4xx) and that were dropped.
+    pub refused: u64,
 }
 
 pub(super) struct Shared {
@@ -233,6 +235,9 @@ impl Outbox {
                 };
                 if s.waiting_groups > 0 {
                     line += &format!(", {} groups waiting", s.waiting_groups);
+                }
+                if s.refused > 0 {
+                    line += &format!(", {} refused by the receiver and dropped", s.refused);
                 }
                 if s.failures > 0 {
                     line += &format!(

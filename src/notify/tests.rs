@@ -621,3 +621,141 @@ fn a_routing_reload_swaps_the_tree_but_not_the_receivers() {
     assert!(e.contains("restart"), "{e}");
     assert_eq!(o.root_route().unwrap().group_wait, Duration::from_secs(99));
 }
+
+fn body(p: &super::email::Prepared) -> serde_json::Value {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(&p.bytes)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[test]
+fn a_webhook_body_is_alertmanagers_and_carries_each_change_once() {
+    use super::dispatch::tests_support::Harness;
+    let mut h = Harness::new(
+        r#"
+receivers:
+  - {name: hook, webhook: {url: "http://127.0.0.1:1/x", max_alerts: 2}}
+route: {receiver: hook, group_by: [alertname], group_wait: 1h}
+"#,
+    );
+    let a = note(
+        "flood",
+        Severity::High,
+        &[("client_id", "a")],
+        State::Firing,
+    );
+    let b = note(
+        "flood",
+        Severity::High,
+        &[("client_id", "b<\"x\">")],
+        State::Firing,
+    );
+    let mut b_resolved = b.clone();
+    b_resolved.state = State::Resolved;
+    b_resolved.notification_id = format!("{}:resolved", b.id);
+    b_resolved.ends_at = Some("2026-01-01T00:05:00.000Z".into());
+    let c = note(
+        "flood",
+        Severity::High,
+        &[("client_id", "c")],
+        State::Firing,
+    );
+    h.apply(&[&a, &b, &b_resolved, &c]);
+    let sent = h.compose(true);
+    assert_eq!(sent.len(), 1);
+    let v = body(&sent[0]);
+    assert_eq!(v["version"], "4");
+    assert_eq!(v["receiver"], "hook");
+    assert_eq!(v["groupLabels"]["alertname"], "flood");
+    assert_eq!(v["commonLabels"]["alertname"], "flood");
+    assert_eq!(v["commonLabels"]["severity"], "high");
+    // Three alerts, two kept (max_alerts), one counted as truncated.
+    assert_eq!(v["truncatedAlerts"], 1);
+    let alerts = v["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 2);
+    let by_client = |c: &str| {
+        alerts
+            .iter()
+            .find(|x| x["labels"]["client_id"] == c)
+            .unwrap_or_else(|| panic!("no {c} in {v}"))
+    };
+    assert_eq!(by_client("a")["status"], "firing");
+    assert_eq!(by_client("a")["endsAt"], "0001-01-01T00:00:00Z");
+    // Fired and resolved before the send: one alert, resolved, its untrusted label as
+    // plain JSON text.
+    let rb = by_client("b<\"x\">");
+    assert_eq!(rb["status"], "resolved");
+    assert_eq!(rb["endsAt"], "2026-01-01T00:05:00.000Z");
+    assert_eq!(rb["fingerprint"], b.id.as_str());
+    // Delivered: exactly the changes in the body — a's firing, b's firing and
+    // resolution; not c's, which was cut.
+    let mut carried = sent[0].notifications.clone();
+    carried.sort();
+    let mut want = vec![
+        a.notification_id.clone(),
+        b.notification_id.clone(),
+        b_resolved.notification_id.clone(),
+    ];
+    want.sort();
+    assert_eq!(carried, want);
+}
+
+#[test]
+fn an_alertmanager_receiver_pushes_at_once_resends_firing_alerts_and_ignores_silences() {
+    use super::dispatch::tests_support::Harness;
+    let mut h = Harness::new(
+        r#"
+receivers:
+  - {name: am, alertmanager: {url: "http://127.0.0.1:1", resend_interval: 1m}}
+route: {receiver: am, group_by: [alertname], group_wait: 1h, group_interval: 1h, repeat_interval: 4h}
+silences:
+  - matchers: ['client_id="muted"']
+    ends_at: "2100-01-01T00:00:00Z"
+"#,
+    );
+    let t0 = 1_800_000_000_000i64; // 2027-01-15, after the alerts' event times
+    let a = note(
+        "flood",
+        Severity::High,
+        &[("client_id", "muted")],
+        State::Firing,
+    );
+    h.apply(&[&a]);
+    // group_wait 1h does not hold it back, and the silence does not apply.
+    let sent = h.compose_at(t0, false);
+    assert_eq!(sent.len(), 1, "pushed at once");
+    let v = body(&sent[0]);
+    let alerts = v.as_array().unwrap();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0]["labels"]["alertname"], "flood");
+    assert_eq!(alerts[0]["labels"]["client_id"], "muted");
+    assert_eq!(alerts[0]["startsAt"], "2026-01-01T00:01:00.000Z");
+    // endsAt four resend intervals ahead of the clock.
+    assert_eq!(
+        alerts[0]["endsAt"],
+        chrono::DateTime::from_timestamp_millis(t0 + 4 * 60_000)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    );
+    // Nothing new before the resend interval; the still-firing alert after it.
+    assert!(h.compose_at(t0 + 59_000, false).is_empty());
+    let again = h.compose_at(t0 + 60_000, false);
+    assert_eq!(again.len(), 1);
+    assert_eq!(body(&again[0]).as_array().unwrap().len(), 1);
+    assert!(
+        again[0].notifications.is_empty(),
+        "a resend is no new change"
+    );
+    // Resolved: sent with its resolution time as endsAt.
+    let mut r = a.clone();
+    r.state = State::Resolved;
+    r.notification_id = format!("{}:resolved", a.id);
+    r.ends_at = Some("2026-01-01T00:05:00.000Z".into());
+    h.apply(&[&r]);
+    let done = h.compose_at(t0 + 61_000, false);
+    assert_eq!(done.len(), 1);
+    assert_eq!(body(&done[0])[0]["endsAt"], "2026-01-01T00:05:00.000Z");
+    assert_eq!(done[0].notifications, [r.notification_id.clone()]);
+}

@@ -59,8 +59,8 @@ pub struct WebhookConfig {
 #[serde(deny_unknown_fields)]
 pub struct AlertmanagerConfig {
     /// The Alertmanager's base URL, e.g. `http://alertmanager:9093` (the path
-    /// `/api/v2/alerts` is added).
-    pub url: String,
+    /// `/api/v2/alerts` is added). Never printed: it may hold credentials.
+    pub url: crate::secret::Secret,
     /// Firing alerts are sent again this often, with `endsAt` four times as far ahead.
     #[serde(with = "humantime_serde", default = "default_resend")]
     #[schemars(with = "String")]
@@ -223,7 +223,7 @@ impl HttpSender {
 
     pub fn alertmanager(name: &str, c: &AlertmanagerConfig) -> Result<HttpSender, String> {
         let at = format!("notify.receivers.{name}.alertmanager");
-        let base = c.url.trim().trim_end_matches('/');
+        let base = c.url.expose().trim().trim_end_matches('/');
         check_url(base, &format!("{at}.url"))?;
         if c.resend_interval < Duration::from_secs(1) {
             return Err(format!("{at}.resend_interval: at least 1s"));
@@ -256,7 +256,14 @@ impl HttpSender {
         let mut notifications = Vec::new();
         let mut lines = Vec::new();
         let mut firing = false;
-        for it in &c.items {
+        // As Alertmanager's `max_alerts`: the alerts past it are left out of the body
+        // (counted in `truncatedAlerts`) and so are not counted as delivered.
+        let keep = match self.kind {
+            Kind::Webhook { max_alerts } if max_alerts > 0 => max_alerts,
+            _ => usize::MAX,
+        };
+        let truncated = c.items.len().saturating_sub(keep);
+        for it in c.items.iter().take(keep) {
             let resolved = match (it.state, it.resolved) {
                 ("resolved" | "fired and resolved", Some(r)) => Some(r),
                 _ => None,
@@ -277,9 +284,22 @@ impl HttpSender {
                     .entry("rule_name".into())
                     .or_insert_with(|| name.clone());
             }
+            // An Alertmanager refuses an alert that ends before it starts: event time
+            // may run ahead of this machine's clock.
+            let starts_ms =
+                crate::time::parse_rfc3339("startsAt", &it.n.starts_at).unwrap_or(now_ms);
             let ends_at = match (resolved, self.kind) {
-                (Some(r), _) => r.ends_at.clone().unwrap_or_else(|| rfc3339(now_ms)),
-                (None, Kind::Alertmanager { resend_ms }) => rfc3339(now_ms + 4 * resend_ms),
+                (Some(r), _) => {
+                    let end = r
+                        .ends_at
+                        .as_deref()
+                        .and_then(|e| crate::time::parse_rfc3339("endsAt", e).ok())
+                        .unwrap_or(now_ms);
+                    rfc3339(end.max(starts_ms))
+                }
+                (None, Kind::Alertmanager { resend_ms }) => {
+                    rfc3339(now_ms.max(starts_ms) + 4 * resend_ms)
+                }
                 (None, Kind::Webhook { .. }) => "0001-01-01T00:00:00Z".to_owned(),
             };
             let status = if resolved.is_some() {
@@ -307,18 +327,19 @@ impl HttpSender {
         }
         let body = match self.kind {
             Kind::Alertmanager { .. } => Value::Array(alerts),
-            Kind::Webhook { max_alerts } => {
-                let truncated = if max_alerts > 0 && alerts.len() > max_alerts {
-                    let t = alerts.len() - max_alerts;
-                    alerts.truncate(max_alerts);
-                    t
-                } else {
-                    0
-                };
-                let labels: Vec<BTreeMap<String, String>> =
-                    c.items.iter().map(|it| match_labels(it.n)).collect();
-                let annotations: Vec<BTreeMap<String, String>> =
-                    c.items.iter().map(|it| it.n.annotations.clone()).collect();
+            Kind::Webhook { .. } => {
+                let labels: Vec<BTreeMap<String, String>> = c
+                    .items
+                    .iter()
+                    .take(keep)
+                    .map(|it| match_labels(it.n))
+                    .collect();
+                let annotations: Vec<BTreeMap<String, String>> = c
+                    .items
+                    .iter()
+                    .take(keep)
+                    .map(|it| it.n.annotations.clone())
+                    .collect();
                 json!({
                     "version": "4",
                     "groupKey": c.thread_id,
@@ -344,12 +365,13 @@ impl HttpSender {
         })
     }
 
-    /// Posts a prepared body; any answer but 2xx is a failure to retry. Errors never
-    /// carry the URL (it may hold a token).
-    pub async fn send(&self, p: &Prepared) -> Result<(), String> {
+    /// Posts a prepared body. A 2xx answer is delivery; a 4xx answer (but 408 and 429)
+    /// is a refusal of this request; anything else is retried. Errors never carry the
+    /// URL (it may hold a token).
+    pub async fn send(&self, p: &Prepared) -> Result<(), SendError> {
         let body = base64::engine::general_purpose::STANDARD
             .decode(&p.bytes)
-            .map_err(|e| format!("damaged request in the outbox: {e}"))?;
+            .map_err(|e| SendError::Refused(format!("damaged request in the outbox: {e}")))?;
         let mut req = self
             .client
             .post(&self.url)
@@ -358,18 +380,45 @@ impl HttpSender {
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        let resp = req.send().await.map_err(|e| e.without_url().to_string())?;
+        let mut resp = req
+            .send()
+            .await
+            .map_err(|e| SendError::Retry(e.without_url().to_string()))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(());
         }
-        let text = resp.text().await.unwrap_or_default();
-        let text: String = crate::alert::escape_control(text.trim())
+        // At most 1 KiB of the answer: a hostile or broken receiver's body is not read
+        // whole.
+        let mut body = Vec::new();
+        while body.len() < 1024 {
+            match resp.chunk().await {
+                Ok(Some(c)) => body.extend_from_slice(&c[..c.len().min(1024 - body.len())]),
+                _ => break,
+            }
+        }
+        let text: String = crate::alert::escape_control(String::from_utf8_lossy(&body).trim())
             .chars()
             .take(200)
             .collect();
-        Err(format!("the receiver answered {status}: {text}"))
+        let why = format!("the receiver answered {status}: {text}");
+        // A request the receiver refuses as such (4xx but timeouts and rate limits) is
+        // refused again if resent: it must not block every change queued after it.
+        if status.is_client_error() && status.as_u16() != 408 && status.as_u16() != 429 {
+            Err(SendError::Refused(why))
+        } else {
+            Err(SendError::Retry(why))
+        }
     }
+}
+
+/// Why a send failed: `Retry` (the receiver is down or busy: the request waits at the
+/// head of the queue) or `Refused` (the receiver rejects this very request: it is
+/// dropped, loudly, so that it does not block what comes after it).
+#[derive(Debug)]
+pub enum SendError {
+    Retry(String),
+    Refused(String),
 }
 
 /// The labels (or annotations) every alert has with the same value.

@@ -304,6 +304,17 @@ impl Pipeline {
         if let Some(o) = &config.otlp {
             o.validate().map_err(PipelineError::Config)?;
         }
+        let otlp_logs = config.otlp.as_ref().is_some_and(|o| o.logs);
+        if (!config.notify.receivers.is_empty() || otlp_logs)
+            && config.notify.outbox.is_none()
+            && config.state_dir.is_none()
+        {
+            return Err(PipelineError::Config(
+                "notify.receivers and otlp.logs need a durable outbox: set state_dir (or \
+                 --state-dir), or notify.outbox to a folder"
+                    .into(),
+            ));
+        }
         config.time.guard().map_err(PipelineError::Config)?;
         let n = rules.len();
         let mut names: Vec<String> = tables.iter().map(|t| t.name().to_owned()).collect();

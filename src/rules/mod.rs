@@ -186,9 +186,28 @@ pub fn rule_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, RuleError> {
     let mut files = Vec::new();
     for path in paths {
         let text = path.to_string_lossy();
-        if text.contains(['*', '?', '[']) {
+        if !path.exists() && text.contains(['*', '?', '[']) {
             let bad = |why: String| RuleError::Many(format!("rule_files: pattern {text:?}: {why}"));
-            let mut found: Vec<PathBuf> = glob::glob(&text)
+            // The folders that exist as written (the config's own folder may hold a `[`)
+            // are taken literally; the pattern is what follows them.
+            let mut literal = PathBuf::new();
+            let mut pattern = String::new();
+            for c in path.components() {
+                let next = literal.join(c);
+                if pattern.is_empty() && next.is_dir() {
+                    literal = next;
+                } else {
+                    if !pattern.is_empty() {
+                        pattern.push('/');
+                    }
+                    pattern.push_str(&c.as_os_str().to_string_lossy());
+                }
+            }
+            let full = format!(
+                "{}/{pattern}",
+                glob::Pattern::escape(&literal.to_string_lossy()).trim_end_matches('/')
+            );
+            let mut found: Vec<PathBuf> = glob::glob(&full)
                 .map_err(|e| bad(e.to_string()))?
                 .collect::<Result<_, _>>()
                 .map_err(|e| bad(e.to_string()))?;
@@ -341,6 +360,31 @@ fn check(mut rule: Rule) -> Result<Rule, RuleError> {
             "labels_from names a column twice",
         ));
     }
+    // Label and annotation names as Prometheus and Alertmanager take them: an
+    // Alertmanager refuses a whole request over one bad name.
+    let label_name = |name: &str| {
+        !name.is_empty()
+            && name
+                .chars()
+                .enumerate()
+                .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()))
+    };
+    for (what, name) in rule
+        .def
+        .labels_from
+        .iter()
+        .map(|n| ("labels_from", n))
+        .chain(rule.def.annotations.keys().map(|n| ("annotations", n)))
+    {
+        if !label_name(name) {
+            return Err(RuleError::invalid(
+                &rule,
+                format!(
+                    "{what}: {name:?} is not a label name (letters, digits and _, not starting with a digit)"
+                ),
+            ));
+        }
+    }
     for name in rule.def.labels.keys() {
         if rule.def.labels_from.contains(name) {
             return Err(RuleError::invalid(
@@ -356,11 +400,7 @@ fn check(mut rule: Rule) -> Result<Rule, RuleError> {
                 format!("label {name:?} is set by inferwatch; choose another name"),
             ));
         }
-        let ok = name
-            .chars()
-            .enumerate()
-            .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
-        if name.is_empty() || !ok {
+        if !label_name(name) {
             return Err(RuleError::invalid(
                 &rule,
                 format!("label name {name:?}: letters, digits and _, not starting with a digit"),
@@ -562,6 +602,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("rule_files: pattern"), "{err}");
+        // A folder whose name holds a glob character is a folder, not a pattern.
+        let odd = d.join("x[prod]");
+        std::fs::create_dir_all(odd.join("rules")).unwrap();
+        write(&odd.join("rules"), "c.yaml", GOOD);
+        assert_eq!(
+            rule_files(&[odd.join("rules")]).unwrap(),
+            [odd.join("rules/c.yaml")]
+        );
+        assert_eq!(
+            rule_files(&[odd.join("rules/*.yaml")]).unwrap(),
+            [odd.join("rules/c.yaml")]
+        );
     }
 
     #[test]
@@ -580,6 +632,7 @@ mod tests {
             ("  labels: {client_id: x}\n", "both in labels"),
             ("  labels: {severity: x}\n", "set by inferwatch"),
             ("  labels: {9lives: x}\n", "label name"),
+            ("  annotations: {run-book: x}\n", "is not a label name"),
             ("  alert: false\n  route: [ops]\n", "recording rule"),
         ] {
             let e = bad(extra).unwrap_or_else(|| panic!("{extra} should be refused"));

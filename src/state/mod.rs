@@ -6,7 +6,7 @@
 //! output (alerts file, dead letters) at that moment, so that a restart truncates what
 //! was written after it and writes it again, identically, instead of twice.
 //!
-//! File layout (version 2): `DWCKPT\r\n`, format version (u32 LE), metadata length
+//! File layout (version 2): `IWCKPT\r\n`, format version (u32 LE), metadata length
 //! (u64 LE), metadata (JSON), rows length (u64 LE), rows (Arrow IPC stream of every open
 //! pane's batches, in order), state length (u64 LE), the client profiles and the drift
 //! reference (postcard: compact binary serde; 0 bytes when there is neither), SHA-256 of

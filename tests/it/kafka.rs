@@ -560,7 +560,7 @@ fn bad_records_on_the_topic_are_dead_lettered_and_the_good_ones_processed() {
             "--config",
             cfg.to_str().unwrap(),
             "--until-idle",
-            "5",
+            "5s",
         ],
         dir.path(),
     );

@@ -220,7 +220,7 @@ fn a_broker_stopped_for_20_s_is_waited_for_and_nothing_is_lost() {
     let stderr = dir.path().join("run.err");
     let mut child = spawn_run(
         &cfg,
-        "6",
+        "6s",
         &[
             "--state-dir",
             state.to_str().unwrap(),
@@ -293,7 +293,7 @@ fn two_instances_in_one_group_split_the_partitions_and_raise_the_same_alerts() {
         crate::cli::plain_sampling(&state);
         let child = spawn_run(
             &cfg,
-            "8",
+            "8s",
             &[
                 "--alerts-out",
                 alerts.to_str().unwrap(),

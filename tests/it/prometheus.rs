@@ -101,7 +101,12 @@ fn prometheus_scrapes_a_mixed_kafka_run_and_every_dashboard_query_has_data() {
         Command::new(env!("CARGO_BIN_EXE_inferwatch"))
             .args(["run", "--config"])
             .arg(&cfg)
-            .args(["--http", &format!("127.0.0.1:{http}"), "--until-idle", "60"])
+            .args([
+                "--http",
+                &format!("127.0.0.1:{http}"),
+                "--until-idle",
+                "60s",
+            ])
             .current_dir(root())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
