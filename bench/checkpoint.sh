@@ -28,7 +28,7 @@ for mode in ${MODES:-off 10s 100ms off 10s 100ms}; do
     rm -rf "$work/state"
     args=(--state-dir "$work/state")
   fi
-  "$bin" replay --config "$cfg" --input "$work/in.jsonl" --no-progress "${args[@]}" >"$work/summary"
+  "$bin" replay --config "$cfg" --input "$work/in.jsonl" --no-progress "${args[@]}" >/dev/null 2>"$work/summary"
   awk -v mode="$mode" '
     /throughput/ { rps = $2 }
     /^  checkpoints / { n = $2 }

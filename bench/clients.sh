@@ -22,8 +22,8 @@ for n in 100 "${counts[@]}"; do
   "$bin" gen --scenario benign --seed 1 --events 4320000 --rate 50 --clients "$n" --out "$work/day.jsonl" 2>/dev/null
   rm -rf "$work/state"
   /usr/bin/time -f '%e %M' -o "$work/time" "$bin" replay --config examples/replay.yaml \
-    --input "$work/day.jsonl" --no-progress --state-dir "$work/state" >"$work/summary" 2>"$work/stderr" \
-    || { cat "$work/stderr" >&2; exit 1; }
+    --input "$work/day.jsonl" --no-progress --state-dir "$work/state" >"$work/stdout" 2>"$work/summary" \
+    || { cat "$work/summary" >&2; exit 1; }
   read -r secs kb <"$work/time"
   ckpt=$(sed -n 's/.*last checkpoint .*, \([0-9]*\) bytes, written in \([0-9.]*\) ms.*/\1 \2/p' "$work/summary")
   read -r cbytes cms <<<"$ckpt"

@@ -22,7 +22,7 @@ for seed in "${seeds[@]}"; do
       --out "$work/c.jsonl" --truth "$work/truth.jsonl" 2>/dev/null
     rm -f "$work/alerts.jsonl"
     "$bin" replay --config "${CONFIG:-examples/replay.yaml}" --input "$work/c.jsonl" --no-progress \
-      --alerts-out "$work/alerts.jsonl" >"$work/summary"
+      --alerts-out "$work/alerts.jsonl" >/dev/null 2>"$work/summary"
     python3 bench/detection.py "$work/truth.jsonl" "$work/alerts.jsonl" "$work/c.jsonl" "$seed"
   done
 done

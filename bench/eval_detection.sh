@@ -130,7 +130,7 @@ EOF
     /usr/bin/time -f '%e s %M KiB' -o "$run/time-s$seed" \
       "$bin" replay --config "$run/config.yaml" --input "$data" --no-progress \
       --labels "$base.ground_truth.jsonl.gz" \
-      --alerts-out "$run/alerts-s$seed.jsonl" >"$run/summary-s$seed" 2>"$run/replay-s$seed.err"
+      --alerts-out "$run/alerts-s$seed.jsonl" >/dev/null 2>"$run/summary-s$seed"
     python3 bench/eval_score.py "$base.truth.json" "$run/alerts-s$seed.jsonl" \
       "$base.labels.csv.gz" "$model" "$seed"
   done

@@ -61,8 +61,8 @@ for mode in off on; do
       grep -v '^labels:\|^  source: {type: file, paths: \[.*labels\|^  classes\|^  max_pending' "$work/config.yaml" >"$work/plain.yaml"
       args[2]="$work/plain.yaml"
     fi
-    /usr/bin/time -f '%e %M' -o "$work/time" "$bin" "${args[@]}" >"$work/summary" 2>"$work/stderr" \
-      || { cat "$work/stderr" >&2; exit 1; }
+    /usr/bin/time -f '%e %M' -o "$work/time" "$bin" "${args[@]}" >"$work/stdout" 2>"$work/summary" \
+      || { cat "$work/summary" >&2; exit 1; }
     read -r secs kb <"$work/time"
     rates+=("$(awk -v s="$secs" -v n="$n" 'BEGIN{printf "%.0f", n/s}')")
     rss+=("$((kb / 1024))")

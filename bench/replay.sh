@@ -14,8 +14,8 @@ sizes=("$@")
 measure() { # name file records
   local name=$1 file=$2 n=$3
   /usr/bin/time -f '%e %M' -o "$work/time" \
-    "$bin" replay --config examples/replay.yaml --input "$file" --no-progress >"$work/summary" 2>"$work/stderr" \
-    || { cat "$work/stderr" >&2; exit 1; }
+    "$bin" replay --config examples/replay.yaml --input "$file" --no-progress >"$work/stdout" 2>"$work/summary" \
+    || { cat "$work/summary" >&2; exit 1; }
   read -r secs kb <"$work/time"
   local bad
   bad=$(awk '/bad \(dead letter\)/ {print $NF}' "$work/summary")

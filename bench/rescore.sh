@@ -32,8 +32,8 @@ measure() { # mode -> "seconds records/s rescored rescore_seconds"
   local best=""
   for _ in 1 2; do
     /usr/bin/time -f '%e %M' -o "$work/time" \
-      "$bin" replay --config "$work/$1.yaml" --input "$work/in.jsonl" --no-progress >"$work/summary" 2>"$work/stderr" \
-      || { cat "$work/stderr" >&2; exit 1; }
+      "$bin" replay --config "$work/$1.yaml" --input "$work/in.jsonl" --no-progress >"$work/stdout" 2>"$work/summary" \
+      || { cat "$work/summary" >&2; exit 1; }
     local secs kb rescored busy
     read -r secs kb <"$work/time"
     rescored=$(awk '$1 == "re-scored" {print $2}' "$work/summary")

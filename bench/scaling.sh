@@ -60,7 +60,7 @@ median_rate() { # median records/s and peak RSS (MiB) of $runs replays of $1
   local rates=() rss=()
   for _ in $(seq 1 "$runs"); do
     /usr/bin/time -f '%e %M' -o "$work/time" "$bin" replay --config "$work/cfg.yaml" \
-      --input "$1" --no-progress >"$work/summary" 2>"$work/stderr" || { cat "$work/stderr" >&2; exit 1; }
+      --input "$1" --no-progress >"$work/stdout" 2>"$work/summary" || { cat "$work/summary" >&2; exit 1; }
     read -r secs kb <"$work/time"
     rates+=("$(awk -v n="$records" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')")
     rss+=($((kb / 1024)))

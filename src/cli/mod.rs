@@ -802,7 +802,8 @@ async fn replay(args: ReplayArgs) -> Result<(), Failure> {
     };
     let http = http_address(&args.common, &config, None);
     let summary = run_pipeline(&config, opts, http.as_deref()).await?;
-    println!("{}", summary_table(&summary));
+    // On standard error, as for `run`: standard output carries only the alerts.
+    eprintln!("{}", summary_table(&summary));
     Ok(())
 }
 

@@ -100,7 +100,7 @@ pub(crate) fn killed_replay(
     let o = inferwatch(&replay_args(cfg, input, &reference_alerts, None), dir);
     assert!(o.status.success(), "{}", text(&o));
     let reference: BTreeSet<String> = notifications(&reference_alerts).into_iter().collect();
-    let reference_counts = summary(&o.stdout);
+    let reference_counts = summary(&o.stderr);
 
     let state = dir.join(format!("state-{seed}"));
     crate::cli::plain_sampling(&state);
@@ -152,11 +152,11 @@ pub(crate) fn killed_replay(
     );
     let last = last.unwrap();
     assert!(
-        !after_checkpoint || String::from_utf8_lossy(&last.stdout).contains("restored from"),
+        !after_checkpoint || String::from_utf8_lossy(&last.stderr).contains("restored from"),
         "{}",
         text(&last)
     );
-    let counts = summary(&last.stdout);
+    let counts = summary(&last.stderr);
     // Re-scoring totals (when a model is configured) are in the checkpoints too.
     // So are the delayed labels' (a label joined twice or lost changes them).
     let rescoring = [
@@ -487,7 +487,7 @@ fn restores_like_a_run_that_never_stopped(name: &str, format: u32, restored: &st
     let o = replay(Some("state"), "alerts.jsonl");
     assert!(o.status.success(), "{}", text(&o));
     assert!(
-        String::from_utf8_lossy(&o.stdout).contains(restored),
+        String::from_utf8_lossy(&o.stderr).contains(restored),
         "{}",
         text(&o)
     );
@@ -546,7 +546,7 @@ fn a_format_2_checkpoint_is_restored_and_the_run_goes_on() {
     let o = replay(Some("state"), "alerts.jsonl");
     assert!(o.status.success(), "{}", text(&o));
     assert!(
-        String::from_utf8_lossy(&o.stdout).contains("restored from"),
+        String::from_utf8_lossy(&o.stderr).contains("restored from"),
         "{}",
         text(&o)
     );

@@ -244,7 +244,7 @@ fn mixed_scenario_flags_every_planted_episode_and_no_honest_client() {
     let alerts_path = dir.path().join("alerts.jsonl");
     let o = replay(dir.path(), &[&input], &alerts_path);
     assert!(o.status.success(), "{}", text(&o));
-    assert_counts_add_up(&summary(&o.stdout), 160_000);
+    assert_counts_add_up(&summary(&o.stderr), 160_000);
     let alerts = jsonl(&alerts_path);
     let firing: Vec<&Value> = alerts.iter().filter(|a| a["state"] == "firing").collect();
     assert_eq!(truth.len(), 4, "{truth:?}");
@@ -286,7 +286,7 @@ fn mixed_scenario_flags_every_planted_episode_and_no_honest_client() {
         }
     }
     let dead = jsonl(&dir.path().join("dead-letters.jsonl"));
-    let s = summary(&o.stdout);
+    let s = summary(&o.stderr);
     assert_eq!(
         dead.len() as u64,
         s["bad (dead letter)"] + s["late (dead letter)"]
@@ -301,7 +301,7 @@ fn benign_traffic_raises_no_alert() {
     let alerts_path = dir.path().join("alerts.jsonl");
     let o = replay(dir.path(), &[&input], &alerts_path);
     assert!(o.status.success(), "{}", text(&o));
-    let s = summary(&o.stdout);
+    let s = summary(&o.stderr);
     assert_counts_add_up(&s, 1_000_000);
     // The rules ran: no alert because none held, not because nothing was evaluated.
     assert!(
@@ -420,7 +420,7 @@ fn any_number_of_decoding_threads_gives_the_same_alerts_and_dead_letters() {
             .iter()
             .map(|d| format!("{} {}", d["position"], d["reason"]))
             .collect();
-        (ids, dead, summary(&o.stdout)["bad (dead letter)"])
+        (ids, dead, summary(&o.stderr)["bad (dead letter)"])
     };
     let one = run(1);
     assert!(!one.0.is_empty(), "the mixed scenario raises alerts");
@@ -468,7 +468,7 @@ fn malformed_input_is_dead_lettered_never_a_panic() {
     let o = replay(dir.path(), &[&input, &empty], &alerts);
     assert!(o.status.success(), "{}", text(&o));
     assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"));
-    let s = summary(&o.stdout);
+    let s = summary(&o.stderr);
     assert_eq!(
         (s["records read"], s["good"], s["bad (dead letter)"]),
         (8, 3, 5),
@@ -695,7 +695,7 @@ fn models_beyond_drift_max_models_are_refused_and_counted_in_the_summary() {
     let alerts = dir.path().join("alerts.jsonl");
     let o = replay(dir.path(), &[&input], &alerts);
     assert!(o.status.success(), "{}", text(&o));
-    let s = summary(&o.stdout);
+    let s = summary(&o.stderr);
     assert_eq!(s["good"], DISTINCT as u64, "{}", text(&o));
     assert_eq!(
         s.get("models refused").copied(),

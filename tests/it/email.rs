@@ -259,7 +259,7 @@ fn mixed_scenario_mails_one_thread_per_group_over_starttls_with_auth() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    let out = String::from_utf8_lossy(&o.stdout);
+    let out = String::from_utf8_lossy(&o.stderr);
     assert!(out.contains("delivery          email secops:"), "{out}");
     assert!(!out.contains(PASSWORD) && !text(&o).contains(PASSWORD));
     let mails = server.mails();

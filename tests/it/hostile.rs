@@ -61,7 +61,7 @@ fn absurd_event_times_neither_crash_nor_blind_the_monitor() {
     let o = replay(&cfg, &input, &clean_alerts, None);
     assert!(o.status.success(), "{}", text(&o));
     let reference = firing(&clean_alerts);
-    let clean = summary(&o.stdout);
+    let clean = summary(&o.stderr);
     assert!(reference.len() >= 3, "{reference:?}");
 
     // The generated traffic holds malformed records too (not all of them UTF-8).
@@ -112,7 +112,7 @@ fn absurd_event_times_neither_crash_nor_blind_the_monitor() {
         let o = replay(&cfg, &hostile_input, &alerts, state.as_deref());
         assert!(o.status.success(), "{}", text(&o));
         assert_eq!(firing(&alerts), reference, "state dir {state:?}");
-        let s = summary(&o.stdout);
+        let s = summary(&o.stderr);
         assert_eq!(
             s["late (dead letter)"], clean["late (dead letter)"],
             "{s:?}"

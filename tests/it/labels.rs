@@ -185,7 +185,7 @@ fn a_class_lost_by_a_new_version_is_found_from_late_labels_and_bad_labels_are_de
     assert_eq!(values["reference_source"], "realised");
 
     // Every label is accounted for: joined, or a dead letter with its reason.
-    let s: BTreeMap<String, u64> = summary(&o.stdout);
+    let s: BTreeMap<String, u64> = summary(&o.stderr);
     let lines = std::fs::read_to_string(&labels).unwrap().lines().count() as u64;
     assert_eq!(s["labels read"], lines, "{}", text(&o));
     assert_eq!(

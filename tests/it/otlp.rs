@@ -325,7 +325,7 @@ fn mixed_scenario_exports_each_state_change_and_the_counters_over_grpc() {
         BTreeSet::from(["inferwatch-test".to_owned()])
     );
     // The last metric export (at shutdown) holds the final counts.
-    let s = summary(&o.stdout);
+    let s = summary(&o.stderr);
     assert_eq!(
         collector.last_sum("inferwatch.records", Some(("outcome", "good"))),
         Some(s["good"] as i64)

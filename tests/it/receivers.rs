@@ -251,9 +251,9 @@ fn webhook_and_alertmanager_receivers_lose_nothing_through_a_30_s_outage() {
         "no delivery failed while the servers were out: {log}"
     );
     assert!(log.contains("webhook delivery failed"), "{log}");
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(stdout.contains("webhook hook:"), "{stdout}");
-    assert!(stdout.contains("alertmanager am:"), "{stdout}");
+    let summary = String::from_utf8_lossy(&o.stderr);
+    assert!(summary.contains("webhook hook:"), "{summary}");
+    assert!(summary.contains("alertmanager am:"), "{summary}");
 
     let want = expected(&alerts);
     assert!(want.len() >= 4, "{want:?}");

@@ -37,13 +37,13 @@ fn replay(dir: &Path, input: &Path) -> (std::process::Output, Vec<Value>) {
 
 /// The summary's `re-scored N (F flagged, S sampled)` and the counts after it.
 fn rescored(o: &std::process::Output) -> (u64, u64) {
-    let out = String::from_utf8_lossy(&o.stdout);
+    let out = String::from_utf8_lossy(&o.stderr);
     let line = out
         .lines()
         .find(|l| l.trim_start().starts_with("re-scored"))
         .unwrap_or_else(|| panic!("no re-scoring in the summary:\n{out}"));
     let n: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (n, summary(&o.stdout)["mismatches"])
+    (n, summary(&o.stderr)["mismatches"])
 }
 
 /// Firing alerts of `rule`, by client.
@@ -156,7 +156,7 @@ fn a_million_honest_records_fire_no_alert() {
     let (input, truth) = generate(dir.path(), "benign-model", 2, 1_000_000, "200");
     assert!(truth.is_empty());
     let (o, alerts) = replay(dir.path(), &input);
-    let s = summary(&o.stdout);
+    let s = summary(&o.stderr);
     assert_eq!(s["good"], 1_000_000, "{}", text(&o));
     let (n, mismatches) = rescored(&o);
     assert!(
