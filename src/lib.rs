@@ -2,7 +2,7 @@
 //!
 //! Records flow `source` → `decode` → `window` → `tables` → `rules` → `alert` →
 //! `notify`; `pipeline` wires the stages together and `cli` is the command line. A
-//! module uses only the modules of lower layers (the README's Layout section;
+//! module uses only the modules of lower layers (docs/layout.md;
 //! `tests/it/layering.rs` checks it).
 
 pub mod alert;

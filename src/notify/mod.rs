@@ -1,5 +1,6 @@
 //! Notifications people act on: routing, grouping, inhibition and silences as in
-//! Prometheus Alertmanager, delivered by email through a durable outbox.
+//! Prometheus Alertmanager, delivered by email, webhook or to an Alertmanager through a
+//! durable outbox.
 //!
 //! The pipeline appends every alert state change to the outbox file and fsyncs it with
 //! its other output (`outbox::Outbox`, a durable receiver whose cursor is checkpointed).
@@ -9,7 +10,7 @@
 //! its own state file, written atomically before and after each send, so a restart
 //! resumes where it stopped and a receiver that is down delays only itself.
 //!
-//! Where this differs from Alertmanager, it is on purpose and documented in the README:
+//! Where this differs from Alertmanager, it is on purpose and documented in docs/notifications.md:
 //! an alert that fires and resolves before its group is sent is still reported (a short
 //! attack is still an attack), and a rule's `route: [..]` names receivers directly.
 

@@ -623,7 +623,7 @@ mod rescoring {
     /// Feature squeezing on the test split: the clean inputs against FGSM inputs made
     /// from them (each pushed just across the boundary, `margin` logit units beyond),
     /// the threshold calibrated on the training split at 5 % false positives. Prints
-    /// the README's table (`cargo test squeezing -- --nocapture`).
+    /// docs/rescoring.md's table (`cargo test squeezing -- --nocapture`).
     #[test]
     fn squeezing_tells_fgsm_inputs_from_clean_ones_on_the_test_split() {
         let c = Cancer::load();

@@ -168,7 +168,7 @@ pub fn confidence_bin(conf: f64) -> usize {
 
 /// How closely the tests hold the KS, χ² and Z p-values to SciPy's: relative to the
 /// value, at every magnitude (SciPy's reach 1e-40, where an absolute bound would accept
-/// any tiny number). The README states this precision.
+/// any tiny number). docs/drift.md states this precision.
 #[cfg(test)]
 pub(crate) const P_VALUE_REL: f64 = 1e-9;
 

@@ -1,6 +1,6 @@
 //! The one list of metric names, kinds and help texts. The Prometheus endpoint
 //! (`http::metrics`) and the OTLP metrics exporter (`otlp`) both take their families
-//! from here, so a name is written once and the README's list can be checked against it.
+//! from here, so a name is written once and docs/operations.md's list is checked against it.
 //!
 //! `name` is the Prometheus family as the exposition writes it less its type suffix:
 //! counters get `_total`, info families `_info` (as `prometheus-client` encodes them).

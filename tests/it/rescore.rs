@@ -116,7 +116,7 @@ fn the_tampering_scenario_fires_the_tampering_rule_for_its_client_and_time_only(
     }
     // Found early: the 1 % sample finds a forged answer, then the client is re-scored
     // in full (rescore: true) until the episode ends. The wait is geometric, ~100
-    // forged answers (one a second) on average: the README measured 1.1 to 10.1
+    // forged answers (one a second) on average: docs/rescoring.md measured 1.1 to 10.1
     // minutes over seeds 1-5. Missing the first 900 has a probability of
     // 0.99^900 ≈ 1e-4, so 15 minutes holds for any seed; this one (11) is no pick.
     let first = fired.iter().map(|a| ms(&a["window_end"])).min().unwrap();
@@ -149,7 +149,7 @@ fn the_evasion_scenario_fires_the_squeezing_rule_for_its_client_only() {
 }
 
 /// 1M honest records of the embedded model: the sample re-scores about 1 % of them,
-/// not one answer is a mismatch, and no rule fires (the README's claim).
+/// not one answer is a mismatch, and no rule fires (docs/rescoring.md's claim).
 #[test]
 fn a_million_honest_records_fire_no_alert() {
     let dir = tempfile::tempdir().unwrap();

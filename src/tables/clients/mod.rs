@@ -60,7 +60,7 @@
 //! and restarts `horizon` later. Clients idle for `horizon` are evicted; when the
 //! profiles' estimated memory passes `max_memory`, the least recently seen are evicted
 //! (counted, logged). Sets inside a profile are capped (`profile_set_cap`): beyond it
-//! new inputs are still counted, but distinct counts stop growing (stated in the README).
+//! new inputs are still counted, but distinct counts stop growing (stated in docs/clients.md).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::Hasher;
