@@ -809,8 +809,11 @@ fn json_logs_and_shell_completions() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
+    // Log lines, then the end-of-run summary (a table for people).
     let err = String::from_utf8_lossy(&o.stderr);
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    let (logs, summary) = err.split_once("inferwatch summary").unwrap_or((&err, ""));
+    assert!(summary.contains("records read"), "{err}");
+    let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(!lines.is_empty(), "no log lines at info");
     for l in &lines {
         let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
