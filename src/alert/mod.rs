@@ -349,7 +349,7 @@ impl AlertBook {
         if let Some(a) = state.error.take() {
             out.push(ev.notify(RULE_ERROR_ID, &a, State::Resolved));
         }
-        if !rule.def.alert {
+        if !rule.def.alerts() {
             // A recording rule: evaluated for its side effects (re-scoring), no alerts;
             // its query errors are still alerts, as for any rule.
             return out;

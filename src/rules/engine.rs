@@ -76,6 +76,25 @@ impl Default for EngineConfig {
 
 type Slot = Arc<RwLock<Vec<RecordBatch>>>;
 
+/// The table a recording rule (`record: NAME`) fills: its result rows of the window.
+struct RecordedTable {
+    name: String,
+    schema: SchemaRef,
+    rows: Slot,
+}
+
+impl WindowTable for RecordedTable {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+    fn compute(&self, _window: &ClosedWindow) -> Result<Vec<RecordBatch>, String> {
+        Ok(self.rows.read().expect("rows lock").clone())
+    }
+}
+
 /// A table provider that serves whatever batches its slot holds at scan time.
 #[derive(Debug)]
 struct SlotTable {
@@ -134,7 +153,7 @@ impl DisplayAs for SlotExec {
 }
 
 impl ExecutionPlan for SlotExec {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "SlotExec"
     }
     fn properties(&self) -> &Arc<PlanProperties> {
@@ -200,6 +219,8 @@ pub struct PreparedRule {
 pub struct Engine {
     tables: Vec<Registered>,
     rules: Vec<PreparedRule>,
+    /// Recording rules (`record:`): rule index → (index of its table, its rows).
+    recorded: BTreeMap<usize, (usize, Slot)>,
     timeout: Duration,
     /// Time spent per table (`table NAME`) and per rule (`rule ID`), for the summary.
     costs: std::sync::Mutex<BTreeMap<String, Duration>>,
@@ -227,11 +248,68 @@ impl Engine {
                 slot: Arc::new(RwLock::new(Vec::new())),
             })
             .collect();
-        let mut prepared = Vec::new();
+        let mut tables = tables;
+        let standard = tables.len();
         let mut problems = Vec::new();
-        for rule in rules {
+        let mut slots: Vec<Option<PreparedRule>> = Vec::new();
+        let mut later = Vec::new();
+        let mut recorded = BTreeMap::new();
+        // Recording rules first, on the standard tables only: each adds its table.
+        for (i, rule) in rules.into_iter().enumerate() {
+            slots.push(None);
+            let Some(name) = rule.def.record.clone() else {
+                later.push((i, rule));
+                continue;
+            };
+            let p = match prepare(rule, &tables[..standard], config).await {
+                Ok(p) => p,
+                Err(e) => {
+                    problems.push(e.to_string());
+                    continue;
+                }
+            };
+            if p.uses.iter().any(|&t| tables[t].table.name() == RESCORED) {
+                problems.push(format!(
+                    "{}: a recording rule runs before re-scoring and cannot read {RESCORED}",
+                    p.rule.at()
+                ));
+            } else if tables.iter().any(|t| t.table.name() == name) {
+                problems.push(format!(
+                    "{}: record: {name:?} is already a table's name",
+                    p.rule.at()
+                ));
+            } else {
+                let rows: Slot = Arc::new(RwLock::new(Vec::new()));
+                recorded.insert(i, (tables.len(), rows.clone()));
+                tables.push(Registered {
+                    table: Arc::new(RecordedTable {
+                        name,
+                        schema: p.output.clone(),
+                        rows,
+                    }),
+                    slot: Arc::new(RwLock::new(Vec::new())),
+                });
+            }
+            slots[i] = Some(p);
+        }
+        for (i, rule) in later {
             match prepare(rule, &tables, config).await {
-                Ok(p) => prepared.push(p),
+                Ok(p) => {
+                    // A recorded table holds the rows of its rule's window: only rules
+                    // of that window may read it.
+                    for (&r, (t, _)) in &recorded {
+                        let source = slots[r].as_ref().expect("prepared");
+                        if p.uses.contains(t) && p.rule.spec != source.rule.spec {
+                            problems.push(format!(
+                                "{}: reads {}, the table of {}, whose window differs",
+                                p.rule.at(),
+                                tables[*t].table.name(),
+                                source.rule.id()
+                            ));
+                        }
+                    }
+                    slots[i] = Some(p);
+                }
                 Err(e) => problems.push(e.to_string()),
             }
         }
@@ -240,7 +318,11 @@ impl Engine {
         }
         Ok(Engine {
             tables,
-            rules: prepared,
+            rules: slots
+                .into_iter()
+                .map(|p| p.expect("every rule prepared"))
+                .collect(),
+            recorded,
             timeout: config.rule_timeout,
             costs: Default::default(),
         })
@@ -288,14 +370,31 @@ impl Engine {
         between: impl FnOnce(&[RuleRun]) -> Result<(), String>,
     ) -> Vec<RuleRun> {
         let late = self.tables.iter().position(|t| t.table.name() == RESCORED);
-        let (second, first): (Vec<usize>, Vec<usize>) = (0..self.rules.len())
+        let (records, rest): (Vec<usize>, Vec<usize>) = (0..self.rules.len())
             .filter(|&i| self.rules[i].rule.spec == window.spec)
+            .partition(|i| self.recorded.contains_key(i));
+        let (second, first): (Vec<usize>, Vec<usize>) = rest
+            .into_iter()
             .partition(|&i| late.is_some_and(|t| self.rules[i].uses.contains(&t)));
         let mut computed = BTreeSet::new();
         let mut table_errors: HashMap<usize, String> = HashMap::new();
+        // Recording rules first: their rows are tables of the rules after them.
         let mut runs = self
-            .run_round(window, &first, &mut computed, &mut table_errors)
+            .run_round(window, &records, &mut computed, &mut table_errors)
             .await;
+        for run in &runs {
+            let (t, rows) = &self.recorded[&run.rule];
+            match &run.result {
+                Ok(batches) => *rows.write().expect("rows lock") = batches.clone(),
+                Err(e) => {
+                    table_errors.insert(*t, format!("table {}: {e}", self.tables[*t].table.name()));
+                }
+            }
+        }
+        runs.extend(
+            self.run_round(window, &first, &mut computed, &mut table_errors)
+                .await,
+        );
         if let (Err(e), Some(t)) = (between(&runs), late) {
             table_errors.insert(t, format!("table {RESCORED}: {e}"));
         }
@@ -306,6 +405,9 @@ impl Engine {
         runs.sort_by_key(|r| r.rule);
         for &t in &computed {
             self.tables[t].slot.write().expect("slot lock").clear();
+        }
+        for (_, rows) in self.recorded.values() {
+            rows.write().expect("rows lock").clear();
         }
         runs
     }
@@ -642,6 +744,47 @@ mod tests {
         Engine::new(rules, tables(), &EngineConfig::default())
             .await
             .map_err(|e| e.to_string())
+    }
+
+    #[tokio::test]
+    async fn a_recorded_table_is_read_only_by_rules_of_its_window_and_names_no_other() {
+        let load = |yaml: &str| {
+            let rules = parse_rules(yaml, Path::new("q.yaml")).unwrap();
+            async move {
+                Engine::new(rules, tables(), &EngineConfig::default())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        };
+        let rec = "- id: rec\n  severity: info\n  window: {size: 1m}\n  sql: SELECT client_id FROM events\n  record: per_client\n";
+        let reader = |size: &str| {
+            format!(
+                "- id: use\n  severity: low\n  window: {{size: {size}}}\n  sql: SELECT client_id FROM per_client\n"
+            )
+        };
+        // Read by a rule of its window, also when that rule comes first in the file.
+        load(&format!("{rec}{}", reader("1m"))).await.unwrap();
+        load(&format!("{}{rec}", reader("1m"))).await.unwrap();
+        let e = load(&format!("{rec}{}", reader("5m"))).await.unwrap_err();
+        assert!(e.contains("whose window differs"), "{e}");
+        let e = load(&rec.replace("record: per_client", "record: events"))
+            .await
+            .unwrap_err();
+        assert!(e.contains("already a table's name"), "{e}");
+        // A recording rule reads only the standard tables, not another's records.
+        let e = load(&format!(
+            "{rec}{}",
+            rec.replace("id: rec", "id: rec2")
+                .replace("FROM events", "FROM per_client")
+                .replace("record: per_client", "record: again")
+        ))
+        .await
+        .unwrap_err();
+        assert!(
+            e.contains("rule rec2") && e.contains("per_client") && e.contains("not found"),
+            "{e}"
+        );
     }
 
     #[tokio::test]

@@ -89,6 +89,17 @@ pub struct RuleDef {
     /// its errors still count) but raises no alert.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub alert: bool,
+    /// A recording rule whose rows, every window, are the table of this name for the
+    /// other rules of the same window (evaluated before them); it raises no alert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
+}
+
+impl RuleDef {
+    /// Whether the rule raises alerts (not a recording rule).
+    pub fn alerts(&self) -> bool {
+        self.alert && self.record.is_none()
+    }
 }
 
 fn yes() -> bool {
@@ -407,7 +418,22 @@ fn check(mut rule: Rule) -> Result<Rule, RuleError> {
             ));
         }
     }
-    if !rule.def.alert && !rule.def.route.is_empty() {
+    if let Some(name) = &rule.def.record {
+        let ok = !name.is_empty()
+            && name
+                .chars()
+                .enumerate()
+                .all(|(i, c)| c == '_' || c.is_ascii_lowercase() || (i > 0 && c.is_ascii_digit()));
+        if !ok {
+            return Err(RuleError::invalid(
+                &rule,
+                format!(
+                    "record: {name:?} is not a table name (lowercase letters, digits and _, not starting with a digit)"
+                ),
+            ));
+        }
+    }
+    if !rule.def.alerts() && !rule.def.route.is_empty() {
         return Err(RuleError::invalid(
             &rule,
             "a recording rule (alert: false) raises no alert to route",

@@ -18,7 +18,7 @@ impl EventsTable {
 }
 
 impl WindowTable for EventsTable {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "events"
     }
     fn schema(&self) -> SchemaRef {

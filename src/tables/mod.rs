@@ -27,7 +27,7 @@ pub use pipeline_stats::PipelineStatsTable;
 
 /// A table whose rows are computed for each closed window.
 pub trait WindowTable: Send + Sync {
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &str;
     fn schema(&self) -> SchemaRef;
     fn compute(&self, window: &ClosedWindow) -> Result<Vec<RecordBatch>, String>;
 }
@@ -59,7 +59,7 @@ impl DerivedTable {
 }
 
 impl WindowTable for DerivedTable {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         self.name
     }
     fn schema(&self) -> SchemaRef {

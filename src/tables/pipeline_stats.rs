@@ -34,7 +34,7 @@ impl Default for PipelineStatsTable {
 }
 
 impl WindowTable for PipelineStatsTable {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "pipeline_stats"
     }
     fn schema(&self) -> SchemaRef {
