@@ -10,29 +10,6 @@ impl Pipeline {
         rules: Vec<Rule>,
         mut receivers: Vec<Box<dyn Receiver>>,
     ) -> Result<Self, PipelineError> {
-        let decoder = BatchDecoder::new(&config.decode).map_err(PipelineError::Config)?;
-        let specs: Vec<_> = rules.iter().map(|r| r.spec).collect();
-        let served = crate::rescore::serve(
-            &config.models,
-            Path::new("."),
-            &decoder.events_schema(),
-            &config.baseline_profiles,
-        )
-        .map_err(PipelineError::Config)?;
-        for m in &served {
-            if m.squeeze.as_ref().is_some_and(|s| s.threshold.is_none()) {
-                tracing::warn!(
-                    model = %m.model.name,
-                    "squeeze has no threshold: squeeze_score is computed, adversarial stays \
-                     null (inferwatch model calibrate prints one)"
-                );
-            }
-        }
-        let rescorer = crate::rescore::rescorer::Rescorer::with_windows(
-            config.rescore.clone(),
-            served,
-            &specs,
-        );
         // The reference samples hash request ids with a secret of the state directory,
         // so clients that choose their ids cannot choose what the reference holds.
         let sample_key = match &config.state_dir {
@@ -47,62 +24,18 @@ impl Pipeline {
                 0
             }
         };
-        let labels = match &config.labels {
-            Some(l) => Some(
-                crate::labels::Labels::new(l, &config.models, &config.baseline_profiles)
-                    .map_err(PipelineError::Config)?,
-            ),
-            None => None,
-        };
-        let mut clients_config = config.clients.clone();
-        clients_config.sample_key = sample_key;
-        let crate::tables::StandardTables {
+        let Planned {
+            decoder,
+            specs,
+            rescorer,
+            labels,
             tables,
             clients,
             drift,
             reference,
-        } = crate::tables::standard_tables(
-            decoder.events_schema(),
-            &config.decode,
-            crate::tables::Settings {
-                clients: &clients_config,
-                drift: &config.drift,
-                reference: &config.reference,
-                sample_key,
-            },
-            &config.baseline_profiles,
-            rescorer.table(),
-        );
-        let mut tables = tables;
-        tables.extend(crate::labels::tables(
-            &labels.clone().unwrap_or_else(crate::labels::Labels::empty),
-        ));
-        config
-            .notify
-            .validate(
-                rules
-                    .iter()
-                    .map(|r| (r.def.id.as_str(), r.def.route.as_slice())),
-            )
-            .map_err(PipelineError::Config)?;
-        let rule_routes: BTreeMap<String, Vec<String>> = rules
-            .iter()
-            .filter(|r| !r.def.route.is_empty())
-            .map(|r| (r.def.id.clone(), r.def.route.clone()))
-            .collect();
-        let engine = Engine::new(rules, tables.clone(), &config.engine).await?;
-        if !rescorer.is_active()
-            && let Some(r) = engine
-                .rules()
-                .iter()
-                .find(|p| p.rule.def.rescore || p.rule.def.sql.contains(crate::tables::RESCORED))
-        {
-            tracing::info!(
-                rule = %r.rule.id(),
-                "no models are configured: rules with rescore: true flag nobody, and the \
-                 rescored table stays empty"
-            );
-        }
+            rule_routes,
+            engine,
+        } = plan(config, rules, sample_key).await?;
         let mut windows = Windows::new(
             &specs,
             0,
@@ -232,6 +165,117 @@ impl Pipeline {
     }
 }
 
+/// What `build` and `check` both make from a config and its rules: the decoder, the
+/// embedded models (loaded and checked against their pinned hash), the labels join, the
+/// window tables, and every rule planned against them (the routing tree checked).
+struct Planned {
+    decoder: BatchDecoder,
+    specs: Vec<crate::window::WindowSpec>,
+    rescorer: Arc<crate::rescore::rescorer::Rescorer>,
+    labels: Option<Arc<crate::labels::Labels>>,
+    tables: Vec<Arc<dyn crate::tables::WindowTable>>,
+    clients: Arc<crate::tables::clients::Clients>,
+    drift: Arc<crate::tables::drift::Drift>,
+    reference: Arc<crate::tables::reference::Reference>,
+    rule_routes: BTreeMap<String, Vec<String>>,
+    engine: Engine,
+}
+
+async fn plan(
+    config: &Config,
+    rules: Vec<Rule>,
+    sample_key: u64,
+) -> Result<Planned, PipelineError> {
+    let decoder = BatchDecoder::new(&config.decode).map_err(PipelineError::Config)?;
+    let specs: Vec<_> = rules.iter().map(|r| r.spec).collect();
+    let served = crate::rescore::serve(
+        &config.models,
+        Path::new("."),
+        &decoder.events_schema(),
+        &config.baseline_profiles,
+    )
+    .map_err(PipelineError::Config)?;
+    for m in &served {
+        if m.squeeze.as_ref().is_some_and(|s| s.threshold.is_none()) {
+            tracing::warn!(
+                model = %m.model.name,
+                "squeeze has no threshold: squeeze_score is computed, adversarial stays \
+                 null (inferwatch model calibrate prints one)"
+            );
+        }
+    }
+    let rescorer =
+        crate::rescore::rescorer::Rescorer::with_windows(config.rescore.clone(), served, &specs);
+    let labels = match &config.labels {
+        Some(l) => Some(
+            crate::labels::Labels::new(l, &config.models, &config.baseline_profiles)
+                .map_err(PipelineError::Config)?,
+        ),
+        None => None,
+    };
+    let mut clients_config = config.clients.clone();
+    clients_config.sample_key = sample_key;
+    let crate::tables::StandardTables {
+        tables,
+        clients,
+        drift,
+        reference,
+    } = crate::tables::standard_tables(
+        decoder.events_schema(),
+        &config.decode,
+        crate::tables::Settings {
+            clients: &clients_config,
+            drift: &config.drift,
+            reference: &config.reference,
+            sample_key,
+        },
+        &config.baseline_profiles,
+        rescorer.table(),
+    );
+    let mut tables = tables;
+    tables.extend(crate::labels::tables(
+        &labels.clone().unwrap_or_else(crate::labels::Labels::empty),
+    ));
+    config
+        .notify
+        .validate(
+            rules
+                .iter()
+                .map(|r| (r.def.id.as_str(), r.def.route.as_slice())),
+        )
+        .map_err(PipelineError::Config)?;
+    let rule_routes: BTreeMap<String, Vec<String>> = rules
+        .iter()
+        .filter(|r| !r.def.route.is_empty())
+        .map(|r| (r.def.id.clone(), r.def.route.clone()))
+        .collect();
+    let engine = Engine::new(rules, tables.clone(), &config.engine).await?;
+    if !rescorer.is_active()
+        && let Some(r) = engine
+            .rules()
+            .iter()
+            .find(|p| p.rule.def.rescore || p.rule.def.sql.contains(crate::tables::RESCORED))
+    {
+        tracing::info!(
+            rule = %r.rule.id(),
+            "no models are configured: rules with rescore: true flag nobody, and the \
+             rescored table stays empty"
+        );
+    }
+    Ok(Planned {
+        decoder,
+        specs,
+        rescorer,
+        labels,
+        tables,
+        clients,
+        drift,
+        reference,
+        rule_routes,
+        engine,
+    })
+}
+
 /// What `inferwatch check` found: the parts of a config that were loaded and checked.
 #[derive(Debug)]
 pub struct CheckReport {
@@ -248,54 +292,16 @@ impl Pipeline {
     /// settings, every rule planned against the tables, the routing tree, and each
     /// receiver's settings (addresses, URLs, passwords and tokens present, CA files).
     pub async fn check(config: &Config, rules: Vec<Rule>) -> Result<CheckReport, PipelineError> {
-        let decoder = BatchDecoder::new(&config.decode).map_err(PipelineError::Config)?;
-        let specs: Vec<_> = rules.iter().map(|r| r.spec).collect();
-        let served = crate::rescore::serve(
-            &config.models,
-            Path::new("."),
-            &decoder.events_schema(),
-            &config.baseline_profiles,
-        )
-        .map_err(PipelineError::Config)?;
-        let models = served
+        let n = rules.len();
+        let planned = plan(config, rules, 0).await?;
+        let models = planned
+            .rescorer
+            .models()
             .iter()
             .map(|m| format!("{} (sha256 checked)", m.model.name))
             .collect();
-        let rescorer = crate::rescore::rescorer::Rescorer::with_windows(
-            config.rescore.clone(),
-            served,
-            &specs,
-        );
-        let labels = match &config.labels {
-            Some(l) => Some(
-                crate::labels::Labels::new(l, &config.models, &config.baseline_profiles)
-                    .map_err(PipelineError::Config)?,
-            ),
-            None => None,
-        };
-        let crate::tables::StandardTables { mut tables, .. } = crate::tables::standard_tables(
-            decoder.events_schema(),
-            &config.decode,
-            crate::tables::Settings {
-                clients: &config.clients,
-                drift: &config.drift,
-                reference: &config.reference,
-                sample_key: 0,
-            },
-            &config.baseline_profiles,
-            rescorer.table(),
-        );
-        tables.extend(crate::labels::tables(
-            &labels.unwrap_or_else(crate::labels::Labels::empty),
-        ));
-        config
-            .notify
-            .validate(
-                rules
-                    .iter()
-                    .map(|r| (r.def.id.as_str(), r.def.route.as_slice())),
-            )
-            .map_err(PipelineError::Config)?;
+        let mut names: Vec<String> = planned.tables.iter().map(|t| t.name().to_owned()).collect();
+        names.sort();
         let mut receivers = Vec::new();
         for r in &config.notify.receivers {
             let s = crate::notify::Sender::new(r).map_err(PipelineError::Config)?;
@@ -315,11 +321,9 @@ impl Pipeline {
                     .into(),
             ));
         }
+        crate::notify::silence::from_config(&config.notify.silences)
+            .map_err(PipelineError::Config)?;
         config.time.guard().map_err(PipelineError::Config)?;
-        let n = rules.len();
-        let mut names: Vec<String> = tables.iter().map(|t| t.name().to_owned()).collect();
-        names.sort();
-        Engine::new(rules, tables, &config.engine).await?;
         Ok(CheckReport {
             rules: n,
             models,
