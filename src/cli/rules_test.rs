@@ -685,25 +685,19 @@ fn check(e: &Expect, notes: &[Notification]) -> Result<(), String> {
 /// `failure` with the reason. Written by hand: the format is a handful of elements, and
 /// every text is escaped.
 pub fn junit_xml(files: &[(PathBuf, Duration, Vec<CaseResult>)]) -> String {
+    /// HTML's escaping (valid XML), and the characters XML 1.0 forbids even escaped
+    /// shown as `\uXXXX`.
     fn esc(s: &str) -> String {
-        let mut out = String::with_capacity(s.len());
-        for c in s.chars() {
-            match c {
-                '&' => out.push_str("&amp;"),
-                '<' => out.push_str("&lt;"),
-                '>' => out.push_str("&gt;"),
-                '"' => out.push_str("&quot;"),
-                '\'' => out.push_str("&apos;"),
-                // XML 1.0 allows no other control characters, even escaped.
-                '\t' | '\n' | '\r' => out.push(c),
-                // Nor U+FFFE and U+FFFF.
+        crate::notify::email::escape_html(s)
+            .chars()
+            .map(|c| match c {
+                '\t' | '\n' | '\r' => c.to_string(),
                 c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => {
-                    out.push_str(&format!("\\u{:04x}", c as u32))
+                    format!("\\u{:04x}", c as u32)
                 }
-                c => out.push(c),
-            }
-        }
-        out
+                c => c.to_string(),
+            })
+            .collect()
     }
     let (tests, failures): (usize, usize) = files.iter().fold((0, 0), |(t, f), (_, _, rs)| {
         (

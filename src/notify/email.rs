@@ -236,6 +236,20 @@ pub struct Item<'a> {
     pub resolved: Option<&'a Notification>,
 }
 
+impl Item<'_> {
+    /// The alert changes a message saying this delivers: a firing, a resolution, both
+    /// (fired and resolved), or none (still firing).
+    pub fn changes(&self) -> Vec<String> {
+        match (self.state, self.resolved) {
+            ("still firing", _) => Vec::new(),
+            ("resolved", Some(r)) => vec![r.notification_id.clone()],
+            (_, r) => std::iter::once(self.n.notification_id.clone())
+                .chain(r.map(|r| r.notification_id.clone()))
+                .collect(),
+        }
+    }
+}
+
 /// A group's message, before it is an email.
 pub struct Content<'a> {
     pub receiver: &'a str,
@@ -559,17 +573,7 @@ impl EmailSender {
         let m = b
             .multipart(MultiPart::alternative_plain_html(text, html))
             .map_err(|e| format!("cannot build the message: {e}"))?;
-        let mut notifications: Vec<String> = Vec::new();
-        for it in &c.items {
-            match (it.state, it.resolved) {
-                ("still firing", _) => {}
-                ("resolved", Some(r)) => notifications.push(r.notification_id.clone()),
-                (_, r) => {
-                    notifications.push(it.n.notification_id.clone());
-                    notifications.extend(r.map(|r| r.notification_id.clone()));
-                }
-            }
-        }
+        let notifications = c.items.iter().flat_map(Item::changes).collect();
         Ok(Prepared {
             message_id: c.message_id.clone(),
             in_reply_to: (c.message_id != c.thread_id).then(|| c.thread_id.clone()),

@@ -268,14 +268,7 @@ impl HttpSender {
                 ("resolved" | "fired and resolved", Some(r)) => Some(r),
                 _ => None,
             };
-            match (it.state, it.resolved) {
-                ("still firing", _) => {}
-                ("resolved", Some(r)) => notifications.push(r.notification_id.clone()),
-                (_, r) => {
-                    notifications.push(it.n.notification_id.clone());
-                    notifications.extend(r.map(|r| r.notification_id.clone()));
-                }
-            }
+            notifications.extend(it.changes());
             firing |= resolved.is_none();
             lines.push(format!("{} {}", it.state, it.n.rule_id));
             let mut annotations = it.n.annotations.clone();
