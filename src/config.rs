@@ -69,6 +69,9 @@ pub struct Config {
     /// Limits for each rule's query.
     #[serde(default)]
     pub engine: EngineConfig,
+    /// The HTML report (`replay --report`, `GET /report`): how much it holds.
+    #[serde(default)]
+    pub report: crate::report::ReportConfig,
     /// Per-client statistics (`client_stats`, `client_profile`).
     #[serde(default)]
     pub clients: crate::tables::clients::ClientsConfig,

@@ -2,7 +2,7 @@
 //! success, 1 runtime failure, 2 bad usage, config or rules — always with a one-line
 //! reason on standard error.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -126,6 +126,10 @@ pub struct ReplayArgs {
     /// (the rest of `labels:` from the config, or its defaults).
     #[arg(long, num_args = 1..)]
     pub labels: Vec<PathBuf>,
+    /// Write an HTML report of the run to this file at the end (one self-contained
+    /// page: alerts, drift, clients, performance, pipeline).
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -727,10 +731,19 @@ async fn run_pipeline(
     config: &Config,
     opts: RunOptions,
     http: Option<&str>,
+    command: &str,
+    report: Option<&Path>,
 ) -> Result<Summary, Failure> {
     let rules = load_rules(&config.rule_paths()).map_err(|e| Failure::usage(e.to_string()))?;
     tracing::info!(rules = rules.len(), from = ?config.rule_paths(), "rules loaded");
-    let pipeline = Pipeline::build(config, rules, Vec::new()).await?;
+    let mut pipeline = Pipeline::build(config, rules, Vec::new()).await?;
+    // The report is kept for `--report` and for `GET /report` of the HTTP server.
+    let kept = (http.is_some() || report.is_some()).then(|| pipeline.enable_report(command));
+    if let Some(path) = report {
+        // Fail before the run, not after it: the folder must exist and be writable.
+        std::fs::write(path, "")
+            .map_err(|e| Failure::usage(format!("cannot write {}: {e}", path.display())))?;
+    }
     if let Some(addr) = http {
         crate::http::serve(addr, &config.http, pipeline.live())
             .await
@@ -740,7 +753,24 @@ async fn run_pipeline(
         .source
         .build(config.decode.max_record_bytes)
         .map_err(|e| Failure::from(PipelineError::from(e)))?;
-    Ok(pipeline.run(source, opts).await?)
+    let summary = pipeline.run(source, opts).await?;
+    if let (Some(path), Some(report)) = (report, kept) {
+        let totals = crate::report::Totals {
+            records_read: summary.records_read,
+            good: summary.good,
+            bad: summary.bad,
+            late: summary.late,
+            windows_closed: summary.windows_closed,
+            rule_errors: summary.rule_errors,
+            elapsed_s: summary.elapsed.as_secs_f64(),
+            generated: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        };
+        let page = report.lock().expect("report lock").render(&totals);
+        std::fs::write(path, page)
+            .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", path.display())))?;
+        tracing::info!(path = %path.display(), "report written");
+    }
+    Ok(summary)
 }
 
 async fn check(args: CheckArgs) -> Result<(), Failure> {
@@ -775,7 +805,7 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
         until_idle: args.until_idle,
     };
     let http = http_address(&args.common, &config, Some("127.0.0.1:9797"));
-    let summary = run_pipeline(&config, opts, http.as_deref()).await?;
+    let summary = run_pipeline(&config, opts, http.as_deref(), "run", None).await?;
     eprintln!("{}", summary_table(&summary));
     Ok(())
 }
@@ -801,7 +831,14 @@ async fn replay(args: ReplayArgs) -> Result<(), Failure> {
         until_idle: None,
     };
     let http = http_address(&args.common, &config, None);
-    let summary = run_pipeline(&config, opts, http.as_deref()).await?;
+    let summary = run_pipeline(
+        &config,
+        opts,
+        http.as_deref(),
+        "replay",
+        args.report.as_deref(),
+    )
+    .await?;
     // On standard error, as for `run`: standard output carries only the alerts.
     eprintln!("{}", summary_table(&summary));
     Ok(())

@@ -379,6 +379,7 @@ async fn run_case(
             ..AlertsConfig::default()
         },
         engine: EngineConfig::default(),
+        report: Default::default(),
         clients: file.clients.clone(),
         drift: file.drift.clone(),
         reference: file.reference.clone(),
@@ -688,7 +689,7 @@ pub fn junit_xml(files: &[(PathBuf, Duration, Vec<CaseResult>)]) -> String {
     /// HTML's escaping (valid XML), and the characters XML 1.0 forbids even escaped
     /// shown as `\uXXXX`.
     fn esc(s: &str) -> String {
-        crate::notify::email::escape_html(s)
+        crate::html::escape(s)
             .chars()
             .map(|c| match c {
                 '\t' | '\n' | '\r' => c.to_string(),

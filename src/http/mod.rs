@@ -196,6 +196,10 @@ pub struct Live {
     pub reload: Option<tokio::sync::mpsc::Sender<ReloadReply>>,
     /// The receivers' delivery counts.
     pub deliveries: Vec<crate::alert::DeliveryStats>,
+    /// The report `GET /report` renders, when the pipeline keeps one.
+    pub report: std::sync::OnceLock<Arc<Mutex<crate::report::Report>>>,
+    /// When the process started (the report's records per second).
+    pub started: std::time::Instant,
 }
 
 impl Live {
@@ -215,6 +219,8 @@ impl Live {
             silences,
             reload: None,
             deliveries: Vec::new(),
+            report: std::sync::OnceLock::new(),
+            started: std::time::Instant::now(),
         }
     }
 }
@@ -296,6 +302,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/api/v1/silences", get(list_silences).post(create_silence))
         .route("/api/v1/silences/{id}", delete(expire_silence))
         .route("/-/reload", post(reload))
+        .route("/report", get(report))
         .route_layer(axum::middleware::from_fn_with_state(
             app.clone(),
             guard::bounded,
@@ -360,6 +367,39 @@ async fn alerts(State(app): State<Arc<App>>) -> Response {
         })
         .collect();
     json_body(&json!({ "alerts": list })).into_response()
+}
+
+/// The HTML report of what the instance holds (`report.hours` of event time).
+async fn report(State(app): State<Arc<App>>) -> Response {
+    let Some(report) = app.live.report.get() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "this instance keeps no report (run or replay with the HTTP server on)",
+        );
+    };
+    let c = &app.live.counters;
+    let read = c.records_read.load(Ordering::Relaxed);
+    let bad = c.records_bad.load(Ordering::Relaxed);
+    let late = c.records_late.load(Ordering::Relaxed);
+    let totals = crate::report::Totals {
+        records_read: read,
+        good: read.saturating_sub(bad + late),
+        bad,
+        late,
+        windows_closed: c.windows_closed.load(Ordering::Relaxed),
+        rule_errors: c.rule_errors.load(Ordering::Relaxed),
+        elapsed_s: app.live.started.elapsed().as_secs_f64(),
+        generated: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    };
+    let page = report.lock().expect("report lock").render(&totals);
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        page,
+    )
+        .into_response()
 }
 
 async fn rules(State(app): State<Arc<App>>) -> Response {

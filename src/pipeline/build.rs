@@ -123,7 +123,10 @@ impl Pipeline {
         live.reload = Some(reload_tx);
         let live = Arc::new(live);
         receivers.push(Box::new(crate::http::AlertsView(live.clone())));
+        let report_setup = Some((config.report.clone(), run_info(config, &engine)));
         Ok(Self {
+            report: None,
+            report_setup,
             live,
             reload_rx: Some(reload_rx),
             reloadable: Reloadable {
@@ -162,6 +165,85 @@ impl Pipeline {
             counters,
             summary: Summary::default(),
         })
+    }
+}
+
+/// What a report says the run was made with.
+fn run_info(config: &Config, engine: &Engine) -> crate::report::RunInfo {
+    let duration = |d: Duration| humantime::format_duration(d).to_string();
+    let window = |s: &crate::window::WindowSpec| {
+        let ms = |v: i64| duration(Duration::from_millis(v.max(0) as u64));
+        if s.slide_ms == s.size_ms {
+            ms(s.size_ms)
+        } else {
+            format!("{} every {}", ms(s.size_ms), ms(s.slide_ms))
+        }
+    };
+    let sources = match &config.source {
+        crate::source::SourceConfig::File(f) => {
+            f.paths.iter().map(|p| p.display().to_string()).collect()
+        }
+        crate::source::SourceConfig::Kafka(k) => vec![format!(
+            "Kafka topics {} (group {})",
+            k.topics.join(", "),
+            k.group_id
+        )],
+        crate::source::SourceConfig::Generator(g) => vec![format!(
+            "generator {:?}, seed {}, {} records",
+            g.scenario, g.seed, g.events
+        )],
+    };
+    crate::report::RunInfo {
+        command: String::new(),
+        config: config.path.as_ref().map(|p| p.display().to_string()),
+        sources,
+        rules: engine
+            .rules()
+            .iter()
+            .map(|p| crate::report::RuleInfo {
+                id: p.rule.id().to_owned(),
+                name: p.rule.def.name.clone(),
+                severity: p.rule.def.severity.as_str().to_owned(),
+                window: window(&p.rule.spec),
+                file: p.rule.file.display().to_string(),
+            })
+            .collect(),
+        models: config
+            .models
+            .iter()
+            .map(|m| (m.name.clone(), m.version.clone(), m.sha256.clone()))
+            .collect(),
+        baselines: config
+            .baselines
+            .iter()
+            .zip(&config.baseline_profiles)
+            .map(|(path, b)| {
+                (
+                    b.model.clone(),
+                    path.display().to_string(),
+                    b.rows,
+                    b.source.clone(),
+                )
+            })
+            .collect(),
+        settings: vec![
+            (
+                "allowed lateness".into(),
+                duration(config.time.allowed_lateness),
+            ),
+            (
+                "labels".into(),
+                if config.labels.is_some() {
+                    "delayed labels joined".into()
+                } else {
+                    "none".into()
+                },
+            ),
+            (
+                "report holds".into(),
+                format!("the last {} hours of event time", config.report.hours),
+            ),
+        ],
     }
 }
 

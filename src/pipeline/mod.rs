@@ -122,6 +122,10 @@ pub struct Pipeline {
     reload_rx: Option<mpsc::Receiver<crate::http::ReloadReply>>,
     /// What a rule reload builds from.
     reloadable: Reloadable,
+    /// The report, once [`Pipeline::enable_report`] asked for it.
+    report: Option<Arc<std::sync::Mutex<crate::report::Report>>>,
+    /// What the report is made from until then.
+    report_setup: Option<(crate::report::ReportConfig, crate::report::RunInfo)>,
 }
 
 /// What reloading the rules needs besides the rule files.
@@ -143,6 +147,22 @@ impl Pipeline {
     /// What the HTTP server shows, kept current by the pipeline.
     pub fn live(&self) -> Arc<crate::http::Live> {
         self.live.clone()
+    }
+
+    /// Keeps the report (`replay --report`, `GET /report`): from now on each window's
+    /// tables, distributions, alerts and dead letters feed it. `command` names the run
+    /// in the report. Returns the report, shared with the HTTP view.
+    pub fn enable_report(&mut self, command: &str) -> Arc<std::sync::Mutex<crate::report::Report>> {
+        if let Some(r) = &self.report {
+            return r.clone();
+        }
+        let (cfg, mut info) = self.report_setup.take().unwrap_or_default();
+        info.command = command.to_owned();
+        let report = Arc::new(std::sync::Mutex::new(crate::report::Report::new(cfg, info)));
+        self.engine.keep_tables(crate::report::TABLES);
+        let _ = self.live.report.set(report.clone());
+        self.report = Some(report.clone());
+        report
     }
 
     /// Runs the source to its end (or until idle), then closes every window. With a

@@ -90,6 +90,9 @@ impl Pipeline {
         }
         self.reloadable.notify = notify;
         self.engine = engine;
+        if self.report.is_some() {
+            self.engine.keep_tables(crate::report::TABLES);
+        }
         self.book = book;
         *self.counters.rules.lock().expect("rules lock") = statuses;
         self.live

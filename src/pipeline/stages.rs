@@ -37,6 +37,7 @@ impl Pipeline {
         self.summary.records_read += read;
         for d in &decoded.dead {
             self.counters.record_bad(&source, d.position, &d.reason);
+            self.report_dead(&d.reason);
             self.dead_letter(DeadKind::Bad, &source, d)?;
         }
         self.summary.bad += decoded.dead.len() as u64;
@@ -62,6 +63,7 @@ impl Pipeline {
             };
             self.counters
                 .record_time_refused(&source, rec.position, why.code());
+            self.report_dead(&rec.reason);
             self.dead_letter(DeadKind::Bad, &source, &rec)?;
         }
         self.summary.bad += ingested.refused.len() as u64;
@@ -74,6 +76,7 @@ impl Pipeline {
                 raw: raw.record(index).to_vec(),
             };
             self.counters.record_late(&source, rec.position);
+            self.report_dead(&rec.reason);
             self.dead_letter(DeadKind::Late, &source, &rec)?;
         }
         self.summary.late += ingested.late_rows.len() as u64;
@@ -89,12 +92,19 @@ impl Pipeline {
         Ok(())
     }
 
+    fn report_dead(&self, reason: &str) {
+        if let Some(r) = &self.report {
+            r.lock().expect("report lock").dead_letter(reason);
+        }
+    }
+
     /// Writes the labels' dead letters and refreshes their counts.
     pub(super) fn labels_dead(
         &mut self,
         dead: Vec<crate::labels::DeadLabel>,
     ) -> Result<(), PipelineError> {
         for d in dead {
+            self.report_dead(&format!("label: {}", d.reason));
             let rec = crate::decode::DeadRecord {
                 index: 0,
                 position: d.position,
@@ -168,6 +178,23 @@ impl Pipeline {
                 self.rescorer.flag(&window, flags(&runs));
                 self.counters.rescored(self.rescorer.totals());
             }
+            if let Some(report) = &self.report {
+                let rules_ms = runs.iter().map(|r| r.elapsed.as_secs_f64() * 1e3).sum();
+                let kept = self.engine.take_kept();
+                let histograms = if kept.iter().any(|(n, _)| n.ends_with("_drift")) {
+                    self.drift.histograms(&window)
+                } else {
+                    Vec::new()
+                };
+                let drift = &self.drift;
+                report.lock().expect("report lock").window(
+                    &window,
+                    &kept,
+                    histograms,
+                    |feature, test| drift.threshold(feature, test),
+                    rules_ms,
+                );
+            }
             let mut notes: Vec<Notification> = Vec::new();
             let wall = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
             let window_end = crate::time::rfc3339(window.end_ms);
@@ -203,6 +230,9 @@ impl Pipeline {
     pub(super) fn deliver(&mut self, notes: &[Notification]) -> Result<(), PipelineError> {
         if notes.is_empty() {
             return Ok(());
+        }
+        if let Some(r) = &self.report {
+            r.lock().expect("report lock").alerts(notes);
         }
         for n in notes {
             let state = match n.state {

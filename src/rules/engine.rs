@@ -224,6 +224,10 @@ pub struct Engine {
     timeout: Duration,
     /// Time spent per table (`table NAME`) and per rule (`rule ID`), for the summary.
     costs: std::sync::Mutex<BTreeMap<String, Duration>>,
+    /// Tables whose rows of each window are handed out after the rules ran
+    /// ([`Engine::keep_tables`]), and those rows.
+    keep: BTreeSet<String>,
+    kept: std::sync::Mutex<Vec<(String, Vec<RecordBatch>)>>,
 }
 
 /// The outcome of one rule on one window.
@@ -325,11 +329,25 @@ impl Engine {
             recorded,
             timeout: config.rule_timeout,
             costs: Default::default(),
+            keep: BTreeSet::new(),
+            kept: Default::default(),
         })
     }
 
     pub fn rules(&self) -> &[PreparedRule] {
         &self.rules
+    }
+
+    /// Keeps the rows of these tables, for each window in which a rule read them, for
+    /// [`Engine::take_kept`] (the report). A table no rule of the window read is not
+    /// computed for it: keeping costs no extra work and changes no state.
+    pub fn keep_tables(&mut self, names: &[&str]) {
+        self.keep = names.iter().map(|n| n.to_string()).collect();
+    }
+
+    /// The kept tables' rows of the last window evaluated (empty when none was read).
+    pub fn take_kept(&self) -> Vec<(String, Vec<RecordBatch>)> {
+        std::mem::take(&mut *self.kept.lock().expect("kept lock"))
     }
 
     /// Time spent computing each table and running each rule so far, costliest first.
@@ -403,9 +421,16 @@ impl Engine {
                 .await,
         );
         runs.sort_by_key(|r| r.rule);
+        let mut kept = self.kept.lock().expect("kept lock");
+        kept.clear();
         for &t in &computed {
-            self.tables[t].slot.write().expect("slot lock").clear();
+            let rows = std::mem::take(&mut *self.tables[t].slot.write().expect("slot lock"));
+            let name = self.tables[t].table.name();
+            if self.keep.contains(name) && !table_errors.contains_key(&t) {
+                kept.push((name.to_owned(), rows));
+            }
         }
+        drop(kept);
         for (_, rows) in self.recorded.values() {
             rows.write().expect("rows lock").clear();
         }

@@ -186,6 +186,21 @@ fn api_needs_a_token_for_changes_silences_match_and_expire_and_it_takes_load() {
     let (code, body) = request(port, "GET", "/readyz", None, "");
     assert_eq!(code, 200, "{body}");
 
+    // The live report shows the firing alert and the client it names.
+    let (code, page) = request(port, "GET", "/report", None, "");
+    assert_eq!(code, 200, "{page}");
+    assert!(page.starts_with("<!DOCTYPE html>"), "{page:.200}");
+    let id = alert["id"].as_str().unwrap();
+    assert!(
+        page.contains(&format!(r#"data-alert-id="{id}""#)),
+        "no alert {id} in the live report"
+    );
+    let client = alert["labels"]["client_id"].as_str().unwrap();
+    assert!(
+        page.contains(&format!(r#"data-client="{client}""#)),
+        "client {client} is not among the flagged clients of the live report"
+    );
+
     // Changes need the token.
     let silence = json!({
         "matchers": [format!("alertname=\"{rule}\"")],

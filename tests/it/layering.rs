@@ -4,7 +4,7 @@
 //!
 //! | layer | modules | what they are |
 //! |---|---|---|
-//! | 0 | `stable_hash`, `time`, `secret` | identity, time as text, secrets: no I/O |
+//! | 0 | `stable_hash`, `time`, `secret`, `html` | identity, time as text, secrets, HTML escaping: no I/O |
 //! | 1 | `stats`, `telemetry`, `scenario` | pure statistics; counters and the summary; the traffic generator |
 //! | 2 | `decode` | raw batches → Arrow |
 //! | 3 | `kafka`, `window`, `baseline` | Kafka clients; event time and windows; baseline files |
@@ -12,7 +12,7 @@
 //! | 5 | `rescore` | the embedded model |
 //! | 6 | `rules`, `labels` | the rule engine and templates; delayed labels and the performance tables |
 //! | 7 | `alert` | the alert state machine and its receivers |
-//! | 8 | `otlp` | OpenTelemetry export |
+//! | 8 | `otlp`, `report` | OpenTelemetry export; the HTML report |
 //! | 9 | `notify` | the wall-clock side: dispatch, routes, silences, e-mail |
 //! | 10 | `http`, `deadletter`, `state` | the API; dead letters; checkpoints |
 //! | 11 | `config` | the config file, which gathers every component's section |
@@ -26,6 +26,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("stable_hash", 0),
     ("time", 0),
     ("secret", 0),
+    ("html", 0),
     ("stats", 1),
     ("telemetry", 1),
     ("scenario", 1),
@@ -40,6 +41,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("labels", 6),
     ("alert", 7),
     ("otlp", 8),
+    ("report", 8),
     ("notify", 9),
     ("http", 10),
     ("deadletter", 10),

@@ -14,5 +14,6 @@ mod layering;
 mod otlp;
 mod prometheus;
 mod receivers;
+mod report;
 mod rescore;
 mod rule_files;

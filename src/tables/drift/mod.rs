@@ -147,6 +147,103 @@ struct Computed {
     features: RecordBatch,
     predictions: RecordBatch,
     shares: RecordBatch,
+    /// Reference and window distributions of the drifted rows of both tables.
+    histograms: Vec<Histogram>,
+}
+
+/// Bins of a histogram a report draws.
+const HISTOGRAM_BINS: usize = 20;
+/// Categories a histogram shows; the rest are one bar, `(other)`.
+const HISTOGRAM_CATEGORIES: usize = 12;
+
+/// A drifted row's two distributions side by side: the reference's and the window's
+/// shares of the same bins (numbers: equal-width bins between the 0.5th and 99.5th
+/// percentiles of both, the outermost bins holding what lies beyond; categories: the
+/// largest shares, then `(other)`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    pub model: Option<String>,
+    pub model_version: Option<String>,
+    pub feature: String,
+    /// One name per bin: its range (numbers) or its category.
+    pub bins: Vec<String>,
+    pub reference: Vec<f64>,
+    pub current: Vec<f64>,
+}
+
+impl Histogram {
+    fn numeric(rv: &[f64], cv: &[f64]) -> Option<(Vec<String>, Vec<f64>, Vec<f64>)> {
+        if rv.is_empty() || cv.is_empty() {
+            return None;
+        }
+        let q = |v: &[f64], p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+        let lo = q(rv, 0.005).min(q(cv, 0.005));
+        let hi = q(rv, 0.995).max(q(cv, 0.995));
+        if !(lo.is_finite() && hi.is_finite()) {
+            return None;
+        }
+        let k = if hi > lo { HISTOGRAM_BINS } else { 1 };
+        let step = (hi - lo) / k as f64;
+        let edge = |i: usize| if i == k { hi } else { lo + step * i as f64 };
+        // Shares of the sorted values under each inner edge, from the ends inward.
+        let shares = |v: &[f64]| {
+            let below = |x: f64| v.partition_point(|&y| y < x);
+            let mut out = Vec::with_capacity(k);
+            let mut from = 0;
+            for i in 1..=k {
+                let to = if i == k { v.len() } else { below(edge(i)) };
+                out.push((to - from) as f64 / v.len() as f64);
+                from = to;
+            }
+            out
+        };
+        let bins = (0..k)
+            .map(|i| format!("{} – {}", short(edge(i)), short(edge(i + 1))))
+            .collect();
+        Some((bins, shares(rv), shares(cv)))
+    }
+
+    fn categorical(r: &Column, c: &Column) -> (Vec<String>, Vec<f64>, Vec<f64>) {
+        let (nr, nc) = (
+            r.counts.values().sum::<u64>().max(1) as f64,
+            c.counts.values().sum::<u64>().max(1) as f64,
+        );
+        let share = |col: &Column, n: f64, k: &str| *col.counts.get(k).unwrap_or(&0) as f64 / n;
+        let mut keys: Vec<(&String, f64)> = r
+            .counts
+            .keys()
+            .chain(c.counts.keys())
+            .map(|k| (k, share(r, nr, k).max(share(c, nc, k))))
+            .collect();
+        keys.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        keys.dedup_by(|a, b| a.0 == b.0);
+        keys.truncate(HISTOGRAM_CATEGORIES);
+        keys.sort_by(|a, b| a.0.cmp(b.0));
+        let mut bins: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
+        let mut reference: Vec<f64> = keys.iter().map(|k| share(r, nr, k.0)).collect();
+        let mut current: Vec<f64> = keys.iter().map(|k| share(c, nc, k.0)).collect();
+        let (rest_r, rest_c) = (
+            1.0 - reference.iter().sum::<f64>(),
+            1.0 - current.iter().sum::<f64>(),
+        );
+        if rest_r > 1e-9 || rest_c > 1e-9 {
+            bins.push("(other)".into());
+            reference.push(rest_r.max(0.0));
+            current.push(rest_c.max(0.0));
+        }
+        (bins, reference, current)
+    }
+}
+
+/// A bin edge as a report prints it: four significant digits.
+fn short(x: f64) -> String {
+    if x == 0.0 || (1e-3..1e6).contains(&x.abs()) {
+        let s = format!("{x:.4}");
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        if s == "-0" { "0".into() } else { s.to_owned() }
+    } else {
+        format!("{x:.3e}")
+    }
 }
 
 /// The shared state behind `feature_drift` and `prediction_drift`.
@@ -405,10 +502,36 @@ impl Drift {
         }
         // The reference takes this window's sample (once, whichever table is first).
         self.reference.admit(w)?;
+        let mut histograms = std::mem::take(&mut out.features.histograms);
+        histograms.append(&mut out.predictions.histograms);
         Ok(Computed {
             features: out.features.finish(self.schema.clone())?,
             predictions: out.predictions.finish(self.schema.clone())?,
             shares: out.shares.finish(self.shares_schema.clone())?,
+            histograms,
+        })
+    }
+
+    /// The distributions of the drifted rows of window `w` (none when its drift
+    /// tables were not computed, or were computed for a later window since).
+    pub fn histograms(&self, w: &ClosedWindow) -> Vec<Histogram> {
+        let key = (w.start_ms, w.end_ms, w.spec.size_ms, w.spec.slide_ms);
+        let st = self.state.lock().expect("drift lock");
+        match st.last.as_ref().filter(|(k, _)| *k == key) {
+            Some((_, c)) => c.histograms.clone(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The threshold a row of this feature and test is judged by (a p-value for the
+    /// tests, a distance otherwise).
+    pub fn threshold(&self, feature: &str, test: &str) -> f64 {
+        let over = self.cfg.features.get(feature).and_then(|o| o.threshold);
+        let p_value = matches!(test, "ks" | "chi2" | "z");
+        over.unwrap_or(if p_value {
+            self.cfg.p_value
+        } else {
+            self.cfg.distance
         })
     }
 
@@ -660,6 +783,10 @@ impl Drift {
             TestName::Psi => (psi, None),
             TestName::Hellinger => (shares.as_ref().map(|(p, q)| st::hellinger(p, q)), None),
         };
+        let drifted = self.drifted(name, test, statistic, p_value, wasserstein);
+        if drifted && let Some((bins, reference, current)) = Histogram::numeric(rv, &cv) {
+            out.histogram(model, name, bins, reference, current);
+        }
         out.push(Row {
             model,
             feature: name,
@@ -673,7 +800,7 @@ impl Drift {
             missing: st::missing_share(&c.values, c.nulls),
             n_ref,
             n_cur,
-            drifted: self.drifted(name, test, statistic, p_value, wasserstein),
+            drifted,
         });
     }
 
@@ -732,6 +859,11 @@ impl Drift {
             TestName::Wasserstein => TestName::JensenShannon,
             t => t,
         };
+        let drifted = self.drifted(name, test, statistic, p_value, Some(js));
+        if drifted {
+            let (bins, reference, current) = Histogram::categorical(r, c);
+            out.histogram(model, name, bins, reference, current);
+        }
         out.push(Row {
             model,
             feature: name,
@@ -745,7 +877,7 @@ impl Drift {
             missing: c.nulls as f64 / (n_cur as usize + c.nulls).max(1) as f64,
             n_ref,
             n_cur,
-            drifted: self.drifted(name, test, statistic, p_value, Some(js)),
+            drifted,
         });
     }
 
@@ -869,9 +1001,30 @@ struct Rows {
     n_ref: Vec<u64>,
     n_cur: Vec<u64>,
     drifted: Vec<bool>,
+    /// Distributions of the rows drifted when pushed (false-discovery control may
+    /// clear a row's flag later; a report draws only rows still drifted).
+    histograms: Vec<Histogram>,
 }
 
 impl Rows {
+    fn histogram(
+        &mut self,
+        model: &str,
+        feature: &str,
+        bins: Vec<String>,
+        reference: Vec<f64>,
+        current: Vec<f64>,
+    ) {
+        self.histograms.push(Histogram {
+            model: (!model.is_empty()).then(|| model.to_owned()),
+            model_version: self.version.clone(),
+            feature: feature.to_owned(),
+            bins,
+            reference,
+            current,
+        });
+    }
+
     /// Benjamini–Hochberg over the p-value tests of rows `from..`: each gets its
     /// adjusted p-value, and is drifted when that is under `threshold(feature)`.
     fn control_fdr(&mut self, from: usize, threshold: impl Fn(&str) -> f64, min_effect: f64) {
