@@ -60,6 +60,7 @@ packages_missing() {
   command -v promtool >/dev/null 2>&1 || echo prometheus
   command -v prometheus-alertmanager >/dev/null 2>&1 ||
     command -v alertmanager >/dev/null 2>&1 || echo prometheus-alertmanager  # receiver tests
+  command -v chromium >/dev/null 2>&1 || echo chromium         # opens the HTML report in a test
 }
 
 report() {

@@ -117,6 +117,16 @@ const MAX_RESCORED: usize = 10_000;
 const HISTOGRAMS_PER_FEATURE: usize = 2;
 
 type Stats = [Option<f64>; CLIENT_STATS.len()];
+/// (model, model version, label or class)
+type Labelled = (String, String, String);
+/// Window end, share now, share in the reference.
+type SharePoint = (i64, f64, f64);
+/// Window end, recall, precision, reference recall.
+type ClassPoint = (i64, Option<f64>, Option<f64>, Option<f64>);
+/// Window end, the quartiles of each statistic (none: no client had it).
+type Band = (i64, Vec<Option<[f64; 3]>>);
+/// A followed client's rows: window end, statistics.
+type Followed = VecDeque<(i64, Stats)>;
 
 /// One window's pipeline counts.
 #[derive(Debug, Clone)]
@@ -205,15 +215,14 @@ pub struct Report {
     last_close: Option<std::time::Instant>,
     drift: BTreeMap<DriftKey, DriftSeries>,
     /// (model, version, label) → window end, share now, share in the reference.
-    shares: BTreeMap<(String, String, String), VecDeque<(i64, f64, f64)>>,
+    shares: BTreeMap<Labelled, VecDeque<SharePoint>>,
     performance: BTreeMap<(String, String), VecDeque<PerfPoint>>,
     /// (model, version, class) → window end, recall, precision, reference recall.
-    classes:
-        BTreeMap<(String, String, String), VecDeque<(i64, Option<f64>, Option<f64>, Option<f64>)>>,
+    classes: BTreeMap<Labelled, VecDeque<ClassPoint>>,
     /// Per model, per window: the quartiles of each statistic over its clients.
-    bands: BTreeMap<String, VecDeque<(i64, Vec<Option<[f64; 3]>>)>>,
+    bands: BTreeMap<String, VecDeque<Band>>,
     /// Followed clients' rows: (model, client) → window end, statistics.
-    followed: BTreeMap<(String, String), VecDeque<(i64, Stats)>>,
+    followed: BTreeMap<(String, String), Followed>,
     /// Clients named by a firing alert (`client_id` label): (model or "", client) →
     /// the rules that flagged it.
     flagged: BTreeMap<(String, String), BTreeSet<String>>,

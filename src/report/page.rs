@@ -39,7 +39,7 @@ h3{font-size:15px;margin:18px 0 6px}
 .card{background:var(--soft);border-radius:6px;padding:8px 14px;min-width:120px}
 .card b{display:block;font-size:18px}
 .figs{display:flex;flex-wrap:wrap;gap:8px 18px;align-items:flex-start}
-figure{margin:0}
+figure{margin:0;max-width:560px}
 figcaption{font-size:12px;color:var(--muted)}
 table{border-collapse:collapse;margin:6px 0;font-size:13px}
 th,td{border-bottom:1px solid var(--line);padding:3px 8px;text-align:left;vertical-align:top}
@@ -67,6 +67,9 @@ details>summary{cursor:pointer}
 .legend span{margin-right:12px;font-size:12px}.legend i{display:inline-block;width:14px;height:3px;margin-right:4px;vertical-align:middle}
 .note{background:#fff8e1;border-left:3px solid var(--amber);padding:6px 10px}
 "#;
+
+/// A label's line of the label shares: its name, shares, share in the reference.
+type LabelLine<'a> = (&'a str, Vec<(i64, f64)>, f64);
 
 const CLASSES: [&str; PALETTE] = ["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7"];
 const COLOURS: [&str; PALETTE] = [
@@ -248,7 +251,7 @@ fn alerts(out: &mut String, r: &Report, t0: i64, t1: i64) {
 
 /// The spans of an alert: pending until it fires, firing until it resolves (or the
 /// end of the axis).
-fn spans(a: &AlertTrack, end: i64) -> Vec<(i64, i64, bool)> {
+pub(super) fn spans(a: &AlertTrack, end: i64) -> Vec<(i64, i64, bool)> {
     let mut out = Vec::new();
     let mut open: Option<(i64, bool)> = None;
     for &(state, t) in &a.changes {
@@ -542,7 +545,7 @@ fn predictions(out: &mut String, r: &Report, t0: i64, t1: i64, window_ms: i64) {
         out.push_str("</div>");
     }
     if !not_read(out, r, "label_shares") {
-        let mut models: BTreeMap<(&str, &str), Vec<(&str, Vec<(i64, f64)>, f64)>> = BTreeMap::new();
+        let mut models: BTreeMap<(&str, &str), Vec<LabelLine>> = BTreeMap::new();
         for (k, q) in &r.shares {
             models
                 .entry((k.0.as_str(), k.1.as_str()))
@@ -751,10 +754,7 @@ fn clients(out: &mut String, r: &Report, t0: i64, t1: i64, window_ms: i64) {
                 }
             );
         }
-        let series: Vec<(
-            &(String, String),
-            &std::collections::VecDeque<(i64, super::Stats)>,
-        )> = r
+        let series: Vec<(&(String, String), &super::Followed)> = r
             .followed
             .iter()
             .filter(|(k, _)| &k.1 == client && (model.is_empty() || &k.0 == model))

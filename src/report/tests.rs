@@ -1,1 +1,228 @@
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
 use super::*;
+use crate::alert::{Evidence, Notification, State};
+use crate::rules::Severity;
+use crate::window::{ClosedWindow, WindowSpec, WindowStats};
+
+const MIN: i64 = 60_000;
+
+fn window(end_minute: i64) -> ClosedWindow {
+    ClosedWindow {
+        spec: WindowSpec {
+            size_ms: MIN,
+            slide_ms: MIN,
+            grace_ms: 0,
+        },
+        start_ms: (end_minute - 1) * MIN,
+        end_ms: end_minute * MIN,
+        batches: Vec::new(),
+        stats: WindowStats {
+            records: 100,
+            bad: 1,
+            late: 0,
+        },
+        ranges: Default::default(),
+    }
+}
+
+/// A `client_profile`-like batch: (client, queries, near_duplicate_share) of model m.
+fn profiles(rows: &[(&str, u64, f64)]) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("model", DataType::Utf8, true),
+        Field::new("client_id", DataType::Utf8, false),
+        Field::new("queries", DataType::UInt64, false),
+        Field::new("near_duplicate_share", DataType::Float64, false),
+    ]));
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec!["m"; rows.len()])),
+        Arc::new(StringArray::from(
+            rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+        )),
+        Arc::new(UInt64Array::from(
+            rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+        )),
+        Arc::new(Float64Array::from(
+            rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+        )),
+    ];
+    RecordBatch::try_new(schema, cols).unwrap()
+}
+
+fn note(id: &str, client: &str, state: State, minute: i64) -> Notification {
+    Notification {
+        id: id.into(),
+        notification_id: format!("{id}:{state:?}"),
+        rule_id: "flood.client_rate".into(),
+        name: Some("Query flood".into()),
+        state,
+        severity: Severity::High,
+        labels: BTreeMap::from([
+            ("client_id".to_string(), client.to_string()),
+            ("model".to_string(), "m".to_string()),
+        ]),
+        annotations: BTreeMap::from([("summary".to_string(), format!("{client} sent too much"))]),
+        window_start: String::new(),
+        window_end: String::new(),
+        starts_at: String::new(),
+        ends_at: None,
+        evidence: Evidence {
+            values: Default::default(),
+            sample_request_ids: vec!["<b>r-1</b>".into()],
+            window_records: 10,
+            window_bad_records: 0,
+            window_late_records: 0,
+            sources: Vec::new(),
+            fired: None,
+        },
+        tags: BTreeMap::new(),
+        at_ms: minute * MIN,
+    }
+}
+
+fn no_threshold(_: &str, _: &str) -> f64 {
+    0.1
+}
+
+#[test]
+fn population_quartiles_and_rankings_come_from_the_windows_clients() {
+    let mut r = Report::new(ReportConfig::default(), RunInfo::default());
+    // Five clients with 100 queries; one with 3 queries and the largest share, which
+    // ranks by queries but not by share (under min_queries).
+    let b = profiles(&[
+        ("a", 100, 0.1),
+        ("b", 100, 0.2),
+        ("c", 100, 0.3),
+        ("d", 100, 0.4),
+        ("e", 100, 0.5),
+        ("tiny", 3, 1.0),
+    ]);
+    r.window(
+        &window(1),
+        &[("client_profile".into(), vec![b])],
+        Vec::new(),
+        no_threshold,
+        0.0,
+    );
+    let j = CLIENT_STATS
+        .iter()
+        .position(|s| *s == "near_duplicate_share")
+        .unwrap();
+    // The band is over all six clients, by nearest rank: index round((n − 1)·p), half
+    // away from zero, of [0.1, 0.2, 0.3, 0.4, 0.5, 1.0]: 1.25 → 1, 2.5 → 3, 3.75 → 4.
+    let q = r.bands["m"][0].1[j].unwrap();
+    assert_eq!(q, [0.2, 0.4, 0.5]);
+    let top: Vec<&str> = r.top[j].iter().map(|t| t.client.as_str()).collect();
+    assert_eq!(top, ["e", "d", "c", "b", "a"]);
+    let by_queries: Vec<&str> = r.top[0].iter().map(|t| t.client.as_str()).collect();
+    assert_eq!(by_queries.last(), Some(&"tiny"));
+}
+
+#[test]
+fn alerts_clients_and_windows_stay_within_their_caps_and_the_span() {
+    let cfg = ReportConfig {
+        hours: 1,
+        max_alerts: 2,
+        max_clients: 2,
+        ..ReportConfig::default()
+    };
+    let mut r = Report::new(cfg, RunInfo::default());
+    for (i, c) in ["x", "y", "z"].iter().enumerate() {
+        r.alerts(&[note(&format!("id{i}"), c, State::Firing, 1)]);
+    }
+    assert_eq!(r.alerts.len(), 2);
+    assert_eq!(r.alerts_dropped, 1);
+    assert_eq!(r.flagged.len(), 2);
+    // The flagged clients are followed first, whatever else ranks.
+    let b = profiles(&[("x", 50, 0.1), ("y", 50, 0.1), ("other", 500, 0.9)]);
+    for minute in 1..=120 {
+        r.window(
+            &window(minute),
+            &[("client_profile".into(), vec![b.clone()])],
+            Vec::new(),
+            no_threshold,
+            0.0,
+        );
+    }
+    let followed: Vec<&str> = r.followed.keys().map(|k| k.1.as_str()).collect();
+    assert_eq!(followed, ["x", "y"]);
+    // One hour of event time: the windows ending after minute 60.
+    assert_eq!(r.windows.len(), 60);
+    assert_eq!(r.windows.front().unwrap().end, 61 * MIN);
+    assert!(r.followed.values().all(|q| q.len() == 60));
+    // Firing alerts outside the span stay (they are still firing); resolved ones go.
+    r.alerts(&[note("id0", "x", State::Resolved, 2)]);
+    r.window(&window(121), &[], Vec::new(), no_threshold, 0.0);
+    assert!(!r.alerts.contains_key("id0") && r.alerts.contains_key("id1"));
+}
+
+#[test]
+fn an_alert_is_pending_until_it_fires_and_firing_until_it_resolves() {
+    let mut r = Report::new(ReportConfig::default(), RunInfo::default());
+    r.alerts(&[note("a", "x", State::Pending, 1)]);
+    r.alerts(&[note("a", "x", State::Firing, 2)]);
+    r.alerts(&[note("a", "x", State::Resolved, 5)]);
+    r.alerts(&[note("b", "y", State::Pending, 3)]);
+    r.alerts(&[note("b", "y", State::Resolved, 4)]);
+    let spans = |id: &str| page::spans(&r.alerts[id], 10 * MIN);
+    assert_eq!(
+        spans("a"),
+        [(MIN, 2 * MIN, false), (2 * MIN, 5 * MIN, true)]
+    );
+    assert_eq!(spans("b"), [(3 * MIN, 4 * MIN, false)]);
+    // Only a firing alert flags its client.
+    r.alerts(&[note("c", "z", State::Pending, 6)]);
+    let flagged: Vec<&str> = r.flagged.keys().map(|k| k.1.as_str()).collect();
+    assert_eq!(flagged, ["x"]);
+}
+
+#[test]
+fn text_from_the_traffic_is_shown_as_text_everywhere() {
+    let hostile = "<script>alert(1)</script>";
+    let mut r = Report::new(
+        ReportConfig::default(),
+        RunInfo {
+            command: "replay".into(),
+            sources: vec![format!("{hostile}.jsonl")],
+            ..RunInfo::default()
+        },
+    );
+    r.alerts(&[note("<id>", hostile, State::Firing, 1)]);
+    let b = profiles(&[(hostile, 100, 0.5), ("a", 100, 0.1)]);
+    r.window(
+        &window(1),
+        &[("client_profile".into(), vec![b])],
+        Vec::new(),
+        no_threshold,
+        0.0,
+    );
+    r.dead_letter(&format!("bad model {hostile}: at 3"));
+    let page = r.render(&Totals::default());
+    assert!(!page.contains("<script"), "a script element in the page");
+    assert!(!page.contains("<b>r-1"), "an element from a request id");
+    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(page.contains(r#"id="alert-&lt;id&gt;""#));
+    // Nothing is fetched: no URL but the page's own anchors.
+    assert!(!page.contains("http://") && !page.contains("https://") && !page.contains("src="));
+}
+
+#[test]
+fn dead_letter_reasons_are_counted_by_kind() {
+    assert_eq!(
+        reason_kind("record of 912 bytes is over max_record_bytes"),
+        "record of # bytes is over max_record_bytes"
+    );
+    assert_eq!(
+        reason_kind("invalid JSON: expected value at line 1 column 5"),
+        "invalid JSON"
+    );
+    let mut r = Report::new(ReportConfig::default(), RunInfo::default());
+    for i in 0..(MAX_REASONS + 5) {
+        r.dead_letter(&format!("kind {}x: detail", "y".repeat(i)));
+    }
+    assert_eq!(r.reasons.len(), MAX_REASONS + 1);
+    assert_eq!(r.reasons["(other)"], 5);
+}

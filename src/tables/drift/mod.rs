@@ -1259,4 +1259,60 @@ mod tests {
         rows.control_fdr(1, |f| if f == "a" { 0.1 } else { 0.05 }, 0.0);
         assert_eq!(rows.drifted[1..6], [true, false, false, false, false]);
     }
+
+    #[test]
+    fn histograms_put_both_samples_on_the_same_bins() {
+        // Reference in [0, 1), window in [1, 2): 20 bins of 0.0995 from 0 to 1.99 hold
+        // ten values each, the reference in the first ten bins, the window in the rest.
+        let r: Vec<f64> = (0..100).map(|i| i as f64 / 100.0).collect();
+        let c: Vec<f64> = (0..100).map(|i| 1.0 + i as f64 / 100.0).collect();
+        let (bins, rs, cs) = Histogram::numeric(&r, &c).unwrap();
+        assert_eq!(bins.len(), 20);
+        assert_eq!(bins[0], "0 – 0.0995");
+        assert_eq!(bins[19], "1.8905 – 1.99");
+        for i in 0..20 {
+            let (want_r, want_c) = if i < 10 { (0.1, 0.0) } else { (0.0, 0.1) };
+            assert!((rs[i] - want_r).abs() < 1e-12, "bin {i}: {rs:?}");
+            assert!((cs[i] - want_c).abs() < 1e-12, "bin {i}: {cs:?}");
+        }
+    }
+
+    #[test]
+    fn a_histogram_keeps_an_outlier_in_its_last_bin_without_stretching_the_axis() {
+        // The 0.5th and 99.5th percentiles bound the bins: one value of 1e300 among 200
+        // lands in the last bin and the range stays that of the rest.
+        let r: Vec<f64> = (0..200).map(f64::from).collect();
+        let mut c = r.clone();
+        c[199] = 1e300;
+        let (bins, rs, cs) = Histogram::numeric(&r, &c).unwrap();
+        assert_eq!(bins.last().unwrap(), "188.15 – 198");
+        assert!((rs.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        assert!((cs.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        // 189..=198 and the outlier (11 values) are beyond the last inner edge, 188.15.
+        assert!((cs[19] - 11.0 / 200.0).abs() < 1e-12, "{cs:?}");
+        assert!(Histogram::numeric(&[], &c).is_none());
+    }
+
+    #[test]
+    fn a_categorical_histogram_shows_the_largest_shares_then_the_rest() {
+        let col = |pairs: &[(&str, u64)]| Column {
+            values: Vec::new(),
+            counts: pairs.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
+            nulls: 0,
+        };
+        let mut many: Vec<(String, u64)> = (0..20).map(|i| (format!("c{i:02}"), 1)).collect();
+        many.push(("big".into(), 80));
+        let refs: Vec<(&str, u64)> = many.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+        let (bins, rs, cs) = Histogram::categorical(&col(&refs), &col(&[("new", 10)]));
+        // 12 categories (the two largest, then ten of the ones-of-100 by name), and the rest.
+        assert_eq!(bins.len(), HISTOGRAM_CATEGORIES + 1);
+        assert_eq!(bins.last().unwrap(), "(other)");
+        assert!(bins.contains(&"big".to_string()) && bins.contains(&"new".to_string()));
+        let big = bins.iter().position(|b| b == "big").unwrap();
+        let new = bins.iter().position(|b| b == "new").unwrap();
+        assert!((rs[big] - 0.8).abs() < 1e-12 && (cs[new] - 1.0).abs() < 1e-12);
+        // Ten of the twenty 1 % categories are shown; the other ten are the rest.
+        assert!((rs[HISTOGRAM_CATEGORIES] - 0.10).abs() < 1e-12, "{rs:?}");
+        assert!(cs[HISTOGRAM_CATEGORIES].abs() < 1e-12);
+    }
 }
