@@ -765,10 +765,20 @@ async fn run_pipeline(
             elapsed_s: summary.elapsed.as_secs_f64(),
             generated: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         };
-        let page = report.lock().expect("report lock").render(&totals);
-        std::fs::write(path, page)
+        let started = std::time::Instant::now();
+        let (page, kept) = {
+            let r = report.lock().expect("report lock");
+            (r.render(&totals), r.spent())
+        };
+        std::fs::write(path, &page)
             .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", path.display())))?;
-        tracing::info!(path = %path.display(), "report written");
+        tracing::info!(
+            path = %path.display(),
+            bytes = page.len(),
+            render_ms = started.elapsed().as_millis() as u64,
+            keeping_ms = kept.as_millis() as u64,
+            "report written"
+        );
     }
     Ok(summary)
 }

@@ -168,17 +168,33 @@ impl Pipeline {
     }
 }
 
+/// The rules as a report lists them.
+pub(super) fn rule_infos(engine: &Engine) -> Vec<crate::report::RuleInfo> {
+    let ms = |v: i64| humantime::format_duration(Duration::from_millis(v.max(0) as u64));
+    engine
+        .rules()
+        .iter()
+        .map(|p| crate::report::RuleInfo {
+            id: p.rule.id().to_owned(),
+            name: p.rule.def.name.clone(),
+            severity: p.rule.def.severity.as_str().to_owned(),
+            window: if p.rule.spec.slide_ms == p.rule.spec.size_ms {
+                ms(p.rule.spec.size_ms).to_string()
+            } else {
+                format!(
+                    "{} every {}",
+                    ms(p.rule.spec.size_ms),
+                    ms(p.rule.spec.slide_ms)
+                )
+            },
+            file: p.rule.file.display().to_string(),
+        })
+        .collect()
+}
+
 /// What a report says the run was made with.
 fn run_info(config: &Config, engine: &Engine) -> crate::report::RunInfo {
     let duration = |d: Duration| humantime::format_duration(d).to_string();
-    let window = |s: &crate::window::WindowSpec| {
-        let ms = |v: i64| duration(Duration::from_millis(v.max(0) as u64));
-        if s.slide_ms == s.size_ms {
-            ms(s.size_ms)
-        } else {
-            format!("{} every {}", ms(s.size_ms), ms(s.slide_ms))
-        }
-    };
     let sources = match &config.source {
         crate::source::SourceConfig::File(f) => {
             f.paths.iter().map(|p| p.display().to_string()).collect()
@@ -197,17 +213,7 @@ fn run_info(config: &Config, engine: &Engine) -> crate::report::RunInfo {
         command: String::new(),
         config: config.path.as_ref().map(|p| p.display().to_string()),
         sources,
-        rules: engine
-            .rules()
-            .iter()
-            .map(|p| crate::report::RuleInfo {
-                id: p.rule.id().to_owned(),
-                name: p.rule.def.name.clone(),
-                severity: p.rule.def.severity.as_str().to_owned(),
-                window: window(&p.rule.spec),
-                file: p.rule.file.display().to_string(),
-            })
-            .collect(),
+        rules: rule_infos(engine),
         models: config
             .models
             .iter()

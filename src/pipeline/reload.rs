@@ -90,8 +90,10 @@ impl Pipeline {
         }
         self.reloadable.notify = notify;
         self.engine = engine;
-        if self.report.is_some() {
+        if let Some(report) = &self.report {
             self.engine.keep_tables(crate::report::TABLES);
+            let rules = super::build::rule_infos(&self.engine);
+            report.lock().expect("report lock").set_rules(rules);
         }
         self.book = book;
         *self.counters.rules.lock().expect("rules lock") = statuses;

@@ -47,16 +47,23 @@ pub struct ReportConfig {
     /// Fewest queries in a window for a client's shares to rank it (a client of three
     /// queries has shares of 0 or 1 that say little).
     pub min_queries: u64,
+    /// Models the report follows (model names come from the traffic): the models of
+    /// `models:` and of the baselines always, others in the order they appear.
+    pub max_models: usize,
+    /// Drift series (model × version × column) held; further ones are counted.
+    pub max_series: usize,
 }
 
 impl Default for ReportConfig {
     fn default() -> Self {
         Self {
-            hours: 24,
+            hours: 6,
             top_clients: 10,
             max_clients: 100,
             max_alerts: 1000,
             min_queries: 30,
+            max_models: 8,
+            max_series: 2000,
         }
     }
 }
@@ -235,6 +242,12 @@ pub struct Report {
     reasons: BTreeMap<String, u64>,
     /// Tables some rule read in some window so far (the others' sections say so).
     seen_tables: BTreeSet<String>,
+    /// Models followed, and rows of other models left out.
+    models: BTreeSet<String>,
+    models_refused: u64,
+    series_refused: u64,
+    /// Time spent keeping windows and alerts (not rendering).
+    spent: std::time::Duration,
     /// The table the client statistics came from last (`client_profile` or
     /// `client_stats`).
     clients_from: Option<String>,
@@ -254,6 +267,13 @@ pub const TABLES: &[&str] = &[
 
 impl Report {
     pub fn new(cfg: ReportConfig, info: RunInfo) -> Report {
+        // The configured models are always followed.
+        let models = info
+            .models
+            .iter()
+            .map(|m| m.0.clone())
+            .chain(info.baselines.iter().map(|b| b.0.clone()))
+            .collect();
         Report {
             top: vec![Vec::new(); CLIENT_STATS.len()],
             cfg,
@@ -276,6 +296,10 @@ impl Report {
             reasons: BTreeMap::new(),
             seen_tables: BTreeSet::new(),
             clients_from: None,
+            models,
+            models_refused: 0,
+            series_refused: 0,
+            spent: std::time::Duration::ZERO,
         }
     }
 
@@ -295,6 +319,24 @@ impl Report {
     /// distributions of its drifted rows, the threshold of each drift row (by feature
     /// and test) and the rules' time on it.
     pub fn window(
+        &mut self,
+        w: &ClosedWindow,
+        tables: &[(String, Vec<RecordBatch>)],
+        histograms: Vec<Histogram>,
+        threshold: impl Fn(&str, &str) -> f64,
+        rules_ms: f64,
+    ) {
+        let started = std::time::Instant::now();
+        self.keep_window(w, tables, histograms, threshold, rules_ms);
+        self.spent += started.elapsed();
+    }
+
+    /// Time spent keeping windows and alerts so far (the report's cost to the run).
+    pub fn spent(&self) -> std::time::Duration {
+        self.spent
+    }
+
+    fn keep_window(
         &mut self,
         w: &ClosedWindow,
         tables: &[(String, Vec<RecordBatch>)],
@@ -417,6 +459,24 @@ impl Report {
         page::render(self, totals)
     }
 
+    /// Whether rows of `model` are kept (see `max_models`); counts those that are not.
+    fn admit(&mut self, model: &str) -> bool {
+        if self.models.contains(model) {
+            return true;
+        }
+        if self.models.len() < self.cfg.max_models {
+            self.models.insert(model.to_owned());
+            return true;
+        }
+        self.models_refused += 1;
+        false
+    }
+
+    /// The rules of a reloaded rule set.
+    pub fn set_rules(&mut self, rules: Vec<RuleInfo>) {
+        self.info.rules = rules;
+    }
+
     fn forget_before(&mut self, cutoff: i64) {
         while self.windows.front().is_some_and(|w| w.end <= cutoff) {
             self.windows.pop_front();
@@ -489,6 +549,13 @@ impl Report {
                 feature.value(i).to_owned(),
                 predictions,
             );
+            if !self.admit(&key.0) {
+                continue;
+            }
+            if !self.drift.contains_key(&key) && self.drift.len() >= self.cfg.max_series {
+                self.series_refused += 1;
+                continue;
+            }
             let s = self.drift.entry(key).or_default();
             s.test = test_name.to_owned();
             let t = threshold(feature.value(i), test_name);
@@ -514,6 +581,9 @@ impl Report {
         };
         for i in 0..b.num_rows() {
             let (m, v) = (text(model, i), text(version, i));
+            if !self.admit(&m) {
+                continue;
+            }
             let key = (m.clone(), v.clone(), label.value(i).to_owned());
             if !self.shares.contains_key(&key)
                 && self.shares.keys().filter(|k| k.0 == m && k.1 == v).count() >= MAX_LABELS
@@ -539,6 +609,9 @@ impl Report {
             return;
         };
         for i in 0..b.num_rows() {
+            if !self.admit(model.value(i)) {
+                continue;
+            }
             self.performance
                 .entry((text(model, i), text(version, i)))
                 .or_default()
@@ -564,6 +637,9 @@ impl Report {
             return;
         };
         for i in 0..b.num_rows() {
+            if !self.admit(model.value(i)) {
+                continue;
+            }
             self.classes
                 .entry((text(model, i), text(version, i), class.value(i).to_owned()))
                 .or_default()
@@ -609,7 +685,10 @@ impl Report {
                 for (j, c) in cols.iter().enumerate() {
                     s[j] = c.as_ref().and_then(|c| c[i]).filter(|x| x.is_finite());
                 }
-                rows.push((text(model, i), client.value(i).to_owned(), s));
+                let m = text(model, i);
+                if self.admit(&m) {
+                    rows.push((m, client.value(i).to_owned(), s));
+                }
             }
         }
         if rows.is_empty() {

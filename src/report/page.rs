@@ -13,8 +13,9 @@ fn esc(s: &str) -> String {
     crate::html::escape(s)
 }
 
-/// Columns charted per model beyond the drifted ones (in a closed `<details>`).
-const MAX_COLUMN_CHARTS: usize = 64;
+/// Columns charted per model: the most drifted ones, and as many of the others (in a
+/// closed `<details>`); the matrix shows every column.
+const MAX_COLUMN_CHARTS: usize = 32;
 /// Lanes of the alert timeline; every alert is still listed below it.
 const MAX_LANES: usize = 300;
 /// Flagged clients whose charts are open when the page loads.
@@ -220,7 +221,12 @@ fn alerts(out: &mut String, r: &Report, t0: i64, t1: i64) {
         .chain(list.iter().filter(|(_, a)| !a.fired()))
         .take(MAX_LANES)
         .map(|(id, a)| Lane {
-            label: format!("{} {}", a.rule_id, entity(a)),
+            // The values alone: the lane is narrow, the details have the names.
+            label: format!(
+                "{} {}",
+                a.rule_id,
+                a.labels.values().cloned().collect::<Vec<_>>().join(" ")
+            ),
             anchor: anchor(id),
             spans: spans(a, t1),
         })
@@ -243,8 +249,20 @@ fn alerts(out: &mut String, r: &Report, t0: i64, t1: i64) {
             r.alerts_dropped, r.cfg.max_alerts
         );
     }
-    for (id, a) in list {
+    let (fired, not): (Vec<_>, Vec<_>) = list.into_iter().partition(|(_, a)| a.fired());
+    for (id, a) in fired {
         alert_details(out, id, a);
+    }
+    if !not.is_empty() {
+        let _ = write!(
+            out,
+            "<details><summary>{} alerts pending that did not fire (or not yet)</summary>",
+            not.len()
+        );
+        for (id, a) in not {
+            alert_details(out, id, a);
+        }
+        out.push_str("</details>");
     }
     out.push_str("</section>");
 }
@@ -472,6 +490,13 @@ fn drift(out: &mut String, r: &Report, t0: i64, t1: i64, window_ms: i64) {
                 .push((k.2.as_str(), s));
         }
     }
+    if r.models_refused > 0 || r.series_refused > 0 {
+        let _ = write!(
+            out,
+            r#"<p class="note">Rows of models beyond <code>report.max_models</code> ({}) and series beyond <code>report.max_series</code> ({}) are not in the report: {} and {} rows left out.</p>"#,
+            r.cfg.max_models, r.cfg.max_series, r.models_refused, r.series_refused
+        );
+    }
     if models.is_empty() {
         out.push_str(r#"<p class="muted">No drift rows yet: a column is tested once the reference and the window hold enough values (<code>drift.min_reference</code>, <code>drift.min_current</code>).</p>"#);
     }
@@ -490,7 +515,14 @@ fn drift(out: &mut String, r: &Report, t0: i64, t1: i64, window_ms: i64) {
         if drifted.is_empty() {
             out.push_str(r#"<p class="muted">No column drifted.</p>"#);
         }
-        for (feature, s) in &drifted {
+        if drifted.len() > MAX_COLUMN_CHARTS {
+            let _ = write!(
+                out,
+                r#"<p class="muted">Charts of the {MAX_COLUMN_CHARTS} columns drifted in the most windows; the matrix above shows all {}.</p>"#,
+                drifted.len()
+            );
+        }
+        for (feature, s) in drifted.iter().take(MAX_COLUMN_CHARTS) {
             let _ = write!(
                 out,
                 r#"<div class="figs drifted-feature" data-feature="{}">"#,
@@ -886,6 +918,18 @@ fn pipeline(out: &mut String, r: &Report, t: &Totals, t0: i64, t1: i64, window_m
                 points: series(|x| x.late as f64),
             },
         ],
+    ));
+    out.push_str(&chart(
+        "throughput: records per wall-clock second between window closes",
+        vec![Line {
+            name: "records/s".into(),
+            class: "s2",
+            points: w
+                .iter()
+                .filter(|x| x.wall_ms > 0.0)
+                .map(|x| (x.end, x.records as f64 / (x.wall_ms / 1e3)))
+                .collect(),
+        }],
     ));
     out.push_str(&chart(
         "processing: wall-clock ms between window closes (blue), of it in rules (green)",

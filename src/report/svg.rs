@@ -89,6 +89,17 @@ fn clock(t: i64, long: bool) -> String {
     }
 }
 
+/// Text cut to `n` characters, with an ellipsis when cut (the full text is in the
+/// element's `<title>`).
+fn clip(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(n - 1).collect();
+    out.push('…');
+    out
+}
+
 /// Thins points to at most [`MAX_POINTS`]: the largest of each span of the axis.
 pub fn thin(points: &[(i64, f64)], t0: i64, t1: i64) -> Vec<(i64, f64)> {
     if points.len() <= MAX_POINTS {
@@ -334,7 +345,7 @@ pub fn timeline(lanes: &[Lane], t0: i64, t1: i64) -> String {
     );
     for (i, lane) in lanes.iter().enumerate() {
         let y = TOP + i as f64 * LANE;
-        let label: String = lane.label.chars().take(38).collect();
+        let label = clip(&lane.label, 34);
         let _ = write!(
             out,
             r##"<a href="#{}"><text class="lane" x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
@@ -402,7 +413,7 @@ pub fn matrix(rows: &[(String, Vec<(i64, bool)>)], t0: i64, t1: i64, window_ms: 
     );
     for (i, (name, points)) in rows.iter().enumerate() {
         let y = TOP + i as f64 * ROW;
-        let label: String = name.chars().take(28).collect();
+        let label = clip(name, 28);
         let _ = write!(
             out,
             r#"<text class="lane small" x="{:.1}" y="{:.1}" text-anchor="end">{}</text><rect class="tested" x="{LABEL}" y="{y:.1}" width="{:.1}" height="{:.1}"/>"#,

@@ -226,3 +226,57 @@ fn dead_letter_reasons_are_counted_by_kind() {
     assert_eq!(r.reasons.len(), MAX_REASONS + 1);
     assert_eq!(r.reasons["(other)"], 5);
 }
+
+/// A `feature_drift`-like batch: one row of feature `x` per model, drifted.
+fn drift_rows(models: &[&str]) -> RecordBatch {
+    let n = models.len();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("model", DataType::Utf8, true),
+        Field::new("model_version", DataType::Utf8, true),
+        Field::new("feature", DataType::Utf8, false),
+        Field::new("test", DataType::Utf8, false),
+        Field::new("statistic", DataType::Float64, true),
+        Field::new("p_adjusted", DataType::Float64, true),
+        Field::new("drifted", DataType::Boolean, false),
+    ]));
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(models.to_vec())),
+        Arc::new(StringArray::from(vec![None::<&str>; n])),
+        Arc::new(StringArray::from(vec!["x"; n])),
+        Arc::new(StringArray::from(vec!["wasserstein"; n])),
+        Arc::new(Float64Array::from(vec![0.5; n])),
+        Arc::new(Float64Array::from(vec![None; n])),
+        Arc::new(datafusion::arrow::array::BooleanArray::from(vec![true; n])),
+    ];
+    RecordBatch::try_new(schema, cols).unwrap()
+}
+
+#[test]
+fn model_names_from_the_traffic_cannot_crowd_out_the_configured_models() {
+    let cfg = ReportConfig {
+        max_models: 2,
+        ..ReportConfig::default()
+    };
+    let info = RunInfo {
+        models: vec![("real".into(), None, "00".into())],
+        ..RunInfo::default()
+    };
+    let mut r = Report::new(cfg, info);
+    // Invented names arrive first; the configured model is followed all the same.
+    let b = drift_rows(&["spam1", "spam2", "spam3", "real"]);
+    r.window(
+        &window(1),
+        &[("feature_drift".into(), vec![b])],
+        Vec::new(),
+        no_threshold,
+        0.0,
+    );
+    let models: Vec<&str> = r.drift.keys().map(|k| k.0.as_str()).collect();
+    assert_eq!(models, ["real", "spam1"]);
+    assert_eq!(r.models_refused, 2);
+    let page = r.render(&Totals::default());
+    assert!(
+        page.contains("report.max_models"),
+        "the page says rows were left out"
+    );
+}
