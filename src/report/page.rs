@@ -20,7 +20,7 @@ const MAX_COLUMN_CHARTS: usize = 32;
 const MAX_LANES: usize = 300;
 /// Flagged clients whose charts are open when the page loads.
 const OPEN_CLIENTS: usize = 3;
-const PALETTE: usize = 8;
+const PALETTE: usize = 10;
 
 const STYLE: &str = r#"
 :root{--fg:#1d2330;--muted:#5d6677;--line:#d8dce3;--bg:#fff;--soft:#f4f6f9;--red:#c62828;--amber:#e39b00;--blue:#1f5fbf}
@@ -64,7 +64,8 @@ details>summary{cursor:pointer}
 .ref{stroke:#8a93a3;fill:none;stroke-dasharray:4 3}
 .s0{stroke:#1f5fbf;fill:#1f5fbf}.s1{stroke:#d2691e;fill:#d2691e}.s2{stroke:#2e8b57;fill:#2e8b57}.s3{stroke:#8e44ad;fill:#8e44ad}
 .s4{stroke:#c62828;fill:#c62828}.s5{stroke:#00838f;fill:#00838f}.s6{stroke:#6d4c41;fill:#6d4c41}.s7{stroke:#7f8c8d;fill:#7f8c8d}
-.line.s0,.line.s1,.line.s2,.line.s3,.line.s4,.line.s5,.line.s6,.line.s7{fill:none}
+.s8{stroke:#b8860b;fill:#b8860b}.s9{stroke:#e91e63;fill:#e91e63}
+.line.s0,.line.s1,.line.s2,.line.s3,.line.s4,.line.s5,.line.s6,.line.s7,.line.s8,.line.s9{fill:none}
 .legend span{margin-right:12px;font-size:12px}.legend i{display:inline-block;width:14px;height:3px;margin-right:4px;vertical-align:middle}
 .note{background:#fff8e1;border-left:3px solid var(--amber);padding:6px 10px}
 "#;
@@ -72,9 +73,10 @@ details>summary{cursor:pointer}
 /// A label's line of the label shares: its name, shares, share in the reference.
 type LabelLine<'a> = (&'a str, Vec<(i64, f64)>, f64);
 
-const CLASSES: [&str; PALETTE] = ["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7"];
+const CLASSES: [&str; PALETTE] = ["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9"];
 const COLOURS: [&str; PALETTE] = [
     "#1f5fbf", "#d2691e", "#2e8b57", "#8e44ad", "#c62828", "#00838f", "#6d4c41", "#7f8c8d",
+    "#b8860b", "#e91e63",
 ];
 
 pub(super) fn render(r: &Report, totals: &Totals) -> String {
@@ -568,6 +570,9 @@ fn legend(out: &mut String, names: &[String]) {
 fn predictions(out: &mut String, r: &Report, t0: i64, t1: i64, window_ms: i64) {
     out.push_str(r#"<section id="predictions"><h2>Predictions</h2>"#);
     if !not_read(out, r, "prediction_drift") {
+        if !r.drift.keys().any(|k| k.3) {
+            out.push_str(r#"<p class="muted">No prediction drift rows: the outputs are tested once the reference (or the baseline's <code>label</code> and <code>score</code>) and the window hold enough of them.</p>"#);
+        }
         out.push_str(r#"<div class="figs">"#);
         for (k, s) in r.drift.iter().filter(|(k, _)| k.3) {
             let title = format!("{}: {}", model_title(&k.0, &k.1), k.2);
