@@ -479,6 +479,7 @@ impl Config {
                 k.validate()?;
             }
         }
+        self.report.validate()?;
         self.rescore.validate()
     }
 }

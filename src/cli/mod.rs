@@ -767,7 +767,7 @@ async fn run_pipeline(
         };
         let started = std::time::Instant::now();
         let (page, kept) = {
-            let r = report.lock().expect("report lock");
+            let r = crate::report::lock(&report);
             (r.render(&totals), r.spent())
         };
         std::fs::write(path, &page)

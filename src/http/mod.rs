@@ -391,7 +391,21 @@ async fn report(State(app): State<Arc<App>>) -> Response {
         elapsed_s: app.live.started.elapsed().as_secs_f64(),
         generated: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     };
-    let page = report.lock().expect("report lock").render(&totals);
+    // Rendered off the async workers: the page takes milliseconds, the report lock is
+    // the pipeline's too.
+    let report = report.clone();
+    let page =
+        match tokio::task::spawn_blocking(move || crate::report::lock(&report).render(&totals))
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("the report could not be rendered: {e}"),
+                );
+            }
+        };
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),

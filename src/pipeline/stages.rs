@@ -94,7 +94,7 @@ impl Pipeline {
 
     fn report_dead(&self, reason: &str) {
         if let Some(r) = &self.report {
-            r.lock().expect("report lock").dead_letter(reason);
+            crate::report::lock(r).dead_letter(reason);
         }
     }
 
@@ -104,7 +104,7 @@ impl Pipeline {
         dead: Vec<crate::labels::DeadLabel>,
     ) -> Result<(), PipelineError> {
         for d in dead {
-            self.report_dead(&format!("label: {}", d.reason));
+            self.report_dead(&format!("label {}", d.reason));
             let rec = crate::decode::DeadRecord {
                 index: 0,
                 position: d.position,
@@ -178,23 +178,17 @@ impl Pipeline {
                 self.rescorer.flag(&window, flags(&runs));
                 self.counters.rescored(self.rescorer.totals());
             }
-            if let Some(report) = &self.report {
-                let rules_ms = runs.iter().map(|r| r.elapsed.as_secs_f64() * 1e3).sum();
-                let kept = self.engine.take_kept();
-                let histograms = if kept.iter().any(|(n, _)| n.ends_with("_drift")) {
+            // What the report keeps of the window, handed over with its alerts below.
+            let kept = self.report.is_some().then(|| {
+                let rules_ms: f64 = runs.iter().map(|r| r.elapsed.as_secs_f64() * 1e3).sum();
+                let tables = self.engine.take_kept();
+                let histograms = if tables.iter().any(|(n, _)| n.ends_with("_drift")) {
                     self.drift.histograms(&window)
                 } else {
                     Vec::new()
                 };
-                let drift = &self.drift;
-                report.lock().expect("report lock").window(
-                    &window,
-                    &kept,
-                    histograms,
-                    |feature, test| drift.threshold(feature, test),
-                    rules_ms,
-                );
-            }
+                (tables, histograms, rules_ms)
+            });
             let mut notes: Vec<Notification> = Vec::new();
             let wall = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
             let window_end = crate::time::rfc3339(window.end_ms);
@@ -219,6 +213,19 @@ impl Pipeline {
                         .evaluate(run.rule, rule, &window, &self.sources, result),
                 );
             }
+            if let (Some(report), Some((tables, histograms, rules_ms))) = (&self.report, kept) {
+                // The alerts first: a client flagged in this window is followed from it.
+                let mut r = crate::report::lock(report);
+                r.alerts(&notes);
+                let drift = &self.drift;
+                r.window(
+                    &window,
+                    &tables,
+                    histograms,
+                    |feature, test| drift.threshold(feature, test),
+                    rules_ms,
+                );
+            }
             self.deliver(&notes)?;
         }
         self.dead.flush().map_err(|source| PipelineError::Io {
@@ -230,9 +237,6 @@ impl Pipeline {
     pub(super) fn deliver(&mut self, notes: &[Notification]) -> Result<(), PipelineError> {
         if notes.is_empty() {
             return Ok(());
-        }
-        if let Some(r) = &self.report {
-            r.lock().expect("report lock").alerts(notes);
         }
         for n in notes {
             let state = match n.state {

@@ -23,7 +23,8 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use datafusion::arrow::array::{
-    Array, BooleanArray, Float64Array, RecordBatch, StringArray, UInt64Array,
+    Array, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+    UInt64Array,
 };
 use serde::Deserialize;
 
@@ -52,6 +53,19 @@ pub struct ReportConfig {
     pub max_models: usize,
     /// Drift series (model × version × column) held; further ones are counted.
     pub max_series: usize,
+}
+
+impl ReportConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=24 * 366).contains(&self.hours) {
+            return Err(format!(
+                "report.hours must be from 1 to {} (a year), not {}",
+                24 * 366,
+                self.hours
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for ReportConfig {
@@ -120,6 +134,11 @@ const MAX_LABELS: usize = 20;
 const MAX_REASONS: usize = 30;
 /// Clients whose re-scoring outcomes are counted.
 const MAX_RESCORED: usize = 10_000;
+/// Versions of one model the report follows (versions come from the traffic).
+const MAX_VERSIONS: usize = 8;
+/// Characters of a client id, label or version the report keeps (they come from the
+/// traffic, up to a record's size).
+const MAX_TEXT: usize = 256;
 /// Distributions kept per drifted feature: its first drifted window and its worst.
 const HISTOGRAMS_PER_FEATURE: usize = 2;
 
@@ -185,11 +204,14 @@ struct AlertTrack {
     /// The evidence of the latest change.
     evidence: Evidence,
     window: (String, String),
+    /// It fired (a firing change, or a resolve that says it had fired: the report may
+    /// not have seen every change, as after a restart).
+    fired: bool,
 }
 
 impl AlertTrack {
     fn fired(&self) -> bool {
-        self.changes.iter().any(|(s, _)| *s == State::Firing)
+        self.fired
     }
     fn last(&self) -> i64 {
         self.changes.last().map_or(i64::MIN, |c| c.1)
@@ -210,6 +232,8 @@ struct Rescored {
     rescored: u64,
     mismatches: u64,
     adversarial: u64,
+    /// End of the last window with a re-scored record of the client.
+    last: i64,
 }
 
 /// The report's memory: see the module doc.
@@ -231,8 +255,8 @@ pub struct Report {
     /// Followed clients' rows: (model, client) → window end, statistics.
     followed: BTreeMap<(String, String), Followed>,
     /// Clients named by a firing alert (`client_id` label): (model or "", client) →
-    /// the rules that flagged it.
-    flagged: BTreeMap<(String, String), BTreeSet<String>>,
+    /// the rules that flagged it, and when it was last flagged.
+    flagged: BTreeMap<(String, String), (BTreeSet<String>, i64)>,
     flagged_dropped: u64,
     top: Vec<Vec<Ranked>>,
     rescored: BTreeMap<(String, String), Rescored>,
@@ -242,8 +266,13 @@ pub struct Report {
     reasons: BTreeMap<String, u64>,
     /// Tables some rule read in some window so far (the others' sections say so).
     seen_tables: BTreeSet<String>,
-    /// Models followed, and rows of other models left out.
+    /// Models followed, and rows of other models left out; the configured models.
     models: BTreeSet<String>,
+    pinned: BTreeSet<String>,
+    /// Versions followed per model.
+    versions: BTreeMap<String, BTreeSet<String>>,
+    /// Labels followed per (model, version) in the label shares.
+    labels: BTreeMap<(String, String), usize>,
     models_refused: u64,
     series_refused: u64,
     /// Time spent keeping windows and alerts (not rendering).
@@ -268,7 +297,7 @@ pub const TABLES: &[&str] = &[
 impl Report {
     pub fn new(cfg: ReportConfig, info: RunInfo) -> Report {
         // The configured models are always followed.
-        let models = info
+        let models: BTreeSet<String> = info
             .models
             .iter()
             .map(|m| m.0.clone())
@@ -296,7 +325,10 @@ impl Report {
             reasons: BTreeMap::new(),
             seen_tables: BTreeSet::new(),
             clients_from: None,
+            pinned: models.clone(),
             models,
+            versions: BTreeMap::new(),
+            labels: BTreeMap::new(),
             models_refused: 0,
             series_refused: 0,
             spent: std::time::Duration::ZERO,
@@ -345,6 +377,9 @@ impl Report {
         rules_ms: f64,
     ) {
         let spec = (w.spec.size_ms, w.spec.slide_ms);
+        for (name, _) in tables {
+            self.seen_tables.insert(name.clone());
+        }
         if self.spec.is_none() && !tables.is_empty() {
             self.spec = Some(spec);
         }
@@ -367,7 +402,6 @@ impl Report {
         });
         let end = w.end_ms;
         for (name, batches) in tables {
-            self.seen_tables.insert(name.clone());
             for b in batches {
                 match name.as_str() {
                     "feature_drift" => self.drift_rows(end, b, false, &threshold),
@@ -375,7 +409,7 @@ impl Report {
                     "label_shares" => self.share_rows(end, b),
                     "performance" => self.performance_rows(end, b),
                     "class_performance" => self.class_rows(end, b),
-                    "rescored" => self.rescored_rows(b),
+                    "rescored" => self.rescored_rows(w, b),
                     _ => {}
                 }
             }
@@ -391,9 +425,9 @@ impl Report {
         for h in histograms {
             let key = (
                 h.model.clone().unwrap_or_default(),
-                h.model_version.clone().unwrap_or_default(),
+                clip(h.model_version.as_deref().unwrap_or_default()),
                 h.feature.clone(),
-                matches!(h.feature.as_str(), "label" | "score"),
+                h.prediction,
             );
             let Some(s) = self.drift.get_mut(&key) else {
                 continue;
@@ -408,7 +442,7 @@ impl Report {
                 s.histograms[HISTOGRAMS_PER_FEATURE - 1] = (end, v, h);
             }
         }
-        self.forget_before(end - self.cfg.hours as i64 * 3_600_000);
+        self.forget_before(end.saturating_sub(self.cfg.hours as i64 * 3_600_000));
     }
 
     /// Alert state changes, as delivered.
@@ -430,7 +464,9 @@ impl Report {
                     changes: Vec::new(),
                     evidence: n.evidence.clone(),
                     window: (String::new(), String::new()),
+                    fired: false,
                 });
+            t.fired |= n.state == State::Firing || n.evidence.fired == Some(true);
             t.changes.push((n.state, n.at_ms));
             t.annotations = n.annotations.clone();
             t.evidence = n.evidence.clone();
@@ -440,13 +476,14 @@ impl Report {
             {
                 let key = (
                     n.labels.get("model").cloned().unwrap_or_default(),
-                    client.clone(),
+                    clip(client),
                 );
-                if let Some(rules) = self.flagged.get_mut(&key) {
+                if let Some((rules, last)) = self.flagged.get_mut(&key) {
                     rules.insert(n.rule_id.clone());
+                    *last = n.at_ms;
                 } else if self.flagged.len() < self.cfg.max_clients {
                     self.flagged
-                        .insert(key, BTreeSet::from([n.rule_id.clone()]));
+                        .insert(key, (BTreeSet::from([n.rule_id.clone()]), n.at_ms));
                 } else {
                     self.flagged_dropped += 1;
                 }
@@ -472,8 +509,25 @@ impl Report {
         false
     }
 
-    /// The rules of a reloaded rule set.
+    /// Whether rows of this version of `model` are kept (see [`MAX_VERSIONS`]).
+    fn admit_version(&mut self, model: &str, version: &str) -> bool {
+        let v = self.versions.entry(model.to_owned()).or_default();
+        if v.contains(version) {
+            return true;
+        }
+        if v.len() < MAX_VERSIONS {
+            v.insert(version.to_owned());
+            return true;
+        }
+        self.models_refused += 1;
+        false
+    }
+
+    /// The rules of a reloaded rule set; alerts of rules no longer in it are dropped
+    /// (their state is gone: they will neither fire nor resolve).
     pub fn set_rules(&mut self, rules: Vec<RuleInfo>) {
+        let ids: BTreeSet<&str> = rules.iter().map(|r| r.id.as_str()).collect();
+        self.alerts.retain(|_, a| ids.contains(a.rule_id.as_str()));
         self.info.rules = rules;
     }
 
@@ -514,6 +568,26 @@ impl Report {
         for top in &mut self.top {
             top.retain(|r| r.end > cutoff);
         }
+        self.flagged.retain(|_, f| f.1 > cutoff);
+        self.rescored.retain(|_, r| r.last > cutoff);
+        // Versions and labels no series holds any more free their place.
+        let mut held: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for k in self.drift.keys() {
+            held.entry(k.0.clone()).or_default().insert(k.1.clone());
+        }
+        let mut labels: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for k in self.shares.keys() {
+            held.entry(k.0.clone()).or_default().insert(k.1.clone());
+            *labels.entry((k.0.clone(), k.1.clone())).or_default() += 1;
+        }
+        for k in self.performance.keys() {
+            held.entry(k.0.clone()).or_default().insert(k.1.clone());
+        }
+        for k in self.classes.keys() {
+            held.entry(k.0.clone()).or_default().insert(k.1.clone());
+        }
+        self.versions = held;
+        self.labels = labels;
         self.alerts
             .retain(|_, a| a.last() > cutoff || !a.changes.iter().any(|c| c.0 == State::Resolved));
     }
@@ -545,14 +619,18 @@ impl Report {
             let p_test = matches!(test_name, "ks" | "chi2" | "z");
             let key = (
                 text(model, i),
-                text(version, i),
+                clip(&text(version, i)),
                 feature.value(i).to_owned(),
                 predictions,
             );
-            if !self.admit(&key.0) {
+            if !self.admit(&key.0) || !self.admit_version(&key.0, &key.1) {
                 continue;
             }
-            if !self.drift.contains_key(&key) && self.drift.len() >= self.cfg.max_series {
+            // The configured models' series are always kept.
+            if !self.drift.contains_key(&key)
+                && self.drift.len() >= self.cfg.max_series
+                && !self.pinned.contains(&key.0)
+            {
                 self.series_refused += 1;
                 continue;
             }
@@ -580,15 +658,17 @@ impl Report {
             return;
         };
         for i in 0..b.num_rows() {
-            let (m, v) = (text(model, i), text(version, i));
-            if !self.admit(&m) {
+            let (m, v) = (text(model, i), clip(&text(version, i)));
+            if !self.admit(&m) || !self.admit_version(&m, &v) {
                 continue;
             }
-            let key = (m.clone(), v.clone(), label.value(i).to_owned());
-            if !self.shares.contains_key(&key)
-                && self.shares.keys().filter(|k| k.0 == m && k.1 == v).count() >= MAX_LABELS
-            {
-                continue;
+            let key = (m.clone(), v.clone(), clip(label.value(i)));
+            if !self.shares.contains_key(&key) {
+                let n = self.labels.entry((m, v)).or_default();
+                if *n >= MAX_LABELS {
+                    continue;
+                }
+                *n += 1;
             }
             self.shares
                 .entry(key)
@@ -609,11 +689,12 @@ impl Report {
             return;
         };
         for i in 0..b.num_rows() {
-            if !self.admit(model.value(i)) {
+            let v = clip(&text(version, i));
+            if !self.admit(model.value(i)) || !self.admit_version(model.value(i), &v) {
                 continue;
             }
             self.performance
-                .entry((text(model, i), text(version, i)))
+                .entry((text(model, i), v))
                 .or_default()
                 .push_back(PerfPoint {
                     end,
@@ -637,17 +718,18 @@ impl Report {
             return;
         };
         for i in 0..b.num_rows() {
-            if !self.admit(model.value(i)) {
+            let v = clip(&text(version, i));
+            if !self.admit(model.value(i)) || !self.admit_version(model.value(i), &v) {
                 continue;
             }
             self.classes
-                .entry((text(model, i), text(version, i), class.value(i).to_owned()))
+                .entry((text(model, i), v, clip(class.value(i))))
                 .or_default()
                 .push_back((end, value(recall, i), value(precision, i), value(rr, i)));
         }
     }
 
-    fn rescored_rows(&mut self, b: &RecordBatch) {
+    fn rescored_rows(&mut self, w: &ClosedWindow, b: &RecordBatch) {
         let (Some(model), Some(client), Some(mismatch), Some(adversarial)) = (
             strings(b, "model"),
             strings(b, "client_id"),
@@ -656,8 +738,17 @@ impl Report {
         ) else {
             return;
         };
+        let ts = b
+            .column_by_name("ts")
+            .and_then(|c| c.as_any().downcast_ref::<TimestampMillisecondArray>());
+        // Overlapping (sliding) windows share records: each counts in the window whose
+        // last slide holds it.
+        let from = w.end_ms - w.spec.slide_ms;
         for i in 0..b.num_rows() {
-            let key = (text(model, i), client.value(i).to_owned());
+            if ts.is_some_and(|t| t.is_valid(i) && t.value(i) < from) {
+                continue;
+            }
+            let key = (text(model, i), clip(client.value(i)));
             if !self.rescored.contains_key(&key) && self.rescored.len() >= MAX_RESCORED {
                 self.rescored_dropped += 1;
                 continue;
@@ -666,6 +757,7 @@ impl Report {
             r.rescored += 1;
             r.mismatches += u64::from(mismatch.is_valid(i) && mismatch.value(i));
             r.adversarial += u64::from(adversarial.is_valid(i) && adversarial.value(i));
+            r.last = w.end_ms;
         }
     }
 
@@ -687,7 +779,7 @@ impl Report {
                 }
                 let m = text(model, i);
                 if self.admit(&m) {
-                    rows.push((m, client.value(i).to_owned(), s));
+                    rows.push((m, clip(client.value(i)), s));
                 }
             }
         }
@@ -702,7 +794,7 @@ impl Report {
                 None
             }
         };
-        // Quartiles per model.
+        // Quartiles per model, of the clients a statistic ranks.
         let mut by_model: BTreeMap<&str, Vec<&Stats>> = BTreeMap::new();
         for (m, _, s) in &rows {
             by_model.entry(m.as_str()).or_default().push(s);
@@ -710,7 +802,7 @@ impl Report {
         for (m, list) in &by_model {
             let quartiles = (0..CLIENT_STATS.len())
                 .map(|j| {
-                    let mut v: Vec<f64> = list.iter().filter_map(|s| s[j]).collect();
+                    let mut v: Vec<f64> = list.iter().filter_map(|s| ranked(s, j)).collect();
                     crate::stats::drift::sort_floats(&mut v);
                     (!v.is_empty()).then(|| {
                         let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
@@ -764,27 +856,28 @@ impl Report {
                 || self.flagged.contains_key(&(String::new(), c.clone()));
             if let Some(q) = self.followed.get_mut(&key) {
                 q.push_back((end, *s));
-            } else if (flagged || follow.contains(&i)) && self.make_room(flagged) {
+            } else if (flagged || follow.contains(&i)) && self.make_room(flagged, end) {
                 self.followed.insert(key, VecDeque::from([(end, *s)]));
             }
         }
     }
 
-    /// Whether one more client may be followed, evicting the unflagged client seen
-    /// longest ago for a flagged one when full.
-    fn make_room(&mut self, flagged: bool) -> bool {
+    /// Whether one more client may be followed; when full, the unflagged client seen
+    /// longest ago makes room (see below).
+    fn make_room(&mut self, flagged: bool, now: i64) -> bool {
         if self.followed.len() < self.cfg.max_clients {
             return true;
         }
-        if !flagged {
-            return false;
-        }
+        // An unflagged client makes room for a flagged one, or for a new top client
+        // when it has not been seen for an hour of event time.
+        let stale = now - 3_600_000;
         let victim = self
             .followed
             .iter()
-            .filter(|(k, _)| {
+            .filter(|(k, q)| {
                 !self.flagged.contains_key(*k)
                     && !self.flagged.contains_key(&(String::new(), k.1.clone()))
+                    && (flagged || q.back().is_none_or(|p| p.0 <= stale))
             })
             .min_by_key(|(_, q)| q.back().map_or(i64::MIN, |p| p.0))
             .map(|(k, _)| k.clone());
@@ -796,6 +889,12 @@ impl Report {
             None => false,
         }
     }
+}
+
+/// The report's lock. A panic while it was held (a bug) leaves the report as it was,
+/// not the pipeline stopped: the report is a view, never a reason to lose records.
+pub fn lock(r: &std::sync::Mutex<Report>) -> std::sync::MutexGuard<'_, Report> {
+    r.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// What the report shows besides its own memory, read when it is rendered.
@@ -831,6 +930,14 @@ fn reason_kind(reason: &str) -> String {
         }
     }
     out
+}
+
+/// Text from the traffic as the report keeps it: at most [`MAX_TEXT`] characters.
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(MAX_TEXT) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
 }
 
 fn strings<'a>(b: &'a RecordBatch, name: &str) -> Option<&'a StringArray> {

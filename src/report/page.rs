@@ -123,10 +123,12 @@ fn span(r: &Report) -> (i64, i64) {
     let mut t1 = r.windows.back().map_or(i64::MIN, |w| w.end);
     for a in r.alerts.values() {
         for c in &a.changes {
-            t0 = t0.min(c.1 - r.spec.map_or(60_000, |s| s.0));
+            t0 = t0.min(c.1.saturating_sub(r.spec.map_or(60_000, |s| s.0)));
             t1 = t1.max(c.1);
         }
     }
+    // An alert firing since long before stretches no axis beyond the span held.
+    t0 = t0.max(t1.saturating_sub(r.cfg.hours as i64 * 3_600_000));
     if t0 > t1 { (0, 0) } else { (t0, t1) }
 }
 
@@ -756,7 +758,7 @@ fn clients(out: &mut String, r: &Report, t0: i64, t1: i64, window_ms: i64) {
     if r.flagged.is_empty() {
         out.push_str(r#"<p class="muted">No client was flagged.</p>"#);
     }
-    for (i, ((model, client), rules)) in r.flagged.iter().enumerate() {
+    for (i, ((model, client), (rules, _))) in r.flagged.iter().enumerate() {
         let _ = write!(
             out,
             r#"<details class="client" data-client="{}"{}><summary><b class="id">{}</b> {} · flagged by {}</summary>"#,

@@ -60,7 +60,11 @@ impl Axes {
         } else {
             1.0
         };
-        let v = v.clamp(self.y0, self.y1);
+        let v = if v.is_nan() {
+            self.y0
+        } else {
+            v.clamp(self.y0, self.y1)
+        };
         HEIGHT - BOTTOM - (v - self.y0) / span * (HEIGHT - TOP - BOTTOM)
     }
 }
@@ -173,17 +177,20 @@ pub fn line_chart(c: &LineChart) -> String {
     if let Some(t) = c.threshold {
         see(t);
     }
+    // Values as large as a float holds would make the axis infinite: it stops at ±1e300.
+    const LIMIT: f64 = 1e300;
     let (y0, y1) = c.y_range.unwrap_or_else(|| {
         if !lo.is_finite() {
             return (0.0, 1.0);
         }
-        let lo = if lo >= 0.0 { 0.0 } else { lo };
+        let lo = if lo >= 0.0 { 0.0 } else { lo.max(-LIMIT) };
+        let hi = hi.min(LIMIT);
         let hi = if hi > lo {
             hi + (hi - lo) * 0.05
         } else {
             lo + 1.0
         };
-        (lo, hi)
+        (lo, hi.min(LIMIT))
     });
     let a = Axes {
         t0: c.t0,

@@ -111,10 +111,13 @@ fn population_quartiles_and_rankings_come_from_the_windows_clients() {
         .iter()
         .position(|s| *s == "near_duplicate_share")
         .unwrap();
-    // The band is over all six clients, by nearest rank: index round((n − 1)·p), half
-    // away from zero, of [0.1, 0.2, 0.3, 0.4, 0.5, 1.0]: 1.25 → 1, 2.5 → 3, 3.75 → 4.
+    // The band is over the clients the statistic ranks (not "tiny"), by nearest rank:
+    // index round((n − 1)·p) of [0.1, 0.2, 0.3, 0.4, 0.5]: 1, 2, 3.
     let q = r.bands["m"][0].1[j].unwrap();
-    assert_eq!(q, [0.2, 0.4, 0.5]);
+    assert_eq!(q, [0.2, 0.3, 0.4]);
+    // By queries, all six: [3, 100, 100, 100, 100, 100] at 1.25 → 1, 2.5 → 3 (half
+    // away from zero), 3.75 → 4.
+    assert_eq!(r.bands["m"][0].1[0].unwrap(), [100.0, 100.0, 100.0]);
     let top: Vec<&str> = r.top[j].iter().map(|t| t.client.as_str()).collect();
     assert_eq!(top, ["e", "d", "c", "b", "a"]);
     let by_queries: Vec<&str> = r.top[0].iter().map(|t| t.client.as_str()).collect();
@@ -279,4 +282,179 @@ fn model_names_from_the_traffic_cannot_crowd_out_the_configured_models() {
         page.contains("report.max_models"),
         "the page says rows were left out"
     );
+}
+
+/// A `feature_drift` row of model `m`: feature, test, statistic, adjusted p, drifted.
+fn drift_row(feature: &str, test: &str, stat: f64, p: Option<f64>, drifted: bool) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("model", DataType::Utf8, true),
+        Field::new("model_version", DataType::Utf8, true),
+        Field::new("feature", DataType::Utf8, false),
+        Field::new("test", DataType::Utf8, false),
+        Field::new("statistic", DataType::Float64, true),
+        Field::new("p_adjusted", DataType::Float64, true),
+        Field::new("drifted", DataType::Boolean, false),
+    ]));
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec!["m"])),
+        Arc::new(StringArray::from(vec![None::<&str>])),
+        Arc::new(StringArray::from(vec![feature])),
+        Arc::new(StringArray::from(vec![test])),
+        Arc::new(Float64Array::from(vec![stat])),
+        Arc::new(Float64Array::from(vec![p])),
+        Arc::new(datafusion::arrow::array::BooleanArray::from(vec![drifted])),
+    ];
+    RecordBatch::try_new(schema, cols).unwrap()
+}
+
+fn histogram(feature: &str, prediction: bool) -> Histogram {
+    Histogram {
+        model: Some("m".into()),
+        model_version: None,
+        feature: feature.into(),
+        prediction,
+        bins: vec!["a".into()],
+        reference: vec![1.0],
+        current: vec![1.0],
+    }
+}
+
+#[test]
+fn a_p_value_test_is_drawn_as_minus_log10_p_and_the_first_and_worst_distributions_kept() {
+    let mut r = Report::new(ReportConfig::default(), RunInfo::default());
+    // p = 0.001 → 3, p = 1e-5 → 5, p = 0.01 → 2; the threshold 0.05 → 1.30103.
+    let rows = [
+        (Some(0.001), true),
+        (Some(1e-5), true),
+        (Some(0.01), true),
+        (Some(0.5), false),
+    ];
+    for (minute, (p, drifted)) in rows.into_iter().enumerate() {
+        r.window(
+            &window(minute as i64 + 1),
+            &[(
+                "feature_drift".into(),
+                vec![drift_row("x", "ks", 0.3, p, drifted)],
+            )],
+            vec![histogram("x", false), histogram("x", true)],
+            |_, _| 0.05,
+            0.0,
+        );
+    }
+    let s = &r.drift[&("m".to_string(), String::new(), "x".to_string(), false)];
+    let values: Vec<f64> = s.points.iter().map(|p| p.1.unwrap()).collect();
+    for (got, want) in values
+        .iter()
+        .zip([3.0, 5.0, 2.0, std::f64::consts::LOG10_2])
+    {
+        assert!((got - want).abs() < 1e-9, "{values:?}");
+    }
+    assert!((s.threshold - 1.301_029_995_663_981_2).abs() < 1e-9);
+    // Kept: the first drifted window (minute 1) and the worst (minute 2, p = 1e-5);
+    // the third drifted window is less drifted than the worst, the fourth not drifted.
+    let kept: Vec<i64> = s.histograms.iter().map(|h| h.0 / MIN).collect();
+    assert_eq!(kept, [1, 2]);
+    // The outputs' distribution never lands on a feature of the same name.
+    assert!(s.histograms.iter().all(|h| !h.2.prediction));
+}
+
+#[test]
+fn an_alert_that_fires_at_once_is_firing_from_its_first_change() {
+    let mut r = Report::new(ReportConfig::default(), RunInfo::default());
+    r.alerts(&[note("a", "x", State::Firing, 2)]);
+    assert_eq!(
+        page::spans(&r.alerts["a"], 5 * MIN),
+        [(2 * MIN, 5 * MIN, true)]
+    );
+    // A resolve of an alert the report never saw fire (as after a restart) says
+    // whether it had fired.
+    let mut n = note("b", "y", State::Resolved, 3);
+    n.evidence.fired = Some(true);
+    r.alerts(&[n]);
+    assert!(r.alerts["b"].fired());
+}
+
+#[test]
+fn names_from_the_traffic_in_drift_and_label_rows_are_shown_as_text() {
+    let hostile = "<svg onload=alert(1)>";
+    let mut r = Report::new(ReportConfig::default(), RunInfo::default());
+    let shares = {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("model", DataType::Utf8, true),
+            Field::new("model_version", DataType::Utf8, true),
+            Field::new("label", DataType::Utf8, false),
+            Field::new("cur_share", DataType::Float64, false),
+            Field::new("ref_share", DataType::Float64, false),
+        ]));
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec![hostile])),
+            Arc::new(StringArray::from(vec![Some(hostile)])),
+            Arc::new(StringArray::from(vec![hostile])),
+            Arc::new(Float64Array::from(vec![0.5])),
+            Arc::new(Float64Array::from(vec![0.4])),
+        ];
+        RecordBatch::try_new(schema, cols).unwrap()
+    };
+    r.window(
+        &window(1),
+        &[
+            (
+                "feature_drift".into(),
+                vec![drift_row(hostile, "wasserstein", 0.5, None, true)],
+            ),
+            ("label_shares".into(), vec![shares]),
+        ],
+        Vec::new(),
+        no_threshold,
+        0.0,
+    );
+    let page = r.render(&Totals::default());
+    assert!(
+        !page.contains("<svg onload"),
+        "an element from a name in the page"
+    );
+    assert!(page.contains("&lt;svg onload=alert(1)&gt;"));
+}
+
+#[test]
+fn a_record_in_overlapping_windows_counts_once_among_the_rescored() {
+    let mut r = Report::new(ReportConfig::default(), RunInfo::default());
+    // Two-minute windows every minute: the record at 1:30 is in the windows ending at
+    // 2:00 and 3:00; it counts in the one whose last minute holds it (ending 2:00).
+    let batch = {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("ts", crate::decode::ts_type(), false),
+            Field::new("model", DataType::Utf8, false),
+            Field::new("client_id", DataType::Utf8, false),
+            Field::new("mismatch", DataType::Boolean, true),
+            Field::new("adversarial", DataType::Boolean, true),
+        ]));
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(
+                datafusion::arrow::array::TimestampMillisecondArray::from(vec![90_000])
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(StringArray::from(vec!["m"])),
+            Arc::new(StringArray::from(vec!["c"])),
+            Arc::new(datafusion::arrow::array::BooleanArray::from(vec![Some(
+                true,
+            )])),
+            Arc::new(datafusion::arrow::array::BooleanArray::from(vec![None])),
+        ];
+        RecordBatch::try_new(schema, cols).unwrap()
+    };
+    for end in [2, 3] {
+        let mut w = window(end);
+        w.spec.size_ms = 2 * MIN;
+        w.start_ms = (end - 2) * MIN;
+        r.window(
+            &w,
+            &[("rescored".into(), vec![batch.clone()])],
+            Vec::new(),
+            no_threshold,
+            0.0,
+        );
+    }
+    let c = &r.rescored[&("m".to_string(), "c".to_string())];
+    assert_eq!((c.rescored, c.mismatches, c.adversarial), (1, 1, 0));
 }

@@ -165,6 +165,8 @@ pub struct Histogram {
     pub model: Option<String>,
     pub model_version: Option<String>,
     pub feature: String,
+    /// Of `prediction_drift` (the outputs), not of `feature_drift`.
+    pub prediction: bool,
     /// One name per bin: its range (numbers) or its category.
     pub bins: Vec<String>,
     pub reference: Vec<f64>,
@@ -503,7 +505,10 @@ impl Drift {
         // The reference takes this window's sample (once, whichever table is first).
         self.reference.admit(w)?;
         let mut histograms = std::mem::take(&mut out.features.histograms);
-        histograms.append(&mut out.predictions.histograms);
+        for mut h in std::mem::take(&mut out.predictions.histograms) {
+            h.prediction = true;
+            histograms.push(h);
+        }
         Ok(Computed {
             features: out.features.finish(self.schema.clone())?,
             predictions: out.predictions.finish(self.schema.clone())?,
@@ -1019,6 +1024,7 @@ impl Rows {
             model: (!model.is_empty()).then(|| model.to_owned()),
             model_version: self.version.clone(),
             feature: feature.to_owned(),
+            prediction: false,
             bins,
             reference,
             current,
