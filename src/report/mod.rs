@@ -509,6 +509,17 @@ impl Report {
         false
     }
 
+    /// Row `i`'s model and version, when the report follows them.
+    fn segment(
+        &mut self,
+        model: &StringArray,
+        version: &StringArray,
+        i: usize,
+    ) -> Option<(String, String)> {
+        let (m, v) = (text(model, i), clip(&text(version, i)));
+        (self.admit(&m) && self.admit_version(&m, &v)).then_some((m, v))
+    }
+
     /// Whether rows of this version of `model` are kept (see [`MAX_VERSIONS`]).
     fn admit_version(&mut self, model: &str, version: &str) -> bool {
         let v = self.versions.entry(model.to_owned()).or_default();
@@ -617,15 +628,10 @@ impl Report {
         for i in 0..b.num_rows() {
             let test_name = test.value(i);
             let p_test = matches!(test_name, "ks" | "chi2" | "z");
-            let key = (
-                text(model, i),
-                clip(&text(version, i)),
-                feature.value(i).to_owned(),
-                predictions,
-            );
-            if !self.admit(&key.0) || !self.admit_version(&key.0, &key.1) {
+            let Some((m, v)) = self.segment(model, version, i) else {
                 continue;
-            }
+            };
+            let key = (m, v, feature.value(i).to_owned(), predictions);
             // The configured models' series are always kept.
             if !self.drift.contains_key(&key)
                 && self.drift.len() >= self.cfg.max_series
@@ -658,10 +664,9 @@ impl Report {
             return;
         };
         for i in 0..b.num_rows() {
-            let (m, v) = (text(model, i), clip(&text(version, i)));
-            if !self.admit(&m) || !self.admit_version(&m, &v) {
+            let Some((m, v)) = self.segment(model, version, i) else {
                 continue;
-            }
+            };
             let key = (m.clone(), v.clone(), clip(label.value(i)));
             if !self.shares.contains_key(&key) {
                 let n = self.labels.entry((m, v)).or_default();
@@ -689,12 +694,11 @@ impl Report {
             return;
         };
         for i in 0..b.num_rows() {
-            let v = clip(&text(version, i));
-            if !self.admit(model.value(i)) || !self.admit_version(model.value(i), &v) {
+            let Some(key) = self.segment(model, version, i) else {
                 continue;
-            }
+            };
             self.performance
-                .entry((text(model, i), v))
+                .entry(key)
                 .or_default()
                 .push_back(PerfPoint {
                     end,
@@ -718,12 +722,11 @@ impl Report {
             return;
         };
         for i in 0..b.num_rows() {
-            let v = clip(&text(version, i));
-            if !self.admit(model.value(i)) || !self.admit_version(model.value(i), &v) {
+            let Some((m, v)) = self.segment(model, version, i) else {
                 continue;
-            }
+            };
             self.classes
-                .entry((text(model, i), v, clip(class.value(i))))
+                .entry((m, v, clip(class.value(i))))
                 .or_default()
                 .push_back((end, value(recall, i), value(precision, i), value(rr, i)));
         }

@@ -612,17 +612,13 @@ fn predictions(out: &mut String, r: &Report, t0: i64, t1: i64, window_ms: i64) {
                 .collect();
             let _ = write!(out, "<h3>{}</h3>", esc(&title));
             legend(out, &names);
-            out.push_str(&svg::line_chart(&LineChart {
-                title: &title,
-                t0,
-                t1,
+            out.push_str(&svg::line_chart(&LineChart::plain(
+                &title,
+                (t0, t1),
                 lines,
-                threshold: None,
-                band: Vec::new(),
-                shaded: Vec::new(),
                 window_ms,
-                y_range: Some((0.0, 1.0)),
-            }));
+                Some((0.0, 1.0)),
+            )));
         }
     }
     out.push_str("</section>");
@@ -651,11 +647,10 @@ fn performance(out: &mut String, r: &Report, t0: i64, t1: i64, window_ms: i64) {
                 "reference accuracy".into(),
             ],
         );
-        out.push_str(&svg::line_chart(&LineChart {
-            title: &title,
-            t0,
-            t1,
-            lines: vec![
+        out.push_str(&svg::line_chart(&LineChart::plain(
+            &title,
+            (t0, t1),
+            vec![
                 Line {
                     name: "accuracy".into(),
                     class: "s0",
@@ -672,12 +667,9 @@ fn performance(out: &mut String, r: &Report, t0: i64, t1: i64, window_ms: i64) {
                     points: pick(|p| p.reference),
                 },
             ],
-            threshold: None,
-            band: Vec::new(),
-            shaded: Vec::new(),
             window_ms,
-            y_range: Some((0.0, 1.0)),
-        }));
+            Some((0.0, 1.0)),
+        )));
         if let Some(last) = q.back() {
             let _ = write!(
                 out,
@@ -715,17 +707,13 @@ fn performance(out: &mut String, r: &Report, t0: i64, t1: i64, window_ms: i64) {
                 .collect();
             let _ = write!(out, "<h3>{}</h3>", esc(&title));
             legend(out, &names);
-            out.push_str(&svg::line_chart(&LineChart {
-                title: &title,
-                t0,
-                t1,
+            out.push_str(&svg::line_chart(&LineChart::plain(
+                &title,
+                (t0, t1),
                 lines,
-                threshold: None,
-                band: Vec::new(),
-                shaded: Vec::new(),
                 window_ms,
-                y_range: Some((0.0, 1.0)),
-            }));
+                Some((0.0, 1.0)),
+            )));
         }
     }
     out.push_str("</section>");

@@ -42,6 +42,29 @@ pub struct LineChart<'a> {
     pub y_range: Option<(f64, f64)>,
 }
 
+impl<'a> LineChart<'a> {
+    /// Lines alone: no threshold, band or shading.
+    pub fn plain(
+        title: &'a str,
+        (t0, t1): (i64, i64),
+        lines: Vec<Line>,
+        window_ms: i64,
+        y_range: Option<(f64, f64)>,
+    ) -> Self {
+        LineChart {
+            title,
+            t0,
+            t1,
+            lines,
+            threshold: None,
+            band: Vec::new(),
+            shaded: Vec::new(),
+            window_ms,
+            y_range,
+        }
+    }
+}
+
 struct Axes {
     t0: i64,
     t1: i64,
