@@ -569,6 +569,26 @@ fn legend(out: &mut String, names: &[String]) {
     out.push_str("</div>");
 }
 
+/// A titled chart of shares (0 to 1) with its legend.
+fn shares_chart(
+    out: &mut String,
+    title: &str,
+    names: &[String],
+    lines: Vec<Line>,
+    span: (i64, i64),
+    window_ms: i64,
+) {
+    let _ = write!(out, "<h3>{}</h3>", esc(title));
+    legend(out, names);
+    out.push_str(&svg::line_chart(&LineChart::plain(
+        title,
+        span,
+        lines,
+        window_ms,
+        Some((0.0, 1.0)),
+    )));
+}
+
 fn predictions(out: &mut String, r: &Report, t0: i64, t1: i64, window_ms: i64) {
     out.push_str(r#"<section id="predictions"><h2>Predictions</h2>"#);
     if !not_read(out, r, "prediction_drift") {
@@ -610,15 +630,7 @@ fn predictions(out: &mut String, r: &Report, t0: i64, t1: i64, window_ms: i64) {
                     points,
                 })
                 .collect();
-            let _ = write!(out, "<h3>{}</h3>", esc(&title));
-            legend(out, &names);
-            out.push_str(&svg::line_chart(&LineChart::plain(
-                &title,
-                (t0, t1),
-                lines,
-                window_ms,
-                Some((0.0, 1.0)),
-            )));
+            shares_chart(out, &title, &names, lines, (t0, t1), window_ms);
         }
     }
     out.push_str("</section>");
@@ -638,38 +650,22 @@ fn performance(out: &mut String, r: &Report, t0: i64, t1: i64, window_ms: i64) {
         let pick = |f: fn(&super::PerfPoint) -> Option<f64>| -> Vec<(i64, f64)> {
             q.iter().filter_map(|p| f(p).map(|v| (p.end, v))).collect()
         };
-        let _ = write!(out, "<h3>{}</h3>", esc(&title));
-        legend(
-            out,
-            &[
-                "accuracy (labelled)".into(),
-                "estimated from confidence".into(),
-                "reference accuracy".into(),
-            ],
-        );
-        out.push_str(&svg::line_chart(&LineChart::plain(
-            &title,
-            (t0, t1),
-            vec![
-                Line {
-                    name: "accuracy".into(),
-                    class: "s0",
-                    points: pick(|p| p.accuracy),
-                },
-                Line {
-                    name: "estimated accuracy".into(),
-                    class: "s1",
-                    points: pick(|p| p.estimated),
-                },
-                Line {
-                    name: "reference accuracy".into(),
-                    class: "s2",
-                    points: pick(|p| p.reference),
-                },
-            ],
-            window_ms,
-            Some((0.0, 1.0)),
-        )));
+        let lines = [
+            ("accuracy (labelled)", pick(|p| p.accuracy)),
+            ("estimated from confidence", pick(|p| p.estimated)),
+            ("reference accuracy", pick(|p| p.reference)),
+        ];
+        let names: Vec<String> = lines.iter().map(|l| l.0.to_owned()).collect();
+        let lines = lines
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, points))| Line {
+                name: name.to_owned(),
+                class: CLASSES[i],
+                points,
+            })
+            .collect();
+        shares_chart(out, &title, &names, lines, (t0, t1), window_ms);
         if let Some(last) = q.back() {
             let _ = write!(
                 out,
@@ -705,15 +701,7 @@ fn performance(out: &mut String, r: &Report, t0: i64, t1: i64, window_ms: i64) {
                         .collect(),
                 })
                 .collect();
-            let _ = write!(out, "<h3>{}</h3>", esc(&title));
-            legend(out, &names);
-            out.push_str(&svg::line_chart(&LineChart::plain(
-                &title,
-                (t0, t1),
-                lines,
-                window_ms,
-                Some((0.0, 1.0)),
-            )));
+            shares_chart(out, &title, &names, lines, (t0, t1), window_ms);
         }
     }
     out.push_str("</section>");
