@@ -16,7 +16,9 @@ const HOSTILE: &str = "<img src=x onerror=alert(1)>";
 /// returns its output, the browser's console messages logged on standard error.
 fn chromium(page: &Path, mode: &str) -> Output {
     let profile = tempfile::tempdir().unwrap();
-    let o = Command::new("chromium")
+    // Bounded: a browser that hangs fails the test instead of the whole run.
+    let o = Command::new("timeout")
+        .args(["120", "chromium"])
         .args([
             "--headless",
             "--no-sandbox",
