@@ -60,7 +60,7 @@ pub struct Config {
     /// Email receivers, routing, grouping, inhibition and silences.
     #[serde(default)]
     pub notify: crate::notify::NotifyConfig,
-    /// The HTTP server: health, metrics, alerts, rules, silences.
+    /// The HTTP server: health, metrics, alerts, rules, silences, the report.
     #[serde(default)]
     pub http: crate::http::HttpConfig,
     /// OpenTelemetry export: alert state changes as log records, counters as metrics.

@@ -91,7 +91,8 @@ pub struct Common {
     /// Added to `baselines` of the config.
     #[arg(long, value_name = "FILE")]
     pub baseline: Vec<PathBuf>,
-    /// The HTTP server's address (health, metrics, alerts, rules, silences), or `off`.
+    /// The HTTP server's address (health, metrics, alerts, rules, silences, the report),
+    /// or `off`.
     /// `run` default: `http.listen` of the config, else 127.0.0.1:9797; `replay`: off.
     #[arg(long, value_name = "ADDR")]
     pub http: Option<String>,
@@ -851,6 +852,9 @@ async fn replay(args: ReplayArgs) -> Result<(), Failure> {
     .await?;
     // On standard error, as for `run`: standard output carries only the alerts.
     eprintln!("{}", summary_table(&summary));
+    if let Some(path) = &args.report {
+        eprintln!("report written to {}", path.display());
+    }
     Ok(())
 }
 

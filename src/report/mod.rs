@@ -180,7 +180,10 @@ struct DriftSeries {
 }
 
 /// (model, model version, column, prediction drift?)
-type DriftKey = (String, String, String, bool);
+/// (model, model version, column, prediction drift?, test): a column judged by another
+/// test (a small rolling reference gets a p-value test, a larger one a distance) is
+/// another series, its values on another scale.
+type DriftKey = (String, String, String, bool, String);
 
 #[derive(Debug, Clone, Default)]
 struct PerfPoint {
@@ -423,17 +426,20 @@ impl Report {
             self.client_rows(end, b);
         }
         for h in histograms {
-            let key = (
+            let (m, v) = (
                 h.model.clone().unwrap_or_default(),
                 clip(h.model_version.as_deref().unwrap_or_default()),
-                h.feature.clone(),
-                h.prediction,
             );
-            let Some(s) = self.drift.get_mut(&key) else {
-                continue;
-            };
-            // Only rows still drifted after false-discovery control.
-            let Some(&(_, Some(v), true)) = s.points.back().filter(|p| p.0 == end) else {
+            // The column's series of this window (whichever test judged it), when its
+            // row is still drifted after false-discovery control.
+            let found = self.drift.iter_mut().find_map(|(k, s)| {
+                let this = k.0 == m && k.1 == v && k.2 == h.feature && k.3 == h.prediction;
+                match s.points.back() {
+                    Some(&(t, Some(value), true)) if this && t == end => Some((s, value)),
+                    _ => None,
+                }
+            });
+            let Some((s, v)) = found else {
                 continue;
             };
             if s.histograms.len() < HISTOGRAMS_PER_FEATURE {
@@ -631,7 +637,13 @@ impl Report {
             let Some((m, v)) = self.segment(model, version, i) else {
                 continue;
             };
-            let key = (m, v, feature.value(i).to_owned(), predictions);
+            let key = (
+                m,
+                v,
+                feature.value(i).to_owned(),
+                predictions,
+                test_name.to_owned(),
+            );
             // The configured models' series are always kept.
             if !self.drift.contains_key(&key)
                 && self.drift.len() >= self.cfg.max_series

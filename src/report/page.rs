@@ -47,6 +47,7 @@ th,td{border-bottom:1px solid var(--line);padding:3px 8px;text-align:left;vertic
 th{background:var(--soft);font-weight:600}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
 code,.id{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px;word-break:break-all}
+section,details{scroll-margin-top:44px}
 details{margin:4px 0;border:1px solid var(--line);border-radius:5px;padding:4px 10px}
 details>summary{cursor:pointer}
 .sev{display:inline-block;border-radius:3px;padding:0 5px;font-size:11px;color:#fff;background:var(--muted)}
@@ -69,6 +70,9 @@ details>summary{cursor:pointer}
 .legend span{margin-right:12px;font-size:12px}.legend i{display:inline-block;width:14px;height:3px;margin-right:4px;vertical-align:middle}
 .note{background:#fff8e1;border-left:3px solid var(--amber);padding:6px 10px}
 "#;
+
+/// A drift series as the page lists it: its name there, its column, its points.
+type Column<'a> = (String, &'a str, &'a super::DriftSeries);
 
 /// A label's line of the label shares: its name, shares, share in the reference.
 type LabelLine<'a> = (&'a str, Vec<(i64, f64)>, f64);
@@ -485,13 +489,24 @@ fn drift(out: &mut String, r: &Report, t0: i64, t1: i64, window_ms: i64) {
         out.push_str("</section>");
         return;
     }
-    let mut models: BTreeMap<(&str, &str), Vec<(&str, &super::DriftSeries)>> = BTreeMap::new();
+    let mut models: BTreeMap<(&str, &str), Vec<Column>> = BTreeMap::new();
     for (k, s) in &r.drift {
         if !k.3 {
+            // A column judged by two tests in the span has a series for each.
+            let tests = r
+                .drift
+                .keys()
+                .filter(|o| o.0 == k.0 && o.1 == k.1 && o.2 == k.2 && !o.3)
+                .count();
+            let name = if tests > 1 {
+                format!("{} ({})", k.2, k.4)
+            } else {
+                k.2.clone()
+            };
             models
                 .entry((k.0.as_str(), k.1.as_str()))
                 .or_default()
-                .push((k.2.as_str(), s));
+                .push((name, k.2.as_str(), s));
         }
     }
     if r.models_refused > 0 || r.series_refused > 0 {
@@ -508,14 +523,14 @@ fn drift(out: &mut String, r: &Report, t0: i64, t1: i64, window_ms: i64) {
         let _ = write!(out, "<h3>{}</h3>", esc(&model_title(model, version)));
         let rows: Vec<(String, Vec<(i64, bool)>)> = cols
             .iter()
-            .map(|(f, s)| (f.to_string(), s.points.iter().map(|p| (p.0, p.2)).collect()))
+            .map(|(f, _, s)| (f.to_string(), s.points.iter().map(|p| (p.0, p.2)).collect()))
             .collect();
         out.push_str(&svg::matrix(&rows, t0, t1, window_ms));
-        let mut drifted: Vec<&(&str, &super::DriftSeries)> = cols
+        let mut drifted: Vec<&Column> = cols
             .iter()
-            .filter(|c| c.1.points.iter().any(|p| p.2))
+            .filter(|c| c.2.points.iter().any(|p| p.2))
             .collect();
-        drifted.sort_by_key(|c| std::cmp::Reverse(c.1.points.iter().filter(|p| p.2).count()));
+        drifted.sort_by_key(|c| std::cmp::Reverse(c.2.points.iter().filter(|p| p.2).count()));
         if drifted.is_empty() {
             out.push_str(r#"<p class="muted">No column drifted.</p>"#);
         }
@@ -526,19 +541,19 @@ fn drift(out: &mut String, r: &Report, t0: i64, t1: i64, window_ms: i64) {
                 drifted.len()
             );
         }
-        for (feature, s) in drifted.iter().take(MAX_COLUMN_CHARTS) {
+        for (feature, column, s) in drifted.iter().take(MAX_COLUMN_CHARTS) {
             let _ = write!(
                 out,
                 r#"<div class="figs drifted-feature" data-feature="{}">"#,
-                esc(feature)
+                esc(column)
             );
             out.push_str(&drift_chart(s, feature, t0, t1, window_ms));
             histograms(out, s, feature);
             out.push_str("</div>");
         }
-        let rest: Vec<&(&str, &super::DriftSeries)> = cols
+        let rest: Vec<&Column> = cols
             .iter()
-            .filter(|c| !c.1.points.iter().any(|p| p.2))
+            .filter(|c| !c.2.points.iter().any(|p| p.2))
             .take(MAX_COLUMN_CHARTS)
             .collect();
         if !rest.is_empty() {
@@ -547,7 +562,7 @@ fn drift(out: &mut String, r: &Report, t0: i64, t1: i64, window_ms: i64) {
                 r#"<details><summary>The {} columns that did not drift</summary><div class="figs">"#,
                 cols.len() - drifted.len()
             );
-            for (feature, s) in rest {
+            for (feature, _, s) in rest {
                 out.push_str(&drift_chart(s, feature, t0, t1, window_ms));
             }
             out.push_str("</div></details>");
@@ -597,7 +612,7 @@ fn predictions(out: &mut String, r: &Report, t0: i64, t1: i64, window_ms: i64) {
         }
         out.push_str(r#"<div class="figs">"#);
         for (k, s) in r.drift.iter().filter(|(k, _)| k.3) {
-            let title = format!("{}: {}", model_title(&k.0, &k.1), k.2);
+            let title = format!("{}: {} ({})", model_title(&k.0, &k.1), k.2, k.4);
             out.push_str(&drift_chart(s, &title, t0, t1, window_ms));
             histograms(out, s, &title);
         }
@@ -821,7 +836,7 @@ fn clients(out: &mut String, r: &Report, t0: i64, t1: i64, window_ms: i64) {
     }
     let _ = write!(
         out,
-        r#"<h3>Top clients</h3><p class="muted">Per statistic, the clients with its largest value in any window held (shares among clients with at least {} queries).</p><div class="figs">"#,
+        r#"<h3>Top clients</h3><p class="muted">Per statistic, the clients with the largest values of it in any window held, from the same table as above (shares among clients with at least {} queries).</p><div class="figs">"#,
         r.cfg.min_queries
     );
     for (j, stat) in CLIENT_STATS.iter().enumerate() {
@@ -861,6 +876,13 @@ fn pipeline(out: &mut String, r: &Report, t: &Totals, t0: i64, t1: i64, window_m
     let w = &r.windows;
     let series = |f: fn(&super::WindowRow) -> f64| -> Vec<(i64, f64)> {
         w.iter().map(|x| (x.end, f(x))).collect()
+    };
+    // The first window has no close before it: no processing time to draw.
+    let timed = |f: fn(&super::WindowRow) -> f64| -> Vec<(i64, f64)> {
+        w.iter()
+            .filter(|x| x.wall_ms > 0.0)
+            .map(|x| (x.end, f(x)))
+            .collect()
     };
     let chart = |title: &str, lines: Vec<Line>| {
         format!(
@@ -920,12 +942,12 @@ fn pipeline(out: &mut String, r: &Report, t: &Totals, t0: i64, t1: i64, window_m
             Line {
                 name: "wall ms".into(),
                 class: "s0",
-                points: series(|x| x.wall_ms),
+                points: timed(|x| x.wall_ms),
             },
             Line {
                 name: "rules ms".into(),
                 class: "s2",
-                points: series(|x| x.rules_ms),
+                points: timed(|x| x.rules_ms),
             },
         ],
     ));

@@ -92,6 +92,20 @@ impl Axes {
     }
 }
 
+/// The round number (1, 2, 2.5, 4 or 5 times a power of ten) at or above `x`: the top of
+/// an axis whose middle tick is then round too.
+pub(super) fn nice(x: f64) -> f64 {
+    if !(x.is_finite() && x > 0.0) {
+        return 1.0;
+    }
+    let p = 10f64.powf(x.log10().floor());
+    [1.0, 2.0, 2.5, 4.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * p)
+        .find(|&v| v >= x * (1.0 - 1e-12))
+        .unwrap_or(10.0 * p)
+}
+
 /// A number as an axis or tooltip prints it.
 pub fn num(x: f64) -> String {
     if x == 0.0 {
@@ -209,7 +223,7 @@ pub fn line_chart(c: &LineChart) -> String {
         let lo = if lo >= 0.0 { 0.0 } else { lo.max(-LIMIT) };
         let hi = hi.min(LIMIT);
         let hi = if hi > lo {
-            hi + (hi - lo) * 0.05
+            nice(hi - lo) + lo
         } else {
             lo + 1.0
         };

@@ -341,7 +341,13 @@ fn a_p_value_test_is_drawn_as_minus_log10_p_and_the_first_and_worst_distribution
             0.0,
         );
     }
-    let s = &r.drift[&("m".to_string(), String::new(), "x".to_string(), false)];
+    let s = &r.drift[&(
+        "m".to_string(),
+        String::new(),
+        "x".to_string(),
+        false,
+        "ks".to_string(),
+    )];
     let values: Vec<f64> = s.points.iter().map(|p| p.1.unwrap()).collect();
     for (got, want) in values
         .iter()
@@ -457,4 +463,44 @@ fn a_record_in_overlapping_windows_counts_once_among_the_rescored() {
     }
     let c = &r.rescored[&("m".to_string(), "c".to_string())];
     assert_eq!((c.rescored, c.mismatches, c.adversarial), (1, 1, 0));
+}
+
+#[test]
+fn axes_end_on_round_numbers() {
+    for (x, want) in [
+        (3.918, 4.0),
+        (0.454, 0.5),
+        (375_464.0, 400_000.0),
+        (35.761, 40.0),
+        (1.0, 1.0),
+        (0.021, 0.025),
+        (7.0, 10.0),
+    ] {
+        let got = svg::nice(x);
+        assert!((got - want).abs() <= want * 1e-12, "{x}: {got}");
+    }
+}
+
+#[test]
+fn a_column_judged_by_a_test_then_a_distance_has_a_series_for_each() {
+    // A small rolling reference gets KS (drawn as −log10 p), a larger one Wasserstein:
+    // two scales, never one line.
+    let mut r = Report::new(ReportConfig::default(), RunInfo::default());
+    let rows = [
+        drift_row("x", "ks", 0.3, Some(0.01), true),
+        drift_row("x", "wasserstein", 0.2, None, true),
+    ];
+    for (minute, b) in rows.into_iter().enumerate() {
+        r.window(
+            &window(minute as i64 + 1),
+            &[("feature_drift".into(), vec![b])],
+            Vec::new(),
+            |_, test| if test == "ks" { 0.05 } else { 0.1 },
+            0.0,
+        );
+    }
+    let tests: Vec<&str> = r.drift.keys().map(|k| k.4.as_str()).collect();
+    assert_eq!(tests, ["ks", "wasserstein"]);
+    let page = r.render(&Totals::default());
+    assert!(page.contains("x (ks)") && page.contains("x (wasserstein)"));
 }
