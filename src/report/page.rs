@@ -887,17 +887,7 @@ fn pipeline(out: &mut String, r: &Report, t: &Totals, t0: i64, t1: i64, window_m
     let chart = |title: &str, lines: Vec<Line>| {
         format!(
             "<figure>{}<figcaption>{}</figcaption></figure>",
-            svg::line_chart(&LineChart {
-                title,
-                t0,
-                t1,
-                lines,
-                threshold: None,
-                band: Vec::new(),
-                shaded: Vec::new(),
-                window_ms,
-                y_range: None,
-            }),
+            svg::line_chart(&LineChart::plain(title, (t0, t1), lines, window_ms, None)),
             esc(title)
         )
     };
