@@ -37,7 +37,6 @@ impl Pipeline {
         self.summary.records_read += read;
         for d in &decoded.dead {
             self.counters.record_bad(&source, d.position, &d.reason);
-            self.report_dead(&d.reason);
             self.dead_letter(DeadKind::Bad, &source, d)?;
         }
         self.summary.bad += decoded.dead.len() as u64;
@@ -63,7 +62,6 @@ impl Pipeline {
             };
             self.counters
                 .record_time_refused(&source, rec.position, why.code());
-            self.report_dead(&rec.reason);
             self.dead_letter(DeadKind::Bad, &source, &rec)?;
         }
         self.summary.bad += ingested.refused.len() as u64;
@@ -76,7 +74,6 @@ impl Pipeline {
                 raw: raw.record(index).to_vec(),
             };
             self.counters.record_late(&source, rec.position);
-            self.report_dead(&rec.reason);
             self.dead_letter(DeadKind::Late, &source, &rec)?;
         }
         self.summary.late += ingested.late_rows.len() as u64;
@@ -92,19 +89,12 @@ impl Pipeline {
         Ok(())
     }
 
-    fn report_dead(&self, reason: &str) {
-        if let Some(r) = &self.report {
-            crate::report::lock(r).dead_letter(reason);
-        }
-    }
-
     /// Writes the labels' dead letters and refreshes their counts.
     pub(super) fn labels_dead(
         &mut self,
         dead: Vec<crate::labels::DeadLabel>,
     ) -> Result<(), PipelineError> {
         for d in dead {
-            self.report_dead(&format!("label {}", d.reason));
             let rec = crate::decode::DeadRecord {
                 index: 0,
                 position: d.position,
@@ -125,6 +115,13 @@ impl Pipeline {
         source: &str,
         rec: &crate::decode::DeadRecord,
     ) -> Result<(), PipelineError> {
+        if let Some(r) = &self.report {
+            let mut r = crate::report::lock(r);
+            match kind {
+                DeadKind::Label => r.dead_letter(&format!("label {}", rec.reason)),
+                _ => r.dead_letter(&rec.reason),
+            }
+        }
         self.dead
             .write(kind, source, rec)
             .map_err(|source| PipelineError::Io {

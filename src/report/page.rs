@@ -489,16 +489,15 @@ fn drift(out: &mut String, r: &Report, t0: i64, t1: i64, window_ms: i64) {
         out.push_str("</section>");
         return;
     }
+    // A column judged by two tests in the span has a series for each.
+    let mut tests: BTreeMap<(&str, &str, &str), usize> = BTreeMap::new();
+    for k in r.drift.keys().filter(|k| !k.3) {
+        *tests.entry((&k.0, &k.1, &k.2)).or_default() += 1;
+    }
     let mut models: BTreeMap<(&str, &str), Vec<Column>> = BTreeMap::new();
     for (k, s) in &r.drift {
         if !k.3 {
-            // A column judged by two tests in the span has a series for each.
-            let tests = r
-                .drift
-                .keys()
-                .filter(|o| o.0 == k.0 && o.1 == k.1 && o.2 == k.2 && !o.3)
-                .count();
-            let name = if tests > 1 {
+            let name = if tests[&(k.0.as_str(), k.1.as_str(), k.2.as_str())] > 1 {
                 format!("{} ({})", k.2, k.4)
             } else {
                 k.2.clone()

@@ -172,22 +172,25 @@ fn open(out: &mut String, title: &str, height: f64) {
     );
 }
 
-fn time_axis(out: &mut String, a: &Axes, bottom: f64) {
-    let long = a.t1 - a.t0 > 86_400_000;
+/// The time axis of a chart: its line from `from` to `to` at `bottom`, and the start,
+/// middle and end of `(t0, t1)` under it (`x` places a time).
+fn time_axis(
+    out: &mut String,
+    (t0, t1): (i64, i64),
+    x: impl Fn(i64) -> f64,
+    (from, to): (f64, f64),
+    bottom: f64,
+) {
+    let long = t1 - t0 > 86_400_000;
     let _ = write!(
         out,
-        r#"<line class="axis" x1="{LEFT}" y1="{bottom}" x2="{}" y2="{bottom}"/>"#,
-        WIDTH - RIGHT
+        r#"<line class="axis" x1="{from:.1}" y1="{bottom:.1}" x2="{to:.1}" y2="{bottom:.1}"/>"#
     );
-    for (t, anchor) in [
-        (a.t0, "start"),
-        (a.t0 + (a.t1 - a.t0) / 2, "middle"),
-        (a.t1, "end"),
-    ] {
+    for (t, anchor) in [(t0, "start"), (t0 + (t1 - t0) / 2, "middle"), (t1, "end")] {
         let _ = write!(
             out,
             r#"<text class="tick" x="{:.1}" y="{:.1}" text-anchor="{anchor}">{}</text>"#,
-            a.x(t),
+            x(t),
             bottom + 13.0,
             clock(t, long)
         );
@@ -303,7 +306,13 @@ pub fn line_chart(c: &LineChart) -> String {
             num(v)
         );
     }
-    time_axis(&mut out, &a, HEIGHT - BOTTOM);
+    time_axis(
+        &mut out,
+        (a.t0, a.t1),
+        |t| a.x(t),
+        (LEFT, WIDTH - RIGHT),
+        HEIGHT - BOTTOM,
+    );
     if let Some(t) = c.threshold {
         let y = a.y(t);
         let _ = write!(
@@ -415,29 +424,8 @@ pub fn timeline(lanes: &[Lane], t0: i64, t1: i64) -> String {
         }
         out.push_str("</a>");
     }
-    let a = Axes {
-        t0,
-        t1,
-        y0: 0.0,
-        y1: 1.0,
-    };
     let bottom = TOP + lanes.len() as f64 * LANE + 2.0;
-    let long = t1 - t0 > 86_400_000;
-    let _ = write!(
-        out,
-        r#"<line class="axis" x1="{LABEL}" y1="{bottom:.1}" x2="{:.1}" y2="{bottom:.1}"/>"#,
-        width - RIGHT
-    );
-    for (t, anchor) in [(t0, "start"), (t0 + (t1 - t0) / 2, "middle"), (t1, "end")] {
-        let _ = write!(
-            out,
-            r#"<text class="tick" x="{:.1}" y="{:.1}" text-anchor="{anchor}">{}</text>"#,
-            x(t),
-            bottom + 13.0,
-            clock(t, long)
-        );
-    }
-    let _ = a;
+    time_axis(&mut out, (t0, t1), x, (LABEL, width - RIGHT), bottom);
     out.push_str("</svg>");
     out
 }
@@ -492,16 +480,7 @@ pub fn matrix(rows: &[(String, Vec<(i64, bool)>)], t0: i64, t1: i64, window_ms: 
         }
     }
     let bottom = TOP + rows.len() as f64 * ROW + 2.0;
-    let long = t1 - t0 > 86_400_000;
-    for (t, anchor) in [(t0, "start"), (t0 + (t1 - t0) / 2, "middle"), (t1, "end")] {
-        let _ = write!(
-            out,
-            r#"<text class="tick" x="{:.1}" y="{:.1}" text-anchor="{anchor}">{}</text>"#,
-            x(t),
-            bottom + 12.0,
-            clock(t, long)
-        );
-    }
+    time_axis(&mut out, (t0, t1), x, (LABEL, width - RIGHT), bottom);
     out.push_str("</svg>");
     out
 }

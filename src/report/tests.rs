@@ -232,7 +232,18 @@ fn dead_letter_reasons_are_counted_by_kind() {
 
 /// A `feature_drift`-like batch: one row of feature `x` per model, drifted.
 fn drift_rows(models: &[&str]) -> RecordBatch {
-    let n = models.len();
+    let rows: Vec<DriftRow> = models
+        .iter()
+        .map(|m| (*m, "x", "wasserstein", 0.5, None, true))
+        .collect();
+    drift_batch(&rows)
+}
+
+/// model, feature, test, statistic, adjusted p, drifted
+type DriftRow<'a> = (&'a str, &'a str, &'a str, f64, Option<f64>, bool);
+
+/// A `feature_drift`-like batch of these rows (no model version).
+fn drift_batch(rows: &[DriftRow]) -> RecordBatch {
     let schema = Arc::new(Schema::new(vec![
         Field::new("model", DataType::Utf8, true),
         Field::new("model_version", DataType::Utf8, true),
@@ -242,14 +253,21 @@ fn drift_rows(models: &[&str]) -> RecordBatch {
         Field::new("p_adjusted", DataType::Float64, true),
         Field::new("drifted", DataType::Boolean, false),
     ]));
+    let text = |v: Vec<&str>| -> ArrayRef { Arc::new(StringArray::from(v)) };
     let cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(models.to_vec())),
-        Arc::new(StringArray::from(vec![None::<&str>; n])),
-        Arc::new(StringArray::from(vec!["x"; n])),
-        Arc::new(StringArray::from(vec!["wasserstein"; n])),
-        Arc::new(Float64Array::from(vec![0.5; n])),
-        Arc::new(Float64Array::from(vec![None; n])),
-        Arc::new(datafusion::arrow::array::BooleanArray::from(vec![true; n])),
+        text(rows.iter().map(|r| r.0).collect()),
+        Arc::new(StringArray::from(vec![None::<&str>; rows.len()])),
+        text(rows.iter().map(|r| r.1).collect()),
+        text(rows.iter().map(|r| r.2).collect()),
+        Arc::new(Float64Array::from(
+            rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+        )),
+        Arc::new(Float64Array::from(
+            rows.iter().map(|r| r.4).collect::<Vec<_>>(),
+        )),
+        Arc::new(datafusion::arrow::array::BooleanArray::from(
+            rows.iter().map(|r| r.5).collect::<Vec<_>>(),
+        )),
     ];
     RecordBatch::try_new(schema, cols).unwrap()
 }
@@ -286,25 +304,7 @@ fn model_names_from_the_traffic_cannot_crowd_out_the_configured_models() {
 
 /// A `feature_drift` row of model `m`: feature, test, statistic, adjusted p, drifted.
 fn drift_row(feature: &str, test: &str, stat: f64, p: Option<f64>, drifted: bool) -> RecordBatch {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("model", DataType::Utf8, true),
-        Field::new("model_version", DataType::Utf8, true),
-        Field::new("feature", DataType::Utf8, false),
-        Field::new("test", DataType::Utf8, false),
-        Field::new("statistic", DataType::Float64, true),
-        Field::new("p_adjusted", DataType::Float64, true),
-        Field::new("drifted", DataType::Boolean, false),
-    ]));
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(vec!["m"])),
-        Arc::new(StringArray::from(vec![None::<&str>])),
-        Arc::new(StringArray::from(vec![feature])),
-        Arc::new(StringArray::from(vec![test])),
-        Arc::new(Float64Array::from(vec![stat])),
-        Arc::new(Float64Array::from(vec![p])),
-        Arc::new(datafusion::arrow::array::BooleanArray::from(vec![drifted])),
-    ];
-    RecordBatch::try_new(schema, cols).unwrap()
+    drift_batch(&[("m", feature, test, stat, p, drifted)])
 }
 
 fn histogram(feature: &str, prediction: bool) -> Histogram {
