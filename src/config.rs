@@ -461,6 +461,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), String> {
         self.decode.validate()?;
+        self.engine.validate()?;
         self.time.guard()?;
         if let SourceConfig::Kafka(k) = &self.source {
             k.validate()?;

@@ -232,9 +232,16 @@ pub struct LabelsState {
     models: Vec<(String, Vec<String>)>,
 }
 
+/// What the labels' reader thread hands on: a poll and, for a batch, each record
+/// decoded (on the reader thread, off the pipeline's).
+type Read = Result<(Poll, Vec<Result<DecodedLabel, String>>), SourceError>;
+
+/// A label record's time, model, request id and class.
+type DecodedLabel = (i64, String, String, String);
+
 /// The labels' reader thread's end.
 struct Feed {
-    rx: mpsc::Receiver<Result<Poll, SourceError>>,
+    rx: mpsc::Receiver<Read>,
     names: Vec<String>,
     ended: bool,
     /// How long the first windows wait for a quiet label source (`time.idle_timeout`).
@@ -358,9 +365,10 @@ impl Labels {
             source.resume(&inner.positions)?;
         }
         let (tx, rx) = mpsc::sync_channel(2);
+        let fields = inner.config.fields.clone();
         std::thread::Builder::new()
             .name("inferwatch-labels".into())
-            .spawn(move || read_labels(source, tx))
+            .spawn(move || read_labels(source, &fields, tx))
             .map_err(|e| SourceError::Kafka(format!("cannot start the label reader: {e}")))?;
         inner.feed = Some(Feed {
             rx,
@@ -495,12 +503,20 @@ impl Labels {
     }
 }
 
-/// The reader thread: polls the label source and hands on what it gives until the
-/// pipeline stops listening or the input ends.
-fn read_labels(mut source: Box<dyn Source>, tx: mpsc::SyncSender<Result<Poll, SourceError>>) {
+/// The reader thread: polls the label source, decodes the records of each batch, and
+/// hands on what it gives until the pipeline stops listening or the input ends.
+fn read_labels(mut source: Box<dyn Source>, fields: &LabelFields, tx: mpsc::SyncSender<Read>) {
     loop {
-        let p = source.poll();
-        let stop = matches!(p, Ok(Poll::End) | Err(_));
+        let p = source.poll().map(|p| {
+            let decoded = match &p {
+                Poll::Batch(raw) => (0..raw.len())
+                    .map(|i| decode_label(raw.record(i), fields))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            (p, decoded)
+        });
+        let stop = matches!(p, Ok((Poll::End, _)) | Err(_));
         if tx.send(p).is_err() || stop {
             return;
         }
@@ -743,16 +759,16 @@ impl Inner {
         if feed.ended {
             return Ok(false);
         }
-        let poll = if feed.idle {
+        let (poll, decoded) = if feed.idle {
             match feed.rx.try_recv() {
                 Ok(p) => p?,
                 Err(mpsc::TryRecvError::Empty) => return Ok(false),
-                Err(mpsc::TryRecvError::Disconnected) => Poll::End,
+                Err(mpsc::TryRecvError::Disconnected) => (Poll::End, Vec::new()),
             }
         } else {
             match feed.rx.recv() {
                 Ok(p) => p?,
-                Err(_) => Poll::End,
+                Err(_) => (Poll::End, Vec::new()),
             }
         };
         if let Poll::Idle | Poll::Waiting(_) = poll {
@@ -780,7 +796,6 @@ impl Inner {
         match poll {
             Poll::Batch(raw) => {
                 let name = feed.names.get(raw.partition).cloned().unwrap_or_default();
-                let fields = self.config.fields.clone();
                 for o in &raw.oversized {
                     self.totals.read += 1;
                     self.totals.malformed += 1;
@@ -791,10 +806,9 @@ impl Inner {
                         raw: o.head.clone(),
                     });
                 }
-                for i in 0..raw.len() {
+                for (i, label) in decoded.into_iter().enumerate() {
                     self.totals.read += 1;
-                    let bytes = raw.record(i);
-                    match decode_label(bytes, &fields) {
+                    match label {
                         Ok((ts, model, request_id, class)) => {
                             let seq = self.seq;
                             self.seq += 1;
@@ -816,7 +830,7 @@ impl Inner {
                                 source: format!("labels:{name}"),
                                 position: raw.positions[i],
                                 reason: format!("malformed label: {why}"),
-                                raw: bytes.to_vec(),
+                                raw: raw.record(i).to_vec(),
                             });
                         }
                     }
@@ -918,7 +932,7 @@ const MAX_TEXT: usize = 1024;
 
 /// A label record's time (RFC 3339 or epoch milliseconds), model, request id and class
 /// (a string, or a number or boolean written as JSON writes it).
-fn decode_label(bytes: &[u8], f: &LabelFields) -> Result<(i64, String, String, String), String> {
+fn decode_label(bytes: &[u8], f: &LabelFields) -> Result<DecodedLabel, String> {
     let v: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| format!("not JSON ({e})"))?;
     let get = |path: &str| -> Result<&serde_json::Value, String> {

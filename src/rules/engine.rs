@@ -45,7 +45,8 @@ use super::{Rule, RuleError};
 use crate::tables::{RESCORED, WindowTable};
 use crate::window::ClosedWindow;
 
-/// `engine:` in the config: limits for each rule's query.
+/// `engine:` in the config: limits for each rule's query, and the threads a window's
+/// tables are computed on.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EngineConfig {
@@ -56,6 +57,34 @@ pub struct EngineConfig {
     #[serde(with = "humantime_serde", default = "default_timeout")]
     #[schemars(with = "String")]
     pub rule_timeout: Duration,
+    /// Threads that compute a window's tables at once (default: one per core; 1: one
+    /// after another). Each table is a function of the window and its own state, so the
+    /// results are the same for any number.
+    #[serde(default)]
+    pub table_threads: Option<usize>,
+}
+
+/// Most table threads a config may ask for.
+const MAX_TABLE_THREADS: usize = 256;
+
+impl EngineConfig {
+    /// `table_threads`, or one per core.
+    pub fn table_threads(&self) -> usize {
+        self.table_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .clamp(1, MAX_TABLE_THREADS)
+        })
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        match self.table_threads {
+            Some(n) if !(1..=MAX_TABLE_THREADS).contains(&n) => Err(format!(
+                "engine.table_threads: {n} is not between 1 and {MAX_TABLE_THREADS}"
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 fn default_memory() -> usize {
@@ -70,6 +99,7 @@ impl Default for EngineConfig {
         Self {
             rule_memory_limit: default_memory(),
             rule_timeout: default_timeout(),
+            table_threads: None,
         }
     }
 }
@@ -222,6 +252,8 @@ pub struct Engine {
     /// Recording rules (`record:`): rule index → (index of its table, its rows).
     recorded: BTreeMap<usize, (usize, Slot)>,
     timeout: Duration,
+    /// Threads a window's tables are computed on.
+    table_threads: usize,
     /// Time spent per table (`table NAME`) and per rule (`rule ID`), for the summary.
     costs: std::sync::Mutex<BTreeMap<String, Duration>>,
     /// Tables whose rows of each window are handed out after the rules ran
@@ -328,6 +360,7 @@ impl Engine {
                 .collect(),
             recorded,
             timeout: config.rule_timeout,
+            table_threads: config.table_threads(),
             costs: Default::default(),
             keep: BTreeSet::new(),
             kept: Default::default(),
@@ -450,11 +483,15 @@ impl Engine {
             .flat_map(|&i| self.rules[i].uses.clone())
             .filter(|t| !computed.contains(t) && !table_errors.contains_key(t))
             .collect();
-        for &t in &needed {
+        let needed: Vec<usize> = needed.into_iter().collect();
+        for (t, rows, spent) in self.compute_tables(window, &needed) {
             let reg = &self.tables[t];
-            let started = std::time::Instant::now();
-            let rows = reg.table.compute(window);
-            self.charge(|| format!("table {}", reg.table.name()), started);
+            *self
+                .costs
+                .lock()
+                .expect("costs lock")
+                .entry(format!("table {}", reg.table.name()))
+                .or_default() += spent;
             computed.insert(t);
             match rows {
                 Ok(rows) => *reg.slot.write().expect("slot lock") = rows,
@@ -483,6 +520,52 @@ impl Engine {
             });
         }
         runs
+    }
+
+    /// Computes the tables `needed` of a window, on up to `table_threads` threads (each
+    /// takes the next table not yet taken); returns them in the order of `needed`, each
+    /// with the CPU time its thread spent on it (a table waiting for a sibling that
+    /// shares its computation spends none).
+    #[allow(clippy::type_complexity)]
+    fn compute_tables(
+        &self,
+        window: &ClosedWindow,
+        needed: &[usize],
+    ) -> Vec<(usize, Result<Vec<RecordBatch>, String>, Duration)> {
+        let one = |t: usize| {
+            let started = cpu_time::ThreadTime::now();
+            let rows = self.tables[t].table.compute(window);
+            (t, rows, started.elapsed())
+        };
+        let threads = self.table_threads.min(needed.len());
+        if threads <= 1 {
+            return needed.iter().map(|&t| one(t)).collect();
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let work = || {
+            let mut done = Vec::new();
+            loop {
+                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&t) = needed.get(k) else {
+                    return done;
+                };
+                done.push((k, one(t)));
+            }
+        };
+        let mut all: Vec<(usize, (usize, Result<Vec<RecordBatch>, String>, Duration))> =
+            std::thread::scope(|s| {
+                let helpers: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+                let mut all = work();
+                for h in helpers {
+                    match h.join() {
+                        Ok(done) => all.extend(done),
+                        Err(panic) => std::panic::resume_unwind(panic),
+                    }
+                }
+                all
+            });
+        all.sort_unstable_by_key(|(k, _)| *k);
+        all.into_iter().map(|(_, r)| r).collect()
     }
 
     async fn run(&self, r: &PreparedRule, w: &ClosedWindow) -> Result<Vec<RecordBatch>, String> {
@@ -769,6 +852,25 @@ mod tests {
         Engine::new(rules, tables(), &EngineConfig::default())
             .await
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn table_threads_are_checked_and_default_to_the_cores() {
+        let with = |n| EngineConfig {
+            table_threads: n,
+            ..EngineConfig::default()
+        };
+        for bad in [0, 257] {
+            let e = with(Some(bad)).validate().unwrap_err();
+            assert!(
+                e.contains("engine.table_threads") && e.contains(&bad.to_string()),
+                "{e}"
+            );
+        }
+        assert!(with(Some(1)).validate().is_ok() && with(Some(256)).validate().is_ok());
+        assert_eq!(with(Some(3)).table_threads(), 3);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(with(None).table_threads(), cores);
     }
 
     #[tokio::test]
