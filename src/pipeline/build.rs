@@ -303,6 +303,7 @@ async fn plan(
     };
     let mut clients_config = config.clients.clone();
     clients_config.sample_key = sample_key;
+    clients_config.threads = config.engine.table_threads();
     let crate::tables::StandardTables {
         tables,
         clients,

@@ -120,6 +120,9 @@ pub struct ClientsConfig {
     /// the state directory; 0 without one).
     #[serde(skip)]
     pub sample_key: u64,
+    /// Threads the per-client pass of a window runs on (`engine.table_threads`).
+    #[serde(skip)]
+    pub threads: usize,
 }
 
 impl Default for ClientsConfig {
@@ -137,6 +140,7 @@ impl Default for ClientsConfig {
             prada_distances: 2000,
             profile_set_cap: 4096,
             sample_key: 0,
+            threads: 1,
         }
     }
 }
@@ -1180,10 +1184,9 @@ impl Clients {
             .map(|(m, c)| (*m, entropy_bits(c.values().copied())))
             .collect();
 
-        let mut stats = StatsColumns::default();
-        let mut expected_memo: HashMap<(usize, u64), f64> = HashMap::new();
-        let mut active: Vec<u64> = Vec::new();
-        let mut scratch = Scratch::default();
+        // One group per (model, client), in the sorted order; each takes its profile
+        // out of the map while it is worked on (a fresh one for a new client).
+        let mut groups: Vec<Group> = Vec::new();
         let mut i = 0;
         while i < recs.len() {
             let (m, c) = (recs[i].model, recs[i].client);
@@ -1191,36 +1194,89 @@ impl Clients {
             while j < recs.len() && recs[j].model == m && recs[j].client == c {
                 j += 1;
             }
-            let group = &recs[i..j];
-            let model = &models.names[m as usize];
-            let client = &clients.names[c as usize];
-            self.window_row(
-                group,
-                refs[m as usize],
-                window_secs,
-                &mut expected_memo,
-                &mut stats,
-                model,
-                client,
-                pop_entropy.get(&m).copied().unwrap_or(0.0),
-                &mut scratch,
-                &f,
-            );
-            let key = client_key(model, client);
-            let fresh: Vec<&Rec> = group.iter().filter(|r| r.ts >= st.consumed_until).collect();
-            if !fresh.is_empty() {
-                let p = st.profiles.entry(key).or_insert_with(|| {
+            let key = client_key(&models.names[m as usize], &clients.names[c as usize]);
+            let fresh = recs[i..j].iter().any(|r| r.ts >= st.consumed_until);
+            let profile = fresh.then(|| {
+                st.profiles.remove(&key).unwrap_or_else(|| {
                     Arc::new(Profile {
-                        model: model.clone(),
-                        client: client.clone(),
+                        model: models.names[m as usize].clone(),
+                        client: clients.names[c as usize].clone(),
                         ..Profile::default()
                     })
-                });
-                let near_radius = refs[m as usize].near_radius;
-                self.update_profile(Arc::make_mut(p), &fresh, &labels, &f, near_radius);
-            }
-            active.push(key);
+                })
+            });
+            groups.push(Group {
+                range: (i, j),
+                key,
+                profile,
+            });
             i = j;
+        }
+        // The groups are independent: contiguous runs of them (of about equal numbers of
+        // records) go to the threads, and their rows are joined in the same order.
+        let ctx = PassContext {
+            recs: &recs,
+            models: &models,
+            clients: &clients,
+            labels: &labels,
+            f: &f,
+            refs: &refs,
+            window_secs,
+            pop_entropy: &pop_entropy,
+            consumed_until: st.consumed_until,
+        };
+        let threads = if recs.len() >= PARALLEL_RECORDS {
+            self.cfg.threads.clamp(1, groups.len().max(1))
+        } else {
+            1
+        };
+        let mut stats = StatsColumns::default();
+        let mut expected_memo: HashMap<(usize, u64), f64> = HashMap::new();
+        if threads <= 1 {
+            self.client_pass(&ctx, &mut groups, &mut stats, &mut expected_memo);
+        } else {
+            let per = recs.len().div_ceil(threads);
+            let mut runs: Vec<&mut [Group]> = Vec::with_capacity(threads);
+            let mut rest: &mut [Group] = &mut groups;
+            while !rest.is_empty() {
+                let mut n = 0;
+                let mut records = 0;
+                while n < rest.len() && (records < per || n == 0) {
+                    records += rest[n].range.1 - rest[n].range.0;
+                    n += 1;
+                }
+                let (run, tail) = rest.split_at_mut(n);
+                runs.push(run);
+                rest = tail;
+            }
+            let parts: Vec<StatsColumns> = std::thread::scope(|scope| {
+                let handles: Vec<_> = runs
+                    .into_iter()
+                    .map(|run| {
+                        let ctx = &ctx;
+                        scope.spawn(move || {
+                            let mut stats = StatsColumns::default();
+                            let mut memo = HashMap::new();
+                            self.client_pass(ctx, run, &mut stats, &mut memo);
+                            stats
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect()
+            });
+            for part in parts {
+                stats.append(part);
+            }
+        }
+        let mut active: Vec<u64> = Vec::with_capacity(groups.len());
+        for g in groups {
+            if let Some(p) = g.profile {
+                st.profiles.insert(g.key, p);
+            }
+            active.push(g.key);
         }
         if w.end_ms > st.consumed_until {
             st.consumed_until = w.end_ms;
@@ -1261,6 +1317,43 @@ impl Clients {
             stats: stats.finish(self.stats_schema.clone())?,
             profile,
         })
+    }
+
+    /// The window's row of each group and the update of its profile.
+    fn client_pass(
+        &self,
+        ctx: &PassContext<'_>,
+        groups: &mut [Group],
+        stats: &mut StatsColumns,
+        memo: &mut HashMap<(usize, u64), f64>,
+    ) {
+        let mut scratch = Scratch::default();
+        for g in groups {
+            let group = &ctx.recs[g.range.0..g.range.1];
+            let m = group[0].model;
+            let model = &ctx.models.names[m as usize];
+            let client = &ctx.clients.names[group[0].client as usize];
+            self.window_row(
+                group,
+                ctx.refs[m as usize],
+                ctx.window_secs,
+                memo,
+                stats,
+                model,
+                client,
+                ctx.pop_entropy.get(&m).copied().unwrap_or(0.0),
+                &mut scratch,
+                ctx.f,
+            );
+            if let Some(p) = g.profile.as_mut() {
+                let fresh: Vec<&Rec> = group
+                    .iter()
+                    .filter(|r| r.ts >= ctx.consumed_until)
+                    .collect();
+                let near_radius = ctx.refs[m as usize].near_radius;
+                self.update_profile(Arc::make_mut(p), &fresh, ctx.labels, ctx.f, near_radius);
+            }
+        }
     }
 
     /// Marks each answer whose margin is under the `low_margin_quantile` of its model's
@@ -1746,6 +1839,32 @@ struct Scratch {
     labels: HashMap<u32, u64>,
 }
 
+/// A window's records of one (model, client): `recs[range.0..range.1]`, its profile's
+/// key, and the profile, taken out of the map while it is updated (None when the
+/// group has no record the profile has not taken yet).
+struct Group {
+    range: (usize, usize),
+    key: u64,
+    profile: Option<Arc<Profile>>,
+}
+
+/// What every group of a window's per-client pass reads.
+struct PassContext<'a> {
+    recs: &'a [Rec],
+    models: &'a Interner,
+    clients: &'a Interner,
+    labels: &'a Interner,
+    f: &'a Features,
+    refs: &'a [&'a Reference],
+    window_secs: f64,
+    pop_entropy: &'a HashMap<u32, f64>,
+    consumed_until: i64,
+}
+
+/// Records in a window under which its per-client pass runs on one thread (spawning
+/// threads would cost more than it saves).
+const PARALLEL_RECORDS: usize = 1024;
+
 /// Distinct inputs a near-duplicate is looked for among.
 const RECENT: usize = 16;
 
@@ -1858,6 +1977,27 @@ fn f64s(v: Vec<f64>) -> ArrayRef {
 }
 
 impl StatsColumns {
+    /// Appends the rows of `other`.
+    fn append(&mut self, mut other: StatsColumns) {
+        self.model.append(&mut other.model);
+        self.client.append(&mut other.client);
+        self.queries.append(&mut other.queries);
+        self.qps.append(&mut other.qps);
+        self.latency.append(&mut other.latency);
+        self.distinct.append(&mut other.distinct);
+        self.near.append(&mut other.near);
+        self.ood.append(&mut other.ood);
+        self.atypical.append(&mut other.atypical);
+        self.coverage.append(&mut other.coverage);
+        self.low.append(&mut other.low);
+        self.boundary.append(&mut other.boundary);
+        self.low_margin.append(&mut other.low_margin);
+        self.low_margin_p.append(&mut other.low_margin_p);
+        self.entropy.append(&mut other.entropy);
+        self.pop_entropy.append(&mut other.pop_entropy);
+        self.errors.append(&mut other.errors);
+    }
+
     fn finish(self, schema: SchemaRef) -> Result<RecordBatch, String> {
         let cols: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from(self.model)),

@@ -472,3 +472,45 @@ fn low_margins_need_five_clients_in_the_window() {
     assert_eq!(share.len(), 4);
     assert!(share.values().all(Option::is_none), "{share:?}");
 }
+
+#[test]
+fn the_per_client_pass_gives_the_same_rows_on_any_number_of_threads() {
+    // 60 clients of unequal sizes, over a thousand records a window (the pass runs on
+    // several threads from `PARALLEL_RECORDS` on), with repeats, near-duplicates and
+    // new categories; three windows, so that profiles carry over.
+    let windows: Vec<Vec<Value>> = (0..3)
+        .map(|w| {
+            (0..60)
+                .flat_map(|c| {
+                    let n = 5 + (c * 7 + w * 3) % 50;
+                    (0..n).map(move |i| {
+                        let x = ((c * 31 + i * 17 + w * 5) % 100) as f64 + (i % 3) as f64 * 0.001;
+                        let cat = if i % 11 == 0 { "b" } else { "a" };
+                        query(&format!("client-{c}"), w * 1000 + i, x, cat)
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    assert!(windows.iter().all(|w| w.len() > super::PARALLEL_RECORDS));
+    let run = |threads: usize| {
+        let c = clients_with(&ClientsConfig {
+            threads,
+            ..config()
+        });
+        c.computed(&window(0, &reference())).unwrap();
+        windows
+            .iter()
+            .enumerate()
+            .map(|(i, records)| {
+                let got = c.computed(&window(i as i64 + 1, records)).unwrap();
+                (got.stats.clone(), got.profile.clone())
+            })
+            .collect::<Vec<_>>()
+    };
+    let one = run(1);
+    assert_eq!(one[0].0.num_rows(), 60);
+    for threads in [2, 4] {
+        assert_eq!(run(threads), one, "{threads} threads");
+    }
+}
