@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# How throughput scales with decoding threads and with record width. Records are made
+# How throughput scales with threads (decoding, and a window's tables) and with record
+# width. Records are made
 # here (Python, standard library): RECORDS records from 200 clients, each with WIDTH
 # numeric features (normal, one decimal place, ~7 bytes each), about 16 records/s of
 # event time. Each cell is a replay with the default rules (the drift and per-client
 # tables on every declared feature), the median of RUNS runs.
 #
-#   bench/scaling.sh [THREADS] [DECLARED]     default: "1 2 3" "10 64 256"
+#   bench/scaling.sh [THREADS] [DECLARED]     default: "1/1 1/2 2/2" "10 64 256"
 #
 # Table 1: records with 256 features, DECLARED of them in the config (cost should follow
-# what the tables read, not the record). Table 2: the 64-feature records, per thread
-# count. RECORDS (default 300000), RUNS (3).
+# what the tables read, not the record). Table 2: the 64-feature records, per
+# DECODE/TABLES threads (`decode.threads` / `engine.table_threads`; 1/1 runs everything
+# on two threads, reading+decoding and the rest). RECORDS (default 300000), RUNS (3).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-read -r -a threads <<<"${1:-1 2 3}"
+read -r -a threads <<<"${1:-1/1 1/2 2/2}"
 read -r -a declared <<<"${2:-10 64 256}"
 records=${RECORDS:-300000}
 runs=${RUNS:-3}
@@ -43,11 +45,12 @@ with open(path, "w") as out:
 PY
 bytes=$(stat -c %s "$work/wide.jsonl")
 
-config() { # $1 = declared features, $2 = threads (or "default")
+config() { # $1 = declared features, $2 = DECODE/TABLES threads (or "default")
   {
     echo "source: {type: file, paths: []}"
+    [ "$2" = default ] || echo "engine: {table_threads: ${2#*/}}"
     echo "decode:"
-    [ "$2" = default ] || echo "  threads: $2"
+    [ "$2" = default ] || echo "  threads: ${2%/*}"
     echo "  features:"
     for j in $(seq 0 $(($1 - 1))); do echo "    - {name: f$j, type: numerical}"; done
     echo "time: {allowed_lateness: 5s}"
@@ -90,7 +93,7 @@ with open(sys.argv[1]) as src, open(sys.argv[2], "w") as out:
         out.write(json.dumps(r, separators=(",", ":")) + "\n")
 PY
 echo
-echo "| decoding threads (64 features) | records/s | peak RSS (MiB) |"
+echo "| decoding / table threads (64 features) | records/s | peak RSS (MiB) |"
 echo "|---:|---:|---:|"
 for t in "${threads[@]}"; do
   config 64 "$t"

@@ -1187,6 +1187,7 @@ impl Clients {
         // One group per (model, client), in the sorted order; each takes its profile
         // out of the map while it is worked on (a fresh one for a new client).
         let mut groups: Vec<Group> = Vec::new();
+        let mut taken: Set = Set::default();
         let mut i = 0;
         while i < recs.len() {
             let (m, c) = (recs[i].model, recs[i].client);
@@ -1196,7 +1197,10 @@ impl Clients {
             }
             let key = client_key(&models.names[m as usize], &clients.names[c as usize]);
             let fresh = recs[i..j].iter().any(|r| r.ts >= st.consumed_until);
-            let profile = fresh.then(|| {
+            // Two (model, client) pairs with one key (a hash collision) share a profile,
+            // as they always did: the later one updates it after the pass.
+            let shared = !taken.insert(key);
+            let profile = (fresh && !shared).then(|| {
                 st.profiles.remove(&key).unwrap_or_else(|| {
                     Arc::new(Profile {
                         model: models.names[m as usize].clone(),
@@ -1209,6 +1213,7 @@ impl Clients {
                 range: (i, j),
                 key,
                 profile,
+                later: fresh && shared,
             });
             i = j;
         }
@@ -1272,11 +1277,39 @@ impl Clients {
             }
         }
         let mut active: Vec<u64> = Vec::with_capacity(groups.len());
+        let mut later = Vec::new();
         for g in groups {
             if let Some(p) = g.profile {
                 st.profiles.insert(g.key, p);
             }
+            if g.later {
+                later.push(g.range);
+            }
             active.push(g.key);
+        }
+        for (i, j) in later {
+            let group = &recs[i..j];
+            let m = group[0].model;
+            let (model, client) = (
+                &models.names[m as usize],
+                &clients.names[group[0].client as usize],
+            );
+            let p = st
+                .profiles
+                .entry(client_key(model, client))
+                .or_insert_with(|| {
+                    Arc::new(Profile {
+                        model: model.clone(),
+                        client: client.clone(),
+                        ..Profile::default()
+                    })
+                });
+            let fresh: Vec<&Rec> = group
+                .iter()
+                .filter(|r| r.ts >= st.consumed_until)
+                .collect();
+            let near_radius = refs[m as usize].near_radius;
+            self.update_profile(Arc::make_mut(p), &fresh, &labels, &f, near_radius);
         }
         if w.end_ms > st.consumed_until {
             st.consumed_until = w.end_ms;
@@ -1841,11 +1874,14 @@ struct Scratch {
 
 /// A window's records of one (model, client): `recs[range.0..range.1]`, its profile's
 /// key, and the profile, taken out of the map while it is updated (None when the
-/// group has no record the profile has not taken yet).
+/// group has no record the profile has not taken yet, or shares its key with an
+/// earlier group: then `later`, when it has such records, says it updates the profile
+/// after the pass).
 struct Group {
     range: (usize, usize),
     key: u64,
     profile: Option<Arc<Profile>>,
+    later: bool,
 }
 
 /// What every group of a window's per-client pass reads.
