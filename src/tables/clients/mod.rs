@@ -1304,10 +1304,7 @@ impl Clients {
                         ..Profile::default()
                     })
                 });
-            let fresh: Vec<&Rec> = group
-                .iter()
-                .filter(|r| r.ts >= st.consumed_until)
-                .collect();
+            let fresh: Vec<&Rec> = group.iter().filter(|r| r.ts >= st.consumed_until).collect();
             let near_radius = refs[m as usize].near_radius;
             self.update_profile(Arc::make_mut(p), &fresh, &labels, &f, near_radius);
         }
