@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Replay throughput on the independent evaluation traffic: the hours and configs that
 # bench/eval_detection.sh generates and writes (run it first for the models and seed
-# asked for here), all default rules, model re-scoring on, with their delayed labels.
+# asked for here): the default rules and its performance probe rule, model re-scoring
+# on, with their delayed labels. Dead letters go to the eval cache's run folder, as
+# there.
 # Each row is the median of RUNS replays (range in brackets) of the hour unpacked to a
 # plain file first (so that gunzip is not measured), with CPU time and peak memory.
 #

@@ -15,6 +15,9 @@
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 read -r -a threads <<<"${1:-1/1 1/2 2/2}"
+for t in "${threads[@]}"; do
+  [[ "$t" =~ ^[0-9]+/[0-9]+$ ]] || { echo "threads are DECODE/TABLES pairs (1/2), not $t" >&2; exit 2; }
+done
 read -r -a declared <<<"${2:-10 64 256}"
 records=${RECORDS:-300000}
 runs=${RUNS:-3}

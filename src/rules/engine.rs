@@ -61,6 +61,7 @@ pub struct EngineConfig {
     /// after another). Each table is a function of the window and its own state, so the
     /// results are the same for any number.
     #[serde(default)]
+    #[schemars(range(min = 1, max = 256))]
     pub table_threads: Option<usize>,
 }
 
@@ -523,9 +524,10 @@ impl Engine {
     }
 
     /// Computes the tables `needed` of a window, on up to `table_threads` threads (each
-    /// takes the next table not yet taken); returns them in the order of `needed`, each
-    /// with the CPU time its thread spent on it (a table waiting for a sibling that
-    /// shares its computation spends none).
+    /// takes the next table not yet taken: one table of each shared computation first,
+    /// so that two threads do not both wait on one); returns them in the order of
+    /// `needed`, each with the CPU time its thread spent on it (a table waiting for a
+    /// sibling that shares its computation spends none).
     #[allow(clippy::type_complexity)]
     fn compute_tables(
         &self,
@@ -541,15 +543,19 @@ impl Engine {
         if threads <= 1 {
             return needed.iter().map(|&t| one(t)).collect();
         }
+        let mut first: BTreeSet<&str> = BTreeSet::new();
+        let (mut queue, rest): (Vec<usize>, Vec<usize>) = (0..needed.len())
+            .partition(|&k| first.insert(self.tables[needed[k]].table.computation()));
+        queue.extend(rest);
         let next = std::sync::atomic::AtomicUsize::new(0);
         let work = || {
             let mut done = Vec::new();
             loop {
-                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(&t) = needed.get(k) else {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&k) = queue.get(i) else {
                     return done;
                 };
-                done.push((k, one(t)));
+                done.push((k, one(needed[k])));
             }
         };
         let mut all: Vec<(usize, (usize, Result<Vec<RecordBatch>, String>, Duration))> =
@@ -870,7 +876,7 @@ mod tests {
         assert!(with(Some(1)).validate().is_ok() && with(Some(256)).validate().is_ok());
         assert_eq!(with(Some(3)).table_threads(), 3);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        assert_eq!(with(None).table_threads(), cores);
+        assert_eq!(with(None).table_threads(), cores.min(256));
     }
 
     #[tokio::test]

@@ -186,7 +186,9 @@ pub(crate) fn p_value_agrees(got: f64, want: f64) -> bool {
 
 /// Shannon entropy in bits of a distribution given by counts; 0 for no counts.
 pub fn entropy_bits(counts: impl IntoIterator<Item = u64>) -> f64 {
-    let counts: Vec<u64> = counts.into_iter().filter(|&c| c > 0).collect();
+    // Sorted: the sum is the same whatever order a map hands the counts in.
+    let mut counts: Vec<u64> = counts.into_iter().filter(|&c| c > 0).collect();
+    counts.sort_unstable();
     let total: u64 = counts.iter().sum();
     if total == 0 {
         return 0.0;

@@ -30,12 +30,18 @@ pub trait WindowTable: Send + Sync {
     fn name(&self) -> &str;
     fn schema(&self) -> SchemaRef;
     fn compute(&self, window: &ClosedWindow) -> Result<Vec<RecordBatch>, String>;
+    /// Tables that share one computation share this name (the first of them to be
+    /// computed does the work): tables computed side by side start with one of each.
+    fn computation(&self) -> &str {
+        self.name()
+    }
 }
 
 /// A table whose one batch per window another part computes (the client and drift
 /// tables: several tables share one computation, cached per window by its owner).
 pub struct DerivedTable {
     name: &'static str,
+    computation: &'static str,
     schema: SchemaRef,
     rows: Box<RowsFn>,
 }
@@ -50,8 +56,19 @@ impl DerivedTable {
         schema: SchemaRef,
         rows: impl Fn(&ClosedWindow) -> Result<RecordBatch, String> + Send + Sync + 'static,
     ) -> Arc<dyn WindowTable> {
+        Self::of(name, name, schema, rows)
+    }
+
+    /// A table of the shared computation `computation`.
+    pub fn of(
+        computation: &'static str,
+        name: &'static str,
+        schema: SchemaRef,
+        rows: impl Fn(&ClosedWindow) -> Result<RecordBatch, String> + Send + Sync + 'static,
+    ) -> Arc<dyn WindowTable> {
         Arc::new(Self {
             name,
+            computation,
             schema,
             rows: Box::new(rows),
         })
@@ -67,6 +84,9 @@ impl WindowTable for DerivedTable {
     }
     fn compute(&self, w: &ClosedWindow) -> Result<Vec<RecordBatch>, String> {
         Ok(vec![(self.rows)(w)?])
+    }
+    fn computation(&self) -> &str {
+        self.computation
     }
 }
 

@@ -1001,14 +1001,20 @@ impl Clients {
         let (stats, profile) = (self.clone(), self.clone());
         vec![
             // `client_stats`: one row per (model, client) of the window.
-            DerivedTable::shared("client_stats", self.stats_schema.clone(), move |w| {
-                Ok(stats.computed(w)?.stats.clone())
-            }),
+            DerivedTable::of(
+                "clients",
+                "client_stats",
+                self.stats_schema.clone(),
+                move |w| Ok(stats.computed(w)?.stats.clone()),
+            ),
             // `client_profile`: the long-horizon profile of each (model, client) active
             // in the window, as of the window's end.
-            DerivedTable::shared("client_profile", self.profile_schema.clone(), move |w| {
-                Ok(profile.computed(w)?.profile.clone())
-            }),
+            DerivedTable::of(
+                "clients",
+                "client_profile",
+                self.profile_schema.clone(),
+                move |w| Ok(profile.computed(w)?.profile.clone()),
+            ),
         ]
     }
 

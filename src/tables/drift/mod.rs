@@ -443,17 +443,20 @@ impl Drift {
         let (f, p, l) = (self.clone(), self.clone(), self.clone());
         vec![
             // One row per model and declared feature with a reference.
-            DerivedTable::shared("feature_drift", self.schema.clone(), move |w| {
+            DerivedTable::of("drift", "feature_drift", self.schema.clone(), move |w| {
                 Ok(f.computed(w)?.features.clone())
             }),
             // One row per model and output (`label`, `score`).
-            DerivedTable::shared("prediction_drift", self.schema.clone(), move |w| {
+            DerivedTable::of("drift", "prediction_drift", self.schema.clone(), move |w| {
                 Ok(p.computed(w)?.predictions.clone())
             }),
             // Per model and label, its share now and in the reference.
-            DerivedTable::shared("label_shares", self.shares_schema.clone(), move |w| {
-                Ok(l.computed(w)?.shares.clone())
-            }),
+            DerivedTable::of(
+                "drift",
+                "label_shares",
+                self.shares_schema.clone(),
+                move |w| Ok(l.computed(w)?.shares.clone()),
+            ),
         ]
     }
 
