@@ -769,6 +769,15 @@ impl From<ClientsSnapshotV4> for ClientsSnapshot {
 }
 
 impl Profile {
+    /// A new client's empty profile.
+    fn new(model: &str, client: &str) -> Arc<Profile> {
+        Arc::new(Profile {
+            model: model.to_owned(),
+            client: client.to_owned(),
+            ..Profile::default()
+        })
+    }
+
     /// Estimated heap footprint, from capacities: what the allocator really holds for
     /// the profile, its map entry and its `Arc`, with 16 bytes of allocator overhead per
     /// allocation (glibc). Hash sets: one u64 and one control byte per bucket.
@@ -1208,11 +1217,7 @@ impl Clients {
             let shared = !taken.insert(key);
             let profile = (fresh && !shared).then(|| {
                 st.profiles.remove(&key).unwrap_or_else(|| {
-                    Arc::new(Profile {
-                        model: models.names[m as usize].clone(),
-                        client: clients.names[c as usize].clone(),
-                        ..Profile::default()
-                    })
+                    Profile::new(&models.names[m as usize], &clients.names[c as usize])
                 })
             });
             groups.push(Group {
@@ -1289,30 +1294,19 @@ impl Clients {
                 st.profiles.insert(g.key, p);
             }
             if g.later {
-                later.push(g.range);
+                later.push((g.range, g.key));
             }
             active.push(g.key);
         }
-        for (i, j) in later {
+        for ((i, j), key) in later {
             let group = &recs[i..j];
-            let m = group[0].model;
-            let (model, client) = (
-                &models.names[m as usize],
-                &clients.names[group[0].client as usize],
-            );
-            let p = st
-                .profiles
-                .entry(client_key(model, client))
-                .or_insert_with(|| {
-                    Arc::new(Profile {
-                        model: model.clone(),
-                        client: client.clone(),
-                        ..Profile::default()
-                    })
-                });
-            let fresh: Vec<&Rec> = group.iter().filter(|r| r.ts >= st.consumed_until).collect();
-            let near_radius = refs[m as usize].near_radius;
-            self.update_profile(Arc::make_mut(p), &fresh, &labels, &f, near_radius);
+            let p = st.profiles.entry(key).or_insert_with(|| {
+                Profile::new(
+                    &models.names[group[0].model as usize],
+                    &clients.names[group[0].client as usize],
+                )
+            });
+            self.take_fresh(&ctx, group, p);
         }
         if w.end_ms > st.consumed_until {
             st.consumed_until = w.end_ms;
@@ -1382,14 +1376,19 @@ impl Clients {
                 ctx.f,
             );
             if let Some(p) = g.profile.as_mut() {
-                let fresh: Vec<&Rec> = group
-                    .iter()
-                    .filter(|r| r.ts >= ctx.consumed_until)
-                    .collect();
-                let near_radius = ctx.refs[m as usize].near_radius;
-                self.update_profile(Arc::make_mut(p), &fresh, ctx.labels, ctx.f, near_radius);
+                self.take_fresh(ctx, group, p);
             }
         }
+    }
+
+    /// Updates a group's profile with the group's records it has not taken yet.
+    fn take_fresh(&self, ctx: &PassContext<'_>, group: &[Rec], p: &mut Arc<Profile>) {
+        let fresh: Vec<&Rec> = group
+            .iter()
+            .filter(|r| r.ts >= ctx.consumed_until)
+            .collect();
+        let near_radius = ctx.refs[group[0].model as usize].near_radius;
+        self.update_profile(Arc::make_mut(p), &fresh, ctx.labels, ctx.f, near_radius);
     }
 
     /// Marks each answer whose margin is under the `low_margin_quantile` of its model's
