@@ -13,14 +13,17 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, make_array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array, make_array,
+};
 use datafusion::arrow::buffer::NullBuffer;
-use datafusion::arrow::compute::{concat_batches, filter_record_batch};
+use datafusion::arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::json::ReaderBuilder;
 use datafusion::arrow::json::reader::Decoder;
 use serde::Deserialize;
 
+mod direct;
 mod raw;
 pub use raw::{Oversized, PartitionId, RawBatch};
 
@@ -384,15 +387,29 @@ impl Node {
 }
 
 /// Decodes raw batches; one per pipeline (it holds no per-batch state).
+///
+/// Each record is first tried by the direct decoder ([`direct`]); those it hands back
+/// (unusual or bad ones) go through arrow-json, which decodes them or says why not.
 pub struct BatchDecoder {
     decoders: Decoders,
+    direct: Option<direct::Plan>,
 }
 
 impl BatchDecoder {
     pub fn new(config: &DecodeConfig) -> Result<Self, String> {
-        Ok(Self {
-            decoders: Decoders::new(config)?,
-        })
+        let decoders = Decoders::new(config)?;
+        let direct = direct::Plan::new(&decoders.paths, decoders.relaxed_schema.clone());
+        Ok(Self { decoders, direct })
+    }
+
+    /// A decoder that reads every record with arrow-json (the reference the direct
+    /// decoder is tested against).
+    #[cfg(test)]
+    fn arrow_only(config: &DecodeConfig) -> Self {
+        Self {
+            direct: None,
+            ..Self::new(config).expect("valid config")
+        }
     }
 
     pub fn events_schema(&self) -> SchemaRef {
@@ -411,10 +428,75 @@ impl BatchDecoder {
             })
             .collect();
         let mut parts = Vec::new();
-        self.scan(raw, &mut parts, &mut dead);
+        let rest = self.decode_direct(raw, &mut parts);
+        if rest.len() == raw.len() {
+            self.decode_arrow(raw, &mut parts, &mut dead);
+        } else if !rest.is_empty() {
+            let mut sub = RawBatch::with_capacity(raw.partition, (0, rest.len()));
+            for &i in &rest {
+                sub.push(raw.record(i), raw.positions[i]);
+            }
+            let mut sub_parts = Vec::new();
+            let first_dead = dead.len();
+            self.decode_arrow(&sub, &mut sub_parts, &mut dead);
+            for d in &mut dead[first_dead..] {
+                d.index = rest[d.index];
+            }
+            for (batch, rows) in sub_parts {
+                parts.push((batch, rows.into_iter().map(|j| rest[j]).collect()));
+            }
+        }
         let (events, rows) = self.finish(raw, parts, &mut dead);
         dead.sort_by_key(|d| d.position);
         Decoded { events, rows, dead }
+    }
+
+    /// Decodes the records the direct decoder accepts into one part; returns the
+    /// others' indices.
+    fn decode_direct(
+        &self,
+        raw: &RawBatch,
+        parts: &mut Vec<(RecordBatch, Vec<usize>)>,
+    ) -> Vec<usize> {
+        let Some(plan) = &self.direct else {
+            return (0..raw.len()).collect();
+        };
+        let mut batch = direct::DirectBatch::new(plan, raw.len());
+        let mut rows = Vec::with_capacity(raw.len());
+        let mut rest = Vec::new();
+        for i in 0..raw.len() {
+            if batch.push(raw.record(i)) {
+                rows.push(i);
+            } else {
+                rest.push(i);
+            }
+        }
+        debug_assert_eq!(batch.rows(), rows.len());
+        if let Some(b) = batch.finish() {
+            parts.push((b, rows));
+        }
+        rest
+    }
+
+    /// Decodes `raw` with arrow-json into flat parts, dead-lettering what it refuses.
+    fn decode_arrow(
+        &self,
+        raw: &RawBatch,
+        parts: &mut Vec<(RecordBatch, Vec<usize>)>,
+        dead: &mut Vec<DeadRecord>,
+    ) {
+        let mut nested = Vec::new();
+        self.scan(raw, &mut nested, dead);
+        for (batch, idx) in nested {
+            match self.decoders.flatten(&batch) {
+                Ok(b) => parts.push((b, idx)),
+                Err(e) => {
+                    for i in idx {
+                        dead.push(dead_record(raw, i, format!("cannot read record: {e}")));
+                    }
+                }
+            }
+        }
     }
 
     /// Feeds records one by one, dead-lettering those that are not exactly one complete
@@ -522,38 +604,34 @@ impl BatchDecoder {
         }
     }
 
-    /// Flattens the decoded parts into `events` and dead-letters rows without an event
-    /// time or client id.
+    /// Joins the decoded parts into `events`, in record order, and dead-letters rows
+    /// without an event time or client id.
     fn finish(
         &self,
         raw: &RawBatch,
-        parts: Vec<(RecordBatch, Vec<usize>)>,
+        mut parts: Vec<(RecordBatch, Vec<usize>)>,
         dead: &mut Vec<DeadRecord>,
     ) -> (Option<RecordBatch>, Vec<u32>) {
-        let mut batches = Vec::with_capacity(parts.len());
-        let mut rows = Vec::new();
-        for (nested, idx) in parts {
-            match self.decoders.flatten(&nested) {
-                Ok(b) => {
-                    batches.push(b);
-                    rows.extend(idx.iter().map(|&i| i as u32));
-                }
-                Err(e) => {
-                    for i in idx {
-                        dead.push(dead_record(raw, i, format!("cannot read record: {e}")));
-                    }
-                }
-            }
-        }
-        if batches.is_empty() {
+        if parts.is_empty() {
             return (None, Vec::new());
         }
-        let schema = batches[0].schema();
-        let batch = if batches.len() == 1 {
-            batches.pop().expect("one batch")
+        let mut rows: Vec<u32> = parts
+            .iter()
+            .flat_map(|(_, idx)| idx.iter().map(|&i| i as u32))
+            .collect();
+        let mut batch = if parts.len() == 1 {
+            parts.pop().expect("one part").0
         } else {
-            concat_batches(&schema, &batches).expect("parts share one schema")
+            let batches: Vec<RecordBatch> = parts.into_iter().map(|(b, _)| b).collect();
+            concat_batches(&batches[0].schema(), &batches).expect("parts share one schema")
         };
+        if !rows.is_sorted() {
+            let mut order: Vec<u32> = (0..rows.len() as u32).collect();
+            order.sort_unstable_by_key(|&r| rows[r as usize]);
+            batch =
+                take_record_batch(&batch, &UInt32Array::from(order)).expect("indices are in range");
+            rows.sort_unstable();
+        }
         let ts_ok = batch.column(0).logical_nulls();
         let client_ok = batch.column(2).logical_nulls();
         if ts_ok.is_none() && client_ok.is_none() {
@@ -771,6 +849,171 @@ mod tests {
             "{reasons:?}"
         );
         assert_eq!(out.events.unwrap().num_rows(), 2);
+    }
+
+    /// Values of every JSON type (and a few that are not JSON) for each field.
+    const VALUES: &[&str] = &[
+        "null",
+        "true",
+        "false",
+        "0",
+        "-0",
+        "12.5",
+        "-3e2",
+        "1E400",
+        "7",
+        "01",
+        "1.",
+        ".5",
+        "-",
+        "9223372036854775808",
+        "1795255200123",
+        "1795255200123.5",
+        r#""""#,
+        r#""DE""#,
+        r#""lots""#,
+        r#""12.5""#,
+        r#""a\"b""#,
+        r#""\u00e9t\u00e9""#,
+        r#""é""#,
+        "\"\u{1}\"",
+        r#""2026-11-21T10:00:00.123Z""#,
+        r#""2026-11-21 10:00:00""#,
+        r#""2026-13-40T00:00:00Z""#,
+        "[]",
+        "[0.1,0.9]",
+        "[0.1,null]",
+        r#"["0.5"]"#,
+        "[[1]]",
+        "{}",
+        r#"{"x":1}"#,
+        "NaN",
+        r#"{"amount":1,"amount":2}"#,
+        r#"{"label":"x","score":0.5,"probs":[1,2]}"#,
+    ];
+    const KEYS: &[&str] = &[
+        "ts",
+        "client_id",
+        "request_id",
+        "model",
+        "latency_ms",
+        "features",
+        "prediction",
+        "amount",
+        "country",
+        "label",
+        "score",
+        "probs",
+        "extra",
+        r"t\u0073",
+        "meta",
+    ];
+
+    /// A record of random keys and values, often nested where the schema nests.
+    fn random_record(rng: &mut impl rand::Rng) -> String {
+        let mut fields = vec![
+            format!(r#""ts":{}"#, VALUES[rng.random_range(0..VALUES.len())]),
+            format!(
+                r#""client_id":{}"#,
+                VALUES[rng.random_range(0..VALUES.len())]
+            ),
+        ];
+        if rng.random_bool(0.7) {
+            fields = vec![
+                r#""ts":"2026-11-21T10:00:00.123Z""#.into(),
+                r#""client_id":"k""#.into(),
+            ];
+        }
+        for _ in 0..rng.random_range(0..6) {
+            let key = KEYS[rng.random_range(0..KEYS.len())];
+            let value = match key {
+                "features" if rng.random_bool(0.7) => format!(
+                    r#"{{"amount":{},"country":{}}}"#,
+                    VALUES[rng.random_range(0..VALUES.len())],
+                    VALUES[rng.random_range(0..VALUES.len())]
+                ),
+                "prediction" if rng.random_bool(0.7) => format!(
+                    r#"{{"label":{},"probs":{}}}"#,
+                    VALUES[rng.random_range(0..VALUES.len())],
+                    VALUES[rng.random_range(0..VALUES.len())]
+                ),
+                _ => VALUES[rng.random_range(0..VALUES.len())].to_owned(),
+            };
+            fields.insert(
+                rng.random_range(0..=fields.len()),
+                format!(r#""{key}":{value}"#),
+            );
+        }
+        let sep = [",", " , ", ",\t"][rng.random_range(0..3)];
+        format!("{{{}}}", fields.join(sep))
+    }
+
+    /// One random edit of a record's bytes.
+    fn mutate(rng: &mut impl rand::Rng, record: &[u8]) -> Vec<u8> {
+        const BYTES: &[u8] = b"{}[]\":,\\ 0123456789.-+eEnultrfa\x01\xff\xc3";
+        let mut r = record.to_vec();
+        let at = rng.random_range(0..=r.len());
+        match rng.random_range(0..4) {
+            0 if at < r.len() => {
+                r.remove(at);
+            }
+            1 => r.insert(at, BYTES[rng.random_range(0..BYTES.len())]),
+            2 if at < r.len() => r[at] = BYTES[rng.random_range(0..BYTES.len())],
+            _ => r.truncate(at),
+        }
+        r
+    }
+
+    fn same_results(config: &DecodeConfig, records: &[Vec<u8>]) -> usize {
+        let batch = raw(&records.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        let direct = BatchDecoder::new(config).unwrap();
+        let reference = BatchDecoder::arrow_only(config);
+        let (a, b) = (direct.decode(&batch), reference.decode(&batch));
+        assert_eq!(a.rows, b.rows);
+        assert_eq!(a.events, b.events);
+        let dead = |d: &Decoded| -> Vec<(usize, u64, String, Vec<u8>)> {
+            d.dead
+                .iter()
+                .map(|x| (x.index, x.position, x.reason.clone(), x.raw.clone()))
+                .collect()
+        };
+        assert_eq!(dead(&a), dead(&b));
+        records.len() - direct.decode_direct(&batch, &mut Vec::new()).len()
+    }
+
+    #[test]
+    fn the_direct_decoder_gives_what_arrow_json_gives_on_any_record() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(22);
+        let mut nested = config();
+        nested.fields.client_id = "meta.caller".into();
+        nested.fields.probs = "probs".into();
+        let designed: Vec<Vec<u8>> = (0..4000)
+            .map(|_| random_record(&mut rng).into_bytes())
+            .collect();
+        let mut mutated: Vec<Vec<u8>> = Vec::new();
+        for _ in 0..4000 {
+            let mut r = GOOD.to_vec();
+            for _ in 0..rng.random_range(1..3) {
+                r = mutate(&mut rng, &r);
+            }
+            mutated.push(r);
+        }
+        for cfg in [config(), nested] {
+            for records in [&designed, &mutated] {
+                let direct = same_results(&cfg, records);
+                // Both paths are exercised: neither takes (almost) everything.
+                assert!(
+                    direct > records.len() / 20 && direct < records.len() * 19 / 20,
+                    "{direct} of {} read directly",
+                    records.len()
+                );
+            }
+        }
+        // Records the direct decoder takes, in small batches mixed with ones it leaves.
+        for chunk in mutated.chunks(7) {
+            same_results(&config(), chunk);
+        }
     }
 
     #[test]

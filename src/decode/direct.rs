@@ -1,0 +1,525 @@
+//! The direct decoder: one pass over each record's bytes straight into Arrow builders,
+//! for records of the shape the config expects (the great majority of any real topic).
+//!
+//! It accepts a record only when it is sure the arrow-json decoder would accept it with
+//! the same values: the whole record is valid UTF-8 and strict JSON, exactly one object,
+//! no key of the schema twice, strings without escapes, every value of a column of a
+//! type that column takes as is. Anything else (escapes, a string where a number is
+//! expected, a number out of range, a syntax error, trailing bytes) is handed back, and
+//! the arrow-json path decodes it or dead-letters it with its reasons. So the direct
+//! decoder changes speed, never results; a test holds it to that on mutated records.
+//!
+//! Written by hand because no crate decodes JSON into Arrow builders for a fixed
+//! nested schema in one pass (simd-json and sonic-rs build values or tapes first, as
+//! arrow-json does).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::timezone::Tz;
+use datafusion::arrow::array::{
+    ArrayRef, Float64Builder, ListBuilder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
+};
+use datafusion::arrow::compute::kernels::cast_utils::string_to_datetime;
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+
+use super::MAX_DEPTH;
+
+/// What the direct decoder knows of the schema: the tree of key paths and the type of
+/// each column.
+pub(super) struct Plan {
+    branches: Vec<Branch>,
+    kinds: Vec<Kind>,
+    schema: SchemaRef,
+    tz: Tz,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Timestamp,
+    Utf8,
+    Float64,
+    ListFloat64,
+}
+
+/// One JSON object of the schema: its keys, in the order the config lists them (records
+/// usually list them in one order, so the next key is tried first).
+#[derive(Default)]
+struct Branch {
+    names: Vec<Box<[u8]>>,
+    children: Vec<Child>,
+    by_name: HashMap<Box<[u8]>, usize>,
+}
+
+#[derive(Clone, Copy)]
+enum Child {
+    Column(usize),
+    Branch(usize),
+}
+
+impl Plan {
+    /// `paths[c]` is the key path of column `c` of `schema` (the relaxed, all-nullable
+    /// events schema); None when a column has a type the direct decoder does not
+    /// build.
+    pub(super) fn new(paths: &[Vec<String>], schema: SchemaRef) -> Option<Self> {
+        let kinds = schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Timestamp(TimeUnit::Millisecond, Some(tz)) if tz.as_ref() == "UTC" => {
+                    Some(Kind::Timestamp)
+                }
+                DataType::Utf8 => Some(Kind::Utf8),
+                DataType::Float64 => Some(Kind::Float64),
+                DataType::List(item) if item.data_type() == &DataType::Float64 => {
+                    Some(Kind::ListFloat64)
+                }
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let mut plan = Self {
+            branches: vec![Branch::default()],
+            kinds,
+            schema,
+            tz: "UTC".parse().ok()?,
+        };
+        for (column, path) in paths.iter().enumerate() {
+            let mut branch = 0;
+            for (depth, part) in path.iter().enumerate() {
+                let last = depth + 1 == path.len();
+                let found = plan.branches[branch].by_name.get(part.as_bytes()).copied();
+                branch = match (found.map(|i| plan.branches[branch].children[i]), last) {
+                    (Some(Child::Branch(b)), false) => b,
+                    (None, true) => {
+                        plan.branches[branch].add(part, Child::Column(column));
+                        break;
+                    }
+                    (None, false) => {
+                        let b = plan.branches.len();
+                        plan.branches.push(Branch::default());
+                        plan.branches[branch].add(part, Child::Branch(b));
+                        b
+                    }
+                    // Clashing paths are refused when the config is checked.
+                    _ => return None,
+                };
+            }
+        }
+        Some(plan)
+    }
+
+    fn columns(&self) -> usize {
+        self.kinds.len()
+    }
+}
+
+impl Branch {
+    fn add(&mut self, name: &str, child: Child) {
+        self.by_name
+            .insert(name.as_bytes().into(), self.children.len());
+        self.names.push(name.as_bytes().into());
+        self.children.push(child);
+    }
+}
+
+/// A column's value in the record being read, before it is known to be good.
+#[derive(Clone, Copy)]
+enum Slot {
+    Null,
+    Timestamp(i64),
+    Float(f64),
+    /// Text at these byte offsets of the record.
+    Text(u32, u32),
+    Literal(&'static str),
+    /// Items `lists[from..to]`.
+    List(u32, u32),
+}
+
+enum Builder {
+    Timestamp(TimestampMillisecondBuilder),
+    Utf8(StringBuilder),
+    Float64(Float64Builder),
+    ListFloat64(ListBuilder<Float64Builder>),
+}
+
+/// Decodes one raw batch's records directly, keeping those it accepts.
+pub(super) struct DirectBatch<'p> {
+    plan: &'p Plan,
+    builders: Vec<Builder>,
+    slots: Vec<Slot>,
+    lists: Vec<Option<f64>>,
+    /// For each branch, the child expected next.
+    hints: Vec<usize>,
+    /// For each column and branch, the record in which its key was last seen
+    /// (catches a key given twice without clearing per record).
+    seen_columns: Vec<u32>,
+    seen_branches: Vec<u32>,
+    record: u32,
+    rows: usize,
+}
+
+impl<'p> DirectBatch<'p> {
+    pub(super) fn new(plan: &'p Plan, capacity: usize) -> Self {
+        let builders = plan
+            .kinds
+            .iter()
+            .map(|k| match k {
+                Kind::Timestamp => Builder::Timestamp(
+                    TimestampMillisecondBuilder::with_capacity(capacity).with_timezone("UTC"),
+                ),
+                Kind::Utf8 => Builder::Utf8(StringBuilder::with_capacity(capacity, capacity * 8)),
+                Kind::Float64 => Builder::Float64(Float64Builder::with_capacity(capacity)),
+                Kind::ListFloat64 => Builder::ListFloat64(ListBuilder::with_capacity(
+                    Float64Builder::with_capacity(capacity * 2),
+                    capacity,
+                )),
+            })
+            .collect();
+        Self {
+            plan,
+            builders,
+            slots: vec![Slot::Null; plan.columns()],
+            lists: Vec::new(),
+            hints: vec![0; plan.branches.len()],
+            seen_columns: vec![u32::MAX; plan.columns()],
+            seen_branches: vec![u32::MAX; plan.branches.len()],
+            record: 0,
+            rows: 0,
+        }
+    }
+
+    /// Reads one record; true when it became a row, false when it must take the
+    /// arrow-json path (nothing of it is kept then).
+    pub(super) fn push(&mut self, record: &[u8]) -> bool {
+        self.record = self.record.wrapping_add(1);
+        if self.record == u32::MAX {
+            self.seen_columns.fill(u32::MAX);
+            self.seen_branches.fill(u32::MAX);
+            self.record = 0;
+        }
+        let Ok(text) = std::str::from_utf8(record) else {
+            return false;
+        };
+        // Offsets are stored in u32.
+        if text.len() >= u32::MAX as usize {
+            return false;
+        }
+        self.slots.fill(Slot::Null);
+        self.lists.clear();
+        let mut p = Parser {
+            b: text.as_bytes(),
+            i: 0,
+        };
+        p.ws();
+        if self.object(&mut p, 0, 1).is_none() {
+            return false;
+        }
+        p.ws();
+        if p.i != p.b.len() {
+            return false;
+        }
+        self.commit(text);
+        true
+    }
+
+    pub(super) fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The accepted rows as a batch of the relaxed events schema.
+    pub(super) fn finish(mut self) -> Option<RecordBatch> {
+        if self.rows == 0 {
+            return None;
+        }
+        let columns: Vec<ArrayRef> = self
+            .builders
+            .iter_mut()
+            .map(|b| -> ArrayRef {
+                match b {
+                    Builder::Timestamp(b) => Arc::new(b.finish()),
+                    Builder::Utf8(b) => Arc::new(b.finish()),
+                    Builder::Float64(b) => Arc::new(b.finish()),
+                    Builder::ListFloat64(b) => Arc::new(b.finish()),
+                }
+            })
+            .collect();
+        Some(
+            RecordBatch::try_new(self.plan.schema.clone(), columns)
+                .expect("builders are made from the schema's types"),
+        )
+    }
+
+    /// Reads an object of `branch` at `p` (which must be at its `{`).
+    fn object(&mut self, p: &mut Parser, branch: usize, depth: usize) -> Option<()> {
+        p.expect(b'{')?;
+        p.ws();
+        if p.eat(b'}') {
+            return Some(());
+        }
+        loop {
+            let (from, to) = p.string()?;
+            p.ws();
+            p.expect(b':')?;
+            p.ws();
+            match self.child(branch, &p.b[from..to]) {
+                None => p.skip(depth)?,
+                Some(Child::Column(c)) => {
+                    if std::mem::replace(&mut self.seen_columns[c], self.record) == self.record {
+                        return None;
+                    }
+                    self.slots[c] = self.value(p, self.plan.kinds[c])?;
+                }
+                Some(Child::Branch(b)) => {
+                    if std::mem::replace(&mut self.seen_branches[b], self.record) == self.record {
+                        return None;
+                    }
+                    if !p.literal(b"null") {
+                        if depth >= MAX_DEPTH {
+                            return None;
+                        }
+                        self.object(p, b, depth + 1)?;
+                    }
+                }
+            }
+            p.ws();
+            if p.eat(b'}') {
+                return Some(());
+            }
+            p.expect(b',')?;
+            p.ws();
+        }
+    }
+
+    fn child(&mut self, branch: usize, key: &[u8]) -> Option<Child> {
+        let b = &self.plan.branches[branch];
+        let hint = self.hints[branch];
+        let i = if b.names.get(hint).is_some_and(|n| **n == *key) {
+            hint
+        } else {
+            *b.by_name.get(key)?
+        };
+        self.hints[branch] = i + 1;
+        Some(b.children[i])
+    }
+
+    fn value(&mut self, p: &mut Parser, kind: Kind) -> Option<Slot> {
+        if p.literal(b"null") {
+            return Some(Slot::Null);
+        }
+        match kind {
+            Kind::Float64 => p.float().map(Slot::Float),
+            Kind::Utf8 => match p.peek()? {
+                b'"' => p.string().map(|(f, t)| Slot::Text(f as u32, t as u32)),
+                b't' if p.literal(b"true") => Some(Slot::Literal("true")),
+                b'f' if p.literal(b"false") => Some(Slot::Literal("false")),
+                _ => p.number().map(|(f, t, _)| Slot::Text(f as u32, t as u32)),
+            },
+            Kind::Timestamp => {
+                if p.peek()? == b'"' {
+                    let (f, t) = p.string()?;
+                    let s = std::str::from_utf8(&p.b[f..t]).ok()?;
+                    let date = string_to_datetime(&self.plan.tz, s).ok()?;
+                    Some(Slot::Timestamp(date.timestamp_millis()))
+                } else {
+                    let (f, t, integer) = p.number()?;
+                    if !integer {
+                        return None;
+                    }
+                    let s = std::str::from_utf8(&p.b[f..t]).ok()?;
+                    s.parse::<i64>().ok().map(Slot::Timestamp)
+                }
+            }
+            Kind::ListFloat64 => {
+                let from = self.lists.len() as u32;
+                p.expect(b'[')?;
+                p.ws();
+                if !p.eat(b']') {
+                    loop {
+                        let item = if p.literal(b"null") {
+                            None
+                        } else {
+                            Some(p.float()?)
+                        };
+                        self.lists.push(item);
+                        p.ws();
+                        if p.eat(b']') {
+                            break;
+                        }
+                        p.expect(b',')?;
+                        p.ws();
+                    }
+                }
+                Some(Slot::List(from, self.lists.len() as u32))
+            }
+        }
+    }
+
+    fn commit(&mut self, text: &str) {
+        for (builder, slot) in self.builders.iter_mut().zip(&self.slots) {
+            match (builder, *slot) {
+                (Builder::Timestamp(b), Slot::Timestamp(v)) => b.append_value(v),
+                (Builder::Float64(b), Slot::Float(v)) => b.append_value(v),
+                (Builder::Utf8(b), Slot::Text(f, t)) => {
+                    b.append_value(&text[f as usize..t as usize])
+                }
+                (Builder::Utf8(b), Slot::Literal(s)) => b.append_value(s),
+                (Builder::ListFloat64(b), Slot::List(f, t)) => {
+                    b.values()
+                        .extend(self.lists[f as usize..t as usize].iter().copied());
+                    b.append(true);
+                }
+                (Builder::Timestamp(b), _) => b.append_null(),
+                (Builder::Float64(b), _) => b.append_null(),
+                (Builder::Utf8(b), _) => b.append_null(),
+                (Builder::ListFloat64(b), _) => b.append_null(),
+            }
+        }
+        self.rows += 1;
+    }
+}
+
+/// A cursor over one record's bytes; every method returns None (or false) on anything
+/// but the strict JSON it expects, leaving the record to the arrow-json path.
+struct Parser<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> bool {
+        let hit = self.peek() == Some(c);
+        self.i += usize::from(hit);
+        hit
+    }
+
+    fn expect(&mut self, c: u8) -> Option<()> {
+        self.eat(c).then_some(())
+    }
+
+    fn literal(&mut self, word: &[u8]) -> bool {
+        let hit = self.b[self.i..].starts_with(word)
+            && !self
+                .b
+                .get(self.i + word.len())
+                .is_some_and(u8::is_ascii_alphanumeric);
+        if hit {
+            self.i += word.len();
+        }
+        hit
+    }
+
+    /// A string without escapes or control characters: the byte range of its content.
+    fn string(&mut self) -> Option<(usize, usize)> {
+        self.expect(b'"')?;
+        let from = self.i;
+        let len = memchr::memchr2(b'"', b'\\', &self.b[from..])?;
+        let to = from + len;
+        if self.b[to] != b'"' || self.b[from..to].iter().any(|&c| c < 0x20) {
+            return None;
+        }
+        self.i = to + 1;
+        Some((from, to))
+    }
+
+    /// A number in JSON's grammar: its byte range, and whether it is an integer.
+    fn number(&mut self) -> Option<(usize, usize, bool)> {
+        let from = self.i;
+        self.eat(b'-');
+        match self.peek()? {
+            b'0' => self.i += 1,
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        let mut integer = true;
+        if self.eat(b'.') {
+            integer = false;
+            self.some_digits()?;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            integer = false;
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.i += 1;
+            }
+            self.some_digits()?;
+        }
+        Some((from, self.i, integer))
+    }
+
+    fn digits(&mut self) {
+        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+            self.i += 1;
+        }
+    }
+
+    fn some_digits(&mut self) -> Option<()> {
+        let from = self.i;
+        self.digits();
+        (self.i > from).then_some(())
+    }
+
+    /// A finite number (std's parser rounds correctly, as arrow-json's does).
+    fn float(&mut self) -> Option<f64> {
+        let (from, to, _) = self.number()?;
+        let s = std::str::from_utf8(&self.b[from..to]).ok()?;
+        s.parse::<f64>().ok().filter(|v| v.is_finite())
+    }
+
+    /// Steps over any JSON value, checking its syntax.
+    fn skip(&mut self, depth: usize) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string().map(|_| ()),
+            b'{' | b'[' if depth >= MAX_DEPTH => None,
+            b'{' => {
+                self.i += 1;
+                self.ws();
+                if self.eat(b'}') {
+                    return Some(());
+                }
+                loop {
+                    self.string()?;
+                    self.ws();
+                    self.expect(b':')?;
+                    self.ws();
+                    self.skip(depth + 1)?;
+                    self.ws();
+                    if self.eat(b'}') {
+                        return Some(());
+                    }
+                    self.expect(b',')?;
+                    self.ws();
+                }
+            }
+            b'[' => {
+                self.i += 1;
+                self.ws();
+                if self.eat(b']') {
+                    return Some(());
+                }
+                loop {
+                    self.skip(depth + 1)?;
+                    self.ws();
+                    if self.eat(b']') {
+                        return Some(());
+                    }
+                    self.expect(b',')?;
+                    self.ws();
+                }
+            }
+            b't' => self.literal(b"true").then_some(()),
+            b'f' => self.literal(b"false").then_some(()),
+            b'n' => self.literal(b"null").then_some(()),
+            _ => self.number().map(|_| ()),
+        }
+    }
+}
