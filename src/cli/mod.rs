@@ -1037,7 +1037,11 @@ pub fn summary_table(s: &Summary) -> String {
         row(
             &mut out,
             "profile memory",
-            format!("{:.1} MiB", s.clients.bytes as f64 / 1048576.0),
+            format!(
+                "{:.1} MiB (peak {:.1} MiB, with copies kept for checkpoints)",
+                s.clients.bytes as f64 / 1048576.0,
+                s.clients.peak_bytes.max(s.clients.bytes) as f64 / 1048576.0
+            ),
         );
         row(
             &mut out,

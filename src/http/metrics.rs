@@ -271,6 +271,8 @@ fn families(live: &Live) -> Vec<Samples<'static>> {
     let u = live.clients.usage();
     out.at(&cat::CLIENT_PROFILES).add(&[], U(u.clients as u64));
     out.at(&cat::CLIENT_PROFILE_BYTES).add(&[], U(u.bytes));
+    out.at(&cat::CLIENT_PROFILE_COPY_BYTES)
+        .add(&[], U(u.checkpoint_copies));
     out.at(&cat::CLIENT_EVICTIONS)
         .add(&["idle"], U(u.evicted_idle))
         .add(&["memory"], U(u.evicted_memory));

@@ -171,7 +171,7 @@ impl Pipeline {
             self.schema.clone(),
         );
         self.writing = Some(tokio::task::spawn_blocking(move || {
-            write_checkpoint(&dir, &cp, &schema)
+            write_checkpoint(&dir, cp, &schema)
         }));
         Ok(())
     }
@@ -205,7 +205,7 @@ impl Pipeline {
         };
         let cp = self.timed_snapshot()?;
         let schema = self.schema.clone();
-        let info = tokio::task::spawn_blocking(move || write_checkpoint(&dir, &cp, &schema))
+        let info = tokio::task::spawn_blocking(move || write_checkpoint(&dir, cp, &schema))
             .await
             .map_err(|e| PipelineError::Internal(format!("checkpoint writer: {e}")))??;
         self.written(info);
@@ -223,18 +223,25 @@ impl Pipeline {
     }
 }
 
+/// Encodes and writes a checkpoint. The snapshot is dropped once encoded: until then
+/// every client profile the pipeline changes is copied, not changed in place.
 pub(super) fn write_checkpoint(
     dir: &std::path::Path,
-    cp: &Checkpoint,
+    cp: Checkpoint,
     schema: &SchemaRef,
 ) -> Result<CheckpointInfo, StateError> {
     let started = Instant::now();
-    let bytes = state::encode(cp, schema).map_err(StateError::Encode)?;
+    let bytes = state::encode(&cp, schema).map_err(StateError::Encode)?;
+    let Checkpoint {
+        written_at,
+        positions,
+        ..
+    } = cp;
     state::write(dir, &bytes)?;
     Ok(CheckpointInfo {
-        written_at: cp.written_at.clone(),
+        written_at,
         bytes: bytes.len() as u64,
         millis: started.elapsed().as_secs_f64() * 1000.0,
-        positions: cp.positions.clone(),
+        positions,
     })
 }

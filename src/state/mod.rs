@@ -188,22 +188,25 @@ pub fn encode(cp: &Checkpoint, schema: &SchemaRef) -> Result<Vec<u8>, String> {
         }
         w.finish().map_err(|e| e.to_string())?;
     }
-    let clients = if cp.clients.is_none() && cp.reference.is_none() {
-        Vec::new()
-    } else {
-        postcard::to_extend(&(&cp.clients, &cp.reference), Vec::new())
-            .map_err(|e| format!("client state and reference: {e}"))?
-    };
     let labels: &[u8] = cp.labels.as_deref().unwrap_or_default();
-    let mut out = Vec::with_capacity(meta.len() + rows.len() + clients.len() + labels.len() + 64);
+    let mut out = Vec::with_capacity(meta.len() + rows.len() + labels.len() + 64);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT.to_le_bytes());
     out.extend_from_slice(&(meta.len() as u64).to_le_bytes());
     out.extend_from_slice(&meta);
     out.extend_from_slice(&(rows.len() as u64).to_le_bytes());
     out.extend_from_slice(&rows);
-    out.extend_from_slice(&(clients.len() as u64).to_le_bytes());
-    out.extend_from_slice(&clients);
+    drop(rows);
+    // The client state is encoded in place (it is the largest part), its length
+    // filled in after.
+    let at = out.len();
+    out.extend_from_slice(&0u64.to_le_bytes());
+    if cp.clients.is_some() || cp.reference.is_some() {
+        out = postcard::to_extend(&(&cp.clients, &cp.reference), out)
+            .map_err(|e| format!("client state and reference: {e}"))?;
+    }
+    let clients_len = (out.len() - at - 8) as u64;
+    out[at..at + 8].copy_from_slice(&clients_len.to_le_bytes());
     out.extend_from_slice(&(labels.len() as u64).to_le_bytes());
     out.extend_from_slice(labels);
     let sum = Sha256::digest(&out);

@@ -123,6 +123,8 @@ families! {
         "Client profiles held.";
     CLIENT_PROFILE_BYTES: Gauge "inferwatch_client_profile_bytes" [] None,
         "Estimated memory of the client profiles.";
+    CLIENT_PROFILE_COPY_BYTES: Gauge "inferwatch_client_profile_checkpoint_copy_bytes" [] None,
+        "Estimated memory of earlier copies of client profiles kept until a checkpoint is written.";
     CLIENT_EVICTIONS: Counter "inferwatch_client_evictions" ["reason"] None,
         "Client profiles evicted, by reason.";
     SILENCES: Gauge "inferwatch_silences" ["status"] None,

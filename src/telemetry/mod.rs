@@ -134,6 +134,13 @@ pub struct ClientsUsage {
     pub bytes: u64,
     pub evicted_idle: u64,
     pub evicted_memory: u64,
+    /// Estimated memory of the earlier copies of profiles that changed while a
+    /// checkpoint being written held them (freed when the writer is done).
+    #[serde(skip)]
+    pub checkpoint_copies: u64,
+    /// The highest `bytes + checkpoint_copies` after a window, this run.
+    #[serde(skip)]
+    pub peak_bytes: u64,
 }
 
 /// How far behind the end of a Kafka partition inferwatch is, in records.

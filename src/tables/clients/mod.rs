@@ -740,6 +740,7 @@ impl From<ClientsSnapshotV5> for ClientsSnapshot {
             profiles: upgrade_profiles(s.profiles),
             consumed_until: s.consumed_until,
             usage: s.usage,
+            _writer: None,
         }
     }
 }
@@ -764,6 +765,7 @@ impl From<ClientsSnapshotV4> for ClientsSnapshot {
             profiles: upgrade_profiles(s.profiles),
             consumed_until: s.consumed_until,
             usage: s.usage,
+            _writer: None,
         }
     }
 }
@@ -839,6 +841,20 @@ struct State {
     consumed_until: i64,
     last: Option<Arc<Computed>>,
     usage: ClientsUsage,
+    /// Held by every snapshot until its writer drops it: while more than one holds it,
+    /// a changed profile leaves its earlier copy to the writer.
+    writer: Arc<()>,
+}
+
+impl State {
+    /// The profile, for changing: copied first if a snapshot shares it (the copy is
+    /// counted until the writer is done).
+    fn unshare<'p>(usage: &mut ClientsUsage, p: &'p mut Arc<Profile>) -> &'p mut Profile {
+        if Arc::strong_count(p) > 1 {
+            usage.checkpoint_copies += p.est;
+        }
+        Arc::make_mut(p)
+    }
 }
 
 /// The per-client state a checkpoint carries: every profile, and how far the records
@@ -849,6 +865,9 @@ pub struct ClientsSnapshot {
     profiles: Vec<Arc<Profile>>,
     consumed_until: i64,
     usage: ClientsUsage,
+    /// Tells the state, by being alive, that a writer still holds these profiles.
+    #[serde(skip)]
+    _writer: Option<Arc<()>>,
 }
 
 /// The per-client state as checkpoints before format 4 kept it, with the client
@@ -881,6 +900,7 @@ impl LegacyClientsSnapshot {
                 profiles: upgrade_profiles(self.profiles),
                 consumed_until: self.consumed_until,
                 usage: self.usage,
+                _writer: None,
             },
             self.windows,
             self.consumed_until,
@@ -993,6 +1013,7 @@ impl Clients {
                 consumed_until: i64::MIN,
                 last: None,
                 usage: ClientsUsage::default(),
+                writer: Arc::new(()),
             }),
         })
     }
@@ -1034,6 +1055,7 @@ impl Clients {
             profiles: st.profiles.values().cloned().collect(),
             consumed_until: st.consumed_until,
             usage: st.usage,
+            _writer: Some(st.writer.clone()),
         }
     }
 
@@ -1084,6 +1106,9 @@ impl Clients {
         w: &ClosedWindow,
         key: (i64, i64, i64, i64),
     ) -> Result<Computed, String> {
+        if Arc::strong_count(&st.writer) == 1 {
+            st.usage.checkpoint_copies = 0;
+        }
         let mut models = Interner::default();
         let mut clients = Interner::default();
         let mut labels = Interner::default();
@@ -1216,9 +1241,14 @@ impl Clients {
             // as they always did: the later one updates it after the pass.
             let shared = !taken.insert(key);
             let profile = (fresh && !shared).then(|| {
-                st.profiles.remove(&key).unwrap_or_else(|| {
+                let p = st.profiles.remove(&key).unwrap_or_else(|| {
                     Profile::new(&models.names[m as usize], &clients.names[c as usize])
-                })
+                });
+                // It is changed on a pass thread (`take_fresh`): counted as copied here.
+                if Arc::strong_count(&p) > 1 {
+                    st.usage.checkpoint_copies += p.est;
+                }
+                p
             });
             groups.push(Group {
                 range: (i, j),
@@ -1306,6 +1336,7 @@ impl Clients {
                     &clients.names[group[0].client as usize],
                 )
             });
+            State::unshare(&mut st.usage, p);
             self.take_fresh(&ctx, group, p);
         }
         if w.end_ms > st.consumed_until {
@@ -1326,7 +1357,7 @@ impl Clients {
                         .then(|| shapiro_wilk_with(&p.distances, &|n| self.coefficients(n)).ok())
                         .flatten()
                         .map(|(w, _)| w);
-                    Arc::make_mut(p).w = Some((n, w));
+                    State::unshare(&mut st.usage, p).w = Some((n, w));
                 }
             }
         }
@@ -1336,10 +1367,14 @@ impl Clients {
                 let new = p.bytes();
                 if new != p.est {
                     st.usage.bytes = (st.usage.bytes + new).saturating_sub(p.est);
-                    Arc::make_mut(p).est = new;
+                    State::unshare(&mut st.usage, p).est = new;
                 }
             }
         }
+        st.usage.peak_bytes = st
+            .usage
+            .peak_bytes
+            .max(st.usage.bytes + st.usage.checkpoint_copies);
         let profile = self.profile_rows(st, &active, &rolling, &mut expected_memo)?;
         self.evict(st, w.end_ms);
         Ok(Computed {

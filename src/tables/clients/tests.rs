@@ -395,6 +395,44 @@ fn over_max_memory_the_least_recently_seen_go_down_to_nine_tenths() {
     assert_eq!(kept, want);
 }
 
+#[test]
+fn profiles_changed_while_a_checkpoint_holds_them_are_counted_until_it_is_done() {
+    let records = |minute: i64| -> Vec<Value> {
+        (0..4)
+            .map(|i| {
+                query(
+                    &format!("c{i}"),
+                    minute as usize * 10 + i,
+                    50.0 + i as f64,
+                    "a",
+                )
+            })
+            .collect()
+    };
+    let c = clients_with(&config());
+    c.computed(&window(0, &records(0))).unwrap();
+    let first = c.usage();
+    assert_eq!(
+        (first.checkpoint_copies, first.peak_bytes),
+        (0, first.bytes)
+    );
+    // A writer holds every profile; the next window changes all four.
+    let snapshot = c.snapshot();
+    c.computed(&window(1, &records(1))).unwrap();
+    let held = c.usage();
+    assert_eq!(held.checkpoint_copies, first.bytes);
+    assert_eq!(held.peak_bytes, held.bytes + first.bytes);
+    // Changed again while still held: already copies, not copied again.
+    c.computed(&window(2, &records(2))).unwrap();
+    assert_eq!(c.usage().checkpoint_copies, first.bytes);
+    // The writer is done: the old copies are gone, the peak stays.
+    drop(snapshot);
+    c.computed(&window(3, &records(3))).unwrap();
+    let after = c.usage();
+    assert_eq!(after.checkpoint_copies, 0);
+    assert!(after.peak_bytes >= held.peak_bytes);
+}
+
 /// `low_margin_share` and `low_margin_p`: 50 clients answered with margins 0.025, 0.075,
 /// …, 0.975 (20 each), and one client with 40 distinct inputs, 30 answered with margin
 /// 0.01 and 10 with 0.9, plus 200 exact repeats of a low one. The evader weighs 20
