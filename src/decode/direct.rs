@@ -167,7 +167,7 @@ impl<'p> DirectBatch<'p> {
                 Kind::Timestamp => Builder::Timestamp(
                     TimestampMillisecondBuilder::with_capacity(capacity).with_timezone("UTC"),
                 ),
-                Kind::Utf8 => Builder::Utf8(StringBuilder::with_capacity(capacity, capacity * 8)),
+                Kind::Utf8 => Builder::Utf8(StringBuilder::with_capacity(capacity, capacity * 16)),
                 Kind::Float64 => Builder::Float64(Float64Builder::with_capacity(capacity)),
                 Kind::ListFloat64 => Builder::ListFloat64(ListBuilder::with_capacity(
                     Float64Builder::with_capacity(capacity * 2),

@@ -230,8 +230,11 @@ impl Source for FileSource {
             if reader.done {
                 continue;
             }
-            // Sized like the partition's previous batch: no regrowing of the buffers.
-            let mut batch = RawBatch::with_capacity(pid, reader.last_batch);
+            // Sized like the partition's previous batch and an eighth more: a batch a
+            // little longer than the last does not regrow (copy) its buffers.
+            let (bytes, records) = reader.last_batch;
+            let mut batch =
+                RawBatch::with_capacity(pid, (bytes + bytes / 8 + 4096, records + records / 8));
             let eof = reader.read_into(
                 &mut batch,
                 self.batch_records,
