@@ -252,41 +252,36 @@ impl<'p> DirectBatch<'p> {
     /// Reads an object of `branch` at `p` (which must be at its `{`).
     fn object(&mut self, p: &mut Parser, branch: usize, depth: usize) -> Option<()> {
         p.expect(b'{')?;
+        p.items(b'}', |p| self.member(p, branch, depth))
+    }
+
+    /// One `"key": value` of an object of `branch`.
+    fn member(&mut self, p: &mut Parser, branch: usize, depth: usize) -> Option<()> {
+        let (from, to) = p.string()?;
         p.ws();
-        if p.eat(b'}') {
-            return Some(());
-        }
-        loop {
-            let (from, to) = p.string()?;
-            p.ws();
-            p.expect(b':')?;
-            p.ws();
-            match self.child(branch, &p.b[from..to]) {
-                None => p.skip(depth)?,
-                Some(Child::Column(c)) => {
-                    if std::mem::replace(&mut self.seen_columns[c], self.record) == self.record {
-                        return None;
-                    }
-                    self.slots[c] = self.value(p, self.plan.kinds[c])?;
+        p.expect(b':')?;
+        p.ws();
+        match self.child(branch, &p.b[from..to]) {
+            None => p.skip(depth),
+            Some(Child::Column(c)) => {
+                if std::mem::replace(&mut self.seen_columns[c], self.record) == self.record {
+                    return None;
                 }
-                Some(Child::Branch(b)) => {
-                    if std::mem::replace(&mut self.seen_branches[b], self.record) == self.record {
-                        return None;
-                    }
-                    if !p.literal(b"null") {
-                        if depth >= MAX_DEPTH {
-                            return None;
-                        }
-                        self.object(p, b, depth + 1)?;
-                    }
+                self.slots[c] = self.value(p, self.plan.kinds[c])?;
+                Some(())
+            }
+            Some(Child::Branch(b)) => {
+                if std::mem::replace(&mut self.seen_branches[b], self.record) == self.record {
+                    return None;
                 }
+                if p.literal(b"null") {
+                    return Some(());
+                }
+                if depth >= MAX_DEPTH {
+                    return None;
+                }
+                self.object(p, b, depth + 1)
             }
-            p.ws();
-            if p.eat(b'}') {
-                return Some(());
-            }
-            p.expect(b',')?;
-            p.ws();
         }
     }
 
@@ -331,24 +326,17 @@ impl<'p> DirectBatch<'p> {
             }
             Kind::ListFloat64 => {
                 let from = self.lists.len() as u32;
+                let lists = &mut self.lists;
                 p.expect(b'[')?;
-                p.ws();
-                if !p.eat(b']') {
-                    loop {
-                        let item = if p.literal(b"null") {
-                            None
-                        } else {
-                            Some(p.float()?)
-                        };
-                        self.lists.push(item);
-                        p.ws();
-                        if p.eat(b']') {
-                            break;
-                        }
-                        p.expect(b',')?;
-                        p.ws();
-                    }
-                }
+                p.items(b']', |p| {
+                    let item = if p.literal(b"null") {
+                        None
+                    } else {
+                        Some(p.float()?)
+                    };
+                    lists.push(item);
+                    Some(())
+                })?;
                 Some(Slot::List(from, self.lists.len() as u32))
             }
         }
@@ -482,44 +470,40 @@ impl Parser<'_> {
             b'{' | b'[' if depth >= MAX_DEPTH => None,
             b'{' => {
                 self.i += 1;
-                self.ws();
-                if self.eat(b'}') {
-                    return Some(());
-                }
-                loop {
-                    self.string()?;
-                    self.ws();
-                    self.expect(b':')?;
-                    self.ws();
-                    self.skip(depth + 1)?;
-                    self.ws();
-                    if self.eat(b'}') {
-                        return Some(());
-                    }
-                    self.expect(b',')?;
-                    self.ws();
-                }
+                self.items(b'}', |p| {
+                    p.string()?;
+                    p.ws();
+                    p.expect(b':')?;
+                    p.ws();
+                    p.skip(depth + 1)
+                })
             }
             b'[' => {
                 self.i += 1;
-                self.ws();
-                if self.eat(b']') {
-                    return Some(());
-                }
-                loop {
-                    self.skip(depth + 1)?;
-                    self.ws();
-                    if self.eat(b']') {
-                        return Some(());
-                    }
-                    self.expect(b',')?;
-                    self.ws();
-                }
+                self.items(b']', |p| p.skip(depth + 1))
             }
             b't' => self.literal(b"true").then_some(()),
             b'f' => self.literal(b"false").then_some(()),
             b'n' => self.literal(b"null").then_some(()),
             _ => self.number().map(|_| ()),
+        }
+    }
+
+    /// The items of an array or object whose opener was just read, through `close`:
+    /// `item` reads one, then a comma or the closer follows.
+    fn items(&mut self, close: u8, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.ws();
+        if self.eat(close) {
+            return Some(());
+        }
+        loop {
+            item(self)?;
+            self.ws();
+            if self.eat(close) {
+                return Some(());
+            }
+            self.expect(b',')?;
+            self.ws();
         }
     }
 }
