@@ -267,7 +267,7 @@ impl<'p> DirectBatch<'p> {
                 if std::mem::replace(&mut self.seen_columns[c], self.record) == self.record {
                     return None;
                 }
-                self.slots[c] = self.value(p, self.plan.kinds[c])?;
+                self.slots[c] = self.value(p, self.plan.kinds[c], depth)?;
                 Some(())
             }
             Some(Child::Branch(b)) => {
@@ -297,7 +297,8 @@ impl<'p> DirectBatch<'p> {
         Some(b.children[i])
     }
 
-    fn value(&mut self, p: &mut Parser, kind: Kind) -> Option<Slot> {
+    /// The value of a column read at `depth` (a list opens one more level).
+    fn value(&mut self, p: &mut Parser, kind: Kind, depth: usize) -> Option<Slot> {
         if p.literal(b"null") {
             return Some(Slot::Null);
         }
@@ -325,6 +326,9 @@ impl<'p> DirectBatch<'p> {
                 }
             }
             Kind::ListFloat64 => {
+                if depth >= MAX_DEPTH {
+                    return None;
+                }
                 let from = self.lists.len() as u32;
                 let lists = &mut self.lists;
                 p.expect(b'[')?;

@@ -1010,6 +1010,18 @@ mod tests {
                 );
             }
         }
+        // A list as deep as a record may nest, and one level deeper.
+        for parts in [63, 64] {
+            let mut deep = config();
+            deep.fields.probs = vec!["a"; parts].join(".");
+            let record = format!(
+                r#"{{"ts":1,"client_id":"k",{}[0.5]{}}}"#,
+                r#""a":{"#.repeat(parts - 1).replacen('{', "", 0) + r#""a":"#,
+                "}".repeat(parts - 1)
+            );
+            let direct = same_results(&deep, &[record.into_bytes()]);
+            assert_eq!(direct, usize::from(parts == 63));
+        }
         // Records the direct decoder takes, in small batches mixed with ones it leaves.
         for chunk in mutated.chunks(7) {
             same_results(&config(), chunk);

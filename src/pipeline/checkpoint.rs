@@ -227,16 +227,16 @@ impl Pipeline {
 /// every client profile the pipeline changes is copied, not changed in place.
 pub(super) fn write_checkpoint(
     dir: &std::path::Path,
-    cp: Checkpoint,
+    mut cp: Checkpoint,
     schema: &SchemaRef,
 ) -> Result<CheckpointInfo, StateError> {
     let started = Instant::now();
     let bytes = state::encode(&cp, schema).map_err(StateError::Encode)?;
-    let Checkpoint {
-        written_at,
-        positions,
-        ..
-    } = cp;
+    let (written_at, positions) = (
+        std::mem::take(&mut cp.written_at),
+        std::mem::take(&mut cp.positions),
+    );
+    drop(cp);
     state::write(dir, &bytes)?;
     Ok(CheckpointInfo {
         written_at,

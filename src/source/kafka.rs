@@ -251,8 +251,6 @@ pub struct KafkaSource {
     parts: Assignments,
     pending: VecDeque<Poll>,
     bytes: u64,
-    /// Bytes and records of each partition's last batch, to size the next one.
-    last_batch: HashMap<PartitionId, (usize, usize)>,
     started: std::time::Instant,
     topics: Vec<String>,
     group: String,
@@ -356,7 +354,6 @@ impl KafkaSource {
             parts: Assignments::default(),
             pending: VecDeque::new(),
             bytes: 0,
-            last_batch: HashMap::new(),
             started: std::time::Instant::now(),
             topics: c.topics.clone(),
             group: c.group_id.clone(),
@@ -393,12 +390,7 @@ impl KafkaSource {
                     }
                 }
             };
-            let batch = batches.entry(pid).or_insert_with(|| {
-                // Sized like the partition's last batch and an eighth more (growing a
-                // buffer copies it into fresh memory).
-                let (bytes, records) = self.last_batch.get(&pid).copied().unwrap_or_default();
-                RawBatch::with_capacity(pid, (bytes + bytes / 8, records + records / 8))
-            });
+            let batch = batches.entry(pid).or_insert_with(|| RawBatch::new(pid));
             let offset = msg.offset().max(0) as u64;
             let payload = msg.payload().unwrap_or(&[]);
             self.bytes += payload.len() as u64;
@@ -426,9 +418,6 @@ impl KafkaSource {
             }
         }
         drop(resume);
-        for b in batches.values() {
-            self.last_batch.insert(b.partition, (b.buf.len(), b.len()));
-        }
         self.pending.extend(batches.into_values().map(Poll::Batch));
         Ok(())
     }

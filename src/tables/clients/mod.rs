@@ -1050,7 +1050,12 @@ impl Clients {
 
     /// A copy of the state, taken between windows (serialized on the writer thread).
     pub fn snapshot(&self) -> ClientsSnapshot {
-        let st = self.state.lock().expect("clients lock");
+        let mut st = self.state.lock().expect("clients lock");
+        // The last writer is done (it is awaited before the next snapshot): its copies
+        // are gone.
+        if Arc::strong_count(&st.writer) == 1 {
+            st.usage.checkpoint_copies = 0;
+        }
         ClientsSnapshot {
             profiles: st.profiles.values().cloned().collect(),
             consumed_until: st.consumed_until,
@@ -1371,12 +1376,12 @@ impl Clients {
                 }
             }
         }
+        let profile = self.profile_rows(st, &active, &rolling, &mut expected_memo)?;
+        self.evict(st, w.end_ms);
         st.usage.peak_bytes = st
             .usage
             .peak_bytes
             .max(st.usage.bytes + st.usage.checkpoint_copies);
-        let profile = self.profile_rows(st, &active, &rolling, &mut expected_memo)?;
-        self.evict(st, w.end_ms);
         Ok(Computed {
             key,
             stats: stats.finish(self.stats_schema.clone())?,
@@ -1813,14 +1818,20 @@ impl Clients {
     fn evict(&self, st: &mut State, now_ms: i64) {
         let horizon = self.cfg.horizon.as_millis() as i64;
         let (mut idle, mut freed) = (0u64, 0u64);
+        let mut still_held = 0u64;
         st.profiles.retain(|_, p| {
             let keep = now_ms - p.last_seen < horizon;
             if !keep {
                 idle += 1;
                 freed += p.est;
+                // A writer holds it: its memory goes when the writer is done.
+                if Arc::strong_count(p) > 1 {
+                    still_held += p.est;
+                }
             }
             keep
         });
+        st.usage.checkpoint_copies += still_held;
         st.usage.evicted_idle += idle;
         let mut bytes: u64 = st.usage.bytes.saturating_sub(freed);
         if bytes > self.cfg.max_memory {
@@ -1839,7 +1850,13 @@ impl Clients {
                 if bytes <= target {
                     break;
                 }
-                st.profiles.remove(&k);
+                if st
+                    .profiles
+                    .remove(&k)
+                    .is_some_and(|p| Arc::strong_count(&p) > 1)
+                {
+                    st.usage.checkpoint_copies += b;
+                }
                 bytes -= b;
                 evicted += 1;
             }

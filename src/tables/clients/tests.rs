@@ -425,8 +425,12 @@ fn profiles_changed_while_a_checkpoint_holds_them_are_counted_until_it_is_done()
     // Changed again while still held: already copies, not copied again.
     c.computed(&window(2, &records(2))).unwrap();
     assert_eq!(c.usage().checkpoint_copies, first.bytes);
-    // The writer is done: the old copies are gone, the peak stays.
+    // The writer is done: the old copies are gone (counted so as soon as the next
+    // snapshot is taken, before any window), the peak stays.
     drop(snapshot);
+    let next = c.snapshot();
+    assert_eq!(c.usage().checkpoint_copies, 0);
+    drop(next);
     c.computed(&window(3, &records(3))).unwrap();
     let after = c.usage();
     assert_eq!(after.checkpoint_copies, 0);
