@@ -308,7 +308,7 @@ impl<'p> DirectBatch<'p> {
                 b'"' => p.string().map(|(f, t)| Slot::Text(f as u32, t as u32)),
                 b't' if p.literal(b"true") => Some(Slot::Literal("true")),
                 b'f' if p.literal(b"false") => Some(Slot::Literal("false")),
-                _ => p.number().map(|(f, t, _)| Slot::Text(f as u32, t as u32)),
+                _ => p.number().map(|n| Slot::Text(n.from as u32, n.to as u32)),
             },
             Kind::Timestamp => {
                 if p.peek()? == b'"' {
@@ -317,11 +317,11 @@ impl<'p> DirectBatch<'p> {
                     let date = string_to_datetime(&self.plan.tz, s).ok()?;
                     Some(Slot::Timestamp(date.timestamp_millis()))
                 } else {
-                    let (f, t, integer) = p.number()?;
-                    if !integer {
+                    let n = p.number()?;
+                    if !n.integer {
                         return None;
                     }
-                    let s = std::str::from_utf8(&p.b[f..t]).ok()?;
+                    let s = std::str::from_utf8(&p.b[n.from..n.to]).ok()?;
                     s.parse::<i64>().ok().map(Slot::Timestamp)
                 }
             }
@@ -368,6 +368,18 @@ impl<'p> DirectBatch<'p> {
         }
         self.rows += 1;
     }
+}
+
+/// A number as [`Parser::number`] read it.
+struct Number {
+    from: usize,
+    to: usize,
+    integer: bool,
+    negative: bool,
+    /// The decimal digits, when they fit in 64 bits; the value is this times
+    /// 10^`exponent`.
+    mantissa: Option<u64>,
+    exponent: i64,
 }
 
 /// A cursor over one record's bytes; every method returns None (or false) on anything
@@ -423,85 +435,45 @@ impl Parser<'_> {
         Some((from, to))
     }
 
-    /// A number in JSON's grammar: its byte range, and whether it is an integer.
-    fn number(&mut self) -> Option<(usize, usize, bool)> {
-        let from = self.i;
-        self.eat(b'-');
-        match self.peek()? {
-            b'0' => self.i += 1,
-            b'1'..=b'9' => self.digits(),
-            _ => return None,
-        }
-        let mut integer = true;
-        if self.eat(b'.') {
-            integer = false;
-            self.some_digits()?;
-        }
-        if let Some(b'e' | b'E') = self.peek() {
-            integer = false;
-            self.i += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.i += 1;
-            }
-            self.some_digits()?;
-        }
-        Some((from, self.i, integer))
-    }
-
-    fn digits(&mut self) {
-        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
-            self.i += 1;
-        }
-    }
-
-    fn some_digits(&mut self) -> Option<()> {
-        let from = self.i;
-        self.digits();
-        (self.i > from).then_some(())
-    }
-
-    /// A finite number, correctly rounded (as arrow-json's parser rounds). Most logged
-    /// numbers have few digits and a small exponent: those are one exact integer times
-    /// or over an exact power of ten, a single rounding (Clinger's fast path); the
-    /// others go to std's parser.
-    fn float(&mut self) -> Option<f64> {
-        const POW10: [f64; 23] = [
-            1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-            1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
-        ];
+    /// A number in JSON's grammar: its byte range, whether it is an integer, and its
+    /// decimal digits as an integer with a power of ten (`exact` when they fit in 64
+    /// bits).
+    fn number(&mut self) -> Option<Number> {
         let from = self.i;
         let negative = self.eat(b'-');
         let (mut mantissa, mut exact) = (0u64, true);
-        let mut digit = |c: u8| match mantissa
-            .checked_mul(10)
-            .and_then(|m| m.checked_add(u64::from(c - b'0')))
-        {
-            Some(m) => mantissa = m,
-            None => exact = false,
+        let mut digits = |p: &mut Self| -> usize {
+            let start = p.i;
+            while let Some(c @ b'0'..=b'9') = p.peek() {
+                match mantissa
+                    .checked_mul(10)
+                    .and_then(|m| m.checked_add(u64::from(c - b'0')))
+                {
+                    Some(m) => mantissa = m,
+                    None => exact = false,
+                }
+                p.i += 1;
+            }
+            p.i - start
         };
         match self.peek()? {
             b'0' => self.i += 1,
             b'1'..=b'9' => {
-                while let Some(c @ b'0'..=b'9') = self.peek() {
-                    digit(c);
-                    self.i += 1;
-                }
+                digits(self);
             }
             _ => return None,
         }
-        let mut exponent: i64 = 0;
+        let (mut exponent, mut integer) = (0i64, true);
         if self.eat(b'.') {
-            let start = self.i;
-            while let Some(c @ b'0'..=b'9') = self.peek() {
-                digit(c);
-                exponent -= 1;
-                self.i += 1;
-            }
-            if self.i == start {
+            let n = digits(self);
+            if n == 0 {
                 return None;
             }
+            exponent -= n as i64;
+            integer = false;
         }
         if let Some(b'e' | b'E') = self.peek() {
+            integer = false;
             self.i += 1;
             let sign = match self.peek() {
                 Some(b'-') => -1,
@@ -520,13 +492,34 @@ impl Parser<'_> {
             }
             exponent += if sign < 0 { -e } else { e };
         }
-        if exact && mantissa <= 1 << 53 && (-22..=22).contains(&exponent) {
-            let m = mantissa as f64;
-            let power = POW10[exponent.unsigned_abs() as usize];
-            let v = if exponent < 0 { m / power } else { m * power };
-            return Some(if negative { -v } else { v });
+        Some(Number {
+            from,
+            to: self.i,
+            integer,
+            negative,
+            mantissa: exact.then_some(mantissa),
+            exponent,
+        })
+    }
+
+    /// A finite number, correctly rounded (as arrow-json's parser rounds). Most logged
+    /// numbers have few digits and a small exponent: those are one exact integer times
+    /// or over an exact power of ten, a single rounding (Clinger's fast path); the
+    /// others go to std's parser.
+    fn float(&mut self) -> Option<f64> {
+        const POW10: [f64; 23] = [
+            1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+            1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+        ];
+        let n = self.number()?;
+        if let Some(m) = n.mantissa.filter(|&m| m <= 1 << 53)
+            && (-22..=22).contains(&n.exponent)
+        {
+            let (m, power) = (m as f64, POW10[n.exponent.unsigned_abs() as usize]);
+            let v = if n.exponent < 0 { m / power } else { m * power };
+            return Some(if n.negative { -v } else { v });
         }
-        let s = std::str::from_utf8(&self.b[from..self.i]).ok()?;
+        let s = std::str::from_utf8(&self.b[n.from..n.to]).ok()?;
         s.parse::<f64>().ok().filter(|v| v.is_finite())
     }
 
