@@ -541,9 +541,12 @@ impl Reference {
     }
 }
 
-/// Sets of keys that are hashes already: no second hashing.
-type Set = HashSet<u64, std::hash::BuildHasherDefault<PassThrough>>;
+/// Sets of input and cell hashes. Those hashes are stable (they are kept in
+/// checkpoints), so a sender can choose inputs whose hashes share their low bits;
+/// hashed again with a random key, they cannot pile into one bucket.
+type Set = HashSet<u64, std::hash::RandomState>;
 
+/// For maps whose keys are hashes with a random key already: no second hashing.
 #[derive(Default)]
 struct PassThrough(u64);
 
@@ -933,6 +936,9 @@ pub struct Clients {
     /// The rolling reference, shared with the drift tables.
     reference: Arc<crate::tables::reference::Reference>,
     state: Mutex<State>,
+    /// Keys the profile map by a hash seeded at random per process (see
+    /// [`Clients::client_key`]).
+    keys: std::hash::RandomState,
     /// Shapiro–Wilk coefficients per sample size.
     coefficients: Mutex<HashMap<usize, Arc<Vec<f64>>>>,
 }
@@ -1008,6 +1014,7 @@ impl Clients {
             profile_schema: Arc::new(profile),
             coefficients: Mutex::new(HashMap::new()),
             reference,
+            keys: std::hash::RandomState::new(),
             state: Mutex::new(State {
                 profiles: HashMap::default(),
                 consumed_until: i64::MIN,
@@ -1016,6 +1023,17 @@ impl Clients {
                 writer: Arc::new(()),
             }),
         })
+    }
+
+    /// A profile's key: a hash of model and client id (64 bits: two of a million
+    /// clients share one with a probability of about 3·10⁻⁸). The ids are the
+    /// traffic's to choose, so the hash is keyed at random per process: with a known
+    /// hash a sender could pick ids that share a key with another client (and write
+    /// into its profile) or that pile into one bucket of the map (and make every
+    /// lookup slow). Keys are never stored: a restored checkpoint is keyed anew.
+    fn client_key(&self, model: &str, client: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.keys.hash_one((model, client))
     }
 
     fn coefficients(&self, n: usize) -> Vec<f64> {
@@ -1071,7 +1089,7 @@ impl Clients {
             .into_iter()
             .map(|mut p| {
                 Arc::make_mut(&mut p).est = p.bytes();
-                (client_key(&p.model, &p.client), p)
+                (self.client_key(&p.model, &p.client), p)
             })
             .collect();
         st.consumed_until = snap.consumed_until;
@@ -1232,7 +1250,8 @@ impl Clients {
         // One group per (model, client), in the sorted order; each takes its profile
         // out of the map while it is worked on (a fresh one for a new client).
         let mut groups: Vec<Group> = Vec::new();
-        let mut taken: Set = Set::default();
+        let mut taken: HashSet<u64, std::hash::BuildHasherDefault<PassThrough>> =
+            HashSet::default();
         let mut i = 0;
         while i < recs.len() {
             let (m, c) = (recs[i].model, recs[i].client);
@@ -1240,7 +1259,7 @@ impl Clients {
             while j < recs.len() && recs[j].model == m && recs[j].client == c {
                 j += 1;
             }
-            let key = client_key(&models.names[m as usize], &clients.names[c as usize]);
+            let key = self.client_key(&models.names[m as usize], &clients.names[c as usize]);
             let fresh = recs[i..j].iter().any(|r| r.ts >= st.consumed_until);
             // Two (model, client) pairs with one key (a hash collision) share a profile,
             // as they always did: the later one updates it after the pass.
@@ -1987,16 +2006,6 @@ fn is_near(z: &[f64], cat: &[u32], pz: &[f64], pc: &[u32], radius: f64) -> bool 
         }
     }
     sum > 0.0
-}
-
-/// A profile's key: a hash of model and client id (64 bits: two of a million clients
-/// share one with a probability of about 3·10⁻⁸).
-fn client_key(model: &str, client: &str) -> u64 {
-    let mut h = Fnv::default();
-    h.write(model.as_bytes());
-    h.write_u8(0xff);
-    h.write(client.as_bytes());
-    h.finish()
 }
 
 /// The squared [`distance`] when it is below `bound` (else None, found as soon as a

@@ -556,3 +556,21 @@ fn the_per_client_pass_gives_the_same_rows_on_any_number_of_threads() {
         assert_eq!(run(threads), one, "{threads} threads");
     }
 }
+
+#[test]
+fn profile_keys_are_seeded_per_monitor_so_senders_cannot_aim_at_a_profile_or_a_bucket() {
+    let (a, b) = (clients_with(&config()), clients_with(&config()));
+    // One monitor keys a client the same way every time (its profile is found again)…
+    assert_eq!(a.client_key("m", "alice"), a.client_key("m", "alice"));
+    assert_ne!(a.client_key("m", "alice"), a.client_key("m", "mallory"));
+    // …but another monitor keys it otherwise: the key cannot be computed from the ids,
+    // so ids cannot be chosen to share a profile's key or one bucket of the map.
+    let ids: Vec<String> = (0..64).map(|i| format!("client-{i}")).collect();
+    let differ = ids
+        .iter()
+        .filter(|id| a.client_key("m", id) != b.client_key("m", id))
+        .count();
+    assert_eq!(differ, ids.len());
+    // Model and client stay apart: ("ab", "c") is not ("a", "bc").
+    assert_ne!(a.client_key("ab", "c"), a.client_key("a", "bc"));
+}
