@@ -632,8 +632,9 @@ impl BatchDecoder {
                 take_record_batch(&batch, &UInt32Array::from(order)).expect("indices are in range");
             rows.sort_unstable();
         }
-        let ts_ok = batch.column(0).logical_nulls();
-        let client_ok = batch.column(2).logical_nulls();
+        // A null buffer with no nulls in it needs no filtering either.
+        let ts_ok = batch.column(0).logical_nulls().filter(|n| n.null_count() > 0);
+        let client_ok = batch.column(2).logical_nulls().filter(|n| n.null_count() > 0);
         if ts_ok.is_none() && client_ok.is_none() {
             return (Some(self.with_strict_schema(batch)), rows);
         }

@@ -1138,10 +1138,13 @@ impl Clients {
         let mut cats: Vec<Interner> = (0..self.categorical.len())
             .map(|_| Interner::default())
             .collect();
-        let mut recs: Vec<Rec> = Vec::new();
+        let rows: usize = w.batches.iter().map(RecordBatch::num_rows).sum();
+        let mut recs: Vec<Rec> = Vec::with_capacity(rows);
         let mut f = Features {
             n_num: self.numeric.len(),
             n_cat: self.categorical.len(),
+            num: Vec::with_capacity(rows * self.numeric.len()),
+            cat: Vec::with_capacity(rows * self.categorical.len()),
             ..Features::default()
         };
         for b in &w.batches {

@@ -687,56 +687,56 @@ impl Drift {
         push_number(&mut m.score, score);
     }
 
+    /// Adds a batch's rows to their models' columns: per run of rows of one model and
+    /// version, column by column (a column without nulls is one copy).
     fn read_batch(
         &self,
         b: &RecordBatch,
         models: &mut BTreeMap<(String, String), ModelWindow>,
     ) -> Result<(), String> {
         let cols = Columns::of(b, &self.numeric, &self.categorical)?;
-        let mut key = (String::new(), String::new());
-        for row in 0..b.num_rows() {
-            let name = if cols.model.is_null(row) {
-                ""
-            } else {
-                cols.model.value(row)
-            };
-            let version = if cols.version.is_null(row) {
-                ""
-            } else {
-                cols.version.value(row)
-            };
-            if key.0 != name || key.1 != version {
-                key = (name.to_owned(), version.to_owned());
-                if !models.contains_key(&key) {
-                    // The version is the sender's to choose: a model's first
-                    // MAX_VERSIONS versions of the window get segments, the rest one.
-                    let versions = models
-                        .range((name.to_owned(), String::new())..)
-                        .take_while(|((m, _), _)| m == name)
-                        .count();
-                    if versions >= MAX_VERSIONS {
-                        key.1 = OTHER_VERSIONS.to_owned();
-                    }
-                    if !models.contains_key(&key) {
-                        models.insert(key.clone(), self.empty_model());
-                    }
+        fn text(a: &StringArray, row: usize) -> &str {
+            if a.is_null(row) { "" } else { a.value(row) }
+        }
+        let mut row = 0;
+        while row < b.num_rows() {
+            let (name, version) = (text(cols.model, row), text(cols.version, row));
+            let mut end = row + 1;
+            while end < b.num_rows()
+                && text(cols.model, end) == name
+                && text(cols.version, end) == version
+            {
+                end += 1;
+            }
+            let mut key = (name.to_owned(), version.to_owned());
+            if !models.contains_key(&key) {
+                // The version is the sender's to choose: a model's first MAX_VERSIONS
+                // versions of the window get segments, the rest one.
+                let versions = models
+                    .range((name.to_owned(), String::new())..)
+                    .take_while(|((m, _), _)| m == name)
+                    .count();
+                if versions >= MAX_VERSIONS {
+                    key.1 = OTHER_VERSIONS.to_owned();
                 }
             }
-            let m = models.get_mut(&key).expect("inserted above");
+            let m = models.entry(key).or_insert_with(|| self.empty_model());
             for (c, a) in m.num.iter_mut().zip(&cols.num) {
-                push_number(c, (!a.is_null(row)).then(|| a.value(row)));
+                push_numbers(c, a, row..end);
             }
+            push_numbers(&mut m.score, cols.score, row..end);
             for (c, a) in m.cat.iter_mut().zip(&cols.cat) {
-                push_category(c, (!a.is_null(row)).then(|| a.value(row)));
+                for r in row..end {
+                    push_category(c, (!a.is_null(r)).then(|| a.value(r)));
+                }
             }
-            push_category(
-                &mut m.label,
-                (!cols.label.is_null(row)).then(|| cols.label.value(row)),
-            );
-            push_number(
-                &mut m.score,
-                (!cols.score.is_null(row)).then(|| cols.score.value(row)),
-            );
+            for r in row..end {
+                push_category(
+                    &mut m.label,
+                    (!cols.label.is_null(r)).then(|| cols.label.value(r)),
+                );
+            }
+            row = end;
         }
         Ok(())
     }
@@ -912,6 +912,17 @@ fn push_number(c: &mut Column, v: Option<f64>) {
     match v {
         Some(x) => c.values.push(x),
         None => c.nulls += 1,
+    }
+}
+
+/// Rows `rows` of a number column.
+fn push_numbers(c: &mut Column, a: &Float64Array, rows: std::ops::Range<usize>) {
+    if a.null_count() == 0 {
+        c.values.extend_from_slice(&a.values()[rows]);
+    } else {
+        for r in rows {
+            push_number(c, (!a.is_null(r)).then(|| a.value(r)));
+        }
     }
 }
 
