@@ -83,7 +83,8 @@ echo "| features declared (of $width in the record) | records/s | peak RSS (MiB)
 echo "|---:|---:|---:|"
 for d in "${declared[@]}"; do
   config "$d" default
-  echo "| $d | $(median_rate "$work/wide.jsonl") |"
+  median_rate "$work/wide.jsonl" >"$work/row" # not in $(…): a failed replay stops the script
+  echo "| $d | $(cat "$work/row") |"
 done
 
 # The 64-feature records: the first 64 features only.
@@ -100,5 +101,6 @@ echo "| decoding / table threads (64 features) | records/s | peak RSS (MiB) |"
 echo "|---:|---:|---:|"
 for t in "${threads[@]}"; do
   config 64 "$t"
-  echo "| $t | $(median_rate "$work/w64.jsonl") |"
+  median_rate "$work/w64.jsonl" >"$work/row"
+  echo "| $t | $(cat "$work/row") |"
 done

@@ -42,6 +42,7 @@ pub struct DecodeConfig {
     /// Threads decoding records (default: the machine's cores less one). Results are
     /// the same for any number.
     #[serde(default)]
+    #[schemars(range(min = 1, max = 256))]
     pub threads: Option<usize>,
 }
 
@@ -633,8 +634,14 @@ impl BatchDecoder {
             rows.sort_unstable();
         }
         // A null buffer with no nulls in it needs no filtering either.
-        let ts_ok = batch.column(0).logical_nulls().filter(|n| n.null_count() > 0);
-        let client_ok = batch.column(2).logical_nulls().filter(|n| n.null_count() > 0);
+        let ts_ok = batch
+            .column(0)
+            .logical_nulls()
+            .filter(|n| n.null_count() > 0);
+        let client_ok = batch
+            .column(2)
+            .logical_nulls()
+            .filter(|n| n.null_count() > 0);
         if ts_ok.is_none() && client_ok.is_none() {
             return (Some(self.with_strict_schema(batch)), rows);
         }
@@ -821,6 +828,33 @@ mod tests {
         assert!(reasons[5].1.contains("no event time"), "{reasons:?}");
         assert!(reasons[6].1.contains("2 JSON values"), "{reasons:?}");
         assert_eq!(out.events.unwrap().num_rows(), 3);
+    }
+
+    #[test]
+    fn a_string_holding_a_number_is_that_number_and_any_other_string_a_bad_record() {
+        let d = BatchDecoder::new(&config()).unwrap();
+        let out = d.decode(&raw(&[
+            br#"{"ts":1795255200000,"client_id":"a","features":{"amount":"12.5"},"prediction":{"score":"0.93"}}"#,
+            br#"{"ts":1795255200000,"client_id":"a","features":{"amount":"12.5 EUR"}}"#,
+        ]));
+        assert_eq!(out.rows, vec![0]);
+        assert_eq!(out.dead.len(), 1, "{:?}", out.dead);
+        assert!(
+            out.dead[0].reason.starts_with("wrong type"),
+            "{:?}",
+            out.dead
+        );
+        let b = out.events.unwrap();
+        let number = |name: &str| {
+            b.column_by_name(name)
+                .unwrap()
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .unwrap()
+                .value(0)
+        };
+        assert_eq!(number("amount"), 12.5);
+        assert_eq!(number("prediction_score"), 0.93);
     }
 
     #[test]
