@@ -785,7 +785,7 @@ impl Profile {
 
     /// Estimated heap footprint, from capacities: what the allocator really holds for
     /// the profile, its map entry and its `Arc`, with 16 bytes of allocator overhead per
-    /// allocation (glibc). Hash sets: one u64 and one control byte per bucket.
+    /// allocation (size-class rounding and headers). Hash sets: one u64 and one control byte per bucket.
     fn bytes(&self) -> u64 {
         const ALLOC: usize = 16;
         let set = |buckets: usize| if buckets == 0 { 0 } else { buckets * 9 + ALLOC };
@@ -836,7 +836,7 @@ struct Computed {
 }
 
 struct State {
-    /// By [`client_key`].
+    /// By [`Clients::client_key`].
     /// Shared with a snapshot until the writer is done with it: taking a snapshot copies
     /// pointers, and a profile is copied only when it changes while a snapshot holds it.
     profiles: HashMap<u64, Arc<Profile>, std::hash::BuildHasherDefault<PassThrough>>,

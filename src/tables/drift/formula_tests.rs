@@ -423,3 +423,44 @@ fn the_sample_does_not_depend_on_the_order_or_the_batches_records_came_in() {
         a["many"].statistic
     );
 }
+
+#[test]
+fn records_without_a_model_or_version_are_one_segment_even_first_in_a_batch() {
+    // The sender may leave out model and version; such a record first in a batch once
+    // found no segment for it (and stopped the window's drift tables).
+    let unnamed = |prefix: &str, labels: &[&str]| -> Vec<Value> {
+        labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                json!({"request_id": format!("{prefix}-{i}"), "client_id": format!("{prefix}-{i}"),
+                       "prediction": {"label": l, "score": 0.5}})
+            })
+            .collect()
+    };
+    let cfg = DriftConfig {
+        reference_sample: Some(1000),
+        ..DriftConfig::default()
+    };
+    let d = drift_with(&features(), &cfg);
+    d.computed(&window(0, &unnamed("a", &["A", "A", "A", "B"])))
+        .unwrap();
+    let c = d.computed(&window(1, &unnamed("b", &["B", "B"]))).unwrap();
+    let b = &c.shares;
+    let share = |n: &str| {
+        b.column_by_name(n)
+            .unwrap()
+            .as_primitive::<Float64Type>()
+            .values()
+            .to_vec()
+    };
+    let (model, label) = (
+        b.column_by_name("model").unwrap().as_string::<i32>(),
+        b.column_by_name("label").unwrap().as_string::<i32>(),
+    );
+    assert_eq!(b.num_rows(), 2);
+    assert!(model.is_null(0) && model.is_null(1));
+    assert_eq!((label.value(0), label.value(1)), ("A", "B"));
+    assert_eq!(share("ref_share"), [0.75, 0.25]);
+    assert_eq!(share("cur_share"), [0.0, 1.0]);
+}

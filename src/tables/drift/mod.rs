@@ -907,7 +907,7 @@ impl Drift {
     }
 }
 
-/// The `events` columns the drift tables read.
+/// One value of a number column (None: a null).
 fn push_number(c: &mut Column, v: Option<f64>) {
     match v {
         Some(x) => c.values.push(x),
