@@ -87,6 +87,8 @@ KINDS = [
     ("distinct_model", lambda i: rec(i, model=f"m-{rng.getrandbits(64):x}",
                                      request_id=f"r-{rng.getrandbits(64):x}")),
     ("repeated_request_id", lambda i: rec(i, request_id="r-same")),
+    ("no_model", lambda i: json.dumps({k: v for k, v in json.loads(rec(i)).items()
+                                       if k not in ("model", "model_version")}).encode()),
 ]
 # Oversized and deeply nested records are expensive on purpose: fewer of them.
 weights = [0.0005 if k in ("oversized", "deep_nesting") else 1.0 for k, _ in KINDS]
