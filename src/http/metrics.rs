@@ -393,13 +393,7 @@ fn client_samples(out: &mut Out, b: &RecordBatch) {
         "label_entropy",
     ] {
         let v = floats(b, stat);
-        let mut idx: Vec<usize> = (0..v.len()).filter(|&i| v[i].is_some()).collect();
-        idx.sort_by(|&x, &y| {
-            v[y].partial_cmp(&v[x])
-                .unwrap_or(std::cmp::Ordering::Equal)
-                .then_with(|| client[x].cmp(&client[y]))
-        });
-        for &i in idx.iter().take(TOP_CLIENTS) {
+        for i in top_clients(&v, &client) {
             out.at(&cat::CLIENT_STAT).add(
                 &[&model[i], &client[i], stat],
                 Value::F(v[i].unwrap_or_default()),
@@ -408,9 +402,55 @@ fn client_samples(out: &mut Out, b: &RecordBatch) {
     }
 }
 
+/// The rows of the `TOP_CLIENTS` largest values, largest first (then by client id).
+/// NaN has no rank and is left out: a sender can make its statistics NaN (`"NaN"` as
+/// a latency), and a comparison that calls NaN equal to everything is not an order (the
+/// sort may panic on it).
+fn top_clients(v: &[Option<f64>], client: &[String]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..v.len())
+        .filter(|&i| v[i].is_some_and(|x| !x.is_nan()))
+        .collect();
+    let value = |i: usize| v[i].unwrap_or_default();
+    idx.sort_by(|&x, &y| {
+        value(y)
+            .total_cmp(&value(x))
+            .then_with(|| client[x].cmp(&client[y]))
+    });
+    idx.truncate(TOP_CLIENTS);
+    idx
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_top_clients_leave_out_nan_and_rank_the_rest_largest_first() {
+        // Many rows, a third of them NaN: a sort whose comparison calls NaN equal to
+        // everything may panic on such input, or rank NaN anywhere.
+        let n = 600;
+        let client: Vec<String> = (0..n).map(|i| format!("c{i:03}")).collect();
+        let v: Vec<Option<f64>> = (0..n)
+            .map(|i| match i % 3 {
+                0 => Some(f64::NAN),
+                1 => Some(i as f64),
+                _ => (i % 5 != 0).then_some(-(i as f64)),
+            })
+            .collect();
+        let mut v = v;
+        v[7] = Some(f64::INFINITY);
+        v[8] = Some(f64::NEG_INFINITY);
+        let top = top_clients(&v, &client);
+        // By hand: +∞ first, then the largest i ≡ 1 (mod 3) below 600: 598, 595, …
+        let want: Vec<usize> = std::iter::once(7)
+            .chain((0..9).map(|k| 598 - 3 * k))
+            .collect();
+        assert_eq!(top, want);
+        // Ties go by client id.
+        let tied = [Some(1.0), Some(2.0), Some(2.0)];
+        let names = ["b", "z", "a"].map(String::from);
+        assert_eq!(top_clients(&tied, &names), [2, 1, 0]);
+    }
 
     fn live(counters: Counters) -> Arc<Live> {
         Arc::new(Live::new(

@@ -613,7 +613,10 @@ impl Inner {
             let p: Option<Box<[f32]>> = probs.filter(|l| l.is_valid(row)).and_then(|l| {
                 let v = l.value(row);
                 let v = v.as_primitive::<Float64Type>();
-                (v.len() == k && v.null_count() == 0 && v.values().iter().all(|x| x.is_finite()))
+                // Probabilities, or none: a sender's 1e300 would make every estimate
+                // of its series infinite (a little slack for a model's rounding).
+                let probability = |x: &f64| (-1e-6..=1.0 + 1e-6).contains(x);
+                (v.len() == k && v.null_count() == 0 && v.values().iter().all(probability))
                     .then(|| v.values().iter().map(|&x| x as f32).collect())
             });
             let predicted = match label.filter(|l| l.is_valid(row)) {

@@ -415,3 +415,39 @@ fn a_restore_after_a_config_change_keeps_each_models_predictions_and_drops_chang
     let (perf, _) = tables_at(&changed, T0 + MINUTE);
     assert_eq!(perf.num_rows(), 0);
 }
+
+#[test]
+fn probabilities_out_of_range_count_as_none_and_leave_the_estimates_finite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("labels.jsonl");
+    write(&path, &[]);
+    let labels = Labels::new(&config(&path), &[], &[]).unwrap();
+    labels.start(1 << 20, Duration::from_secs(30)).unwrap();
+    labels.register(&predictions(0, 100, T0, "1"), &[]);
+    // A sender's answers with "probabilities" of 1e300 (finite as f64, infinite as the
+    // f32 they wait as) and -3.
+    let decoder = BatchDecoder::new(&DecodeConfig::default()).unwrap();
+    let mut raw = RawBatch::new(0);
+    for i in 0..20usize {
+        let probs = if i % 2 == 0 {
+            [1e300, 0.0]
+        } else {
+            [-3.0, 4.0]
+        };
+        let r = json!({
+            "ts": crate::time::rfc3339(T0 + 50 * i as i64),
+            "request_id": format!("h-{i}"), "client_id": "h", "model": "m",
+            "model_version": "1",
+            "prediction": {"label": "cat", "probs": probs},
+        });
+        raw.push(&serde_json::to_vec(&r).unwrap(), i as u64);
+    }
+    labels.register(&decoder.decode(&raw).events.unwrap(), &[]);
+    labels.advance_to(T0 + 2 * MINUTE).unwrap();
+    let (perf, _) = tables_at(&labels, T0 + 2 * MINUTE);
+    assert_eq!(u64_at(&perf, "predictions", 0), 120);
+    // The mean confidence of the hundred answers with probabilities: half at 0.8, half
+    // at 0.7.
+    let est = f64_at(&perf, "mean_confidence", 0).unwrap();
+    assert!((est - 0.75).abs() < 1e-6, "{est}");
+}

@@ -898,7 +898,37 @@ fn features(b: &RecordBatch, columns: &[usize], row: usize) -> Option<Vec<f32>> 
                     one.as_primitive::<Float64Type>().value(0)
                 }
             };
-            v.is_finite().then_some(v as f32)
+            // Finite as the model reads it: 1e39 is finite as f64, not as f32.
+            let v = v as f32;
+            v.is_finite().then_some(v)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod feature_tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Float64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    #[test]
+    fn a_feature_the_model_would_read_as_infinite_makes_the_row_unscorable() {
+        let schema = Schema::new(vec![
+            Field::new("a", DataType::Float64, true),
+            Field::new("b", DataType::Float64, true),
+        ]);
+        let b = RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(Float64Array::from(vec![1.5, 1.5, 1.5])),
+                Arc::new(Float64Array::from(vec![2.0, 1e39, -1e39])),
+            ],
+        )
+        .unwrap();
+        assert_eq!(super::features(&b, &[0, 1], 0), Some(vec![1.5, 2.0]));
+        // 1e39 is finite as f64, beyond f32's range: the model would read infinity.
+        assert_eq!(super::features(&b, &[0, 1], 1), None);
+        assert_eq!(super::features(&b, &[0, 1], 2), None);
+    }
 }

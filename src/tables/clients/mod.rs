@@ -1783,7 +1783,9 @@ impl Clients {
                     }
                 }
                 let d = best.sqrt();
-                if d > 0.0 && p.distances.len() < self.cfg.prada_distances {
+                // An infinite distance (a feature of ±1e308 or more) would make W
+                // uncomputable for the whole horizon: it is not a distance to keep.
+                if d > 0.0 && d.is_finite() && p.distances.len() < self.cfg.prada_distances {
                     p.distances.push(d);
                 }
             }

@@ -273,7 +273,7 @@ fn prada_distances_are_in_reference_standard_deviations_to_earlier_queries() {
     assert_eq!(below(&a, &[], &b, &[], 100.0), None);
     // 22 inputs of one class at z = 0.1·i(i+1)/2: each one's nearest earlier input is
     // the one before, 0.1·i away, so the distances are 0.1, 0.2, …, 2.1. An exact
-    // repeat and another class's inputs add none.
+    // repeat, an input at 1e308 and another class's inputs add none.
     let std = 833.25_f64.sqrt();
     let z: Vec<f64> = (0..22).map(|i| 0.1 * (i * (i + 1)) as f64 / 2.0).collect();
     let mut records: Vec<Value> = z
@@ -282,6 +282,9 @@ fn prada_distances_are_in_reference_standard_deviations_to_earlier_queries() {
         .map(|(i, z)| query("prada", i, 49.5 + z * std, "a"))
         .collect();
     records.push(query("prada", 22, 49.5 + z[5] * std, "a"));
+    // An input at 1e308 is infinitely far from the others: no distance of its own (an
+    // infinite one would leave W uncomputable for the horizon), and none to it.
+    records.push(query("prada", 28, 1e308, "a"));
     for i in 0..5 {
         let mut r = query("prada", 23 + i, 49.5 + 0.01 * (i + 1) as f64, "a");
         r["prediction"]["label"] = json!("other");
