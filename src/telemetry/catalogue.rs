@@ -74,7 +74,7 @@ families! {
     RESCORE_DROPPED: Counter "inferwatch_rescore_dropped" [] None,
         "Records that were to be re-scored but did not fit the budget per second.";
     RESCORE_UNSCORABLE: Counter "inferwatch_rescore_unscorable" [] None,
-        "Records to re-score with a feature missing.";
+        "Records to re-score with a feature missing or not a finite 32-bit float.";
     RESCORE_MISMATCHES: Counter "inferwatch_rescore_mismatches" [] None,
         "Re-scored records whose logged prediction differs from the embedded model's.";
     RESCORE_ADVERSARIAL: Counter "inferwatch_rescore_adversarial" [] None,
