@@ -7,7 +7,8 @@ Every kind of hostile record the monitor must survive, chosen at random: event t
 i64 min/max, zero, negative, years 0 and 9999, a day ahead; numbers 1e308, NaN and
 +-Infinity (as strings and bare); 10^5-deep nesting; duplicate keys; invalid UTF-8;
 oversized records; a flood of distinct client ids and model values; repeated request
-ids. The honest records are kept in order, so the honest episodes in them stay.
+ids; model and version left out. The honest records are kept in order, so the honest
+episodes in them stay.
 Prints the count of each kind to stderr.
 """
 import datetime

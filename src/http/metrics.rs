@@ -201,7 +201,8 @@ fn families(live: &Live) -> Vec<Samples<'static>> {
         .add(&["registered"], U(l.predictions))
         .add(&["expired"], U(l.expired))
         .add(&["evicted"], U(l.evicted))
-        .add(&["duplicate"], U(l.duplicate_predictions));
+        .add(&["duplicate"], U(l.duplicate_predictions))
+        .add(&["probs_out_of_range"], U(l.probs_out_of_range));
     out.at(&cat::LABELS_PENDING)
         .add(&["predictions"], U(l.pending))
         .add(&["labels"], U(l.waiting));

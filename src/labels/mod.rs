@@ -271,6 +271,8 @@ struct Inner {
     feed: Option<Feed>,
     /// The time labels have been applied up to.
     applied_to: i64,
+    /// A prediction's probabilities were out of [0, 1] (said once in the log).
+    warned_probs: bool,
 }
 
 /// Delayed labels: the join and the tables' state. Shared by the pipeline (which feeds
@@ -541,6 +543,7 @@ impl Inner {
             totals: LabelTotals::default(),
             feed: None,
             applied_to: i64::MIN,
+            warned_probs: false,
         }
     }
 
@@ -610,20 +613,42 @@ impl Inner {
                 continue;
             };
             let k = self.models[m].classes.len();
+            // Kept only when they are probabilities (a little slack for a model's
+            // rounding): a sender's 1e300 would make every estimate of its series
+            // infinite, and scores of another kind (logits) estimate nothing. Their
+            // largest still names the answer of a record without a label.
+            let mut top_of_scores = None;
             let p: Option<Box<[f32]>> = probs.filter(|l| l.is_valid(row)).and_then(|l| {
                 let v = l.value(row);
-                let v = v.as_primitive::<Float64Type>();
-                // Probabilities, or none: a sender's 1e300 would make every estimate
-                // of its series infinite (a little slack for a model's rounding).
-                let probability = |x: &f64| (-1e-6..=1.0 + 1e-6).contains(x);
-                (v.len() == k && v.null_count() == 0 && v.values().iter().all(probability))
-                    .then(|| v.values().iter().map(|&x| x as f32).collect())
+                let v = v.as_primitive::<Float64Type>().values();
+                if v.len() != k
+                    || l.value(row).null_count() != 0
+                    || !v.iter().all(|x| x.is_finite())
+                {
+                    return None;
+                }
+                if v.iter().all(|x| (-1e-6..=1.0 + 1e-6).contains(x)) {
+                    return Some(v.iter().map(|&x| x as f32).collect());
+                }
+                top_of_scores = (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b]).then(b.cmp(&a)));
+                None
             });
+            if top_of_scores.is_some() {
+                self.totals.probs_out_of_range += 1;
+                if !self.warned_probs {
+                    self.warned_probs = true;
+                    tracing::warn!(
+                        model = %self.models[m].name,
+                        "prediction.probs outside [0, 1]: those predictions join without probabilities (no confidence estimates, log loss or calibration from them); counted in inferwatch_label_predictions_total{{outcome=\"probs_out_of_range\"}}"
+                    );
+                }
+            }
             let predicted = match label.filter(|l| l.is_valid(row)) {
                 Some(l) => self.models[m].index.get(l.value(row)).copied().unwrap_or(k),
-                None => match &p {
-                    Some(p) => crate::rescore::top_class(p),
-                    None => continue,
+                None => match (&p, top_of_scores) {
+                    (Some(p), _) => crate::rescore::top_class(p),
+                    (None, Some(top)) => top,
+                    (None, None) => continue,
                 },
             };
             let v = version

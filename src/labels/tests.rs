@@ -417,7 +417,7 @@ fn a_restore_after_a_config_change_keeps_each_models_predictions_and_drops_chang
 }
 
 #[test]
-fn probabilities_out_of_range_count_as_none_and_leave_the_estimates_finite() {
+fn probabilities_out_of_range_are_counted_and_kept_out_of_the_estimates() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("labels.jsonl");
     write(&path, &[]);
@@ -442,10 +442,22 @@ fn probabilities_out_of_range_count_as_none_and_leave_the_estimates_finite() {
         });
         raw.push(&serde_json::to_vec(&r).unwrap(), i as u64);
     }
+    // And two without a label whose scores are logits: their largest names the answer.
+    for i in 20..22usize {
+        let r = json!({
+            "ts": crate::time::rfc3339(T0 + 50 * i as i64),
+            "request_id": format!("h-{i}"), "client_id": "h", "model": "m",
+            "model_version": "1",
+            "prediction": {"probs": [-2.0, 3.5]},
+        });
+        raw.push(&serde_json::to_vec(&r).unwrap(), i as u64);
+    }
     labels.register(&decoder.decode(&raw).events.unwrap(), &[]);
     labels.advance_to(T0 + 2 * MINUTE).unwrap();
+    let t = labels.totals();
+    assert_eq!((t.predictions, t.probs_out_of_range), (122, 22));
     let (perf, _) = tables_at(&labels, T0 + 2 * MINUTE);
-    assert_eq!(u64_at(&perf, "predictions", 0), 120);
+    assert_eq!(u64_at(&perf, "predictions", 0), 122);
     // The mean confidence of the hundred answers with probabilities: half at 0.8, half
     // at 0.7.
     let est = f64_at(&perf, "mean_confidence", 0).unwrap();

@@ -882,7 +882,8 @@ impl<'a> Columns<'a> {
     }
 }
 
-/// The row's features in the model's order, as f32; `None` when one is missing.
+/// The row's features in the model's order, as f32; `None` when one is missing or
+/// not finite as f32 (1e39 is finite as f64 only).
 fn features(b: &RecordBatch, columns: &[usize], row: usize) -> Option<Vec<f32>> {
     columns
         .iter()

@@ -84,7 +84,7 @@ families! {
     LABELS: Counter "inferwatch_labels" ["outcome"] Some("inferwatch.labels"),
         "Delayed label records read, by outcome: joined, or the reason of their dead letter.";
     LABEL_PREDICTIONS: Counter "inferwatch_label_predictions" ["outcome"] None,
-        "Predictions registered to wait for a label, and those that stopped waiting unlabelled (expired past labels.horizon, evicted over labels.max_pending, a repeated request id).";
+        "Predictions registered to wait for a label, those that stopped waiting unlabelled (expired past labels.horizon, evicted over labels.max_pending, a repeated request id), and those whose probs were not probabilities (probs_out_of_range).";
     LABELS_PENDING: Gauge "inferwatch_labels_pending" ["what"] None,
         "Predictions waiting for a label, and labels read ahead of the predictions.";
     RULE_EVALUATIONS: Counter "inferwatch_rule_evaluations" ["rule"] Some("inferwatch.rule.evaluations"),

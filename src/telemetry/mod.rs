@@ -293,6 +293,9 @@ pub struct LabelTotals {
     pub predictions: u64,
     /// A second prediction with a request id already waiting (the first is kept).
     pub duplicate_predictions: u64,
+    /// Predictions whose `probs` were not probabilities (out of [0, 1]): joined without.
+    #[serde(default)]
+    pub probs_out_of_range: u64,
     /// Predictions whose horizon passed without a label.
     pub expired: u64,
     /// Predictions evicted over `max_pending`.
