@@ -619,18 +619,17 @@ impl Inner {
             // largest still names the answer of a record without a label.
             let mut top_of_scores = None;
             let p: Option<Box<[f32]>> = probs.filter(|l| l.is_valid(row)).and_then(|l| {
-                let v = l.value(row);
-                let v = v.as_primitive::<Float64Type>().values();
-                if v.len() != k
-                    || l.value(row).null_count() != 0
-                    || !v.iter().all(|x| x.is_finite())
-                {
+                let list = l.value(row);
+                let list = list.as_primitive::<Float64Type>();
+                let v = list.values();
+                if v.len() != k || list.null_count() != 0 || !v.iter().all(|x| x.is_finite()) {
                     return None;
                 }
+                let scores: Box<[f32]> = v.iter().map(|&x| x as f32).collect();
                 if v.iter().all(|x| (-1e-6..=1.0 + 1e-6).contains(x)) {
-                    return Some(v.iter().map(|&x| x as f32).collect());
+                    return Some(scores);
                 }
-                top_of_scores = (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b]).then(b.cmp(&a)));
+                top_of_scores = Some(crate::rescore::top_class(&scores));
                 None
             });
             if top_of_scores.is_some() {

@@ -546,7 +546,10 @@ impl Reference {
 /// hashed again with a random key, they cannot pile into one bucket.
 type Set = HashSet<u64, std::hash::RandomState>;
 
-/// For maps whose keys are hashes with a random key already: no second hashing.
+/// Maps and sets by [`Clients::client_key`], a hash with a random key already: no
+/// second hashing.
+type ByKey = std::hash::BuildHasherDefault<PassThrough>;
+
 #[derive(Default)]
 struct PassThrough(u64);
 
@@ -785,7 +788,8 @@ impl Profile {
 
     /// Estimated heap footprint, from capacities: what the allocator really holds for
     /// the profile, its map entry and its `Arc`, with 16 bytes of allocator overhead per
-    /// allocation (size-class rounding and headers). Hash sets: one u64 and one control byte per bucket.
+    /// allocation (size-class rounding and headers). Hash sets: one u64 and one control
+    /// byte per bucket.
     fn bytes(&self) -> u64 {
         const ALLOC: usize = 16;
         let set = |buckets: usize| if buckets == 0 { 0 } else { buckets * 9 + ALLOC };
@@ -839,7 +843,7 @@ struct State {
     /// By [`Clients::client_key`].
     /// Shared with a snapshot until the writer is done with it: taking a snapshot copies
     /// pointers, and a profile is copied only when it changes while a snapshot holds it.
-    profiles: HashMap<u64, Arc<Profile>, std::hash::BuildHasherDefault<PassThrough>>,
+    profiles: HashMap<u64, Arc<Profile>, ByKey>,
     /// Rows before this event time already went into the profiles.
     consumed_until: i64,
     last: Option<Arc<Computed>>,
@@ -1253,8 +1257,7 @@ impl Clients {
         // One group per (model, client), in the sorted order; each takes its profile
         // out of the map while it is worked on (a fresh one for a new client).
         let mut groups: Vec<Group> = Vec::new();
-        let mut taken: HashSet<u64, std::hash::BuildHasherDefault<PassThrough>> =
-            HashSet::default();
+        let mut taken: HashSet<u64, ByKey> = HashSet::default();
         let mut i = 0;
         while i < recs.len() {
             let (m, c) = (recs[i].model, recs[i].client);
