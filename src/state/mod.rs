@@ -51,7 +51,8 @@ const MAGIC: &[u8; 8] = b"IWCKPT\r\n";
 /// Format 5: client profiles judge typicality and keep their recent inputs as points.
 /// Format 6: client profiles count low-margin answers.
 /// Format 7: a section for the delayed labels' state after the client section.
-pub const FORMAT: u32 = 7;
+/// Format 8: client profiles hold input identities of a keyed hash (SipHash-1-3).
+pub const FORMAT: u32 = 8;
 const CURRENT: &str = "checkpoint.bin";
 const PREVIOUS: &str = "checkpoint.prev.bin";
 const TEMP: &str = "checkpoint.tmp";
@@ -297,6 +298,15 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, StateError> {
         cp.reference = Some(crate::tables::reference::legacy::merge(
             drift, pooled, until,
         ));
+    }
+    if format < 8
+        && let Some(clients) = cp.clients.as_mut()
+    {
+        clients.forget_input_identities();
+        tracing::info!(
+            "checkpoint format {format}: input identities are keyed from format 8 on; \
+             inputs seen before this restart count as new once"
+        );
     }
     Ok(cp)
 }
@@ -577,6 +587,44 @@ mod tests {
         assert_eq!(pooled[0].cat, [Some("x".to_owned()), None]);
         // And today's format carries no client section when there is no client state.
         assert!(decode(&v2, Path::new("x")).unwrap().clients.is_none());
+    }
+
+    /// Format 7 held input identities of an unkeyed hash: read, they are forgotten,
+    /// the profiles kept.
+    #[test]
+    fn a_format_7_checkpoint_forgets_its_input_identities() {
+        use crate::decode::{FeatureDecl, FeatureKind};
+        let features = vec![FeatureDecl {
+            name: "x".into(),
+            kind: FeatureKind::Numerical,
+        }];
+        let reference = crate::tables::reference::Reference::new(
+            &features,
+            &Default::default(),
+            0,
+            std::iter::empty(),
+        );
+        let clients =
+            crate::tables::clients::Clients::new(&features, &Default::default(), &[], reference);
+        let records: Vec<_> = (0..3)
+            .map(|i| {
+                serde_json::json!({"request_id": format!("r{i}"), "client_id": "q",
+                    "model": "m", "features": {"x": i}, "prediction": {"label": "L"}})
+            })
+            .collect();
+        let window = crate::tables::test_support::minute_window(0, features, &records);
+        clients.computed(&window).unwrap();
+        let (mut cp, schema) = sample();
+        cp.clients = Some(clients.snapshot());
+        let mut bytes = encode(&cp, &schema).unwrap();
+        let today = decode(&bytes, Path::new("x")).unwrap().clients.unwrap();
+        assert_eq!((today.clients(), today.input_identities()), (1, 3));
+        bytes[MAGIC.len()] = 7;
+        let body_len = bytes.len() - 32;
+        let sum = Sha256::digest(&bytes[..body_len]);
+        bytes[body_len..].copy_from_slice(&sum);
+        let old = decode(&bytes, Path::new("x")).unwrap().clients.unwrap();
+        assert_eq!((old.clients(), old.input_identities()), (1, 0));
     }
 
     #[test]

@@ -73,11 +73,12 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
+use siphasher::sip::SipHasher13;
 use statrs::distribution::{Binomial, DiscreteCDF};
 
 use crate::baseline::squared_distance;
 use crate::decode::{FeatureDecl, FeatureKind, ts_type};
-use crate::stable_hash::{Fnv, hash_of, keyed_hash_of};
+use crate::stable_hash::{hash_of, keyed_hash_of};
 use crate::stats::{entropy_bits, grid_cell, quantile, royston_coefficients, shapiro_wilk_with};
 use crate::tables::reference::Sample as SharedSample;
 use crate::tables::{DerivedTable, WindowTable};
@@ -120,6 +121,11 @@ pub struct ClientsConfig {
     /// the state directory; 0 without one).
     #[serde(skip)]
     pub sample_key: u64,
+    /// Secret key of input identities (SipHash-1-3): derived from the state
+    /// directory's secret, so a restart reads its checkpoint's identities, or random
+    /// per run without one ([`ClientsConfig::input_key_from`]).
+    #[serde(skip)]
+    pub input_key: [u64; 2],
     /// Threads the per-client pass of a window runs on (`engine.table_threads`).
     #[serde(skip)]
     pub threads: usize,
@@ -140,12 +146,24 @@ impl Default for ClientsConfig {
             prada_distances: 2000,
             profile_set_cap: 4096,
             sample_key: 0,
+            input_key: rand::random(),
             threads: 1,
         }
     }
 }
 
 impl ClientsConfig {
+    /// The key of input identities for a state directory's secret: a one-way function
+    /// of it, so the two uses of the secret tell nothing of each other.
+    pub fn input_key_from(secret: u64) -> [u64; 2] {
+        let derive = |label: &[u8]| {
+            let mut h = SipHasher13::new_with_keys(secret, 0);
+            h.write(label);
+            h.finish()
+        };
+        [derive(b"input identity 0"), derive(b"input identity 1")]
+    }
+
     /// Quantiles inside (0, 1), thresholds that can be met.
     pub fn validate(&self) -> Result<(), String> {
         for (name, q) in [
@@ -833,7 +851,7 @@ impl Profile {
 }
 
 /// What one closed window produced for both tables.
-struct Computed {
+pub(crate) struct Computed {
     key: (i64, i64, i64, i64),
     stats: RecordBatch,
     profile: RecordBatch,
@@ -924,6 +942,20 @@ impl std::fmt::Debug for ClientsSnapshot {
 impl ClientsSnapshot {
     pub fn clients(&self) -> usize {
         self.profiles.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn input_identities(&self) -> usize {
+        self.profiles.iter().map(|p| p.inputs.len()).sum()
+    }
+
+    /// Empties every profile's set of input identities: a checkpoint before format 8
+    /// holds identities of an unkeyed hash, which no input hashes to any more. Inputs
+    /// seen before the restart count as new once; the counts so far are kept.
+    pub fn forget_input_identities(&mut self) {
+        for p in &mut self.profiles {
+            Arc::make_mut(p).inputs = Set::default();
+        }
     }
 }
 
@@ -1116,7 +1148,7 @@ impl Clients {
         st.last.as_ref().map(|c| c.stats.clone())
     }
 
-    fn computed(&self, w: &ClosedWindow) -> Result<Arc<Computed>, String> {
+    pub(crate) fn computed(&self, w: &ClosedWindow) -> Result<Arc<Computed>, String> {
         let key = (w.start_ms, w.end_ms, w.spec.size_ms, w.spec.slide_ms);
         let mut st = self.state.lock().expect("clients lock");
         if let Some(c) = st.last.as_ref().filter(|c| c.key == key) {
@@ -1568,8 +1600,11 @@ impl Clients {
                 keyed_hash_of(self.cfg.sample_key, request.value(row))
             };
             let (top1, margin) = confidence(probs, prob_values, score, row);
-            // The input's identity: every numeric value's bits and category's text.
-            let mut input = Fnv::default();
+            // The input's identity: every numeric value's bits and category's text,
+            // under a secret key (a sender who could compute it could make different
+            // inputs one, and hide its queries as repeats).
+            let mut input =
+                SipHasher13::new_with_keys(self.cfg.input_key[0], self.cfg.input_key[1]);
             for a in &num {
                 let x = if a.is_null(row) {
                     f64::NAN

@@ -577,3 +577,83 @@ fn profile_keys_are_seeded_per_monitor_so_senders_cannot_aim_at_a_profile_or_a_b
     // Model and client stay apart: ("ab", "c") is not ("a", "bc").
     assert_ne!(a.client_key("ab", "c"), a.client_key("a", "bc"));
 }
+
+/// Input identities under a secret key: a sender who cannot compute them cannot make
+/// different inputs one identity (and hide new queries as repeats), yet a monitor given
+/// the same key (a restart, from its state directory's secret) finds them again.
+#[test]
+fn input_identities_are_keyed_so_senders_cannot_make_different_inputs_one() {
+    // Ten distinct inputs, then five repeats of the first five.
+    let xs: Vec<f64> = (0..10).chain(0..5).map(|i| 30.0 + f64::from(i)).collect();
+    let run = |cfg: &ClientsConfig| {
+        let c = clients_with(cfg);
+        c.computed(&window(0, &reference())).unwrap();
+        let out = c.computed(&window(1, &client("q", &xs))).unwrap();
+        let share = column(&out.profile, "distinct_input_share")["q"];
+        let snap = c.snapshot();
+        let p = snap.profiles.iter().find(|p| p.client == "q").unwrap();
+        (
+            share,
+            p.inputs
+                .iter()
+                .copied()
+                .collect::<std::collections::BTreeSet<u64>>(),
+        )
+    };
+    let (a, b) = (config(), config());
+    assert_ne!(
+        a.input_key, b.input_key,
+        "a random key per monitor without a state dir"
+    );
+    let (share_a, ids_a) = run(&a);
+    let (share_b, ids_b) = run(&b);
+    // The same counts under either key: 10 distinct of 15…
+    assert!(close(share_a, 10.0 / 15.0), "{share_a:?}");
+    assert_eq!(share_a, share_b);
+    // …from identities that have nothing in common.
+    assert_eq!((ids_a.len(), ids_b.len()), (10, 10));
+    assert!(ids_a.is_disjoint(&ids_b));
+    // One state directory's secret gives one key (identities found again after a
+    // restart); another secret another.
+    let from = |secret| ClientsConfig {
+        input_key: ClientsConfig::input_key_from(secret),
+        ..config()
+    };
+    assert_eq!(run(&from(7)).1, run(&from(7)).1);
+    assert!(run(&from(7)).1.is_disjoint(&run(&from(8)).1));
+}
+
+/// A checkpoint from before keyed identities holds identities no input hashes to any
+/// more: they are forgotten on restore (an input seen before counts as new once), and
+/// the counts kept.
+#[test]
+fn forgotten_input_identities_count_earlier_inputs_as_new_once_and_keep_the_counts() {
+    let cfg = config();
+    let restored = |forget: bool| {
+        let c = clients_with(&cfg);
+        c.computed(&window(0, &reference())).unwrap();
+        c.computed(&window(1, &client("q", &[30.0, 31.0, 31.0])))
+            .unwrap();
+        let mut snap = c.snapshot();
+        if forget {
+            snap.forget_input_identities();
+        }
+        // A restart: another monitor with the same key.
+        let d = clients_with(&cfg);
+        d.restore(snap);
+        // Inputs seen before the restart (30, 31) and one new (32), each once.
+        let next = [30.0, 31.0, 32.0].map(|x| query("q", 9, x, "a"));
+        let out = d.computed(&window(2, &next)).unwrap();
+        (
+            column(&out.profile, "queries")["q"],
+            column(&out.profile, "distinct_input_share")["q"],
+        )
+    };
+    // Kept: 6 queries, 31 twice more and 30 once more are repeats: 3 distinct of 6.
+    assert_eq!(restored(false), (Some(6.0), Some(0.5)));
+    // Forgotten: the repeat before the restart is still counted, 30 and 31 are new once
+    // more: 5 distinct of 6.
+    let (queries, share) = restored(true);
+    assert_eq!(queries, Some(6.0));
+    assert!(close(share, 5.0 / 6.0), "{share:?}");
+}
