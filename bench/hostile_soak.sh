@@ -52,6 +52,7 @@ echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 awk -v n="$total" -v rc="$(cat "$work/hostile.rc")" -v p="$panics" -v s="$secs" -v kb="$kb" \
   -v kept="$(( $(wc -l <"$work/clean.firing") - missing ))/$(wc -l <"$work/clean.firing")" -v extra="$extra" \
   'BEGIN { printf "| replay | %d | %s | %d | %.1f | %.0f | %.0f | %s | %d |\n", n, rc, p, s, n / s, kb / 1024, kept, extra }'
+comm -23 "$work/clean.firing" "$work/hostile.firing" | sed 's/^/replay, not kept: /' >"$work/lost"
 
 if [ "${SOAK_KAFKA:-1}" = 1 ]; then
   kafka_broker
@@ -78,4 +79,10 @@ if [ "${SOAK_KAFKA:-1}" = 1 ]; then
   awk -v n="$total" -v rc="$rc" -v p="$panics" -v s="$secs" -v kb="$kb" \
     -v kept="$(( $(wc -l <"$work/clean.firing") - missing ))/$(wc -l <"$work/clean.firing")" -v extra="$extra" \
     'BEGIN { printf "| kafka run (incl. 20 s idle) | %d | %s | %d | %.1f | %.0f | %.0f | %s | %d |\n", n, rc, p, s, n / s, kb / 1024, kept, extra }'
+  comm -23 "$work/clean.firing" "$work/kafka.firing" | sed 's/^/kafka run, not kept: /' >>"$work/lost"
+fi
+# Which honest alerts did not fire again (rule and labels), after the table.
+if [ -s "$work/lost" ]; then
+  echo
+  cat "$work/lost"
 fi

@@ -1,8 +1,8 @@
 //! A stable hash: the same value in every process, build, platform and release
 //! (std's hashers are seeded per process, and `std::hash::Hash` does not promise its
-//! byte stream). Reference samples (bottom-k by the hash of the request id)
-//! and input identities depend on it, so that replay and Kafka, and a run before and
-//! after a restart, pick the same records.
+//! byte stream). Reference samples (bottom-k by the hash of the request id) and
+//! coverage cells depend on it, so that replay and Kafka, and a run before and after a
+//! restart, pick the same records.
 
 /// FNV-1a with a final mix (nearby inputs give unrelated values), over bytes this
 /// module spells out: integers little-endian, text as its UTF-8 bytes then `0xff`.

@@ -304,9 +304,9 @@ async fn plan(
     let mut clients_config = config.clients.clone();
     clients_config.sample_key = sample_key;
     clients_config.input_key = match config.state_dir {
-        Some(_) => crate::tables::clients::ClientsConfig::input_key_from(sample_key),
+        Some(_) => crate::tables::clients::InputKey::from_secret(sample_key),
         // No checkpoint to read back: a key of this run alone.
-        None => rand::random(),
+        None => crate::tables::clients::InputKey::random(),
     };
     clients_config.threads = config.engine.table_threads();
     let crate::tables::StandardTables {

@@ -51,7 +51,8 @@ const MAGIC: &[u8; 8] = b"IWCKPT\r\n";
 /// Format 5: client profiles judge typicality and keep their recent inputs as points.
 /// Format 6: client profiles count low-margin answers.
 /// Format 7: a section for the delayed labels' state after the client section.
-/// Format 8: client profiles hold input identities of a keyed hash (SipHash-1-3).
+/// Format 8: client profiles hold input identities of a keyed hash (SipHash-1-3), and
+/// a check of the key they were made with.
 pub const FORMAT: u32 = 8;
 const CURRENT: &str = "checkpoint.bin";
 const PREVIOUS: &str = "checkpoint.prev.bin";
@@ -262,10 +263,13 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, StateError> {
         let clients_len = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes")) as usize;
         let clients = take(clients_len)?;
         if !clients.is_empty() && format >= 4 {
-            use crate::tables::clients::{ClientsSnapshot, ClientsSnapshotV4, ClientsSnapshotV5};
+            use crate::tables::clients::{
+                ClientsSnapshot, ClientsSnapshotV4, ClientsSnapshotV5, ClientsSnapshotV7,
+            };
             let section = match format {
                 4 => clients_as::<ClientsSnapshotV4>(clients),
                 5 => clients_as::<ClientsSnapshotV5>(clients),
+                6 | 7 => clients_as::<ClientsSnapshotV7>(clients),
                 _ => clients_as::<ClientsSnapshot>(clients),
             };
             (cp.clients, cp.reference) =
@@ -298,15 +302,6 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, StateError> {
         cp.reference = Some(crate::tables::reference::legacy::merge(
             drift, pooled, until,
         ));
-    }
-    if format < 8
-        && let Some(clients) = cp.clients.as_mut()
-    {
-        clients.forget_input_identities();
-        tracing::info!(
-            "checkpoint format {format}: input identities are keyed from format 8 on; \
-             inputs seen before this restart count as new once"
-        );
     }
     Ok(cp)
 }
@@ -589,8 +584,8 @@ mod tests {
         assert!(decode(&v2, Path::new("x")).unwrap().clients.is_none());
     }
 
-    /// Format 7 held input identities of an unkeyed hash: read, they are forgotten,
-    /// the profiles kept.
+    /// Format 7 held input identities of an unkeyed hash: restored, they are
+    /// forgotten, the profiles kept.
     #[test]
     fn a_format_7_checkpoint_forgets_its_input_identities() {
         use crate::decode::{FeatureDecl, FeatureKind};
@@ -604,27 +599,54 @@ mod tests {
             0,
             std::iter::empty(),
         );
-        let clients =
-            crate::tables::clients::Clients::new(&features, &Default::default(), &[], reference);
+        let config = crate::tables::clients::ClientsConfig::default();
+        let clients = crate::tables::clients::Clients::new(&features, &config, &[], reference);
         let records: Vec<_> = (0..3)
             .map(|i| {
                 serde_json::json!({"request_id": format!("r{i}"), "client_id": "q",
                     "model": "m", "features": {"x": i}, "prediction": {"label": "L"}})
             })
             .collect();
-        let window = crate::tables::test_support::minute_window(0, features, &records);
+        let window = crate::tables::test_support::minute_window(0, features.clone(), &records);
         clients.computed(&window).unwrap();
         let (mut cp, schema) = sample();
         cp.clients = Some(clients.snapshot());
-        let mut bytes = encode(&cp, &schema).unwrap();
-        let today = decode(&bytes, Path::new("x")).unwrap().clients.unwrap();
-        assert_eq!((today.clients(), today.input_identities()), (1, 3));
-        bytes[MAGIC.len()] = 7;
-        let body_len = bytes.len() - 32;
-        let sum = Sha256::digest(&bytes[..body_len]);
-        bytes[body_len..].copy_from_slice(&sum);
-        let old = decode(&bytes, Path::new("x")).unwrap().clients.unwrap();
-        assert_eq!((old.clients(), old.input_identities()), (1, 0));
+        let today = encode(&cp, &schema).unwrap();
+        // As format 7 wrote it: the client section without the key check, which comes
+        // last before the (absent: one 0 byte) reference.
+        let read_len =
+            |at: usize| u64::from_le_bytes(today[at..at + 8].try_into().unwrap()) as usize;
+        let meta_at = MAGIC.len() + 4;
+        let rows_at = meta_at + 8 + read_len(meta_at);
+        let clients_at = rows_at + 8 + read_len(rows_at);
+        let section = &today[clients_at + 8..clients_at + 8 + read_len(clients_at)];
+        let check =
+            postcard::to_extend(&cp.clients.as_ref().unwrap().key_check(), Vec::new()).unwrap();
+        let (kept, tail) = section.split_at(section.len() - 1 - check.len());
+        assert_eq!(tail, [&check[..], &[0]].concat());
+        let mut old = today[..MAGIC.len()].to_vec();
+        old.extend_from_slice(&7u32.to_le_bytes());
+        old.extend_from_slice(&today[meta_at..clients_at]);
+        old.extend_from_slice(&(kept.len() as u64 + 1).to_le_bytes());
+        old.extend_from_slice(kept);
+        old.push(0);
+        // No labels.
+        old.extend_from_slice(&0u64.to_le_bytes());
+        let sum = Sha256::digest(&old);
+        old.extend_from_slice(&sum);
+        let restored = |bytes: &[u8]| {
+            let reference = crate::tables::reference::Reference::new(
+                &features,
+                &Default::default(),
+                0,
+                std::iter::empty(),
+            );
+            let c = crate::tables::clients::Clients::new(&features, &config, &[], reference);
+            c.restore(decode(bytes, Path::new("x")).unwrap().clients.unwrap());
+            (c.usage().clients, c.input_identities())
+        };
+        assert_eq!(restored(&today), (1, 3));
+        assert_eq!(restored(&old), (1, 0));
     }
 
     #[test]

@@ -121,11 +121,10 @@ pub struct ClientsConfig {
     /// the state directory; 0 without one).
     #[serde(skip)]
     pub sample_key: u64,
-    /// Secret key of input identities (SipHash-1-3): derived from the state
-    /// directory's secret, so a restart reads its checkpoint's identities, or random
-    /// per run without one ([`ClientsConfig::input_key_from`]).
+    /// Secret key of input identities: derived from the state directory's secret, so
+    /// a restart finds its checkpoint's identities again, or random per run without one.
     #[serde(skip)]
-    pub input_key: [u64; 2],
+    pub input_key: InputKey,
     /// Threads the per-client pass of a window runs on (`engine.table_threads`).
     #[serde(skip)]
     pub threads: usize,
@@ -146,24 +145,55 @@ impl Default for ClientsConfig {
             prada_distances: 2000,
             profile_set_cap: 4096,
             sample_key: 0,
-            input_key: rand::random(),
+            input_key: InputKey::random(),
             threads: 1,
         }
     }
 }
 
-impl ClientsConfig {
-    /// The key of input identities for a state directory's secret: a one-way function
-    /// of it, so the two uses of the secret tell nothing of each other.
-    pub fn input_key_from(secret: u64) -> [u64; 2] {
+/// The secret key of input identities (SipHash-1-3). A sender who could compute
+/// identities could make different inputs one, and pass its new queries off as
+/// repeats. `Debug` never shows it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct InputKey([u64; 2]);
+
+impl InputKey {
+    /// A key of this run alone (no checkpoint will be read back).
+    pub fn random() -> Self {
+        InputKey(rand::random())
+    }
+
+    /// The key for a state directory's secret: a one-way function of it, so the two
+    /// uses of the secret tell nothing of each other.
+    pub fn from_secret(secret: u64) -> Self {
         let derive = |label: &[u8]| {
             let mut h = SipHasher13::new_with_keys(secret, 0);
             h.write(label);
             h.finish()
         };
-        [derive(b"input identity 0"), derive(b"input identity 1")]
+        InputKey([derive(b"input identity 0"), derive(b"input identity 1")])
     }
 
+    fn hasher(&self) -> SipHasher13 {
+        SipHasher13::new_with_keys(self.0[0], self.0[1])
+    }
+
+    /// A value checkpoints keep to tell whether their identities were made with this
+    /// key (it says nothing of the key).
+    fn check(&self) -> u64 {
+        let mut h = self.hasher();
+        h.write(b"key check");
+        h.finish()
+    }
+}
+
+impl std::fmt::Debug for InputKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("(secret)")
+    }
+}
+
+impl ClientsConfig {
     /// Quantiles inside (0, 1), thresholds that can be met.
     pub fn validate(&self) -> Result<(), String> {
         for (name, q) in [
@@ -764,6 +794,34 @@ impl From<ClientsSnapshotV5> for ClientsSnapshot {
             profiles: upgrade_profiles(s.profiles),
             consumed_until: s.consumed_until,
             usage: s.usage,
+            key_check: None,
+            _writer: None,
+        }
+    }
+}
+
+/// The per-client state as checkpoints of formats 6 and 7 hold it: input identities
+/// of an unkeyed hash, no key check.
+#[derive(Deserialize)]
+pub struct ClientsSnapshotV7 {
+    profiles: Vec<Profile>,
+    consumed_until: i64,
+    usage: ClientsUsage,
+}
+
+impl std::fmt::Debug for ClientsSnapshotV7 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClientsSnapshotV7({} profiles)", self.profiles.len())
+    }
+}
+
+impl From<ClientsSnapshotV7> for ClientsSnapshot {
+    fn from(s: ClientsSnapshotV7) -> ClientsSnapshot {
+        ClientsSnapshot {
+            profiles: upgrade_profiles(s.profiles),
+            consumed_until: s.consumed_until,
+            usage: s.usage,
+            key_check: None,
             _writer: None,
         }
     }
@@ -789,6 +847,7 @@ impl From<ClientsSnapshotV4> for ClientsSnapshot {
             profiles: upgrade_profiles(s.profiles),
             consumed_until: s.consumed_until,
             usage: s.usage,
+            key_check: None,
             _writer: None,
         }
     }
@@ -890,6 +949,9 @@ pub struct ClientsSnapshot {
     profiles: Vec<Arc<Profile>>,
     consumed_until: i64,
     usage: ClientsUsage,
+    /// [`InputKey::check`] of the key the profiles' input identities were made with
+    /// (none before checkpoint format 8, when they were an unkeyed hash).
+    key_check: Option<u64>,
     /// Tells the state, by being alive, that a writer still holds these profiles.
     #[serde(skip)]
     _writer: Option<Arc<()>>,
@@ -925,6 +987,7 @@ impl LegacyClientsSnapshot {
                 profiles: upgrade_profiles(self.profiles),
                 consumed_until: self.consumed_until,
                 usage: self.usage,
+                key_check: None,
                 _writer: None,
             },
             self.windows,
@@ -945,17 +1008,8 @@ impl ClientsSnapshot {
     }
 
     #[cfg(test)]
-    pub(crate) fn input_identities(&self) -> usize {
-        self.profiles.iter().map(|p| p.inputs.len()).sum()
-    }
-
-    /// Empties every profile's set of input identities: a checkpoint before format 8
-    /// holds identities of an unkeyed hash, which no input hashes to any more. Inputs
-    /// seen before the restart count as new once; the counts so far are kept.
-    pub fn forget_input_identities(&mut self) {
-        for p in &mut self.profiles {
-            Arc::make_mut(p).inputs = Set::default();
-        }
+    pub(crate) fn key_check(&self) -> Option<u64> {
+        self.key_check
     }
 }
 
@@ -1114,16 +1168,37 @@ impl Clients {
             profiles: st.profiles.values().cloned().collect(),
             consumed_until: st.consumed_until,
             usage: st.usage,
+            key_check: Some(self.cfg.input_key.check()),
             _writer: Some(st.writer.clone()),
         }
     }
 
     pub fn restore(&self, snap: ClientsSnapshot) {
+        // Identities made with another key (or none) are no input's any more: forgotten,
+        // so inputs seen before the restart count as new once; the counts are kept.
+        let forget = snap.key_check != Some(self.cfg.input_key.check());
+        if forget && !snap.profiles.is_empty() {
+            match snap.key_check {
+                None => tracing::info!(
+                    "the checkpoint's client profiles hold unkeyed input identities (a \
+                     format before 8): forgotten; inputs seen before this restart count \
+                     as new once"
+                ),
+                Some(_) => tracing::warn!(
+                    "the checkpoint's input identities were made with another key (was \
+                     sample.key replaced?): forgotten; inputs seen before this restart \
+                     count as new once"
+                ),
+            }
+        }
         let mut st = self.state.lock().expect("clients lock");
         st.profiles = snap
             .profiles
             .into_iter()
             .map(|mut p| {
+                if forget {
+                    Arc::make_mut(&mut p).inputs = Set::default();
+                }
                 Arc::make_mut(&mut p).est = p.bytes();
                 (self.client_key(&p.model, &p.client), p)
             })
@@ -1132,6 +1207,12 @@ impl Clients {
         st.usage = snap.usage;
         st.usage.bytes = st.profiles.values().map(|p| p.est).sum();
         st.last = None;
+    }
+
+    #[cfg(test)]
+    pub(crate) fn input_identities(&self) -> usize {
+        let st = self.state.lock().expect("clients lock");
+        st.profiles.values().map(|p| p.inputs.len()).sum()
     }
 
     pub fn usage(&self) -> ClientsUsage {
@@ -1603,8 +1684,7 @@ impl Clients {
             // The input's identity: every numeric value's bits and category's text,
             // under a secret key (a sender who could compute it could make different
             // inputs one, and hide its queries as repeats).
-            let mut input =
-                SipHasher13::new_with_keys(self.cfg.input_key[0], self.cfg.input_key[1]);
+            let mut input = self.cfg.input_key.hasher();
             for a in &num {
                 let x = if a.is_null(row) {
                     f64::NAN

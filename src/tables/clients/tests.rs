@@ -11,7 +11,7 @@ use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Float64Type, UInt64Type};
 use serde_json::{Value, json};
 
-use super::{Clients, ClientsConfig};
+use super::{Clients, ClientsConfig, InputKey};
 use crate::decode::{FeatureDecl, FeatureKind};
 use crate::window::ClosedWindow;
 
@@ -605,6 +605,10 @@ fn input_identities_are_keyed_so_senders_cannot_make_different_inputs_one() {
         a.input_key, b.input_key,
         "a random key per monitor without a state dir"
     );
+    // Never printed with the config.
+    let shown = format!("{a:?}");
+    assert!(shown.contains("input_key: (secret)"), "{shown}");
+    assert!(!shown.contains(&a.input_key.0[0].to_string()), "{shown}");
     let (share_a, ids_a) = run(&a);
     let (share_b, ids_b) = run(&b);
     // The same counts under either key: 10 distinct of 15…
@@ -616,44 +620,46 @@ fn input_identities_are_keyed_so_senders_cannot_make_different_inputs_one() {
     // One state directory's secret gives one key (identities found again after a
     // restart); another secret another.
     let from = |secret| ClientsConfig {
-        input_key: ClientsConfig::input_key_from(secret),
+        input_key: InputKey::from_secret(secret),
         ..config()
     };
     assert_eq!(run(&from(7)).1, run(&from(7)).1);
     assert!(run(&from(7)).1.is_disjoint(&run(&from(8)).1));
 }
 
-/// A checkpoint from before keyed identities holds identities no input hashes to any
-/// more: they are forgotten on restore (an input seen before counts as new once), and
-/// the counts kept.
+/// Profiles restored with another key (a checkpoint from before keyed identities, or
+/// a replaced `sample.key`) hold identities no input hashes to any more: they are
+/// forgotten (an input seen before counts as new once), and the counts kept.
 #[test]
-fn forgotten_input_identities_count_earlier_inputs_as_new_once_and_keep_the_counts() {
+fn identities_of_another_key_are_forgotten_on_restore_and_the_counts_kept() {
     let cfg = config();
-    let restored = |forget: bool| {
+    let restored = |key: InputKey| {
         let c = clients_with(&cfg);
         c.computed(&window(0, &reference())).unwrap();
         c.computed(&window(1, &client("q", &[30.0, 31.0, 31.0])))
             .unwrap();
-        let mut snap = c.snapshot();
-        if forget {
-            snap.forget_input_identities();
-        }
-        // A restart: another monitor with the same key.
-        let d = clients_with(&cfg);
-        d.restore(snap);
+        // A restart: another monitor, with this key.
+        let d = clients_with(&ClientsConfig {
+            input_key: key,
+            ..cfg.clone()
+        });
+        d.restore(c.snapshot());
+        let kept = d.input_identities();
         // Inputs seen before the restart (30, 31) and one new (32), each once.
         let next = [30.0, 31.0, 32.0].map(|x| query("q", 9, x, "a"));
         let out = d.computed(&window(2, &next)).unwrap();
         (
+            kept,
             column(&out.profile, "queries")["q"],
             column(&out.profile, "distinct_input_share")["q"],
         )
     };
-    // Kept: 6 queries, 31 twice more and 30 once more are repeats: 3 distinct of 6.
-    assert_eq!(restored(false), (Some(6.0), Some(0.5)));
-    // Forgotten: the repeat before the restart is still counted, 30 and 31 are new once
-    // more: 5 distinct of 6.
-    let (queries, share) = restored(true);
-    assert_eq!(queries, Some(6.0));
+    // The same key: every identity kept (one of each reference client, q's two); 31
+    // twice more and 30 once more are repeats, 3 distinct of 6 queries.
+    assert_eq!(restored(cfg.input_key), (102, Some(6.0), Some(0.5)));
+    // Another key: none kept; the repeat before the restart is still counted, 30 and 31
+    // are new once more: 5 distinct of 6.
+    let (kept, queries, share) = restored(InputKey::random());
+    assert_eq!((kept, queries), (0, Some(6.0)));
     assert!(close(share, 5.0 / 6.0), "{share:?}");
 }
