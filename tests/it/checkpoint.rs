@@ -308,6 +308,12 @@ fn sigterm_writes_a_final_checkpoint_and_the_restart_rereads_nothing() {
         "{}",
         text(&o)
     );
+    // The state directory's key made the restored input identities: none forgotten.
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("input identities"),
+        "{}",
+        text(&o)
+    );
     let after = notifications(&alerts);
     assert_eq!(after[..before.len()], before[..]);
     let unique: BTreeSet<&String> = after.iter().collect();
