@@ -62,7 +62,8 @@
 //! (counted, logged). Sets inside a profile are capped (`profile_set_cap`): beyond it
 //! new inputs are still counted, but distinct counts stop growing (stated in docs/clients.md).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::hash::Hasher;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -266,24 +267,21 @@ impl Features {
     }
 }
 
-/// Strings seen in a window, interned. Std's randomly keyed hasher: the strings are
-/// client ids and models the traffic chooses, which must not be able to aim at one
-/// bucket.
+/// Strings seen in a window, interned: borrowed from the window's batches, not
+/// copied. Std's randomly keyed hasher: the strings are client ids and models the
+/// traffic chooses, which must not be able to aim at one bucket.
 #[derive(Default)]
-struct Interner {
-    ids: HashMap<String, u32>,
-    names: Vec<String>,
+struct Interner<'w> {
+    ids: HashMap<&'w str, u32>,
+    names: Vec<&'w str>,
 }
 
-impl Interner {
-    fn get(&mut self, s: &str) -> u32 {
-        if let Some(&i) = self.ids.get(s) {
-            return i;
-        }
-        let i = self.names.len() as u32;
-        self.names.push(s.to_owned());
-        self.ids.insert(s.to_owned(), i);
-        i
+impl<'w> Interner<'w> {
+    fn get(&mut self, s: &'w str) -> u32 {
+        *self.ids.entry(s).or_insert_with(|| {
+            self.names.push(s);
+            self.names.len() as u32 - 1
+        })
     }
 }
 
@@ -652,6 +650,9 @@ struct Profile {
     /// not recomputed over every profile each window).
     #[serde(skip)]
     est: u64,
+    /// Which [`State::expiry`] entry is this profile's (0: none yet).
+    #[serde(skip)]
+    generation: u64,
 }
 
 /// A profile as checkpoints of formats 2 to 4 hold it: near-duplicates were grid
@@ -766,6 +767,7 @@ impl From<ProfileV5> for Profile {
             distances: p.distances,
             w: p.w,
             est: 0,
+            generation: 0,
         }
     }
 }
@@ -890,6 +892,7 @@ impl Profile {
             .sum();
         let bytes = std::mem::size_of::<Profile>() + 16 + ALLOC // the Arc's allocation
             + 16 // the map's entry (key, pointer)
+            + 48 // its expiry entry (24 bytes, in a heap up to twice that)
             + string(&self.model)
             + string(&self.client)
             + set(self.inputs.capacity() * 8 / 7)
@@ -928,9 +931,23 @@ struct State {
     /// Held by every snapshot until its writer drops it: while more than one holds it,
     /// a changed profile leaves its earlier copy to the writer.
     writer: Arc<()>,
+    /// One entry per profile, (a time at or before its last query, its key, its
+    /// generation), soonest first: idle eviction looks at the profiles that may have
+    /// gone idle, not at every profile each window. An entry whose generation is not
+    /// its profile's (evicted, then made anew) is dropped when it comes up.
+    expiry: BinaryHeap<Reverse<(i64, u64, u64)>>,
+    /// The last generation given to a profile.
+    gens: u64,
 }
 
 impl State {
+    /// Gives `p`, a profile new to the map, a generation and its expiry entry.
+    fn track(&mut self, key: u64, p: &mut Profile, since: i64) {
+        self.gens += 1;
+        p.generation = self.gens;
+        self.expiry.push(Reverse((since, key, p.generation)));
+    }
+
     /// The profile, for changing: copied first if a snapshot shares it (the copy is
     /// counted until the writer is done).
     fn unshare<'p>(usage: &mut ClientsUsage, p: &'p mut Arc<Profile>) -> &'p mut Profile {
@@ -1111,6 +1128,8 @@ impl Clients {
                 last: None,
                 usage: ClientsUsage::default(),
                 writer: Arc::new(()),
+                expiry: BinaryHeap::new(),
+                gens: 0,
             }),
         })
     }
@@ -1192,17 +1211,18 @@ impl Clients {
             }
         }
         let mut st = self.state.lock().expect("clients lock");
-        st.profiles = snap
-            .profiles
-            .into_iter()
-            .map(|mut p| {
-                if forget {
-                    Arc::make_mut(&mut p).inputs = Set::default();
-                }
-                Arc::make_mut(&mut p).est = p.bytes();
-                (self.client_key(&p.model, &p.client), p)
-            })
-            .collect();
+        st.profiles = HashMap::default();
+        st.expiry = BinaryHeap::new();
+        for mut p in snap.profiles {
+            let profile = Arc::make_mut(&mut p);
+            if forget {
+                profile.inputs = Set::default();
+            }
+            profile.est = profile.bytes();
+            let key = self.client_key(&profile.model, &profile.client);
+            st.track(key, profile, profile.last_seen);
+            st.profiles.insert(key, p);
+        }
         st.consumed_until = snap.consumed_until;
         st.usage = snap.usage;
         st.usage.bytes = st.profiles.values().map(|p| p.est).sum();
@@ -1281,7 +1301,10 @@ impl Clients {
         self.reference.admit(w)?;
         // Built only when a model of the window has no baseline (it is the costliest
         // part of a window with wide records: nearest neighbours of 512 samples).
-        let needs_rolling = models.names.iter().any(|m| !self.baselines.contains_key(m));
+        let needs_rolling = models
+            .names
+            .iter()
+            .any(|m| !self.baselines.contains_key(*m));
         let rolling = if !needs_rolling {
             Reference::build(
                 &[],
@@ -1309,7 +1332,7 @@ impl Clients {
         let refs: Vec<&Reference> = models
             .names
             .iter()
-            .map(|m| self.baselines.get(m).map_or(&rolling, |r| r.as_ref()))
+            .map(|m| self.baselines.get(*m).map_or(&rolling, |r| r.as_ref()))
             .collect();
         // Category ids of this window → each reference's (computed for the references
         // in use).
@@ -1322,7 +1345,7 @@ impl Clients {
                         names
                             .names
                             .iter()
-                            .map(|n| reference.cats[j].get(n).copied().unwrap_or(u32::MAX))
+                            .map(|n| reference.cats[j].get(*n).copied().unwrap_or(u32::MAX))
                             .collect()
                     })
                     .collect()
@@ -1385,7 +1408,9 @@ impl Clients {
             let shared = !taken.insert(key);
             let profile = (fresh && !shared).then(|| {
                 let p = st.profiles.remove(&key).unwrap_or_else(|| {
-                    Profile::new(&models.names[m as usize], &clients.names[c as usize])
+                    let mut p = Profile::new(&models.names[m as usize], &clients.names[c as usize]);
+                    st.track(key, Arc::make_mut(&mut p), recs[i].ts);
+                    p
                 });
                 // It is changed on a pass thread (`take_fresh`): counted as copied here.
                 if Arc::strong_count(&p) > 1 {
@@ -1473,12 +1498,15 @@ impl Clients {
         }
         for ((i, j), key) in later {
             let group = &recs[i..j];
-            let p = st.profiles.entry(key).or_insert_with(|| {
-                Profile::new(
+            if !st.profiles.contains_key(&key) {
+                let mut p = Profile::new(
                     &models.names[group[0].model as usize],
                     &clients.names[group[0].client as usize],
-                )
-            });
+                );
+                st.track(key, Arc::make_mut(&mut p), group[0].ts);
+                st.profiles.insert(key, p);
+            }
+            let p = st.profiles.get_mut(&key).expect("inserted above");
             State::unshare(&mut st.usage, p);
             self.take_fresh(&ctx, group, p);
         }
@@ -1635,13 +1663,13 @@ impl Clients {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn read_batch(
+    fn read_batch<'w>(
         &self,
-        b: &RecordBatch,
-        models: &mut Interner,
-        clients: &mut Interner,
-        labels: &mut Interner,
-        cats: &mut [Interner],
+        b: &'w RecordBatch,
+        models: &mut Interner<'w>,
+        clients: &mut Interner<'w>,
+        labels: &mut Interner<'w>,
+        cats: &mut [Interner<'w>],
         recs: &mut Vec<Rec>,
         f: &mut Features,
     ) -> Result<(), String> {
@@ -1817,7 +1845,7 @@ impl Clients {
         &self,
         p: &mut Profile,
         recs: &[&Rec],
-        labels: &Interner,
+        labels: &Interner<'_>,
         f: &Features,
         near_radius: Option<f64>,
     ) {
@@ -1830,6 +1858,7 @@ impl Clients {
                     horizon_start: r.ts,
                     // Still counted in the total until the next update replaces it.
                     est: p.est,
+                    generation: p.generation,
                     ..Profile::default()
                 };
             }
@@ -1877,7 +1906,7 @@ impl Clients {
                 p.low_margin += l as u64;
             }
             // Labels are keys of the profile's maps; a key is allocated only when new.
-            let label = r.label.map_or("", |l| labels.names[l as usize].as_str());
+            let label = r.label.map_or("", |l| labels.names[l as usize]);
             if let Some(n) = p.labels.get_mut(label) {
                 *n += 1;
             } else if p.labels.len() < 64 {
@@ -1961,18 +1990,27 @@ impl Clients {
         let horizon = self.cfg.horizon.as_millis() as i64;
         let (mut idle, mut freed) = (0u64, 0u64);
         let mut still_held = 0u64;
-        st.profiles.retain(|_, p| {
-            let keep = now_ms - p.last_seen < horizon;
-            if !keep {
-                idle += 1;
-                freed += p.est;
-                // A writer holds it: its memory goes when the writer is done.
-                if Arc::strong_count(p) > 1 {
-                    still_held += p.est;
-                }
+        while let Some(&Reverse((since, key, generation))) = st.expiry.peek() {
+            if now_ms - since < horizon {
+                break;
             }
-            keep
-        });
+            st.expiry.pop();
+            let last_seen = match st.profiles.get(&key) {
+                Some(p) if p.generation == generation => p.last_seen,
+                _ => continue,
+            };
+            if now_ms - last_seen < horizon {
+                st.expiry.push(Reverse((last_seen, key, generation)));
+                continue;
+            }
+            let p = st.profiles.remove(&key).expect("looked up above");
+            idle += 1;
+            freed += p.est;
+            // A writer holds it: its memory goes when the writer is done.
+            if Arc::strong_count(&p) > 1 {
+                still_held += p.est;
+            }
+        }
         st.usage.checkpoint_copies += still_held;
         st.usage.evicted_idle += idle;
         let mut bytes: u64 = st.usage.bytes.saturating_sub(freed);
@@ -2083,9 +2121,9 @@ struct Group {
 /// What every group of a window's per-client pass reads.
 struct PassContext<'a> {
     recs: &'a [Rec],
-    models: &'a Interner,
-    clients: &'a Interner,
-    labels: &'a Interner,
+    models: &'a Interner<'a>,
+    clients: &'a Interner<'a>,
+    labels: &'a Interner<'a>,
     f: &'a Features,
     refs: &'a [&'a Reference],
     window_secs: f64,

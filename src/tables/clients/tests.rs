@@ -663,3 +663,44 @@ fn identities_of_another_key_are_forgotten_on_restore_and_the_counts_kept() {
     assert_eq!((kept, queries), (0, Some(6.0)));
     assert!(close(share, 5.0 / 6.0), "{share:?}");
 }
+
+/// Idle eviction goes by when each profile was last seen, for profiles made in this run
+/// and those restored from a checkpoint alike, and for a client evicted and back again.
+#[test]
+fn restored_and_returning_clients_are_evicted_once_idle_for_a_horizon() {
+    let cfg = ClientsConfig {
+        horizon: std::time::Duration::from_secs(600),
+        ..config()
+    };
+    let c = clients_with(&cfg);
+    // "a" and "b" query at 0 min + 0–1 ms.
+    let mut first = client("a", &[5.0]);
+    first.extend(client("b", &[6.0]));
+    c.computed(&window(0, &first)).unwrap();
+    // A restart after minute 0.
+    let d = clients_with(&cfg);
+    d.restore(c.snapshot());
+    assert_eq!(d.usage().clients, 2);
+    // "b" comes back at minute 5; "a" never does. A window ends at its end (minute
+    // m + 1): a client last seen 10 min before it is idle for the horizon.
+    d.computed(&window(5, &client("b", &[6.0]))).unwrap();
+    d.computed(&window(8, &client("x", &[7.0]))).unwrap();
+    assert_eq!((d.usage().clients, d.usage().evicted_idle), (3, 0));
+    // Window [9, 10): "a" idle 10 min: evicted; "b" seen 5 min ago stays.
+    d.computed(&window(9, &client("x", &[7.0]))).unwrap();
+    assert_eq!((d.usage().clients, d.usage().evicted_idle), (2, 1));
+    d.computed(&window(13, &client("x", &[7.0]))).unwrap();
+    assert_eq!((d.usage().clients, d.usage().evicted_idle), (2, 1));
+    // Window [14, 15): "b" idle 10 min.
+    d.computed(&window(14, &client("x", &[7.0]))).unwrap();
+    assert_eq!((d.usage().clients, d.usage().evicted_idle), (1, 2));
+    // "a" again: a new profile, idle-evicted once more in its turn.
+    let mut back = client("a", &[5.0]);
+    back.extend(client("x", &[7.0]));
+    d.computed(&window(16, &back)).unwrap();
+    assert_eq!((d.usage().clients, d.usage().evicted_idle), (2, 2));
+    d.computed(&window(24, &client("x", &[7.0]))).unwrap();
+    assert_eq!((d.usage().clients, d.usage().evicted_idle), (2, 2));
+    d.computed(&window(25, &client("x", &[7.0]))).unwrap();
+    assert_eq!((d.usage().clients, d.usage().evicted_idle), (1, 3));
+}
