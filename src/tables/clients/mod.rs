@@ -1401,14 +1401,14 @@ impl Clients {
             while j < recs.len() && recs[j].model == m && recs[j].client == c {
                 j += 1;
             }
-            let key = self.client_key(&models.names[m as usize], &clients.names[c as usize]);
+            let key = self.client_key(models.names[m as usize], clients.names[c as usize]);
             let fresh = recs[i..j].iter().any(|r| r.ts >= st.consumed_until);
             // Two (model, client) pairs with one key (a hash collision) share a profile,
             // as they always did: the later one updates it after the pass.
             let shared = !taken.insert(key);
             let profile = (fresh && !shared).then(|| {
                 let p = st.profiles.remove(&key).unwrap_or_else(|| {
-                    let mut p = Profile::new(&models.names[m as usize], &clients.names[c as usize]);
+                    let mut p = Profile::new(models.names[m as usize], clients.names[c as usize]);
                     st.track(key, Arc::make_mut(&mut p), recs[i].ts);
                     p
                 });
@@ -1500,8 +1500,8 @@ impl Clients {
             let group = &recs[i..j];
             if !st.profiles.contains_key(&key) {
                 let mut p = Profile::new(
-                    &models.names[group[0].model as usize],
-                    &clients.names[group[0].client as usize],
+                    models.names[group[0].model as usize],
+                    clients.names[group[0].client as usize],
                 );
                 st.track(key, Arc::make_mut(&mut p), group[0].ts);
                 st.profiles.insert(key, p);
