@@ -618,7 +618,7 @@ type Point = (Vec<f64>, Vec<u32>);
 
 /// Long-horizon state of one (model, client).
 #[derive(Default, Clone, Serialize, Deserialize)]
-struct Profile {
+pub(crate) struct Profile {
     model: String,
     client: String,
     horizon_start: i64,
@@ -658,7 +658,7 @@ struct Profile {
 /// A profile as checkpoints of formats 2 to 4 hold it: near-duplicates were grid
 /// cells, typicality was not judged (read, never written).
 #[derive(Clone, Deserialize)]
-struct ProfileV4 {
+pub(crate) struct ProfileV4 {
     model: String,
     client: String,
     horizon_start: i64,
@@ -718,7 +718,7 @@ impl From<ProfileV4> for Profile {
 /// A profile as checkpoints of format 5 hold it: margins were not judged against the
 /// population (read, never written).
 #[derive(Clone, Deserialize)]
-struct ProfileV5 {
+pub(crate) struct ProfileV5 {
     model: String,
     client: String,
     horizon_start: i64,
@@ -776,75 +776,28 @@ fn upgrade_profiles<P: Into<Profile>>(v: Vec<P>) -> Vec<Arc<Profile>> {
     v.into_iter().map(|p| Arc::new(p.into())).collect()
 }
 
-/// The per-client state as checkpoints of format 5 hold it.
+/// The per-client state as checkpoints of formats 4 to 7 hold it, with profiles of
+/// that format: [`ProfileV4`] (4), [`ProfileV5`] (5), [`Profile`] (6 and 7). Their input
+/// identities are of an unkeyed hash, with no key check (read, never written).
 #[derive(Deserialize)]
-pub struct ClientsSnapshotV5 {
-    profiles: Vec<ProfileV5>,
+pub(crate) struct OlderClientsSnapshot<P> {
+    profiles: Vec<P>,
     consumed_until: i64,
     usage: ClientsUsage,
 }
 
-impl std::fmt::Debug for ClientsSnapshotV5 {
+pub(crate) type ClientsSnapshotV4 = OlderClientsSnapshot<ProfileV4>;
+pub(crate) type ClientsSnapshotV5 = OlderClientsSnapshot<ProfileV5>;
+pub(crate) type ClientsSnapshotV7 = OlderClientsSnapshot<Profile>;
+
+impl<P> std::fmt::Debug for OlderClientsSnapshot<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ClientsSnapshotV5({} profiles)", self.profiles.len())
+        write!(f, "OlderClientsSnapshot({} profiles)", self.profiles.len())
     }
 }
 
-impl From<ClientsSnapshotV5> for ClientsSnapshot {
-    fn from(s: ClientsSnapshotV5) -> ClientsSnapshot {
-        ClientsSnapshot {
-            profiles: upgrade_profiles(s.profiles),
-            consumed_until: s.consumed_until,
-            usage: s.usage,
-            key_check: None,
-            _writer: None,
-        }
-    }
-}
-
-/// The per-client state as checkpoints of formats 6 and 7 hold it: input identities
-/// of an unkeyed hash, no key check.
-#[derive(Deserialize)]
-pub struct ClientsSnapshotV7 {
-    profiles: Vec<Profile>,
-    consumed_until: i64,
-    usage: ClientsUsage,
-}
-
-impl std::fmt::Debug for ClientsSnapshotV7 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ClientsSnapshotV7({} profiles)", self.profiles.len())
-    }
-}
-
-impl From<ClientsSnapshotV7> for ClientsSnapshot {
-    fn from(s: ClientsSnapshotV7) -> ClientsSnapshot {
-        ClientsSnapshot {
-            profiles: upgrade_profiles(s.profiles),
-            consumed_until: s.consumed_until,
-            usage: s.usage,
-            key_check: None,
-            _writer: None,
-        }
-    }
-}
-
-/// The per-client state as checkpoints of format 4 hold it.
-#[derive(Deserialize)]
-pub struct ClientsSnapshotV4 {
-    profiles: Vec<ProfileV4>,
-    consumed_until: i64,
-    usage: ClientsUsage,
-}
-
-impl std::fmt::Debug for ClientsSnapshotV4 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ClientsSnapshotV4({} profiles)", self.profiles.len())
-    }
-}
-
-impl From<ClientsSnapshotV4> for ClientsSnapshot {
-    fn from(s: ClientsSnapshotV4) -> ClientsSnapshot {
+impl<P: Into<Profile>> From<OlderClientsSnapshot<P>> for ClientsSnapshot {
+    fn from(s: OlderClientsSnapshot<P>) -> ClientsSnapshot {
         ClientsSnapshot {
             profiles: upgrade_profiles(s.profiles),
             consumed_until: s.consumed_until,
@@ -1991,7 +1944,7 @@ impl Clients {
         let (mut idle, mut freed) = (0u64, 0u64);
         let mut still_held = 0u64;
         while let Some(&Reverse((since, key, generation))) = st.expiry.peek() {
-            if now_ms - since < horizon {
+            if now_ms.saturating_sub(since) < horizon {
                 break;
             }
             st.expiry.pop();
@@ -1999,7 +1952,7 @@ impl Clients {
                 Some(p) if p.generation == generation => p.last_seen,
                 _ => continue,
             };
-            if now_ms - last_seen < horizon {
+            if now_ms.saturating_sub(last_seen) < horizon {
                 st.expiry.push(Reverse((last_seen, key, generation)));
                 continue;
             }
@@ -2011,6 +1964,12 @@ impl Clients {
                 still_held += p.est;
             }
         }
+        // What a pass over every profile would have left.
+        debug_assert!(
+            st.profiles
+                .values()
+                .all(|p| now_ms.saturating_sub(p.last_seen) < horizon)
+        );
         st.usage.checkpoint_copies += still_held;
         st.usage.evicted_idle += idle;
         let mut bytes: u64 = st.usage.bytes.saturating_sub(freed);
@@ -2046,6 +2005,16 @@ impl Clients {
                 cap = self.cfg.max_memory,
                 "client profiles over clients.max_memory: least recently seen evicted"
             );
+        }
+        // Profiles evicted for memory leave their entries until those are due: when
+        // such entries outnumber the profiles, the queue is made anew from the profiles,
+        // so a sender making up client ids cannot grow it past the profiles kept.
+        if st.expiry.len() > 2 * st.profiles.len() + 1024 {
+            st.expiry = st
+                .profiles
+                .iter()
+                .map(|(&key, p)| Reverse((p.last_seen, key, p.generation)))
+                .collect();
         }
         st.usage.bytes = bytes;
         debug_assert_eq!(

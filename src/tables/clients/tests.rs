@@ -704,3 +704,33 @@ fn restored_and_returning_clients_are_evicted_once_idle_for_a_horizon() {
     d.computed(&window(25, &client("x", &[7.0]))).unwrap();
     assert_eq!((d.usage().clients, d.usage().evicted_idle), (1, 3));
 }
+
+/// Profiles evicted for memory leave their expiry entries behind until those are due:
+/// a stream of made-up client ids over the memory cap must not grow the queue past the
+/// profiles kept (the entries are made anew from the profiles).
+#[test]
+fn made_up_clients_over_the_memory_cap_do_not_grow_the_expiry_queue() {
+    // Room for a few dozen profiles.
+    let cfg = ClientsConfig {
+        max_memory: 64 * 1024,
+        ..config()
+    };
+    let c = clients_with(&cfg);
+    for minute in 0..30 {
+        let records: Vec<Value> = (0..200)
+            .map(|i| query(&format!("m{minute}-{i}"), 0, 50.0, "a"))
+            .collect();
+        c.computed(&window(minute, &records)).unwrap();
+        let st = c.state.lock().unwrap();
+        assert!(
+            st.expiry.len() <= 2 * st.profiles.len() + 1024,
+            "minute {minute}: {} entries for {} profiles",
+            st.expiry.len(),
+            st.profiles.len()
+        );
+    }
+    // 6,000 clients, all but a few evicted for memory, none idle for the hour.
+    let u = c.usage();
+    assert!(u.clients < 200 && u.evicted_memory > 5_000, "{u:?}");
+    assert_eq!(u.evicted_idle, 0);
+}
