@@ -582,7 +582,7 @@ fn profile_keys_are_seeded_per_monitor_so_senders_cannot_aim_at_a_profile_or_a_b
 /// different inputs one identity (and hide new queries as repeats), yet a monitor given
 /// the same key (a restart, from its state directory's secret) finds them again.
 #[test]
-fn input_identities_are_keyed_so_senders_cannot_make_different_inputs_one() {
+fn input_identities_are_keyed_per_monitor_and_found_again_from_one_secret() {
     // Ten distinct inputs, then five repeats of the first five.
     let xs: Vec<f64> = (0..10).chain(0..5).map(|i| 30.0 + f64::from(i)).collect();
     let run = |cfg: &ClientsConfig| {
