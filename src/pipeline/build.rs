@@ -302,7 +302,7 @@ async fn plan(
         None => None,
     };
     let mut clients_config = config.clients.clone();
-    clients_config.sample_key = sample_key;
+    clients_config.sample_key = crate::tables::clients::SampleKey(sample_key);
     clients_config.input_key = match config.state_dir {
         Some(_) => crate::tables::clients::InputKey::from_secret(sample_key),
         // No checkpoint to read back: a key of this run alone.

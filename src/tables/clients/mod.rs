@@ -121,7 +121,7 @@ pub struct ClientsConfig {
     /// Secret key of the hash that orders a client's records of one event time (from
     /// the state directory; 0 without one).
     #[serde(skip)]
-    pub sample_key: u64,
+    pub sample_key: SampleKey,
     /// Secret key of input identities: derived from the state directory's secret, so
     /// a restart finds its checkpoint's identities again, or random per run without one.
     #[serde(skip)]
@@ -145,10 +145,21 @@ impl Default for ClientsConfig {
             prada_points: 32,
             prada_distances: 2000,
             profile_set_cap: 4096,
-            sample_key: 0,
+            sample_key: SampleKey(0),
             input_key: InputKey::random(),
             threads: 1,
         }
+    }
+}
+
+/// The state directory's secret (`sample.key`), as the client statistics hold it:
+/// `Debug` never shows it.
+#[derive(Clone, Copy, Default)]
+pub struct SampleKey(pub u64);
+
+impl std::fmt::Debug for SampleKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("(secret)")
     }
 }
 
@@ -1659,7 +1670,7 @@ impl Clients {
             let order = if request.is_null(row) {
                 hash_of((ts.value(row), client.value(row), row))
             } else {
-                keyed_hash_of(self.cfg.sample_key, request.value(row))
+                keyed_hash_of(self.cfg.sample_key.0, request.value(row))
             };
             let (top1, margin) = confidence(probs, prob_values, score, row);
             // The input's identity: every numeric value's bits and category's text,

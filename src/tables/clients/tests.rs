@@ -605,10 +605,19 @@ fn input_identities_are_keyed_per_monitor_and_found_again_from_one_secret() {
         a.input_key, b.input_key,
         "a random key per monitor without a state dir"
     );
-    // Never printed with the config.
-    let shown = format!("{a:?}");
+    // Never printed with the config, nor the state directory's secret.
+    let with_secret = ClientsConfig {
+        sample_key: super::SampleKey(0x1234_5678_9abc),
+        ..a.clone()
+    };
+    let shown = format!("{with_secret:?}");
     assert!(shown.contains("input_key: (secret)"), "{shown}");
+    assert!(shown.contains("sample_key: (secret)"), "{shown}");
     assert!(!shown.contains(&a.input_key.0[0].to_string()), "{shown}");
+    assert!(
+        !shown.contains(&0x1234_5678_9abc_u64.to_string()),
+        "{shown}"
+    );
     let (share_a, ids_a) = run(&a);
     let (share_b, ids_b) = run(&b);
     // The same counts under either key: 10 distinct of 15…
