@@ -912,6 +912,13 @@ impl State {
         self.expiry.push(Reverse((since, key, p.generation)));
     }
 
+    /// A new client's empty profile under `key`, tracked from `since` (its first query).
+    fn new_profile(&mut self, key: u64, model: &str, client: &str, since: i64) -> Arc<Profile> {
+        let mut p = Profile::new(model, client);
+        self.track(key, Arc::make_mut(&mut p), since);
+        p
+    }
+
     /// The profile, for changing: copied first if a snapshot shares it (the copy is
     /// counted until the writer is done).
     fn unshare<'p>(usage: &mut ClientsUsage, p: &'p mut Arc<Profile>) -> &'p mut Profile {
@@ -1372,9 +1379,12 @@ impl Clients {
             let shared = !taken.insert(key);
             let profile = (fresh && !shared).then(|| {
                 let p = st.profiles.remove(&key).unwrap_or_else(|| {
-                    let mut p = Profile::new(models.names[m as usize], clients.names[c as usize]);
-                    st.track(key, Arc::make_mut(&mut p), recs[i].ts);
-                    p
+                    st.new_profile(
+                        key,
+                        models.names[m as usize],
+                        clients.names[c as usize],
+                        recs[i].ts,
+                    )
                 });
                 // It is changed on a pass thread (`take_fresh`): counted as copied here.
                 if Arc::strong_count(&p) > 1 {
@@ -1463,11 +1473,8 @@ impl Clients {
         for ((i, j), key) in later {
             let group = &recs[i..j];
             if !st.profiles.contains_key(&key) {
-                let mut p = Profile::new(
-                    models.names[group[0].model as usize],
-                    clients.names[group[0].client as usize],
-                );
-                st.track(key, Arc::make_mut(&mut p), group[0].ts);
+                let (m, c) = (group[0].model as usize, group[0].client as usize);
+                let p = st.new_profile(key, models.names[m], clients.names[c], group[0].ts);
                 st.profiles.insert(key, p);
             }
             let p = st.profiles.get_mut(&key).expect("inserted above");
