@@ -85,6 +85,9 @@ use crate::tables::reference::Sample as SharedSample;
 use crate::tables::{DerivedTable, WindowTable};
 use crate::telemetry::ClientsUsage;
 use crate::window::ClosedWindow;
+use points::{Points, Recent};
+
+mod points;
 
 /// `clients:` in the config.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -624,9 +627,6 @@ impl Hasher for PassThrough {
     }
 }
 
-/// An earlier query for PRADA: numeric features standardized, then categories.
-type Point = (Vec<f64>, Vec<u32>);
-
 /// Long-horizon state of one (model, client).
 #[derive(Default, Clone, Serialize, Deserialize)]
 pub(crate) struct Profile {
@@ -648,11 +648,11 @@ pub(crate) struct Profile {
     low_margin: u64,
     inputs: Set,
     /// The client's last `RECENT` distinct inputs (standardized, then categories).
-    recent: VecDeque<Point>,
+    recent: Recent,
     cells: Set,
     labels: BTreeMap<String, u64>,
     /// Per predicted class: earlier queries (standardized, then categories).
-    points: HashMap<String, Vec<Point>>,
+    points: HashMap<String, Points>,
     distances: Vec<f64>,
     /// W of the first n distances, for n = the count it was computed at.
     #[serde(default)]
@@ -685,7 +685,7 @@ pub(crate) struct ProfileV4 {
     recent: VecDeque<u64>,
     cells: Set,
     labels: BTreeMap<String, u64>,
-    points: HashMap<String, Vec<Point>>,
+    points: HashMap<String, Points>,
     distances: Vec<f64>,
     #[serde(default)]
     w: Option<(usize, Option<f64>)>,
@@ -709,7 +709,7 @@ impl From<ProfileV4> for ProfileV5 {
             boundary: p.boundary,
             low_conf: p.low_conf,
             inputs: p.inputs,
-            recent: VecDeque::new(),
+            recent: Recent::default(),
             cells: p.cells,
             labels: p.labels,
             points: p.points,
@@ -743,10 +743,10 @@ pub(crate) struct ProfileV5 {
     boundary: u64,
     low_conf: u64,
     inputs: Set,
-    recent: VecDeque<Point>,
+    recent: Recent,
     cells: Set,
     labels: BTreeMap<String, u64>,
-    points: HashMap<String, Vec<Point>>,
+    points: HashMap<String, Points>,
     distances: Vec<f64>,
     #[serde(default)]
     w: Option<(usize, Option<f64>)>,
@@ -831,11 +831,15 @@ impl Profile {
 
     /// Estimated heap footprint, from capacities: what the allocator really holds for
     /// the profile, its map entry and its `Arc`, with 16 bytes of allocator overhead per
-    /// allocation (size-class rounding and headers). Hash sets: one u64 and one control
-    /// byte per bucket.
+    /// allocation (size-class rounding and headers). Hash tables: an entry and a control
+    /// byte per bucket, 16 more control bytes.
     fn bytes(&self) -> u64 {
         const ALLOC: usize = 16;
-        let set = |buckets: usize| if buckets == 0 { 0 } else { buckets * 9 + ALLOC };
+        let table = |capacity: usize, entry: usize| match hash_buckets(capacity) {
+            0 => 0,
+            buckets => buckets * (entry + 1) + 16 + ALLOC,
+        };
+        let set = |capacity: usize| table(capacity, 8);
         let string = |s: &String| {
             if s.capacity() == 0 {
                 0
@@ -843,36 +847,53 @@ impl Profile {
                 s.capacity() + ALLOC
             }
         };
-        let point_heap: usize = self
-            .points
-            .values()
-            .flatten()
-            .map(|(z, c)| z.capacity() * 8 + c.capacity() * 4 + 2 * ALLOC)
-            .sum();
-        let class_lists: usize = self
+        // A class's entry: its name, its points' two buffers.
+        let classes: usize = self
             .points
             .iter()
-            .map(|(k, v)| string(k) + v.capacity() * std::mem::size_of::<Point>() + ALLOC)
+            .map(|(k, v)| string(k) + v.heap_bytes(ALLOC))
             .sum();
         let bytes = std::mem::size_of::<Profile>() + 16 + ALLOC // the Arc's allocation
             + 16 // the map's entry (key, pointer)
             + 48 // its expiry entry (24 bytes, in a heap up to twice that)
             + string(&self.model)
             + string(&self.client)
-            + set(self.inputs.capacity() * 8 / 7)
-            + set(self.cells.capacity() * 8 / 7)
-            + self.recent.capacity() * std::mem::size_of::<Point>()
-            + self
-                .recent
-                .iter()
-                .map(|(z, c)| z.capacity() * 8 + c.capacity() * 4 + 2 * ALLOC)
-                .sum::<usize>()
-            + self.labels.keys().map(|k| string(k) + 64).sum::<usize>()
-            + set(self.points.capacity() * 8 / 7) * 6 // (String, Vec) buckets: 48 bytes
-            + class_lists
-            + point_heap
+            + set(self.inputs.capacity())
+            + set(self.cells.capacity())
+            + self.recent.heap_bytes(ALLOC)
+            + btree_nodes(self.labels.len()) * (BTREE_NODE + ALLOC)
+            + self.labels.keys().map(string).sum::<usize>()
+            + table(self.points.capacity(), std::mem::size_of::<(String, Points)>())
+            + classes
             + self.distances.capacity() * 8;
         bytes as u64
+    }
+}
+
+/// Buckets of a hash table (hashbrown's) that can hold `capacity` entries: a power of
+/// two, 7/8 of it usable from 8 buckets on, all but one below.
+fn hash_buckets(capacity: usize) -> usize {
+    match capacity {
+        0 => 0,
+        1..=7 => (capacity + 1).next_power_of_two(),
+        _ => (capacity * 8 / 7).next_power_of_two(),
+    }
+}
+
+/// Bytes of a node of the profile's label counts (`BTreeMap<String, u64>`): a parent
+/// pointer, two u16 and room for 11 keys and values.
+const BTREE_NODE: usize = 16 + 11 * (std::mem::size_of::<String>() + 8);
+
+/// Nodes of a B-tree of `len` entries: one up to 11, then nodes about two-thirds full
+/// (a node splits in halves when full), and the inner nodes above them.
+fn btree_nodes(len: usize) -> usize {
+    match len {
+        0 => 0,
+        1..=11 => 1,
+        _ => {
+            let leaves = len.div_ceil(8);
+            leaves + leaves.div_ceil(8)
+        }
     }
 }
 
@@ -1850,17 +1871,7 @@ impl Clients {
                         .iter()
                         .any(|(pz, pc)| is_near(z, cat, pz, pc, radius))
                 }) as u64;
-                // The oldest point's buffers are reused: no allocation once full.
-                if p.recent.len() == RECENT {
-                    let mut old = p.recent.pop_front().expect("full");
-                    old.0.clear();
-                    old.0.extend_from_slice(z);
-                    old.1.clear();
-                    old.1.extend_from_slice(cat);
-                    p.recent.push_back(old);
-                } else {
-                    p.recent.push_back((z.to_vec(), cat.to_vec()));
-                }
+                p.recent.remember(z, cat, RECENT);
             }
             if p.cells.len() < cap {
                 p.cells.insert(r.cell);
@@ -1908,7 +1919,7 @@ impl Clients {
                 }
             }
             if points.len() < self.cfg.prada_points {
-                points.push((f.z(r.row).to_vec(), f.cat(r.row).to_vec()));
+                points.push(f.z(r.row), f.cat(r.row));
             }
         }
     }

@@ -743,3 +743,28 @@ fn made_up_clients_over_the_memory_cap_do_not_grow_the_expiry_queue() {
     assert!(u.clients < 200 && u.evicted_memory > 5_000, "{u:?}");
     assert_eq!(u.evicted_idle, 0);
 }
+
+/// The estimate's bucket count of a hash table is the one std's table has: a power of
+/// two of which `capacity()` is 7/8 (all but one below 8 buckets).
+#[test]
+fn the_memory_estimate_counts_the_buckets_a_hash_table_holds() {
+    for n in 0..5000 {
+        let set: std::collections::HashSet<u64> = std::collections::HashSet::with_capacity(n);
+        let cap = set.capacity();
+        let buckets = super::hash_buckets(cap);
+        if cap == 0 {
+            assert_eq!(buckets, 0);
+            continue;
+        }
+        assert!(buckets.is_power_of_two(), "{n}: {buckets}");
+        let usable = if buckets < 8 {
+            buckets - 1
+        } else {
+            buckets / 8 * 7
+        };
+        assert_eq!(
+            usable, cap,
+            "capacity {cap} for {n} entries: {buckets} buckets"
+        );
+    }
+}
