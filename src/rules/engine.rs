@@ -39,6 +39,7 @@ use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, reset
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, Partitioning, PlanProperties};
 use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::StreamExt;
 use serde::Deserialize;
 
 use super::{Rule, RuleError};
@@ -57,9 +58,9 @@ pub struct EngineConfig {
     #[serde(with = "humantime_serde", default = "default_timeout")]
     #[schemars(with = "String")]
     pub rule_timeout: Duration,
-    /// Threads that compute a window's tables at once (default: one per core; 1: one
-    /// after another). Each table is a function of the window and its own state, so the
-    /// results are the same for any number.
+    /// Threads that compute a window's tables at once, and rule queries of a window run
+    /// at once (default: one per core; 1: one after another). Each table is a function of
+    /// the window and its own state, so the results are the same for any number.
     #[serde(default)]
     #[schemars(range(min = 1, max = 256))]
     pub table_threads: Option<usize>,
@@ -501,8 +502,11 @@ impl Engine {
                 }
             }
         }
-        let mut runs = Vec::with_capacity(due.len());
-        for &i in due {
+        // The rules of a round read only tables computed before it: their queries run
+        // side by side, up to `table_threads` at once (each under its own timeout, so
+        // not more at once than there are threads to run them), and come back in order.
+        let table_errors = &*table_errors;
+        let run_one = |i: usize| async move {
             let r = &self.rules[i];
             let failed_table = r.uses.iter().find_map(|t| table_errors.get(t).cloned());
             let started = std::time::Instant::now();
@@ -514,13 +518,16 @@ impl Engine {
                     result
                 }
             };
-            runs.push(RuleRun {
+            RuleRun {
                 rule: i,
                 result,
                 elapsed: started.elapsed(),
-            });
-        }
-        runs
+            }
+        };
+        futures::stream::iter(due.iter().map(|&i| run_one(i)))
+            .buffered(self.table_threads.max(1))
+            .collect()
+            .await
     }
 
     /// Computes the tables `needed` of a window, on up to `table_threads` threads (each
