@@ -177,7 +177,7 @@ impl Pipeline {
             }
             // What the report keeps of the window, handed over with its alerts below.
             let kept = self.report.is_some().then(|| {
-                let rules_ms: f64 = runs.iter().map(|r| r.elapsed.as_secs_f64() * 1e3).sum();
+                let rules_ms = self.engine.rules_wall().as_secs_f64() * 1e3;
                 let tables = self.engine.take_kept();
                 let histograms = if tables.iter().any(|(n, _)| n.ends_with("_drift")) {
                     self.drift.histograms(&window)

@@ -59,7 +59,8 @@ pub struct EngineConfig {
     #[schemars(with = "String")]
     pub rule_timeout: Duration,
     /// Threads that compute a window's tables at once, and rule queries of a window run
-    /// at once (default: one per core; 1: one after another). Each table is a function of
+    /// at once (at most the runtime's two worker threads; default: one per core; 1: one
+    /// after another). Each table is a function of
     /// the window and its own state, so the results are the same for any number.
     #[serde(default)]
     #[schemars(range(min = 1, max = 256))]
@@ -262,6 +263,9 @@ pub struct Engine {
     /// ([`Engine::keep_tables`]), and those rows.
     keep: BTreeSet<String>,
     kept: std::sync::Mutex<Vec<(String, Vec<RecordBatch>)>>,
+    /// Wall-clock time the last window's rule queries took (they overlap: not the sum
+    /// of their times).
+    rules_wall: std::sync::Mutex<Duration>,
 }
 
 /// The outcome of one rule on one window.
@@ -366,6 +370,7 @@ impl Engine {
             costs: Default::default(),
             keep: BTreeSet::new(),
             kept: Default::default(),
+            rules_wall: Default::default(),
         })
     }
 
@@ -383,6 +388,11 @@ impl Engine {
     /// The kept tables' rows of the last window evaluated (empty when none was read).
     pub fn take_kept(&self) -> Vec<(String, Vec<RecordBatch>)> {
         std::mem::take(&mut *self.kept.lock().expect("kept lock"))
+    }
+
+    /// Wall-clock time the rule queries of the last window evaluated took.
+    pub fn rules_wall(&self) -> Duration {
+        *self.rules_wall.lock().expect("rules_wall lock")
     }
 
     /// Time spent computing each table and running each rule so far, costliest first.
@@ -431,6 +441,7 @@ impl Engine {
             .partition(|&i| late.is_some_and(|t| self.rules[i].uses.contains(&t)));
         let mut computed = BTreeSet::new();
         let mut table_errors: HashMap<usize, String> = HashMap::new();
+        *self.rules_wall.lock().expect("rules_wall lock") = Duration::ZERO;
         // Recording rules first: their rows are tables of the rules after them.
         let mut runs = self
             .run_round(window, &records, &mut computed, &mut table_errors)
@@ -503,8 +514,13 @@ impl Engine {
             }
         }
         // The rules of a round read only tables computed before it: their queries run
-        // side by side, up to `table_threads` at once (each under its own timeout, so
-        // not more at once than there are threads to run them), and come back in order.
+        // side by side, each result in rule order. At most as many at once as the
+        // runtime has worker threads to run them (and `table_threads`): each query's
+        // `rule_timeout` then measures a query that runs, not one waiting for a thread.
+        let at_once = self
+            .table_threads
+            .min(tokio::runtime::Handle::current().metrics().num_workers())
+            .max(1);
         let table_errors = &*table_errors;
         let run_one = |i: usize| async move {
             let r = &self.rules[i];
@@ -524,10 +540,13 @@ impl Engine {
                 elapsed: started.elapsed(),
             }
         };
-        futures::stream::iter(due.iter().map(|&i| run_one(i)))
-            .buffered(self.table_threads.max(1))
+        let started = std::time::Instant::now();
+        let runs = futures::stream::iter(due.iter().map(|&i| run_one(i)))
+            .buffered(at_once)
             .collect()
-            .await
+            .await;
+        *self.rules_wall.lock().expect("rules_wall lock") += started.elapsed();
+        runs
     }
 
     /// Computes the tables `needed` of a window, on up to `table_threads` threads (each

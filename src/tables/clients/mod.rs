@@ -861,7 +861,7 @@ impl Profile {
             + set(self.inputs.capacity())
             + set(self.cells.capacity())
             + self.recent.heap_bytes(ALLOC)
-            + btree_nodes(self.labels.len()) * (BTREE_NODE + ALLOC)
+            + btree_bytes(self.labels.len(), ALLOC)
             + self.labels.keys().map(string).sum::<usize>()
             + table(self.points.capacity(), std::mem::size_of::<(String, Points)>())
             + classes
@@ -880,21 +880,25 @@ fn hash_buckets(capacity: usize) -> usize {
     }
 }
 
-/// Bytes of a node of the profile's label counts (`BTreeMap<String, u64>`): a parent
-/// pointer, two u16 and room for 11 keys and values.
-const BTREE_NODE: usize = 16 + 11 * (std::mem::size_of::<String>() + 8);
+/// Bytes of a leaf of the profile's label counts (`BTreeMap<String, u64>`): a parent
+/// pointer, two u16 and room for 11 keys and values; an inner node has 12 child
+/// pointers more.
+const BTREE_LEAF: usize = 16 + 11 * (std::mem::size_of::<String>() + 8);
+const BTREE_INNER: usize = BTREE_LEAF + 12 * 8;
 
-/// Nodes of a B-tree of `len` entries: one up to 11, then nodes about two-thirds full
-/// (a node splits in halves when full), and the inner nodes above them.
-fn btree_nodes(len: usize) -> usize {
-    match len {
-        0 => 0,
-        1..=11 => 1,
+/// Bytes of the nodes of a B-tree of `len` label counts, with `alloc` bytes of
+/// allocator overhead each: one leaf up to 11, then leaves about half full (labels come
+/// mostly in order, and a full leaf splits in halves) and the inner nodes above them.
+fn btree_bytes(len: usize, alloc: usize) -> usize {
+    let (leaves, inner) = match len {
+        0 => (0, 0),
+        1..=11 => (1, 0),
         _ => {
-            let leaves = len.div_ceil(8);
-            leaves + leaves.div_ceil(8)
+            let leaves = len.div_ceil(6);
+            (leaves, leaves.div_ceil(6))
         }
-    }
+    };
+    leaves * (BTREE_LEAF + alloc) + inner * (BTREE_INNER + alloc)
 }
 
 /// What one closed window produced for both tables.

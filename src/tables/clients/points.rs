@@ -86,7 +86,7 @@ impl Serialize for Points {
 
 impl<'de> Deserialize<'de> for Points {
     /// Points of another width than the first one's are left out (no checkpoint of ours
-    /// mixes widths: the events schema is checked before any profile is read).
+    /// mixes widths, and one of other features is refused for its events schema).
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Seq;
         impl<'de> Visitor<'de> for Seq {
