@@ -60,8 +60,8 @@ pub struct EngineConfig {
     pub rule_timeout: Duration,
     /// Threads that compute a window's tables at once, and rule queries of a window run
     /// at once (at most the runtime's two worker threads; default: one per core; 1: one
-    /// after another). Each table is a function of
-    /// the window and its own state, so the results are the same for any number.
+    /// after another). Each table is a function of the window and its own state, so the
+    /// results are the same for any number.
     #[serde(default)]
     #[schemars(range(min = 1, max = 256))]
     pub table_threads: Option<usize>,
