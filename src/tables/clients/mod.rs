@@ -887,8 +887,9 @@ const BTREE_LEAF: usize = 16 + 11 * (std::mem::size_of::<String>() + 8);
 const BTREE_INNER: usize = BTREE_LEAF + 12 * 8;
 
 /// Bytes of the nodes of a B-tree of `len` label counts, with `alloc` bytes of
-/// allocator overhead each: one leaf up to 11, then leaves about half full (labels come
-/// mostly in order, and a full leaf splits in halves) and the inner nodes above them.
+/// allocator overhead each: one leaf up to 11, then leaves counted half full (a full
+/// leaf splits in halves; keys that come in order leave them so) and the inner nodes
+/// above them.
 fn btree_bytes(len: usize, alloc: usize) -> usize {
     let (leaves, inner) = match len {
         0 => (0, 0),

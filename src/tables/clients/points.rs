@@ -130,9 +130,8 @@ impl Recent {
     /// Keeps a point, forgetting the oldest when `cap` are kept.
     pub(crate) fn remember(&mut self, z: &[f64], cat: &[u32], cap: usize) {
         if self.points.len() < cap || !self.points.fits(z, cat) {
-            if !self.points.fits(z, cat) {
-                self.oldest = 0;
-            }
+            // Filling up, or starting again at another width: the first is the oldest.
+            self.oldest = 0;
             self.points.push(z, cat);
         } else {
             self.points.set(self.oldest, z, cat);
