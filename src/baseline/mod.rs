@@ -238,18 +238,29 @@ pub fn sum_squared_differences(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// Each row's distance to its nearest other row that is not an exact copy, sorted.
+/// Each pair is measured once, for both rows (its Σ (aᵢ − bᵢ)² is the same either way:
+/// the same differences, squared, added in the same order), and only the nearest gets
+/// its square root: the same [`rms_distance`] values at half the pairs.
 pub fn nearest_distances(z: &[Vec<f64>]) -> Vec<f64> {
+    let mut nearest: Vec<Option<f64>> = vec![None; z.len()];
+    for (i, a) in z.iter().enumerate() {
+        for (j, b) in z.iter().enumerate().skip(i + 1) {
+            let s = sum_squared_differences(a, b);
+            // NaN and exact copies (0) are no distance.
+            if s.is_nan() || s <= 0.0 {
+                continue;
+            }
+            for k in [i, j] {
+                if nearest[k].is_none_or(|n| s < n) {
+                    nearest[k] = Some(s);
+                }
+            }
+        }
+    }
     let mut out: Vec<f64> = z
         .iter()
-        .enumerate()
-        .filter_map(|(i, a)| {
-            z.iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .map(|(_, b)| rms_distance(a, b))
-                .filter(|d| *d > 0.0)
-                .min_by(f64::total_cmp)
-        })
+        .zip(nearest)
+        .filter_map(|(a, s)| s.map(|s| (s / a.len() as f64).sqrt()))
         .collect();
     crate::stats::drift::sort_floats(&mut out);
     out

@@ -261,7 +261,9 @@ struct Inner {
     series_index: HashMap<(usize, String), u32>,
     versions_per_model: Vec<usize>,
     pending: HashMap<Arc<[u8]>, Pending>,
-    order: VecDeque<Arc<[u8]>>,
+    /// The keys of `pending` in arrival order, each with its prediction's time (the
+    /// expiry reads it without a lookup).
+    order: VecDeque<(i64, Arc<[u8]>)>,
     tallies: BTreeMap<(u32, i64), Tally>,
     /// Labels read, by (time, arrival) order.
     waiting: BTreeMap<(i64, u64), Label>,
@@ -421,7 +423,7 @@ impl Labels {
         let pending: Vec<(&[u8], &Pending)> = inner
             .order
             .iter()
-            .filter_map(|k| inner.pending.get(k).map(|p| (&k[..], p)))
+            .filter_map(|(_, k)| inner.pending.get(k).map(|p| (&k[..], p)))
             .collect();
         let tallies: Vec<(&(u32, i64), &Tally)> = inner.tallies.iter().collect();
         let waiting: Vec<&Label> = inner.waiting.values().collect();
@@ -487,7 +489,7 @@ impl Labels {
             key[..2].copy_from_slice(&(m as u16).to_le_bytes());
             p.series = *s;
             let key: Arc<[u8]> = key.into();
-            inner.order.push_back(key.clone());
+            inner.order.push_back((p.ts, key.clone()));
             inner.pending.insert(key, p);
         }
         for ((s, minute), t) in state.tallies {
@@ -663,36 +665,37 @@ impl Inner {
                 }
             };
             key_into(&mut key, m, rid.value(row));
-            if self.pending.contains_key(&key[..]) {
+            // Full: the oldest makes room, unless this one is a duplicate (it takes
+            // none). Then one lookup finds a duplicate or the place of a new one.
+            if self.pending.len() >= self.config.max_pending && !self.pending.contains_key(&key[..])
+            {
+                self.evict_oldest();
+            }
+            let std::collections::hash_map::Entry::Vacant(slot) =
+                self.pending.entry(Arc::from(&key[..]))
+            else {
                 self.totals.duplicate_predictions += 1;
                 continue;
-            }
+            };
             let t = ts.value(row);
             self.tallies
                 .entry((series, t.div_euclid(MINUTE)))
                 .or_insert_with(|| Tally::new(k))
                 .predict(predicted, p.as_deref());
-            if self.pending.len() >= self.config.max_pending {
-                self.evict_oldest();
-            }
-            let shared: Arc<[u8]> = Arc::from(&key[..]);
-            self.order.push_back(shared.clone());
-            self.pending.insert(
-                shared,
-                Pending {
-                    ts: t,
-                    series,
-                    predicted: predicted as u16,
-                    labelled: false,
-                    probs: p,
-                },
-            );
+            self.order.push_back((t, slot.key().clone()));
+            slot.insert(Pending {
+                ts: t,
+                series,
+                predicted: predicted as u16,
+                labelled: false,
+                probs: p,
+            });
             self.totals.predictions += 1;
         }
     }
 
     fn evict_oldest(&mut self) {
-        if let Some(k) = self.order.pop_front()
+        if let Some((_, k)) = self.order.pop_front()
             && let Some(p) = self.pending.remove(&k)
             && !p.labelled
         {
@@ -753,17 +756,10 @@ impl Inner {
         if expire {
             let horizon = self.config.horizon.as_millis() as i64;
             let cutoff = t.saturating_sub(horizon);
-            while let Some(k) = self.order.front() {
-                match self.pending.get(k) {
-                    Some(p) if p.ts >= cutoff => break,
-                    Some(p) => {
-                        self.totals.expired += u64::from(!p.labelled);
-                        let k = self.order.pop_front().expect("front");
-                        self.pending.remove(&k);
-                    }
-                    None => {
-                        self.order.pop_front();
-                    }
+            while self.order.front().is_some_and(|(ts, _)| *ts < cutoff) {
+                let (_, k) = self.order.pop_front().expect("front");
+                if let Some(p) = self.pending.remove(&k) {
+                    self.totals.expired += u64::from(!p.labelled);
                 }
             }
             let keep = (self.config.window + self.config.reference).as_millis() as i64 + MINUTE;

@@ -1423,8 +1423,14 @@ impl Clients {
                 key,
                 profile,
                 later: fresh && shared,
+                shared_later: false,
             });
             i = j;
+        }
+        let later_keys: HashSet<u64, ByKey> =
+            groups.iter().filter(|g| g.later).map(|g| g.key).collect();
+        for g in &mut groups {
+            g.shared_later = later_keys.contains(&g.key);
         }
         // The groups are independent: contiguous runs of them (of about equal numbers of
         // records) go to the threads, and their rows are joined in the same order.
@@ -1510,23 +1516,13 @@ impl Clients {
         if w.end_ms > st.consumed_until {
             st.consumed_until = w.end_ms;
         }
-        // W of the active clients, recomputed once their distances grew by 5 % or reached
-        // the cap: it is the costliest statistic and moves little in between.
-        let cap = self.cfg.prada_distances;
+        // W of the active clients (see `w_due`): done in the pass for the profiles it
+        // updated, here for the others (a key a colliding group updated after the pass).
         for key in &active {
-            if let Some(p) = st.profiles.get_mut(key) {
-                let n = p.distances.len();
-                let due = match p.w {
-                    None => n >= 20,
-                    Some((m, _)) => n != m && (n >= m + m / 20 || n >= cap),
-                };
-                if due {
-                    let w = (n >= 20)
-                        .then(|| shapiro_wilk_with(&p.distances, &|n| self.coefficients(n)).ok())
-                        .flatten()
-                        .map(|(w, _)| w);
-                    State::unshare(&mut st.usage, p).w = Some((n, w));
-                }
+            if let Some(p) = st.profiles.get_mut(key)
+                && let Some(w) = self.w_due(p)
+            {
+                State::unshare(&mut st.usage, p).w = Some(w);
             }
         }
         // The memory estimate follows the profiles that changed.
@@ -1580,8 +1576,32 @@ impl Clients {
             );
             if let Some(p) = g.profile.as_mut() {
                 self.take_fresh(ctx, group, p);
+                // A key a later group shares gets its W after that group's update.
+                if !g.shared_later
+                    && let Some(w) = self.w_due(p)
+                {
+                    Arc::make_mut(p).w = Some(w);
+                }
             }
         }
+    }
+
+    /// W of a profile's distances with their count, when it is due: first at 20
+    /// distances, then once they grew by 5 % or reached the cap (it is the costliest
+    /// statistic and moves little in between).
+    fn w_due(&self, p: &Profile) -> Option<(usize, Option<f64>)> {
+        let n = p.distances.len();
+        let due = match p.w {
+            None => n >= 20,
+            Some((m, _)) => n != m && (n >= m + m / 20 || n >= self.cfg.prada_distances),
+        };
+        due.then(|| {
+            let w = (n >= 20)
+                .then(|| shapiro_wilk_with(&p.distances, &|n| self.coefficients(n)).ok())
+                .flatten()
+                .map(|(w, _)| w);
+            (n, w)
+        })
     }
 
     /// Updates a group's profile with the group's records it has not taken yet.
@@ -2119,6 +2139,8 @@ struct Group {
     key: u64,
     profile: Option<Arc<Profile>>,
     later: bool,
+    /// A later group shares this group's key.
+    shared_later: bool,
 }
 
 /// What every group of a window's per-client pass reads.
