@@ -973,6 +973,45 @@ fn grid(
 mod tests {
     use super::*;
 
+    /// Against the definition: for each row, the least RMS distance to another row,
+    /// exact copies and NaN left out, by a plain double loop over all ordered pairs.
+    #[test]
+    fn nearest_distances_are_each_rows_least_rms_distance_to_another() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let mut z: Vec<Vec<f64>> = (0..60)
+            .map(|_| (0..5).map(|_| next() * 4.0 - 2.0).collect())
+            .collect();
+        z.push(z[3].clone());
+        z.push(z[3].clone());
+        z[7][2] = f64::NAN;
+        z.push(vec![1e300, -1e300, 0.0, 0.0, 0.0]);
+        let mut expected: Vec<f64> = (0..z.len())
+            .filter_map(|i| {
+                (0..z.len())
+                    .filter(|&j| j != i)
+                    .map(|j| {
+                        let s: f64 = z[i].iter().zip(&z[j]).map(|(a, b)| (a - b) * (a - b)).sum();
+                        (s / 5.0).sqrt()
+                    })
+                    .filter(|d| *d > 0.0)
+                    .min_by(f64::total_cmp)
+            })
+            .collect();
+        expected.sort_by(f64::total_cmp);
+        let got = nearest_distances(&z);
+        assert_eq!(got.len(), expected.len());
+        assert_eq!(got.len(), z.len() - 1, "the row with a NaN has no distance");
+        for (g, e) in got.iter().zip(&expected) {
+            assert!(g == e || ((g - e) / e).abs() < 1e-12, "{g} vs {e}");
+        }
+    }
+
     fn opts() -> BuildOptions {
         BuildOptions {
             model: "m".into(),
