@@ -204,14 +204,6 @@ pub struct Typicality {
 /// Rows the nearest-neighbour distances are measured on.
 pub const NEAREST_ROWS: usize = 1000;
 
-/// RMS distance between two standardized rows.
-pub fn rms_distance(a: &[f64], b: &[f64]) -> f64 {
-    if a.is_empty() {
-        return 0.0;
-    }
-    (sum_squared_differences(a, b) / a.len() as f64).sqrt()
-}
-
 /// Σ (aᵢ − bᵢ)² over the common length, in eight independent partial sums: the
 /// compiler vectorizes it (one running sum is a chain of dependent additions, four
 /// times slower on 64 features). Sums in another order than left to right, so the last
@@ -237,10 +229,10 @@ pub fn sum_squared_differences(a: &[f64], b: &[f64]) -> f64 {
     acc.iter().sum::<f64>() + tail
 }
 
-/// Each row's distance to its nearest other row that is not an exact copy, sorted.
-/// Each pair is measured once, for both rows (its Σ (aᵢ − bᵢ)² is the same either way:
-/// the same differences, squared, added in the same order), and only the nearest gets
-/// its square root: the same [`rms_distance`] values at half the pairs.
+/// Each row's distance to its nearest other row that is not an exact copy (RMS over
+/// the standardized features: √(Σ (aᵢ − bᵢ)² / n)), sorted. Each pair is measured once,
+/// for both rows (its sum is the same either way: the same differences, squared, added
+/// in the same order), and only each row's least sum gets its square root.
 pub fn nearest_distances(z: &[Vec<f64>]) -> Vec<f64> {
     let mut nearest: Vec<Option<f64>> = vec![None; z.len()];
     for (i, a) in z.iter().enumerate() {
