@@ -81,7 +81,7 @@ use crate::baseline::squared_distance;
 use crate::decode::{FeatureDecl, FeatureKind, ts_type};
 use crate::stable_hash::{hash_of, keyed_hash_of};
 use crate::stats::{entropy_bits, grid_cell, quantile, royston_coefficients, shapiro_wilk_with};
-use crate::tables::reference::Sample as SharedSample;
+use crate::tables::reference::{Sample as SharedSample, WindowSample};
 use crate::tables::{DerivedTable, WindowTable};
 use crate::telemetry::ClientsUsage;
 use crate::window::ClosedWindow;
@@ -1045,6 +1045,16 @@ pub struct Clients {
     keys: std::hash::RandomState,
     /// Shapiro–Wilk coefficients per sample size.
     coefficients: Mutex<HashMap<usize, Arc<Vec<f64>>>>,
+    /// The rolling reference of the next window, built on a thread of its own while the
+    /// pipeline finishes this one (see [`Clients::rolling`]).
+    ahead: Mutex<Option<Ahead>>,
+}
+
+/// A rolling reference built ahead: the window samples it is built from and the build
+/// (None when they pool no record).
+struct Ahead {
+    from: Vec<Arc<WindowSample>>,
+    build: std::thread::JoinHandle<Option<Reference>>,
 }
 
 impl Clients {
@@ -1117,6 +1127,7 @@ impl Clients {
             stats_schema: Arc::new(stats),
             profile_schema: Arc::new(profile),
             coefficients: Mutex::new(HashMap::new()),
+            ahead: Mutex::new(None),
             reference,
             keys: std::hash::RandomState::new(),
             state: Mutex::new(State {
@@ -1302,25 +1313,11 @@ impl Clients {
             .names
             .iter()
             .any(|m| !self.baselines.contains_key(*m));
-        let rolling = if !needs_rolling {
+        let rolling = if needs_rolling {
+            self.rolling(w)
+        } else {
             Reference::build(
                 &[],
-                self.numeric.len(),
-                self.categorical.len(),
-                self.cfg.near_duplicate,
-            )
-        } else {
-            let k = self.reference.sample_size();
-            let earlier = self.reference.before(w.end_ms);
-            let mut pool: Vec<&SharedSample> = earlier.iter().flat_map(|s| s.pooled(k)).collect();
-            let this = self.reference.of(w.end_ms);
-            if pool.is_empty()
-                && let Some(this) = &this
-            {
-                pool = this.pooled(k);
-            }
-            Reference::build(
-                &pool,
                 self.numeric.len(),
                 self.categorical.len(),
                 self.cfg.near_duplicate,
@@ -1546,6 +1543,57 @@ impl Clients {
             stats: stats.finish(self.stats_schema.clone())?,
             profile,
         })
+    }
+
+    /// The rolling reference of `w`: the pooled samples of the windows before it, or
+    /// its own at the start. It is a pure function of those samples, so the next
+    /// window's is built ahead on a thread of its own, from the windows admitted so far
+    /// (those the next window's reference holds unless a window closes in between, and
+    /// then the build is not used): off the path that waits for this window's rows.
+    fn rolling(&self, w: &ClosedWindow) -> Reference {
+        let (n_num, n_cat, near_q) = (
+            self.numeric.len(),
+            self.categorical.len(),
+            self.cfg.near_duplicate,
+        );
+        let k = self.reference.sample_size();
+        let earlier = self.reference.before(w.end_ms);
+        let ahead = self.ahead.lock().expect("ahead lock").take();
+        let built = ahead.and_then(|a| {
+            let same = a.from.len() == earlier.len()
+                && a.from.iter().zip(&earlier).all(|(a, b)| Arc::ptr_eq(a, b));
+            // A build that is not used is not waited for.
+            if same {
+                a.build.join().ok().flatten()
+            } else {
+                None
+            }
+        });
+        let next = self.reference.before(w.end_ms.saturating_add(1));
+        if !next.is_empty() {
+            let from = next.clone();
+            let build = std::thread::Builder::new()
+                .name("rolling-reference".into())
+                .spawn(move || {
+                    let pool: Vec<&SharedSample> = from.iter().flat_map(|s| s.pooled(k)).collect();
+                    (!pool.is_empty()).then(|| Reference::build(&pool, n_num, n_cat, near_q))
+                });
+            // Without a thread the next window builds its own.
+            if let Ok(build) = build {
+                *self.ahead.lock().expect("ahead lock") = Some(Ahead { from: next, build });
+            }
+        }
+        if let Some(r) = built {
+            return r;
+        }
+        let mut pool: Vec<&SharedSample> = earlier.iter().flat_map(|s| s.pooled(k)).collect();
+        let this = self.reference.of(w.end_ms);
+        if pool.is_empty()
+            && let Some(this) = &this
+        {
+            pool = this.pooled(k);
+        }
+        Reference::build(&pool, n_num, n_cat, near_q)
     }
 
     /// The window's row of each group and the update of its profile.
