@@ -86,6 +86,7 @@ use crate::tables::{DerivedTable, WindowTable};
 use crate::telemetry::ClientsUsage;
 use crate::window::ClosedWindow;
 use points::{Points, Recent};
+use rayon::iter::{IntoParallelIterator, ParallelIterator};
 
 mod points;
 
@@ -399,34 +400,36 @@ impl Reference {
             ];
             r.sorted[j] = v;
         }
+        // Each sample's category ids: the index of its category in the sorted list of
+        // the sample's non-empty categories (u32::MAX for a missing or empty one).
+        let mut ids = vec![u32::MAX; samples.len() * n_cat];
+        let mut seen: Vec<(&str, u32)> = Vec::with_capacity(samples.len());
         for (j, cats) in r.cats.iter_mut().enumerate() {
-            let distinct: HashSet<&str> = samples
-                .iter()
-                .filter_map(|s| s.cat[j].as_deref())
-                .filter(|c| !c.is_empty())
-                .collect();
-            let mut names: Vec<&str> = distinct.into_iter().collect();
-            names.sort_unstable();
-            for (i, c) in names.into_iter().enumerate() {
-                cats.insert(c.to_owned(), i as u32);
+            seen.clear();
+            seen.extend(samples.iter().enumerate().filter_map(|(i, s)| {
+                s.cat[j]
+                    .as_deref()
+                    .filter(|c| !c.is_empty())
+                    .map(|c| (c, i as u32))
+            }));
+            seen.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            let mut last: Option<&str> = None;
+            for &(c, i) in &seen {
+                if last != Some(c) {
+                    cats.insert(c.to_owned(), cats.len() as u32);
+                    last = Some(c);
+                }
+                ids[i as usize * n_cat + j] = cats.len() as u32 - 1;
             }
         }
         let mut cells: HashMap<u64, u64> = HashMap::new();
         let mut num = Vec::with_capacity(n_num);
-        for s in samples {
-            let cat: Vec<u32> = s
-                .cat
-                .iter()
-                .enumerate()
-                .map(|(j, c)| {
-                    c.as_deref()
-                        .and_then(|c| r.cats[j].get(c).copied())
-                        .unwrap_or(u32::MAX)
-                })
-                .collect();
+        for (i, s) in samples.iter().enumerate() {
             num.clear();
             num.extend(s.num.iter().map(|x| x.unwrap_or(f64::NAN)));
-            *cells.entry(r.cell(&num, &cat)).or_default() += 1;
+            *cells
+                .entry(r.cell(&num, &ids[i * n_cat..(i + 1) * n_cat]))
+                .or_default() += 1;
         }
         let total = samples.len().max(1) as f64;
         let mut by_count: BTreeMap<u64, u64> = BTreeMap::new();
@@ -1047,14 +1050,45 @@ pub struct Clients {
     coefficients: Mutex<HashMap<usize, Arc<Vec<f64>>>>,
     /// The rolling reference of the next window, built on a thread of its own while the
     /// pipeline finishes this one (see [`Clients::rolling`]).
-    ahead: Mutex<Option<Ahead>>,
+    ahead: Mutex<(Option<Builder>, Option<Ahead>)>,
 }
 
-/// A rolling reference built ahead: the window samples it is built from and the build
-/// (None when they pool no record).
+/// A rolling reference being built ahead: the window samples it is built from and where
+/// the build arrives (None when they pool no record).
 struct Ahead {
     from: Vec<Arc<WindowSample>>,
-    build: std::thread::JoinHandle<Option<Reference>>,
+    built: std::sync::mpsc::Receiver<Option<Reference>>,
+}
+
+/// The thread that builds rolling references ahead, started on first use; it ends when
+/// the [`Clients`] holding its sender is dropped.
+struct Builder {
+    jobs: std::sync::mpsc::Sender<(
+        Vec<Arc<WindowSample>>,
+        std::sync::mpsc::SyncSender<Option<Reference>>,
+    )>,
+}
+
+impl Builder {
+    fn start(k: usize, n_num: usize, n_cat: usize, near_q: f64) -> Option<Self> {
+        let (jobs, rx) = std::sync::mpsc::channel::<(
+            Vec<Arc<WindowSample>>,
+            std::sync::mpsc::SyncSender<Option<Reference>>,
+        )>();
+        std::thread::Builder::new()
+            .name("rolling-reference".into())
+            .spawn(move || {
+                while let Ok((from, done)) = rx.recv() {
+                    let pool: Vec<&SharedSample> = from.iter().flat_map(|s| s.pooled(k)).collect();
+                    let built =
+                        (!pool.is_empty()).then(|| Reference::build(&pool, n_num, n_cat, near_q));
+                    // A build the next window does not use is not waited for.
+                    let _ = done.send(built);
+                }
+            })
+            .ok()?;
+        Some(Self { jobs })
+    }
 }
 
 impl Clients {
@@ -1127,7 +1161,7 @@ impl Clients {
             stats_schema: Arc::new(stats),
             profile_schema: Arc::new(profile),
             coefficients: Mutex::new(HashMap::new()),
-            ahead: Mutex::new(None),
+            ahead: Mutex::new((None, None)),
             reference,
             keys: std::hash::RandomState::new(),
             state: Mutex::new(State {
@@ -1421,6 +1455,7 @@ impl Clients {
                 profile,
                 later: fresh && shared,
                 shared_later: false,
+                est: None,
             });
             i = j;
         }
@@ -1466,29 +1501,25 @@ impl Clients {
                 runs.push(run);
                 rest = tail;
             }
-            let parts: Vec<StatsColumns> = std::thread::scope(|scope| {
-                let handles: Vec<_> = runs
-                    .into_iter()
-                    .map(|run| {
-                        let ctx = &ctx;
-                        scope.spawn(move || {
-                            let mut stats = StatsColumns::default();
-                            let mut memo = HashMap::new();
-                            self.client_pass(ctx, run, &mut stats, &mut memo);
-                            stats
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                    .collect()
-            });
+            // On the process's worker pool: threads that live as long as it does (a
+            // thread per window costs its start and, with the profiles it allocated,
+            // its allocator heap's hand-over at exit). The caller is never a pool
+            // thread, and no pass job waits for anything, so no job waits for itself.
+            let parts: Vec<StatsColumns> = runs
+                .into_par_iter()
+                .map(|run| {
+                    let mut stats = StatsColumns::default();
+                    let mut memo = HashMap::new();
+                    self.client_pass(&ctx, run, &mut stats, &mut memo);
+                    stats
+                })
+                .collect();
             for part in parts {
                 stats.append(part);
             }
         }
         let mut active: Vec<u64> = Vec::with_capacity(groups.len());
+        let mut done: Vec<Option<Option<(u64, u64)>>> = Vec::with_capacity(groups.len());
         let mut later = Vec::new();
         for g in groups {
             if let Some(p) = g.profile {
@@ -1498,6 +1529,7 @@ impl Clients {
                 later.push((g.range, g.key));
             }
             active.push(g.key);
+            done.push(g.est);
         }
         for ((i, j), key) in later {
             let group = &recs[i..j];
@@ -1513,22 +1545,32 @@ impl Clients {
         if w.end_ms > st.consumed_until {
             st.consumed_until = w.end_ms;
         }
-        // W of the active clients (see `w_due`): done in the pass for the profiles it
-        // updated, here for the others (a key a colliding group updated after the pass).
-        for key in &active {
-            if let Some(p) = st.profiles.get_mut(key)
+        // W of the active clients (see `w_due`) and their memory estimates: done in the
+        // pass for the profiles it updated, here for the others (a key a colliding
+        // group updated after the pass, a client without fresh records).
+        for (key, done) in active.iter().zip(&done) {
+            if done.is_none()
+                && let Some(p) = st.profiles.get_mut(key)
                 && let Some(w) = self.w_due(p)
             {
                 State::unshare(&mut st.usage, p).w = Some(w);
             }
         }
         // The memory estimate follows the profiles that changed.
-        for key in &active {
-            if let Some(p) = st.profiles.get_mut(key) {
-                let new = p.bytes();
-                if new != p.est {
-                    st.usage.bytes = (st.usage.bytes + new).saturating_sub(p.est);
-                    State::unshare(&mut st.usage, p).est = new;
+        for (key, done) in active.iter().zip(&done) {
+            match done {
+                Some(Some((old, new))) => {
+                    st.usage.bytes = (st.usage.bytes + new).saturating_sub(*old);
+                }
+                Some(None) => {}
+                None => {
+                    if let Some(p) = st.profiles.get_mut(key) {
+                        let new = p.bytes();
+                        if new != p.est {
+                            st.usage.bytes = (st.usage.bytes + new).saturating_sub(p.est);
+                            State::unshare(&mut st.usage, p).est = new;
+                        }
+                    }
                 }
             }
         }
@@ -1558,31 +1600,34 @@ impl Clients {
         );
         let k = self.reference.sample_size();
         let earlier = self.reference.before(w.end_ms);
-        let ahead = self.ahead.lock().expect("ahead lock").take();
-        let built = ahead.and_then(|a| {
+        let mut ahead = self.ahead.lock().expect("ahead lock");
+        let (builder, pending) = &mut *ahead;
+        let built = pending.take().and_then(|a| {
             let same = a.from.len() == earlier.len()
                 && a.from.iter().zip(&earlier).all(|(a, b)| Arc::ptr_eq(a, b));
             // A build that is not used is not waited for.
             if same {
-                a.build.join().ok().flatten()
+                a.built.recv().ok().flatten()
             } else {
                 None
             }
         });
         let next = self.reference.before(w.end_ms.saturating_add(1));
         if !next.is_empty() {
-            let from = next.clone();
-            let build = std::thread::Builder::new()
-                .name("rolling-reference".into())
-                .spawn(move || {
-                    let pool: Vec<&SharedSample> = from.iter().flat_map(|s| s.pooled(k)).collect();
-                    (!pool.is_empty()).then(|| Reference::build(&pool, n_num, n_cat, near_q))
-                });
-            // Without a thread the next window builds its own.
-            if let Ok(build) = build {
-                *self.ahead.lock().expect("ahead lock") = Some(Ahead { from: next, build });
+            if builder.is_none() {
+                *builder = Builder::start(k, n_num, n_cat, near_q);
+            }
+            let (done, built) = std::sync::mpsc::sync_channel(1);
+            // Without the thread the next window builds its own.
+            if let Some(b) = builder.as_ref()
+                && b.jobs.send((next.clone(), done)).is_ok()
+            {
+                *pending = Some(Ahead { from: next, built });
+            } else {
+                *builder = None;
             }
         }
+        drop(ahead);
         if let Some(r) = built {
             return r;
         }
@@ -1625,10 +1670,16 @@ impl Clients {
             if let Some(p) = g.profile.as_mut() {
                 self.take_fresh(ctx, group, p);
                 // A key a later group shares gets its W after that group's update.
-                if !g.shared_later
-                    && let Some(w) = self.w_due(p)
-                {
-                    Arc::make_mut(p).w = Some(w);
+                if !g.shared_later {
+                    if let Some(w) = self.w_due(p) {
+                        Arc::make_mut(p).w = Some(w);
+                    }
+                    // The memory estimate, while the profile is at hand.
+                    let (old, new) = (p.est, p.bytes());
+                    g.est = Some((new != old).then_some((old, new)));
+                    if new != old {
+                        Arc::make_mut(p).est = new;
+                    }
                 }
             }
         }
@@ -2189,6 +2240,9 @@ struct Group {
     later: bool,
     /// A later group shares this group's key.
     shared_later: bool,
+    /// Set by the pass when it updated the profile and no later group shares its key:
+    /// its memory estimate before and after, or None when unchanged.
+    est: Option<Option<(u64, u64)>>,
 }
 
 /// What every group of a window's per-client pass reads.
