@@ -1063,18 +1063,18 @@ struct Ahead {
 /// The thread that builds rolling references ahead, started on first use; it ends when
 /// the [`Clients`] holding its sender is dropped.
 struct Builder {
-    jobs: std::sync::mpsc::Sender<(
-        Vec<Arc<WindowSample>>,
-        std::sync::mpsc::SyncSender<Option<Reference>>,
-    )>,
+    jobs: std::sync::mpsc::Sender<BuildJob>,
 }
+
+/// The window samples to build from and where the build goes.
+type BuildJob = (
+    Vec<Arc<WindowSample>>,
+    std::sync::mpsc::SyncSender<Option<Reference>>,
+);
 
 impl Builder {
     fn start(k: usize, n_num: usize, n_cat: usize, near_q: f64) -> Option<Self> {
-        let (jobs, rx) = std::sync::mpsc::channel::<(
-            Vec<Arc<WindowSample>>,
-            std::sync::mpsc::SyncSender<Option<Reference>>,
-        )>();
+        let (jobs, rx) = std::sync::mpsc::channel::<BuildJob>();
         std::thread::Builder::new()
             .name("rolling-reference".into())
             .spawn(move || {
