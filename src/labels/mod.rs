@@ -280,7 +280,25 @@ struct Inner {
 /// Delayed labels: the join and the tables' state. Shared by the pipeline (which feeds
 /// it) and the two tables (which read it).
 pub struct Labels {
-    inner: Mutex<Inner>,
+    inner: Arc<Mutex<Inner>>,
+    /// Where registrations go when they are applied on their own thread (see
+    /// [`Labels::register`]).
+    queue: Mutex<Queue>,
+}
+
+/// The registering thread's end: started on the first registration; it ends when the
+/// [`Labels`] holding its sender is dropped.
+#[derive(Default)]
+struct Queue {
+    tx: Option<mpsc::SyncSender<Job>>,
+    /// A registration was sent since the last barrier.
+    dirty: bool,
+}
+
+enum Job {
+    Register(RecordBatch, Vec<usize>),
+    /// Answered once every registration sent before it is applied.
+    Barrier(mpsc::SyncSender<()>),
 }
 
 const OTHER_VERSION: &str = "other";
@@ -332,7 +350,8 @@ impl Labels {
             })
             .collect::<Vec<_>>();
         Ok(Arc::new(Self {
-            inner: Mutex::new(Inner::new(config.clone(), models)),
+            inner: Arc::new(Mutex::new(Inner::new(config.clone(), models))),
+            queue: Mutex::default(),
         }))
     }
 
@@ -342,7 +361,8 @@ impl Labels {
             crate::source::file::FileSourceConfig::replay(Vec::new()),
         ));
         Arc::new(Self {
-            inner: Mutex::new(Inner::new(config, Vec::new())),
+            inner: Arc::new(Mutex::new(Inner::new(config, Vec::new()))),
+            queue: Mutex::default(),
         })
     }
 
@@ -351,7 +371,21 @@ impl Labels {
         self.lock().feed.is_some()
     }
 
+    /// The state, with every registration sent so far applied.
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        let mut queue = self.queue.lock().expect("labels queue lock");
+        if queue.dirty
+            && let Some(tx) = &queue.tx
+        {
+            let (done, applied) = mpsc::sync_channel(1);
+            // The thread only stops when its sender is dropped, or by a panic, which
+            // is passed on here as it would have been on the pipeline's thread.
+            if tx.send(Job::Barrier(done)).is_err() || applied.recv().is_err() {
+                panic!("the labels' registering thread failed");
+            }
+            queue.dirty = false;
+        }
+        drop(queue);
         self.inner.lock().expect("labels lock")
     }
 
@@ -388,9 +422,49 @@ impl Labels {
 
     /// Registers the accepted rows of a decoded batch (`skip`: rows that were late or
     /// refused) as predictions waiting for labels.
+    ///
+    /// They are applied in order on a thread of their own, off the pipeline's thread;
+    /// every other use of the labels waits until those sent before it are applied, so
+    /// the state is the same as if they were applied here.
     pub fn register(&self, events: &RecordBatch, skip: &[usize]) {
-        let mut inner = self.lock();
-        inner.register(events, skip);
+        let mut queue = self.queue.lock().expect("labels queue lock");
+        if queue.tx.is_none() {
+            let (tx, rx) = mpsc::sync_channel::<Job>(4);
+            let inner = Arc::clone(&self.inner);
+            let started = std::thread::Builder::new()
+                .name("inferwatch-label-join".into())
+                .spawn(move || {
+                    for job in rx {
+                        match job {
+                            Job::Register(events, skip) => {
+                                inner.lock().expect("labels lock").register(&events, &skip)
+                            }
+                            Job::Barrier(done) => {
+                                let _ = done.send(());
+                            }
+                        }
+                    }
+                });
+            if started.is_ok() {
+                queue.tx = Some(tx);
+            }
+        }
+        match &queue.tx {
+            Some(tx) => {
+                if tx
+                    .send(Job::Register(events.clone(), skip.to_vec()))
+                    .is_err()
+                {
+                    panic!("the labels' registering thread failed");
+                }
+                queue.dirty = true;
+            }
+            // Without a thread, here.
+            None => {
+                drop(queue);
+                self.lock().register(events, skip);
+            }
+        }
     }
 
     /// Applies every label of time < `t` (reading on as needed), expires predictions past
