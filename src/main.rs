@@ -34,6 +34,11 @@ fn main() -> ExitCode {
     } else {
         logs.init();
     }
+    // The worker pool of the per-client pass, named for `top -H` and profilers; one
+    // thread per core, as rayon's default.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("inferwatch-pass-{i}"))
+        .build_global();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

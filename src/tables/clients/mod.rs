@@ -1076,7 +1076,7 @@ impl Builder {
     fn start(k: usize, n_num: usize, n_cat: usize, near_q: f64) -> Option<Self> {
         let (jobs, rx) = std::sync::mpsc::channel::<BuildJob>();
         std::thread::Builder::new()
-            .name("rolling-reference".into())
+            .name("inferwatch-reference".into())
             .spawn(move || {
                 while let Ok((from, done)) = rx.recv() {
                     let pool: Vec<&SharedSample> = from.iter().flat_map(|s| s.pooled(k)).collect();
