@@ -463,3 +463,26 @@ fn probabilities_out_of_range_are_counted_and_kept_out_of_the_estimates() {
     let est = f64_at(&perf, "mean_confidence", 0).unwrap();
     assert!((est - 0.75).abs() < 1e-6, "{est}");
 }
+
+#[test]
+fn registrations_sent_in_a_burst_are_all_joined_in_order_before_any_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("labels.jsonl");
+    write(&path, &[]);
+    let batches: Vec<RecordBatch> = (0..50)
+        .map(|b| predictions(b * 20, b * 20 + 20, T0 + b as i64 * 2_000, "1"))
+        .collect();
+    // All sent at once, then read.
+    let burst = Labels::new(&config(&path), &[], &[]).unwrap();
+    for b in &batches {
+        burst.register(b, &[]);
+    }
+    assert_eq!(burst.totals().predictions, 1000);
+    // Each read right after it was sent: one registration at a time.
+    let stepwise = Labels::new(&config(&path), &[], &[]).unwrap();
+    for (i, b) in batches.iter().enumerate() {
+        stepwise.register(b, &[]);
+        assert_eq!(stepwise.totals().predictions, (i as u64 + 1) * 20);
+    }
+    assert_eq!(burst.snapshot().unwrap(), stepwise.snapshot().unwrap());
+}
