@@ -1063,7 +1063,7 @@ struct Ahead {
 /// The thread that builds rolling references ahead, started on first use; it ends when
 /// the [`Clients`] holding its sender is dropped.
 struct Builder {
-    jobs: std::sync::mpsc::Sender<BuildJob>,
+    jobs: std::sync::mpsc::SyncSender<BuildJob>,
 }
 
 /// The window samples to build from and where the build goes.
@@ -1074,7 +1074,9 @@ type BuildJob = (
 
 impl Builder {
     fn start(k: usize, n_num: usize, n_cat: usize, near_q: f64) -> Option<Self> {
-        let (jobs, rx) = std::sync::mpsc::channel::<BuildJob>();
+        // One job waits at most: a build nobody waits for (the windows' references
+        // changed under it) cannot pile work up behind it.
+        let (jobs, rx) = std::sync::mpsc::sync_channel::<BuildJob>(1);
         std::thread::Builder::new()
             .name("inferwatch-reference".into())
             .spawn(move || {
@@ -1618,13 +1620,16 @@ impl Clients {
                 *builder = Builder::start(k, n_num, n_cat, near_q);
             }
             let (done, built) = std::sync::mpsc::sync_channel(1);
-            // Without the thread the next window builds its own.
-            if let Some(b) = builder.as_ref()
-                && b.jobs.send((next.clone(), done)).is_ok()
+            // With the thread busy, or without it, the next window builds its own.
+            match builder
+                .as_ref()
+                .map(|b| b.jobs.try_send((next.clone(), done)))
             {
-                *pending = Some(Ahead { from: next, built });
-            } else {
-                *builder = None;
+                Some(Ok(())) => *pending = Some(Ahead { from: next, built }),
+                Some(Err(std::sync::mpsc::TrySendError::Full(_))) => {}
+                Some(Err(std::sync::mpsc::TrySendError::Disconnected(_))) | None => {
+                    *builder = None;
+                }
             }
         }
         drop(ahead);
