@@ -2100,9 +2100,9 @@ impl Clients {
     }
 
     /// Frees evicted profiles on a thread of their own (`inferwatch-free`, started on
-    /// first use): with 100,000 clients a day, freeing them was a tenth
-    /// of the pipeline thread's time. When that thread is behind (two lots waiting)
-    /// or cannot start, they are freed here.
+    /// first use): with 100,000 clients a day, freeing them was a tenth of the pipeline
+    /// thread's time. When that thread is behind (two lots waiting) or cannot start,
+    /// they are freed here.
     fn free(&self, gone: Vec<Arc<Profile>>) {
         if gone.is_empty() {
             return;
