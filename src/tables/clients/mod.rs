@@ -606,8 +606,15 @@ impl Reference {
 
 /// Sets of input and cell hashes. Those hashes are stable (they are kept in
 /// checkpoints), so a sender can choose inputs whose hashes share their low bits;
-/// hashed again with a random key, they cannot pile into one bucket.
-type Set = HashSet<u64, std::hash::RandomState>;
+/// hashed again with a seed drawn for each table, they cannot pile into one bucket.
+/// foldhash rather than SipHash: a sender never sees these hashes or the tables'
+/// order, and every set is capped (`profile_set_cap`), while SipHash was a tenth of
+/// the per-client pass.
+type Set = HashSet<u64, Fast>;
+
+/// Maps of labels and other small keys in the per-record loops (same reasoning as
+/// [`Set`]).
+type Fast = foldhash::fast::RandomState;
 
 /// Maps and sets by [`Clients::client_key`], a hash with a random key already: no
 /// second hashing.
@@ -655,7 +662,7 @@ pub(crate) struct Profile {
     cells: Set,
     labels: BTreeMap<String, u64>,
     /// Per predicted class: earlier queries (standardized, then categories).
-    points: HashMap<String, Points>,
+    points: HashMap<String, Points, Fast>,
     distances: Vec<f64>,
     /// W of the first n distances, for n = the count it was computed at.
     #[serde(default)]
@@ -688,7 +695,7 @@ pub(crate) struct ProfileV4 {
     recent: VecDeque<u64>,
     cells: Set,
     labels: BTreeMap<String, u64>,
-    points: HashMap<String, Points>,
+    points: HashMap<String, Points, Fast>,
     distances: Vec<f64>,
     #[serde(default)]
     w: Option<(usize, Option<f64>)>,
@@ -749,7 +756,7 @@ pub(crate) struct ProfileV5 {
     recent: Recent,
     cells: Set,
     labels: BTreeMap<String, u64>,
-    points: HashMap<String, Points>,
+    points: HashMap<String, Points, Fast>,
     distances: Vec<f64>,
     #[serde(default)]
     w: Option<(usize, Option<f64>)>,
@@ -1413,7 +1420,7 @@ impl Clients {
         self.judge_margins(&mut recs);
         let window_secs = ((w.end_ms - w.start_ms) as f64 / 1000.0).max(1e-9);
 
-        let mut pop_labels: HashMap<u32, HashMap<u32, u64>> = HashMap::new();
+        let mut pop_labels: HashMap<u32, HashMap<u32, u64, Fast>> = HashMap::new();
         for r in &recs {
             if let Some(l) = r.label {
                 *pop_labels.entry(r.model).or_default().entry(l).or_default() += 1;
@@ -1557,9 +1564,9 @@ impl Clients {
         for (key, done) in active.iter().zip(&done) {
             if done.is_none()
                 && let Some(p) = st.profiles.get_mut(key)
-                && let Some(w) = self.w_due(p)
+                && self.w_due(p)
             {
-                State::unshare(&mut st.usage, p).w = Some(w);
+                self.take_w(State::unshare(&mut st.usage, p));
             }
         }
         // The memory estimate follows the profiles that changed.
@@ -1680,8 +1687,8 @@ impl Clients {
                 self.take_fresh(ctx, group, p);
                 // A key a later group shares gets its W after that group's update.
                 if !g.shared_later {
-                    if let Some(w) = self.w_due(p) {
-                        Arc::make_mut(p).w = Some(w);
+                    if self.w_due(p) {
+                        self.take_w(Arc::make_mut(p));
                     }
                     // The memory estimate, while the profile is at hand.
                     let (old, new) = (p.est, p.bytes());
@@ -1694,22 +1701,28 @@ impl Clients {
         }
     }
 
-    /// W of a profile's distances with their count, when it is due: first at 20
-    /// distances, then once they grew by 5 % or reached the cap (it is the costliest
-    /// statistic and moves little in between).
-    fn w_due(&self, p: &Profile) -> Option<(usize, Option<f64>)> {
+    /// Whether W of a profile's distances is due: first at 20 distances, then once they
+    /// grew by 5 % or reached the cap (it is the costliest statistic and moves little
+    /// in between).
+    fn w_due(&self, p: &Profile) -> bool {
         let n = p.distances.len();
-        let due = match p.w {
+        match p.w {
             None => n >= 20,
             Some((m, _)) => n != m && (n >= m + m / 20 || n >= self.cfg.prada_distances),
-        };
-        due.then(|| {
-            let w = (n >= 20)
-                .then(|| shapiro_wilk_with(&p.distances, &|n| self.coefficients(n)).ok())
-                .flatten()
-                .map(|(w, _)| w);
-            (n, w)
-        })
+        }
+    }
+
+    /// Takes W of a profile's distances with their count. The distances are left
+    /// sorted (W does not depend on their order): the next time, only the ones added
+    /// since are sorted and merged in, not all of them again.
+    fn take_w(&self, p: &mut Profile) {
+        let n = p.distances.len();
+        p.distances.sort_by(f64::total_cmp);
+        let w = (n >= 20)
+            .then(|| shapiro_wilk_with(&p.distances, &|n| self.coefficients(n)).ok())
+            .flatten()
+            .map(|(w, _)| w);
+        p.w = Some((n, w));
     }
 
     /// Updates a group's profile with the group's records it has not taken yet.
@@ -2267,7 +2280,7 @@ struct Scratch {
     /// Rows of the client's last `RECENT` distinct inputs.
     recent: VecDeque<usize>,
     cells: Set,
-    labels: HashMap<u32, u64>,
+    labels: HashMap<u32, u64, Fast>,
 }
 
 /// A window's records of one (model, client): `recs[range.0..range.1]`, its profile's
