@@ -1469,6 +1469,7 @@ impl Clients {
                 later: fresh && shared,
                 shared_later: false,
                 est: None,
+                row: None,
             });
             i = j;
         }
@@ -1486,6 +1487,7 @@ impl Clients {
             labels: &labels,
             f: &f,
             refs: &refs,
+            rolling: &rolling,
             window_secs,
             pop_entropy: &pop_entropy,
             consumed_until: st.consumed_until,
@@ -1533,6 +1535,7 @@ impl Clients {
         }
         let mut active: Vec<u64> = Vec::with_capacity(groups.len());
         let mut done: Vec<Option<Option<(u64, u64)>>> = Vec::with_capacity(groups.len());
+        let mut rows: Vec<Option<ProfileRow>> = Vec::with_capacity(groups.len());
         let mut later = Vec::new();
         for g in groups {
             if let Some(p) = g.profile {
@@ -1543,6 +1546,7 @@ impl Clients {
             }
             active.push(g.key);
             done.push(g.est);
+            rows.push(g.row);
         }
         for ((i, j), key) in later {
             let group = &recs[i..j];
@@ -1587,7 +1591,7 @@ impl Clients {
                 }
             }
         }
-        let profile = self.profile_rows(st, &active, &rolling, &mut expected_memo)?;
+        let profile = self.profile_rows(st, &active, rows, &rolling, &mut expected_memo)?;
         self.evict(st, w.end_ms);
         st.usage.peak_bytes = st
             .usage
@@ -1696,6 +1700,7 @@ impl Clients {
                     if new != old {
                         Arc::make_mut(p).est = new;
                     }
+                    g.row = Some(self.profile_row(p, ctx.rolling, memo));
                 }
             }
         }
@@ -2070,46 +2075,65 @@ impl Clients {
         }
     }
 
+    /// The window's profile table: a row per active key, in their order. `rows` holds
+    /// the rows the pass made (for the profiles it left final); the others are made
+    /// here.
     fn profile_rows(
         &self,
         st: &State,
         active: &[u64],
+        rows: Vec<Option<ProfileRow>>,
         rolling: &Reference,
         memo: &mut HashMap<(usize, u64), f64>,
     ) -> Result<RecordBatch, String> {
         let mut c = ProfileColumns::default();
-        for key in active {
-            let Some(p) = st.profiles.get(key) else {
-                continue;
-            };
-            let n = p.queries.max(1) as f64;
-            let distinct = p.queries - p.repeats;
-            c.model.push(Some(p.model.clone()));
-            c.client.push(p.client.clone());
-            c.start.push(p.horizon_start);
-            c.last.push(p.last_seen);
-            c.queries.push(p.queries);
-            c.distinct.push(distinct as f64 / n);
-            c.near.push(p.near_dups as f64 / n);
-            c.ood.push(p.ood as f64 / n);
-            c.atypical
-                .push((p.judged > 0).then(|| p.atypical as f64 / p.judged as f64));
-            c.coverage.push(coverage_ratio(
+        for (key, row) in active.iter().zip(rows) {
+            match row {
+                Some(row) => c.push(row),
+                None => {
+                    if let Some(p) = st.profiles.get(key) {
+                        c.push(self.profile_row(p, rolling, memo));
+                    }
+                }
+            }
+        }
+        c.finish(self.profile_schema.clone())
+    }
+
+    /// A profile's row of the window's profile table.
+    fn profile_row(
+        &self,
+        p: &Profile,
+        rolling: &Reference,
+        memo: &mut HashMap<(usize, u64), f64>,
+    ) -> ProfileRow {
+        let n = p.queries.max(1) as f64;
+        let distinct = p.queries - p.repeats;
+        let (low_margin, low_margin_p) = self.low_margin(p.low_margin, p.margin_judged);
+        ProfileRow {
+            model: p.model.clone(),
+            client: p.client.clone(),
+            start: p.horizon_start,
+            last: p.last_seen,
+            queries: p.queries,
+            distinct: distinct as f64 / n,
+            near: p.near_dups as f64 / n,
+            ood: p.ood as f64 / n,
+            atypical: (p.judged > 0).then(|| p.atypical as f64 / p.judged as f64),
+            coverage: coverage_ratio(
                 p.cells.len(),
                 distinct,
                 self.baselines.get(&p.model).map_or(rolling, |r| r.as_ref()),
                 memo,
-            ));
-            c.boundary.push(p.boundary as f64 / n);
-            let (share, pvalue) = self.low_margin(p.low_margin, p.margin_judged);
-            c.low_margin.push(share);
-            c.low_margin_p.push(pvalue);
-            c.low.push(p.low_conf as f64 / n);
-            c.entropy.push(entropy_bits(p.labels.values().copied()));
-            c.w.push(p.w.and_then(|(_, w)| w));
-            c.distances.push(p.distances.len() as u64);
+            ),
+            boundary: p.boundary as f64 / n,
+            low_margin,
+            low_margin_p,
+            low: p.low_conf as f64 / n,
+            entropy: entropy_bits(p.labels.values().copied()),
+            w: p.w.and_then(|(_, w)| w),
+            distances: p.distances.len() as u64,
         }
-        c.finish(self.profile_schema.clone())
     }
 
     /// Frees evicted profiles on a thread of their own (`inferwatch-free`, started on
@@ -2298,6 +2322,9 @@ struct Group {
     /// Set by the pass when it updated the profile and no later group shares its key:
     /// its memory estimate before and after, or None when unchanged.
     est: Option<Option<(u64, u64)>>,
+    /// Set by the pass in the same case: the profile's row of the window's profile
+    /// table (the profile is final for the window then).
+    row: Option<ProfileRow>,
 }
 
 /// What every group of a window's per-client pass reads.
@@ -2308,6 +2335,8 @@ struct PassContext<'a> {
     labels: &'a Interner<'a>,
     f: &'a Features,
     refs: &'a [&'a Reference],
+    /// The rolling reference (of models without a baseline).
+    rolling: &'a Reference,
     window_secs: f64,
     pop_entropy: &'a HashMap<u32, f64>,
     consumed_until: i64,
@@ -2485,7 +2514,48 @@ struct ProfileColumns {
     distances: Vec<u64>,
 }
 
+/// One row of [`ProfileColumns`].
+struct ProfileRow {
+    model: String,
+    client: String,
+    start: i64,
+    last: i64,
+    queries: u64,
+    distinct: f64,
+    near: f64,
+    ood: f64,
+    atypical: Option<f64>,
+    coverage: Option<f64>,
+    boundary: f64,
+    low_margin: Option<f64>,
+    low_margin_p: Option<f64>,
+    low: f64,
+    entropy: f64,
+    w: Option<f64>,
+    distances: u64,
+}
+
 impl ProfileColumns {
+    fn push(&mut self, r: ProfileRow) {
+        self.model.push(Some(r.model));
+        self.client.push(r.client);
+        self.start.push(r.start);
+        self.last.push(r.last);
+        self.queries.push(r.queries);
+        self.distinct.push(r.distinct);
+        self.near.push(r.near);
+        self.ood.push(r.ood);
+        self.atypical.push(r.atypical);
+        self.coverage.push(r.coverage);
+        self.boundary.push(r.boundary);
+        self.low_margin.push(r.low_margin);
+        self.low_margin_p.push(r.low_margin_p);
+        self.low.push(r.low);
+        self.entropy.push(r.entropy);
+        self.w.push(r.w);
+        self.distances.push(r.distances);
+    }
+
     fn finish(self, schema: SchemaRef) -> Result<RecordBatch, String> {
         let ts = |v: Vec<i64>| -> ArrayRef {
             Arc::new(TimestampMillisecondArray::from(v).with_timezone("UTC"))
