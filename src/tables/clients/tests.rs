@@ -768,3 +768,32 @@ fn the_memory_estimate_counts_the_buckets_a_hash_table_holds() {
         );
     }
 }
+
+/// The expiry queue hands out exactly the entries at or before the cut, whichever
+/// bucket they are in (before the cut's, the cut's own, on either side of zero), and
+/// keeps the others for later cuts.
+#[test]
+fn the_expiry_queue_takes_exactly_the_entries_at_or_before_each_cut() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let mut q = super::Expiry::default();
+    let mut all: Vec<(i64, u64, u64)> = (0..5_000u64)
+        .map(|i| (rng.random_range(-5_000i64..5_000), i, i))
+        .collect();
+    for &e in &all {
+        q.push(e);
+    }
+    for cutoff in [
+        -6_000, -4_097, -1_024, -1, 0, 1_023, 1_024, 2_500, 4_999, 9_000,
+    ] {
+        let mut got = Vec::new();
+        q.take_due(cutoff, &mut got);
+        got.sort_unstable();
+        let (mut due, rest): (Vec<_>, Vec<_>) = all.iter().partition(|e| e.0 <= cutoff);
+        due.sort_unstable();
+        assert_eq!(got, due, "cut at {cutoff}");
+        all = rest;
+        assert_eq!(q.len(), all.len(), "cut at {cutoff}");
+    }
+    assert!(all.is_empty());
+}
