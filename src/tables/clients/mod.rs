@@ -62,6 +62,7 @@
 //! (counted, logged). Sets inside a profile are capped (`profile_set_cap`): beyond it
 //! new inputs are still counted, but distinct counts stop growing (stated in docs/clients.md).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::Hasher;
 use std::sync::{Arc, Mutex};
@@ -1720,19 +1721,19 @@ impl Clients {
     }
 
     /// The window's row of each group and the update of its profile.
-    fn client_pass(
+    fn client_pass<'w>(
         &self,
-        ctx: &PassContext<'_>,
-        groups: &mut [Group],
-        stats: &mut StatsColumns,
+        ctx: &PassContext<'w>,
+        groups: &mut [Group<'w>],
+        stats: &mut StatsColumns<'w>,
         memo: &mut HashMap<(usize, u64), f64>,
     ) {
         let mut scratch = Scratch::default();
         for g in groups {
             let group = &ctx.recs[g.range.0..g.range.1];
             let m = group[0].model;
-            let model = &ctx.models.names[m as usize];
-            let client = &ctx.clients.names[group[0].client as usize];
+            let model = ctx.models.names[m as usize];
+            let client = ctx.clients.names[group[0].client as usize];
             self.window_row(
                 group,
                 ctx.refs[m as usize],
@@ -1761,7 +1762,7 @@ impl Clients {
                     if new != old {
                         Arc::make_mut(p).est = new;
                     }
-                    g.row = Some(self.profile_row(p, ctx.rolling, memo));
+                    g.row = Some(self.profile_row(p, Some((model, client)), ctx.rolling, memo));
                 }
             }
         }
@@ -1966,15 +1967,15 @@ impl Clients {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn window_row(
+    fn window_row<'w>(
         &self,
         group: &[Rec],
         reference: &Reference,
         window_secs: f64,
         memo: &mut HashMap<(usize, u64), f64>,
-        out: &mut StatsColumns,
-        model: &str,
-        client: &str,
+        out: &mut StatsColumns<'w>,
+        model: &'w str,
+        client: &'w str,
         population_entropy: f64,
         scratch: &mut Scratch,
         f: &Features,
@@ -2022,8 +2023,8 @@ impl Clients {
             }
         }
         let distinct = inputs.len() as u64;
-        out.model.push(Some(model.to_owned()));
-        out.client.push(client.to_owned());
+        out.model.push(Some(model));
+        out.client.push(client);
         out.queries.push(group.len() as u64);
         out.qps.push(n / window_secs);
         out.latency.push(group.iter().map(|r| r.latency).sum());
@@ -2139,11 +2140,11 @@ impl Clients {
     /// The window's profile table: a row per active key, in their order. `rows` holds
     /// the rows the pass made (for the profiles it left final); the others are made
     /// here.
-    fn profile_rows(
+    fn profile_rows<'w>(
         &self,
         st: &State,
         active: &[u64],
-        rows: Vec<Option<ProfileRow>>,
+        rows: Vec<Option<ProfileRow<'w>>>,
         rolling: &Reference,
         memo: &mut HashMap<(usize, u64), f64>,
     ) -> Result<RecordBatch, String> {
@@ -2153,7 +2154,7 @@ impl Clients {
                 Some(row) => c.push(row),
                 None => {
                     if let Some(p) = st.profiles.get(key) {
-                        c.push(self.profile_row(p, rolling, memo));
+                        c.push(self.profile_row(p, None, rolling, memo));
                     }
                 }
             }
@@ -2161,19 +2162,25 @@ impl Clients {
         c.finish(self.profile_schema.clone())
     }
 
-    /// A profile's row of the window's profile table.
-    fn profile_row(
+    /// A profile's row of the window's profile table; `names`, the (model, client) of
+    /// the window's records, stand for the profile's own when they are the same.
+    fn profile_row<'w>(
         &self,
         p: &Profile,
+        names: Option<(&'w str, &'w str)>,
         rolling: &Reference,
         memo: &mut HashMap<(usize, u64), f64>,
-    ) -> ProfileRow {
+    ) -> ProfileRow<'w> {
+        let name = |own: &String, window: Option<&'w str>| match window {
+            Some(w) if w == own => Cow::Borrowed(w),
+            _ => Cow::Owned(own.clone()),
+        };
         let n = p.queries.max(1) as f64;
         let distinct = p.queries - p.repeats;
         let (low_margin, low_margin_p) = self.low_margin(p.low_margin, p.margin_judged);
         ProfileRow {
-            model: p.model.clone(),
-            client: p.client.clone(),
+            model: name(&p.model, names.map(|n| n.0)),
+            client: name(&p.client, names.map(|n| n.1)),
             start: p.horizon_start,
             last: p.last_seen,
             queries: p.queries,
@@ -2376,7 +2383,7 @@ struct Scratch {
 /// group has no record the profile has not taken yet, or shares its key with an
 /// earlier group: then `later`, when it has such records, says it updates the profile
 /// after the pass).
-struct Group {
+struct Group<'w> {
     range: (usize, usize),
     key: u64,
     profile: Option<Arc<Profile>>,
@@ -2388,7 +2395,7 @@ struct Group {
     est: Option<Option<(u64, u64)>>,
     /// Set by the pass in the same case: the profile's row of the window's profile
     /// table (the profile is final for the window then).
-    row: Option<ProfileRow>,
+    row: Option<ProfileRow<'w>>,
     /// Set by the pass when a snapshot held the profile it updated: the estimate of
     /// the copy the update made (counted until the snapshot's writer is done).
     copied: u64,
@@ -2489,10 +2496,12 @@ fn coverage_ratio(
     Some(cells as f64 / expected.max(1.0))
 }
 
+/// The window's client statistics, a column each; names borrowed from the window's
+/// records (no allocation per row).
 #[derive(Default)]
-struct StatsColumns {
-    model: Vec<Option<String>>,
-    client: Vec<String>,
+struct StatsColumns<'w> {
+    model: Vec<Option<&'w str>>,
+    client: Vec<&'w str>,
     queries: Vec<u64>,
     qps: Vec<f64>,
     latency: Vec<f64>,
@@ -2514,9 +2523,9 @@ fn f64s(v: Vec<f64>) -> ArrayRef {
     Arc::new(Float64Array::from(v))
 }
 
-impl StatsColumns {
+impl StatsColumns<'_> {
     /// Appends the rows of `other`.
-    fn append(&mut self, mut other: StatsColumns) {
+    fn append(&mut self, mut other: Self) {
         self.model.append(&mut other.model);
         self.client.append(&mut other.client);
         self.queries.append(&mut other.queries);
@@ -2561,9 +2570,9 @@ impl StatsColumns {
 }
 
 #[derive(Default)]
-struct ProfileColumns {
-    model: Vec<Option<String>>,
-    client: Vec<String>,
+struct ProfileColumns<'w> {
+    model: Vec<Option<Cow<'w, str>>>,
+    client: Vec<Cow<'w, str>>,
     start: Vec<i64>,
     last: Vec<i64>,
     queries: Vec<u64>,
@@ -2582,9 +2591,11 @@ struct ProfileColumns {
 }
 
 /// One row of [`ProfileColumns`].
-struct ProfileRow {
-    model: String,
-    client: String,
+/// A profile's names are borrowed from the window's records when they are the same (a
+/// string made per row on a pass thread and freed on another costs the allocator).
+struct ProfileRow<'w> {
+    model: Cow<'w, str>,
+    client: Cow<'w, str>,
     start: i64,
     last: i64,
     queries: u64,
@@ -2602,8 +2613,8 @@ struct ProfileRow {
     distances: u64,
 }
 
-impl ProfileColumns {
-    fn push(&mut self, r: ProfileRow) {
+impl<'w> ProfileColumns<'w> {
+    fn push(&mut self, r: ProfileRow<'w>) {
         self.model.push(Some(r.model));
         self.client.push(r.client);
         self.start.push(r.start);
@@ -2628,8 +2639,13 @@ impl ProfileColumns {
             Arc::new(TimestampMillisecondArray::from(v).with_timezone("UTC"))
         };
         let cols: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from(self.model)),
-            Arc::new(StringArray::from(self.client)),
+            Arc::new(
+                self.model
+                    .iter()
+                    .map(|m| m.as_deref())
+                    .collect::<StringArray>(),
+            ),
+            Arc::new(StringArray::from_iter_values(self.client.iter())),
             ts(self.start),
             ts(self.last),
             Arc::new(UInt64Array::from(self.queries)),
