@@ -482,11 +482,15 @@ impl Drift {
         for b in &w.batches {
             self.read_batch(b, &mut models)?;
         }
-        // The reference per model: the earlier windows' samples.
+        // The rolling reference per model without a baseline: the earlier windows'
+        // samples (a model with a baseline is judged against it alone).
         let earlier = self.reference.before(w.end_ms);
         let mut reference: BTreeMap<&str, ModelWindow> = BTreeMap::new();
         for window in &earlier {
             for (model, samples) in &window.models {
+                if self.baselines.contains_key(model.as_str()) {
+                    continue;
+                }
                 let r = reference
                     .entry(model.as_str())
                     .or_insert_with(|| self.empty_model());
