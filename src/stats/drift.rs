@@ -590,9 +590,7 @@ pub fn binned_shares_sorted(r: &[f64], n_ref: u64, c: &[f64]) -> Option<(Vec<f64
         pc.iter_mut().for_each(|x| *x /= cn);
         return Some((pr, pc));
     }
-    let mut keys: Vec<f64> = r.iter().chain(c).copied().collect();
-    keys.sort_unstable_by(f64::total_cmp);
-    keys.dedup();
+    let keys = distinct_union_sorted(r, c);
     let share = |v: &[f64], k: f64, n: f64| {
         let from = v.partition_point(|&x| x < k);
         let to = v.partition_point(|&x| x <= k);
@@ -602,6 +600,26 @@ pub fn binned_shares_sorted(r: &[f64], n_ref: u64, c: &[f64]) -> Option<(Vec<f64
         keys.iter().map(|&k| share(r, k, rn)).collect(),
         keys.iter().map(|&k| share(c, k, cn)).collect(),
     ))
+}
+
+/// The distinct values of two sorted samples, sorted: one merge of the two (values
+/// that compare equal, as 0.0 and −0.0 do, count once, as the first of them).
+fn distinct_union_sorted(a: &[f64], b: &[f64]) -> Vec<f64> {
+    let mut out: Vec<f64> = Vec::with_capacity(a.len().max(b.len()));
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        let v = if j == b.len() || (i < a.len() && a[i].total_cmp(&b[j]).is_le()) {
+            i += 1;
+            a[i - 1]
+        } else {
+            j += 1;
+            b[j - 1]
+        };
+        if out.last() != Some(&v) {
+            out.push(v);
+        }
+    }
+    out
 }
 
 /// NumPy's `histogram_bin_edges(bins="sturges")` bin count for `n` values over
@@ -1017,5 +1035,34 @@ mod tests {
         assert_eq!(wasserstein_normed(&[3.0; 4], &[3.0; 2]), Some(0.0));
         assert!(wasserstein(&[nan], &[1.0]).is_none());
         assert!(binned_shares(&[], &[1.0]).is_none());
+    }
+
+    /// The merge gives what sorting the two samples together and dropping repeats
+    /// gives, bit for bit (−0.0 and 0.0 included).
+    #[test]
+    fn distinct_union_is_the_sorted_deduplicated_concatenation() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let pool = [-3.5, -1.0, -0.0, 0.0, 0.25, 1.0, 2.0, 16.0, 1e300];
+        for _ in 0..500 {
+            let mut sample = || -> Vec<f64> {
+                let n = rng.random_range(0..40);
+                let mut v: Vec<f64> = (0..n)
+                    .map(|_| pool[rng.random_range(0..pool.len())])
+                    .collect();
+                v.sort_unstable_by(f64::total_cmp);
+                v
+            };
+            let (a, b) = (sample(), sample());
+            let mut want: Vec<f64> = a.iter().chain(&b).copied().collect();
+            want.sort_unstable_by(f64::total_cmp);
+            want.dedup();
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<u64>>();
+            assert_eq!(
+                bits(&distinct_union_sorted(&a, &b)),
+                bits(&want),
+                "{a:?} {b:?}"
+            );
+        }
     }
 }
