@@ -384,6 +384,9 @@ struct Number {
 
 /// A cursor over one record's bytes; every method returns None (or false) on anything
 /// but the strict JSON it expects, leaving the record to the arrow-json path.
+/// Bytes of a string looked at one by one before the rest is searched with memchr.
+const SHORT_STRING: usize = 24;
+
 struct Parser<'a> {
     b: &'a [u8],
     i: usize,
@@ -426,9 +429,22 @@ impl Parser<'_> {
     fn string(&mut self) -> Option<(usize, usize)> {
         self.expect(b'"')?;
         let from = self.i;
-        let len = memchr::memchr2(b'"', b'\\', &self.b[from..])?;
-        let to = from + len;
-        if self.b[to] != b'"' || self.b[from..to].iter().any(|&c| c < 0x20) {
+        // Most strings (keys, ids) are short: their first bytes are looked at one by
+        // one, and only a longer string is searched with memchr.
+        let stop = |c: u8| c == b'"' || c == b'\\' || c < 0x20;
+        let head = &self.b[from..(from + SHORT_STRING).min(self.b.len())];
+        let to = match head.iter().position(|&c| stop(c)) {
+            Some(n) => from + n,
+            None => {
+                let rest = from + head.len();
+                let len = memchr::memchr2(b'"', b'\\', &self.b[rest..])?;
+                if self.b[rest..rest + len].iter().any(|&c| c < 0x20) {
+                    return None;
+                }
+                rest + len
+            }
+        };
+        if self.b[to] != b'"' {
             return None;
         }
         self.i = to + 1;
@@ -640,6 +656,37 @@ mod tests {
                 assert_eq!(p.i, s.len(), "{s}");
             } else {
                 assert_eq!(got, None, "{s}");
+            }
+        }
+    }
+
+    /// A string is read up to its closing quote, and refused at a backslash (an
+    /// escape) or a control character before it, whether those come among the first
+    /// bytes or after them: the plain definition, byte by byte, on random strings of
+    /// every length around the short-string bound.
+    #[test]
+    fn strings_end_at_their_quote_and_refuse_escapes_and_control_characters() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        const BYTES: &[u8] = b"aZ09 -_.:\"\\\x01\x1f\x7f\xc3";
+        for _ in 0..20_000 {
+            let len = rng.random_range(0..3 * super::SHORT_STRING);
+            let mut b = vec![b'"'];
+            b.extend((0..len).map(|_| {
+                if rng.random_bool(0.9) {
+                    b'a'
+                } else {
+                    BYTES[rng.random_range(0..BYTES.len())]
+                }
+            }));
+            let want = b[1..]
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                .filter(|&n| b[1 + n] == b'"')
+                .map(|n| (1, 1 + n));
+            let mut p = Parser { b: &b, i: 0 };
+            assert_eq!(p.string(), want, "{:?}", String::from_utf8_lossy(&b));
+            if let Some((_, to)) = want {
+                assert_eq!(p.i, to + 1);
             }
         }
     }
