@@ -14,12 +14,12 @@ pub mod jsonl;
 pub mod kafka;
 pub mod stdout;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::compute::kernels::cmp::eq;
-use datafusion::arrow::compute::{cast, filter};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde::{Deserialize, Serialize};
@@ -607,7 +607,8 @@ fn sample_request_ids(
     if n == 0 {
         return Vec::new();
     }
-    let mut ids: Vec<String> = Vec::new();
+    // The n smallest distinct ids so far: a set that never holds more than n.
+    let mut ids: BTreeSet<&str> = BTreeSet::new();
     for batch in &w.batches {
         let Some(request_ids) = batch.column_by_name("request_id") else {
             continue;
@@ -629,17 +630,21 @@ fn sample_request_ids(
             });
         }
         let Some(mask) = mask else { return Vec::new() };
-        let Ok(matched) = filter(request_ids, &mask) else {
+        let Some(request_ids) = request_ids.as_string_opt::<i32>() else {
             continue;
         };
-        for id in matched.as_string::<i32>().iter().flatten() {
-            ids.push(id.to_owned());
+        for (row, id) in request_ids.iter().enumerate() {
+            let Some(id) = id.filter(|_| mask.is_valid(row) && mask.value(row)) else {
+                continue;
+            };
+            if ids.len() < n {
+                ids.insert(id);
+            } else if ids.last().is_some_and(|&last| id < last) && ids.insert(id) {
+                ids.pop_last();
+            }
         }
-        ids.sort_unstable();
-        ids.dedup();
-        ids.truncate(n);
     }
-    ids
+    ids.into_iter().map(str::to_owned).collect()
 }
 
 /// Untrusted text for a terminal line: control characters (newlines, escapes) are shown

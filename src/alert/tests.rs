@@ -194,3 +194,49 @@ fn restored_state_is_kept_for_unchanged_rules_only() {
     let n = fresh.evaluate(0, &changed, &window(6), &[], Ok(&b));
     assert_eq!(n[0].state, State::Pending);
 }
+
+/// An alert's sample of request ids is the n smallest distinct ids (byte order) of the
+/// window's records that carry its labels, nulls left out, across batches: the plain
+/// definition (filter, sort, drop repeats, keep n) on random windows.
+#[test]
+fn sample_ids_are_the_smallest_distinct_ids_of_the_matching_records() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("client_id", DataType::Utf8, true),
+        Field::new("request_id", DataType::Utf8, true),
+    ]));
+    for _ in 0..200 {
+        let mut w = window(1);
+        let mut all: Vec<(Option<String>, Option<String>)> = Vec::new();
+        for _ in 0..rng.random_range(1..4) {
+            let rows: Vec<(Option<String>, Option<String>)> = (0..rng.random_range(0..60))
+                .map(|_| {
+                    let client = (!rng.random_bool(0.1))
+                        .then(|| ["a", "b"][rng.random_range(0..2)].to_owned());
+                    let id =
+                        (!rng.random_bool(0.1)).then(|| format!("r-{}", rng.random_range(0..40)));
+                    (client, id)
+                })
+                .collect();
+            let clients: StringArray = rows.iter().map(|r| r.0.as_deref()).collect();
+            let ids: StringArray = rows.iter().map(|r| r.1.as_deref()).collect();
+            w.batches.push(
+                RecordBatch::try_new(schema.clone(), vec![Arc::new(clients), Arc::new(ids)])
+                    .unwrap(),
+            );
+            all.extend(rows);
+        }
+        let n = rng.random_range(1..12);
+        let mut want: Vec<String> = all
+            .iter()
+            .filter(|(c, _)| c.as_deref() == Some("a"))
+            .filter_map(|(_, id)| id.clone())
+            .collect();
+        want.sort();
+        want.dedup();
+        want.truncate(n);
+        let labels = BTreeMap::from([("client_id".to_owned(), "a".to_owned())]);
+        assert_eq!(super::sample_request_ids(&w, &labels, n), want);
+    }
+}
