@@ -2590,9 +2590,9 @@ struct ProfileColumns<'w> {
     distances: Vec<u64>,
 }
 
-/// One row of [`ProfileColumns`].
-/// A profile's names are borrowed from the window's records when they are the same (a
-/// string made per row on a pass thread and freed on another costs the allocator).
+/// One row of [`ProfileColumns`]. A profile's names are borrowed from the window's
+/// records when they are the same (a string made per row on a pass thread and freed on
+/// another costs the allocator).
 struct ProfileRow<'w> {
     model: Cow<'w, str>,
     client: Cow<'w, str>,
