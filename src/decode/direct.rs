@@ -16,7 +16,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::timezone::Tz;
+use chrono::Utc;
+
 use datafusion::arrow::array::{
     ArrayRef, Float64Builder, ListBuilder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
 };
@@ -31,7 +32,6 @@ pub(super) struct Plan {
     branches: Vec<Branch>,
     kinds: Vec<Kind>,
     schema: SchemaRef,
-    tz: Tz,
 }
 
 #[derive(Clone, Copy)]
@@ -48,7 +48,34 @@ enum Kind {
 struct Branch {
     names: Vec<Box<[u8]>>,
     children: Vec<Child>,
-    by_name: HashMap<Box<[u8]>, usize>,
+    /// The map is built once from the config and only read: keys of the traffic can
+    /// make a lookup probe longer, never grow it.
+    by_name: HashMap<Box<[u8]>, usize, foldhash::fast::RandomState>,
+}
+
+/// Keys of a branch this small are looked for one by one (from the hint on, lengths
+/// first) before the map is asked: cheaper than hashing when records list the keys in
+/// another order than the config.
+const SCAN_KEYS: usize = 16;
+
+/// Byte equality of two keys without a call to `memcmp` (keys are a few bytes long).
+#[inline]
+fn same_key(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut ca, mut cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().expect("chunks of eight"));
+        if word(x) != word(y) {
+            return false;
+        }
+    }
+    let mut same = true;
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        same &= x == y;
+    }
+    same
 }
 
 #[derive(Clone, Copy)]
@@ -81,7 +108,6 @@ impl Plan {
             branches: vec![Branch::default()],
             kinds,
             schema,
-            tz: "UTC".parse().ok()?,
         };
         for (column, path) in paths.iter().enumerate() {
             let mut branch = 0;
@@ -288,8 +314,13 @@ impl<'p> DirectBatch<'p> {
     fn child(&mut self, branch: usize, key: &[u8]) -> Option<Child> {
         let b = &self.plan.branches[branch];
         let hint = self.hints[branch];
-        let i = if b.names.get(hint).is_some_and(|n| **n == *key) {
+        let n = b.names.len();
+        let i = if b.names.get(hint).is_some_and(|name| same_key(name, key)) {
             hint
+        } else if n <= SCAN_KEYS {
+            (0..n)
+                .map(|k| (hint + k) % n)
+                .find(|&i| same_key(&b.names[i], key))?
         } else {
             *b.by_name.get(key)?
         };
@@ -314,7 +345,7 @@ impl<'p> DirectBatch<'p> {
                 if p.peek()? == b'"' {
                     let (f, t) = p.string()?;
                     let s = std::str::from_utf8(&p.b[f..t]).ok()?;
-                    let date = string_to_datetime(&self.plan.tz, s).ok()?;
+                    let date = string_to_datetime(&Utc, s).ok()?;
                     Some(Slot::Timestamp(date.timestamp_millis()))
                 } else {
                     let n = p.number()?;

@@ -2117,14 +2117,7 @@ impl Clients {
                 None => p.points.entry(label.to_owned()).or_default(),
             };
             if !points.is_empty() {
-                let (z, cat) = (f.z(r.row), f.cat(r.row));
-                let mut best = f64::INFINITY;
-                for (pz, pc) in points.iter() {
-                    if let Some(d2) = squared_distance_below(z, cat, pz, pc, best) {
-                        best = d2;
-                    }
-                }
-                let d = best.sqrt();
+                let d = nearest_squared(points, f.z(r.row), f.cat(r.row)).sqrt();
                 // An infinite distance (a feature of ±1e308 or more) would make W
                 // uncomputable for the whole horizon: it is not a distance to keep.
                 if d > 0.0 && d.is_finite() && p.distances.len() < self.cfg.prada_distances {
@@ -2452,6 +2445,36 @@ fn is_near(z: &[f64], cat: &[u32], pz: &[f64], pc: &[u32], radius: f64) -> bool 
         }
     }
     sum > 0.0
+}
+
+/// The least squared [`distance`] from (`z`, `cat`) to a point of `points` (infinity
+/// when there is none, or only NaN).
+fn nearest_squared(points: &Points, z: &[f64], cat: &[u32]) -> f64 {
+    let mut best = f64::INFINITY;
+    let (nz, nc) = points.width();
+    if (nz, nc) == (z.len(), cat.len()) && (1..8).contains(&nz) && nc > 0 {
+        // A few numeric features and some categories (the common shape of tabular
+        // models): one short sum per point, the bits `squared_distance_below` gives
+        // (its one chunk), without its slicing per point.
+        let (all_z, all_cat) = points.flat();
+        for (pz, pc) in all_z.chunks_exact(nz).zip(all_cat.chunks_exact(nc)) {
+            let mut sum = cat.iter().zip(pc).filter(|(a, b)| a != b).count() as f64;
+            if sum >= best {
+                continue;
+            }
+            sum += crate::baseline::sum_squared_differences(z, pz);
+            if sum < best {
+                best = sum;
+            }
+        }
+        return best;
+    }
+    for (pz, pc) in points.iter() {
+        if let Some(d2) = squared_distance_below(z, cat, pz, pc, best) {
+            best = d2;
+        }
+    }
+    best
 }
 
 /// The squared [`distance`] when it is below `bound` (else None, found as soon as a

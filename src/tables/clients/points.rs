@@ -38,6 +38,16 @@ impl Points {
         )
     }
 
+    /// Numeric features and categories of a point.
+    pub(crate) fn width(&self) -> (usize, usize) {
+        (self.width.0 as usize, self.width.1 as usize)
+    }
+
+    /// Every point's numeric features one after another, and their categories.
+    pub(crate) fn flat(&self) -> (&[f64], &[u32]) {
+        (&self.z, &self.cat)
+    }
+
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&[f64], &[u32])> + '_ {
         (0..self.len).map(|i| self.get(i))
     }

@@ -797,3 +797,53 @@ fn the_expiry_queue_takes_exactly_the_entries_at_or_before_each_cut() {
     }
     assert!(all.is_empty());
 }
+
+/// The nearest-point search gives, bit for bit, the least of the point-by-point
+/// distances, over lists of many shapes (few and many numeric features, with and
+/// without categories, NaN features, exact copies).
+#[test]
+fn the_nearest_point_is_the_least_distance_to_each_point() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(23);
+    for (nz, nc) in [(1, 1), (4, 1), (7, 3), (8, 1), (5, 0), (20, 2), (0, 2)] {
+        for _ in 0..200 {
+            let feature = |rng: &mut rand_chacha::ChaCha8Rng| match rng.random_range(0..20) {
+                0 => f64::NAN,
+                1 => 0.0,
+                _ => rng.random_range(-3.0..3.0),
+            };
+            let query_z: Vec<f64> = (0..nz).map(|_| feature(&mut rng)).collect();
+            let query_cat: Vec<u32> = (0..nc).map(|_| rng.random_range(0..3)).collect();
+            let mut points = super::points::Points::default();
+            for _ in 0..rng.random_range(1..40) {
+                let (z, cat) = if rng.random_range(0..8) == 0 {
+                    (query_z.clone(), query_cat.clone())
+                } else {
+                    (
+                        (0..nz).map(|_| feature(&mut rng)).collect(),
+                        (0..nc)
+                            .map(|_| rng.random_range(0..3))
+                            .collect::<Vec<u32>>(),
+                    )
+                };
+                points.push(&z, &cat);
+            }
+            let least = points
+                .iter()
+                .map(|(pz, pc)| {
+                    let cats = query_cat.iter().zip(pc).filter(|(a, b)| a != b).count() as f64;
+                    cats + crate::baseline::sum_squared_differences(&query_z, pz)
+                })
+                .filter(|d| !d.is_nan())
+                .fold(f64::INFINITY, f64::min);
+            let got = super::nearest_squared(&points, &query_z, &query_cat);
+            if nz <= 16 {
+                assert_eq!(got.to_bits(), least.to_bits(), "width ({nz}, {nc})");
+            } else {
+                // Summed in chunks of sixteen: the last bits may differ.
+                let close = got == least || (got - least).abs() <= 1e-12 * least;
+                assert!(close, "{got} vs {least}");
+            }
+        }
+    }
+}
