@@ -58,26 +58,6 @@ struct Branch {
 /// another order than the config.
 const SCAN_KEYS: usize = 16;
 
-/// Byte equality of two keys without a call to `memcmp` (keys are a few bytes long).
-#[inline]
-fn same_key(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let (mut ca, mut cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().expect("chunks of eight"));
-        if word(x) != word(y) {
-            return false;
-        }
-    }
-    let mut same = true;
-    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
-        same &= x == y;
-    }
-    same
-}
-
 #[derive(Clone, Copy)]
 enum Child {
     Column(usize),
@@ -315,12 +295,16 @@ impl<'p> DirectBatch<'p> {
         let b = &self.plan.branches[branch];
         let hint = self.hints[branch];
         let n = b.names.len();
-        let i = if b.names.get(hint).is_some_and(|name| same_key(name, key)) {
+        let i = if b
+            .names
+            .get(hint)
+            .is_some_and(|name| super::same_bytes(name, key))
+        {
             hint
         } else if n <= SCAN_KEYS {
             (0..n)
                 .map(|k| (hint + k) % n)
-                .find(|&i| same_key(&b.names[i], key))?
+                .find(|&i| super::same_bytes(&b.names[i], key))?
         } else {
             *b.by_name.get(key)?
         };
@@ -413,11 +397,24 @@ struct Number {
     exponent: i64,
 }
 
-/// A cursor over one record's bytes; every method returns None (or false) on anything
-/// but the strict JSON it expects, leaving the record to the arrow-json path.
 /// Bytes of a string looked at one by one before the rest is searched with memchr.
 const SHORT_STRING: usize = 24;
 
+/// Bytes that end the plain part of a string: the quote, a backslash, control characters.
+const STRING_STOP: [bool; 256] = {
+    let mut stop = [false; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        stop[c] = true;
+        c += 1;
+    }
+    stop[b'"' as usize] = true;
+    stop[b'\\' as usize] = true;
+    stop
+};
+
+/// A cursor over one record's bytes; every method returns None (or false) on anything
+/// but the strict JSON it expects, leaving the record to the arrow-json path.
 struct Parser<'a> {
     b: &'a [u8],
     i: usize,
@@ -429,7 +426,11 @@ impl Parser<'_> {
     }
 
     fn ws(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+        // Compact records have none: one comparison says so (whitespace is ≤ b' ').
+        while let Some(&c) = self.b.get(self.i)
+            && c <= b' '
+            && matches!(c, b' ' | b'\t' | b'\n' | b'\r')
+        {
             self.i += 1;
         }
     }
@@ -445,6 +446,10 @@ impl Parser<'_> {
     }
 
     fn literal(&mut self, word: &[u8]) -> bool {
+        // Asked before most values (`null`?): the first byte answers almost always.
+        if self.peek() != word.first().copied() {
+            return false;
+        }
         let hit = self.b[self.i..].starts_with(word)
             && !self
                 .b
@@ -462,7 +467,7 @@ impl Parser<'_> {
         let from = self.i;
         // Most strings (keys, ids) are short: their first bytes are looked at one by
         // one, and only a longer string is searched with memchr.
-        let stop = |c: u8| c == b'"' || c == b'\\' || c < 0x20;
+        let stop = |c: u8| STRING_STOP[c as usize];
         let head = &self.b[from..(from + SHORT_STRING).min(self.b.len())];
         let to = match head.iter().position(|&c| stop(c)) {
             Some(n) => from + n,

@@ -730,9 +730,48 @@ fn strip_prefix(msg: &str) -> &str {
         .unwrap_or(msg)
 }
 
+/// Byte equality without a call to `memcmp`: for keys and names a few bytes long,
+/// where the call costs more than the comparison.
+#[inline]
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut ca, mut cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().expect("chunks of eight"));
+        if word(x) != word(y) {
+            return false;
+        }
+    }
+    let mut same = true;
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        same &= x == y;
+    }
+    same
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Equal exactly when the bytes are: every length around the eight-byte words,
+    /// one byte changed at each position, and different lengths.
+    #[test]
+    fn same_bytes_is_byte_equality() {
+        for n in 0..=20usize {
+            let a: Vec<u8> = (0..n as u8).map(|i| i.wrapping_mul(37)).collect();
+            assert!(same_bytes(&a, &a.clone()));
+            for k in 0..n {
+                let mut b = a.clone();
+                b[k] ^= 1;
+                assert!(!same_bytes(&a, &b), "length {n}, byte {k}");
+            }
+            let mut longer = a.clone();
+            longer.push(0);
+            assert!(!same_bytes(&a, &longer) && !same_bytes(&longer, &a));
+        }
+    }
     use datafusion::arrow::array::{Float64Array, StringArray, TimestampMillisecondArray};
 
     fn config() -> DecodeConfig {
