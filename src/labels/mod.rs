@@ -1030,6 +1030,15 @@ const MAX_TEXT: usize = 1024;
 /// A label record's time (RFC 3339 or epoch milliseconds), model, request id and class
 /// (a string, or a number or boolean written as JSON writes it).
 fn decode_label(bytes: &[u8], f: &LabelFields) -> Result<DecodedLabel, String> {
+    if let Some(label) = flat::decode(bytes, f) {
+        return Ok(label);
+    }
+    decode_label_value(bytes, f)
+}
+
+/// [`decode_label`] through a `serde_json::Value` of the whole record: any paths, and
+/// the reasons a record is refused.
+fn decode_label_value(bytes: &[u8], f: &LabelFields) -> Result<DecodedLabel, String> {
     let v: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| format!("not JSON ({e})"))?;
     let get = |path: &str| -> Result<&serde_json::Value, String> {
@@ -1057,6 +1066,144 @@ fn decode_label(bytes: &[u8], f: &LabelFields) -> Result<DecodedLabel, String> {
         _ => return Err(format!("{:?} is not a time", f.ts)),
     };
     Ok((ts, text(&f.model)?, text(&f.request_id)?, text(&f.label)?))
+}
+
+/// Label records whose fields are top-level keys (the default paths), read in one pass
+/// with their strings borrowed, without a `Value` tree: a label is most of the cost of
+/// the ground-truth stream. Gives a label only when it is certain [`decode_label_value`]
+/// gives the same; anything else (a dotted path, an escaped key, a missing, null or
+/// nested field, a bad time, a long text) goes there for its reason.
+mod flat {
+    use std::borrow::Cow;
+    use std::fmt;
+
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+    use super::{DecodedLabel, LabelFields, MAX_TEXT};
+
+    /// A wanted field's value, as far as a label needs it.
+    #[derive(Clone)]
+    enum Field<'a> {
+        Text(Cow<'a, str>),
+        Number(serde_json::Number),
+        Bool(bool),
+        /// Null, an object or an array: never a label's field.
+        Other,
+    }
+
+    pub(super) fn decode(bytes: &[u8], f: &LabelFields) -> Option<DecodedLabel> {
+        let keys = [&f.ts, &f.model, &f.request_id, &f.label].map(String::as_str);
+        if keys.iter().any(|k| k.contains('.')) {
+            return None;
+        }
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let [ts, model, request_id, label] = Wanted(keys).deserialize(&mut de).ok()?;
+        de.end().ok()?;
+        let ts = match ts? {
+            Field::Text(s) => crate::time::parse_rfc3339(&f.ts, &s).ok()?,
+            Field::Number(n) => n.as_i64()?,
+            _ => return None,
+        };
+        Some((ts, text(model?)?, text(request_id?)?, text(label?)?))
+    }
+
+    /// A string as it is; a number or boolean as JSON writes it.
+    fn text(field: Field<'_>) -> Option<String> {
+        let s = match field {
+            Field::Text(s) => s.into_owned(),
+            Field::Number(n) => serde_json::Value::Number(n).to_string(),
+            Field::Bool(b) => serde_json::Value::Bool(b).to_string(),
+            Field::Other => return None,
+        };
+        (s.len() <= MAX_TEXT).then_some(s)
+    }
+
+    /// The values of the four keys in a record (the last of a repeated key, as a map
+    /// keeps it); other keys are skipped unread.
+    struct Wanted<'k>([&'k str; 4]);
+
+    impl<'de> DeserializeSeed<'de> for Wanted<'_> {
+        type Value = [Option<Field<'de>>; 4];
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Wanted<'_> {
+        type Value = [Option<Field<'de>>; 4];
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a label record")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found: [Option<Field<'de>>; 4] = Default::default();
+            // An escaped key cannot be borrowed: an error here, the record goes the
+            // long way.
+            while let Some(key) = map.next_key::<&'de str>()? {
+                if !self.0.contains(&key) {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+                let value = map.next_value_seed(AnyField)?;
+                for (slot, wanted) in found.iter_mut().zip(self.0) {
+                    if wanted == key {
+                        *slot = Some(value.clone());
+                    }
+                }
+            }
+            Ok(found)
+        }
+    }
+
+    struct AnyField;
+
+    impl<'de> DeserializeSeed<'de> for AnyField {
+        type Value = Field<'de>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for AnyField {
+        type Value = Field<'de>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON value")
+        }
+        fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+            Ok(Field::Text(Cow::Borrowed(s)))
+        }
+        fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+            Ok(Field::Text(Cow::Owned(s.to_owned())))
+        }
+        fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+            Ok(Field::Text(Cow::Owned(s)))
+        }
+        fn visit_u64<E>(self, n: u64) -> Result<Self::Value, E> {
+            Ok(Field::Number(n.into()))
+        }
+        fn visit_i64<E>(self, n: i64) -> Result<Self::Value, E> {
+            Ok(Field::Number(n.into()))
+        }
+        fn visit_f64<E>(self, x: f64) -> Result<Self::Value, E> {
+            Ok(serde_json::Number::from_f64(x).map_or(Field::Other, Field::Number))
+        }
+        fn visit_bool<E>(self, b: bool) -> Result<Self::Value, E> {
+            Ok(Field::Bool(b))
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(Field::Other)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(Field::Other)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(Field::Other)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -486,3 +486,79 @@ fn registrations_sent_in_a_burst_are_all_joined_in_order_before_any_read() {
     }
     assert_eq!(burst.snapshot().unwrap(), stepwise.snapshot().unwrap());
 }
+
+/// The one-pass reading of label records gives what the `Value` reading gives, label
+/// or reason, on records as logs write them and as an attacker might; and it is the
+/// one that reads the usual record.
+#[test]
+fn label_records_read_in_one_pass_as_through_a_value() {
+    let f = LabelFields::default();
+    let usual = br#"{"request_id": "r-28", "ts": "2026-11-21T10:01:01.306Z", "model": "digits", "label": "0"}"#;
+    assert!(flat::decode(usual, &f).is_some());
+    let records = [
+        &usual[..],
+        br#"{"ts":"2026-11-21T10:01:01Z","model":"m","request_id":"r","label":"a","extra":{"x":[1,2,{"y":null}]}}"#,
+        br#"{"ts":1795255200000,"model":"m","request_id":17,"label":3}"#,
+        br#"{"ts":1795255200000,"model":"m","request_id":1.5e3,"label":true}"#,
+        br#"{"ts":1795255200000,"model":"m","request_id":-0,"label":18446744073709551615}"#,
+        br#"{"ts":1795255200000,"model":"m","request_id":"r","label":null}"#,
+        br#"{"ts":1795255200000,"model":"m","request_id":"r"}"#,
+        br#"{"ts":1795255200000.5,"model":"m","request_id":"r","label":"a"}"#,
+        br#"{"ts":"yesterday","model":"m","request_id":"r","label":"a"}"#,
+        br#"{"ts":1795255200000,"model":"m","request_id":"r","label":"a","label":"b"}"#,
+        br#"{"ts":1795255200000,"model":"m","request_id":"r","label":"a","label":null}"#,
+        br#"{"ts":1795255200000,"model":"m","request_id":"r\"q\u00e9","label":"\u0041"}"#,
+        br#"{"ts":1795255200000,"mod\u0065l":"m","request_id":"r","label":"a"}"#,
+        br#"{"ts":1795255200000,"model":["m"],"request_id":"r","label":"a"}"#,
+        br#"{"ts":1795255200000,"model":{"m":1},"request_id":"r","label":"a"}"#,
+        br#"{"ts":1795255200000,"model":"m","request_id":"r","label":"a"} x"#,
+        br#"{"ts":1795255200000,"model":"m","request_id":"r","label":"a""#,
+        br#"[1795255200000,"m","r","a"]"#,
+        br#""just a string""#,
+        br#"{"ts":9223372036854775808,"model":"m","request_id":"r","label":"a"}"#,
+        r#"{"ts":-5,"model":"é","request_id":"r","label":"ünïcode"}"#.as_bytes(),
+        b"{\"ts\":1,\"model\":\"m\",\"request_id\":\"r\",\"label\":\"\xff\"}",
+    ];
+    let long = format!(
+        r#"{{"ts":1,"model":"m","request_id":"{}","label":"a"}}"#,
+        "x".repeat(1025)
+    );
+    let edge = format!(
+        r#"{{"ts":1,"model":"m","request_id":"{}","label":"a"}}"#,
+        "x".repeat(1024)
+    );
+    for rec in records
+        .iter()
+        .copied()
+        .chain([long.as_bytes(), edge.as_bytes()])
+    {
+        assert_eq!(
+            decode_label(rec, &f),
+            decode_label_value(rec, &f),
+            "{}",
+            String::from_utf8_lossy(rec)
+        );
+    }
+    // Keys that are the same field twice, and a dotted path, still agree.
+    let same = LabelFields {
+        request_id: "id".into(),
+        label: "id".into(),
+        ..LabelFields::default()
+    };
+    let rec = br#"{"ts":1,"model":"m","id":"x"}"#;
+    assert_eq!(
+        decode_label(rec, &same),
+        Ok((1, "m".into(), "x".into(), "x".into()))
+    );
+    let dotted = LabelFields {
+        label: "truth.class".into(),
+        ..LabelFields::default()
+    };
+    assert!(
+        flat::decode(
+            br#"{"ts":1,"model":"m","request_id":"r","truth":{"class":"a"}}"#,
+            &dotted
+        )
+        .is_none()
+    );
+}
