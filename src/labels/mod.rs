@@ -239,6 +239,8 @@ type Read = Result<(Poll, Vec<Result<DecodedLabel, String>>), SourceError>;
 /// A label record's time, model, request id and class.
 type DecodedLabel = (i64, String, String, String);
 
+type Fast = foldhash::fast::RandomState;
+
 /// The labels' reader thread's end.
 struct Feed {
     rx: mpsc::Receiver<Read>,
@@ -258,9 +260,11 @@ struct Inner {
     config: LabelsConfig,
     models: Vec<ModelInfo>,
     series: Vec<(usize, String)>,
-    series_index: HashMap<(usize, String), u32>,
+    series_index: HashMap<(usize, String), u32, Fast>,
     versions_per_model: Vec<usize>,
-    pending: HashMap<Arc<[u8]>, Pending>,
+    /// Keyed by request ids the traffic chooses: a seed drawn for the map, and a cap
+    /// (`max_pending`); nothing is read in the map's order.
+    pending: HashMap<Arc<[u8]>, Pending, Fast>,
     /// The keys of `pending` in arrival order, each with its prediction's time (the
     /// expiry reads it without a lookup).
     order: VecDeque<(i64, Arc<[u8]>)>,
@@ -608,9 +612,9 @@ impl Inner {
             config,
             models,
             series: Vec::new(),
-            series_index: HashMap::new(),
+            series_index: HashMap::default(),
             versions_per_model: vec![0; n],
-            pending: HashMap::new(),
+            pending: HashMap::default(),
             order: VecDeque::new(),
             tallies: BTreeMap::new(),
             waiting: BTreeMap::new(),
