@@ -755,6 +755,8 @@ pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    use datafusion::arrow::array::{Float64Array, StringArray, TimestampMillisecondArray};
+
     /// Equal exactly when the bytes are: every length around the eight-byte words,
     /// one byte changed at each position, and different lengths.
     #[test]
@@ -772,7 +774,6 @@ mod tests {
             assert!(!same_bytes(&a, &longer) && !same_bytes(&longer, &a));
         }
     }
-    use datafusion::arrow::array::{Float64Array, StringArray, TimestampMillisecondArray};
 
     fn config() -> DecodeConfig {
         DecodeConfig {

@@ -239,6 +239,8 @@ type Read = Result<(Poll, Vec<Result<DecodedLabel, String>>), SourceError>;
 /// A label record's time, model, request id and class.
 type DecodedLabel = (i64, String, String, String);
 
+/// Maps keyed by what the traffic sends: foldhash with a seed drawn per map (see
+/// `docs/security.md`).
 type Fast = foldhash::fast::RandomState;
 
 /// The labels' reader thread's end.
@@ -1073,8 +1075,8 @@ fn decode_label_value(bytes: &[u8], f: &LabelFields) -> Result<DecodedLabel, Str
 }
 
 /// Label records whose fields are top-level keys (the default paths), read in one pass
-/// with their strings borrowed, without a `Value` tree: a label is most of the cost of
-/// the ground-truth stream. Gives a label only when it is certain [`decode_label_value`]
+/// with their strings borrowed, without a `Value` tree (a map and its strings allocated
+/// per label). Gives a label only when it is certain [`decode_label_value`]
 /// gives the same; anything else (a dotted path, an escaped key, a missing, null or
 /// nested field, a bad time, a long text) goes there for its reason.
 mod flat {
