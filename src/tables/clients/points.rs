@@ -31,7 +31,7 @@ impl Points {
 
     /// Point `i`: its standardized numeric features and its categories.
     pub(crate) fn get(&self, i: usize) -> (&[f64], &[u32]) {
-        let (nz, nc) = (self.width.0 as usize, self.width.1 as usize);
+        let (nz, nc) = self.width();
         (
             &self.z[i * nz..(i + 1) * nz],
             &self.cat[i * nc..(i + 1) * nc],
@@ -72,7 +72,7 @@ impl Points {
 
     /// Replaces point `i` by a point of the list's width.
     fn set(&mut self, i: usize, z: &[f64], cat: &[u32]) {
-        let (nz, nc) = (self.width.0 as usize, self.width.1 as usize);
+        let (nz, nc) = self.width();
         self.z[i * nz..(i + 1) * nz].copy_from_slice(z);
         self.cat[i * nc..(i + 1) * nc].copy_from_slice(cat);
     }
