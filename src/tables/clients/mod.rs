@@ -68,6 +68,7 @@ use std::hash::Hasher;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use compact_str::CompactString;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray,
     UInt64Array,
@@ -655,8 +656,8 @@ impl Hasher for PassThrough {
 /// Long-horizon state of one (model, client).
 #[derive(Default, Clone, Serialize, Deserialize)]
 pub(crate) struct Profile {
-    model: String,
-    client: String,
+    model: CompactString,
+    client: CompactString,
     horizon_start: i64,
     last_seen: i64,
     queries: u64,
@@ -675,9 +676,9 @@ pub(crate) struct Profile {
     /// The client's last `RECENT` distinct inputs (standardized, then categories).
     recent: Recent,
     cells: Set,
-    labels: BTreeMap<String, u64>,
+    labels: BTreeMap<CompactString, u64>,
     /// Per predicted class: earlier queries (standardized, then categories).
-    points: HashMap<String, Points, Fast>,
+    points: HashMap<CompactString, Points, Fast>,
     distances: Vec<f64>,
     /// W of the first n distances, for n = the count it was computed at.
     #[serde(default)]
@@ -695,8 +696,8 @@ pub(crate) struct Profile {
 /// cells, typicality was not judged (read, never written).
 #[derive(Clone, Deserialize)]
 pub(crate) struct ProfileV4 {
-    model: String,
-    client: String,
+    model: CompactString,
+    client: CompactString,
     horizon_start: i64,
     last_seen: i64,
     queries: u64,
@@ -709,8 +710,8 @@ pub(crate) struct ProfileV4 {
     #[allow(dead_code)]
     recent: VecDeque<u64>,
     cells: Set,
-    labels: BTreeMap<String, u64>,
-    points: HashMap<String, Points, Fast>,
+    labels: BTreeMap<CompactString, u64>,
+    points: HashMap<CompactString, Points, Fast>,
     distances: Vec<f64>,
     #[serde(default)]
     w: Option<(usize, Option<f64>)>,
@@ -755,8 +756,8 @@ impl From<ProfileV4> for Profile {
 /// population (read, never written).
 #[derive(Clone, Deserialize)]
 pub(crate) struct ProfileV5 {
-    model: String,
-    client: String,
+    model: CompactString,
+    client: CompactString,
     horizon_start: i64,
     last_seen: i64,
     queries: u64,
@@ -770,8 +771,8 @@ pub(crate) struct ProfileV5 {
     inputs: Set,
     recent: Recent,
     cells: Set,
-    labels: BTreeMap<String, u64>,
-    points: HashMap<String, Points, Fast>,
+    labels: BTreeMap<CompactString, u64>,
+    points: HashMap<CompactString, Points, Fast>,
     distances: Vec<f64>,
     #[serde(default)]
     w: Option<(usize, Option<f64>)>,
@@ -848,8 +849,8 @@ impl Profile {
     /// A new client's empty profile.
     fn new(model: &str, client: &str) -> Arc<Profile> {
         Arc::new(Profile {
-            model: model.to_owned(),
-            client: client.to_owned(),
+            model: model.into(),
+            client: client.into(),
             ..Profile::default()
         })
     }
@@ -865,11 +866,12 @@ impl Profile {
             buckets => buckets * (entry + 1) + 16 + ALLOC,
         };
         let set = |capacity: usize| table(capacity, 8);
-        let string = |s: &String| {
-            if s.capacity() == 0 {
-                0
-            } else {
+        // Names of up to 24 bytes are held inline.
+        let string = |s: &CompactString| {
+            if s.is_heap_allocated() {
                 s.capacity() + ALLOC
+            } else {
+                0
             }
         };
         // A class's entry: its name, its points' two buffers.
@@ -888,7 +890,7 @@ impl Profile {
             + self.recent.heap_bytes(ALLOC)
             + btree_bytes(self.labels.len(), ALLOC)
             + self.labels.keys().map(string).sum::<usize>()
-            + table(self.points.capacity(), std::mem::size_of::<(String, Points)>())
+            + table(self.points.capacity(), std::mem::size_of::<(CompactString, Points)>())
             + classes
             + self.distances.capacity() * 8;
         bytes as u64
@@ -1807,12 +1809,9 @@ impl Clients {
 
     /// Updates a group's profile with the group's records it has not taken yet.
     fn take_fresh(&self, ctx: &PassContext<'_>, group: &[Rec], p: &mut Arc<Profile>) {
-        let fresh: Vec<&Rec> = group
-            .iter()
-            .filter(|r| r.ts >= ctx.consumed_until)
-            .collect();
+        let fresh = group.iter().filter(|r| r.ts >= ctx.consumed_until);
         let near_radius = ctx.refs[group[0].model as usize].near_radius;
-        self.update_profile(Arc::make_mut(p), &fresh, ctx.labels, ctx.f, near_radius);
+        self.update_profile(Arc::make_mut(p), fresh, ctx.labels, ctx.f, near_radius);
     }
 
     /// Marks each answer whose margin is under the `low_margin_quantile` of its model's
@@ -2059,10 +2058,10 @@ impl Clients {
         out.errors.push(errors as f64 / n);
     }
 
-    fn update_profile(
+    fn update_profile<'r>(
         &self,
         p: &mut Profile,
-        recs: &[&Rec],
+        recs: impl Iterator<Item = &'r Rec>,
         labels: &Interner<'_>,
         f: &Features,
         near_radius: Option<f64>,
@@ -2118,7 +2117,7 @@ impl Clients {
             if let Some(n) = p.labels.get_mut(label) {
                 *n += 1;
             } else if p.labels.len() < 64 {
-                p.labels.insert(label.to_owned(), 1);
+                p.labels.insert(label.into(), 1);
             }
             if !new_input {
                 continue;
@@ -2127,7 +2126,7 @@ impl Clients {
             // One hash of the label when its class is known (the usual case).
             let points = match p.points.get_mut(label) {
                 Some(points) => points,
-                None => p.points.entry(label.to_owned()).or_default(),
+                None => p.points.entry(label.into()).or_default(),
             };
             if !points.is_empty() {
                 let d = nearest_squared(points, f.z(r.row), f.cat(r.row)).sqrt();
@@ -2177,9 +2176,9 @@ impl Clients {
         rolling: &Reference,
         memo: &mut HashMap<(usize, u64), f64>,
     ) -> ProfileRow<'w> {
-        let name = |own: &String, window: Option<&'w str>| match window {
+        let name = |own: &CompactString, window: Option<&'w str>| match window {
             Some(w) if w == own => Cow::Borrowed(w),
-            _ => Cow::Owned(own.clone()),
+            _ => Cow::Owned(own.to_string()),
         };
         let n = p.queries.max(1) as f64;
         let distinct = p.queries - p.repeats;
@@ -2197,7 +2196,9 @@ impl Clients {
             coverage: coverage_ratio(
                 p.cells.len(),
                 distinct,
-                self.baselines.get(&p.model).map_or(rolling, |r| r.as_ref()),
+                self.baselines
+                    .get(p.model.as_str())
+                    .map_or(rolling, |r| r.as_ref()),
                 memo,
             ),
             boundary: p.boundary as f64 / n,

@@ -357,7 +357,7 @@ fn over_max_memory_the_least_recently_seen_go_down_to_nine_tenths() {
         let mut by_client: Vec<(String, u64)> = st
             .profiles
             .values()
-            .map(|p| (p.client.clone(), p.bytes()))
+            .map(|p| (p.client.to_string(), p.bytes()))
             .collect();
         by_client.sort();
         by_client.into_iter().map(|(_, b)| b).collect()
@@ -388,7 +388,7 @@ fn over_max_memory_the_least_recently_seen_go_down_to_nine_tenths() {
     assert_eq!(usage.bytes, left);
     let kept: Vec<String> = {
         let st = bounded.state.lock().unwrap();
-        let mut k: Vec<String> = st.profiles.values().map(|p| p.client.clone()).collect();
+        let mut k: Vec<String> = st.profiles.values().map(|p| p.client.to_string()).collect();
         k.sort();
         k
     };
@@ -767,6 +767,37 @@ fn the_memory_estimate_counts_the_buckets_a_hash_table_holds() {
             "capacity {cap} for {n} entries: {buckets} buckets"
         );
     }
+}
+
+/// Names of up to 24 bytes live inside the profile and add nothing to its estimate; a
+/// longer one adds its heap buffer and that allocation's overhead. Checkpoints hold a
+/// name as the string it is, whichever way the profile keeps it.
+#[test]
+fn a_long_client_name_adds_its_heap_buffer_to_the_estimate() {
+    let inline = "c".repeat(24);
+    let long = "c".repeat(40);
+    let a = super::Profile::new("model", &inline);
+    let b = super::Profile::new("model", &long);
+    let c = super::Profile::new("model", "");
+    assert!(!a.client.is_heap_allocated() && b.client.is_heap_allocated());
+    assert_eq!(a.bytes(), c.bytes());
+    assert_eq!(b.bytes() - a.bytes(), b.client.capacity() as u64 + 16);
+    let old = serde_json::json!({"client": long, "model": "model"});
+    #[derive(serde::Deserialize, serde::Serialize)]
+    struct Names {
+        model: String,
+        client: String,
+    }
+    let names: Names = serde_json::from_value(old).unwrap();
+    let bytes = postcard::to_extend(&names, Vec::new()).unwrap();
+    let profile_names: (compact_str::CompactString, compact_str::CompactString) =
+        postcard::from_bytes(&bytes).unwrap();
+    assert_eq!(profile_names.0, "model");
+    assert_eq!(profile_names.1, long);
+    assert_eq!(
+        postcard::to_extend(&profile_names, Vec::new()).unwrap(),
+        bytes
+    );
 }
 
 /// The expiry queue hands out exactly the entries at or before the cut, whichever
