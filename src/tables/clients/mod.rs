@@ -438,7 +438,8 @@ impl Reference {
                 ids[i as usize * n_cat + j] = cats.len() as u32 - 1;
             }
         }
-        let mut cells: HashMap<u64, u64> = HashMap::new();
+        let mut cells: HashMap<u64, u64, Fast> =
+            HashMap::with_capacity_and_hasher(samples.len(), Fast::default());
         let mut num = Vec::with_capacity(n_num);
         for (i, s) in samples.iter().enumerate() {
             num.clear();
@@ -471,7 +472,7 @@ impl Reference {
         // its own inputs the nearest neighbours.
         let capped = {
             let cap = (samples.len() / 200).max(1);
-            let mut per_client: HashMap<u64, usize> = HashMap::new();
+            let mut per_client: HashMap<u64, usize, Fast> = HashMap::default();
             samples
                 .iter()
                 .filter(|s| {
@@ -1508,8 +1509,13 @@ impl Clients {
 
         // One group per (model, client), in the sorted order; each takes its profile
         // out of the map while it is worked on (a fresh one for a new client).
-        let mut groups: Vec<Group> = Vec::new();
-        let mut taken: HashSet<u64, ByKey> = HashSet::default();
+        let runs = 1 + recs
+            .windows(2)
+            .filter(|p| (p[0].model, p[0].client) != (p[1].model, p[1].client))
+            .count();
+        let mut groups: Vec<Group> = Vec::with_capacity(runs);
+        let mut taken: HashSet<u64, ByKey> =
+            HashSet::with_capacity_and_hasher(runs, ByKey::default());
         let mut i = 0;
         while i < recs.len() {
             let (m, c) = (recs[i].model, recs[i].client);
