@@ -438,8 +438,7 @@ impl Reference {
                 ids[i as usize * n_cat + j] = cats.len() as u32 - 1;
             }
         }
-        let mut cells: HashMap<u64, u64, Fast> =
-            HashMap::with_capacity_and_hasher(samples.len(), Fast::default());
+        let mut cells: HashMap<u64, u64, Fast> = HashMap::default();
         let mut num = Vec::with_capacity(n_num);
         for (i, s) in samples.iter().enumerate() {
             num.clear();
