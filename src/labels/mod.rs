@@ -281,6 +281,8 @@ struct Inner {
     applied_to: i64,
     /// A prediction's probabilities were out of [0, 1] (said once in the log).
     warned_probs: bool,
+    /// The key a label is looked up by, kept between labels (no allocation per label).
+    label_key: Vec<u8>,
 }
 
 /// Delayed labels: the join and the tables' state. Shared by the pipeline (which feeds
@@ -626,6 +628,7 @@ impl Inner {
             feed: None,
             applied_to: i64::MIN,
             warned_probs: false,
+            label_key: Vec::new(),
         }
     }
 
@@ -968,9 +971,8 @@ impl Inner {
             return Some(dead_label(&l, "label is not one of the model's classes"));
         };
         let horizon = self.config.horizon.as_millis() as i64;
-        let mut key = Vec::new();
-        key_into(&mut key, m, &l.request_id);
-        let Some(p) = self.pending.get_mut(&key[..]) else {
+        key_into(&mut self.label_key, m, &l.request_id);
+        let Some(p) = self.pending.get_mut(&self.label_key[..]) else {
             self.totals.no_prediction += 1;
             return Some(dead_label(
                 &l,
@@ -986,10 +988,8 @@ impl Inner {
             return Some(dead_label(&l, "label arrived after labels.horizon"));
         }
         p.labelled = true;
-        let (series, ts, predicted) = (p.series, p.ts, p.predicted as usize);
-        let probs = p.probs.clone();
-        if let Some(tally) = self.tallies.get_mut(&(series, ts.div_euclid(MINUTE))) {
-            tally.label(truth, predicted, probs.as_deref());
+        if let Some(tally) = self.tallies.get_mut(&(p.series, p.ts.div_euclid(MINUTE))) {
+            tally.label(truth, p.predicted as usize, p.probs.as_deref());
         }
         self.totals.joined += 1;
         None
