@@ -721,29 +721,24 @@ pub fn wasserstein_sorted(a: &[f64], b: &[f64]) -> Option<f64> {
     if a.is_empty() || b.is_empty() {
         return None;
     }
+    // One walk through both samples in merged order: between a value and the next
+    // larger one, the two empirical CDFs are the shares of each sample taken so far.
     let (na, nb) = (a.len() as f64, b.len() as f64);
-    let mut all: Vec<f64> = Vec::with_capacity(a.len() + b.len());
     let (mut i, mut j) = (0, 0);
+    let mut x = f64::NEG_INFINITY;
+    let mut total = 0.0;
     while i < a.len() || j < b.len() {
-        if j == b.len() || (i < a.len() && a[i] <= b[j]) {
-            all.push(a[i]);
+        let from_a = j == b.len() || (i < a.len() && a[i] <= b[j]);
+        let next = if from_a { a[i] } else { b[j] };
+        if i + j > 0 && next > x {
+            total += (i as f64 / na - j as f64 / nb).abs() * (next - x);
+        }
+        if from_a {
             i += 1;
         } else {
-            all.push(b[j]);
             j += 1;
         }
-    }
-    let (mut i, mut j) = (0, 0);
-    let mut total = 0.0;
-    for w in all.windows(2) {
-        let x = w[0];
-        while i < a.len() && a[i] <= x {
-            i += 1;
-        }
-        while j < b.len() && b[j] <= x {
-            j += 1;
-        }
-        total += (i as f64 / na - j as f64 / nb).abs() * (w[1] - w[0]);
+        x = next;
     }
     Some(total)
 }

@@ -43,9 +43,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::decode::{FeatureDecl, FeatureKind};
 use crate::stats::drift as st;
-use crate::tables::reference::{Columns, Reference};
+use crate::tables::reference::{Columns, Reference, WindowSample};
 use crate::tables::{DerivedTable, WindowTable};
 use crate::window::ClosedWindow;
+
+mod rolling;
 
 /// A test a feature can be given in `drift.features`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
@@ -139,6 +141,8 @@ impl Default for DriftConfig {
 
 struct State {
     last: Option<(WindowKey, Arc<Computed>)>,
+    /// The rolling reference of the last window computed.
+    rolling: rolling::Rolling,
 }
 
 type WindowKey = (i64, i64, i64, i64);
@@ -285,9 +289,9 @@ struct NumRef<'a> {
     counts: Option<Vec<(f64, u64)>>,
 }
 
-impl NumRef<'static> {
-    fn sample(values: &[f64]) -> Self {
-        let sorted = st::finite_sorted(values);
+impl<'a> NumRef<'a> {
+    /// A sample's finite values, sorted.
+    fn sorted(sorted: &'a [f64]) -> Self {
         let n = sorted.len();
         let mean = sorted.iter().sum::<f64>() / n.max(1) as f64;
         let var = sorted.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n.max(1) as f64;
@@ -299,7 +303,9 @@ impl NumRef<'static> {
             counts: None,
         }
     }
+}
 
+impl NumRef<'static> {
     fn summary(s: &crate::baseline::Numeric) -> Self {
         Self {
             sorted: s.points.clone().into(),
@@ -434,7 +440,10 @@ impl Drift {
             categorical,
             schema: Arc::new(schema),
             reference,
-            state: Mutex::new(State { last: None }),
+            state: Mutex::new(State {
+                last: None,
+                rolling: rolling::Rolling::default(),
+            }),
         })
     }
 
@@ -472,12 +481,12 @@ impl Drift {
         if let Some((_, c)) = st.last.as_ref().filter(|(k, _)| *k == key) {
             return Ok(c.clone());
         }
-        let c = Arc::new(self.compute(w)?);
+        let c = Arc::new(self.compute(&mut st, w)?);
         st.last = Some((key, c.clone()));
         Ok(c)
     }
 
-    fn compute(&self, w: &ClosedWindow) -> Result<Computed, String> {
+    fn compute(&self, st: &mut State, w: &ClosedWindow) -> Result<Computed, String> {
         let mut models: BTreeMap<(String, String), ModelWindow> = BTreeMap::new();
         for b in &w.batches {
             self.read_batch(b, &mut models)?;
@@ -485,20 +494,8 @@ impl Drift {
         // The rolling reference per model without a baseline: the earlier windows'
         // samples (a model with a baseline is judged against it alone).
         let earlier = self.reference.before(w.end_ms);
-        let mut reference: BTreeMap<&str, ModelWindow> = BTreeMap::new();
-        for window in &earlier {
-            for (model, samples) in &window.models {
-                if self.baselines.contains_key(model.as_str()) {
-                    continue;
-                }
-                let r = reference
-                    .entry(model.as_str())
-                    .or_insert_with(|| self.empty_model());
-                for s in samples {
-                    self.add(r, &s.num, &s.cat, s.label.as_deref(), s.score);
-                }
-            }
-        }
+        st.rolling.update(&earlier, |window| self.digest(window));
+        let reference = &st.rolling;
         // One segment per model and version, each against the model's reference: a
         // new version is judged on its own, not averaged with the one it replaces.
         let mut out = Out::default();
@@ -507,7 +504,7 @@ impl Drift {
             out.features.version = v.clone();
             out.predictions.version = v.clone();
             out.shares.version = v;
-            self.model_rows(&mut out, model, cur, reference.get(model.as_str()));
+            self.model_rows(&mut out, model, cur, reference.get(model));
         }
         // The reference takes this window's sample (once, whichever table is first).
         self.reference.admit(w)?;
@@ -577,11 +574,11 @@ impl Drift {
                 (
                     r.num
                         .iter()
-                        .map(|c| Some(NumRef::sample(&c.values)))
+                        .map(|c| Some(NumRef::sorted(&c.values)))
                         .collect(),
                     r.cat.iter().map(Some).collect(),
                     &r.label,
-                    Some(NumRef::sample(&r.score.values)),
+                    Some(NumRef::sorted(&r.score.values)),
                 )
             } else {
                 return;
@@ -661,6 +658,26 @@ impl Drift {
         let predictions = out.predictions.finish(self.schema.clone())?;
         datafusion::arrow::compute::concat_batches(&self.schema, [&features, &predictions])
             .map_err(|e| e.to_string())
+    }
+
+    /// A sampled window's columns per model without a baseline, its numbers finite
+    /// and sorted: its part of the rolling reference.
+    fn digest(&self, window: &WindowSample) -> BTreeMap<String, ModelWindow> {
+        let mut out = BTreeMap::new();
+        for (model, samples) in &window.models {
+            if self.baselines.contains_key(model.as_str()) {
+                continue;
+            }
+            let mut m = self.empty_model();
+            for s in samples {
+                self.add(&mut m, &s.num, &s.cat, s.label.as_deref(), s.score);
+            }
+            for c in m.num.iter_mut().chain(std::iter::once(&mut m.score)) {
+                c.values = st::finite_sorted(&c.values);
+            }
+            out.insert(model.clone(), m);
+        }
+        out
     }
 
     fn empty_model(&self) -> ModelWindow {
