@@ -1546,7 +1546,6 @@ impl Clients {
                 later: fresh && shared,
                 shared_later: false,
                 est: None,
-                row: None,
                 copied: 0,
             });
             i = j;
@@ -1577,12 +1576,18 @@ impl Clients {
         };
         let mut stats = StatsColumns::default();
         let mut expected_memo: HashMap<(usize, u64), f64> = HashMap::new();
+        // Each group's profile row, when the pass makes it: beside the groups, not in
+        // them, so that a group is small to move.
+        let mut rows: Vec<Option<ProfileRow>> = Vec::with_capacity(groups.len());
+        rows.resize_with(groups.len(), || None);
         if threads <= 1 {
-            self.client_pass(&ctx, &mut groups, &mut stats, &mut expected_memo);
+            self.client_pass(&ctx, &mut groups, &mut rows, &mut stats, &mut expected_memo);
         } else {
             let per = recs.len().div_ceil(threads);
-            let mut runs: Vec<&mut [Group]> = Vec::with_capacity(threads);
-            let mut rest: &mut [Group] = &mut groups;
+            let mut runs: Vec<(&mut [Group], &mut [Option<ProfileRow>])> =
+                Vec::with_capacity(threads);
+            let (mut rest, mut rest_rows): (&mut [Group], &mut [Option<ProfileRow>]) =
+                (&mut groups, &mut rows);
             while !rest.is_empty() {
                 let mut n = 0;
                 let mut records = 0;
@@ -1591,8 +1596,9 @@ impl Clients {
                     n += 1;
                 }
                 let (run, tail) = rest.split_at_mut(n);
-                runs.push(run);
-                rest = tail;
+                let (run_rows, tail_rows) = rest_rows.split_at_mut(n);
+                runs.push((run, run_rows));
+                (rest, rest_rows) = (tail, tail_rows);
             }
             // On the process's worker pool: threads that live as long as it does (a
             // thread per window costs its start and, with the profiles it allocated,
@@ -1600,10 +1606,10 @@ impl Clients {
             // thread, and no pass job waits for anything, so no job waits for itself.
             let parts: Vec<StatsColumns> = runs
                 .into_par_iter()
-                .map(|run| {
+                .map(|(run, rows)| {
                     let mut stats = StatsColumns::default();
                     let mut memo = HashMap::new();
-                    self.client_pass(&ctx, run, &mut stats, &mut memo);
+                    self.client_pass(&ctx, run, rows, &mut stats, &mut memo);
                     stats
                 })
                 .collect();
@@ -1613,7 +1619,6 @@ impl Clients {
         }
         let mut active: Vec<u64> = Vec::with_capacity(groups.len());
         let mut done: Vec<Option<Option<(u64, u64)>>> = Vec::with_capacity(groups.len());
-        let mut rows: Vec<Option<ProfileRow>> = Vec::with_capacity(groups.len());
         let mut later = Vec::new();
         for g in groups {
             st.usage.checkpoint_copies += g.copied;
@@ -1625,7 +1630,6 @@ impl Clients {
             }
             active.push(g.key);
             done.push(g.est);
-            rows.push(g.row);
         }
         for ((i, j), key) in later {
             let group = &recs[i..j];
@@ -1740,16 +1744,19 @@ impl Clients {
         Reference::build(&pool, n_num, n_cat, near_q)
     }
 
-    /// The window's row of each group and the update of its profile.
+    /// The window's row of each group and the update of its profile; `rows[k]` gets
+    /// the profile row of `groups[k]` when the pass makes it (the profile is final for
+    /// the window then).
     fn client_pass<'w>(
         &self,
         ctx: &PassContext<'w>,
-        groups: &mut [Group<'w>],
+        groups: &mut [Group],
+        rows: &mut [Option<ProfileRow<'w>>],
         stats: &mut StatsColumns<'w>,
         memo: &mut HashMap<(usize, u64), f64>,
     ) {
         let mut scratch = Scratch::default();
-        for g in groups {
+        for (g, row) in groups.iter_mut().zip(rows) {
             let group = &ctx.recs[g.range.0..g.range.1];
             let m = group[0].model;
             let model = ctx.models.names[m as usize];
@@ -1782,7 +1789,7 @@ impl Clients {
                     if new != old {
                         Arc::make_mut(p).est = new;
                     }
-                    g.row = Some(self.profile_row(p, Some((model, client)), ctx.rolling, memo));
+                    *row = Some(self.profile_row(p, Some((model, client)), ctx.rolling, memo));
                 }
             }
         }
@@ -2395,7 +2402,7 @@ struct Scratch {
 /// group has no record the profile has not taken yet, or shares its key with an
 /// earlier group: then `later`, when it has such records, says it updates the profile
 /// after the pass).
-struct Group<'w> {
+struct Group {
     range: (usize, usize),
     key: u64,
     profile: Option<Arc<Profile>>,
@@ -2405,9 +2412,6 @@ struct Group<'w> {
     /// Set by the pass when it updated the profile and no later group shares its key:
     /// its memory estimate before and after, or None when unchanged.
     est: Option<Option<(u64, u64)>>,
-    /// Set by the pass in the same case: the profile's row of the window's profile
-    /// table (the profile is final for the window then).
-    row: Option<ProfileRow<'w>>,
     /// Set by the pass when a snapshot held the profile it updated: the estimate of
     /// the copy the update made (counted until the snapshot's writer is done).
     copied: u64,
