@@ -87,7 +87,6 @@ use crate::tables::{DerivedTable, WindowTable};
 use crate::telemetry::ClientsUsage;
 use crate::window::ClosedWindow;
 use points::{Points, Recent};
-use rayon::iter::{IntoParallelIterator, ParallelIterator};
 
 mod points;
 
@@ -1583,11 +1582,15 @@ impl Clients {
         if threads <= 1 {
             self.client_pass(&ctx, &mut groups, &mut rows, &mut stats, &mut expected_memo);
         } else {
-            let per = recs.len().div_ceil(threads);
-            let mut runs: Vec<(&mut [Group], &mut [Option<ProfileRow>])> =
-                Vec::with_capacity(threads);
-            let (mut rest, mut rest_rows): (&mut [Group], &mut [Option<ProfileRow>]) =
-                (&mut groups, &mut rows);
+            // Parts of about equal numbers of records, more parts than threads, taken
+            // in turn by this thread and the pool's: a pool thread that the machine
+            // gives a core late finds less left to do, and no thread waits for a
+            // fixed half that another has not started. Each part's rows are joined in
+            // the parts' order, so the result is the same for any number of threads.
+            let per = recs.len().div_ceil(threads * PASS_PARTS_PER_THREAD);
+            type Part<'g, 'w> = (&'g mut [Group], &'g mut [Option<ProfileRow<'w>>]);
+            let mut parts: Vec<Mutex<Option<Part>>> = Vec::new();
+            let (mut rest, mut rest_rows): Part = (&mut groups, &mut rows);
             while !rest.is_empty() {
                 let mut n = 0;
                 let mut records = 0;
@@ -1595,25 +1598,46 @@ impl Clients {
                     records += rest[n].range.1 - rest[n].range.0;
                     n += 1;
                 }
-                let (run, tail) = rest.split_at_mut(n);
-                let (run_rows, tail_rows) = rest_rows.split_at_mut(n);
-                runs.push((run, run_rows));
+                let (part, tail) = rest.split_at_mut(n);
+                let (part_rows, tail_rows) = rest_rows.split_at_mut(n);
+                parts.push(Mutex::new(Some((part, part_rows))));
                 (rest, rest_rows) = (tail, tail_rows);
             }
-            // On the process's worker pool: threads that live as long as it does (a
-            // thread per window costs its start and, with the profiles it allocated,
-            // its allocator heap's hand-over at exit). The caller is never a pool
-            // thread, and no pass job waits for anything, so no job waits for itself.
-            let parts: Vec<StatsColumns> = runs
-                .into_par_iter()
-                .map(|(run, rows)| {
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let work = || {
+                let mut done = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(part) = parts.get(i) else {
+                        return done;
+                    };
+                    let taken = part.lock().expect("pass part lock").take();
+                    let Some((groups, rows)) = taken else {
+                        continue;
+                    };
                     let mut stats = StatsColumns::default();
                     let mut memo = HashMap::new();
-                    self.client_pass(&ctx, run, rows, &mut stats, &mut memo);
-                    stats
-                })
-                .collect();
-            for part in parts {
+                    self.client_pass(&ctx, groups, rows, &mut stats, &mut memo);
+                    done.push((i, stats));
+                }
+            };
+            // The pool's threads live as long as the process (a thread per window
+            // costs its start and, with the profiles it allocated, its allocator
+            // heap's hand-over at exit). This thread is never one of them, and no
+            // part waits for anything, so no part waits for itself.
+            let by_pool: Mutex<Vec<(usize, StatsColumns)>> = Mutex::new(Vec::new());
+            let mut all = rayon::in_place_scope(|s| {
+                for _ in 1..threads {
+                    s.spawn(|_| {
+                        let done = work();
+                        by_pool.lock().expect("pass results lock").extend(done);
+                    });
+                }
+                work()
+            });
+            all.extend(by_pool.into_inner().expect("pass results lock"));
+            all.sort_unstable_by_key(|(i, _)| *i);
+            for (_, part) in all {
                 stats.append(part);
             }
         }
@@ -2435,6 +2459,9 @@ struct PassContext<'a> {
 /// Records in a window under which its per-client pass runs on one thread (spawning
 /// threads would cost more than it saves).
 const PARALLEL_RECORDS: usize = 1024;
+
+/// Parts per thread of a window's per-client pass.
+const PASS_PARTS_PER_THREAD: usize = 4;
 
 /// Distinct inputs a near-duplicate is looked for among.
 const RECENT: usize = 16;
