@@ -81,14 +81,7 @@ impl Rolling {
                 )
             });
             *windows += 1;
-            for (c, x) in m.num.iter_mut().zip(&d.num) {
-                add_sorted(c, x);
-            }
-            for (c, x) in m.cat.iter_mut().zip(&d.cat) {
-                add_counts(c, x);
-            }
-            add_counts(&mut m.label, &d.label);
-            add_sorted(&mut m.score, &d.score);
+            each_column(m, &d, add_sorted, add_counts);
         }
     }
 
@@ -98,19 +91,38 @@ impl Rolling {
                 debug_assert!(false, "a window leaves a model it never added");
                 continue;
             };
-            for (c, x) in m.num.iter_mut().zip(&d.num) {
-                remove_sorted(c, x);
-            }
-            for (c, x) in m.cat.iter_mut().zip(&d.cat) {
-                remove_counts(c, x);
-            }
-            remove_counts(&mut m.label, &d.label);
-            remove_sorted(&mut m.score, &d.score);
+            each_column(m, &d, remove_sorted, remove_counts);
             *windows -= 1;
             if *windows == 0 {
                 self.models.remove(&model);
             }
         }
+    }
+}
+
+/// Pairs each column of `m` with the same column of `d`: `numbers` for the numeric
+/// features and the score, `counts` for the categories and the label.
+fn each_column(
+    m: &mut ModelWindow,
+    d: &ModelWindow,
+    numbers: fn(&mut Column, &Column),
+    counts: fn(&mut Column, &Column),
+) {
+    let numeric = m
+        .num
+        .iter_mut()
+        .zip(&d.num)
+        .chain([(&mut m.score, &d.score)]);
+    for (c, x) in numeric {
+        numbers(c, x);
+    }
+    let categorical = m
+        .cat
+        .iter_mut()
+        .zip(&d.cat)
+        .chain([(&mut m.label, &d.label)]);
+    for (c, x) in categorical {
+        counts(c, x);
     }
 }
 
