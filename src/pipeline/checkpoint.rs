@@ -164,6 +164,8 @@ impl Pipeline {
             return Ok(());
         }
         self.finish_write().await?;
+        // A checkpoint holds the alerts of every window whose tables it holds.
+        self.settle().await?;
         let cp = self.timed_snapshot()?;
         self.last_checkpoint = Instant::now();
         let (dir, schema) = (
@@ -199,6 +201,7 @@ impl Pipeline {
 
     /// Writes a checkpoint now (end of run, shutdown).
     pub(super) async fn checkpoint_now(&mut self) -> Result<(), PipelineError> {
+        self.settle().await?;
         self.finish_write().await?;
         let Some(dir) = self.state_dir.clone() else {
             return Ok(());

@@ -83,7 +83,10 @@ pub struct RunOptions {
 }
 
 pub struct Pipeline {
-    engine: Engine,
+    engine: Arc<Engine>,
+    /// The rules of the last window whose tables were computed, running while the
+    /// pipeline reads on; its alerts go out at [`Pipeline::settle`].
+    in_flight: Option<stages::InFlight>,
     windows: Windows,
     book: AlertBook,
     receivers: Vec<Box<dyn Receiver>>,
@@ -159,7 +162,9 @@ impl Pipeline {
         let (cfg, mut info) = self.report_setup.take().unwrap_or_default();
         info.command = command.to_owned();
         let report = Arc::new(std::sync::Mutex::new(crate::report::Report::new(cfg, info)));
-        self.engine.keep_tables(crate::report::TABLES);
+        Arc::get_mut(&mut self.engine)
+            .expect("the report is enabled before the pipeline runs")
+            .keep_tables(crate::report::TABLES);
         let _ = self.live.report.set(report.clone());
         self.report = Some(report.clone());
         report
@@ -276,9 +281,11 @@ impl Pipeline {
                     // Not idle: the input is away. --until-idle counts from its return.
                     last_data = Instant::now();
                     waiting.still(&why);
+                    self.settle().await?;
                 }
                 Msg::Idle => {
                     waiting.over();
+                    self.settle().await?;
                     let quiet = last_data.elapsed();
                     if opts.until_idle.is_some_and(|d| quiet >= d) {
                         tracing::info!(
@@ -308,6 +315,7 @@ impl Pipeline {
                 Msg::Failed(e) => return Err(e.into()),
             }
             self.mark_idle(&heard, source_clock).await?;
+            self.settle_if_done().await?;
             self.maybe_checkpoint().await?;
         }
         drop(rx);
@@ -319,6 +327,7 @@ impl Pipeline {
         } else {
             let closed = self.windows.close_all();
             self.evaluate(closed).await?;
+            self.settle().await?;
             if let Some(l) = self.labels.clone() {
                 // Labels of the last minutes: joined and counted (no window reads them).
                 let dead = l.drain()?;
@@ -358,7 +367,8 @@ impl Pipeline {
     /// Closes every remaining window and returns the summary.
     pub async fn finish_input(&mut self) -> Result<(), PipelineError> {
         let closed = self.windows.close_all();
-        self.evaluate(closed).await
+        self.evaluate(closed).await?;
+        self.settle().await
     }
 
     fn finish(mut self) -> Summary {

@@ -10,6 +10,12 @@ impl Pipeline {
     /// whose text is unchanged keep their alert state. A rule with a window no running
     /// rule uses needs a restart (open windows are kept per window spec).
     pub(super) async fn reload(&mut self) -> Result<String, String> {
+        // The last window's alerts go out under the rules that judged it.
+        if let Err(e) = self.settle().await {
+            let e = format!("rule reload not started: {e}");
+            tracing::error!("{e}");
+            return Err(e);
+        }
         let r = &self.reloadable;
         let result = async {
             let notify = match &r.config_path {
@@ -89,12 +95,13 @@ impl Pipeline {
             }
         }
         self.reloadable.notify = notify;
-        self.engine = engine;
+        let mut engine = engine;
         if let Some(report) = &self.report {
-            self.engine.keep_tables(crate::report::TABLES);
-            let rules = super::build::rule_infos(&self.engine);
+            engine.keep_tables(crate::report::TABLES);
+            let rules = super::build::rule_infos(&engine);
             report.lock().expect("report lock").set_rules(rules);
         }
+        self.engine = Arc::new(engine);
         self.book = book;
         *self.counters.rules.lock().expect("rules lock") = statuses;
         self.live

@@ -3,6 +3,26 @@
 
 use super::*;
 
+use crate::rules::engine::RuleRun;
+
+/// What the `rescore: true` rules among `runs` flag.
+fn rescore_flags(engine: &Engine, runs: &[RuleRun]) -> crate::rescore::rescorer::Flags {
+    let mut flags = crate::rescore::rescorer::Flags::default();
+    for run in runs {
+        if let (true, Ok(rows)) = (engine.rules()[run.rule].rule.def.rescore, &run.result) {
+            flags.add(rows);
+        }
+    }
+    flags
+}
+
+/// The rules of a window, set running by [`Pipeline::evaluate`].
+pub(super) struct InFlight {
+    rules: JoinHandle<(ClosedWindow, crate::rules::engine::Evaluated)>,
+    /// The window's distributions, for the report.
+    histograms: Option<Vec<crate::tables::drift::Histogram>>,
+}
+
 impl Pipeline {
     /// Decodes and ingests records given directly (rule tests).
     pub async fn feed(&mut self, raw: &RawBatch) -> Result<(), PipelineError> {
@@ -18,13 +38,15 @@ impl Pipeline {
         let decoded = self.decoder.as_ref().expect("not running").decode(raw);
         self.ingest(raw, decoded)?;
         let closed = self.windows.close_ready();
-        self.evaluate(closed).await
+        self.evaluate(closed).await?;
+        self.settle().await
     }
 
     /// Closes windows up to event time `t` as if the watermark had reached it.
     pub async fn advance_to(&mut self, t: i64) -> Result<(), PipelineError> {
         let closed = self.windows.advance_to(t);
-        self.evaluate(closed).await
+        self.evaluate(closed).await?;
+        self.settle().await
     }
 
     pub(super) fn ingest(&mut self, raw: &RawBatch, decoded: Decoded) -> Result<(), PipelineError> {
@@ -130,7 +152,11 @@ impl Pipeline {
             })
     }
 
-    /// Runs the rules of each closed window and delivers the state changes.
+    /// Moves the tables on to each closed window, in order, and sets its rules
+    /// running; the alerts of a window go out when the next window's tables are
+    /// computed, or at [`Pipeline::settle`]. So the rule queries of one window run
+    /// while the pipeline reads and computes the next, and alerts leave in window
+    /// order as before.
     pub(super) async fn evaluate(
         &mut self,
         closed: Vec<ClosedWindow>,
@@ -150,85 +176,100 @@ impl Pipeline {
                 let dead = l.advance_to(window.end_ms)?;
                 self.labels_dead(dead)?;
             }
-            // Rules that do not read `rescored` run first; what their `rescore: true`
-            // rules flag is re-scored before the rules that read it run.
-            let (engine, rescorer) = (&self.engine, &self.rescorer);
-            let flags = |runs: &[crate::rules::engine::RuleRun]| {
-                let mut flags = crate::rescore::rescorer::Flags::default();
-                for run in runs {
-                    if let (true, Ok(rows)) =
-                        (engine.rules()[run.rule].rule.def.rescore, &run.result)
-                    {
-                        flags.add(rows);
-                    }
+            let tables = self.engine.tables_of(&window);
+            // The report's distributions are of this window: read before the next
+            // window moves the drift tables on.
+            let histograms = (self.report.is_some()
+                && self.engine.keeps(&tables, |n| n.ends_with("_drift")))
+            .then(|| self.drift.histograms(&window));
+            // The previous window's rules re-score what they flag in this window.
+            self.settle().await?;
+            let (engine, rescorer) = (self.engine.clone(), self.rescorer.clone());
+            let rules = tokio::spawn(async move {
+                // Rules that do not read `rescored` run first; what their `rescore:
+                // true` rules flag is re-scored before the rules that read it run.
+                let evaluated = engine
+                    .run_rules(&window, tables, |runs: &[RuleRun]| {
+                        rescorer.flag(&window, rescore_flags(&engine, runs));
+                        rescorer.score_window(&window)
+                    })
+                    .await;
+                if rescorer.is_active() {
+                    // Flags of the rules that read `rescored` count from the next window.
+                    rescorer.flag(&window, rescore_flags(&engine, &evaluated.runs));
                 }
-                flags
-            };
-            let runs = engine
-                .evaluate_with(&window, |runs| {
-                    rescorer.flag(&window, flags(runs));
-                    rescorer.score_window(&window)
-                })
-                .await;
-            if self.rescorer.is_active() {
-                // Flags of the rules that read `rescored` count from the next window.
-                self.rescorer.flag(&window, flags(&runs));
-                self.counters.rescored(self.rescorer.totals());
-            }
-            // What the report keeps of the window, handed over with its alerts below.
-            let kept = self.report.is_some().then(|| {
-                let rules_ms = self.engine.rules_wall().as_secs_f64() * 1e3;
-                let tables = self.engine.take_kept();
-                let histograms = if tables.iter().any(|(n, _)| n.ends_with("_drift")) {
-                    self.drift.histograms(&window)
-                } else {
-                    Vec::new()
-                };
-                (tables, histograms, rules_ms)
+                (window, evaluated)
             });
-            let mut notes: Vec<Notification> = Vec::new();
-            let wall = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-            let window_end = crate::time::rfc3339(window.end_ms);
-            for run in runs {
-                let rule = &self.engine.rules()[run.rule].rule;
-                self.summary.rule_runs += 1;
-                let err = run.result.as_ref().err().map(String::as_str);
-                self.counters.rule_run(crate::telemetry::RuleRun {
-                    index: run.rule,
-                    rule: rule.id(),
-                    window_end: &window_end,
-                    wall: &wall,
-                    elapsed: run.elapsed,
-                    error: err,
-                });
-                if err.is_some() {
-                    self.summary.rule_errors += 1;
-                }
-                let result = run.result.as_deref().map_err(String::as_str);
-                notes.extend(
-                    self.book
-                        .evaluate(run.rule, rule, &window, &self.sources, result),
-                );
-            }
-            if let (Some(report), Some((tables, histograms, rules_ms))) = (&self.report, kept) {
-                // The alerts first: a client flagged in this window is followed from it.
-                let mut r = crate::report::lock(report);
-                r.alerts(&notes);
-                let drift = &self.drift;
-                r.window(
-                    &window,
-                    &tables,
-                    histograms,
-                    |feature, test| drift.threshold(feature, test),
-                    rules_ms,
-                );
-            }
-            self.deliver(&notes)?;
+            self.in_flight = Some(InFlight { rules, histograms });
         }
         self.dead.flush().map_err(|source| PipelineError::Io {
             what: "cannot write dead letters".into(),
             source,
         })
+    }
+
+    /// Delivers the state changes of the window in flight if its rules are done: its
+    /// alerts do not wait for the next window to close.
+    pub(super) async fn settle_if_done(&mut self) -> Result<(), PipelineError> {
+        if self
+            .in_flight
+            .as_ref()
+            .is_some_and(|f| f.rules.is_finished())
+        {
+            self.settle().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the rules of the window in flight and delivers its state changes.
+    pub(super) async fn settle(&mut self) -> Result<(), PipelineError> {
+        let Some(InFlight { rules, histograms }) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let (window, evaluated) = rules
+            .await
+            .map_err(|e| PipelineError::Internal(format!("the rules of a window: {e}")))?;
+        if self.rescorer.is_active() {
+            self.counters.rescored(self.rescorer.totals());
+        }
+        let mut notes: Vec<Notification> = Vec::new();
+        let wall = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let window_end = crate::time::rfc3339(window.end_ms);
+        for run in &evaluated.runs {
+            let rule = &self.engine.rules()[run.rule].rule;
+            self.summary.rule_runs += 1;
+            let err = run.result.as_ref().err().map(String::as_str);
+            self.counters.rule_run(crate::telemetry::RuleRun {
+                index: run.rule,
+                rule: rule.id(),
+                window_end: &window_end,
+                wall: &wall,
+                elapsed: run.elapsed,
+                error: err,
+            });
+            if err.is_some() {
+                self.summary.rule_errors += 1;
+            }
+            let result = run.result.as_deref().map_err(String::as_str);
+            notes.extend(
+                self.book
+                    .evaluate(run.rule, rule, &window, &self.sources, result),
+            );
+        }
+        if let Some(report) = &self.report {
+            // The alerts first: a client flagged in this window is followed from it.
+            let mut r = crate::report::lock(report);
+            r.alerts(&notes);
+            let drift = &self.drift;
+            r.window(
+                &window,
+                &evaluated.kept,
+                histograms.unwrap_or_default(),
+                |feature, test| drift.threshold(feature, test),
+                evaluated.rules_wall.as_secs_f64() * 1e3,
+            );
+        }
+        self.deliver(&notes)
     }
 
     pub(super) fn deliver(&mut self, notes: &[Notification]) -> Result<(), PipelineError> {

@@ -1,10 +1,12 @@
 //! The rule engine: DataFusion plans prepared once per rule, run on every closed window.
 //!
 //! Each window table (`crate::tables`) is a [`WindowTable`] that computes its rows
-//! from a [`ClosedWindow`]; the engine puts
-//! those rows in a shared slot that the table's scan reads when it executes, so a plan
-//! made once keeps working for every window. Tables are computed once per window, only
-//! when some rule of that window spec reads them.
+//! from a [`ClosedWindow`]. The rows of one window go to its queries in their task
+//! context, where the table's scan finds them when it executes: a plan made once keeps
+//! working for every window, and the queries of one window can run while the next
+//! window's tables are computed ([`Engine::tables_of`], then [`Engine::run_rules`]).
+//! Tables are computed once per window, only when some rule of that window spec reads
+//! them.
 //!
 //! Planning costs more than running a rule on a window's few hundred rows (optimizing
 //! and physical planning took 1–6 ms a rule, execution 0.1–1 ms): a rule without
@@ -107,13 +109,54 @@ impl Default for EngineConfig {
     }
 }
 
-type Slot = Arc<RwLock<Vec<RecordBatch>>>;
+/// The rows of one window's tables, by table index. Its queries find them in their
+/// task context: each window has its own, so no query reads another window's rows.
+#[derive(Default)]
+struct WindowRows(RwLock<HashMap<usize, Vec<RecordBatch>>>);
 
-/// The table a recording rule (`record: NAME`) fills: its result rows of the window.
+impl WindowRows {
+    fn set(&self, t: usize, rows: Vec<RecordBatch>) {
+        self.0.write().expect("rows lock").insert(t, rows);
+    }
+    fn get(&self, t: usize) -> Option<Vec<RecordBatch>> {
+        self.0.read().expect("rows lock").get(&t).cloned()
+    }
+    fn take(&self, t: usize) -> Vec<RecordBatch> {
+        self.0
+            .write()
+            .expect("rows lock")
+            .remove(&t)
+            .unwrap_or_default()
+    }
+}
+
+/// One window's tables, computed by [`Engine::tables_of`] and waiting for its rules
+/// ([`Engine::run_rules`]).
+pub struct WindowTables {
+    rows: Arc<WindowRows>,
+    /// Tables computed (or filled by their recording rule), failed ones included.
+    computed: BTreeSet<usize>,
+    /// Why a table has no rows: the rules that read it fail with this.
+    errors: HashMap<usize, String>,
+}
+
+/// What the rules of one window gave.
+pub struct Evaluated {
+    /// One run per rule of the window's spec, in rule order.
+    pub runs: Vec<RuleRun>,
+    /// The rows of the kept tables ([`Engine::keep_tables`]) that a rule of the window
+    /// read.
+    pub kept: Vec<(String, Vec<RecordBatch>)>,
+    /// Wall-clock time the window's rule queries took (they overlap: not the sum of
+    /// their times).
+    pub rules_wall: Duration,
+}
+
+/// The table a recording rule (`record: NAME`) fills: its result rows of the window,
+/// put in the window's rows by the engine when the rule has run.
 struct RecordedTable {
     name: String,
     schema: SchemaRef,
-    rows: Slot,
 }
 
 impl WindowTable for RecordedTable {
@@ -124,15 +167,17 @@ impl WindowTable for RecordedTable {
         self.schema.clone()
     }
     fn compute(&self, _window: &ClosedWindow) -> Result<Vec<RecordBatch>, String> {
-        Ok(self.rows.read().expect("rows lock").clone())
+        Err(format!("{} is filled by its recording rule", self.name))
     }
 }
 
-/// A table provider that serves whatever batches its slot holds at scan time.
+/// A table provider whose scan serves the rows its window's task context holds.
 #[derive(Debug)]
 struct SlotTable {
     schema: SchemaRef,
-    slot: Slot,
+    /// The table's index in the engine's list.
+    index: usize,
+    name: String,
 }
 
 #[async_trait]
@@ -162,19 +207,22 @@ impl TableProvider for SlotTable {
         );
         Ok(Arc::new(SlotExec {
             schema,
-            slot: self.slot.clone(),
+            index: self.index,
+            name: self.name.clone(),
             projection: projection.cloned(),
             properties: Arc::new(properties),
         }))
     }
 }
 
-/// The scan of a [`SlotTable`]: reads the slot when executed, so one physical plan
-/// serves every window. Reports no statistics (they change with every window).
+/// The scan of a [`SlotTable`]: reads the window's rows from the task context when
+/// executed, so one physical plan serves every window. Reports no statistics (they
+/// change with every window).
 #[derive(Debug)]
 struct SlotExec {
     schema: SchemaRef,
-    slot: Slot,
+    index: usize,
+    name: String,
     projection: Option<Vec<usize>>,
     properties: Arc<PlanProperties>,
 }
@@ -212,9 +260,18 @@ impl ExecutionPlan for SlotExec {
     fn execute(
         &self,
         _partition: usize,
-        _context: Arc<TaskContext>,
+        context: Arc<TaskContext>,
     ) -> datafusion::error::Result<SendableRecordBatchStream> {
-        let batches = self.slot.read().expect("slot lock").clone();
+        let batches = context
+            .session_config()
+            .get_extension::<WindowRows>()
+            .and_then(|rows| rows.get(self.index))
+            .ok_or_else(|| {
+                datafusion::error::DataFusionError::Internal(format!(
+                    "table {} has no rows for this window",
+                    self.name
+                ))
+            })?;
         let batches = match &self.projection {
             Some(p) => batches
                 .iter()
@@ -232,7 +289,6 @@ impl ExecutionPlan for SlotExec {
 
 struct Registered {
     table: Arc<dyn WindowTable>,
-    slot: Slot,
 }
 
 /// A rule with its plan, ready to run on any window.
@@ -252,20 +308,16 @@ pub struct PreparedRule {
 pub struct Engine {
     tables: Vec<Registered>,
     rules: Vec<PreparedRule>,
-    /// Recording rules (`record:`): rule index → (index of its table, its rows).
-    recorded: BTreeMap<usize, (usize, Slot)>,
+    /// Recording rules (`record:`): rule index → index of its table.
+    recorded: BTreeMap<usize, usize>,
     timeout: Duration,
     /// Threads a window's tables are computed on.
     table_threads: usize,
     /// Time spent per table (`table NAME`) and per rule (`rule ID`), for the summary.
     costs: std::sync::Mutex<BTreeMap<String, Duration>>,
     /// Tables whose rows of each window are handed out after the rules ran
-    /// ([`Engine::keep_tables`]), and those rows.
+    /// ([`Engine::keep_tables`]).
     keep: BTreeSet<String>,
-    kept: std::sync::Mutex<Vec<(String, Vec<RecordBatch>)>>,
-    /// Wall-clock time the last window's rule queries took (they overlap: not the sum
-    /// of their times).
-    rules_wall: std::sync::Mutex<Duration>,
 }
 
 /// The outcome of one rule on one window.
@@ -285,10 +337,7 @@ impl Engine {
     ) -> Result<Engine, RuleError> {
         let tables: Vec<Registered> = tables
             .into_iter()
-            .map(|table| Registered {
-                table,
-                slot: Arc::new(RwLock::new(Vec::new())),
-            })
+            .map(|table| Registered { table })
             .collect();
         let mut tables = tables;
         let standard = tables.len();
@@ -321,15 +370,12 @@ impl Engine {
                     p.rule.at()
                 ));
             } else {
-                let rows: Slot = Arc::new(RwLock::new(Vec::new()));
-                recorded.insert(i, (tables.len(), rows.clone()));
+                recorded.insert(i, tables.len());
                 tables.push(Registered {
                     table: Arc::new(RecordedTable {
                         name,
                         schema: p.output.clone(),
-                        rows,
                     }),
-                    slot: Arc::new(RwLock::new(Vec::new())),
                 });
             }
             slots[i] = Some(p);
@@ -339,7 +385,7 @@ impl Engine {
                 Ok(p) => {
                     // A recorded table holds the rows of its rule's window: only rules
                     // of that window may read it.
-                    for (&r, (t, _)) in &recorded {
+                    for (&r, t) in &recorded {
                         let source = slots[r].as_ref().expect("prepared");
                         if p.uses.contains(t) && p.rule.spec != source.rule.spec {
                             problems.push(format!(
@@ -369,8 +415,6 @@ impl Engine {
             table_threads: config.table_threads(),
             costs: Default::default(),
             keep: BTreeSet::new(),
-            kept: Default::default(),
-            rules_wall: Default::default(),
         })
     }
 
@@ -378,21 +422,20 @@ impl Engine {
         &self.rules
     }
 
-    /// Keeps the rows of these tables, for each window in which a rule read them, for
-    /// [`Engine::take_kept`] (the report). A table no rule of the window read is not
+    /// Keeps the rows of these tables, for each window in which a rule read them, in
+    /// [`Evaluated::kept`] (the report). A table no rule of the window read is not
     /// computed for it: keeping costs no extra work and changes no state.
     pub fn keep_tables(&mut self, names: &[&str]) {
         self.keep = names.iter().map(|n| n.to_string()).collect();
     }
 
-    /// The kept tables' rows of the last window evaluated (empty when none was read).
-    pub fn take_kept(&self) -> Vec<(String, Vec<RecordBatch>)> {
-        std::mem::take(&mut *self.kept.lock().expect("kept lock"))
-    }
-
-    /// Wall-clock time the rule queries of the last window evaluated took.
-    pub fn rules_wall(&self) -> Duration {
-        *self.rules_wall.lock().expect("rules_wall lock")
+    /// Whether [`Evaluated::kept`] of this window will hold a table whose name
+    /// `which` picks.
+    pub fn keeps(&self, tables: &WindowTables, which: impl Fn(&str) -> bool) -> bool {
+        tables.computed.iter().any(|&t| {
+            let name = self.tables[t].table.name();
+            !tables.errors.contains_key(&t) && self.keep.contains(name) && which(name)
+        })
     }
 
     /// Time spent computing each table and running each rule so far, costliest first.
@@ -421,17 +464,51 @@ impl Engine {
     /// Runs every rule of the window's spec, in rule order. A failing table or rule
     /// fails only the rules concerned.
     pub async fn evaluate(&self, window: &ClosedWindow) -> Vec<RuleRun> {
-        self.evaluate_with(window, |_| Ok(())).await
+        self.evaluate_with(window, |_| Ok(())).await.runs
     }
 
-    /// Same, in two rounds: first the rules that do not read `rescored`, then `between`
-    /// with their results (it re-scores what they flagged), then the rules that read
-    /// `rescored`. When `between` fails, so do the rules of the second round.
+    /// [`Engine::tables_of`] the window, then [`Engine::run_rules`].
     pub async fn evaluate_with(
         &self,
         window: &ClosedWindow,
         between: impl FnOnce(&[RuleRun]) -> Result<(), String>,
-    ) -> Vec<RuleRun> {
+    ) -> Evaluated {
+        let tables = self.tables_of(window);
+        self.run_rules(window, tables, between).await
+    }
+
+    /// Computes the tables the rules of the window's spec read, all but those filled
+    /// later in [`Engine::run_rules`] (recorded tables and `rescored`). This is where
+    /// the stateful tables move on to the window: windows go through it in order, and
+    /// the rules of one window may run while the next one's tables are computed.
+    pub fn tables_of(&self, window: &ClosedWindow) -> WindowTables {
+        let late = self.tables.iter().position(|t| t.table.name() == RESCORED);
+        let filled_later: BTreeSet<usize> = self.recorded.values().copied().chain(late).collect();
+        let needed: BTreeSet<usize> = (0..self.rules.len())
+            .filter(|&i| self.rules[i].rule.spec == window.spec)
+            .flat_map(|i| self.rules[i].uses.iter().copied())
+            .filter(|t| !filled_later.contains(t))
+            .collect();
+        let mut tables = WindowTables {
+            rows: Arc::default(),
+            computed: BTreeSet::new(),
+            errors: HashMap::new(),
+        };
+        self.compute_into(window, &needed.into_iter().collect::<Vec<_>>(), &mut tables);
+        tables
+    }
+
+    /// Runs the rules of the window's spec on its tables, in rounds: first the
+    /// recording rules (their rows are tables of the rules after them), then the rules
+    /// that do not read `rescored`, then `between` with their results (it re-scores
+    /// what they flagged), then the rules that read `rescored`. When `between` fails,
+    /// so do the rules of the last round.
+    pub async fn run_rules(
+        &self,
+        window: &ClosedWindow,
+        mut tables: WindowTables,
+        between: impl FnOnce(&[RuleRun]) -> Result<(), String>,
+    ) -> Evaluated {
         let late = self.tables.iter().position(|t| t.table.name() == RESCORED);
         let (records, rest): (Vec<usize>, Vec<usize>) = (0..self.rules.len())
             .filter(|&i| self.rules[i].rule.spec == window.spec)
@@ -439,48 +516,48 @@ impl Engine {
         let (second, first): (Vec<usize>, Vec<usize>) = rest
             .into_iter()
             .partition(|&i| late.is_some_and(|t| self.rules[i].uses.contains(&t)));
-        let mut computed = BTreeSet::new();
-        let mut table_errors: HashMap<usize, String> = HashMap::new();
-        *self.rules_wall.lock().expect("rules_wall lock") = Duration::ZERO;
-        // Recording rules first: their rows are tables of the rules after them.
+        let mut rules_wall = Duration::ZERO;
         let mut runs = self
-            .run_round(window, &records, &mut computed, &mut table_errors)
+            .run_round(window, &records, &mut tables, &mut rules_wall)
             .await;
         for run in &runs {
-            let (t, rows) = &self.recorded[&run.rule];
+            let t = self.recorded[&run.rule];
+            tables.computed.insert(t);
             match &run.result {
-                Ok(batches) => *rows.write().expect("rows lock") = batches.clone(),
+                Ok(batches) => tables.rows.set(t, batches.clone()),
                 Err(e) => {
-                    table_errors.insert(*t, format!("table {}: {e}", self.tables[*t].table.name()));
+                    let name = self.tables[t].table.name();
+                    tables.errors.insert(t, format!("table {name}: {e}"));
                 }
             }
         }
         runs.extend(
-            self.run_round(window, &first, &mut computed, &mut table_errors)
+            self.run_round(window, &first, &mut tables, &mut rules_wall)
                 .await,
         );
         if let (Err(e), Some(t)) = (between(&runs), late) {
-            table_errors.insert(t, format!("table {RESCORED}: {e}"));
+            tables.errors.insert(t, format!("table {RESCORED}: {e}"));
         }
         runs.extend(
-            self.run_round(window, &second, &mut computed, &mut table_errors)
+            self.run_round(window, &second, &mut tables, &mut rules_wall)
                 .await,
         );
         runs.sort_by_key(|r| r.rule);
-        let mut kept = self.kept.lock().expect("kept lock");
-        kept.clear();
-        for &t in &computed {
-            let rows = std::mem::take(&mut *self.tables[t].slot.write().expect("slot lock"));
-            let name = self.tables[t].table.name();
-            if self.keep.contains(name) && !table_errors.contains_key(&t) {
-                kept.push((name.to_owned(), rows));
-            }
+        let kept = tables
+            .computed
+            .iter()
+            .filter_map(|&t| {
+                let name = self.tables[t].table.name();
+                let rows = tables.rows.take(t);
+                (self.keep.contains(name) && !tables.errors.contains_key(&t))
+                    .then(|| (name.to_owned(), rows))
+            })
+            .collect();
+        Evaluated {
+            runs,
+            kept,
+            rules_wall,
         }
-        drop(kept);
-        for (_, rows) in self.recorded.values() {
-            rows.write().expect("rows lock").clear();
-        }
-        runs
     }
 
     /// Computes the tables `due` reads (those not computed yet), then runs `due`.
@@ -488,31 +565,15 @@ impl Engine {
         &self,
         window: &ClosedWindow,
         due: &[usize],
-        computed: &mut BTreeSet<usize>,
-        table_errors: &mut HashMap<usize, String>,
+        tables: &mut WindowTables,
+        rules_wall: &mut Duration,
     ) -> Vec<RuleRun> {
         let needed: BTreeSet<usize> = due
             .iter()
             .flat_map(|&i| self.rules[i].uses.clone())
-            .filter(|t| !computed.contains(t) && !table_errors.contains_key(t))
+            .filter(|t| !tables.computed.contains(t) && !tables.errors.contains_key(t))
             .collect();
-        let needed: Vec<usize> = needed.into_iter().collect();
-        for (t, rows, spent) in self.compute_tables(window, &needed) {
-            let reg = &self.tables[t];
-            *self
-                .costs
-                .lock()
-                .expect("costs lock")
-                .entry(format!("table {}", reg.table.name()))
-                .or_default() += spent;
-            computed.insert(t);
-            match rows {
-                Ok(rows) => *reg.slot.write().expect("slot lock") = rows,
-                Err(e) => {
-                    table_errors.insert(t, format!("table {}: {e}", reg.table.name()));
-                }
-            }
-        }
+        self.compute_into(window, &needed.into_iter().collect::<Vec<_>>(), tables);
         // The rules of a round read only tables computed before it: their queries run
         // side by side, each result in rule order. At most as many at once as the
         // runtime has worker threads to run them (and `table_threads`): each query's
@@ -521,15 +582,15 @@ impl Engine {
             .table_threads
             .min(tokio::runtime::Handle::current().metrics().num_workers())
             .max(1);
-        let table_errors = &*table_errors;
+        let tables = &*tables;
         let run_one = |i: usize| async move {
             let r = &self.rules[i];
-            let failed_table = r.uses.iter().find_map(|t| table_errors.get(t).cloned());
+            let failed_table = r.uses.iter().find_map(|t| tables.errors.get(t).cloned());
             let started = std::time::Instant::now();
             let result = match failed_table {
                 Some(e) => Err(e),
                 None => {
-                    let result = self.run(r, window).await;
+                    let result = self.run(r, window, &tables.rows).await;
                     self.charge(|| format!("rule {}", r.rule.id()), started);
                     result
                 }
@@ -541,12 +602,33 @@ impl Engine {
             }
         };
         let started = std::time::Instant::now();
-        let runs = futures::stream::iter(due.iter().map(|&i| run_one(i)))
+        let runs = futures::stream::iter(due.iter().copied().map(run_one))
             .buffered(at_once)
             .collect()
             .await;
-        *self.rules_wall.lock().expect("rules_wall lock") += started.elapsed();
+        *rules_wall += started.elapsed();
         runs
+    }
+
+    /// Computes the tables `needed` into the window's tables, charging each its time.
+    fn compute_into(&self, window: &ClosedWindow, needed: &[usize], into: &mut WindowTables) {
+        for (t, rows, spent) in self.compute_tables(window, needed) {
+            let reg = &self.tables[t];
+            *self
+                .costs
+                .lock()
+                .expect("costs lock")
+                .entry(format!("table {}", reg.table.name()))
+                .or_default() += spent;
+            into.computed.insert(t);
+            match rows {
+                Ok(rows) => into.rows.set(t, rows),
+                Err(e) => {
+                    into.errors
+                        .insert(t, format!("table {}: {e}", reg.table.name()));
+                }
+            }
+        }
     }
 
     /// Computes the tables `needed` of a window, on up to `table_threads` threads (each
@@ -600,7 +682,12 @@ impl Engine {
         all.into_iter().map(|(_, r)| r).collect()
     }
 
-    async fn run(&self, r: &PreparedRule, w: &ClosedWindow) -> Result<Vec<RecordBatch>, String> {
+    async fn run(
+        &self,
+        r: &PreparedRule,
+        w: &ClosedWindow,
+        rows: &Arc<WindowRows>,
+    ) -> Result<Vec<RecordBatch>, String> {
         let mut plan = r.plan.clone();
         if r.has_params {
             let ts = |v| ScalarValue::TimestampMillisecond(Some(v), Some("UTC".into()));
@@ -614,12 +701,21 @@ impl Engine {
         // keep a timeout in the same task from ever firing.
         let ctx = r.ctx.clone();
         let physical = r.physical.clone();
+        let rows = rows.clone();
         let mut task = tokio::spawn(async move {
             let plan = match physical {
                 Some(p) => reset_plan_states(p)?,
                 None => ctx.state().create_physical_plan(&plan).await?,
             };
-            datafusion::physical_plan::collect(plan, ctx.task_ctx()).await
+            // The window's rows, where its scans look for them.
+            let task = ctx.task_ctx();
+            let config = task.session_config().clone().with_extension(rows);
+            let task = match Arc::into_inner(task) {
+                Some(t) => t,
+                None => TaskContext::from(&ctx.state()),
+            };
+            datafusion::physical_plan::collect(plan, Arc::new(task.with_session_config(config)))
+                .await
         });
         match tokio::time::timeout(self.timeout, &mut task).await {
             Ok(Ok(Ok(batches))) => Ok(batches),
@@ -670,10 +766,11 @@ async fn prepare(
     for f in super::functions::drift_functions() {
         ctx.register_udf(f);
     }
-    for reg in tables {
+    for (index, reg) in tables.iter().enumerate() {
         let provider = SlotTable {
             schema: reg.table.schema(),
-            slot: reg.slot.clone(),
+            index,
+            name: reg.table.name().to_owned(),
         };
         ctx.register_table(reg.table.name(), Arc::new(provider))
             .map_err(|e| RuleError::invalid(&rule, e.to_string()))?;
@@ -1006,6 +1103,49 @@ mod tests {
             err.contains("q.yaml:5") && err.contains("SQL error"),
             "{err}"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_rules_of_a_window_read_its_rows_while_later_windows_are_computed() {
+        let yaml = "- id: rec\n  severity: info\n  window: {size: 1m}\n  \
+                    sql: SELECT DISTINCT client_id FROM events\n  record: per_client\n\
+                    - id: clients\n  severity: low\n  window: {size: 1m}\n  \
+                    sql: SELECT count(*) AS n FROM per_client\n\
+                    - id: rows\n  severity: low\n  window: {size: 1m}\n  \
+                    sql: SELECT count(*) AS n FROM events\n";
+        let rules = parse_rules(yaml, Path::new("q.yaml")).unwrap();
+        let e = Engine::new(rules, tables(), &EngineConfig::default())
+            .await
+            .unwrap();
+        // Three windows of (distinct clients, records): their tables are all computed
+        // before any rule runs, then the rules of the last run first and the others
+        // side by side.
+        let windows = [
+            window_of(&e, 0, vec!["a", "b", "a"]),
+            window_of(&e, 60_000, vec!["c", "d", "e", "f", "c"]),
+            window_of(&e, 120_000, vec!["g"]),
+        ];
+        let want = [(2, 3), (4, 5), (1, 1)];
+        let mut tables: Vec<_> = windows.iter().map(|w| e.tables_of(w)).collect();
+        let last = e
+            .run_rules(&windows[2], tables.pop().unwrap(), |_| Ok(()))
+            .await;
+        let second = tables.pop().unwrap();
+        let first = tables.pop().unwrap();
+        let (a, b) = futures::join!(
+            e.run_rules(&windows[0], first, |_| Ok(())),
+            e.run_rules(&windows[1], second, |_| Ok(()))
+        );
+        let count = |run: &RuleRun| {
+            let batches = run.result.as_ref().expect("the rule runs");
+            batches[0].column(0).as_primitive::<Int64Type>().value(0)
+        };
+        for (evaluated, (clients, rows)) in [a, b, last].iter().zip(want) {
+            let runs = &evaluated.runs;
+            assert_eq!(runs.len(), 3);
+            assert_eq!(count(&runs[1]), clients);
+            assert_eq!(count(&runs[2]), rows);
+        }
     }
 
     #[tokio::test]
