@@ -58,6 +58,8 @@ struct Entry<'a> {
 
 pub struct DeadLetters {
     out: Option<(PathBuf, BufWriter<File>)>,
+    /// Written to the file since its last sync.
+    unsynced: bool,
     topic: Option<KafkaOut>,
 }
 
@@ -90,7 +92,11 @@ impl DeadLetters {
             }
             None => None,
         };
-        Ok(Self { out, topic: None })
+        Ok(Self {
+            out,
+            unsynced: false,
+            topic: None,
+        })
     }
 
     pub fn write(&mut self, kind: DeadKind, source: &str, rec: &DeadRecord) -> std::io::Result<()> {
@@ -129,6 +135,7 @@ impl DeadLetters {
                 .is_none()
                 .then(|| base64::engine::general_purpose::STANDARD.encode(&rec.raw)),
         };
+        self.unsynced = true;
         serde_json::to_writer(&mut *out, &entry)?;
         out.write_all(b"\n")
     }
@@ -173,14 +180,18 @@ impl DeadLetters {
         if let Some(topic) = self.topic.as_mut() {
             topic.flush()?;
         }
+        // Only what was written since the last sync goes to disk: a window without
+        // dead letters costs no sync.
         match self.out.as_mut() {
-            Some((path, out)) => {
+            Some((path, out)) if self.unsynced => {
                 out.flush()?;
-                out.get_ref()
-                    .sync_data()
-                    .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+                out.get_ref().sync_data().map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+                })?;
+                self.unsynced = false;
+                Ok(())
             }
-            None => Ok(()),
+            _ => Ok(()),
         }
     }
 }
