@@ -556,6 +556,64 @@ mod partition_tests {
         assert_eq!(cp.positions.get("t/1"), Some(&30));
     }
 
+    /// Plays one batch, then has nothing new until `end` is set.
+    struct QuietAfter {
+        first: Option<Poll>,
+        end: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Source for QuietAfter {
+        fn partitions(&self) -> Vec<String> {
+            vec!["t/0".into()]
+        }
+        fn poll(&mut self) -> Result<Poll, SourceError> {
+            if let Some(b) = self.first.take() {
+                return Ok(b);
+            }
+            Ok(if self.end.load(std::sync::atomic::Ordering::Relaxed) {
+                Poll::End
+            } else {
+                Poll::Idle
+            })
+        }
+        fn resume(&mut self, _: &BTreeMap<String, u64>) -> Result<(), SourceError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_closed_windows_alerts_go_out_while_the_input_is_quiet() {
+        let dir = tempfile::tempdir().unwrap();
+        let alerts = dir.path().join("alerts.jsonl");
+        let mut config: Config = serde_yaml::from_str("source: {type: file, paths: []}").unwrap();
+        config.alerts.stdout = false;
+        config.alerts.jsonl = Some(alerts.clone());
+        let pipeline = counting_pipeline(&config).await;
+        // Two minutes of records: the first minute's window closes, the second stays
+        // open, and no other window closes while the input is quiet.
+        let end = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let source = QuietAfter {
+            first: Some(batch(0, 0, 120)),
+            end: end.clone(),
+        };
+        let run = tokio::spawn(pipeline.run(Box::new(source), RunOptions::default()));
+        let started = Instant::now();
+        let mut seen = String::new();
+        while seen.is_empty() && started.elapsed() < Duration::from_secs(20) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            seen = std::fs::read_to_string(&alerts).unwrap_or_default();
+        }
+        let quiet = !run.is_finished();
+        end.store(true, std::sync::atomic::Ordering::Relaxed);
+        let summary = run.await.unwrap().unwrap();
+        assert!(quiet, "the run ended before the alert was seen");
+        let first: serde_json::Value =
+            serde_json::from_str(seen.lines().next().expect("an alert while quiet")).unwrap();
+        assert_eq!(first["rule_id"], "r");
+        assert_eq!(first["window_end"], "2026-11-21T10:01:00.000Z");
+        assert_eq!(summary.windows_closed, 2);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_quiet_partition_stops_holding_the_watermark_after_the_idle_timeout() {
         let mut config: Config = serde_yaml::from_str("source: {type: file, paths: []}").unwrap();
