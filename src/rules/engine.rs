@@ -173,7 +173,7 @@ impl WindowTable for RecordedTable {
 
 /// A table provider whose scan serves the rows its window's task context holds.
 #[derive(Debug)]
-struct SlotTable {
+struct WindowTableProvider {
     schema: SchemaRef,
     /// The table's index in the engine's list.
     index: usize,
@@ -181,7 +181,7 @@ struct SlotTable {
 }
 
 #[async_trait]
-impl TableProvider for SlotTable {
+impl TableProvider for WindowTableProvider {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
@@ -205,7 +205,7 @@ impl TableProvider for SlotTable {
             EmissionType::Incremental,
             Boundedness::Bounded,
         );
-        Ok(Arc::new(SlotExec {
+        Ok(Arc::new(WindowRowsExec {
             schema,
             index: self.index,
             name: self.name.clone(),
@@ -215,11 +215,11 @@ impl TableProvider for SlotTable {
     }
 }
 
-/// The scan of a [`SlotTable`]: reads the window's rows from the task context when
-/// executed, so one physical plan serves every window. Reports no statistics (they
-/// change with every window).
+/// The scan of a [`WindowTableProvider`]: reads the window's rows from the task
+/// context when executed, so one physical plan serves every window. Reports no
+/// statistics (they change with every window).
 #[derive(Debug)]
-struct SlotExec {
+struct WindowRowsExec {
     schema: SchemaRef,
     index: usize,
     name: String,
@@ -227,15 +227,15 @@ struct SlotExec {
     properties: Arc<PlanProperties>,
 }
 
-impl DisplayAs for SlotExec {
+impl DisplayAs for WindowRowsExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(f, "SlotExec")
+        write!(f, "WindowRowsExec")
     }
 }
 
-impl ExecutionPlan for SlotExec {
+impl ExecutionPlan for WindowRowsExec {
     fn name(&self) -> &str {
-        "SlotExec"
+        "WindowRowsExec"
     }
     fn properties(&self) -> &Arc<PlanProperties> {
         &self.properties
@@ -767,7 +767,7 @@ async fn prepare(
         ctx.register_udf(f);
     }
     for (index, reg) in tables.iter().enumerate() {
-        let provider = SlotTable {
+        let provider = WindowTableProvider {
             schema: reg.table.schema(),
             index,
             name: reg.table.name().to_owned(),
