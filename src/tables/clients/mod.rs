@@ -391,12 +391,22 @@ impl Reference {
             typ_scale: vec![1.0; n_num],
             near_radius: None,
         };
+        // The samples' numbers, read once (sample i's at `i * n_num ..`, NaN = missing).
+        let mut flat: Vec<f64> = Vec::with_capacity(samples.len() * n_num);
+        for s in samples {
+            flat.extend((0..n_num).map(|j| s.num.get(j).copied().flatten().unwrap_or(f64::NAN)));
+        }
+        let row = |i: usize| &flat[i * n_num..(i + 1) * n_num];
+        let mut v: Vec<f64> = Vec::with_capacity(samples.len());
         for j in 0..n_num {
-            let mut v: Vec<f64> = samples
-                .iter()
-                .filter_map(|s| s.num[j])
-                .filter(|x| x.is_finite())
-                .collect();
+            v.clear();
+            v.extend(
+                flat.iter()
+                    .skip(j)
+                    .step_by(n_num)
+                    .copied()
+                    .filter(|x| x.is_finite()),
+            );
             if v.is_empty() {
                 continue;
             }
@@ -413,7 +423,7 @@ impl Reference {
                 crate::stats::quantile(&v, 0.5),
                 crate::stats::quantile(&v, 0.75),
             ];
-            r.sorted[j] = v;
+            r.sorted[j] = v.clone();
         }
         // Each sample's category ids: the index of its category in the sorted list of
         // the sample's non-empty categories (u32::MAX for a missing or empty one).
@@ -438,12 +448,9 @@ impl Reference {
             }
         }
         let mut cells: HashMap<u64, u64, Fast> = HashMap::default();
-        let mut num = Vec::with_capacity(n_num);
-        for (i, s) in samples.iter().enumerate() {
-            num.clear();
-            num.extend(s.num.iter().map(|x| x.unwrap_or(f64::NAN)));
+        for i in 0..samples.len() {
             *cells
-                .entry(r.cell(&num, &ids[i * n_cat..(i + 1) * n_cat]))
+                .entry(r.cell(row(i), &ids[i * n_cat..(i + 1) * n_cat]))
                 .or_default() += 1;
         }
         let total = samples.len().max(1) as f64;
@@ -468,38 +475,30 @@ impl Reference {
         // Typicality and the near-duplicate radius from a sample in which no client has
         // more than half a percent: one client cannot move a 99th percentile or make
         // its own inputs the nearest neighbours.
-        let capped = {
+        let capped: Vec<usize> = {
             let cap = (samples.len() / 200).max(1);
             let mut per_client: HashMap<u64, usize, Fast> = HashMap::default();
-            samples
-                .iter()
-                .filter(|s| {
-                    let n = per_client.entry(s.client).or_default();
+            (0..samples.len())
+                .filter(|&i| {
+                    let n = per_client.entry(samples[i].client).or_default();
                     *n += 1;
                     *n <= cap
                 })
-                .copied()
-                .collect::<Vec<_>>()
+                .collect()
         };
         if n_num > 0 && capped.len() >= MIN_TYPICALITY_SAMPLE {
             let mut d2: Vec<f64> = capped
                 .iter()
-                .map(|s| {
-                    num.clear();
-                    num.extend(s.num.iter().map(|x| x.unwrap_or(f64::NAN)));
-                    squared_distance(&num, &r.typ_center, &r.typ_scale)
-                })
+                .map(|&i| squared_distance(row(i), &r.typ_center, &r.typ_scale))
                 .collect();
             crate::stats::drift::sort_floats(&mut d2);
             r.atypical_at = Some(crate::stats::quantile(&d2, 0.99));
             let z: Vec<Vec<f64>> = capped
                 .iter()
                 .take(NEAR_SAMPLE)
-                .map(|s| {
-                    num.clear();
-                    num.extend(s.num.iter().map(|x| x.unwrap_or(f64::NAN)));
+                .map(|&i| {
                     let mut z = Vec::with_capacity(n_num);
-                    r.standardize_into(&num, &mut z);
+                    r.standardize_into(row(i), &mut z);
                     z
                 })
                 .collect();
