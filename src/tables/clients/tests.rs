@@ -148,6 +148,45 @@ fn the_reference_has_numpys_quantiles_and_the_population_standard_deviation() {
 }
 
 #[test]
+fn a_missing_number_is_left_out_of_its_own_feature_only() {
+    // The second feature is missing in every odd sample (and the last sample has no
+    // second entry at all): its statistics are those of 0, 2, …, 98 (NumPy:
+    // mean 49, std 28.861739379323623, quartiles 24.5 / 49 / 73.5, 0.5 % 0.49,
+    // 99.5 % 97.51); the first feature's are those of 0, …, 99.
+    let samples: Vec<crate::tables::reference::Sample> = (0..100)
+        .map(|i| crate::tables::reference::Sample {
+            key: i,
+            client: i,
+            num: match i {
+                99 => vec![Some(99.0)],
+                _ => vec![Some(i as f64), (i % 2 == 0).then_some(i as f64)],
+            },
+            cat: vec![Some("a".into())],
+            label: None,
+            score: None,
+        })
+        .collect();
+    let refs: Vec<&crate::tables::reference::Sample> = samples.iter().collect();
+    let r = super::Reference::build(&refs, 2, 1, 0.05);
+    let near = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs().max(1.0);
+    assert!(near(r.mean[0], 49.5) && near(r.std[0], 833.25_f64.sqrt()));
+    assert!(near(r.mean[1], 49.0), "{}", r.mean[1]);
+    assert!(near(r.std[1], 28.861739379323623), "{}", r.std[1]);
+    assert!(
+        near(r.lo[1], 0.49) && near(r.hi[1], 97.51),
+        "{:?}",
+        (r.lo, r.hi)
+    );
+    assert!(
+        near(r.edges[1][0], 24.5) && near(r.edges[1][1], 49.0) && near(r.edges[1][2], 73.5),
+        "{:?}",
+        r.edges
+    );
+    assert_eq!(r.sorted[1].len(), 50);
+    assert_eq!(r.sorted[0].len(), 100);
+}
+
+#[test]
 fn coverage_ratio_is_cells_touched_over_cells_expected() {
     let mut records = client("corner", &[1.0, 2.0, 3.0, 4.0]);
     records.extend(client("spread", &[10.0, 30.0, 60.0, 90.0]));
