@@ -108,20 +108,29 @@ fn stats_after_reference(cfg: &ClientsConfig, records: &[Value]) -> RecordBatch 
     c.computed(&window(1, records)).unwrap().stats.clone()
 }
 
-#[test]
-fn the_reference_has_numpys_quantiles_and_the_population_standard_deviation() {
-    let samples: Vec<crate::tables::reference::Sample> = (0..100)
-        .map(|i| crate::tables::reference::Sample {
-            key: i,
-            client: 0,
-            num: vec![Some(i as f64)],
+/// The client reference of samples given as (client, numbers), one category each.
+fn reference_of(
+    samples: impl Iterator<Item = (u64, Vec<Option<f64>>)>,
+    n_num: usize,
+) -> super::Reference {
+    let samples: Vec<crate::tables::reference::Sample> = samples
+        .enumerate()
+        .map(|(i, (client, num))| crate::tables::reference::Sample {
+            key: i as u64,
+            client,
+            num,
             cat: vec![Some("a".into())],
             label: None,
             score: None,
         })
         .collect();
     let refs: Vec<&crate::tables::reference::Sample> = samples.iter().collect();
-    let r = super::Reference::build(&refs, 1, 1, 0.05);
+    super::Reference::build(&refs, n_num, 1, 0.05)
+}
+
+#[test]
+fn the_reference_has_numpys_quantiles_and_the_population_standard_deviation() {
+    let r = reference_of((0..100).map(|i| (0, vec![Some(i as f64)])), 1);
     let near = |a: f64, b: f64| (a - b).abs() < 1e-12;
     assert!(
         near(r.lo[0], 0.495) && near(r.hi[0], 98.505),
@@ -153,21 +162,13 @@ fn a_missing_number_is_left_out_of_its_own_feature_only() {
     // second entry at all): its statistics are those of 0, 2, …, 98 (NumPy:
     // mean 49, std 28.861739379323623, quartiles 24.5 / 49 / 73.5, 0.5 % 0.49,
     // 99.5 % 97.51); the first feature's are those of 0, …, 99.
-    let samples: Vec<crate::tables::reference::Sample> = (0..100)
-        .map(|i| crate::tables::reference::Sample {
-            key: i,
-            client: i,
-            num: match i {
-                99 => vec![Some(99.0)],
-                _ => vec![Some(i as f64), (i % 2 == 0).then_some(i as f64)],
-            },
-            cat: vec![Some("a".into())],
-            label: None,
-            score: None,
-        })
-        .collect();
-    let refs: Vec<&crate::tables::reference::Sample> = samples.iter().collect();
-    let r = super::Reference::build(&refs, 2, 1, 0.05);
+    let r = reference_of(
+        (0..100).map(|i| match i {
+            99 => (i, vec![Some(99.0)]),
+            _ => (i, vec![Some(i as f64), (i % 2 == 0).then_some(i as f64)]),
+        }),
+        2,
+    );
     let near = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs().max(1.0);
     assert!(near(r.mean[0], 49.5) && near(r.std[0], 833.25_f64.sqrt()));
     assert!(near(r.mean[1], 49.0), "{}", r.mean[1]);
