@@ -128,22 +128,36 @@ fn reference_of(
     super::Reference::build(&refs, n_num, 1, 0.05)
 }
 
+/// Feature `j` of a reference: mean, standard deviation, 0.5 % and 99.5 % quantiles,
+/// quartiles, each to a relative 1e-12.
+fn assert_feature(r: &super::Reference, j: usize, want: [f64; 7]) {
+    let got = [
+        r.mean[j],
+        r.std[j],
+        r.lo[j],
+        r.hi[j],
+        r.edges[j][0],
+        r.edges[j][1],
+        r.edges[j][2],
+    ];
+    for (g, w) in got.iter().zip(want) {
+        assert!(
+            (g - w).abs() <= 1e-12 * w.abs().max(1.0),
+            "feature {j}: {got:?}, want {want:?}"
+        );
+    }
+}
+
 #[test]
 fn the_reference_has_numpys_quantiles_and_the_population_standard_deviation() {
     let r = reference_of((0..100).map(|i| (0, vec![Some(i as f64)])), 1);
     let near = |a: f64, b: f64| (a - b).abs() < 1e-12;
-    assert!(
-        near(r.lo[0], 0.495) && near(r.hi[0], 98.505),
-        "{:?}",
-        (r.lo, r.hi)
+    // NumPy of 0, …, 99.
+    assert_feature(
+        &r,
+        0,
+        [49.5, 833.25_f64.sqrt(), 0.495, 98.505, 24.75, 49.5, 74.25],
     );
-    assert!(
-        near(r.edges[0][0], 24.75) && near(r.edges[0][1], 49.5) && near(r.edges[0][2], 74.25),
-        "{:?}",
-        r.edges
-    );
-    assert!(near(r.mean[0], 49.5));
-    assert!(near(r.std[0], 833.25_f64.sqrt()), "{}", r.std[0]);
     // Four quartile cells of 25 values each: one share, four cells.
     assert_eq!(r.cell_p, [(0.25, 4.0)]);
     // n natural queries touch Σ 1 − (1 − p)ⁿ cells: 4·(1 − 0.75ⁿ).
@@ -169,19 +183,15 @@ fn a_missing_number_is_left_out_of_its_own_feature_only() {
         }),
         2,
     );
-    let near = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs().max(1.0);
-    assert!(near(r.mean[0], 49.5) && near(r.std[0], 833.25_f64.sqrt()));
-    assert!(near(r.mean[1], 49.0), "{}", r.mean[1]);
-    assert!(near(r.std[1], 28.861739379323623), "{}", r.std[1]);
-    assert!(
-        near(r.lo[1], 0.49) && near(r.hi[1], 97.51),
-        "{:?}",
-        (r.lo, r.hi)
+    assert_feature(
+        &r,
+        0,
+        [49.5, 833.25_f64.sqrt(), 0.495, 98.505, 24.75, 49.5, 74.25],
     );
-    assert!(
-        near(r.edges[1][0], 24.5) && near(r.edges[1][1], 49.0) && near(r.edges[1][2], 73.5),
-        "{:?}",
-        r.edges
+    assert_feature(
+        &r,
+        1,
+        [49.0, 28.861739379323623, 0.49, 97.51, 24.5, 49.0, 73.5],
     );
     assert_eq!(r.sorted[1].len(), 50);
     assert_eq!(r.sorted[0].len(), 100);
