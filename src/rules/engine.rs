@@ -287,10 +287,6 @@ impl ExecutionPlan for WindowRowsExec {
     }
 }
 
-struct Registered {
-    table: Arc<dyn WindowTable>,
-}
-
 /// A rule with its plan, ready to run on any window.
 pub struct PreparedRule {
     pub rule: Rule,
@@ -306,10 +302,12 @@ pub struct PreparedRule {
 }
 
 pub struct Engine {
-    tables: Vec<Registered>,
+    tables: Vec<Arc<dyn WindowTable>>,
     rules: Vec<PreparedRule>,
     /// Recording rules (`record:`): rule index → index of its table.
     recorded: BTreeMap<usize, usize>,
+    /// Index of the `rescored` table, filled between the rounds of a window's rules.
+    rescored: Option<usize>,
     timeout: Duration,
     /// Threads a window's tables are computed on.
     table_threads: usize,
@@ -335,10 +333,6 @@ impl Engine {
         tables: Vec<Arc<dyn WindowTable>>,
         config: &EngineConfig,
     ) -> Result<Engine, RuleError> {
-        let tables: Vec<Registered> = tables
-            .into_iter()
-            .map(|table| Registered { table })
-            .collect();
         let mut tables = tables;
         let standard = tables.len();
         let mut problems = Vec::new();
@@ -359,24 +353,22 @@ impl Engine {
                     continue;
                 }
             };
-            if p.uses.iter().any(|&t| tables[t].table.name() == RESCORED) {
+            if p.uses.iter().any(|&t| tables[t].name() == RESCORED) {
                 problems.push(format!(
                     "{}: a recording rule runs before re-scoring and cannot read {RESCORED}",
                     p.rule.at()
                 ));
-            } else if tables.iter().any(|t| t.table.name() == name) {
+            } else if tables.iter().any(|t| t.name() == name) {
                 problems.push(format!(
                     "{}: record: {name:?} is already a table's name",
                     p.rule.at()
                 ));
             } else {
                 recorded.insert(i, tables.len());
-                tables.push(Registered {
-                    table: Arc::new(RecordedTable {
-                        name,
-                        schema: p.output.clone(),
-                    }),
-                });
+                tables.push(Arc::new(RecordedTable {
+                    name,
+                    schema: p.output.clone(),
+                }));
             }
             slots[i] = Some(p);
         }
@@ -391,7 +383,7 @@ impl Engine {
                             problems.push(format!(
                                 "{}: reads {}, the table of {}, whose window differs",
                                 p.rule.at(),
-                                tables[*t].table.name(),
+                                tables[*t].name(),
                                 source.rule.id()
                             ));
                         }
@@ -405,6 +397,7 @@ impl Engine {
             return Err(RuleError::Many(problems.join("\n")));
         }
         Ok(Engine {
+            rescored: tables.iter().position(|t| t.name() == RESCORED),
             tables,
             rules: slots
                 .into_iter()
@@ -433,7 +426,7 @@ impl Engine {
     /// `which` picks.
     pub fn keeps(&self, tables: &WindowTables, which: impl Fn(&str) -> bool) -> bool {
         tables.computed.iter().any(|&t| {
-            let name = self.tables[t].table.name();
+            let name = self.tables[t].name();
             !tables.errors.contains_key(&t) && self.keep.contains(name) && which(name)
         })
     }
@@ -482,8 +475,12 @@ impl Engine {
     /// the stateful tables move on to the window: windows go through it in order, and
     /// the rules of one window may run while the next one's tables are computed.
     pub fn tables_of(&self, window: &ClosedWindow) -> WindowTables {
-        let late = self.tables.iter().position(|t| t.table.name() == RESCORED);
-        let filled_later: BTreeSet<usize> = self.recorded.values().copied().chain(late).collect();
+        let filled_later: BTreeSet<usize> = self
+            .recorded
+            .values()
+            .copied()
+            .chain(self.rescored)
+            .collect();
         let needed: BTreeSet<usize> = (0..self.rules.len())
             .filter(|&i| self.rules[i].rule.spec == window.spec)
             .flat_map(|i| self.rules[i].uses.iter().copied())
@@ -509,7 +506,7 @@ impl Engine {
         mut tables: WindowTables,
         between: impl FnOnce(&[RuleRun]) -> Result<(), String>,
     ) -> Evaluated {
-        let late = self.tables.iter().position(|t| t.table.name() == RESCORED);
+        let late = self.rescored;
         let (records, rest): (Vec<usize>, Vec<usize>) = (0..self.rules.len())
             .filter(|&i| self.rules[i].rule.spec == window.spec)
             .partition(|i| self.recorded.contains_key(i));
@@ -526,7 +523,7 @@ impl Engine {
             match &run.result {
                 Ok(batches) => tables.rows.set(t, batches.clone()),
                 Err(e) => {
-                    let name = self.tables[t].table.name();
+                    let name = self.tables[t].name();
                     tables.errors.insert(t, format!("table {name}: {e}"));
                 }
             }
@@ -547,7 +544,7 @@ impl Engine {
             .computed
             .iter()
             .filter_map(|&t| {
-                let name = self.tables[t].table.name();
+                let name = self.tables[t].name();
                 let rows = tables.rows.take(t);
                 (self.keep.contains(name) && !tables.errors.contains_key(&t))
                     .then(|| (name.to_owned(), rows))
@@ -618,14 +615,13 @@ impl Engine {
                 .costs
                 .lock()
                 .expect("costs lock")
-                .entry(format!("table {}", reg.table.name()))
+                .entry(format!("table {}", reg.name()))
                 .or_default() += spent;
             into.computed.insert(t);
             match rows {
                 Ok(rows) => into.rows.set(t, rows),
                 Err(e) => {
-                    into.errors
-                        .insert(t, format!("table {}: {e}", reg.table.name()));
+                    into.errors.insert(t, format!("table {}: {e}", reg.name()));
                 }
             }
         }
@@ -644,7 +640,7 @@ impl Engine {
     ) -> Vec<(usize, Result<Vec<RecordBatch>, String>, Duration)> {
         let one = |t: usize| {
             let started = cpu_time::ThreadTime::now();
-            let rows = self.tables[t].table.compute(window);
+            let rows = self.tables[t].compute(window);
             (t, rows, started.elapsed())
         };
         let threads = self.table_threads.min(needed.len());
@@ -652,8 +648,8 @@ impl Engine {
             return needed.iter().map(|&t| one(t)).collect();
         }
         let mut first: BTreeSet<&str> = BTreeSet::new();
-        let (mut queue, rest): (Vec<usize>, Vec<usize>) = (0..needed.len())
-            .partition(|&k| first.insert(self.tables[needed[k]].table.computation()));
+        let (mut queue, rest): (Vec<usize>, Vec<usize>) =
+            (0..needed.len()).partition(|&k| first.insert(self.tables[needed[k]].computation()));
         queue.extend(rest);
         let next = std::sync::atomic::AtomicUsize::new(0);
         let work = || {
@@ -708,14 +704,10 @@ impl Engine {
                 None => ctx.state().create_physical_plan(&plan).await?,
             };
             // The window's rows, where its scans look for them.
-            let task = ctx.task_ctx();
+            let task = TaskContext::from(&ctx);
             let config = task.session_config().clone().with_extension(rows);
-            let task = match Arc::into_inner(task) {
-                Some(t) => t,
-                None => TaskContext::from(&ctx.state()),
-            };
-            datafusion::physical_plan::collect(plan, Arc::new(task.with_session_config(config)))
-                .await
+            let task = Arc::new(task.with_session_config(config));
+            datafusion::physical_plan::collect(plan, task).await
         });
         match tokio::time::timeout(self.timeout, &mut task).await {
             Ok(Ok(Ok(batches))) => Ok(batches),
@@ -735,7 +727,7 @@ impl Engine {
 
 async fn prepare(
     rule: Rule,
-    tables: &[Registered],
+    tables: &[Arc<dyn WindowTable>],
     config: &EngineConfig,
 ) -> Result<PreparedRule, RuleError> {
     let runtime = RuntimeEnvBuilder::new()
@@ -768,11 +760,11 @@ async fn prepare(
     }
     for (index, reg) in tables.iter().enumerate() {
         let provider = WindowTableProvider {
-            schema: reg.table.schema(),
+            schema: reg.schema(),
             index,
-            name: reg.table.name().to_owned(),
+            name: reg.name().to_owned(),
         };
-        ctx.register_table(reg.table.name(), Arc::new(provider))
+        ctx.register_table(reg.name(), Arc::new(provider))
             .map_err(|e| RuleError::invalid(&rule, e.to_string()))?;
     }
     let plan = ctx
@@ -831,7 +823,7 @@ async fn prepare(
 fn check_reads(
     rule: &Rule,
     plan: &LogicalPlan,
-    tables: &[Registered],
+    tables: &[Arc<dyn WindowTable>],
 ) -> Result<Vec<usize>, RuleError> {
     if matches!(
         plan,
@@ -849,7 +841,7 @@ fn check_reads(
             LogicalPlan::TableScan(scan) => {
                 let name = scan.table_name.table();
                 match tables.iter().position(|t| {
-                    t.table.name() == name && scan.table_name.schema().is_none_or(|s| s == "public")
+                    t.name() == name && scan.table_name.schema().is_none_or(|s| s == "public")
                 }) {
                     Some(i) => {
                         uses.insert(i);
@@ -860,7 +852,7 @@ fn check_reads(
                             scan.table_name,
                             tables
                                 .iter()
-                                .map(|t| t.table.name())
+                                .map(|t| t.name())
                                 .collect::<Vec<_>>()
                                 .join(", ")
                         ));
@@ -1201,7 +1193,7 @@ mod tests {
     }
 
     pub(super) fn window_of(e: &Engine, start: i64, clients: Vec<&str>) -> ClosedWindow {
-        let schema = e.tables[0].table.schema();
+        let schema = e.tables[0].schema();
         let n = clients.len();
         let ts = TimestampMillisecondArray::from(vec![start + 1; n]).with_timezone("UTC");
         let mut cols: Vec<datafusion::arrow::array::ArrayRef> = Vec::new();
