@@ -672,6 +672,7 @@ impl Inner {
         let version = col("model_version").map(|c| c.as_string::<i32>());
         let label = col("prediction_label").map(|c| c.as_string::<i32>());
         let probs = col("probs").map(|c| c.as_list::<i32>());
+        let prob_values = probs.and_then(|l| l.values().as_primitive_opt::<Float64Type>());
         let mut skip = skip.iter().copied().peekable();
         // Consecutive records mostly share their model and series: no lookup for those.
         let mut last_model: Option<(String, Option<usize>)> = None;
@@ -704,10 +705,15 @@ impl Inner {
             // largest still names the answer of a record without a label.
             let mut top_of_scores = None;
             let p: Option<Box<[f32]>> = probs.filter(|l| l.is_valid(row)).and_then(|l| {
-                let list = l.value(row);
-                let list = list.as_primitive::<Float64Type>();
-                let v = list.values();
-                if v.len() != k || list.null_count() != 0 || !v.iter().all(|x| x.is_finite()) {
+                // Through the offsets: `l.value(row)` would allocate a slice per row.
+                let values = prob_values?;
+                let offsets = l.value_offsets();
+                let (from, to) = (offsets[row] as usize, offsets[row + 1] as usize);
+                let v = &values.values()[from..to];
+                let nulls = values
+                    .nulls()
+                    .is_some_and(|n| (from..to).any(|i| n.is_null(i)));
+                if v.len() != k || nulls || !v.iter().all(|x| x.is_finite()) {
                     return None;
                 }
                 let scores: Box<[f32]> = v.iter().map(|&x| x as f32).collect();

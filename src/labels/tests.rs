@@ -465,6 +465,45 @@ fn probabilities_out_of_range_are_counted_and_kept_out_of_the_estimates() {
 }
 
 #[test]
+fn each_row_of_a_sliced_batch_joins_with_its_own_probabilities() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("labels.jsonl");
+    write(&path, &[]);
+    let labels = Labels::new(&config(&path), &[], &[]).unwrap();
+    labels.start(1 << 20, Duration::from_secs(30)).unwrap();
+    // A hundred answers "cat": the first fifty at 0.6, the last fifty at 0.9; then ten
+    // with a missing probability and ten with three probabilities for two classes.
+    let decoder = BatchDecoder::new(&DecodeConfig::default()).unwrap();
+    let mut raw = RawBatch::new(0);
+    for i in 0..120usize {
+        let probs = match i {
+            0..50 => json!([0.6, 0.4]),
+            50..100 => json!([0.9, 0.1]),
+            100..110 => json!([0.9, null]),
+            _ => json!([0.5, 0.3, 0.2]),
+        };
+        let r = json!({
+            "ts": crate::time::rfc3339(T0 + 100 * i as i64),
+            "request_id": format!("r-{i}"), "client_id": "c", "model": "m",
+            "model_version": "1",
+            "prediction": {"label": "cat", "probs": probs},
+        });
+        raw.push(&serde_json::to_vec(&r).unwrap(), i as u64);
+    }
+    let d = decoder.decode(&raw);
+    assert!(d.dead.is_empty(), "{:?}", d.dead.first());
+    // Only the last seventy rows: their lists start 100 values into the child array.
+    labels.register(&d.events.unwrap().slice(50, 70), &[]);
+    labels.advance_to(T0 + 2 * MINUTE).unwrap();
+    assert_eq!(labels.totals().predictions, 70);
+    let (perf, _) = tables_at(&labels, T0 + 2 * MINUTE);
+    assert_eq!(u64_at(&perf, "predictions", 0), 70);
+    // Fifty answers with probabilities, all at 0.9; the twenty others have none.
+    let est = f64_at(&perf, "mean_confidence", 0).unwrap();
+    assert!((est - 0.9).abs() < 1e-6, "{est}");
+}
+
+#[test]
 fn registrations_sent_in_a_burst_are_all_joined_in_order_before_any_read() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("labels.jsonl");
