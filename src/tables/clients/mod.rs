@@ -2117,10 +2117,12 @@ impl Clients {
             p.last_seen = p.last_seen.max(r.ts);
             p.queries += 1;
             let input = r.input;
-            let new_input = !p.inputs.contains(&input);
-            if new_input && p.inputs.len() < cap {
-                p.inputs.insert(input);
-            }
+            // One probe: an insert says whether the input is new, until the set is full.
+            let new_input = if p.inputs.len() < cap {
+                p.inputs.insert(input)
+            } else {
+                !p.inputs.contains(&input)
+            };
             if !new_input {
                 p.repeats += 1;
             }
