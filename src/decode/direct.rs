@@ -552,39 +552,54 @@ impl Parser<'_> {
     /// decimal digits as an integer with a power of ten (`exact` when they fit in 64
     /// bits).
     fn number(&mut self) -> Option<Number> {
+        let b = self.b;
         let from = self.i;
-        let negative = self.eat(b'-');
+        let mut i = from;
+        let negative = b.get(i) == Some(&b'-');
+        i += usize::from(negative);
         let (mut mantissa, mut exact) = (0u64, true);
-        let mut digits = |p: &mut Self| -> usize {
-            let start = p.i;
-            while let Some(c @ b'0'..=b'9') = p.peek() {
-                match mantissa
-                    .checked_mul(10)
-                    .and_then(|m| m.checked_add(u64::from(c - b'0')))
-                {
-                    Some(m) => mantissa = m,
-                    None => exact = false,
+        // The digits from `i` on, into the mantissa; their count. Nineteen decimal digits
+        // always fit in 64 bits: only past them is each step checked.
+        let mut digits = |i: &mut usize| -> usize {
+            let start = *i;
+            while let Some(&c) = b.get(*i) {
+                let d = c.wrapping_sub(b'0');
+                if d > 9 {
+                    break;
                 }
-                p.i += 1;
+                if mantissa < 1_000_000_000_000_000_000 {
+                    mantissa = mantissa * 10 + u64::from(d);
+                } else {
+                    match mantissa
+                        .checked_mul(10)
+                        .and_then(|m| m.checked_add(u64::from(d)))
+                    {
+                        Some(m) => mantissa = m,
+                        None => exact = false,
+                    }
+                }
+                *i += 1;
             }
-            p.i - start
+            *i - start
         };
-        match self.peek()? {
-            b'0' => self.i += 1,
+        match b.get(i)? {
+            b'0' => i += 1,
             b'1'..=b'9' => {
-                digits(self);
+                digits(&mut i);
             }
             _ => return None,
         }
         let (mut exponent, mut integer) = (0i64, true);
-        if self.eat(b'.') {
-            let n = digits(self);
+        if b.get(i) == Some(&b'.') {
+            i += 1;
+            let n = digits(&mut i);
             if n == 0 {
                 return None;
             }
             exponent -= n as i64;
             integer = false;
         }
+        self.i = i;
         if let Some(b'e' | b'E') = self.peek() {
             integer = false;
             self.i += 1;
