@@ -772,10 +772,6 @@ mod tests {
         }
     }
 
-    /// A string is read up to its closing quote, and refused at a backslash (an
-    /// escape) or a control character before it, whether those come among the first
-    /// bytes or after them: the plain definition, byte by byte, on random strings of
-    /// every length around the short-string bound.
     /// Times in the usual form, over every year arrow reads, with fractions of every
     /// length, impossible dates and random damage: whenever the fast path reads one, it
     /// reads arrow's value; the usual forms it must read.
@@ -857,6 +853,10 @@ mod tests {
         assert!(read > cases.len() / 4, "{read} of {}", cases.len());
     }
 
+    /// A string is read up to its closing quote, and refused at a backslash (an
+    /// escape) or a control character before it, whether those come among the first
+    /// bytes or after them: the plain definition, byte by byte, on random strings of
+    /// every length around the short-string bound.
     #[test]
     fn strings_end_at_their_quote_and_refuse_escapes_and_control_characters() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);

@@ -416,13 +416,19 @@ fn a_restore_after_a_config_change_keeps_each_models_predictions_and_drops_chang
     assert_eq!(perf.num_rows(), 0);
 }
 
-#[test]
-fn probabilities_out_of_range_are_counted_and_kept_out_of_the_estimates() {
-    let dir = tempfile::tempdir().unwrap();
+/// Labels joined from an empty label file in `dir`, started.
+fn started_without_labels(dir: &tempfile::TempDir) -> Labels {
     let path = dir.path().join("labels.jsonl");
     write(&path, &[]);
     let labels = Labels::new(&config(&path), &[], &[]).unwrap();
     labels.start(1 << 20, Duration::from_secs(30)).unwrap();
+    labels
+}
+
+#[test]
+fn probabilities_out_of_range_are_counted_and_kept_out_of_the_estimates() {
+    let dir = tempfile::tempdir().unwrap();
+    let labels = started_without_labels(&dir);
     labels.register(&predictions(0, 100, T0, "1"), &[]);
     // A sender's answers with "probabilities" of 1e300 (finite as f64, infinite as the
     // f32 they wait as) and -3.
@@ -467,10 +473,7 @@ fn probabilities_out_of_range_are_counted_and_kept_out_of_the_estimates() {
 #[test]
 fn each_row_of_a_sliced_batch_joins_with_its_own_probabilities() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("labels.jsonl");
-    write(&path, &[]);
-    let labels = Labels::new(&config(&path), &[], &[]).unwrap();
-    labels.start(1 << 20, Duration::from_secs(30)).unwrap();
+    let labels = started_without_labels(&dir);
     // A hundred answers "cat": the first fifty at 0.6, the last fifty at 0.9; then ten
     // with a missing probability and ten with three probabilities for two classes.
     let decoder = BatchDecoder::new(&DecodeConfig::default()).unwrap();
