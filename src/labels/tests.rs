@@ -417,7 +417,7 @@ fn a_restore_after_a_config_change_keeps_each_models_predictions_and_drops_chang
 }
 
 /// Labels joined from an empty label file in `dir`, started.
-fn started_without_labels(dir: &tempfile::TempDir) -> Labels {
+fn started_without_labels(dir: &tempfile::TempDir) -> Arc<Labels> {
     let path = dir.path().join("labels.jsonl");
     write(&path, &[]);
     let labels = Labels::new(&config(&path), &[], &[]).unwrap();
