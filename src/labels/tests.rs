@@ -23,20 +23,35 @@ fn config(path: &std::path::Path) -> LabelsConfig {
 /// Predictions `r-{from}..r-{to}` of model `m`, one every 100 ms from `t`: even ones
 /// answered "cat" at 0.8, odd ones "dog" at 0.7.
 fn predictions(from: usize, to: usize, t: i64, version: &str) -> RecordBatch {
-    let decoder = BatchDecoder::new(&DecodeConfig::default()).unwrap();
-    let mut raw = RawBatch::new(0);
-    for i in from..to {
+    decoded((from..to).map(|i| {
         let (label, probs) = if i % 2 == 0 {
             ("cat", [0.8f64, 0.2])
         } else {
             ("dog", [0.3, 0.7])
         };
-        let r = json!({
+        json!({
             "ts": crate::time::rfc3339(t + 100 * (i - from) as i64),
             "request_id": format!("r-{i}"), "client_id": "c", "model": "m",
             "model_version": version,
             "prediction": {"label": label, "score": probs[0].max(probs[1]), "probs": probs},
-        });
+        })
+    }))
+}
+
+/// An answer of model `m` version 1: request `id` of `client`, `ms` after `T0`.
+fn answer(ms: i64, id: &str, client: &str, prediction: serde_json::Value) -> serde_json::Value {
+    json!({
+        "ts": crate::time::rfc3339(T0 + ms),
+        "request_id": id, "client_id": client, "model": "m", "model_version": "1",
+        "prediction": prediction,
+    })
+}
+
+/// Records decoded into one batch, none of them dead.
+fn decoded(records: impl IntoIterator<Item = serde_json::Value>) -> RecordBatch {
+    let decoder = BatchDecoder::new(&DecodeConfig::default()).unwrap();
+    let mut raw = RawBatch::new(0);
+    for (i, r) in records.into_iter().enumerate() {
         raw.push(&serde_json::to_vec(&r).unwrap(), i as u64);
     }
     let d = decoder.decode(&raw);
@@ -432,33 +447,16 @@ fn probabilities_out_of_range_are_counted_and_kept_out_of_the_estimates() {
     labels.register(&predictions(0, 100, T0, "1"), &[]);
     // A sender's answers with "probabilities" of 1e300 (finite as f64, infinite as the
     // f32 they wait as) and -3.
-    let decoder = BatchDecoder::new(&DecodeConfig::default()).unwrap();
-    let mut raw = RawBatch::new(0);
-    for i in 0..20usize {
-        let probs = if i % 2 == 0 {
-            [1e300, 0.0]
-        } else {
-            [-3.0, 4.0]
-        };
-        let r = json!({
-            "ts": crate::time::rfc3339(T0 + 50 * i as i64),
-            "request_id": format!("h-{i}"), "client_id": "h", "model": "m",
-            "model_version": "1",
-            "prediction": {"label": "cat", "probs": probs},
-        });
-        raw.push(&serde_json::to_vec(&r).unwrap(), i as u64);
-    }
     // And two without a label whose scores are logits: their largest names the answer.
-    for i in 20..22usize {
-        let r = json!({
-            "ts": crate::time::rfc3339(T0 + 50 * i as i64),
-            "request_id": format!("h-{i}"), "client_id": "h", "model": "m",
-            "model_version": "1",
-            "prediction": {"probs": [-2.0, 3.5]},
-        });
-        raw.push(&serde_json::to_vec(&r).unwrap(), i as u64);
-    }
-    labels.register(&decoder.decode(&raw).events.unwrap(), &[]);
+    let records = (0..22usize).map(|i| {
+        let prediction = match i {
+            20.. => json!({"probs": [-2.0, 3.5]}),
+            _ if i % 2 == 0 => json!({"label": "cat", "probs": [1e300, 0.0]}),
+            _ => json!({"label": "cat", "probs": [-3.0, 4.0]}),
+        };
+        answer(50 * i as i64, &format!("h-{i}"), "h", prediction)
+    });
+    labels.register(&decoded(records), &[]);
     labels.advance_to(T0 + 2 * MINUTE).unwrap();
     let t = labels.totals();
     assert_eq!((t.predictions, t.probs_out_of_range), (122, 22));
@@ -476,27 +474,18 @@ fn each_row_of_a_sliced_batch_joins_with_its_own_probabilities() {
     let labels = started_without_labels(&dir);
     // A hundred answers "cat": the first fifty at 0.6, the last fifty at 0.9; then ten
     // with a missing probability and ten with three probabilities for two classes.
-    let decoder = BatchDecoder::new(&DecodeConfig::default()).unwrap();
-    let mut raw = RawBatch::new(0);
-    for i in 0..120usize {
+    let batch = decoded((0..120usize).map(|i| {
         let probs = match i {
             0..50 => json!([0.6, 0.4]),
             50..100 => json!([0.9, 0.1]),
             100..110 => json!([0.9, null]),
             _ => json!([0.5, 0.3, 0.2]),
         };
-        let r = json!({
-            "ts": crate::time::rfc3339(T0 + 100 * i as i64),
-            "request_id": format!("r-{i}"), "client_id": "c", "model": "m",
-            "model_version": "1",
-            "prediction": {"label": "cat", "probs": probs},
-        });
-        raw.push(&serde_json::to_vec(&r).unwrap(), i as u64);
-    }
-    let d = decoder.decode(&raw);
-    assert!(d.dead.is_empty(), "{:?}", d.dead.first());
+        let prediction = json!({"label": "cat", "probs": probs});
+        answer(100 * i as i64, &format!("r-{i}"), "c", prediction)
+    }));
     // Only the last seventy rows: their lists start 100 values into the child array.
-    labels.register(&d.events.unwrap().slice(50, 70), &[]);
+    labels.register(&batch.slice(50, 70), &[]);
     labels.advance_to(T0 + 2 * MINUTE).unwrap();
     assert_eq!(labels.totals().predictions, 70);
     let (perf, _) = tables_at(&labels, T0 + 2 * MINUTE);
