@@ -417,10 +417,9 @@ fn utc_millis(s: &[u8]) -> Option<i64> {
     );
     let millis = match &s[19..s.len() - 1] {
         [] => 0,
+        // One to nine digits: their value scaled to milliseconds, the rest truncated.
         [b'.', fraction @ ..] if (1..=9).contains(&fraction.len()) => {
-            let ms = digits(&fraction[..fraction.len().min(3)])?;
-            digits(fraction)?;
-            ms * [100, 10, 1][fraction.len().min(3) - 1]
+            digits(fraction)? * 1000 / 10i64.pow(fraction.len() as u32)
         }
         _ => return None,
     };
